@@ -1,0 +1,3 @@
+"""loraqa: LoRA adapters for encoder-decoder question answering."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from loraqa.cli import main
+
+main()

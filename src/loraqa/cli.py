@@ -1,0 +1,126 @@
+"""Command line: parse, call one library function, turn LoraqaError into one line and exit 1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from loraqa.errors import ConfigError, LoraqaError
+
+app = typer.Typer(
+    help="Fine-tune encoder-decoder models (FLAN-T5) with LoRA for question answering.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PRESET_HELP = "Preset shipped with loraqa (see `loraqa config --list`)."
+SET_HELP = "Override one key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable)."
+
+
+def _fail(exc: LoraqaError) -> None:
+    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+    else:
+        typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    for name in ("datasets", "huggingface_hub", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _load(preset: str, config: Optional[str], sets: List[str], model: Optional[str], data: Optional[str]):
+    from loraqa.config import load_config
+
+    overrides: dict = {}
+    if model:
+        overrides.setdefault("model", {})["name"] = model
+    if data:
+        overrides.setdefault("data", {})["source"] = data
+    return load_config(preset, config, sets, overrides)
+
+
+@app.command()
+def train(
+    preset: str = typer.Option("default", "--preset", "-p", help=PRESET_HELP),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config (applied over the preset)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    model: Optional[str] = typer.Option(None, "--model", help="Hub id or local model directory (sets model.name)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset name or local file (sets data.source)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<run_name>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
+):
+    """Train a LoRA adapter and record the run (config, adapter, checkpoints, metrics, data report)."""
+    _quiet_libraries()
+    try:
+        cfg = _load(preset, config, set_, model, data)
+        from loraqa.train import train as run_training
+
+        run_training(cfg, output=output, overwrite=overwrite, resume=resume)
+    except LoraqaError as exc:
+        _fail(exc)
+
+
+@app.command("config")
+def show_config(
+    preset: str = typer.Option("default", "--preset", "-p", help=PRESET_HELP),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    list_presets: bool = typer.Option(False, "--list", help="List the presets."),
+    keys: bool = typer.Option(False, "--keys", help="List every key with its meaning."),
+):
+    """Print the resolved configuration (after preset, --config and --set), or list presets and keys."""
+    from loraqa import config as cfgmod
+
+    try:
+        if list_presets:
+            for name in cfgmod.preset_names():
+                typer.echo(name)
+            return
+        if keys:
+            for key, text in cfgmod.key_help():
+                typer.echo(f"{key:32s} {text}")
+            return
+        typer.echo(cfgmod.dump_config(cfgmod.load_config(preset, config, set_)), nl=False)
+    except LoraqaError as exc:
+        _fail(exc)
+
+
+@app.command()
+def doctor(
+    preset: str = typer.Option("default", "--preset", "-p", help="Preset whose memory needs are checked."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to size (hub id or local directory)."),
+):
+    """Check torch, the GPU (or CPU fallback), bf16, bitsandbytes, and whether a preset fits in memory."""
+    _quiet_libraries()
+    try:
+        from loraqa.doctor import run_doctor
+
+        cfg = _load(preset, None, set_, model, None)
+        run_doctor(cfg)
+    except LoraqaError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

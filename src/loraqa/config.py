@@ -1,0 +1,352 @@
+"""Configuration: grouped dataclasses, presets, overrides, one validation pass.
+
+Resolution order: preset YAML (shipped in `loraqa/presets/`) < `--config FILE` < `--set
+section.key=value` (repeatable, values parsed as YAML) < dedicated CLI options such as `--model`.
+Every problem found is reported at once, each with its fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from loraqa.errors import ConfigError, LoraqaError
+
+
+def _f(default: Any, help: str, choices: tuple | None = None):
+    """A dataclass field carrying its help text (shown by `loraqa config --help-keys`)."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("google/flan-t5-small", "Hub id or local directory of any AutoModelForSeq2SeqLM.")
+    dtype: str = _f("auto", "Weights/compute precision: auto (bf16 where the hardware has it, else fp32), fp32, bf16. fp16 is refused for T5 (NaN losses).", ("auto", "fp32", "bf16", "fp16"))
+    quantization: str = _f("none", "Load the frozen base in 8bit or 4bit with bitsandbytes (CUDA only).", ("none", "8bit", "4bit"))
+    device: str = _f("auto", "Where to train: auto (CUDA if present, else CPU), cpu, cuda.", ("auto", "cpu", "cuda"))
+
+
+@dataclass
+class LoraSection:
+    r: int = _f(8, "LoRA rank.")
+    alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora).")
+    dropout: float = _f(0.05, "Dropout on the LoRA branch input.")
+    target_modules: list[str] = _f(["q", "v"], "Names of the linear layers that get adapters (T5: q k v o wi_0 wi_1 wo).")
+    bias: str = _f("none", "Which biases train: none, all, lora_only.", ("none", "all", "lora_only"))
+    use_rslora: bool = _f(False, "Rank-stabilised scaling alpha / sqrt(r).")
+    use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA).")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("squad", "Hub dataset name (squad, squad_v2, ...) or a local file: official SQuAD JSON, JSONL, JSON, CSV or Parquet.")
+    num_samples: Optional[int] = _f(None, "How many examples to draw (seeded shuffle) before splitting; null for all.")
+    test_size: float = _f(0.2, "Share of the sampled examples held out for evaluation (0 < x < 1).")
+    seed: int = _f(42, "Seed for sampling and splitting.")
+    split_by: str = _f("random", "random: split rows; context: keep all questions on one passage on the same side.", ("random", "context"))
+    template: str = _f("squad", "Prompt template: a name (squad, question, seed) or a string with {question} and optionally {context}.")
+    max_source_length: int = _f(512, "Source window in tokens. Longer contexts are cut around the answer for training.")
+    max_target_length: int = _f(32, "Longest answer in tokens; longer answers are truncated (counted).")
+    unanswerable_text: str = _f("unanswerable", "Target text for SQuAD v2 questions with no answer.")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = _f(16, "Examples per device per step.")
+    grad_accum: int = _f(1, "Gradient accumulation steps.")
+    learning_rate: float = _f(5e-4, "Peak learning rate.")
+    epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 to train for `epochs`.")
+    warmup_ratio: float = _f(0.03, "Share of the steps with linear warmup.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    lr_scheduler: str = _f("linear", "transformers scheduler name (linear, cosine, constant, ...).")
+    eval_steps: int = _f(500, "Evaluate every N steps (0: never during training).")
+    save_steps: int = _f(500, "Checkpoint every N steps.")
+    save_total_limit: int = _f(2, "Keep at most this many checkpoints.")
+    logging_steps: int = _f(50, "Log every N steps.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+    group_by_length: bool = _f(True, "Batch examples of similar length together (less padding).")
+    seed: int = _f(42, "Seed for initialisation, dropout and data order.")
+    num_workers: int = _f(0, "DataLoader worker processes.")
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = _f(32, "Longest generated answer in tokens (explicit: never the silent default of 20).")
+    batch_size: int = _f(32, "Questions per generation batch.")
+    num_beams: int = _f(1, "Beam width for generation (1 = greedy).")
+
+
+@dataclass
+class TrackConfig:
+    report_to: str = _f("wandb", "wandb (offline unless WANDB_API_KEY is set), tensorboard, mlflow or none.", ("wandb", "tensorboard", "mlflow", "none"))
+    project: str = _f("loraqa", "Project / experiment name in the tracker.")
+    run_name: Optional[str] = _f(None, "Run name; also the default run directory runs/<run_name>. Null: derived from model and preset.")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSection = field(default_factory=LoraSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    preset: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict:
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() if isinstance(sec, dict) for k, v in sec.items()}
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoraSection, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "track": TrackConfig}
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def key_help() -> list[tuple[str, str]]:
+    return [(f"{s}.{f.name}", f.metadata["help"]) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+# ---------------------------------------------------------------- presets and files
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("loraqa.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict:
+    names = preset_names()
+    if name not in names:
+        hint = difflib.get_close_matches(name, names, n=1)
+        raise LoraqaError(
+            f"unknown preset '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            + f"; available presets: {', '.join(names)}"
+        )
+    text = resources.files("loraqa.presets").joinpath(f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def read_config_file(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise LoraqaError(f"config file not found: {p}; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise LoraqaError(f"config file {p} is not valid YAML{where}; fix the syntax and retry") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LoraqaError(f"config file {p} must be a mapping of sections (model:, lora:, data:, ...)")
+    return data
+
+
+def parse_set(items: list[str]) -> dict:
+    """Turn ['train.lr=1e-4', ...] into a nested dict; values are parsed as YAML."""
+    out: dict = {}
+    problems = []
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            problems.append(f"--set '{item}' must look like section.key=value (e.g. --set train.batch_size=8)")
+            continue
+        key, raw = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(section, {})[name] = value
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in (override or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------- typing and validation
+
+def _coerce(value: Any, tp: Any, key: str) -> tuple[Any, str | None]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None, None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value, None
+        return value, f"{key} must be true or false, got {value!r}"
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if isinstance(value, float) and value.is_integer():
+            return int(value), None
+        return value, f"{key} must be an integer, got {value!r}"
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value), None
+        if isinstance(value, str):
+            try:
+                return float(value), None  # YAML reads '5e-5' (no dot) as a string
+            except ValueError:
+                pass
+        return value, f"{key} must be a number, got {value!r}"
+    if tp is str:
+        if isinstance(value, str):
+            return value, None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value), None
+        return value, f"{key} must be a string, got {value!r}"
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value, None
+        return value, f"{key} must be a list of names, e.g. [q, v], got {value!r}"
+    return value, None
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    hint = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f" (did you mean '{hint[0]}'?)" if hint else ""
+
+
+def build_config(raw: dict, preset: str | None = None) -> Config:
+    """Type-check a nested dict into a Config, collecting every problem first."""
+    problems: list[str] = []
+    sections = {}
+    for sname in raw:
+        if sname not in SECTIONS and sname != "preset":
+            problems.append(f"unknown section '{sname}'{_suggest(sname, list(SECTIONS))}; sections are {', '.join(SECTIONS)}")
+    for sname, cls in SECTIONS.items():
+        given = raw.get(sname) or {}
+        if not isinstance(given, dict):
+            problems.append(f"section '{sname}' must be a mapping of keys, got {given!r}")
+            given = {}
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        kwargs = {}
+        for k, v in given.items():
+            if k not in names:
+                problems.append(f"unknown key '{sname}.{k}'{_suggest(k, names)}; run `loraqa config --keys` for the list")
+                continue
+            value, err = _coerce(v, hints[k], f"{sname}.{k}")
+            if err:
+                problems.append(err)
+            else:
+                kwargs[k] = value
+        sections[sname] = cls(**kwargs)
+    cfg = Config(**sections, preset=preset)
+    problems += validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def validate(cfg: Config) -> list[str]:
+    """Range and consistency checks; each message says what to change."""
+    p = []
+    for sname, cls in SECTIONS.items():
+        sec = getattr(cfg, sname)
+        for f in dataclasses.fields(cls):
+            choices = f.metadata.get("choices")
+            value = getattr(sec, f.name)
+            if choices and value not in choices:
+                p.append(f"{sname}.{f.name} must be one of {', '.join(choices)}{_suggest(str(value), list(choices))}, got {value!r}")
+    if cfg.lora.r < 1:
+        p.append(f"lora.r must be >= 1, got {cfg.lora.r}")
+    if cfg.lora.alpha <= 0:
+        p.append(f"lora.alpha must be > 0, got {cfg.lora.alpha}")
+    if not 0 <= cfg.lora.dropout < 1:
+        p.append(f"lora.dropout must be in [0, 1), got {cfg.lora.dropout}")
+    if not cfg.lora.target_modules:
+        p.append("lora.target_modules must name at least one layer, e.g. [q, v]")
+    if cfg.data.num_samples is not None and cfg.data.num_samples < 2:
+        p.append(f"data.num_samples must be >= 2 (or null for all rows), got {cfg.data.num_samples}")
+    if not 0 < cfg.data.test_size < 1:
+        p.append(f"data.test_size must be between 0 and 1 (a share of the rows), got {cfg.data.test_size}")
+    if cfg.data.max_source_length < 8:
+        p.append(f"data.max_source_length must be >= 8 tokens, got {cfg.data.max_source_length}")
+    if cfg.data.max_target_length < 1:
+        p.append(f"data.max_target_length must be >= 1, got {cfg.data.max_target_length}")
+    if not cfg.data.source:
+        p.append("data.source is empty; give a dataset name or pass --data PATH")
+    from loraqa.prompts import template_problem  # local import: prompts is a leaf module
+
+    err = template_problem(cfg.data.template)
+    if err:
+        p.append(err)
+    t = cfg.train
+    for key in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
+        if getattr(t, key) < 1:
+            p.append(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.eval_steps < 0:
+        p.append(f"train.eval_steps must be >= 0 (0 turns evaluation during training off), got {t.eval_steps}")
+    if t.learning_rate <= 0 or t.learning_rate > 1:
+        p.append(f"train.learning_rate must be in (0, 1], got {t.learning_rate}")
+    if t.max_steps <= 0 and t.max_steps != -1:
+        p.append(f"train.max_steps must be a positive number of steps or -1, got {t.max_steps}")
+    if t.max_steps == -1 and t.epochs <= 0:
+        p.append(f"train.epochs must be > 0 when train.max_steps is -1, got {t.epochs}")
+    if not 0 <= t.warmup_ratio < 1:
+        p.append(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    if cfg.eval.max_new_tokens < 1:
+        p.append(f"eval.max_new_tokens must be >= 1, got {cfg.eval.max_new_tokens}")
+    if cfg.eval.batch_size < 1:
+        p.append(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
+    if cfg.eval.num_beams < 1:
+        p.append(f"eval.num_beams must be >= 1, got {cfg.eval.num_beams}")
+    return p
+
+
+def load_config(
+    preset: str | None = "default",
+    config_file: str | Path | None = None,
+    sets: list[str] | None = None,
+    overrides: dict | None = None,
+) -> Config:
+    raw: dict = read_preset(preset) if preset else {}
+    if config_file:
+        raw = merge(raw, read_config_file(config_file))
+    raw = merge(raw, parse_set(sets or []))
+    raw = merge(raw, overrides or {})
+    raw.pop("preset", None)
+    return build_config(raw, preset=preset)
+
+
+def config_from_dict(d: dict) -> Config:
+    """Rebuild a saved (resolved) config, e.g. a run directory's config.yaml."""
+    d = dict(d)
+    preset = d.pop("preset", None)
+    return build_config(d, preset=preset)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,113 @@
+"""The run directory: where it is, whether it may be written, and writing files into it safely.
+
+runs/<name>/ config.yaml  adapter/  checkpoints/  metrics.jsonl  data_report.json  env.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from loraqa.errors import LoraqaError
+
+
+def default_run_name(cfg) -> str:
+    if cfg.track.run_name:
+        return cfg.track.run_name
+    model = Path(cfg.model.name.rstrip("/")).name or "model"
+    name = f"{model}-lora-{cfg.preset or 'custom'}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber an earlier run; called before any compute is spent."""
+    exists = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LoraqaError(f"{run_dir} exists and is not a directory; choose another --output")
+    if resume:
+        if not last_checkpoint(run_dir):
+            raise LoraqaError(f"nothing to resume in {run_dir}: it has no checkpoints/checkpoint-*; "
+                              "drop --resume to start a new run")
+        return
+    if exists and not overwrite:
+        raise LoraqaError(f"run directory {run_dir} already exists and is not empty; pass --overwrite to replace it, "
+                          "--resume to continue it, or --output DIR for a new one")
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt = run_dir / "checkpoints"
+    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    if overwrite and not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name then rename: a crash never leaves a half-written file in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Swap a fully written directory into place (the old one is removed only after)."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def environment(device: str, dtype: str) -> dict:
+    import torch
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "datasets", "accelerate", "wandb"):
+        try:
+            from importlib.metadata import version
+
+            versions[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - optional package missing
+            versions[pkg] = None
+    from loraqa import __version__
+
+    env = {
+        "loraqa": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "device": device,
+        "dtype": dtype,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.version.cuda,
+    }
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 2)
+    return env

@@ -1,0 +1,156 @@
+"""Train a LoRA adapter: validate everything, then one Seq2SeqTrainer run into a run directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+
+from loraqa.config import Config, config_from_dict, dump_config
+from loraqa.errors import LoraqaError
+from loraqa.prompts import uses_context
+from loraqa.rundir import (check_run_dir, default_run_name, environment, last_checkpoint, prepare_run_dir,
+                           replace_dir, write_atomic, write_json)
+
+log = logging.getLogger("loraqa")
+console = Console(stderr=True)
+
+
+def resolve_run_dir(cfg: Config, output: str | None) -> Path:
+    return Path(output) if output else Path("runs") / default_run_name(cfg)
+
+
+def saved_config(run_dir: Path) -> Config:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise LoraqaError(f"{run_dir} has no config.yaml to resume with; drop --resume to start a new run")
+    return config_from_dict(yaml.safe_load(path.read_text()))
+
+
+def training_arguments(cfg: Config, run_dir: Path, dtype: str, device: str, report_to: list[str], has_eval: bool):
+    from transformers import Seq2SeqTrainingArguments
+
+    t = cfg.train
+    evaluate = has_eval and t.eval_steps > 0
+    return Seq2SeqTrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=cfg.eval.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        lr_scheduler_type=t.lr_scheduler,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=t.eval_steps if evaluate else None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        bf16=dtype == "bf16",
+        fp16=dtype == "fp16",
+        use_cpu=device == "cpu",
+        report_to=report_to,
+        run_name=cfg.track.run_name or run_dir.name,
+        seed=t.seed,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_num_workers=t.num_workers,
+        # gradient checkpointing is enabled on the model in modeling.add_lora (non-reentrant + input grads)
+        gradient_checkpointing=False,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=False,
+        log_level="warning",
+    )
+
+
+def train(cfg: Config, output: str | None = None, overwrite: bool = False, resume: bool = False) -> Path:
+    """Run one training job; returns the run directory. Every input is checked before compute."""
+    from loraqa import data as data_mod
+    from loraqa import features, modeling, tracking
+
+    run_dir = resolve_run_dir(cfg, output)
+    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    if resume:
+        cfg = saved_config(run_dir)
+        console.print(f"resuming {run_dir} from {last_checkpoint(run_dir)} with its saved config.yaml")
+    tracking.check_tracker(cfg.track.report_to)
+
+    device = modeling.resolve_device(cfg.model.device)
+    if cfg.model.quantization != "none":
+        modeling.quantization_config(cfg.model.quantization, "t5")  # fail before loading data when impossible
+
+    train_rows, test_rows, report = data_mod.prepare_splits(cfg.data, needs_context=uses_context(cfg.data.template))
+    console.print(f"data: {report.rows_loaded} rows loaded, {report.rows_usable} usable, "
+                  f"{report.train_rows} train / {report.test_rows} test")
+
+    model_config = modeling.load_config_only(cfg.model.name)
+    dtype = modeling.resolve_dtype(cfg.model.dtype, device, model_config.model_type)
+    tokenizer = modeling.load_tokenizer(cfg.model.name)
+    model = modeling.load_base_model(cfg.model.name, dtype, device, cfg.model.quantization)
+    model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing,
+                              quantized=cfg.model.quantization != "none")
+    params = modeling.parameter_counts(model)
+    console.print(f"model: {cfg.model.name} on {device} ({dtype}); trainable parameters "
+                  f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']}%)")
+
+    train_ds, train_counts = features.build_features(tokenizer, train_rows, cfg.data, train=True)
+    eval_ds, eval_counts = features.build_features(tokenizer, test_rows, cfg.data, train=False)
+    report.features = {"train": train_counts.as_dict(), "test": eval_counts.as_dict()}
+    if train_ds is None:
+        raise LoraqaError(f"no training example fits data.max_source_length={cfg.data.max_source_length}; "
+                          "raise it or shorten the prompt template")
+
+    # Everything is valid: only now does the run directory appear.
+    prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    if not resume:
+        write_atomic(run_dir / "config.yaml", dump_config(cfg))
+    write_json(run_dir / "data_report.json", asdict(report))
+    env = environment(device, dtype) | {"parameters": params, "model_type": model_config.model_type}
+    write_json(run_dir / "env.json", env)
+
+    report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
+    trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir, dtype, device, report_to)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+    console.print(f"adapter saved to {run_dir / 'adapter'}")
+    return run_dir
+
+
+def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir, dtype, device, report_to):
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
+
+    from loraqa import tracking
+
+    args = training_arguments(cfg, run_dir, dtype, device, report_to, has_eval=eval_ds is not None)
+    collator = DataCollatorForSeq2Seq(
+        tokenizer, model=model, label_pad_token_id=-100, padding=True,
+        pad_to_multiple_of=8 if device == "cuda" else None,
+    )
+    trainer = Seq2SeqTrainer(
+        model=model, args=args, data_collator=collator, train_dataset=train_ds,
+        eval_dataset=eval_ds if args.eval_strategy != "no" else None, processing_class=tokenizer,
+        callbacks=[tracking.MetricsFileCallback(run_dir / "metrics.jsonl")],
+    )
+    trainer.add_callback(tracking.ConfigLogCallback(cfg.to_dict(), cfg.track.report_to, trainer))
+    return trainer
+
+
+def save_adapter(model, tokenizer, target: Path) -> None:
+    """PEFT files plus the tokenizer, written aside and swapped in whole."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    replace_dir(tmp, target)
