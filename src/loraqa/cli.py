@@ -37,6 +37,12 @@ def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     for name in ("datasets", "huggingface_hub", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
 
 
 def _load(preset: str, config: Optional[str], sets: List[str], model: Optional[str], data: Optional[str]):

@@ -317,6 +317,10 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"train.epochs must be > 0 when train.max_steps is -1, got {t.epochs}")
     if not 0 <= t.warmup_ratio < 1:
         p.append(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    schedulers = _scheduler_names()
+    if schedulers and t.lr_scheduler not in schedulers:
+        p.append(f"train.lr_scheduler '{t.lr_scheduler}' is not a transformers scheduler"
+                 f"{_suggest(t.lr_scheduler, schedulers)}; choose from {', '.join(schedulers)}")
     if cfg.eval.max_new_tokens < 1:
         p.append(f"eval.max_new_tokens must be >= 1, got {cfg.eval.max_new_tokens}")
     if cfg.eval.batch_size < 1:
@@ -324,6 +328,14 @@ def validate(cfg: Config) -> list[str]:
     if cfg.eval.num_beams < 1:
         p.append(f"eval.num_beams must be >= 1, got {cfg.eval.num_beams}")
     return p
+
+
+def _scheduler_names() -> list[str]:
+    try:
+        from transformers.trainer_utils import SchedulerType
+    except ImportError:  # validation without transformers: leave the check to the Trainer
+        return []
+    return [s.value for s in SchedulerType]
 
 
 def load_config(

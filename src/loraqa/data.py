@@ -140,6 +140,10 @@ def _text(value) -> str:
     return str(value)
 
 
+def _as_list(value) -> list:
+    return [] if value is None else list(value)
+
+
 def _parse_answers(value, where: str, index: int) -> dict:
     if isinstance(value, str):  # CSV stores the answers struct as JSON text
         try:
@@ -151,8 +155,9 @@ def _parse_answers(value, where: str, index: int) -> dict:
         value = {"text": [a.get("text", "") for a in value], "answer_start": [a.get("answer_start", -1) for a in value]}
     if not isinstance(value, dict) or "text" not in value:
         raise LoraqaError(f"{where}: row {index + 1} column 'answers' must hold text and answer_start lists")
-    texts = [str(t) for t in list(value.get("text") or [])]
-    starts = list(value.get("answer_start") or [-1] * len(texts))
+    # Parquet gives numpy arrays, whose truth value is ambiguous: test for None explicitly.
+    texts = [str(t) for t in _as_list(value.get("text"))]
+    starts = _as_list(value.get("answer_start")) or [-1] * len(texts)
     starts = [int(s) if s is not None else -1 for s in starts] + [-1] * (len(texts) - len(starts))
     return {"text": texts, "answer_start": starts[: len(texts)]}
 

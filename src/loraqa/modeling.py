@@ -168,9 +168,15 @@ def add_lora(model, lora_cfg, gradient_checkpointing: bool, quantized: bool = Fa
     elif gradient_checkpointing:
         # A frozen base gives checkpointed blocks inputs without grad: LoRA would receive none
         # (peft #80, #1142). Non-reentrant checkpointing plus input grads fixes both paths.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model.config.use_cache = not gradient_checkpointing
+    # The KV cache is useless in training and clashes with checkpointing; T5 keeps a config per stack.
+    for module in model.modules():
+        if hasattr(module, "config") and hasattr(module.config, "use_cache"):
+            module.config.use_cache = False
     config = LoraConfig(
         task_type=TaskType.SEQ_2_SEQ_LM,
         r=lora_cfg.r,

@@ -37,7 +37,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 800):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def build_t5(arch: str = "tiny", vocab_size: int | None = None, seed: int = 0):
+def build_t5(arch: str = "tiny", vocab_size: int | None = None, seed: int = 0, dropout: float = 0.1):
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -45,7 +45,7 @@ def build_t5(arch: str = "tiny", vocab_size: int | None = None, seed: int = 0):
         raise ValueError(f"unknown architecture {arch}; choose from {', '.join(ARCHITECTURES)}")
     torch.manual_seed(seed)
     config = T5Config(
-        vocab_size=vocab_size or FLAN_T5_VOCAB, feed_forward_proj="gated-gelu", dropout_rate=0.1,
+        vocab_size=vocab_size or FLAN_T5_VOCAB, feed_forward_proj="gated-gelu", dropout_rate=dropout,
         decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **ARCHITECTURES[arch],
         # flan-t5 (T5 v1.1) configs say false: no decoder-output rescaling, separate lm_head
         tie_word_embeddings=False,
@@ -58,13 +58,13 @@ def build_t5(arch: str = "tiny", vocab_size: int | None = None, seed: int = 0):
 
 
 def save_model_dir(out: str | Path, arch: str = "tiny", tokenizer=None, texts: list[str] | None = None,
-                   vocab_size: int = 800, seed: int = 0) -> Path:
+                   vocab_size: int = 800, seed: int = 0, dropout: float = 0.1) -> Path:
     """A local model directory (weights, config, tokenizer) that from_pretrained loads."""
     out = Path(out)
     if tokenizer is None:
         tokenizer = train_tokenizer(texts or [], vocab_size=vocab_size)
     v = len(tokenizer) if arch == "tiny" else max(FLAN_T5_VOCAB, len(tokenizer))
-    model = build_t5(arch, vocab_size=v, seed=seed)
+    model = build_t5(arch, vocab_size=v, seed=seed, dropout=dropout)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

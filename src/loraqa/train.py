@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -64,15 +64,21 @@ def training_arguments(cfg: Config, run_dir: Path, dtype: str, device: str, repo
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         dataloader_num_workers=t.num_workers,
         # gradient checkpointing is enabled on the model in modeling.add_lora (non-reentrant + input grads)
-        gradient_checkpointing=False,
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=False,
         log_level="warning",
     )
 
 
-def train(cfg: Config, output: str | None = None, overwrite: bool = False, resume: bool = False) -> Path:
-    """Run one training job; returns the run directory. Every input is checked before compute."""
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: object  # the trained PeftModel, still in memory
+    metrics: dict
+
+
+def train(cfg: Config, output: str | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
+    """Run one training job. Every input is checked before compute or any file is written."""
     from loraqa import data as data_mod
     from loraqa import features, modeling, tracking
 
@@ -113,16 +119,18 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     if not resume:
         write_atomic(run_dir / "config.yaml", dump_config(cfg))
     write_json(run_dir / "data_report.json", asdict(report))
+    # Which questions were held out: `loraqa eval` scores these by default.
+    write_json(run_dir / "split.json", {"train": [r["id"] for r in train_rows], "test": [r["id"] for r in test_rows]})
     env = environment(device, dtype) | {"parameters": params, "model_type": model_config.model_type}
     write_json(run_dir / "env.json", env)
 
     report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
     trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir, dtype, device, report_to)
     checkpoint = last_checkpoint(run_dir) if resume else None
-    trainer.train(resume_from_checkpoint=checkpoint)
+    output_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
     save_adapter(trainer.model, tokenizer, run_dir / "adapter")
     console.print(f"adapter saved to {run_dir / 'adapter'}")
-    return run_dir
+    return TrainResult(run_dir=run_dir, model=trainer.model, metrics=output_metrics)
 
 
 def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir, dtype, device, report_to):

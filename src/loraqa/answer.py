@@ -1,0 +1,60 @@
+"""Generate answers: batched, length-sorted, in inference mode, with an explicit length limit."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from loraqa.prompts import render_source
+
+
+def encode_sources(tokenizer, rows: list[dict], template: str, max_source_length: int) -> list[list[int]]:
+    """Token ids of each question's source text, passages kept from their start."""
+    from loraqa.features import FeatureCounts, window_context
+    from loraqa.prompts import uses_context
+
+    out = []
+    for row in rows:
+        context = row.get("context", "")
+        if uses_context(template):
+            context, _ = window_context(tokenizer, template, row, max_source_length, keep_answer=False)
+            context = context or ""
+        ids = tokenizer(render_source(template, row, context=context))["input_ids"]
+        if len(ids) > max_source_length:
+            ids = ids[: max_source_length - 1] + [tokenizer.eos_token_id]
+        out.append(ids)
+    return out
+
+
+@torch.inference_mode()
+def generate_ids(model, tokenizer, sources: list[list[int]], max_new_tokens: int, batch_size: int,
+                 num_beams: int = 1, progress: Iterable | None = None, autocast_bf16: bool = False) -> list[str]:
+    """Answers in the input order. Sorting by length keeps padding (and wasted compute) small;
+    each batch's tokens are decoded on the host at once so nothing piles up on the device."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
+    answers: list[str] = [""] * len(sources)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = tokenizer.pad({"input_ids": [sources[i] for i in idx]}, return_tensors="pt").to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        texts = tokenizer.batch_decode(out.cpu(), skip_special_tokens=True)
+        for i, text in zip(idx, texts):
+            answers[i] = text.strip()
+        if progress is not None:
+            progress(len(idx))
+    return answers
+
+
+def generate_answers(model, tokenizer, rows: list[dict], template: str, max_source_length: int,
+                     max_new_tokens: int, batch_size: int = 32, num_beams: int = 1, progress=None,
+                     autocast_bf16: bool = False) -> list[str]:
+    was_training = model.training
+    model.eval()
+    try:
+        sources = encode_sources(tokenizer, rows, template, max_source_length)
+        return generate_ids(model, tokenizer, sources, max_new_tokens, batch_size, num_beams, progress, autocast_bf16)
+    finally:
+        model.train(was_training)

@@ -1,0 +1,136 @@
+"""End-to-end training on a tiny random T5: the run directory, the adapter, learning, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from conftest import SQUAD_V1
+from helpers import read_jsonl, run_cli, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("runs") / "seedrun"
+    res = run_cli("train", "--preset", "seed", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1),
+                  "--output", str(out), "--set", "train.max_steps=6", "--set", "train.eval_steps=3",
+                  "--set", "train.save_steps=3", "--set", "train.logging_steps=2")
+    assert res.exit_code == 0, res.output
+    return out, res
+
+
+def test_run_directory_holds_everything_the_user_needs(seed_run):
+    out, _ = seed_run
+    for name in ("config.yaml", "metrics.jsonl", "data_report.json", "env.json", "split.json",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/tokenizer.json",
+                 "checkpoints/checkpoint-6/adapter_model.safetensors", "checkpoints/checkpoint-6/optimizer.pt"):
+        assert (out / name).is_file(), name
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["preset"] == "seed" and cfg["train"]["max_steps"] == 6 and cfg["lora"]["target_modules"] == ["q", "v"]
+    report = json.loads((out / "data_report.json").read_text())
+    assert (report["rows_loaded"], report["train_rows"], report["test_rows"]) == (24, 19, 5)
+    env = json.loads((out / "env.json").read_text())
+    assert env["parameters"]["trainable"] > 0 and env["dtype"] == "fp32" and env["torch_threads"] >= 1
+    # W&B ran offline and kept its files inside the run directory
+    assert list((out / "wandb").glob("offline-run-*"))
+
+
+def test_metrics_file_records_every_log_with_its_step(seed_run):
+    out, res = seed_run
+    records = read_jsonl(out / "metrics.jsonl")
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [2, 4, 6]
+    assert [r["step"] for r in records if "eval_loss" in r] == [3, 6]
+    final = records[-1]
+    assert final["step"] == 6 and final["train_samples_per_second"] > 0
+    assert "trainable parameters" in res.output
+
+
+def test_adapter_loads_with_plain_peft_and_generates(seed_run, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    out, _ = seed_run
+    base = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(base, str(out / "adapter"))
+    tok = AutoTokenizer.from_pretrained(str(out / "adapter"))
+    ids = model.generate(**tok(["Instruction: 'Who created Python?'\n\nResponse:"], return_tensors="pt"),
+                         max_new_tokens=5, do_sample=False)
+    assert ids.shape[0] == 1 and ids.shape[1] >= 2
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_only_lora_weights_change(tiny_model_dir, tmp_path, checkpointing):
+    """With gradient checkpointing on a frozen base, LoRA must still receive gradients (peft #80)."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from loraqa.config import load_config
+    from loraqa.train import train
+
+    before = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir).state_dict()
+    cfg = load_config("default", sets=["train.max_steps=5", "track.report_to=none", "train.eval_steps=0",
+                                       "train.learning_rate=1e-2", "model.dtype=fp32",
+                                       f"train.gradient_checkpointing={str(checkpointing).lower()}"],
+                      overrides={"model": {"name": str(tiny_model_dir)}, "data": {"source": str(SQUAD_V1)}})
+    result = train(cfg, output=str(tmp_path / "run"))
+    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+             for k, v in result.model.state_dict().items()}
+    lora = {k: v for k, v in after.items() if "lora_" in k}
+    assert lora and any(torch.count_nonzero(v) for k, v in lora.items() if "lora_B" in k)  # B starts at zero
+    for name, value in before.items():
+        assert torch.equal(after[name], value), f"frozen weight {name} changed"
+
+
+def test_lora_memorises_eight_examples(tiny_model_dir, squad_rows, tmp_path):
+    """Greedy decoding must return the trained answers exactly: catches label shift, masking
+    and decode mismatches that a falling loss alone would hide."""
+    from transformers import AutoTokenizer
+
+    from loraqa.answer import generate_answers
+    from loraqa.config import load_config
+    from loraqa.synthetic import save_model_dir
+    from loraqa.train import train
+
+    model_dir = save_model_dir(tmp_path / "nodrop", "tiny", tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
+                               dropout=0.0)
+    data = write_jsonl(tmp_path / "ten.jsonl", squad_rows[:10])
+    cfg = load_config("default", sets=[
+        "train.max_steps=250", "train.batch_size=8", "train.learning_rate=3e-3", "train.lr_scheduler=constant",
+        "train.warmup_ratio=0", "lora.r=16", "lora.alpha=32", "lora.dropout=0", "data.split_by=random",
+        "data.test_size=0.2", "data.num_samples=null", "train.eval_steps=0", "train.save_steps=1000",
+        "track.report_to=none", "model.dtype=fp32"],
+        overrides={"model": {"name": str(model_dir)}, "data": {"source": str(data)}})
+    result = train(cfg, output=str(tmp_path / "run"))
+    train_ids = json.loads((result.run_dir / "split.json").read_text())["train"]
+    rows = [r for r in squad_rows[:10] if r["id"] in train_ids]
+    assert len(rows) == 8
+    tok = AutoTokenizer.from_pretrained(result.run_dir / "adapter")
+    answers = generate_answers(result.model, tok, rows, "squad", 384, max_new_tokens=16)
+    assert answers == [r["answers"]["text"][0] for r in rows]
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["train", "--preset", "default", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), *(
+        "--set train.max_steps=6 --set train.save_steps=3 --set train.eval_steps=0 --set train.batch_size=4 "
+        "--set track.report_to=none --set model.dtype=fp32").split()]
+    straight = tmp_path / "straight"
+    assert run_cli(*args, "--output", str(straight)).exit_code == 0
+    crashed = tmp_path / "crashed"
+    shutil.copytree(straight, crashed)
+    # as if killed between the checkpoint at step 3 and the end
+    shutil.rmtree(crashed / "checkpoints" / "checkpoint-6")
+    shutil.rmtree(crashed / "adapter")
+    res = run_cli(*args, "--output", str(crashed), "--resume")
+    assert res.exit_code == 0, res.output
+    assert "resuming" in res.output
+    a = load_file(straight / "adapter" / "adapter_model.safetensors")
+    b = load_file(crashed / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
