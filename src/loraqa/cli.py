@@ -108,6 +108,7 @@ def doctor(
     preset: str = typer.Option("default", "--preset", "-p", help="Preset whose memory needs are checked."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     model: Optional[str] = typer.Option(None, "--model", help="Model to size (hub id or local directory)."),
+    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="Size the preset for a card with this many GiB (e.g. 4 for a GTX 1650) instead of this machine."),
 ):
     """Check torch, the GPU (or CPU fallback), bf16, bitsandbytes, and whether a preset fits in memory."""
     _quiet_libraries()
@@ -115,7 +116,7 @@ def doctor(
         from loraqa.doctor import run_doctor
 
         cfg = _load(preset, None, set_, model, None)
-        run_doctor(cfg)
+        run_doctor(cfg, gpu_memory_gb=gpu_memory)
     except LoraqaError as exc:
         _fail(exc)
 

@@ -24,7 +24,7 @@ def _available_ram_gb() -> float | None:
         return None
 
 
-def run_doctor(cfg) -> None:
+def run_doctor(cfg, gpu_memory_gb: float | None = None) -> dict:
     table = Table(title="loraqa doctor", show_header=False)
     table.add_row("torch", torch.__version__)
     table.add_row("CUDA (torch build)", str(torch.version.cuda))
@@ -54,20 +54,25 @@ def run_doctor(cfg) -> None:
     if arch is None:
         console.print(f"memory: cannot size {cfg.model.name} without its config (known offline: "
                       f"{', '.join(KNOWN_ARCHITECTURES)}); pass --model PATH")
-        return
-    device = "cuda" if cuda else "cpu"
+        return {}
+    device = "cuda" if cuda or gpu_memory_gb else "cpu"
     dtype = cfg.model.dtype
     if dtype == "auto":
-        dtype = "bf16" if (torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16()) else "fp32"
+        if gpu_memory_gb:
+            dtype = "fp32"  # a hypothetical card: assume the worst case (no bf16, e.g. a GTX 1650)
+        else:
+            dtype = "bf16" if (torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16()) else "fp32"
     est = estimate_training_memory(arch, cfg, dtype=dtype, device=device)
-    budget = free_gb if cuda else ram
+    budget = gpu_memory_gb or (free_gb if cuda else ram)
     verdict = ""
     if budget is not None:
         verdict = " - fits" if est["total_gb"] < budget * 0.9 else " - [bold red]does not fit[/]"
     console.print(f"preset '{cfg.preset}' ({cfg.model.name}, batch {cfg.train.batch_size}, source "
                   f"{cfg.data.max_source_length} tokens, {dtype}, checkpointing "
                   f"{'on' if cfg.train.gradient_checkpointing else 'off'}): estimated peak "
-                  f"{est['total_gb']:.2f} GiB on {device}{verdict}")
+                  f"{est['total_gb']:.2f} GiB on {device}"
+                  + (f" ({gpu_memory_gb:g} GiB card)" if gpu_memory_gb else "") + verdict)
     if budget is not None and est["total_gb"] >= budget * 0.9:
         for tip in est["advice"]:
             console.print(f"  try: {tip}")
+    return est | {"budget_gb": budget, "dtype": dtype, "device": device}

@@ -91,9 +91,12 @@ def build_features(tokenizer, rows: list[dict], data_cfg, train: bool):
     """A datasets.Dataset of features for the Trainer, plus the truncation counts."""
     import datasets
 
+    from rich.progress import track
+
     counts = FeatureCounts()
     feats = []
-    for row in rows:
+    label = "tokenising train" if train else "tokenising test"
+    for row in track(rows, description=label, disable=len(rows) < 2000, transient=True):
         f = encode_row(tokenizer, row, data_cfg.template, data_cfg.max_source_length,
                        data_cfg.max_target_length, data_cfg.unanswerable_text, train, counts)
         if f is not None:

@@ -53,7 +53,9 @@ def arch_from_config(c) -> Arch:
         num_decoder_layers=getattr(c, "num_decoder_layers", None) or c.num_layers,
         num_heads=c.num_heads, d_kv=c.d_kv, vocab_size=c.vocab_size,
         gated="gated" in getattr(c, "feed_forward_proj", "relu"),
-        tied_lm_head=bool(getattr(c, "tie_word_embeddings", False)),
+        # transformers 5 forces T5Config.tie_word_embeddings=True and keeps the file's value in
+        # scale_decoder_outputs: false there (T5 v1.1, flan-t5) means a separate lm_head.
+        tied_lm_head=bool(getattr(c, "scale_decoder_outputs", getattr(c, "tie_word_embeddings", False))),
     )
 
 

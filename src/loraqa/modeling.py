@@ -78,6 +78,15 @@ def load_config_only(name: str):
         raise _load_error(name, exc, online) from None
 
 
+def load_seq2seq_config(name: str):
+    """The model's config, refusing anything that is not an encoder-decoder."""
+    config = load_config_only(name)
+    if not getattr(config, "is_encoder_decoder", False):
+        raise LoraqaError(f"{name} is a {config.model_type} model, not an encoder-decoder (seq2seq) model; "
+                          "loraqa needs an AutoModelForSeq2SeqLM such as google/flan-t5-small")
+    return config
+
+
 def load_tokenizer(name: str):
     online = use_cache_only_if_offline()
     from transformers import AutoTokenizer
@@ -97,10 +106,7 @@ def load_base_model(name: str, dtype: str, device: str, quantization: str = "non
     online = use_cache_only_if_offline()
     from transformers import AutoModelForSeq2SeqLM
 
-    config = load_config_only(name)
-    if not config.is_encoder_decoder:
-        raise LoraqaError(f"{name} is a {config.model_type} model, not an encoder-decoder (seq2seq) model; "
-                          "loraqa needs an AutoModelForSeq2SeqLM such as google/flan-t5-small")
+    config = load_seq2seq_config(name)
     kwargs: dict = {}
     if quantization != "none":
         kwargs["quantization_config"] = quantization_config(quantization, config.model_type)

@@ -89,16 +89,17 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
         console.print(f"resuming {run_dir} from {last_checkpoint(run_dir)} with its saved config.yaml")
     tracking.check_tracker(cfg.track.report_to)
 
+    # Cheap checks first (model config, precision, quantization), then the data, then weights.
     device = modeling.resolve_device(cfg.model.device)
+    model_config = modeling.load_seq2seq_config(cfg.model.name)
+    dtype = modeling.resolve_dtype(cfg.model.dtype, device, model_config.model_type)
     if cfg.model.quantization != "none":
-        modeling.quantization_config(cfg.model.quantization, "t5")  # fail before loading data when impossible
+        modeling.quantization_config(cfg.model.quantization, model_config.model_type)
 
     train_rows, test_rows, report = data_mod.prepare_splits(cfg.data, needs_context=uses_context(cfg.data.template))
     console.print(f"data: {report.rows_loaded} rows loaded, {report.rows_usable} usable, "
                   f"{report.train_rows} train / {report.test_rows} test")
 
-    model_config = modeling.load_config_only(cfg.model.name)
-    dtype = modeling.resolve_dtype(cfg.model.dtype, device, model_config.model_type)
     tokenizer = modeling.load_tokenizer(cfg.model.name)
     model = modeling.load_base_model(cfg.model.name, dtype, device, cfg.model.quantization)
     model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing,
