@@ -12,7 +12,7 @@ from rich.table import Table
 from loraqa.memory import KNOWN_ARCHITECTURES, architecture_of, estimate_training_memory
 from loraqa.modeling import cpu_has_bf16
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def _available_ram_gb() -> float | None:

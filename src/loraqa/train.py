@@ -16,7 +16,7 @@ from loraqa.rundir import (check_run_dir, default_run_name, environment, last_ch
                            replace_dir, write_atomic, write_json)
 
 log = logging.getLogger("loraqa")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths must not be wrapped mid-line
 
 
 def resolve_run_dir(cfg: Config, output: str | None) -> Path:
