@@ -134,3 +134,27 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tmp_path):
     b = load_file(crashed / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_tensorboard_tracking_writes_inside_the_run_directory(tiny_model_dir, tmp_path):
+    out = tmp_path / "tb"
+    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
+                  "--set", "track.report_to=tensorboard", "--set", "train.max_steps=2", "--set", "train.eval_steps=0",
+                  "--set", "train.logging_steps=1")
+    assert res.exit_code == 0, res.output
+    events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent), size_guidance={"tensors": 0}).Reload()
+    tags = acc.Tags()
+    assert "train/loss" in tags["scalars"]
+    assert any("loraqa_config" in t for t in tags["tensors"])  # the resolved config is logged
+
+
+def test_module_entry_point_shows_help():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "loraqa", "train", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--resume" in res.stdout and "--set" in res.stdout
