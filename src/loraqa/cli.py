@@ -121,6 +121,29 @@ def doctor(
         _fail(exc)
 
 
+@app.command()
+def score(
+    data: str = typer.Argument(..., help="Official-format SQuAD file (v1.1 or v2.0, detected)."),
+    predictions: str = typer.Argument(..., help='Predictions JSON: {"question id": "answer text"}.'),
+):
+    """Score a predictions file exactly like the official SQuAD evaluation scripts; prints their JSON."""
+    import json
+
+    from loraqa.score import score_files
+
+    try:
+        result = score_files(data, predictions)
+    except LoraqaError as exc:
+        _fail(exc)
+    if result.missing:
+        typer.echo(f"warning: {len(result.missing)} question(s) have no prediction and score 0 "
+                   f"(first: {result.missing[0]})", err=True)
+    if result.unknown:
+        typer.echo(f"warning: {len(result.unknown)} prediction id(s) are not in {data} and were ignored "
+                   f"(first: {result.unknown[0]})", err=True)
+    typer.echo(json.dumps(result.summary))
+
+
 def main() -> None:
     try:
         app()
