@@ -44,8 +44,13 @@ def test_metrics_file_records_every_log_with_its_step(seed_run):
     records = read_jsonl(out / "metrics.jsonl")
     losses = [r for r in records if "loss" in r]
     assert [r["step"] for r in losses] == [2, 4, 6]
-    assert [r["step"] for r in records if "eval_loss" in r] == [3, 6]
-    final = records[-1]
+    evals = [r for r in records if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    for r in evals:  # answer-level metrics beside the loss, as the tracker shows them
+        assert 0 <= r["eval/exact_match"] <= 100 and 0 <= r["eval/f1"] <= 100 and 0 <= r["eval/token_accuracy"] <= 1
+    best = [r for r in records if "best_checkpoint" in r]
+    assert best and best[0]["best_f1"] == max(r["eval/f1"] for r in evals)
+    final = [r for r in records if "train_samples_per_second" in r][-1]
     assert final["step"] == 6 and final["train_samples_per_second"] > 0
     assert "trainable parameters" in res.output
 

@@ -121,6 +121,26 @@ def doctor(
         _fail(exc)
 
 
+@app.command("eval")
+def eval_(
+    target: str = typer.Argument(..., help="A run directory (runs/NAME) or an adapter folder."),
+    data: Optional[str] = typer.Option(None, "--data", help="Questions to answer (default: the run's held-out questions)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also score the base model without the adapter."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model, if not where the adapter was trained."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override eval keys, e.g. --set eval.batch_size=8."),
+):
+    """Answer questions with an adapter and score the answers (EM / F1), optionally against the base model."""
+    _quiet_libraries()
+    try:
+        from loraqa.eval_job import run_eval
+
+        run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model, sets=set_)
+    except LoraqaError as exc:
+        _fail(exc)
+
+
 @app.command()
 def score(
     data: str = typer.Argument(..., help="Official-format SQuAD file (v1.1 or v2.0, detected)."),

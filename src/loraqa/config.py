@@ -80,6 +80,7 @@ class TrainConfig:
     group_by_length: bool = _f(True, "Batch examples of similar length together (less padding).")
     seed: int = _f(42, "Seed for initialisation, dropout and data order.")
     num_workers: int = _f(0, "DataLoader worker processes.")
+    early_stopping_patience: int = _f(0, "Stop after this many evaluations without a better F1 (0: never).")
 
 
 @dataclass
@@ -87,6 +88,7 @@ class EvalConfig:
     max_new_tokens: int = _f(32, "Longest generated answer in tokens (explicit: never the silent default of 20).")
     batch_size: int = _f(32, "Questions per generation batch.")
     num_beams: int = _f(1, "Beam width for generation (1 = greedy).")
+    subset: Optional[int] = _f(200, "Held-out questions answered at each evaluation during training (null: all).")
 
 
 @dataclass
@@ -315,6 +317,13 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"train.max_steps must be a positive number of steps or -1, got {t.max_steps}")
     if t.max_steps == -1 and t.epochs <= 0:
         p.append(f"train.epochs must be > 0 when train.max_steps is -1, got {t.epochs}")
+    if t.eval_steps > 0 and t.save_steps % t.eval_steps:
+        p.append(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps ({t.eval_steps}) so the "
+                 f"best-F1 checkpoint is saved; e.g. --set train.save_steps={t.eval_steps}")
+    if t.early_stopping_patience < 0 or (t.early_stopping_patience and t.eval_steps == 0):
+        p.append("train.early_stopping_patience needs train.eval_steps > 0 (and must be >= 0)")
+    if cfg.eval.subset is not None and cfg.eval.subset < 1:
+        p.append(f"eval.subset must be >= 1 or null (all held-out questions), got {cfg.eval.subset}")
     if not 0 <= t.warmup_ratio < 1:
         p.append(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     schedulers = _scheduler_names()

@@ -81,6 +81,8 @@ class MetricsFileCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
+        # eval_f1 -> eval/f1: the names the trackers show
+        logs = {(f"eval/{k[5:]}" if k.startswith("eval_") else k): v for k, v in logs.items()}
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")

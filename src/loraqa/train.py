@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -23,13 +24,20 @@ def resolve_run_dir(cfg: Config, output: str | None) -> Path:
     return Path(output) if output else Path("runs") / default_run_name(cfg)
 
 
-def saved_config(run_dir: Path) -> Config:
+def load_saved_config(path: Path) -> Config:
     import yaml
 
+    try:
+        return config_from_dict(yaml.safe_load(Path(path).read_text()) or {})
+    except (yaml.YAMLError, OSError) as exc:
+        raise LoraqaError(f"cannot read the saved config {path} ({type(exc).__name__}); it was damaged") from None
+
+
+def saved_config(run_dir: Path) -> Config:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise LoraqaError(f"{run_dir} has no config.yaml to resume with; drop --resume to start a new run")
-    return config_from_dict(yaml.safe_load(path.read_text()))
+    return load_saved_config(path)
 
 
 def training_arguments(cfg: Config, run_dir: Path, dtype: str, device: str, report_to: list[str], has_eval: bool):
@@ -54,6 +62,11 @@ def training_arguments(cfg: Config, run_dir: Path, dtype: str, device: str, repo
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
+        # the final adapter is the checkpoint with the best F1 of generated answers
+        load_best_model_at_end=evaluate,
+        metric_for_best_model="f1" if evaluate else None,
+        greater_is_better=True if evaluate else None,
+        eval_accumulation_steps=1,
         logging_steps=t.logging_steps,
         bf16=dtype == "bf16",
         fp16=dtype == "fp16",
@@ -126,35 +139,51 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     write_json(run_dir / "env.json", env)
 
     report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
-    trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir, dtype, device, report_to)
+    trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to)
     checkpoint = last_checkpoint(run_dir) if resume else None
     output_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-    save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+    save_adapter(trainer.model, tokenizer, run_dir / "adapter", cfg)
+    best = trainer.state.best_model_checkpoint
+    if best:
+        console.print(f"best F1 {trainer.state.best_metric:.2f} at {Path(best).name}: kept as the final adapter")
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": trainer.state.global_step, "best_checkpoint": Path(best).name,
+                                 "best_f1": trainer.state.best_metric}) + "\n")
     console.print(f"adapter saved to {run_dir / 'adapter'}")
     return TrainResult(run_dir=run_dir, model=trainer.model, metrics=output_metrics)
 
 
-def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir, dtype, device, report_to):
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
+def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to):
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer
 
     from loraqa import tracking
+    from loraqa.evaluate import AnswerMetrics, logits_to_ids
 
     args = training_arguments(cfg, run_dir, dtype, device, report_to, has_eval=eval_ds is not None)
     collator = DataCollatorForSeq2Seq(
         tokenizer, model=model, label_pad_token_id=-100, padding=True,
         pad_to_multiple_of=8 if device == "cuda" else None,
     )
+    evaluating = args.eval_strategy != "no"
+    subset = test_rows if cfg.eval.subset is None else test_rows[: cfg.eval.subset]
+    answer_metrics = AnswerMetrics(subset, cfg, tokenizer, autocast_bf16=dtype == "bf16")
+    callbacks = [tracking.MetricsFileCallback(run_dir / "metrics.jsonl")]
+    if evaluating and cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = Seq2SeqTrainer(
         model=model, args=args, data_collator=collator, train_dataset=train_ds,
-        eval_dataset=eval_ds if args.eval_strategy != "no" else None, processing_class=tokenizer,
-        callbacks=[tracking.MetricsFileCallback(run_dir / "metrics.jsonl")],
+        eval_dataset=eval_ds if evaluating else None, processing_class=tokenizer, callbacks=callbacks,
+        compute_metrics=answer_metrics if evaluating else None,
+        preprocess_logits_for_metrics=logits_to_ids if evaluating else None,
     )
+    answer_metrics.model = trainer.model
     trainer.add_callback(tracking.ConfigLogCallback(cfg.to_dict(), cfg.track.report_to, trainer))
     return trainer
 
 
-def save_adapter(model, tokenizer, target: Path) -> None:
-    """PEFT files plus the tokenizer, written aside and swapped in whole."""
+def save_adapter(model, tokenizer, target: Path, cfg: Config) -> None:
+    """PEFT files, the tokenizer and the loraqa config (which prompt template the adapter
+    expects), written aside and swapped in whole."""
     tmp = target.with_name(f".{target.name}.tmp")
     if tmp.exists():
         import shutil
@@ -162,4 +191,7 @@ def save_adapter(model, tokenizer, target: Path) -> None:
         shutil.rmtree(tmp)
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
+    from loraqa.evaluate import ADAPTER_CONFIG_NAME
+
+    (tmp / ADAPTER_CONFIG_NAME).write_text(dump_config(cfg))
     replace_dir(tmp, target)

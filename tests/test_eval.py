@@ -1,0 +1,105 @@
+"""Evaluation by generated answers: `loraqa eval`, and EM/F1 during training with the best-F1 adapter kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FIXTURES, SQUAD_V1
+from helpers import read_jsonl, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("evalrun") / "run"
+    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
+                  "--set", "train.max_steps=20", "--set", "train.learning_rate=3e-3", "--set", "train.eval_steps=0",
+                  "--set", "track.report_to=none", "--set", "train.batch_size=8")
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_eval_writes_predictions_and_summary(trained_run):
+    res = run_cli("eval", str(trained_run))
+    assert res.exit_code == 0, res.output
+    out = trained_run / "eval"
+    items = read_jsonl(out / "predictions.jsonl")
+    held_out = json.loads((trained_run / "split.json").read_text())["test"]
+    assert sorted(i["id"] for i in items) == sorted(held_out)  # default: the run's held-out questions
+    assert set(items[0]) >= {"id", "question", "prediction", "references", "em", "f1"}
+    official = json.loads((out / "predictions.json").read_text())
+    assert official == {i["id"]: i["prediction"] for i in items}
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("exact_match", "f1", "total", "token_accuracy", "extractiveness", "seconds", "answers_per_second"):
+        assert key in summary
+    assert summary["total"] == len(items)
+    assert summary["f1"] == pytest.approx(100 * sum(i["f1"] for i in items) / len(items), abs=1e-4)
+    assert "exact_match" in res.stdout and "f1" in res.stdout
+
+
+def test_eval_predictions_score_the_same_with_loraqa_score(trained_run, tmp_path):
+    out = tmp_path / "ev"
+    assert run_cli("eval", str(trained_run), "--data", str(FIXTURES / "score_v1.json"), "--output", str(out)).exit_code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    res = run_cli("score", str(FIXTURES / "score_v1.json"), str(out / "predictions.json"))
+    scored = json.loads(res.stdout)
+    assert scored["exact_match"] == pytest.approx(summary["exact_match"]) and scored["f1"] == pytest.approx(summary["f1"])
+
+
+def test_baseline_compares_adapter_and_base_on_the_same_questions(trained_run, tmp_path):
+    out = tmp_path / "ev"
+    res = run_cli("eval", str(trained_run), "--baseline", "--limit", "2", "--output", str(out))
+    assert res.exit_code == 0, res.output
+    assert "base model" in res.stdout and "difference" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["total"] == 2 and summary["baseline"]["total"] == 2
+    base_ids = [i["id"] for i in read_jsonl(out / "baseline_predictions.jsonl")]
+    assert base_ids == [i["id"] for i in read_jsonl(out / "predictions.jsonl")]
+
+
+def test_eval_on_a_bare_adapter_folder_uses_its_saved_template(trained_run, tmp_path):
+    out = tmp_path / "ev"
+    res = run_cli("eval", str(trained_run / "adapter"), "--data", str(SQUAD_V1), "--limit", "3", "--output", str(out))
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["total"] == 3
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p, "does not exist"),
+    (lambda p: (p.mkdir(), p)[1], "holds no adapter"),
+])
+def test_eval_without_an_adapter_is_explained(tmp_path, make, message):
+    target = make(tmp_path / "run")
+    res = run_cli("eval", str(target))
+    assert res.exit_code == 1 and message in res.stderr and "Traceback" not in res.output
+
+
+def test_best_f1_checkpoint_becomes_the_final_adapter(tiny_model_dir, tmp_path, monkeypatch):
+    """F1 peaks at the second of three evaluations: the adapter must be that checkpoint's,
+    not the last one (resuming/reloading LoRA weights has broken in transformers before)."""
+    from safetensors.torch import load_file
+
+    from loraqa import evaluate
+
+    scripted = iter([10.0, 90.0, 20.0])
+    real_call = evaluate.AnswerMetrics.__call__
+
+    def fake_call(self, eval_pred):
+        metrics = real_call(self, eval_pred)
+        metrics["f1"] = next(scripted)
+        return metrics
+
+    monkeypatch.setattr(evaluate.AnswerMetrics, "__call__", fake_call)
+    out = tmp_path / "best"
+    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
+                  "--set", "train.max_steps=6", "--set", "train.eval_steps=2", "--set", "train.save_steps=2",
+                  "--set", "train.save_total_limit=2", "--set", "train.learning_rate=1e-2",
+                  "--set", "track.report_to=none", "--set", "eval.subset=2")
+    assert res.exit_code == 0, res.output
+    assert "best F1 90.00 at checkpoint-4" in res.stderr
+    final = load_file(out / "adapter" / "adapter_model.safetensors")
+    best = load_file(out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors")
+    last = load_file(out / "checkpoints" / "checkpoint-6" / "adapter_model.safetensors")
+    assert all((final[k] == best[k]).all() for k in final)
+    assert any((final[k] != last[k]).any() for k in final)
