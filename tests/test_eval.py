@@ -103,3 +103,22 @@ def test_best_f1_checkpoint_becomes_the_final_adapter(tiny_model_dir, tmp_path, 
     last = load_file(out / "checkpoints" / "checkpoint-6" / "adapter_model.safetensors")
     assert all((final[k] == best[k]).all() for k in final)
     assert any((final[k] != last[k]).any() for k in final)
+
+
+def test_report_draws_the_curves(tiny_model_dir, tmp_path):
+    out = tmp_path / "rep"
+    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
+                  "--set", "train.max_steps=4", "--set", "train.eval_steps=2", "--set", "train.save_steps=2",
+                  "--set", "train.logging_steps=1", "--set", "track.report_to=none", "--set", "eval.subset=2")
+    assert res.exit_code == 0, res.output
+    res = run_cli("report", str(out))
+    assert res.exit_code == 0, res.output
+    png = (out / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "best F1" in page
+
+
+def test_report_needs_a_run_directory(tmp_path):
+    res = run_cli("report", str(tmp_path))
+    assert res.exit_code == 1 and "has no metrics.jsonl" in res.stderr

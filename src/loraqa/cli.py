@@ -142,6 +142,18 @@ def eval_(
 
 
 @app.command()
+def report(run_dir: str = typer.Argument(..., help="A run directory written by `loraqa train`.")):
+    """Draw the run's loss curves, EM/F1 over steps and token accuracy into report.png and report.html."""
+    try:
+        from loraqa.report import make_report
+
+        png, page = make_report(run_dir)
+    except LoraqaError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {png} and {page}")
+
+
+@app.command()
 def score(
     data: str = typer.Argument(..., help="Official-format SQuAD file (v1.1 or v2.0, detected)."),
     predictions: str = typer.Argument(..., help='Predictions JSON: {"question id": "answer text"}.'),
