@@ -65,7 +65,9 @@ def load_for_eval(ref, model_override: str | None):
     except Exception as exc:  # noqa: BLE001 - shape mismatches and missing files both mean "wrong base"
         raise LoraqaError(f"the adapter in {ref.adapter_dir} does not fit the base model {base_name} "
                           f"({str(exc).splitlines()[0][:160]}); pass the base it was trained on with --model") from None
-    model.eval()
+    from loraqa.answer import prepare_for_inference
+
+    prepare_for_inference(model, dtype)
     tokenizer = modeling.load_tokenizer(str(ref.adapter_dir))
     return model, tokenizer, dtype
 
@@ -80,7 +82,7 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     out = Path(output) if output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
     rows, where = eval_rows(ref, data, limit)
     model, tokenizer, dtype = load_for_eval(ref, model_override)
-    bf16 = dtype == "bf16"
+    bf16 = False  # weights are already cast by prepare_for_inference; no autocast needed
     console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({dtype})")
 
     runs = [("adapter", None)] + ([("base", "baseline_")] if baseline else [])
