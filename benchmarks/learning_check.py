@@ -1,0 +1,162 @@
+"""Learning check: does the whole pipeline really learn? (No pretrained weights needed.)
+
+1. Build a synthetic reading-comprehension set: short passages state facts about two made-up
+   people; questions ask for one fact. Family A and family B use different facts and wording.
+   Test questions are about people (names) never seen in training.
+2. Pre-train a small T5 from scratch on family A (full fine-tuning): this stands in for FLAN-T5.
+3. Adapt it to family B with `loraqa train` (LoRA only, base frozen).
+4. `loraqa eval --baseline` on held-out family-B questions: the base model vs the adapter.
+
+    .venv/bin/python benchmarks/learning_check.py            # about 5-10 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/learning_check.py --quick    # a smaller, faster version (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SYLLABLES = "ka lo mi re su ta vi no pe da ri zu mo sa ne to li ga bo fe".split()
+PLACES = "Arvel Brisk Corran Dunmoor Elst Farrow Glent Hollin Istra Jorvik Kelm Lusk Marrow Norvale Osk Pell".split()
+JOBS = "baker pilot tailor farmer painter sailor miner weaver potter cook".split()
+COLORS = "red blue green yellow purple orange black white grey pink".split()
+THINGS = "bicycle lamp boat kettle violin clock coat wagon".split()
+YEARS = [str(y) for y in range(1901, 1999)]
+
+
+def make_name(rng) -> str:
+    return "".join(rng.choice(SYLLABLES, 2)).capitalize() + " " + "".join(rng.choice(SYLLABLES, 3)).capitalize()
+
+
+def family_a(rng, name, other):
+    city, job, year = rng.choice(PLACES), rng.choice(JOBS), rng.choice(YEARS)
+    o_city, o_job = rng.choice(PLACES), rng.choice(JOBS)
+    context = (f"{name} was born in {city} in {year}. {other} grew up in {o_city}. "
+               f"{name} works as a {job}, while {other} is a {o_job}.")
+    qas = [(f"Where was {name} born?", city), (f"In which year was {name} born?", year),
+           (f"What does {name} work as?", job)]
+    return context, qas
+
+
+def family_b(rng, name, other):
+    thing, color, place = rng.choice(THINGS), rng.choice(COLORS), rng.choice(PLACES)
+    o_color = rng.choice(COLORS)
+    context = (f"Last spring {name} bought a {color} {thing} at the market of {place}. "
+               f"{other} only owns a {o_color} {thing}.")
+    qas = [(f"What colour is the {thing} of {name}?", color), (f"Where did {name} buy the {thing}?", place),
+           (f"What did {name} buy?", f"a {color} {thing}")]
+    return context, qas
+
+
+def make_rows(family, names: list[str], rng, per_name: int = 1) -> list[dict]:
+    rows = []
+    for i, name in enumerate(names):
+        for _ in range(per_name):
+            other = names[(i + 1 + int(rng.integers(len(names) - 1))) % len(names)]
+            context, qas = family(rng, name, other)
+            q, a = qas[int(rng.integers(len(qas)))]
+            rows.append({"id": f"{family.__name__}-{len(rows)}", "title": "", "context": context, "question": q,
+                         "answers": {"text": [a], "answer_start": [context.find(a)]}})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def pretrain(rows: list[dict], tokenizer, out: Path, steps: int, seed: int) -> Path:
+    """Full fine-tuning of a randomly initialised small T5 on family A: the stand-in base model."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration
+
+    from loraqa.config import load_config
+    from loraqa.features import build_features
+
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(tokenizer), d_model=128, d_ff=256, num_layers=3, num_decoder_layers=3,
+                      num_heads=4, d_kv=32, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, tie_word_embeddings=False)
+    model = T5ForConditionalGeneration(config)
+    data_cfg = load_config("default", sets=["data.max_source_length=128"]).data
+    train_ds, _ = build_features(tokenizer, rows, data_cfg, train=True)
+    args = Seq2SeqTrainingArguments(output_dir=str(out / "pretrain-ckpt"), per_device_train_batch_size=32,
+                                    learning_rate=2e-3, max_steps=steps, warmup_steps=0.05, lr_scheduler_type="linear",
+                                    logging_steps=max(steps // 5, 1), save_strategy="no", report_to=[], use_cpu=True,
+                                    bf16=False, seed=seed, disable_tqdm=True)
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                             data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100))
+    trainer.train()
+    base = out / "base-model"
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    return base
+
+
+def loraqa(*args: str) -> None:
+    cmd = [sys.executable, "-m", "loraqa", *args]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Pre-train on family A, LoRA-adapt to family B, compare EM/F1.")
+    ap.add_argument("--quick", action="store_true", help="fewer examples and steps")
+    ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    rng = np.random.default_rng(0)
+    names = sorted({make_name(rng) for _ in range(3000)})
+    rng.shuffle(names)
+    held_out, seen = names[:150], names[150:]
+    n_a, n_b = (1200, 300) if args.quick else (6000, 600)
+    pre_steps, lora_steps = (300, 150) if args.quick else (1500, 400)
+    a_train = make_rows(family_a, seen, rng, per_name=max(1, n_a // len(seen) + 1))[:n_a]
+    b_train = make_rows(family_b, seen, rng)[:n_b]
+    a_test = make_rows(family_a, held_out, rng)[:100]
+    b_test = make_rows(family_b, held_out, rng)[:100]
+
+    from loraqa.prompts import TEMPLATES
+    from loraqa.synthetic import train_tokenizer
+
+    texts = [r["context"] + " " + r["question"] for r in a_train + b_train + a_test + b_test] + list(TEMPLATES.values())
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-learning-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    base = pretrain(a_train, tokenizer, work, pre_steps, seed=0)
+    t_pre = time.time() - t0
+    files = {k: write_jsonl(work / f"{k}.jsonl", v) for k, v in
+             {"a_test": a_test, "b_train": b_train, "b_test": b_test}.items()}
+    run = work / "run-b"
+    t0 = time.time()
+    loraqa("train", "--preset", "default", "--model", str(base), "--data", str(files["b_train"]), "--output", str(run),
+           "--overwrite", "--set", f"train.max_steps={lora_steps}", "--set", "train.learning_rate=2e-3",
+           "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
+           "--set", "data.test_size=0.05", "--set", "data.max_source_length=128")
+    t_lora = time.time() - t0
+    loraqa("eval", str(run), "--data", str(files["b_test"]), "--baseline", "--output", str(work / "eval-b"))
+    loraqa("eval", str(run), "--data", str(files["a_test"]), "--baseline", "--output", str(work / "eval-a"))
+    b = json.loads((work / "eval-b" / "summary.json").read_text())
+    a = json.loads((work / "eval-a" / "summary.json").read_text())
+    rows = [("family A (pre-training task)", a["baseline"], a), ("family B (adapter's task)", b["baseline"], b)]
+    print(f"\nheld-out questions about unseen people, 100 per family; pre-training {t_pre:.0f} s, LoRA {t_lora:.0f} s")
+    print(f"{'questions':30s} {'base EM':>8s} {'base F1':>8s} {'+LoRA EM':>9s} {'+LoRA F1':>9s}")
+    for label, before, after in rows:
+        print(f"{label:30s} {before['exact_match']:8.1f} {before['f1']:8.1f} {after['exact_match']:9.1f} {after['f1']:9.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({label: {"base": {k: before[k] for k in ("exact_match", "f1")},
+                                                       "lora": {k: after[k] for k in ("exact_match", "f1")}}
+                                               for label, before, after in rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
