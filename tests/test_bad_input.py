@@ -1,20 +1,17 @@
-"""Bad input gets one clear line, a non-zero exit, no traceback, and no run directory.
+"""Bad input gets one clear line, the right exit code, no traceback, and nothing written.
 
-Catalogue (each case below is one user mistake):
-  unknown preset · unknown key · wrong type · several problems at once · missing data file ·
-  malformed data file · data with no usable rows · model path that does not exist ·
-  model that is not seq2seq · target modules the model lacks · fp16 with T5 ·
-  quantization without CUDA · existing run directory · hub unreachable for a model name ·
-  --resume with nothing to resume · tracker package missing
+Exit code 2: the command line or configuration is wrong (usage). Exit code 1: everything else.
+The catalogue below is every case, one user mistake each.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
-from conftest import SQUAD_V1
+from conftest import FIXTURES, SQUAD_V1
 from helpers import FAST, run_cli
 
 
@@ -28,87 +25,126 @@ def bert_dir(tmp_path_factory):
     return d
 
 
-def _cases(tiny, bert, tmp):
-    bad_json = tmp / "bad.json"
-    bad_json.write_text("{oops")
-    unusable = tmp / "unusable.jsonl"
-    unusable.write_text(json.dumps({"question": "Q?", "context": "abc", "answer": "zzz"}) + "\n")
-    data = ["--data", str(SQUAD_V1)]
-    model = ["--model", str(tiny)]
-    return {
-        "unknown preset": (["--preset", "defualt", *model, *data], "unknown preset 'defualt' (did you mean 'default'?)"),
-        "unknown key": ([*model, *data, "--set", "lora.rank=4"], "unknown key 'lora.rank'"),
-        "wrong type": ([*model, *data, "--set", "train.epochs=many"], "train.epochs must be a number"),
-        "missing data": ([*model, "--data", str(tmp / "nope.json")], "data file not found"),
-        "malformed data": ([*model, "--data", str(bad_json)], "is not a readable JSON file"),
-        "no usable rows": ([*model, "--data", str(unusable)], "has no usable rows"),
-        "missing model": (["--model", str(tmp / "no-model"), *data], "model path not found"),
-        "not seq2seq": (["--model", str(bert), *data], "not an encoder-decoder (seq2seq) model"),
-        "target modules": ([*model, *data, "--set", "lora.target_modules=[q,query]"],
-                           "lora.target_modules ['query'] not found in this model; its linear layers are:"),
-        "fp16 with T5": ([*model, *data, "--set", "model.dtype=fp16"], "model.dtype=fp16 is refused for t5"),
-        "quantization without CUDA": ([*model, *data, "--set", "model.quantization=8bit"], "needs a CUDA GPU"),
-        "hub unreachable": (["--model", "google/flan-t5-small", *data],
-                            "Hugging Face Hub is unreachable and the model is not in the local cache; pass a local model directory with --model PATH"),
-    }
+@pytest.fixture(scope="module")
+def pickle_model_dir(tmp_path_factory, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    d = tmp_path_factory.mktemp("pickled")  # a checkpoint as older tools wrote them: pickle only
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir)
+    model.config.save_pretrained(d)
+    torch.save(model.state_dict(), d / "pytorch_model.bin")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(d)
+    assert (d / "pytorch_model.bin").is_file()
+    return d
 
 
-CASE_NAMES = ["unknown preset", "unknown key", "wrong type", "missing data", "malformed data", "no usable rows",
-              "missing model", "not seq2seq", "target modules", "fp16 with T5", "quantization without CUDA",
-              "hub unreachable"]
+@pytest.fixture
+def files(tmp_path, tiny_model_dir, bert_dir, pickle_model_dir):
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "unusable.jsonl").write_text(json.dumps({"question": "Q?", "context": "abc", "answer": "zzz"}) + "\n")
+    (tmp_path / "columns.csv").write_text("text,label\nhello,1\n")
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("earlier work")
+    return {"tiny": str(tiny_model_dir), "bert": str(bert_dir), "pickle": str(pickle_model_dir), "tmp": tmp_path,
+            "data": str(SQUAD_V1)}
 
 
-@pytest.mark.parametrize("case", CASE_NAMES)
-def test_bad_input_gives_one_clear_line(case, tiny_model_dir, bert_dir, tmp_path, monkeypatch):
+# name: (arguments after `loraqa train --output OUT`, expected exit code, message)
+TRAIN_CASES = {
+    "unknown preset": (["--preset", "defualt"], 2, "unknown preset 'defualt' (did you mean 'default'?)"),
+    "unknown key": (["--set", "lora.rank=4"], 2, "unknown key 'lora.rank'"),
+    "wrong type": (["--set", "train.epochs=many"], 2, "train.epochs must be a number"),
+    "value out of range": (["--set", "data.test_size=1.5"], 2, "data.test_size must be between 0 and 1"),
+    "malformed --set": (["--set", "batch_size"], 2, "must look like section.key=value"),
+    "missing --config file": (["--config", "{tmp}/nope.yaml"], 2, "config file not found"),
+    "--config not YAML": (["--config", "{tmp}/bad.yaml"], 2, "is not valid YAML"),
+    "save not a multiple of eval": (["--set", "train.eval_steps=3", "--set", "train.save_steps=4"], 2,
+                                    "must be a multiple of train.eval_steps"),
+    "missing data file": (["--data", "{tmp}/nope.json"], 1, "data file not found"),
+    "malformed data file": (["--data", "{tmp}/bad.json"], 1, "is not a readable JSON file"),
+    "data without QA columns": (["--data", "{tmp}/columns.csv"], 1, "are not a QA layout"),
+    "no usable rows": (["--data", "{tmp}/unusable.jsonl"], 1, "has no usable rows"),
+    "missing model path": (["--model", "{tmp}/no-model"], 1, "model path not found"),
+    "model not seq2seq": (["--model", "{bert}"], 1, "not an encoder-decoder (seq2seq) model"),
+    "target modules the model lacks": (["--set", "lora.target_modules=[q,query]"], 1,
+                                       "lora.target_modules ['query'] not found in this model; its linear layers are:"),
+    "fp16 with T5": (["--set", "model.dtype=fp16"], 1, "model.dtype=fp16 is refused for t5"),
+    "quantization without CUDA": (["--set", "model.quantization=8bit"], 1, "needs a CUDA GPU"),
+    "hub unreachable": (["--model", "google/flan-t5-small"], 1,
+                        "the Hugging Face Hub is unreachable and the model is not in the local cache; "
+                        "pass a local model directory with --model PATH"),
+    "pickle weights": (["--model", "{pickle}"], 1, "holds only pickle weights (pytorch_model.bin)"),
+    "resume with nothing to resume": (["--resume"], 1, "nothing to resume"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_bad_input(case, files, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from loraqa import hub
 
     hub.hub_reachable.cache_clear()
-    args, message = _cases(tiny_model_dir, bert_dir, tmp_path)[case]
-    out = tmp_path / "run"
-    res = run_cli("train", *args, "--output", str(out), *FAST)
-    assert res.exit_code == 1, res.output
+    args, code, message = TRAIN_CASES[case]
+    args = [a.format(**files) for a in args]
+    base = ["--model", files["tiny"], "--data", files["data"]]
+    out = files["tmp"] / "run"
+    res = run_cli("train", *base, *args, "--output", str(out), *FAST)
+    assert res.exit_code == code, res.output
     assert message in res.stderr, res.stderr
     assert "Traceback" not in res.output
-    error_lines = [l for l in res.stderr.splitlines() if l.startswith("error:")]
-    assert len(error_lines) == 1
+    assert len([l for l in res.stderr.splitlines() if l.startswith("error:")]) == 1
     assert not out.exists(), "a failed start must not leave a run directory"
 
 
-def test_several_config_problems_are_listed_together(tiny_model_dir, tmp_path):
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(tmp_path / "r"),
+def test_several_config_problems_are_listed_together(files):
+    res = run_cli("train", "--model", files["tiny"], "--data", files["data"], "--output", str(files["tmp"] / "r"),
                   "--set", "lora.r=0", "--set", "train.batch_size=-1")
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 2 and "lora.r" in errors[0] and "train.batch_size" in errors[1]
 
 
-def test_existing_run_directory_is_not_overwritten(tiny_model_dir, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "keep.txt").write_text("earlier work")
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out), *FAST)
+def test_existing_run_directory_is_left_exactly_as_it_was(files):
+    out = files["tmp"] / "existing"
+    res = run_cli("train", "--model", files["tiny"], "--data", files["data"], "--output", str(out), *FAST)
     assert res.exit_code == 1 and "already exists and is not empty; pass --overwrite" in res.stderr
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "earlier work"
 
 
-def test_resume_without_checkpoints_is_explained(tiny_model_dir, tmp_path):
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output",
-                  str(tmp_path / "none"), "--resume", *FAST)
-    assert res.exit_code == 1 and "nothing to resume" in res.stderr
-
-
-def test_missing_tracker_package_is_caught_before_compute(tiny_model_dir, tmp_path, monkeypatch):
+def test_missing_tracker_package_is_caught_before_compute(files, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    out = tmp_path / "run"
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
+    out = files["tmp"] / "run"
+    res = run_cli("train", "--model", files["tiny"], "--data", files["data"], "--output", str(out),
                   "--set", "track.report_to=mlflow")
     assert res.exit_code == 1 and "needs the 'mlflow' package" in res.stderr and not out.exists()
 
 
-def test_usage_errors_exit_2():
-    res = run_cli("train", "--no-such-option")
-    assert res.exit_code == 2
+def test_pickle_weights_load_when_the_user_opts_in(files):
+    out = files["tmp"] / "run"
+    res = run_cli("train", "--model", files["pickle"], "--data", files["data"], "--output", str(out),
+                  "--allow-pickle", "--set", "train.max_steps=1", "--set", "train.eval_steps=0", *FAST)
+    assert res.exit_code == 0, res.output
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["train", "--no-such-option"], 2, "No such option"),
+    (["eval", "{tmp}/nowhere"], 1, "does not exist"),
+    (["eval", "{tmp}"], 1, "holds no adapter"),
+    (["eval", "{tmp}", "--limit", "0"], 2, "Invalid value for '--limit'"),
+    (["score", str(FIXTURES / "score_v1.json"), "{tmp}/bad.json"], 1, "is not valid JSON"),
+    (["score", "{tmp}/columns.csv", str(FIXTURES / "score_v1_pred.json")], 1, "is not valid JSON"),
+    (["report", "{tmp}"], 1, "has no metrics.jsonl"),
+])
+def test_other_commands_bad_input(files, args, code, message):
+    res = run_cli(*[a.format(**files) for a in args])
+    assert res.exit_code == code, res.output
+    assert message in res.stderr or message in res.output
+    assert "Traceback" not in res.output
+

@@ -28,7 +28,7 @@ def _fail(exc: LoraqaError) -> None:
             typer.echo(f"error: {problem}", err=True)
     else:
         typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(exc.exit_code)
 
 
 def _quiet_libraries() -> None:
@@ -66,11 +66,12 @@ def train(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<run_name>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights, which can run code: only for files you trust."),
 ):
     """Train a LoRA adapter and record the run (config, adapter, checkpoints, metrics, data report)."""
     _quiet_libraries()
     try:
-        cfg = _load(preset, config, set_, model, data)
+        cfg = _load(preset, config, set_ + (["model.allow_pickle=true"] if allow_pickle else []), model, data)
         from loraqa.train import train as run_training
 
         run_training(cfg, output=output, overwrite=overwrite, resume=resume)
@@ -130,13 +131,15 @@ def eval_(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model, if not where the adapter was trained."),
     set_: List[str] = typer.Option([], "--set", "-s", help="Override eval keys, e.g. --set eval.batch_size=8."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights, which can run code: only for files you trust."),
 ):
     """Answer questions with an adapter and score the answers (EM / F1), optionally against the base model."""
     _quiet_libraries()
     try:
         from loraqa.eval_job import run_eval
 
-        run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model, sets=set_)
+        run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
+                 sets=set_ + (["model.allow_pickle=true"] if allow_pickle else []))
     except LoraqaError as exc:
         _fail(exc)
 

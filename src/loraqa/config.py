@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import yaml
 
-from loraqa.errors import ConfigError, LoraqaError
+from loraqa.errors import ConfigError, LoraqaError, UsageError
 
 
 def _f(default: Any, help: str, choices: tuple | None = None):
@@ -35,6 +35,7 @@ class ModelConfig:
     dtype: str = _f("auto", "Weights/compute precision: auto (bf16 where the hardware has it, else fp32), fp32, bf16. fp16 is refused for T5 (NaN losses).", ("auto", "fp32", "bf16", "fp16"))
     quantization: str = _f("none", "Load the frozen base in 8bit or 4bit with bitsandbytes (CUDA only).", ("none", "8bit", "4bit"))
     device: str = _f("auto", "Where to train: auto (CUDA if present, else CPU), cpu, cuda.", ("auto", "cpu", "cuda"))
+    allow_pickle: bool = _f(False, "Allow loading pickle (.bin/.pt) model or adapter weights, which can run code. Only for files you trust.")
 
 
 @dataclass
@@ -136,7 +137,7 @@ def read_preset(name: str) -> dict:
     names = preset_names()
     if name not in names:
         hint = difflib.get_close_matches(name, names, n=1)
-        raise LoraqaError(
+        raise UsageError(
             f"unknown preset '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
             + f"; available presets: {', '.join(names)}"
         )
@@ -147,17 +148,17 @@ def read_preset(name: str) -> dict:
 def read_config_file(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise LoraqaError(f"config file not found: {p}; pass an existing YAML file to --config")
+        raise UsageError(f"config file not found: {p}; pass an existing YAML file to --config")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
-        raise LoraqaError(f"config file {p} is not valid YAML{where}; fix the syntax and retry") from None
+        raise UsageError(f"config file {p} is not valid YAML{where}; fix the syntax and retry") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise LoraqaError(f"config file {p} must be a mapping of sections (model:, lora:, data:, ...)")
+        raise UsageError(f"config file {p} must be a mapping of sections (model:, lora:, data:, ...)")
     return data
 
 

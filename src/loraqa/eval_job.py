@@ -59,7 +59,9 @@ def load_for_eval(ref, model_override: str | None):
     config = modeling.load_seq2seq_config(base_name)
     dtype = modeling.resolve_dtype(ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto",
                                    device, config.model_type)
-    base = modeling.load_base_model(base_name, dtype, device)
+    allow_pickle = ref.config.model.allow_pickle
+    base = modeling.load_base_model(base_name, dtype, device, allow_pickle=allow_pickle)
+    modeling.refuse_pickle(ref.adapter_dir, "adapter", allow_pickle)
     try:
         model = PeftModel.from_pretrained(base, str(ref.adapter_dir))
     except Exception as exc:  # noqa: BLE001 - shape mismatches and missing files both mean "wrong base"

@@ -101,13 +101,32 @@ def load_tokenizer(name: str):
     return tok
 
 
-def load_base_model(name: str, dtype: str, device: str, quantization: str = "none"):
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def refuse_pickle(folder: str | Path, what: str, allow_pickle: bool) -> None:
+    """Pickle checkpoints execute code when loaded: only safetensors unless the user opts in."""
+    folder = Path(folder).expanduser()
+    if allow_pickle or not folder.is_dir():
+        return
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    if any(f.endswith(".safetensors") for f in files):
+        return
+    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise LoraqaError(f"{what} {folder} holds only pickle weights ({pickles[0]}), which can run arbitrary code "
+                          "when loaded; convert it to safetensors, or if you trust the file pass --allow-pickle "
+                          "(model.allow_pickle=true)")
+
+
+def load_base_model(name: str, dtype: str, device: str, quantization: str = "none", allow_pickle: bool = False):
     """The frozen base model. Weights stay fp32 unless quantized: bf16 runs as autocast."""
     online = use_cache_only_if_offline()
     from transformers import AutoModelForSeq2SeqLM
 
     config = load_seq2seq_config(name)
-    kwargs: dict = {}
+    refuse_pickle(name, "model", allow_pickle)
+    kwargs: dict = {} if allow_pickle else {"use_safetensors": True}
     if quantization != "none":
         kwargs["quantization_config"] = quantization_config(quantization, config.model_type)
         kwargs["device_map"] = {"": 0}

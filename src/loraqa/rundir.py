@@ -39,11 +39,44 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
                           "--resume to continue it, or --output DIR for a new one")
 
 
-def last_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_is_complete(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut
+    short (killed or disk full) and cannot be resumed from."""
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
-    ckpt = run_dir / "checkpoints"
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    complete = [p for p in checkpoints(run_dir) if checkpoint_is_complete(p)]
+    return str(complete[-1]) if complete else None
+
+
+def remove_incomplete_checkpoints(run_dir: Path) -> list[str]:
+    """Drop checkpoints newer than the last complete one (they were cut short)."""
+    last = last_checkpoint(run_dir)
+    last_step = int(Path(last).name.split("-")[1]) if last else -1
+    removed = []
+    for p in checkpoints(run_dir):
+        if int(p.name.split("-")[1]) > last_step and not checkpoint_is_complete(p):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate (or a plain single process): the only writer."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,11 +13,12 @@ from rich.console import Console
 from loraqa.config import Config, config_from_dict, dump_config
 from loraqa.errors import LoraqaError
 from loraqa.prompts import uses_context
-from loraqa.rundir import (check_run_dir, default_run_name, environment, last_checkpoint, prepare_run_dir,
-                           replace_dir, write_atomic, write_json)
+from loraqa.rundir import (check_run_dir, default_run_name, environment, is_main_process, last_checkpoint,
+                           prepare_run_dir, remove_incomplete_checkpoints, replace_dir, write_atomic, write_json)
 
 log = logging.getLogger("loraqa")
-console = Console(stderr=True, soft_wrap=True)  # long paths must not be wrapped mid-line
+# long paths must not be wrapped mid-line; under torchrun only rank 0 reports
+console = Console(stderr=True, soft_wrap=True, quiet=not is_main_process())
 
 
 def resolve_run_dir(cfg: Config, output: str | None) -> Path:
@@ -40,49 +41,6 @@ def saved_config(run_dir: Path) -> Config:
     return load_saved_config(path)
 
 
-def training_arguments(cfg: Config, run_dir: Path, dtype: str, device: str, report_to: list[str], has_eval: bool):
-    from transformers import Seq2SeqTrainingArguments
-
-    t = cfg.train
-    evaluate = has_eval and t.eval_steps > 0
-    return Seq2SeqTrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=cfg.eval.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of the total steps
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        lr_scheduler_type=t.lr_scheduler,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=t.eval_steps if evaluate else None,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        # the final adapter is the checkpoint with the best F1 of generated answers
-        load_best_model_at_end=evaluate,
-        metric_for_best_model="f1" if evaluate else None,
-        greater_is_better=True if evaluate else None,
-        eval_accumulation_steps=1,
-        logging_steps=t.logging_steps,
-        bf16=dtype == "bf16",
-        fp16=dtype == "fp16",
-        use_cpu=device == "cpu",
-        report_to=report_to,
-        run_name=cfg.track.run_name or run_dir.name,
-        seed=t.seed,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        dataloader_num_workers=t.num_workers,
-        # gradient checkpointing is enabled on the model in modeling.add_lora (non-reentrant + input grads)
-        include_num_input_tokens_seen="non_padding",
-        disable_tqdm=False,
-        log_level="warning",
-    )
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -90,16 +48,29 @@ class TrainResult:
     metrics: dict
 
 
+class Interrupted(LoraqaError):
+    """Ctrl-C: a checkpoint was saved; the message says how to resume."""
+
+    exit_code = 130
+
+
 def train(cfg: Config, output: str | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
-    """Run one training job. Every input is checked before compute or any file is written."""
+    """Run one training job. Every input is checked before compute or any file is written.
+
+    Under torchrun / accelerate every rank runs this; only rank 0 writes the run directory
+    (the Trainer and its tracker callbacks already keep their own writes to rank 0)."""
     from loraqa import data as data_mod
     from loraqa import features, modeling, tracking
+    from loraqa.interrupt import GracefulInterrupt
+    from loraqa.trainer_setup import build_trainer
 
+    main = is_main_process()
     run_dir = resolve_run_dir(cfg, output)
-    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    if main:  # other ranks would race rank 0's own writes into the directory
+        check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resume:
         cfg = saved_config(run_dir)
-        console.print(f"resuming {run_dir} from {last_checkpoint(run_dir)} with its saved config.yaml")
+        console.print(f"resuming {run_dir} from {Path(last_checkpoint(run_dir)).name} with its saved config.yaml")
     tracking.check_tracker(cfg.track.report_to)
 
     # Cheap checks first (model config, precision, quantization), then the data, then weights.
@@ -114,7 +85,12 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
                   f"{report.train_rows} train / {report.test_rows} test")
 
     tokenizer = modeling.load_tokenizer(cfg.model.name)
-    model = modeling.load_base_model(cfg.model.name, dtype, device, cfg.model.quantization)
+    # Seed before LoRA's random init: otherwise the adapter's starting point depends on whatever
+    # used the RNG earlier in the process, and the same config gives different runs.
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)
+    model = modeling.load_base_model(cfg.model.name, dtype, device, cfg.model.quantization, cfg.model.allow_pickle)
     model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing,
                               quantized=cfg.model.quantization != "none")
     params = modeling.parameter_counts(model)
@@ -129,56 +105,55 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
                           "raise it or shorten the prompt template")
 
     # Everything is valid: only now does the run directory appear.
+    if main:
+        write_run_files(run_dir, cfg, report, train_rows, test_rows, overwrite, resume,
+                        environment(device, dtype) | {"parameters": params, "model_type": model_config.model_type})
+    report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
+    interrupt = GracefulInterrupt()
+    trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to,
+                            interrupt)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    try:
+        output_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            last = last_checkpoint(run_dir)
+            raise LoraqaError(f"the disk filled up while writing to {run_dir}; the last complete checkpoint is "
+                              f"{Path(last).name if last else 'none'} (kept). Free some space, then resume with: "
+                              f"loraqa train --output {run_dir} --resume") from None
+        raise
+    if interrupt.requested:
+        raise Interrupted(f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}/checkpoints. "
+                          f"Resume with: loraqa train --output {run_dir} --resume")
+    if main:
+        save_adapter(trainer.model, tokenizer, run_dir / "adapter", cfg)
+        record_best(trainer, run_dir)
+        console.print(f"adapter saved to {run_dir / 'adapter'}")
+    return TrainResult(run_dir=run_dir, model=trainer.model, metrics=output_metrics)
+
+
+def write_run_files(run_dir, cfg, report, train_rows, test_rows, overwrite, resume, env) -> None:
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-    if not resume:
+    if resume:
+        removed = remove_incomplete_checkpoints(run_dir)
+        if removed:
+            console.print(f"removed incomplete checkpoint(s) {', '.join(removed)} (cut short by the crash)")
+    else:
         write_atomic(run_dir / "config.yaml", dump_config(cfg))
     write_json(run_dir / "data_report.json", asdict(report))
     # Which questions were held out: `loraqa eval` scores these by default.
     write_json(run_dir / "split.json", {"train": [r["id"] for r in train_rows], "test": [r["id"] for r in test_rows]})
-    env = environment(device, dtype) | {"parameters": params, "model_type": model_config.model_type}
     write_json(run_dir / "env.json", env)
 
-    report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
-    trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to)
-    checkpoint = last_checkpoint(run_dir) if resume else None
-    output_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-    save_adapter(trainer.model, tokenizer, run_dir / "adapter", cfg)
+
+def record_best(trainer, run_dir: Path) -> None:
     best = trainer.state.best_model_checkpoint
-    if best:
-        console.print(f"best F1 {trainer.state.best_metric:.2f} at {Path(best).name}: kept as the final adapter")
-        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": trainer.state.global_step, "best_checkpoint": Path(best).name,
-                                 "best_f1": trainer.state.best_metric}) + "\n")
-    console.print(f"adapter saved to {run_dir / 'adapter'}")
-    return TrainResult(run_dir=run_dir, model=trainer.model, metrics=output_metrics)
-
-
-def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to):
-    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer
-
-    from loraqa import tracking
-    from loraqa.evaluate import AnswerMetrics, logits_to_ids
-
-    args = training_arguments(cfg, run_dir, dtype, device, report_to, has_eval=eval_ds is not None)
-    collator = DataCollatorForSeq2Seq(
-        tokenizer, model=model, label_pad_token_id=-100, padding=True,
-        pad_to_multiple_of=8 if device == "cuda" else None,
-    )
-    evaluating = args.eval_strategy != "no"
-    subset = test_rows if cfg.eval.subset is None else test_rows[: cfg.eval.subset]
-    answer_metrics = AnswerMetrics(subset, cfg, tokenizer, autocast_bf16=dtype == "bf16")
-    callbacks = [tracking.MetricsFileCallback(run_dir / "metrics.jsonl")]
-    if evaluating and cfg.train.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    trainer = Seq2SeqTrainer(
-        model=model, args=args, data_collator=collator, train_dataset=train_ds,
-        eval_dataset=eval_ds if evaluating else None, processing_class=tokenizer, callbacks=callbacks,
-        compute_metrics=answer_metrics if evaluating else None,
-        preprocess_logits_for_metrics=logits_to_ids if evaluating else None,
-    )
-    answer_metrics.model = trainer.model
-    trainer.add_callback(tracking.ConfigLogCallback(cfg.to_dict(), cfg.track.report_to, trainer))
-    return trainer
+    if not best:
+        return
+    console.print(f"best F1 {trainer.state.best_metric:.2f} at {Path(best).name}: kept as the final adapter")
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": trainer.state.global_step, "best_checkpoint": Path(best).name,
+                             "best_f1": trainer.state.best_metric}) + "\n")
 
 
 def save_adapter(model, tokenizer, target: Path, cfg: Config) -> None:
