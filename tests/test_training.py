@@ -91,26 +91,15 @@ def test_only_lora_weights_change(tiny_model_dir, tmp_path, checkpointing):
         assert torch.equal(after[name], value), f"frozen weight {name} changed"
 
 
-def test_lora_memorises_eight_examples(tiny_model_dir, squad_rows, tmp_path):
+def test_lora_memorises_eight_examples(nodrop_model_dir, squad_rows, tmp_path):
     """Greedy decoding must return the trained answers exactly: catches label shift, masking
     and decode mismatches that a falling loss alone would hide."""
     from transformers import AutoTokenizer
 
+    from conftest import train_memoriser
     from loraqa.answer import generate_answers
-    from loraqa.config import load_config
-    from loraqa.synthetic import save_model_dir
-    from loraqa.train import train
 
-    model_dir = save_model_dir(tmp_path / "nodrop", "tiny", tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
-                               dropout=0.0)
-    data = write_jsonl(tmp_path / "ten.jsonl", squad_rows[:10])
-    cfg = load_config("default", sets=[
-        "train.max_steps=250", "train.batch_size=8", "train.learning_rate=3e-3", "train.lr_scheduler=constant",
-        "train.warmup_ratio=0", "lora.r=16", "lora.alpha=32", "lora.dropout=0", "data.split_by=random",
-        "data.test_size=0.2", "data.num_samples=null", "train.eval_steps=0", "train.save_steps=1000",
-        "track.report_to=none", "model.dtype=fp32"],
-        overrides={"model": {"name": str(model_dir)}, "data": {"source": str(data)}})
-    result = train(cfg, output=str(tmp_path / "run"))
+    result = train_memoriser(nodrop_model_dir, squad_rows[:10], tmp_path)
     train_ids = json.loads((result.run_dir / "split.json").read_text())["train"]
     rows = [r for r in squad_rows[:10] if r["id"] in train_ids]
     assert len(rows) == 8

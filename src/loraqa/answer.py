@@ -6,6 +6,7 @@ from typing import Iterable
 
 import torch
 
+from loraqa.errors import LoraqaError
 from loraqa.prompts import render_source
 
 
@@ -72,3 +73,118 @@ def generate_answers(model, tokenizer, rows: list[dict], template: str, max_sour
         return generate_ids(model, tokenizer, sources, max_new_tokens, batch_size, num_beams, progress, autocast_bf16)
     finally:
         model.train(was_training)
+
+
+BASE = "base"  # the name that means "no adapter"
+
+
+class Answerer:
+    """One base model, many adapters: renders each question with its adapter's template and
+    answers mixed-adapter batches in one generate() call (PEFT `adapter_names=`)."""
+
+    def __init__(self, adapters: dict[str, str] | None = None, base_model: str | None = None,
+                 device: str = "auto", dtype: str = "auto", allow_pickle: bool = False):
+        import threading
+
+        from loraqa import modeling
+        from loraqa.evaluate import resolve_adapter
+
+        adapters = dict(adapters or {})
+        if BASE in adapters:
+            raise LoraqaError(f"'{BASE}' is reserved for the base model without an adapter; name the adapter otherwise")
+        refs = {name: resolve_adapter(path) for name, path in adapters.items()}
+        if base_model is None:
+            if not refs:
+                raise LoraqaError("give at least one adapter, or a base model with --model")
+            base_model = next(iter(refs.values())).config.model.name
+        self.base_model, self.allow_pickle = base_model, allow_pickle
+        self.device = modeling.resolve_device(device)
+        config = modeling.load_seq2seq_config(base_model)
+        self.dtype = modeling.resolve_dtype(dtype, self.device, config.model_type)
+        self.model = modeling.load_base_model(base_model, "fp32", self.device, allow_pickle=allow_pickle)
+        first = next(iter(refs.values()), None)
+        self.tokenizer = modeling.load_tokenizer(str(first.adapter_dir) if first else base_model)
+        self.configs: dict = {}
+        self.paths: dict[str, str] = {}
+        self.lock = threading.RLock()
+        for name, ref in refs.items():
+            self._attach(name, ref)
+        prepare_for_inference(self.model, self.dtype)
+
+    def _attach(self, name: str, ref) -> None:
+        from peft import PeftModel
+
+        from loraqa.modeling import refuse_pickle
+
+        refuse_pickle(ref.adapter_dir, "adapter", self.allow_pickle)
+        try:
+            if not self.configs and not hasattr(self.model, "peft_config"):
+                self.model = PeftModel.from_pretrained(self.model, str(ref.adapter_dir), adapter_name=name)
+            else:
+                self.model.load_adapter(str(ref.adapter_dir), adapter_name=name)
+        except Exception as exc:  # noqa: BLE001 - shape mismatches, missing files: all "does not fit"
+            raise LoraqaError(f"adapter {ref.adapter_dir} does not fit the base model {self.base_model} "
+                              f"({str(exc).splitlines()[0][:160]})") from None
+        self.configs[name] = ref.config
+        self.paths[name] = str(ref.adapter_dir)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.configs) + [BASE]
+
+    def add_adapter(self, name: str, path: str) -> None:
+        from loraqa.evaluate import resolve_adapter
+
+        with self.lock:
+            if name in self.configs or name == BASE:
+                raise LoraqaError(f"an adapter named '{name}' is already loaded; delete it first or pick another name")
+            self._attach(name, resolve_adapter(path))
+            prepare_for_inference(self.model, self.dtype)
+
+    def remove_adapter(self, name: str) -> None:
+        with self.lock:
+            if name not in self.configs:
+                raise LoraqaError(f"no adapter named '{name}' is loaded")
+            self.model.delete_adapter(name)
+            del self.configs[name], self.paths[name]
+
+    def default_adapter(self) -> str:
+        return next(iter(self.configs), BASE)
+
+    def _render(self, req: dict) -> tuple[list[int], int, str]:
+        name = req.get("adapter") or self.default_adapter()
+        if name == BASE:
+            template = "squad" if req.get("context") else "question"
+            max_source, max_new, no_answer = 512, 32, None
+        else:
+            c = self.configs[name]
+            template, max_source, max_new = c.data.template, c.data.max_source_length, c.eval.max_new_tokens
+            no_answer = c.data.unanswerable_text
+        row = {"question": req["question"], "context": req.get("context") or "", "answers": {"text": []}}
+        ids = encode_sources(self.tokenizer, [row], template, max_source)[0]
+        return ids, max_new, no_answer
+
+    def answer(self, requests: list[dict], batch_size: int = 16, progress=None) -> list[str]:
+        """Answers for [{question, context?, adapter?}], in order. Unknown adapters raise."""
+        for r in requests:
+            name = r.get("adapter") or self.default_adapter()
+            if name != BASE and name not in self.configs:
+                raise LoraqaError(f"unknown adapter '{name}'; loaded: {', '.join(self.names)}")
+        with self.lock:
+            rendered = [self._render(r) for r in requests]
+            names = [(r.get("adapter") or self.default_adapter()) for r in requests]
+            has_peft = bool(self.configs)
+            order = sorted(range(len(requests)), key=lambda i: len(rendered[i][0]), reverse=True)
+            answers = [""] * len(requests)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                kwargs = {}
+                if has_peft:
+                    kwargs["adapter_names"] = ["__base__" if names[i] == BASE else names[i] for i in idx]
+                texts = generate_ids(self.model, self.tokenizer, [rendered[i][0] for i in idx],
+                                     max(rendered[i][1] for i in idx), len(idx), **kwargs)
+                for i, text in zip(idx, texts):
+                    answers[i] = "" if text == rendered[i][2] else text
+                if progress is not None:
+                    progress(len(idx))
+            return answers

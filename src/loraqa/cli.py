@@ -144,6 +144,101 @@ def eval_(
         _fail(exc)
 
 
+def _adapter_map(specs: List[str]) -> dict:
+    """['clinical=runs/a', 'runs/b'] -> {'clinical': 'runs/a', 'b': 'runs/b'}."""
+    from pathlib import Path
+
+    from loraqa.errors import UsageError
+
+    out = {}
+    for spec in specs:
+        name, _, path = spec.partition("=") if "=" in spec else (Path(spec.rstrip("/")).name, "", spec)
+        if name == "adapter":  # runs/NAME/adapter -> NAME
+            name = Path(path.rstrip("/")).parent.name
+        if not name or not path:
+            raise UsageError(f"--adapter '{spec}' must be NAME=PATH or PATH")
+        if name in out:
+            raise UsageError(f"two adapters are named '{name}'; give them names with NAME=PATH")
+        out[name] = path
+    return out
+
+
+@app.command()
+def predict(
+    adapter: List[str] = typer.Option([], "--adapter", "-a", help="Adapter PATH or NAME=PATH (repeatable; a file's rows pick one by its 'adapter' field)."),
+    question: Optional[str] = typer.Option(None, "--question", "-q", help="One question to answer."),
+    context: Optional[str] = typer.Option(None, "--context", help="The passage to read the answer from."),
+    input_file: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL of {question, context?, adapter?, id?} rows."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Where --input answers go (JSONL)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model, if not the one the adapter was trained on."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Questions per generation batch."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights: only for files you trust."),
+):
+    """Answer one question (--question) or a file of them (--input/--output) with an adapter."""
+    _quiet_libraries()
+    from loraqa.errors import UsageError
+
+    try:
+        if (question is None) == (input_file is None):
+            raise UsageError("give either --question (one question) or --input FILE.jsonl with --output FILE.jsonl")
+        if input_file and not output:
+            raise UsageError("--input needs --output FILE.jsonl for the answers")
+        from loraqa.predict import predict_file, predict_one
+
+        adapters = _adapter_map(adapter)
+        if question is not None:
+            typer.echo(predict_one(adapters, question, context, model, allow_pickle))
+        else:
+            n = predict_file(adapters, input_file, output, model, batch_size, allow_pickle)
+            typer.echo(f"wrote {n} answers to {output}", err=True)
+    except LoraqaError as exc:
+        _fail(exc)
+
+
+@app.command()
+def merge(
+    adapter: str = typer.Option(..., "--adapter", "-a", help="Run directory or adapter folder."),
+    output: str = typer.Option(..., "--output", "-o", help="Folder for the merged transformers model."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model, if not the one the adapter was trained on."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights: only for files you trust."),
+):
+    """Fold an adapter into its base model: a standard model folder for from_pretrained and pipeline()."""
+    _quiet_libraries()
+    try:
+        from loraqa.merge import merge as do_merge
+
+        out = do_merge(adapter, output, base_model=model, overwrite=overwrite, allow_pickle=allow_pickle)
+    except LoraqaError as exc:
+        _fail(exc)
+    typer.echo(f"merged model written to {out}")
+
+
+@app.command()
+def serve(
+    adapter: List[str] = typer.Option([], "--adapter", "-a", help="NAME=PATH of an adapter to serve (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model (default: the first adapter's)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="LORAQA_API_KEY", help="Require 'Authorization: Bearer KEY' on every API request; also enables loading/unloading adapters."),
+    batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most questions answered in one batch (1 turns batching off)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights: only for files you trust."),
+):
+    """Serve adapters over HTTP (POST /v1/answer, demo page at /, docs at /docs)."""
+    _quiet_libraries()
+    try:
+        from loraqa.serve import run_server
+
+        adapters = _adapter_map(adapter)
+        if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+            typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
+        typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
+        run_server(adapters, host, port, api_key, model, batch_window_ms, max_batch, allow_pickle)
+    except LoraqaError as exc:
+        _fail(exc)
+
+
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="A run directory written by `loraqa train`.")):
     """Draw the run's loss curves, EM/F1 over steps and token accuracy into report.png and report.html."""
