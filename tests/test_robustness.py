@@ -123,7 +123,8 @@ def test_two_process_ddp_writes_one_run(tiny_model_dir, tmp_path):
                           "--set", "train.max_steps=6", "--set", "train.batch_size=4", "--set", "train.eval_steps=3",
                           "--set", "train.save_steps=3", "--set", "train.logging_steps=1", "--set", "eval.subset=2",
                           "--set", "track.report_to=none", "--set", "data.test_size=0.125"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # 2 processes on 2 cores
     assert res.returncode == 0, res.stderr[-3000:]
     records = read_jsonl(out / "metrics.jsonl")
     losses = [r for r in records if "loss" in r]
