@@ -240,6 +240,47 @@ def serve(
 
 
 @app.command()
+def bench(
+    preset: str = typer.Option("default", "--preset", "-p", help=PRESET_HELP),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    model: Optional[str] = typer.Option(None, "--model", help="A real checkpoint (hub id or local directory)."),
+    random_init: Optional[str] = typer.Option(None, "--random-init", help="Build the published architecture with random weights instead: flan-t5-small or flan-t5-base (same cost, no download)."),
+    seed_style: bool = typer.Option(False, "--seed-style", help="Pad inputs and labels to 64 with pad ids in the loss, as the seed script did (the baseline)."),
+    steps: int = typer.Option(20, "--steps", min=1, help="Timed optimizer steps."),
+    warmup: int = typer.Option(3, "--warmup", min=1, help="Untimed steps first."),
+    generation: bool = typer.Option(True, "--generation/--no-generation", help="Also time batched answer generation."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the figures to this JSON file."),
+):
+    """Measure training speed (examples/s, real tokens/s, MFU), peak memory and generation speed."""
+    _quiet_libraries()
+    import json
+
+    from loraqa.errors import UsageError
+
+    try:
+        if random_init and random_init not in ("flan-t5-small", "flan-t5-base"):
+            raise UsageError(f"--random-init must be flan-t5-small or flan-t5-base, got '{random_init}'")
+        cfg = _load(preset, None, set_, model, None)
+        from loraqa.bench import run_bench
+
+        result = run_bench(cfg, random_init, seed_style, steps, warmup, generation)
+    except LoraqaError as exc:
+        _fail(exc)
+    labels = [("examples/s", "examples_per_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"),
+              ("MFU (of measured matmul peak)", "mfu", "{:.1%}"), ("matmul peak TFLOP/s", "matmul_peak_tflops", "{:.2f}"),
+              ("peak memory GiB (" + result["memory_kind"] + ")", "peak_memory_gb", "{:.2f}"),
+              ("answers/s (generation)", "answers_per_s", "{:.2f}")]
+    typer.echo(f"{result['model']} preset={result['preset']} seed_style={result['seed_style']} "
+               f"{result['device']} {result['dtype']} threads={result['threads']}")
+    for label, key, fmt in labels:
+        if key in result:
+            typer.echo(f"  {label:36s} {fmt.format(result[key])}")
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump(result, fh, indent=2)
+
+
+@app.command()
 def report(run_dir: str = typer.Argument(..., help="A run directory written by `loraqa train`.")):
     """Draw the run's loss curves, EM/F1 over steps and token accuracy into report.png and report.html."""
     try:

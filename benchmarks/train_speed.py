@@ -1,0 +1,74 @@
+"""Training speed targets, each a ratio against the seed-style baseline measured in this script.
+
+Runs `loraqa bench` once per configuration (each in its own process, so peak memory is its own)
+on the flan-t5-small architecture with random weights and SQuAD-length synthetic data:
+
+  seed-style   the seed script's padding: inputs and labels padded to 64, pad ids in the loss
+  seed         --preset seed at the seed's hyperparameters (batch 1, grad accumulation 2, fp32)
+  seed bf16    the same with bf16 allowed
+  default      --preset default
+
+    .venv/bin/python benchmarks/train_speed.py [--steps 20] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def bench(name: str, args: list[str], steps: int, out: Path) -> dict:
+    path = out / f"{name}.json"
+    cmd = [sys.executable, "-m", "loraqa", "bench", "--random-init", "flan-t5-small", "--steps", str(steps),
+           "--json", str(path), "--set", "track.report_to=none", *args]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(path.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="loraqa training speed targets")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="2 timed steps each: proves the script runs (CI)")
+    ap.add_argument("--json", help="write all figures here")
+    args = ap.parse_args()
+    steps = 2 if args.quick else args.steps
+    out = Path(tempfile.mkdtemp(prefix="loraqa-train-speed-"))
+    runs = {
+        "seed-style": bench("seed-style", ["--preset", "seed", "--seed-style", "--no-generation"], steps * 4, out),
+        "seed": bench("seed", ["--preset", "seed", "--no-generation"], steps * 4, out),
+        "seed bf16": bench("seed-bf16", ["--preset", "seed", "--set", "model.dtype=bf16", "--no-generation"], steps * 4, out),
+        "default": bench("default", ["--preset", "default"], steps, out),
+    }
+    base = runs["seed-style"]
+    print(f"{'configuration':12s} {'examples/s':>11s} {'real tok/s':>11s} {'MFU':>7s} {'peak GiB':>9s} {'dtype':>6s}")
+    for name, r in runs.items():
+        print(f"{name:12s} {r['examples_per_s']:11.2f} {r['tokens_per_s']:11.0f} {r['mfu']:7.1%} "
+              f"{r['peak_memory_gb']:9.2f} {r['dtype']:>6s}")
+    from loraqa.config import load_config
+    from loraqa.memory import KNOWN_ARCHITECTURES, estimate_training_memory
+
+    base_est = estimate_training_memory(KNOWN_ARCHITECTURES["google/flan-t5-base"], load_config("base"), "fp32", "cuda")
+    targets = [
+        ("1. seed preset examples/s vs seed-style (fp32)", runs["seed"]["examples_per_s"] / base["examples_per_s"], 2.0, "x"),
+        ("1. seed preset examples/s vs seed-style (bf16)", runs["seed bf16"]["examples_per_s"] / base["examples_per_s"], 3.0, "x"),
+        ("2. default real tokens/s vs seed-style", runs["default"]["tokens_per_s"] / base["tokens_per_s"], 20.0, "x"),
+        ("3. default MFU of the bf16 matmul peak", 100 * runs["default"]["mfu"], 30.0, "%"),
+        ("4. default peak RSS (GiB, at most)", runs["default"]["peak_memory_gb"], 2.5, "GiB"),
+        ("4. base preset on a 4 GB card, estimated (GiB)", base_est["total_gb"], 4.0, "GiB"),
+    ]
+    print(f"\n{'target':50s} {'measured':>9s} {'target':>8s}  verdict")
+    for label, value, goal, unit in targets:
+        met = value <= goal if label.startswith("4.") else value >= goal
+        gap = "" if met else (f" (short by {goal - value:.2f}{unit})" if not label.startswith("4.")
+                              else f" (over by {value - goal:.2f}{unit})")
+        print(f"{label:50s} {value:8.2f}{unit:>1s} {goal:7.1f}{unit:>1s}  {'met' if met else 'NOT met' + gap}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "targets": [t[:3] for t in targets]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
