@@ -43,10 +43,12 @@ def bench_data(n: int = 400, seed: int = 0):
     return rows, train_tokenizer(texts, vocab_size=len(words) + 400)
 
 
-def matmul_peak_flops(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
+def matmul_peak_flops(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 12) -> float:
     """Best-of-N dense matmul FLOP/s on this device and dtype: the denominator of MFU."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):  # warm-up: kernel selection, page faults, clocks
+        (a @ b).sum().item()
     best = float("inf")
     for _ in range(reps):
         if device == "cuda":
@@ -101,6 +103,7 @@ def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmu
 
     if seed_style:
         cfg.data.max_source_length = cfg.data.max_target_length = 64
+    modeling.configure_base(model, cfg.model.dropout, cfg.model.attention, device)
     model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing)
     feats, _ = build_features(tokenizer, rows, cfg.data, train=True)
     cfg.train.max_steps, cfg.train.eval_steps = warmup + steps, 0
@@ -158,9 +161,12 @@ def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup
     else:
         config = modeling.load_seq2seq_config(cfg.model.name)
         model_type, name = config.model_type, cfg.model.name
-        model = modeling.load_base_model(cfg.model.name, "fp32", device, allow_pickle=cfg.model.allow_pickle)
         tokenizer = modeling.load_tokenizer(cfg.model.name)
     dtype = modeling.resolve_dtype(cfg.model.dtype, device, model_type)
+    if random_init and dtype == "bf16":  # as load_base_model stores a bf16 run's frozen weights
+        model.to(torch.bfloat16)
+    elif not random_init:
+        model = modeling.load_base_model(cfg.model.name, dtype, device, allow_pickle=cfg.model.allow_pickle)
     torch.manual_seed(cfg.train.seed)
     peak = matmul_peak_flops(device, torch.bfloat16 if dtype == "bf16" else torch.float32)
     result = {"model": name, "preset": cfg.preset, "seed_style": seed_style, "device": device, "dtype": dtype,

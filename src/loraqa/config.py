@@ -35,6 +35,8 @@ class ModelConfig:
     dtype: str = _f("auto", "Weights/compute precision: auto (bf16 where the hardware has it, else fp32), fp32, bf16. fp16 is refused for T5 (NaN losses).", ("auto", "fp32", "bf16", "fp16"))
     quantization: str = _f("none", "Load the frozen base in 8bit or 4bit with bitsandbytes (CUDA only).", ("none", "8bit", "4bit"))
     device: str = _f("auto", "Where to train: auto (CUDA if present, else CPU), cpu, cuda.", ("auto", "cpu", "cuda"))
+    dropout: Optional[float] = _f(None, "Dropout inside the frozen base model; null keeps the checkpoint's (0.1 for flan-t5).")
+    attention: str = _f("auto", "Attention kernel: auto (sdpa on CUDA; eager on CPU, measured faster there), eager, sdpa.", ("auto", "eager", "sdpa"))
     allow_pickle: bool = _f(False, "Allow loading pickle (.bin/.pt) model or adapter weights, which can run code. Only for files you trust.")
 
 
@@ -283,6 +285,8 @@ def validate(cfg: Config) -> list[str]:
             value = getattr(sec, f.name)
             if choices and value not in choices:
                 p.append(f"{sname}.{f.name} must be one of {', '.join(choices)}{_suggest(str(value), list(choices))}, got {value!r}")
+    if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
+        p.append(f"model.dropout must be in [0, 1) or null, got {cfg.model.dropout}")
     if cfg.lora.r < 1:
         p.append(f"lora.r must be >= 1, got {cfg.lora.r}")
     if cfg.lora.alpha <= 0:

@@ -91,6 +91,7 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
 
     set_seed(cfg.train.seed)
     model = modeling.load_base_model(cfg.model.name, dtype, device, cfg.model.quantization, cfg.model.allow_pickle)
+    modeling.configure_base(model, cfg.model.dropout, cfg.model.attention, device)
     model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing,
                               quantized=cfg.model.quantization != "none")
     params = modeling.parameter_counts(model)
