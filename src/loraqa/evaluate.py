@@ -43,12 +43,16 @@ def resolve_adapter(path: str | Path) -> AdapterRef:
                       "or an adapter folder")
 
 
+def as_official(predictions: list[str], no_answer_text: str) -> list[str]:
+    """A model trained on SQuAD v2 writes the no-answer text; the official format for it is ""."""
+    return ["" if p.strip() == no_answer_text else p for p in predictions]
+
+
 def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[dict], dict]:
     version = "v2" if any(not r["answers"]["text"] for r in rows) else "v1"
     items = []
     for row, pred in zip(rows, predictions):
         refs = row["answers"]["text"]
-        # a model trained on v2 writes the no-answer text; the official format for it is ""
         em, f1 = score_one(pred, refs, version)
         items.append({"id": row["id"], "question": row["question"], "prediction": pred, "references": refs,
                       "em": em, "f1": round(f1, 6), "has_answer": bool(refs)})
@@ -95,8 +99,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], cfg, autocast_bf16: bool,
     preds = generate_answers(model, tokenizer, rows, cfg.data.template, cfg.data.max_source_length,
                              cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.num_beams, progress, autocast_bf16)
     seconds = time.perf_counter() - start
-    preds = ["" if p.strip() == cfg.data.unanswerable_text else p for p in preds]
-    items, summary = score_rows(rows, preds)
+    items, summary = score_rows(rows, as_official(preds, cfg.data.unanswerable_text))
     summary["token_accuracy"] = teacher_forced_accuracy(model, tokenizer, rows, cfg.data, cfg.eval.batch_size,
                                                         autocast_bf16)
     summary["seconds"] = round(seconds, 3)
@@ -127,8 +130,7 @@ class AnswerMetrics:
             preds = generate_answers(self.model, self.tokenizer, self.rows, c.data.template, c.data.max_source_length,
                                      c.eval.max_new_tokens, c.eval.batch_size, c.eval.num_beams,
                                      autocast_bf16=self.bf16)
-            preds = ["" if p.strip() == c.data.unanswerable_text else p for p in preds]
-            _, summary = score_rows(self.rows, preds)
+            _, summary = score_rows(self.rows, as_official(preds, c.data.unanswerable_text))
             metrics.update(exact_match=summary["exact_match"], f1=summary["f1"])
         return metrics
 

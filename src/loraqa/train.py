@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from loraqa.prompts import uses_context
 from loraqa.rundir import (check_run_dir, default_run_name, environment, is_main_process, last_checkpoint,
                            prepare_run_dir, remove_incomplete_checkpoints, replace_dir, write_atomic, write_json)
 
-log = logging.getLogger("loraqa")
 # long paths must not be wrapped mid-line; under torchrun only rank 0 reports
 console = Console(stderr=True, soft_wrap=True, quiet=not is_main_process())
 
