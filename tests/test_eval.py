@@ -122,3 +122,13 @@ def test_report_draws_the_curves(tiny_model_dir, tmp_path):
 def test_report_needs_a_run_directory(tmp_path):
     res = run_cli("report", str(tmp_path))
     assert res.exit_code == 1 and "has no metrics.jsonl" in res.stderr
+
+
+def test_report_survives_a_torn_last_line(tmp_path):
+    """metrics.jsonl is appended to during training; a crash can cut its last line short."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    res = run_cli("report", str(run))
+    assert res.exit_code == 0, res.output
+    assert (run / "report.png").is_file()

@@ -16,12 +16,14 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise LoraqaError(f"{run_dir} has no metrics.jsonl; pass a run directory written by `loraqa train`")
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise LoraqaError(f"{path} line {n} is not JSON; the file was damaged") from None
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    for n, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):  # a crash mid-append leaves a torn last line: the rest is good
+                break
+            raise LoraqaError(f"{path} line {n} is not JSON; the file was damaged") from None
     return records
 
 
