@@ -220,3 +220,13 @@ def test_load_and_unload_adapters_at_run_time(nodrop_model_dir, two_adapters):
         assert c.delete("/v1/adapters/titles", headers=key).status_code == 404
         # the remaining adapter still answers
         assert c.post("/v1/answer", json=q, headers=key).json()["answer"] == row["answers"]["text"][0]
+
+
+def test_beam_search_runs_one_adapter_per_batch(answerer, two_adapters):
+    """Mixed-adapter batches support greedy decoding only; with beams each adapter gets its own
+    batches and the answers still come back in request order."""
+    rows = two_adapters["rows"][:3]
+    reqs = [{"question": r["question"], "context": r["context"], "adapter": n}
+            for r in rows for n in ("titles", "answers")]
+    got = answerer.answer(reqs, num_beams=2)
+    assert got == [r["title"] if n == "titles" else r["answers"]["text"][0] for r in rows for n in ("titles", "answers")]

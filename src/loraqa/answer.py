@@ -124,7 +124,7 @@ class Answerer:
                 self.model.load_adapter(str(ref.adapter_dir), adapter_name=name)
         except Exception as exc:  # noqa: BLE001 - shape mismatches, missing files: all "does not fit"
             raise LoraqaError(f"adapter {ref.adapter_dir} does not fit the base model {self.base_model} "
-                              f"({str(exc).splitlines()[0][:160]})") from None
+                              f"({str(exc).splitlines()[0][:160]}); pass the base it was trained on with --model") from None
         self.configs[name] = ref.config
         self.paths[name] = str(ref.adapter_dir)
 
@@ -152,8 +152,9 @@ class Answerer:
         return next(iter(self.configs), BASE)
 
     def _render(self, req: dict) -> tuple[list[int], int, str]:
-        name = req.get("adapter") or self.default_adapter()
-        if name == BASE:
+        # "like": render as that adapter would (the base model scored on an adapter's prompts)
+        name = req.get("like") or req.get("adapter") or self.default_adapter()
+        if name not in self.configs:
             template = "squad" if req.get("context") else "question"
             max_source, max_new, no_answer = 512, 32, None
         else:
@@ -164,8 +165,11 @@ class Answerer:
         ids = encode_sources(self.tokenizer, [row], template, max_source)[0]
         return ids, max_new, no_answer
 
-    def answer(self, requests: list[dict], batch_size: int = 16, progress=None) -> list[str]:
-        """Answers for [{question, context?, adapter?}], in order. Unknown adapters raise."""
+    def answer(self, requests: list[dict], batch_size: int = 16, progress=None, num_beams: int = 1) -> list[str]:
+        """Answers for [{question, context?, adapter?}], in order. Unknown adapters raise.
+
+        Greedy batches may mix adapters (PEFT adapter_names); beam search with mixed adapters
+        needs a recent PEFT (peft #2283), so beams run one adapter per batch."""
         for r in requests:
             name = r.get("adapter") or self.default_adapter()
             if name != BASE and name not in self.configs:
@@ -173,18 +177,32 @@ class Answerer:
         with self.lock:
             rendered = [self._render(r) for r in requests]
             names = [(r.get("adapter") or self.default_adapter()) for r in requests]
-            has_peft = bool(self.configs)
             order = sorted(range(len(requests)), key=lambda i: len(rendered[i][0]), reverse=True)
+            groups = [order] if num_beams == 1 else [[i for i in order if names[i] == n] for n in dict.fromkeys(names)]
             answers = [""] * len(requests)
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                kwargs = {}
-                if has_peft:
-                    kwargs["adapter_names"] = ["__base__" if names[i] == BASE else names[i] for i in idx]
-                texts = generate_ids(self.model, self.tokenizer, [rendered[i][0] for i in idx],
-                                     max(rendered[i][1] for i in idx), len(idx), **kwargs)
-                for i, text in zip(idx, texts):
-                    answers[i] = "" if text == rendered[i][2] else text
-                if progress is not None:
-                    progress(len(idx))
+            for group in groups:
+                for start in range(0, len(group), batch_size):
+                    idx = group[start:start + batch_size]
+                    texts = self._generate([rendered[i][0] for i in idx], [names[i] for i in idx],
+                                           max(rendered[i][1] for i in idx), num_beams)
+                    for i, text in zip(idx, texts):
+                        answers[i] = "" if text == rendered[i][2] else text
+                    if progress is not None:
+                        progress(len(idx))
             return answers
+
+    def _generate(self, sources: list[list[int]], names: list[str], max_new: int, num_beams: int) -> list[str]:
+        from contextlib import nullcontext
+
+        if not self.configs:  # a bare base model
+            return generate_ids(self.model, self.tokenizer, sources, max_new, len(sources), num_beams)
+        if num_beams == 1:
+            adapter_names = ["__base__" if n == BASE else n for n in names]
+            return generate_ids(self.model, self.tokenizer, sources, max_new, len(sources), adapter_names=adapter_names)
+        if names[0] == BASE:
+            context = self.model.disable_adapter()
+        else:
+            self.model.set_adapter(names[0])
+            context = nullcontext()
+        with context:
+            return generate_ids(self.model, self.tokenizer, sources, max_new, len(sources), num_beams)

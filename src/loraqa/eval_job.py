@@ -49,31 +49,6 @@ def eval_rows(ref, data: str | None, limit: int | None) -> tuple[list[dict], str
     return rows, where
 
 
-def load_for_eval(ref, model_override: str | None):
-    from peft import PeftModel
-
-    from loraqa import modeling
-
-    base_name = model_override or ref.config.model.name
-    device = modeling.resolve_device(ref.config.model.device)
-    config = modeling.load_seq2seq_config(base_name)
-    dtype = modeling.resolve_dtype(ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto",
-                                   device, config.model_type)
-    allow_pickle = ref.config.model.allow_pickle
-    base = modeling.load_base_model(base_name, dtype, device, allow_pickle=allow_pickle)
-    modeling.refuse_pickle(ref.adapter_dir, "adapter", allow_pickle)
-    try:
-        model = PeftModel.from_pretrained(base, str(ref.adapter_dir))
-    except Exception as exc:  # noqa: BLE001 - shape mismatches and missing files both mean "wrong base"
-        raise LoraqaError(f"the adapter in {ref.adapter_dir} does not fit the base model {base_name} "
-                          f"({str(exc).splitlines()[0][:160]}); pass the base it was trained on with --model") from None
-    from loraqa.answer import prepare_for_inference
-
-    prepare_for_inference(model, dtype)
-    tokenizer = modeling.load_tokenizer(str(ref.adapter_dir))
-    return model, tokenizer, dtype
-
-
 def run_eval(target: str, data: str | None = None, limit: int | None = None, baseline: bool = False,
              output: str | None = None, model_override: str | None = None, sets: list[str] | None = None) -> dict:
     ref = resolve_adapter(target)
@@ -83,27 +58,25 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
         ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(sets)))
     out = Path(output) if output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
     rows, where = eval_rows(ref, data, limit)
-    model, tokenizer, dtype = load_for_eval(ref, model_override)
-    bf16 = False  # weights are already cast by prepare_for_inference; no autocast needed
-    console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({dtype})")
+    from loraqa.answer import BASE, Answerer
 
-    runs = [("adapter", None)] + ([("base", "baseline_")] if baseline else [])
+    dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
+    answerer = Answerer({"adapter": str(ref.adapter_dir)}, base_model=model_override, device=ref.config.model.device,
+                        dtype=dtype, allow_pickle=ref.config.model.allow_pickle)
+    answerer.configs["adapter"] = ref.config  # with any --set overrides
+    console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
     results = {}
     with Progress(console=console, transient=True) as bar:
-        for name, prefix in runs:
+        for name in ["adapter"] + ([BASE] if baseline else []):
             task = bar.add_task(f"answering ({name})", total=len(rows))
-            advance = lambda n, t=task: bar.advance(t, n)  # noqa: E731
-            if name == "base":
-                with model.disable_adapter():
-                    results[name] = evaluate_model(model, tokenizer, rows, ref.config, bf16, advance)
-            else:
-                results[name] = evaluate_model(model, tokenizer, rows, ref.config, bf16, advance)
+            results[name] = evaluate_model(answerer, name, rows, ref.config,
+                                           lambda n, t=task: bar.advance(t, n))
     items, summary = results["adapter"]
-    summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": str(next(model.parameters()).device),
-                    "dtype": dtype})
+    summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": answerer.device,
+                    "dtype": answerer.dtype})
     write_eval_files(out, items, summary)
     if baseline:
-        base_items, base_summary = results["base"]
+        base_items, base_summary = results[BASE]
         write_eval_files(out, base_items, base_summary, prefix="baseline_")
         summary["baseline"] = base_summary
     write_json(out / "summary.json", summary)

@@ -91,17 +91,23 @@ def teacher_forced_accuracy(model, tokenizer, rows: list[dict], data_cfg, batch_
     return token_accuracy(preds, labels)
 
 
-def evaluate_model(model, tokenizer, rows: list[dict], cfg, autocast_bf16: bool, progress=None) -> tuple[list, dict]:
-    """Generate, score and time answers for `rows` with the model as it is (adapter on or off)."""
-    from loraqa.answer import generate_answers
+def evaluate_model(answerer, name: str, rows: list[dict], cfg, progress=None) -> tuple[list, dict]:
+    """Generate, score and time answers for `rows` with one of the Answerer's adapters, or the
+    base model ("base") prompted exactly as that adapter is."""
+    from contextlib import nullcontext
 
+    from loraqa.answer import BASE
+
+    requests = [{"question": r["question"], "context": r["context"], "adapter": name, "like": "adapter"} for r in rows]
     start = time.perf_counter()
-    preds = generate_answers(model, tokenizer, rows, cfg.data.template, cfg.data.max_source_length,
-                             cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.num_beams, progress, autocast_bf16)
+    preds = answerer.answer(requests, batch_size=cfg.eval.batch_size, progress=progress, num_beams=cfg.eval.num_beams)
     seconds = time.perf_counter() - start
     items, summary = score_rows(rows, as_official(preds, cfg.data.unanswerable_text))
-    summary["token_accuracy"] = teacher_forced_accuracy(model, tokenizer, rows, cfg.data, cfg.eval.batch_size,
-                                                        autocast_bf16)
+    with answerer.lock, (answerer.model.disable_adapter() if name == BASE else nullcontext()):
+        if name != BASE:
+            answerer.model.set_adapter(name)
+        summary["token_accuracy"] = teacher_forced_accuracy(answerer.model, answerer.tokenizer, rows, cfg.data,
+                                                            cfg.eval.batch_size, autocast_bf16=False)
     summary["seconds"] = round(seconds, 3)
     summary["answers_per_second"] = round(len(rows) / seconds, 3) if seconds > 0 else None
     return items, summary
