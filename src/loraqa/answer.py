@@ -101,7 +101,7 @@ class Answerer:
         self.device = modeling.resolve_device(device)
         config = modeling.load_seq2seq_config(base_model)
         self.dtype = modeling.resolve_dtype(dtype, self.device, config.model_type)
-        self.model = modeling.load_base_model(base_model, "fp32", self.device, allow_pickle=allow_pickle)
+        self.model = modeling.load_base_model(base_model, self.dtype, self.device, allow_pickle=allow_pickle)
         first = next(iter(refs.values()), None)
         self.tokenizer = modeling.load_tokenizer(str(first.adapter_dir) if first else base_model)
         self.configs: dict = {}
