@@ -196,9 +196,10 @@ class Answerer:
 
         if not self.configs:  # a bare base model
             return generate_ids(self.model, self.tokenizer, sources, max_new, len(sources), num_beams)
-        if num_beams == 1:
+        if len(set(names)) > 1:  # mixed batch (greedy only, see answer())
             adapter_names = ["__base__" if n == BASE else n for n in names]
             return generate_ids(self.model, self.tokenizer, sources, max_new, len(sources), adapter_names=adapter_names)
+        # one adapter: the plain active-adapter path, without PEFT's per-row adapter routing
         if names[0] == BASE:
             context = self.model.disable_adapter()
         else:
