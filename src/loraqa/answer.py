@@ -7,7 +7,6 @@ from typing import Iterable
 import torch
 
 from loraqa.errors import LoraqaError
-from loraqa.prompts import render_source
 
 
 def prepare_for_inference(model, dtype: str):
@@ -22,20 +21,11 @@ def prepare_for_inference(model, dtype: str):
 
 def encode_sources(tokenizer, rows: list[dict], template: str, max_source_length: int) -> list[list[int]]:
     """Token ids of each question's source text, passages kept from their start."""
-    from loraqa.features import FeatureCounts, window_context
-    from loraqa.prompts import uses_context
+    from loraqa.features import FeatureCounts, encode_source
 
-    out = []
-    for row in rows:
-        context = row.get("context", "")
-        if uses_context(template):
-            context, _ = window_context(tokenizer, template, row, max_source_length, keep_answer=False)
-            context = context or ""
-        ids = tokenizer(render_source(template, row, context=context))["input_ids"]
-        if len(ids) > max_source_length:
-            ids = ids[: max_source_length - 1] + [tokenizer.eos_token_id]
-        out.append(ids)
-    return out
+    counts = FeatureCounts()
+    return [encode_source(tokenizer, row, template, max_source_length, keep_answer=False, counts=counts)
+            for row in rows]
 
 
 @torch.inference_mode()

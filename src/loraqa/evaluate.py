@@ -102,7 +102,7 @@ def evaluate_model(answerer, name: str, rows: list[dict], cfg, progress=None) ->
     start = time.perf_counter()
     preds = answerer.answer(requests, batch_size=cfg.eval.batch_size, progress=progress, num_beams=cfg.eval.num_beams)
     seconds = time.perf_counter() - start
-    items, summary = score_rows(rows, as_official(preds, cfg.data.unanswerable_text))
+    items, summary = score_rows(rows, preds)  # the Answerer already maps the no-answer text to ""
     with answerer.lock, (answerer.model.disable_adapter() if name == BASE else nullcontext()):
         if name != BASE:
             answerer.model.set_adapter(name)

@@ -66,20 +66,30 @@ def window_context(tokenizer, template: str, row: dict, max_len: int, keep_answe
     return context[offsets[start_tok][0]:offsets[end_tok][1]], True
 
 
-def encode_row(tokenizer, row: dict, template: str, max_source: int, max_target: int,
-               unanswerable_text: str, train: bool, counts: FeatureCounts) -> dict | None:
-    counts.rows += 1
-    context = row["context"]
+def encode_source(tokenizer, row: dict, template: str, max_source: int, keep_answer: bool,
+                  counts: FeatureCounts) -> list[int] | None:
+    """Source token ids within the window; None when the answer cannot fit (training only)."""
+    context = row.get("context") or ""
     if uses_context(template):
-        context, cut = window_context(tokenizer, template, row, max_source, keep_answer=train)
-        if context is None:
+        window, cut = window_context(tokenizer, template, row, max_source, keep_answer=keep_answer)
+        if window is None and keep_answer:
             counts.dropped_answer_outside_window += 1
             return None
+        context = window or ""
         counts.context_truncated += int(cut)
     source = tokenizer(render_source(template, row, context=context))["input_ids"]
     if len(source) > max_source:
         counts.source_truncated += 1
         source = source[: max_source - 1] + [tokenizer.eos_token_id]
+    return source
+
+
+def encode_row(tokenizer, row: dict, template: str, max_source: int, max_target: int,
+               unanswerable_text: str, train: bool, counts: FeatureCounts) -> dict | None:
+    counts.rows += 1
+    source = encode_source(tokenizer, row, template, max_source, keep_answer=train, counts=counts)
+    if source is None:
+        return None
     target = tokenizer(render_target(row, unanswerable_text))["input_ids"]
     if len(target) > max_target:
         counts.target_truncated += 1

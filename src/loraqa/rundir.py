@@ -26,15 +26,15 @@ def default_run_name(cfg) -> str:
 
 def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     """Refuse to clobber an earlier run; called before any compute is spent."""
-    exists = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
     if run_dir.exists() and not run_dir.is_dir():
         raise LoraqaError(f"{run_dir} exists and is not a directory; choose another --output")
+    not_empty = run_dir.is_dir() and any(run_dir.iterdir())
     if resume:
         if not last_checkpoint(run_dir):
             raise LoraqaError(f"nothing to resume in {run_dir}: it has no checkpoints/checkpoint-*; "
                               "drop --resume to start a new run")
         return
-    if exists and not overwrite:
+    if not_empty and not overwrite:
         raise LoraqaError(f"run directory {run_dir} already exists and is not empty; pass --overwrite to replace it, "
                           "--resume to continue it, or --output DIR for a new one")
 
