@@ -38,7 +38,8 @@ def test_seed_preset_matches_the_seed_experiment():
     assert c.data.template == "seed" and c.data.max_source_length == 64
     assert (c.train.batch_size, c.train.grad_accum, c.train.learning_rate, c.train.epochs) == (1, 2, 5e-5, 5)
     assert (c.train.eval_steps, c.train.save_steps, c.train.logging_steps) == (500, 500, 50)
-    assert c.train.gradient_checkpointing is True
+    # the seed's checkpointing changes no result; the preset leaves it off (faster, fits easily)
+    assert c.train.gradient_checkpointing is False
     assert (c.track.report_to, c.track.project, c.track.run_name) == ("wandb", "plain-text-lora", "flan-t5-small-lora-5000")
 
 

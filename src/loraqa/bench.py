@@ -101,10 +101,11 @@ def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmu
     import tempfile
     from pathlib import Path
 
-    if seed_style:
+    if seed_style:  # the seed script: plain transformers + PEFT, checkpointing on, everything padded to 64
         cfg.data.max_source_length = cfg.data.max_target_length = 64
+        cfg.train.gradient_checkpointing, cfg.model.fast_kernels, cfg.model.attention = True, False, "eager"
     modeling.configure_base(model, cfg.model.dropout, cfg.model.attention, device)
-    model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing)
+    model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing, fast_kernels=cfg.model.fast_kernels)
     feats, _ = build_features(tokenizer, rows, cfg.data, train=True)
     cfg.train.max_steps, cfg.train.eval_steps = warmup + steps, 0
     cfg.train.save_steps = cfg.train.logging_steps = 10**6

@@ -36,7 +36,8 @@ class ModelConfig:
     quantization: str = _f("none", "Load the frozen base in 8bit or 4bit with bitsandbytes (CUDA only).", ("none", "8bit", "4bit"))
     device: str = _f("auto", "Where to train: auto (CUDA if present, else CPU), cpu, cuda.", ("auto", "cpu", "cuda"))
     dropout: Optional[float] = _f(None, "Dropout inside the frozen base model; null keeps the checkpoint's (0.1 for flan-t5).")
-    attention: str = _f("auto", "Attention kernel: auto (sdpa on CUDA; eager on CPU, measured faster there), eager, sdpa.", ("auto", "eager", "sdpa"))
+    attention: str = _f("auto", "Attention kernel: auto (sdpa on CUDA; fused on CPU, measured fastest there), eager, sdpa, fused (the position bias and mask added inside the score GEMM).", ("auto", "eager", "sdpa", "fused"))
+    fast_kernels: bool = _f(True, "Train through loraqa's fused LoRA, GELU and RMS-norm forwards (same results as the library's, tested; measured faster). false: the library's own code.")
     allow_pickle: bool = _f(False, "Allow loading pickle (.bin/.pt) model or adapter weights, which can run code. Only for files you trust.")
 
 

@@ -170,7 +170,12 @@ def quantization_config(kind: str, model_type: str):
 
 def configure_base(model, dropout: float | None, attention: str, device: str) -> None:
     """Base-model dropout and attention kernel, set on every sub-config (T5 keeps one per stack)."""
-    impl = ("sdpa" if device == "cuda" else "eager") if attention == "auto" else attention
+    from loraqa import attention as fused_attention
+
+    impl = ("sdpa" if device == "cuda" else "fused") if attention == "auto" else attention
+    if impl == "fused":
+        fused_attention.register()
+        impl = fused_attention.NAME
     for module in model.modules():
         config = getattr(module, "config", None)
         if config is None:
@@ -204,7 +209,7 @@ def check_target_modules(model, targets: list[str]) -> None:
                           f"{', '.join(available)} (e.g. --set lora.target_modules=[q,v])")
 
 
-def add_lora(model, lora_cfg, gradient_checkpointing: bool, quantized: bool = False):
+def add_lora(model, lora_cfg, gradient_checkpointing: bool, quantized: bool = False, fast_kernels: bool = True):
     from peft import LoraConfig, TaskType, get_peft_model
 
     check_target_modules(model, lora_cfg.target_modules)
@@ -234,7 +239,12 @@ def add_lora(model, lora_cfg, gradient_checkpointing: bool, quantized: bool = Fa
         use_rslora=lora_cfg.use_rslora,
         use_dora=lora_cfg.use_dora,
     )
-    return get_peft_model(model, config)
+    from loraqa.fused import speed_up_training
+
+    peft_model = get_peft_model(model, config)
+    if fast_kernels:
+        speed_up_training(peft_model)
+    return peft_model
 
 
 def parameter_counts(model) -> dict:

@@ -91,7 +91,7 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     model = modeling.load_base_model(cfg.model.name, dtype, device, cfg.model.quantization, cfg.model.allow_pickle)
     modeling.configure_base(model, cfg.model.dropout, cfg.model.attention, device)
     model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing,
-                              quantized=cfg.model.quantization != "none")
+                              quantized=cfg.model.quantization != "none", fast_kernels=cfg.model.fast_kernels)
     params = modeling.parameter_counts(model)
     console.print(f"model: {cfg.model.name} on {device} ({dtype}); trainable parameters "
                   f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']}%)")
