@@ -8,7 +8,7 @@ on the flan-t5-small architecture with random weights and SQuAD-length synthetic
   seed bf16    the same with bf16 allowed
   default      --preset default
 
-    .venv/bin/python benchmarks/train_speed.py [--steps 20] [--quick]
+    .venv/bin/python benchmarks/train_speed.py [--steps 20] [--rounds 2] [--quick]
 """
 
 from __future__ import annotations
@@ -29,20 +29,37 @@ def bench(name: str, args: list[str], steps: int, out: Path) -> dict:
     return json.loads(path.read_text())
 
 
+CONFIGS = {
+    "seed-style": (["--preset", "seed", "--seed-style", "--no-generation"], 4),
+    "seed": (["--preset", "seed", "--no-generation"], 4),
+    "seed bf16": (["--preset", "seed", "--set", "model.dtype=bf16", "--no-generation"], 4),
+    "default": (["--preset", "default"], 1),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="loraqa training speed targets")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--quick", action="store_true", help="2 timed steps each: proves the script runs (CI)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="run every configuration this many times, interleaved; each keeps its best round")
+    ap.add_argument("--quick", action="store_true", help="2 timed steps each, one round: proves the script runs (CI)")
     ap.add_argument("--json", help="write all figures here")
     args = ap.parse_args()
-    steps = 2 if args.quick else args.steps
+    steps, rounds = (2, 1) if args.quick else (args.steps, args.rounds)
     out = Path(tempfile.mkdtemp(prefix="loraqa-train-speed-"))
-    runs = {
-        "seed-style": bench("seed-style", ["--preset", "seed", "--seed-style", "--no-generation"], steps * 4, out),
-        "seed": bench("seed", ["--preset", "seed", "--no-generation"], steps * 4, out),
-        "seed bf16": bench("seed-bf16", ["--preset", "seed", "--set", "model.dtype=bf16", "--no-generation"], steps * 4, out),
-        "default": bench("default", ["--preset", "default"], steps, out),
-    }
+    # Interleaved rounds, best round per configuration: this shared 2-core VM's speed drifts
+    # by tens of percent from minute to minute, and every configuration gets the same chances.
+    trials: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    for i in range(rounds):
+        for name, (cli_args, step_factor) in CONFIGS.items():
+            trials[name].append(bench(f"{name.replace(' ', '-')}-{i}", cli_args, steps * step_factor, out))
+    runs = {name: max(t, key=lambda r: r["examples_per_s"]) for name, t in trials.items()}
+    # MFU against the highest matmul peak any run measured: what this device can do.
+    peak = max(r["matmul_peak_tflops"] for t in trials.values() for r in t if r["dtype"] == "bf16")
+    for r in runs.values():
+        if r["dtype"] == "bf16":
+            r["mfu"] = r["flops_per_s"] / (peak * 1e12)
+            r["matmul_peak_tflops"] = peak
     base = runs["seed-style"]
     print(f"{'configuration':12s} {'examples/s':>11s} {'real tok/s':>11s} {'MFU':>7s} {'peak GiB':>9s} {'dtype':>6s}")
     for name, r in runs.items():
@@ -67,7 +84,7 @@ def main() -> None:
                               else f" (over by {value - goal:.2f}{unit})")
         print(f"{label:50s} {value:8.2f}{unit:>1s} {goal:7.1f}{unit:>1s}  {'met' if met else 'NOT met' + gap}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "targets": [t[:3] for t in targets]}, indent=2))
+        Path(args.json).write_text(json.dumps({"runs": runs, "trials": trials, "targets": [t[:3] for t in targets]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def estimate_training_memory(arch: Arch, cfg, dtype: str, device: str) -> dict:
     act_bytes = 2 if dtype == "bf16" else 4
     P = arch.parameters()
     quant = cfg.model.quantization
-    weight_bytes = {"8bit": 1.2, "4bit": 0.65}.get(quant, 4.0)  # fp32 master weights; autocast casts on the fly
+    # the frozen base is stored in the training dtype (bf16 runs keep no fp32 copy)
+    weight_bytes = {"8bit": 1.2, "4bit": 0.65}.get(quant, 2.0 if dtype == "bf16" else 4.0)
     weights = P * weight_bytes
     lora = lora_parameters(arch, cfg.lora.target_modules, cfg.lora.r)
     optimizer = lora * (4 + 4 + 8)  # weights, grads, Adam moments (fp32)

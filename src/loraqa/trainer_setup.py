@@ -99,6 +99,10 @@ def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, 
     subset = test_rows if cfg.eval.subset is None else test_rows[: cfg.eval.subset]
     answer_metrics = AnswerMetrics(subset, cfg, tokenizer, autocast_bf16=dtype == "bf16")
     callbacks = [tracking.MetricsFileCallback(run_dir / "metrics.jsonl"), interrupt]
+    if device == "cpu":
+        from loraqa.host_memory import ReturnFreedMemory
+
+        callbacks.append(ReturnFreedMemory())
     if evaluating and cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = trainer_class()(
