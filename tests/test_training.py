@@ -152,3 +152,28 @@ def test_module_entry_point_shows_help():
 
     res = subprocess.run([sys.executable, "-m", "loraqa", "train", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--resume" in res.stdout and "--set" in res.stdout
+
+
+def test_gradient_accumulation_reports_and_trains_like_one_big_batch(nodrop_model_dir, squad_rows, tmp_path):
+    """batch 2 x accumulation 2 must report (and backpropagate) the loss of batch 4, not twice it.
+
+    T5 accepts **kwargs, so the Trainer assumed it normalises by the tokens of all accumulated
+    micro-batches and skipped its own division; T5 ignores that count, so loss and gradient came
+    out accumulation-steps times too large (the seed preset accumulates 2)."""
+    from loraqa.config import load_config
+    from loraqa.train import train
+
+    from conftest import MEMORISE
+
+    data = write_jsonl(tmp_path / "data.jsonl", squad_rows[:5])  # 4 train, 1 held out
+    losses = {}
+    for batch, accum in ((4, 1), (2, 2)):
+        cfg = load_config("default", sets=[*MEMORISE, "train.max_steps=1", "train.logging_steps=1",
+                                           f"train.batch_size={batch}", f"train.grad_accum={accum}",
+                                           "train.group_by_length=false"],
+                          overrides={"model": {"name": str(nodrop_model_dir)}, "data": {"source": str(data)}})
+        out = tmp_path / f"run-{batch}x{accum}"
+        train(cfg, output=str(out))
+        losses[accum] = [r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r][0]
+    # equal up to mean-of-means vs mean-over-tokens (answers differ in length); the bug was 2x
+    assert losses[2] == pytest.approx(losses[1], rel=0.15)

@@ -53,7 +53,8 @@ def training_arguments(cfg: Config, run_dir: Path, dtype: str, device: str, repo
 
 
 def trainer_class():
-    """Seq2SeqTrainer minus two per-micro-batch walks over the model's ~1,000 modules.
+    """Seq2SeqTrainer with T5's gradient-accumulation loss scaled right, minus two per-micro-batch
+    walks over the model's ~1,000 modules.
 
     Together they were 14% of a batch-1 (`seed` preset) step when profiled:
     `floating_point_ops` recounts the parameters for a FLOPs log entry, and `training_step` calls
@@ -63,6 +64,14 @@ def trainer_class():
 
     class LoraqaTrainer(Seq2SeqTrainer):
         _params_per_token = None
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # T5's forward takes **kwargs, so the Trainer concludes the model divides its loss by
+            # the token count of all accumulated micro-batches and skips its own division by the
+            # accumulation steps; T5 ignores that count and returns a per-micro-batch mean, so loss
+            # and gradients came out grad_accum times too large. The Trainer divides instead.
+            self.model_accepts_loss_kwargs = False
 
         def floating_point_ops(self, inputs) -> int:
             if self._params_per_token is None:
