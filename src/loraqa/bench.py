@@ -175,7 +175,7 @@ def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup
               "gradient_checkpointing": cfg.train.gradient_checkpointing, "matmul_peak_tflops": peak / 1e12}
     train = train_bench(cfg, model, tokenizer, rows, seed_style, steps, warmup, device, dtype)
     # Measured again afterwards and the higher kept: on a shared or throttling machine one
-    # measurement can read far below what the device does (seen here: 0.4 to 1.9 TFLOP/s).
+    # measurement can read far below what the device does (seen here: 0.4 to 2.1 TFLOP/s).
     peak = max(peak, matmul_peak_flops(device, torch.bfloat16 if dtype == "bf16" else torch.float32))
     result["matmul_peak_tflops"] = peak / 1e12
     result["gradient_checkpointing"] = cfg.train.gradient_checkpointing  # --seed-style turns it on
