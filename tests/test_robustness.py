@@ -18,7 +18,9 @@ from helpers import read_jsonl, run_cli
 
 ARGS = ["--set", "train.max_steps=40", "--set", "train.save_steps=4", "--set", "train.eval_steps=0",
         "--set", "train.batch_size=4", "--set", "track.report_to=none", "--set", "model.dtype=fp32",
-        "--set", "train.logging_steps=4"]
+        "--set", "train.logging_steps=4", "--set", "train.grad_accum=2"]
+# With accumulation 2 the first checkpoint (step 4) falls in the second epoch: the resumed run
+# must draw that epoch's length-grouped order exactly as the uninterrupted run did.
 
 
 def start_training(model_dir, out: Path, *extra: str) -> subprocess.Popen:
@@ -122,7 +124,7 @@ def test_two_process_ddp_writes_one_run(tiny_model_dir, tmp_path):
                           "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
                           "--set", "train.max_steps=6", "--set", "train.batch_size=4", "--set", "train.eval_steps=3",
                           "--set", "train.save_steps=3", "--set", "train.logging_steps=1", "--set", "eval.subset=2",
-                          "--set", "track.report_to=none", "--set", "data.test_size=0.125"],
+                          "--set", "track.report_to=none", "--set", "data.test_size=0.125", "--set", "train.grad_accum=1"],
                          capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # 2 processes on 2 cores
     assert res.returncode == 0, res.stderr[-3000:]
@@ -133,3 +135,18 @@ def test_two_process_ddp_writes_one_run(tiny_model_dir, tmp_path):
     assert losses[2]["epoch"] == pytest.approx(1.0)
     assert res.stderr.count("adapter saved to") == 1
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_length_grouped_order_is_fixed_per_epoch_and_changes_between_epochs():
+    """A resumed run sees the uninterrupted run's order for its epoch; each epoch still reshuffles."""
+    from loraqa.trainer_setup import EpochSeededLengthGroupedSampler
+
+    lengths = [(i * 37) % 101 + 5 for i in range(200)]
+    sampler = EpochSeededLengthGroupedSampler(lengths, batch_size=8, seed=42)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    fresh = EpochSeededLengthGroupedSampler(lengths, batch_size=8, seed=42)
+    fresh.set_epoch(1)
+    assert sorted(first) == sorted(second) == list(range(200))
+    assert first != second and list(fresh) == second

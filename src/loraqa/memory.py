@@ -107,7 +107,7 @@ def estimate_training_memory(arch: Arch, cfg, dtype: str, device: str) -> dict:
     logits = 3 * B * T * arch.vocab_size * 4
     # CUDA context; on CPU the interpreter, torch, datasets and the Trainer, plus allocator slack
     # (calibrated against `loraqa bench` peak RSS: default preset 2.8-2.9 GiB measured, 3.1
-    # estimated; with batch 8 x accumulation 2, 2.3 measured, 2.2 estimated)
+    # estimated; with batch 8 x accumulation 2 (the preset now), 2.3-2.4 measured, 2.2 estimated)
     runtime = 0.45 * GiB if device == "cuda" else 1.2 * GiB
     total = weights + optimizer + activations + logits + runtime
     advice = []
