@@ -101,9 +101,6 @@ def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmu
     import tempfile
     from pathlib import Path
 
-    if seed_style:  # the seed script: plain transformers + PEFT, checkpointing on, everything padded to 64
-        cfg.data.max_source_length = cfg.data.max_target_length = 64
-        cfg.train.gradient_checkpointing, cfg.model.fast_kernels, cfg.model.attention = True, False, "eager"
     modeling.configure_base(model, cfg.model.dropout, cfg.model.attention, device)
     model = modeling.add_lora(model, cfg.lora, cfg.train.gradient_checkpointing, fast_kernels=cfg.model.fast_kernels)
     feats, _ = build_features(tokenizer, rows, cfg.data, train=True)
@@ -149,11 +146,19 @@ def generation_bench(model, tokenizer, rows, cfg, dtype: str, n: int = 64) -> fl
     return len(sources) / (time.perf_counter() - start)
 
 
+def use_seed_setup(cfg) -> None:
+    """The seed script's code path: plain transformers + PEFT, checkpointing on, everything padded to 64."""
+    cfg.data.max_source_length = cfg.data.max_target_length = 64
+    cfg.train.gradient_checkpointing, cfg.model.fast_kernels, cfg.model.attention = True, False, "eager"
+
+
 def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup: int, generation: bool,
               examples: int = 400) -> dict:
     from loraqa import modeling
     from loraqa.synthetic import build_t5
 
+    if seed_style:
+        use_seed_setup(cfg)
     rows, tokenizer = bench_data(examples)
     device = modeling.resolve_device(cfg.model.device)
     if random_init:
@@ -178,7 +183,6 @@ def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup
     # measurement can read far below what the device does (seen here: 0.4 to 2.1 TFLOP/s).
     peak = max(peak, matmul_peak_flops(device, torch.bfloat16 if dtype == "bf16" else torch.float32))
     result["matmul_peak_tflops"] = peak / 1e12
-    result["gradient_checkpointing"] = cfg.train.gradient_checkpointing  # --seed-style turns it on
     result.update(train)
     result["mfu"] = train["flops_per_s"] / peak
     if generation:

@@ -55,9 +55,9 @@ def _plain_lora_adapter(layer, x, args, kwargs) -> str | None:
     active = layer.active_adapters
     if len(active) != 1 or active[0] not in layer.lora_A or active[0] in layer.lora_variant:
         return None
-    if not isinstance(layer.base_layer, torch.nn.Linear) or layer.base_layer.bias is not None:
+    if layer.lora_B[active[0]].bias is not None:  # PEFT's lora_bias
         return None
-    if getattr(layer, "fan_in_fan_out", False):
+    if getattr(layer, "fan_in_fan_out", False):  # Conv1D-style transposed weights
         return None
     return active[0]
 
