@@ -23,7 +23,7 @@ import torch
 def build_model():
     from peft import LoraConfig, TaskType, get_peft_model
 
-    from loraqa.synthetic import build_t5
+    from loraqa.diagnostics.synthetic import build_t5
 
     model = build_t5("flan-t5-small", dropout=0.0)
     model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=16, target_modules=["q", "v"]))
@@ -67,8 +67,8 @@ def main() -> None:
     n = args.new_tokens
     gen = dict(min_new_tokens=n, max_new_tokens=n, do_sample=False, num_beams=1)
 
-    from loraqa.answer import generate_ids
-    from loraqa.modeling import cpu_has_bf16
+    from loraqa.inference.generation import generate_ids
+    from loraqa.modeling.precision import cpu_has_bf16
 
     # warm-up (first calls allocate and pick kernels)
     with torch.inference_mode():
@@ -83,7 +83,7 @@ def main() -> None:
 
     # loraqa: length-sorted batches, bf16 weights where the CPU has bf16 units (as `loraqa eval`)
     bf16 = cpu_has_bf16()
-    from loraqa.answer import prepare_for_inference
+    from loraqa.inference.generation import prepare_for_inference
 
     prepare_for_inference(model, "bf16" if bf16 else "fp32")
     start = time.perf_counter()

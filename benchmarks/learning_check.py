@@ -79,7 +79,7 @@ def pretrain(rows: list[dict], tokenizer, out: Path, steps: int, seed: int) -> P
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration
 
     from loraqa.config import load_config
-    from loraqa.features import build_features
+    from loraqa.data.features import build_features
 
     torch.manual_seed(seed)
     config = T5Config(vocab_size=len(tokenizer), d_model=128, d_ff=256, num_layers=3, num_decoder_layers=3,
@@ -124,8 +124,8 @@ def main() -> None:
     a_test = make_rows(family_a, held_out, rng)[:100]
     b_test = make_rows(family_b, held_out, rng)[:100]
 
-    from loraqa.prompts import TEMPLATES
-    from loraqa.synthetic import train_tokenizer
+    from loraqa.config.templates import TEMPLATES
+    from loraqa.diagnostics.synthetic import train_tokenizer
 
     texts = [r["context"] + " " + r["question"] for r in a_train + b_train + a_test + b_test] + list(TEMPLATES.values())
     tokenizer = train_tokenizer(texts, vocab_size=400)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -26,8 +25,8 @@ def build(work: Path) -> dict[str, Path]:
     from peft import LoraConfig, TaskType, get_peft_model
 
     from loraqa.config import dump_config, load_config
-    from loraqa.data import load_rows
-    from loraqa.synthetic import build_t5, train_tokenizer
+    from loraqa.data.loading import load_rows
+    from loraqa.diagnostics.synthetic import build_t5, train_tokenizer
 
     rows = load_rows(str(Path(__file__).parents[1] / "tests" / "fixtures" / "squad_v1_mini.json"))
     tok = train_tokenizer([r["context"] + " " + r["question"] for r in rows] + ["Read this and answer the question."], 600)

@@ -66,7 +66,8 @@ def main() -> None:
         print(f"{name:12s} {r['examples_per_s']:11.2f} {r['tokens_per_s']:11.0f} {r['mfu']:7.1%} "
               f"{r['peak_memory_gb']:9.2f} {r['dtype']:>6s}")
     from loraqa.config import load_config
-    from loraqa.memory import KNOWN_ARCHITECTURES, estimate_training_memory
+    from loraqa.diagnostics.architectures import KNOWN_ARCHITECTURES
+    from loraqa.diagnostics.memory_estimate import estimate_training_memory
 
     base_est = estimate_training_memory(KNOWN_ARCHITECTURES["google/flan-t5-base"], load_config("base"), "fp32", "cuda")
     targets = [

@@ -1,4 +1,5 @@
-"""Small helpers shared by the training tests."""
+"""What the tests share besides fixtures: fixture paths, running the CLI in-process, JSONL files,
+and training a tiny adapter that memorises its rows."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from loraqa.cli import app
+from loraqa.config import load_config
 
+FIXTURES = Path(__file__).parent / "fixtures"
+SQUAD_V1 = FIXTURES / "squad_v1_mini.json"
 FAST = ["--set", "track.report_to=none", "--set", "train.logging_steps=2"]
 
 
@@ -24,3 +28,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+MEMORISE = ["train.batch_size=8", "train.learning_rate=3e-3", "train.lr_scheduler=constant", "train.warmup_ratio=0",
+            "lora.r=16", "lora.alpha=32", "lora.dropout=0", "data.split_by=random", "data.test_size=0.2",
+            "data.num_samples=null", "train.eval_steps=0", "train.save_steps=1000", "track.report_to=none",
+            "model.dtype=fp32"]
+
+
+def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250):
+    """Train a LoRA adapter on `rows` until it repeats their first answers; returns the TrainResult."""
+    from loraqa.training.train import train
+
+    data = write_jsonl(workdir / "data.jsonl", rows)
+    cfg = load_config("default", sets=[f"train.max_steps={steps}", *MEMORISE],
+                      overrides={"model": {"name": str(model_dir)}, "data": {"source": str(data)}})
+    return train(cfg, output=str(workdir / "run"))

@@ -7,11 +7,10 @@ The catalogue below is every case, one user mistake each.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
-from conftest import FIXTURES, SQUAD_V1
+from helpers import FIXTURES, SQUAD_V1
 from helpers import FAST, run_cli
 
 

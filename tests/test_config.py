@@ -45,7 +45,7 @@ def test_seed_preset_matches_the_seed_experiment():
 
 def test_default_preset_reads_the_passage_and_uses_a_lora_learning_rate():
     c = load_config("default")
-    assert "{context}" in __import__("loraqa.prompts", fromlist=["x"]).resolve_template(c.data.template)
+    assert "{context}" in __import__("loraqa.config.templates", fromlist=["x"]).resolve_template(c.data.template)
     assert c.data.max_source_length >= 256
     assert c.train.learning_rate >= 1e-4 and c.model.dtype == "auto"
 

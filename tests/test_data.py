@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from loraqa.config import load_config
-from loraqa.data import DataReport, clean_rows, load_rows, prepare_splits, sample_rows, split_rows
+from loraqa.data.loading import load_rows
+from loraqa.data.splitting import DataReport, clean_rows, prepare_splits, sample_rows, split_rows
 from loraqa.errors import LoraqaError
 
-from conftest import SQUAD_V1
+from helpers import SQUAD_V1
 
 V2 = {"version": "v2.0", "data": [{"title": "T", "paragraphs": [{"context": "Bern is the Swiss capital.", "qas": [
     {"id": "a", "question": "What is the Swiss capital?", "is_impossible": False,

@@ -23,7 +23,7 @@ if not os.path.exists(CHROMIUM):
 def server(answerer):
     import uvicorn
 
-    from loraqa.serve import create_app
+    from loraqa.serving.app import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from helpers import run_cli
 
-from loraqa.memory import KNOWN_ARCHITECTURES, arch_from_config
+from loraqa.diagnostics.architectures import KNOWN_ARCHITECTURES, arch_from_config
 
 
 def test_parameter_count_matches_the_real_architectures():
-    from loraqa.synthetic import build_t5
+    from loraqa.diagnostics.synthetic import build_t5
 
     assert KNOWN_ARCHITECTURES["google/flan-t5-small"].parameters() == 76_961_152
     assert KNOWN_ARCHITECTURES["google/flan-t5-base"].parameters() == 247_577_856

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import FIXTURES, SQUAD_V1
+from helpers import FIXTURES, SQUAD_V1
 from helpers import read_jsonl, run_cli
 
 
@@ -80,17 +80,17 @@ def test_best_f1_checkpoint_becomes_the_final_adapter(tiny_model_dir, tmp_path, 
     not the last one (resuming/reloading LoRA weights has broken in transformers before)."""
     from safetensors.torch import load_file
 
-    from loraqa import evaluate
+    from loraqa.training.callbacks import AnswerMetrics
 
     scripted = iter([10.0, 90.0, 20.0])
-    real_call = evaluate.AnswerMetrics.__call__
+    real_call = AnswerMetrics.__call__
 
     def fake_call(self, eval_pred):
         metrics = real_call(self, eval_pred)
         metrics["f1"] = next(scripted)
         return metrics
 
-    monkeypatch.setattr(evaluate.AnswerMetrics, "__call__", fake_call)
+    monkeypatch.setattr(AnswerMetrics, "__call__", fake_call)
     out = tmp_path / "best"
     res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
                   "--set", "train.max_steps=6", "--set", "train.eval_steps=2", "--set", "train.save_steps=2",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loraqa.config import load_config
-from loraqa.features import FeatureCounts, build_features, encode_row
+from loraqa.data.features import FeatureCounts, build_features, encode_row
 
 
 def long_row(squad_rows, position: str):

@@ -11,18 +11,20 @@ import copy
 import pytest
 import torch
 
-from loraqa import attention, fused, modeling
+from loraqa.modeling import attention, fused
+from loraqa.modeling.loading import configure_base
+from loraqa.modeling.lora import add_lora
 from loraqa.config import load_config
 
 
 def _lora_model(attention_kind: str, fast: bool, dropout: float = 0.0):
-    from loraqa.synthetic import build_t5
+    from loraqa.diagnostics.synthetic import build_t5
 
     cfg = load_config("default")
     cfg.lora.dropout = 0.0
     model = build_t5("tiny", vocab_size=300, dropout=dropout)
-    modeling.configure_base(model, dropout, attention_kind, "cpu")
-    peft_model = modeling.add_lora(model, cfg.lora, gradient_checkpointing=False)
+    configure_base(model, dropout, attention_kind, "cpu")
+    peft_model = add_lora(model, cfg.lora, gradient_checkpointing=False)
     if not fast:  # undo every replacement: the library's own forward everywhere
         for module in peft_model.modules():
             module.__dict__.pop("forward", None)

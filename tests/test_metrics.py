@@ -21,10 +21,10 @@ import json
 
 import pytest
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 from helpers import run_cli
 
-from loraqa.metrics import extractiveness, normalize_answer, score_one, token_accuracy
+from loraqa.evaluation.metrics import extractiveness, normalize_answer, score_one, token_accuracy
 
 
 def test_normalisation_follows_the_official_rules():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SQUAD_V1
+from helpers import SQUAD_V1
 from helpers import read_jsonl, run_cli
 
 ARGS = ["--set", "train.max_steps=40", "--set", "train.save_steps=4", "--set", "train.eval_steps=0",
@@ -139,7 +139,7 @@ def test_two_process_ddp_writes_one_run(tiny_model_dir, tmp_path):
 
 def test_length_grouped_order_is_fixed_per_epoch_and_changes_between_epochs():
     """A resumed run sees the uninterrupted run's order for its epoch; each epoch still reshuffles."""
-    from loraqa.trainer_setup import EpochSeededLengthGroupedSampler
+    from loraqa.training.trainer import EpochSeededLengthGroupedSampler
 
     lengths = [(i * 37) % 101 + 5 for i in range(200)]
     sampler = EpochSeededLengthGroupedSampler(lengths, batch_size=8, seed=42)

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from conftest import train_memoriser
 from helpers import read_jsonl, run_cli
 
 
@@ -39,7 +38,7 @@ def test_merged_model_answers_like_base_plus_adapter(two_adapters, tmp_path, ans
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from loraqa.answer import encode_sources
+    from loraqa.inference.generation import encode_sources
 
     out = tmp_path / "merged"
     res = run_cli("merge", "--adapter", str(two_adapters["answers"]), "--output", str(out))
@@ -74,7 +73,7 @@ def test_merge_refuses_to_overwrite(two_adapters, tmp_path):
 def client(answerer):
     from fastapi.testclient import TestClient
 
-    from loraqa.serve import create_app
+    from loraqa.serving.app import create_app
 
     with TestClient(create_app(answerer, window_ms=20)) as c:
         yield c
@@ -84,7 +83,7 @@ def client(answerer):
 def keyed_client(answerer):
     from fastapi.testclient import TestClient
 
-    from loraqa.serve import create_app
+    from loraqa.serving.app import create_app
 
     with TestClient(create_app(answerer, api_key="s3cret", window_ms=5)) as c:
         yield c
@@ -118,7 +117,7 @@ def test_two_adapters_answer_differently_in_one_batch(client, two_adapters):
 def test_concurrent_requests_are_gathered_into_batches(answerer, two_adapters):
     import httpx
 
-    from loraqa.serve import create_app
+    from loraqa.serving.app import create_app
 
     rows = two_adapters["rows"]
     app = create_app(answerer, window_ms=50, max_batch=32)
@@ -199,8 +198,8 @@ def test_adapter_management_needs_the_key(client):
 def test_load_and_unload_adapters_at_run_time(nodrop_model_dir, two_adapters):
     from fastapi.testclient import TestClient
 
-    from loraqa.answer import Answerer
-    from loraqa.serve import create_app
+    from loraqa.inference.answerer import Answerer
+    from loraqa.serving.app import create_app
 
     answerer = Answerer({"answers": str(two_adapters["answers"])}, dtype="fp32")
     key = {"Authorization": "Bearer k"}

@@ -9,8 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import SQUAD_V1
-from helpers import read_jsonl, run_cli, write_jsonl
+from helpers import SQUAD_V1, read_jsonl, run_cli, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,7 @@ def test_only_lora_weights_change(tiny_model_dir, tmp_path, checkpointing):
     from transformers import AutoModelForSeq2SeqLM
 
     from loraqa.config import load_config
-    from loraqa.train import train
+    from loraqa.training.train import train
 
     before = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir).state_dict()
     cfg = load_config("default", sets=["train.max_steps=5", "track.report_to=none", "train.eval_steps=0",
@@ -96,8 +95,8 @@ def test_lora_memorises_eight_examples(nodrop_model_dir, squad_rows, tmp_path):
     and decode mismatches that a falling loss alone would hide."""
     from transformers import AutoTokenizer
 
-    from conftest import train_memoriser
-    from loraqa.answer import generate_answers
+    from helpers import train_memoriser
+    from loraqa.inference.generation import generate_answers
 
     result = train_memoriser(nodrop_model_dir, squad_rows[:10], tmp_path)
     train_ids = json.loads((result.run_dir / "split.json").read_text())["train"]
@@ -161,9 +160,9 @@ def test_gradient_accumulation_reports_and_trains_like_one_big_batch(nodrop_mode
     micro-batches and skipped its own division; T5 ignores that count, so loss and gradient came
     out accumulation-steps times too large (the seed preset accumulates 2)."""
     from loraqa.config import load_config
-    from loraqa.train import train
+    from loraqa.training.train import train
 
-    from conftest import MEMORISE
+    from helpers import MEMORISE
 
     data = write_jsonl(tmp_path / "data.jsonl", squad_rows[:5])  # 4 train, 1 held out
     losses = {}

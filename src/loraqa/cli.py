@@ -1,15 +1,24 @@
-"""Command line: parse, call one library function, turn LoraqaError into one line and exit 1."""
+"""Command line: parse, call one library function, print its result.
+
+Each command loads its library module when it runs, so `loraqa --help` and `loraqa score` start
+without importing torch. Every command runs its library call through `_run`, the one place a
+LoraqaError becomes `error: <message>` and the error type's exit code.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
-from typing import List, Optional
+import warnings
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional, TypeVar
 
 import typer
 
-from loraqa.errors import ConfigError, LoraqaError
+from loraqa import config as cfgmod
+from loraqa.errors import ConfigError, LoraqaError, UsageError
 
 app = typer.Typer(
     help="Fine-tune encoder-decoder models (FLAN-T5) with LoRA for question answering.",
@@ -18,138 +27,54 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PRESET_HELP = "Preset shipped with loraqa (see `loraqa config --list`)."
-SET_HELP = "Override one key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable)."
+T = TypeVar("T")
+
+# Options several commands share, declared once.
+Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset shipped with loraqa (see `loraqa config --list`).")]
+Sets = Annotated[List[str], typer.Option("--set", "-s", help="Override one key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable).")]
+BaseModel = Annotated[Optional[str], typer.Option("--model", help="Base model, if not the one the adapter was trained on.")]
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) weights, which can run code: only for files you trust.")]
 
 
-def _fail(exc: LoraqaError) -> None:
-    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
-        for problem in exc.problems:
-            typer.echo(f"error: {problem}", err=True)
-    else:
-        typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(exc.exit_code)
-
-
+@app.callback()
 def _quiet_libraries() -> None:
+    """Library chatter off for every command; set through the environment so nothing heavy is imported."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     for name in ("datasets", "huggingface_hub", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    import warnings
-
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as hf_logging
+    if "transformers" in sys.modules:  # already imported (e.g. in-process callers): the variable came too late
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
 
-    hf_logging.set_verbosity_error()
+
+def _run(action: Callable[[], T]) -> T:
+    """Run a command's library call; a LoraqaError ends the command with one line per problem."""
+    try:
+        return action()
+    except LoraqaError as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) and len(exc.problems) > 1 else [str(exc)]
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
-def _load(preset: str, config: Optional[str], sets: List[str], model: Optional[str], data: Optional[str]):
-    from loraqa.config import load_config
-
+def _load(preset: str, config: Optional[str], sets: List[str], model: Optional[str], data: Optional[str],
+          allow_pickle: bool = False) -> cfgmod.Config:
     overrides: dict = {}
     if model:
         overrides.setdefault("model", {})["name"] = model
     if data:
         overrides.setdefault("data", {})["source"] = data
-    return load_config(preset, config, sets, overrides)
-
-
-@app.command()
-def train(
-    preset: str = typer.Option("default", "--preset", "-p", help=PRESET_HELP),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config (applied over the preset)."),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-    model: Optional[str] = typer.Option(None, "--model", help="Hub id or local model directory (sets model.name)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset name or local file (sets data.source)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<run_name>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights, which can run code: only for files you trust."),
-):
-    """Train a LoRA adapter and record the run (config, adapter, checkpoints, metrics, data report)."""
-    _quiet_libraries()
-    try:
-        cfg = _load(preset, config, set_ + (["model.allow_pickle=true"] if allow_pickle else []), model, data)
-        from loraqa.train import train as run_training
-
-        run_training(cfg, output=output, overwrite=overwrite, resume=resume)
-    except LoraqaError as exc:
-        _fail(exc)
-
-
-@app.command("config")
-def show_config(
-    preset: str = typer.Option("default", "--preset", "-p", help=PRESET_HELP),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config."),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-    list_presets: bool = typer.Option(False, "--list", help="List the presets."),
-    keys: bool = typer.Option(False, "--keys", help="List every key with its meaning."),
-):
-    """Print the resolved configuration (after preset, --config and --set), or list presets and keys."""
-    from loraqa import config as cfgmod
-
-    try:
-        if list_presets:
-            for name in cfgmod.preset_names():
-                typer.echo(name)
-            return
-        if keys:
-            for key, text in cfgmod.key_help():
-                typer.echo(f"{key:32s} {text}")
-            return
-        typer.echo(cfgmod.dump_config(cfgmod.load_config(preset, config, set_)), nl=False)
-    except LoraqaError as exc:
-        _fail(exc)
-
-
-@app.command()
-def doctor(
-    preset: str = typer.Option("default", "--preset", "-p", help="Preset whose memory needs are checked."),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-    model: Optional[str] = typer.Option(None, "--model", help="Model to size (hub id or local directory)."),
-    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="Size the preset for a card with this many GiB (e.g. 4 for a GTX 1650) instead of this machine."),
-):
-    """Check torch, the GPU (or CPU fallback), bf16, bitsandbytes, and whether a preset fits in memory."""
-    _quiet_libraries()
-    try:
-        from loraqa.doctor import run_doctor
-
-        cfg = _load(preset, None, set_, model, None)
-        run_doctor(cfg, gpu_memory_gb=gpu_memory)
-    except LoraqaError as exc:
-        _fail(exc)
-
-
-@app.command("eval")
-def eval_(
-    target: str = typer.Argument(..., help="A run directory (runs/NAME) or an adapter folder."),
-    data: Optional[str] = typer.Option(None, "--data", help="Questions to answer (default: the run's held-out questions)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
-    baseline: bool = typer.Option(False, "--baseline", help="Also score the base model without the adapter."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Base model, if not where the adapter was trained."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override eval keys, e.g. --set eval.batch_size=8."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights, which can run code: only for files you trust."),
-):
-    """Answer questions with an adapter and score the answers (EM / F1), optionally against the base model."""
-    _quiet_libraries()
-    try:
-        from loraqa.eval_job import run_eval
-
-        run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
-                 sets=set_ + (["model.allow_pickle=true"] if allow_pickle else []))
-    except LoraqaError as exc:
-        _fail(exc)
+    if allow_pickle:
+        overrides.setdefault("model", {})["allow_pickle"] = True
+    return cfgmod.load_config(preset, config, sets, overrides)
 
 
 def _adapter_map(specs: List[str]) -> dict:
     """['clinical=runs/a', 'runs/b'] -> {'clinical': 'runs/a', 'b': 'runs/b'}."""
-    from pathlib import Path
-
-    from loraqa.errors import UsageError
-
     out = {}
     for spec in specs:
         name, _, path = spec.partition("=") if "=" in spec else (Path(spec.rstrip("/")).name, "", spec)
@@ -164,26 +89,99 @@ def _adapter_map(specs: List[str]) -> dict:
 
 
 @app.command()
+def train(
+    preset: Preset = "default",
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config (applied over the preset)."),
+    set_: Sets = [],
+    model: Optional[str] = typer.Option(None, "--model", help="Hub id or local model directory (sets model.name)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset name or local file (sets data.source)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<run_name>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
+    allow_pickle: AllowPickle = False,
+):
+    """Train a LoRA adapter and record the run (config, adapter, checkpoints, metrics, data report)."""
+    def action():
+        from loraqa.training.train import train as run_training
+
+        cfg = _load(preset, config, set_, model, data, allow_pickle)
+        run_training(cfg, output=output, overwrite=overwrite, resume=resume)
+
+    _run(action)
+
+
+@app.command("config")
+def show_config(
+    preset: Preset = "default",
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config."),
+    set_: Sets = [],
+    list_presets: bool = typer.Option(False, "--list", help="List the presets."),
+    keys: bool = typer.Option(False, "--keys", help="List every key with its meaning."),
+):
+    """Print the resolved configuration (after preset, --config and --set), or list presets and keys."""
+    if list_presets:
+        typer.echo("\n".join(cfgmod.preset_names()))
+    elif keys:
+        typer.echo("\n".join(f"{key:32s} {text}" for key, text in cfgmod.key_help()))
+    else:
+        typer.echo(cfgmod.dump_config(_run(lambda: cfgmod.load_config(preset, config, set_))), nl=False)
+
+
+@app.command()
+def doctor(
+    preset: Annotated[str, typer.Option("--preset", "-p", help="Preset whose memory needs are checked.")] = "default",
+    set_: Sets = [],
+    model: Optional[str] = typer.Option(None, "--model", help="Model to size (hub id or local directory)."),
+    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="Size the preset for a card with this many GiB (e.g. 4 for a GTX 1650) instead of this machine."),
+):
+    """Check torch, the GPU (or CPU fallback), bf16, bitsandbytes, and whether a preset fits in memory."""
+    def action():
+        from loraqa.diagnostics.doctor import run_doctor
+
+        run_doctor(_load(preset, None, set_, model, None), gpu_memory_gb=gpu_memory)
+
+    _run(action)
+
+
+@app.command("eval")
+def eval_(
+    target: str = typer.Argument(..., help="A run directory (runs/NAME) or an adapter folder."),
+    data: Optional[str] = typer.Option(None, "--data", help="Questions to answer (default: the run's held-out questions)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also score the base model without the adapter."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model, if not where the adapter was trained.")] = None,
+    set_: Annotated[List[str], typer.Option("--set", "-s", help="Override eval keys, e.g. --set eval.batch_size=8.")] = [],
+    allow_pickle: AllowPickle = False,
+):
+    """Answer questions with an adapter and score the answers (EM / F1), optionally against the base model."""
+    def action():
+        from loraqa.evaluation.eval_run import run_eval
+
+        run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
+                 sets=set_ + (["model.allow_pickle=true"] if allow_pickle else []))
+
+    _run(action)
+
+
+@app.command()
 def predict(
     adapter: List[str] = typer.Option([], "--adapter", "-a", help="Adapter PATH or NAME=PATH (repeatable; a file's rows pick one by its 'adapter' field)."),
     question: Optional[str] = typer.Option(None, "--question", "-q", help="One question to answer."),
     context: Optional[str] = typer.Option(None, "--context", help="The passage to read the answer from."),
     input_file: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL of {question, context?, adapter?, id?} rows."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Where --input answers go (JSONL)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Base model, if not the one the adapter was trained on."),
+    model: BaseModel = None,
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Questions per generation batch."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights: only for files you trust."),
+    allow_pickle: AllowPickle = False,
 ):
     """Answer one question (--question) or a file of them (--input/--output) with an adapter."""
-    _quiet_libraries()
-    from loraqa.errors import UsageError
-
-    try:
+    def action():
         if (question is None) == (input_file is None):
             raise UsageError("give either --question (one question) or --input FILE.jsonl with --output FILE.jsonl")
         if input_file and not output:
             raise UsageError("--input needs --output FILE.jsonl for the answers")
-        from loraqa.predict import predict_file, predict_one
+        from loraqa.inference.predict import predict_file, predict_one
 
         adapters = _adapter_map(adapter)
         if question is not None:
@@ -191,58 +189,55 @@ def predict(
         else:
             n = predict_file(adapters, input_file, output, model, batch_size, allow_pickle)
             typer.echo(f"wrote {n} answers to {output}", err=True)
-    except LoraqaError as exc:
-        _fail(exc)
+
+    _run(action)
 
 
 @app.command()
 def merge(
     adapter: str = typer.Option(..., "--adapter", "-a", help="Run directory or adapter folder."),
     output: str = typer.Option(..., "--output", "-o", help="Folder for the merged transformers model."),
-    model: Optional[str] = typer.Option(None, "--model", help="Base model, if not the one the adapter was trained on."),
+    model: BaseModel = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights: only for files you trust."),
+    allow_pickle: AllowPickle = False,
 ):
     """Fold an adapter into its base model: a standard model folder for from_pretrained and pipeline()."""
-    _quiet_libraries()
-    try:
-        from loraqa.merge import merge as do_merge
+    def action():
+        from loraqa.inference.merge import merge as do_merge
 
-        out = do_merge(adapter, output, base_model=model, overwrite=overwrite, allow_pickle=allow_pickle)
-    except LoraqaError as exc:
-        _fail(exc)
-    typer.echo(f"merged model written to {out}")
+        return do_merge(adapter, output, base_model=model, overwrite=overwrite, allow_pickle=allow_pickle)
+
+    typer.echo(f"merged model written to {_run(action)}")
 
 
 @app.command()
 def serve(
     adapter: List[str] = typer.Option([], "--adapter", "-a", help="NAME=PATH of an adapter to serve (repeatable)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Base model (default: the first adapter's)."),
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model (default: the first adapter's).")] = None,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="LORAQA_API_KEY", help="Require 'Authorization: Bearer KEY' on every API request; also enables loading/unloading adapters."),
     batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most questions answered in one batch (1 turns batching off)."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights: only for files you trust."),
+    allow_pickle: AllowPickle = False,
 ):
     """Serve adapters over HTTP (POST /v1/answer, demo page at /, docs at /docs)."""
-    _quiet_libraries()
-    try:
-        from loraqa.serve import run_server
-
+    def action():
         adapters = _adapter_map(adapter)
+        from loraqa.serving.app import run_server
+
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
         typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
         run_server(adapters, host, port, api_key, model, batch_window_ms, max_batch, allow_pickle)
-    except LoraqaError as exc:
-        _fail(exc)
+
+    _run(action)
 
 
 @app.command()
 def bench(
-    preset: str = typer.Option("default", "--preset", "-p", help=PRESET_HELP),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    preset: Preset = "default",
+    set_: Sets = [],
     model: Optional[str] = typer.Option(None, "--model", help="A real checkpoint (hub id or local directory)."),
     random_init: Optional[str] = typer.Option(None, "--random-init", help="Build the published architecture with random weights instead: flan-t5-small or flan-t5-base (same cost, no download)."),
     seed_style: bool = typer.Option(False, "--seed-style", help="Pad inputs and labels to 64 with pad ids in the loss, as the seed script did (the baseline)."),
@@ -252,43 +247,30 @@ def bench(
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the figures to this JSON file."),
 ):
     """Measure training speed (examples/s, real tokens/s, MFU), peak memory and generation speed."""
-    _quiet_libraries()
-    import json
-
-    from loraqa.errors import UsageError
-
-    try:
+    def action():
         if random_init and random_init not in ("flan-t5-small", "flan-t5-base"):
             raise UsageError(f"--random-init must be flan-t5-small or flan-t5-base, got '{random_init}'")
         cfg = _load(preset, None, set_, model, None)
-        from loraqa.bench import run_bench
+        from loraqa.diagnostics import bench as bench_mod
 
-        result = run_bench(cfg, random_init, seed_style, steps, warmup, generation)
-    except LoraqaError as exc:
-        _fail(exc)
-    labels = [("examples/s", "examples_per_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"),
-              ("MFU (of measured matmul peak)", "mfu", "{:.1%}"), ("matmul peak TFLOP/s", "matmul_peak_tflops", "{:.2f}"),
-              ("peak memory GiB (" + result["memory_kind"] + ")", "peak_memory_gb", "{:.2f}"),
-              ("answers/s (generation)", "answers_per_s", "{:.2f}")]
-    typer.echo(f"{result['model']} preset={result['preset']} seed_style={result['seed_style']} "
-               f"{result['device']} {result['dtype']} threads={result['threads']}")
-    for label, key, fmt in labels:
-        if key in result:
-            typer.echo(f"  {label:36s} {fmt.format(result[key])}")
+        result = bench_mod.run_bench(cfg, random_init, seed_style, steps, warmup, generation)
+        return result, bench_mod.format_result(result)
+
+    result, lines = _run(action)
+    typer.echo("\n".join(lines))
     if json_out:
-        with open(json_out, "w") as fh:
-            json.dump(result, fh, indent=2)
+        Path(json_out).write_text(json.dumps(result, indent=2))
 
 
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="A run directory written by `loraqa train`.")):
     """Draw the run's loss curves, EM/F1 over steps and token accuracy into report.png and report.html."""
-    try:
-        from loraqa.report import make_report
+    def action():
+        from loraqa.evaluation.report import make_report
 
-        png, page = make_report(run_dir)
-    except LoraqaError as exc:
-        _fail(exc)
+        return make_report(run_dir)
+
+    png, page = _run(action)
     typer.echo(f"wrote {png} and {page}")
 
 
@@ -298,14 +280,12 @@ def score(
     predictions: str = typer.Argument(..., help='Predictions JSON: {"question id": "answer text"}.'),
 ):
     """Score a predictions file exactly like the official SQuAD evaluation scripts; prints their JSON."""
-    import json
+    def action():
+        from loraqa.evaluation.scoring import score_files
 
-    from loraqa.score import score_files
+        return score_files(data, predictions)
 
-    try:
-        result = score_files(data, predictions)
-    except LoraqaError as exc:
-        _fail(exc)
+    result = _run(action)
     if result.missing:
         typer.echo(f"warning: {len(result.missing)} question(s) have no prediction and score 0 "
                    f"(first: {result.missing[0]})", err=True)

@@ -1,6 +1,8 @@
-"""The one exception the library raises for problems a user can fix.
+"""Every error type loraqa raises for problems a user can fix.
 
-The CLI turns it into `error: <message>` and exit code 1, with no traceback.
+One base class. The CLI turns any of them into `error: <message>` and the type's exit code,
+with no traceback; the HTTP server answers with the type's status code. Which code applies is
+decided by the type, never by the words of the message.
 """
 
 
@@ -8,6 +10,7 @@ class LoraqaError(Exception):
     """A problem with the user's input or environment, with a message that says how to fix it."""
 
     exit_code = 1
+    http_status = 400
 
 
 class UsageError(LoraqaError):
@@ -22,3 +25,25 @@ class ConfigError(UsageError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class AdapterNotFound(LoraqaError):
+    """A request names an adapter that is not loaded."""
+
+    http_status = 404
+
+
+class AdapterExists(LoraqaError):
+    """An adapter is loaded under a name that is already taken."""
+
+    http_status = 409
+
+
+class Interrupted(LoraqaError):
+    """Ctrl-C during training: a checkpoint was saved; the message says how to resume."""
+
+    exit_code = 130
+
+
+class MissingDependency(LoraqaError):
+    """An optional package a feature needs is not installed; the message names the pip extra."""

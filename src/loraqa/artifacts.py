@@ -1,0 +1,195 @@
+"""What loraqa writes to disk: the run directory, files written atomically, the adapter folder.
+
+runs/<name>/ config.yaml  adapter/  checkpoints/  metrics.jsonl  data_report.json  split.json  env.json
+An adapter folder holds PEFT's files, the tokenizer and loraqa_config.yaml (the resolved config
+it was trained with: which prompt template it expects). A merged or exported model folder holds
+the same config file beside its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraqa import __version__
+from loraqa.config import Config, dump_config, load_saved_config
+from loraqa.errors import LoraqaError
+
+ADAPTER_CONFIG_NAME = "loraqa_config.yaml"
+
+
+def default_run_name(cfg) -> str:
+    if cfg.track.run_name:
+        return cfg.track.run_name
+    model = Path(cfg.model.name.rstrip("/")).name or "model"
+    name = f"{model}-lora-{cfg.preset or 'custom'}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber an earlier run; called before any compute is spent."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LoraqaError(f"{run_dir} exists and is not a directory; choose another --output")
+    not_empty = run_dir.is_dir() and any(run_dir.iterdir())
+    if resume:
+        if not last_checkpoint(run_dir):
+            raise LoraqaError(f"nothing to resume in {run_dir}: it has no checkpoints/checkpoint-*; "
+                              "drop --resume to start a new run")
+        return
+    if not_empty and not overwrite:
+        raise LoraqaError(f"run directory {run_dir} already exists and is not empty; pass --overwrite to replace it, "
+                          "--resume to continue it, or --output DIR for a new one")
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut
+    short (killed or disk full) and cannot be resumed from."""
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    complete = [p for p in checkpoints(run_dir) if checkpoint_is_complete(p)]
+    return str(complete[-1]) if complete else None
+
+
+def remove_incomplete_checkpoints(run_dir: Path) -> list[str]:
+    """Drop checkpoints newer than the last complete one (they were cut short)."""
+    last = last_checkpoint(run_dir)
+    last_step = int(Path(last).name.split("-")[1]) if last else -1
+    removed = []
+    for p in checkpoints(run_dir):
+        if int(p.name.split("-")[1]) > last_step and not checkpoint_is_complete(p):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate (or a plain single process): the only writer."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    if overwrite and not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name then rename: a crash never leaves a half-written file in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Swap a fully written directory into place (the old one is removed only after)."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def environment(device: str, dtype: str) -> dict:
+    import torch
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "datasets", "accelerate", "wandb"):
+        try:
+            from importlib.metadata import version
+
+            versions[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - optional package missing
+            versions[pkg] = None
+    env = {
+        "loraqa": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "device": device,
+        "dtype": dtype,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.version.cuda,
+    }
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 2)
+    return env
+
+
+# ---------------------------------------------------------------- the adapter folder
+
+@dataclass
+class AdapterRef:
+    adapter_dir: Path
+    run_dir: Path | None
+    config: Config  # the config the adapter was trained with
+
+
+def resolve_adapter(path: str | Path) -> AdapterRef:
+    """A run directory or an adapter directory, with the config the adapter was trained with."""
+    p = Path(path)
+    if (p / "adapter" / "adapter_config.json").is_file() and (p / "config.yaml").is_file():
+        return AdapterRef(p / "adapter", p, load_saved_config(p / "config.yaml"))
+    if (p / "adapter_config.json").is_file():
+        for cfg_path in (p / ADAPTER_CONFIG_NAME, p.parent / "config.yaml"):
+            if cfg_path.is_file():
+                run_dir = p.parent if cfg_path.name == "config.yaml" else None
+                return AdapterRef(p, run_dir, load_saved_config(cfg_path))
+        raise LoraqaError(f"{p} has no {ADAPTER_CONFIG_NAME}: loraqa cannot tell which prompt template it was "
+                          "trained with; use an adapter written by `loraqa train`")
+    if not p.exists():
+        raise LoraqaError(f"{p} does not exist; pass a run directory (runs/NAME) or its adapter/ folder")
+    raise LoraqaError(f"{p} holds no adapter (adapter_config.json); pass a run directory whose training finished, "
+                      "or an adapter folder")
+
+
+def save_model_folder(model, tokenizer, target: Path, cfg: Config, extra_files: dict[str, str] | None = None) -> None:
+    """A model's (or adapter's) files, its tokenizer, the loraqa config (which prompt template it
+    expects) and any extra text files, written aside and swapped in whole: a crash never leaves a
+    half-written folder that loads."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / ADAPTER_CONFIG_NAME).write_text(dump_config(cfg))
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(tmp, target)

@@ -1,0 +1,1 @@
+"""Diagnostics: T5 architectures < memory estimate < doctor; synthetic models < bench (speed, MFU, memory)."""

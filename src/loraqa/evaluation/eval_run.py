@@ -1,0 +1,145 @@
+"""`loraqa eval`: pick the questions, load base + adapter once, answer, score the adapter (and the base)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from transformers import DataCollatorForSeq2Seq
+
+from loraqa.artifacts import resolve_adapter, write_atomic, write_json
+from loraqa.config import config_from_dict, merge, parse_set
+from loraqa.config.templates import uses_context
+from loraqa.data.features import FeatureCounts, encode_row
+from loraqa.data.loading import load_rows
+from loraqa.data.splitting import DataReport, clean_rows
+from loraqa.errors import LoraqaError
+from loraqa.evaluation.metrics import token_accuracy
+from loraqa.evaluation.scoring import score_rows
+from loraqa.hub import looks_like_path
+from loraqa.inference.answerer import BASE, Answerer
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def eval_rows(ref, data: str | None, limit: int | None) -> tuple[list[dict], str]:
+    """The questions to score and where they came from.
+
+    Default: the run's held-out questions (split.json); without a run, the source's official
+    validation split."""
+    cfg = ref.config
+    needs_context = uses_context(cfg.data.template)
+    if data:
+        rows, where = load_rows(data, split="validation"), data
+    elif ref.run_dir is not None and (ref.run_dir / "split.json").is_file():
+        test_ids = set(json.loads((ref.run_dir / "split.json").read_text())["test"])
+        rows = [r for r in load_rows(cfg.data.source) if r["id"] in test_ids]
+        where = f"held-out questions of {cfg.data.source}"
+        if not rows:
+            raise LoraqaError(f"none of the run's held-out questions are in {cfg.data.source} any more; "
+                              "pass --data FILE")
+    elif not looks_like_path(cfg.data.source):
+        rows, where = load_rows(cfg.data.source, split="validation"), f"{cfg.data.source} (validation)"
+    else:
+        raise LoraqaError("this adapter has no record of held-out questions; pass --data FILE")
+    report = DataReport()
+    rows = clean_rows(rows, needs_context, report)
+    if not rows:
+        raise LoraqaError(f"{where} has no usable questions")
+    if limit:
+        rows = rows[:limit]
+    return rows, where
+
+
+@torch.inference_mode()
+def teacher_forced_accuracy(model, tokenizer, rows: list[dict], data_cfg, batch_size: int) -> float:
+    """The seed's metric: next-token accuracy given the true previous tokens, padding excluded."""
+    counts = FeatureCounts()
+    feats = [encode_row(tokenizer, r, data_cfg.template, data_cfg.max_source_length, data_cfg.max_target_length,
+                        data_cfg.unanswerable_text, False, counts) for r in rows]
+    feats = [{k: f[k] for k in ("input_ids", "attention_mask", "labels")} for f in feats if f]
+    collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+    device = next(model.parameters()).device
+    preds, labels = [], []
+    for i in range(0, len(feats), batch_size):
+        batch = collate(feats[i:i + batch_size]).to(device)
+        logits = model(**batch).logits
+        preds += logits.argmax(-1).cpu().tolist()
+        labels += batch["labels"].cpu().tolist()
+    return token_accuracy(preds, labels)
+
+
+def evaluate_model(answerer: Answerer, name: str, rows: list[dict], cfg, progress=None) -> tuple[list, dict]:
+    """Generate, score and time answers for `rows` with one of the Answerer's adapters, or the
+    base model ("base") prompted exactly as that adapter is."""
+    requests = [{"question": r["question"], "context": r["context"], "adapter": name, "like": "adapter"} for r in rows]
+    start = time.perf_counter()
+    preds = answerer.answer(requests, batch_size=cfg.eval.batch_size, progress=progress, num_beams=cfg.eval.num_beams)
+    seconds = time.perf_counter() - start
+    items, summary = score_rows(rows, preds)  # the Answerer already maps the no-answer text to ""
+    with answerer.using(name) as model:
+        summary["token_accuracy"] = teacher_forced_accuracy(model, answerer.tokenizer, rows, cfg.data,
+                                                            cfg.eval.batch_size)
+    summary["seconds"] = round(seconds, 3)
+    summary["answers_per_second"] = round(len(rows) / seconds, 3) if seconds > 0 else None
+    return items, summary
+
+
+def write_eval_files(out: Path, items: list[dict], summary: dict, prefix: str = "") -> None:
+    write_atomic(out / f"{prefix}predictions.jsonl", "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    write_json(out / f"{prefix}predictions.json", {i["id"]: i["prediction"] for i in items})
+
+
+def run_eval(target: str, data: str | None = None, limit: int | None = None, baseline: bool = False,
+             output: str | None = None, model_override: str | None = None, sets: list[str] | None = None) -> dict:
+    ref = resolve_adapter(target)
+    if sets:  # eval-time overrides (e.g. eval.batch_size) apply to the adapter's own config
+        ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(sets)))
+    out = Path(output) if output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
+    rows, where = eval_rows(ref, data, limit)
+    dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
+    answerer = Answerer({"adapter": ref}, base_model=model_override, device=ref.config.model.device,
+                        dtype=dtype, allow_pickle=ref.config.model.allow_pickle)
+    console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
+    results = {}
+    with Progress(console=console, transient=True) as bar:
+        for name in ["adapter"] + ([BASE] if baseline else []):
+            task = bar.add_task(f"answering ({name})", total=len(rows))
+            results[name] = evaluate_model(answerer, name, rows, ref.config,
+                                           lambda n, t=task: bar.advance(t, n))
+    items, summary = results["adapter"]
+    summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": answerer.device,
+                    "dtype": answerer.dtype})
+    write_eval_files(out, items, summary)
+    if baseline:
+        base_items, base_summary = results[BASE]
+        write_eval_files(out, base_items, base_summary, prefix="baseline_")
+        summary["baseline"] = base_summary
+    write_json(out / "summary.json", summary)
+    print_table(summary)
+    console.print(f"wrote {out}/predictions.jsonl, predictions.json, summary.json")
+    return summary
+
+
+def print_table(summary: dict) -> None:
+    base = summary.get("baseline")
+    table = Table(title=f"{summary['total']} questions")
+    table.add_column("metric")
+    table.add_column("adapter", justify="right")
+    if base:
+        table.add_column("base model", justify="right")
+        table.add_column("difference", justify="right")
+    keys = ["exact_match", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"]
+    shown = [(k, 1) for k in keys if k in summary] + [("token_accuracy", 100), ("extractiveness", 100)]
+    for key, scale in shown:
+        cells = [key, f"{scale * summary[key]:.2f}"]
+        if base:
+            cells += [f"{scale * base[key]:.2f}", f"{scale * (summary[key] - base[key]):+.2f}"]
+        table.add_row(*cells)
+    table.add_row("answers/s", f"{summary['answers_per_second']}", *([f"{base['answers_per_second']}", ""] if base else []))
+    Console(soft_wrap=True).print(table)

@@ -1,0 +1,96 @@
+"""Scoring answers: rows answered by loraqa, or any predictions file against an official SQuAD file
+(`loraqa score`), exactly as the official evaluation scripts do. Pure Python: no torch, no model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loraqa.data.squad_format import is_official, official_rows, official_version
+from loraqa.errors import LoraqaError
+from loraqa.evaluation.metrics import extractiveness, score_one, squad_summary
+
+
+def as_official(predictions: list[str], no_answer_text: str) -> list[str]:
+    """A model trained on SQuAD v2 writes the no-answer text; the official format for it is ""."""
+    return ["" if p.strip() == no_answer_text else p for p in predictions]
+
+
+def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[dict], dict]:
+    """Per-question items and the official summary for loraqa's own rows and answers."""
+    version = "v2" if any(not r["answers"]["text"] for r in rows) else "v1"
+    items = []
+    for row, pred in zip(rows, predictions):
+        refs = row["answers"]["text"]
+        em, f1 = score_one(pred, refs, version)
+        items.append({"id": row["id"], "question": row["question"], "prediction": pred, "references": refs,
+                      "em": em, "f1": round(f1, 6), "has_answer": bool(refs)})
+    summary = squad_summary(items, version)
+    if "exact" in summary:
+        summary = {"exact_match": summary["exact"], **summary}
+    summary.setdefault("total", len(items))
+    summary["version"] = version
+    summary["extractiveness"] = extractiveness(predictions, [r["context"] for r in rows])
+    return items, summary
+
+
+@dataclass
+class ScoreResult:
+    version: str
+    summary: dict
+    missing: list = field(default_factory=list)  # questions with no prediction (scored as wrong)
+    unknown: list = field(default_factory=list)  # prediction ids not in the data (ignored)
+
+
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise LoraqaError(f"{what} file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LoraqaError(f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
+                          "fix or regenerate it") from None
+    except UnicodeDecodeError:
+        raise LoraqaError(f"{what} file {path} is not UTF-8 text") from None
+
+
+def read_official(path: str | Path) -> tuple[list[dict], str]:
+    """Questions of an official-format SQuAD file, and its version ('v1' or 'v2')."""
+    path = Path(path)
+    data = _read_json(path, "data")
+    if not is_official(data):
+        raise LoraqaError(f"{path} is not an official-format SQuAD file ({{'version': ..., 'data': [articles]}})")
+    questions = [{"id": r["id"], "answers": r["answers"]["text"], "context": r["context"]}
+                 for r in official_rows(data, impossible_means_no_answer=False)]
+    if not questions:
+        raise LoraqaError(f"{path} holds no questions")
+    return questions, official_version(data)
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    preds = _read_json(path, "predictions")
+    if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
+        raise LoraqaError(f"predictions file {path} must be a JSON object {{\"question id\": \"answer text\"}}")
+    return preds
+
+
+def score(questions: list[dict], predictions: dict[str, str], version: str) -> ScoreResult:
+    items, missing = [], []
+    known = set()
+    for q in questions:
+        known.add(q["id"])
+        if q["id"] not in predictions:
+            missing.append(q["id"])
+            items.append({"em": 0.0, "f1": 0.0, "has_answer": bool(q["answers"])})
+            continue
+        em, f1 = score_one(predictions[q["id"]], q["answers"], version)
+        items.append({"em": em, "f1": f1, "has_answer": bool(q["answers"])})
+    unknown = [k for k in predictions if k not in known]
+    return ScoreResult(version, squad_summary(items, version), missing, unknown)
+
+
+def score_files(data_path: str | Path, predictions_path: str | Path) -> ScoreResult:
+    questions, version = read_official(data_path)
+    return score(questions, read_predictions(predictions_path), version)

@@ -1,0 +1,1 @@
+"""Training: tracking and callbacks < the Trainer subclass and its wiring < train (one run into a run directory)."""
