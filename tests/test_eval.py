@@ -117,6 +117,11 @@ def test_report_draws_the_curves(tiny_model_dir, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "best F1" in page
+    # after `loraqa eval` the report adds the risk-coverage curve of the answers' scores
+    assert run_cli("eval", str(out)).exit_code == 0
+    assert run_cli("report", str(out)).exit_code == 0
+    assert "most confident answers" in (out / "report.html").read_text()
+    assert len((out / "report.png").read_bytes()) > len(png)  # a third panel
 
 
 def test_report_needs_a_run_directory(tmp_path):

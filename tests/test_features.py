@@ -18,10 +18,10 @@ def long_row(squad_rows, position: str):
 
 
 def test_training_window_keeps_the_answer_wherever_it_is(tokenizer, squad_rows):
-    cfg = load_config("default", sets=["data.max_source_length=64"])
+    cfg = load_config("default", sets=["data.max_source_length=64", "data.doc_stride=16"])
     for position in ("start", "middle", "end"):
         counts = FeatureCounts()
-        f = encode_row(tokenizer, long_row(squad_rows, position), "squad", 64, 32, "unanswerable", True, counts)
+        f = encode_row(tokenizer, long_row(squad_rows, position), cfg.data, True, counts)
         source = tokenizer.decode(f["input_ids"], skip_special_tokens=True)
         assert len(f["input_ids"]) <= 64
         assert "Guido van Rossum" in source, position
@@ -30,27 +30,40 @@ def test_training_window_keeps_the_answer_wherever_it_is(tokenizer, squad_rows):
     assert cfg.data.max_source_length == 64
 
 
-def test_eval_window_keeps_the_passage_start(tokenizer, squad_rows):
-    counts = FeatureCounts()
+def test_reading_windows_cover_the_whole_passage_and_keep_the_question(tokenizer, squad_rows):
+    """Answering reads every window: together they hold all of the passage (none skipped), each
+    overlaps the next, and the question is whole in each."""
+    from loraqa.inference.reading import plan_reading
+
     row = long_row(squad_rows, "end")
-    f = encode_row(tokenizer, row, "squad", 64, 32, "unanswerable", False, counts)
-    source = tokenizer.decode(f["input_ids"], skip_special_tokens=True)
-    assert row["context"][:30] in source and "It was Guido" not in source
+    inputs = plan_reading(tokenizer, row["question"], row["context"], "squad", 64, 16)
+    assert len(inputs) > 3
+    spans = [(x.window.start, x.window.end) for x in inputs]
+    assert spans[0][0] == 0 and spans[-1][1] == len(row["context"].rstrip())
+    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+        assert s2 < e1 <= e2  # overlapping, advancing, nothing between them skipped
+    for x in inputs:
+        source = tokenizer.decode(x.source, skip_special_tokens=True)
+        assert len(x.source) <= 64 and source.rstrip().endswith("Who created Python?")
+    assert "It was Guido" in tokenizer.decode(inputs[-1].source, skip_special_tokens=True)
 
 
 def test_answer_longer_than_the_window_is_dropped_and_counted(tokenizer, squad_rows):
     row = long_row(squad_rows, "middle")
     row["answers"] = {"text": [row["context"][:400]], "answer_start": [0]}
     counts = FeatureCounts()
-    assert encode_row(tokenizer, row, "squad", 64, 32, "unanswerable", True, counts) is None
+    cfg = load_config("default", sets=["data.max_source_length=64", "data.doc_stride=16"])
+    assert encode_row(tokenizer, row, cfg.data, True, counts) is None
     assert counts.dropped_answer_outside_window == 1
 
 
 def test_targets_end_with_eos_and_long_targets_are_counted(tokenizer, squad_rows):
     counts = FeatureCounts()
-    f = encode_row(tokenizer, squad_rows[0], "squad", 256, 3, "unanswerable", True, counts)
+    cfg = load_config("default", sets=["data.max_source_length=256", "data.max_target_length=3"])
+    f = encode_row(tokenizer, squad_rows[0], cfg.data, True, counts)
     assert f["labels"][-1] == tokenizer.eos_token_id
-    g = encode_row(tokenizer, squad_rows[2], "squad", 256, 2, "unanswerable", True, counts)
+    cfg.data.max_target_length = 2
+    g = encode_row(tokenizer, squad_rows[2], cfg.data, True, counts)
     assert len(g["labels"]) == 2 and counts.target_truncated >= 1
 
 

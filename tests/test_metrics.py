@@ -13,6 +13,10 @@ For score_v2*.json (official v2.0 rules):
   v2a Bern/Bern 1,1 · v2b unanswerable, "" 1,1 · v2c unanswerable, "Bern" 0,0 ·
   v2d "capital of switzerland" vs [the capital city, capital] 0, max(0.4, 0.5)=0.5 · v2e Aare, "" 0,0
   => exact 40, f1 50, HasAns 33.333/50 (3), NoAns 50/50 (2)
+With score_v2_na_prob.json (v2a .1, v2d .3, v2c .6, v2e .8, v2b .9), the v2.0 script's threshold
+sweep starts at the 2 no-answer questions right and walks up the no-answer probabilities:
+  exact: v2a +1 -> 3 (thresh .1), v2d +0, v2c -1 (said "Bern"), v2e +0, v2b +0  => best_exact 60, thresh 0.1
+  f1:    v2a +1 -> 3 (.1), v2d +0.5 -> 3.5 (.3), v2c -1, v2e 0, v2b 0         => best_f1 70, thresh 0.3
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import json
 
 import pytest
 
-from helpers import FIXTURES
-from helpers import run_cli
+from helpers import FIXTURES, run_cli
 
+from loraqa.evaluation.calibration import auroc, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import extractiveness, normalize_answer, score_one, token_accuracy
 
 
@@ -63,6 +67,38 @@ def test_score_v2_matches_hand_values():
     assert out["exact"] == 40.0 and out["f1"] == 50.0 and out["total"] == 5
     assert round(out["HasAns_exact"], 4) == 33.3333 and out["HasAns_f1"] == 50.0 and out["HasAns_total"] == 3
     assert out["NoAns_exact"] == 50.0 and out["NoAns_f1"] == 50.0 and out["NoAns_total"] == 2
+
+
+def test_na_prob_adds_the_official_best_thresholds():
+    res = run_cli("score", str(FIXTURES / "score_v2.json"), str(FIXTURES / "score_v2_pred.json"),
+                  "--na-prob", str(FIXTURES / "score_v2_na_prob.json"))
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["exact"] == 40.0 and out["f1"] == 50.0  # the plain scores do not move
+    assert out["best_exact"] == 60.0 and out["best_exact_thresh"] == 0.1
+    assert out["best_f1"] == 70.0 and out["best_f1_thresh"] == 0.3
+
+
+def test_na_prob_must_cover_every_prediction(tmp_path):
+    f = tmp_path / "na.json"
+    f.write_text(json.dumps({"v2a": 0.1}))
+    res = run_cli("score", str(FIXTURES / "score_v2.json"), str(FIXTURES / "score_v2_pred.json"), "--na-prob", str(f))
+    assert res.exit_code == 1 and "have no no-answer probability" in res.stderr and "Traceback" not in res.output
+
+
+def test_confidence_summary_by_hand():
+    # right answers outrank wrong ones in 5 of 6 pairs, the sixth a tie (half): AUROC 5.5 / 6
+    assert auroc([-0.1, -0.2, -0.5, -0.5, -0.9], [True, True, False, True, False]) == pytest.approx(
+        (2 + 2 + 0.5 + 1) / 6)
+    rc = risk_coverage([-0.1, -0.4, -0.2, -0.9], f1=[1.0, 0.0, 0.5, 0.0], exact=[1, 0, 0, 0])
+    assert rc["f1_at_50"] == pytest.approx(75.0)  # the two surest: 1.0 and 0.5
+    assert rc["f1_at_100"] == pytest.approx(37.5)
+    assert rc["auroc"] == pytest.approx(1.0)  # the only exact answer is the surest
+    assert na_prob(-0.0, False) == 0.0 and na_prob(-1.0, True) == 1.0
+    # no answer when 1 - exp(score) > t: halfway between the lowest score kept and the highest dropped
+    scores = [-0.1, -0.3, -0.5]  # na_prob 0.095, 0.259, 0.393
+    assert score_threshold(0.26, scores) == pytest.approx(-0.4) and score_threshold(0.0, scores) == 1.0
+    assert score_threshold(1.0, scores) is None
 
 
 def test_missing_and_unknown_ids_are_counted(tmp_path):

@@ -96,14 +96,16 @@ def test_lora_memorises_eight_examples(nodrop_model_dir, squad_rows, tmp_path):
     from transformers import AutoTokenizer
 
     from helpers import train_memoriser
-    from loraqa.inference.generation import generate_answers
+    from loraqa.config import load_config
+    from loraqa.inference.reading import read_rows
 
     result = train_memoriser(nodrop_model_dir, squad_rows[:10], tmp_path)
     train_ids = json.loads((result.run_dir / "split.json").read_text())["train"]
     rows = [r for r in squad_rows[:10] if r["id"] in train_ids]
     assert len(rows) == 8
     tok = AutoTokenizer.from_pretrained(result.run_dir / "adapter")
-    answers = generate_answers(result.model, tok, rows, "squad", 384, max_new_tokens=16)
+    cfg = load_config("default", sets=["eval.max_new_tokens=16"])
+    answers = [a.answer for a in read_rows(result.model, tok, rows, cfg.data, cfg.eval)]
     assert answers == [r["answers"]["text"][0] for r in rows]
 
 

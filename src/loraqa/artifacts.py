@@ -22,6 +22,8 @@ from loraqa.config import Config, dump_config, load_saved_config
 from loraqa.errors import LoraqaError
 
 ADAPTER_CONFIG_NAME = "loraqa_config.yaml"
+# the no-answer threshold `loraqa eval` calibrated on held-out questions, read by later use
+CALIBRATION_NAME = "loraqa_calibration.json"
 
 
 def default_run_name(cfg) -> str:
@@ -159,6 +161,27 @@ class AdapterRef:
     adapter_dir: Path
     run_dir: Path | None
     config: Config  # the config the adapter was trained with
+    calibration: dict | None = None  # written by `loraqa eval`
+
+    def __post_init__(self):
+        if self.calibration is None:
+            self.calibration = read_calibration(self.adapter_dir)
+
+    @property
+    def no_answer_threshold(self) -> float | None:
+        return (self.calibration or {}).get("no_answer_threshold")
+
+
+def read_calibration(adapter_dir: Path) -> dict | None:
+    path = Path(adapter_dir) / CALIBRATION_NAME
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        raise LoraqaError(f"{path} is damaged; delete it and run `loraqa eval` again to recalibrate") from None
+
+
+def write_calibration(adapter_dir: Path, calibration: dict) -> None:
+    write_json(Path(adapter_dir) / CALIBRATION_NAME, calibration)
 
 
 def resolve_adapter(path: str | Path) -> AdapterRef:

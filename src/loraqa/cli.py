@@ -172,10 +172,14 @@ def predict(
     input_file: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL of {question, context?, adapter?, id?} rows."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Where --input answers go (JSONL)."),
     model: BaseModel = None,
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Questions per generation batch."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per generation batch (a short passage is one window)."),
+    as_json: bool = typer.Option(False, "--json", help="For --question: print the answer with its evidence (score, no_answer, start, end, windows) as JSON."),
     allow_pickle: AllowPickle = False,
 ):
-    """Answer one question (--question) or a file of them (--input/--output) with an adapter."""
+    """Answer one question (--question) or a file of them (--input/--output) with an adapter.
+
+    Passages of any length are read in overlapping windows; output rows carry the answer's score
+    (mean log-probability), no_answer, its character offsets in the passage and the windows read."""
     def action():
         if (question is None) == (input_file is None):
             raise UsageError("give either --question (one question) or --input FILE.jsonl with --output FILE.jsonl")
@@ -185,7 +189,8 @@ def predict(
 
         adapters = _adapter_map(adapter)
         if question is not None:
-            typer.echo(predict_one(adapters, question, context, model, allow_pickle))
+            answer = predict_one(adapters, question, context, model, allow_pickle)
+            typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False) if as_json else answer.answer)
         else:
             n = predict_file(adapters, input_file, output, model, batch_size, allow_pickle)
             typer.echo(f"wrote {n} answers to {output}", err=True)
@@ -218,7 +223,8 @@ def serve(
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="LORAQA_API_KEY", help="Require 'Authorization: Bearer KEY' on every API request; also enables loading/unloading adapters."),
     batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
-    max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most questions answered in one batch (1 turns batching off)."),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most windows answered in one batch (1 turns batching off); a long document's windows are spread over batches."),
+    max_context_chars: int = typer.Option(1_000_000, "--max-context-chars", min=1, help="Longest context (document) a request may send, in characters; it is read in windows."),
     allow_pickle: AllowPickle = False,
 ):
     """Serve adapters over HTTP (POST /v1/answer, demo page at /, docs at /docs)."""
@@ -229,7 +235,7 @@ def serve(
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
         typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
-        run_server(adapters, host, port, api_key, model, batch_window_ms, max_batch, allow_pickle)
+        run_server(adapters, host, port, api_key, model, batch_window_ms, max_batch, allow_pickle, max_context_chars)
 
     _run(action)
 
@@ -278,12 +284,13 @@ def report(run_dir: str = typer.Argument(..., help="A run directory written by `
 def score(
     data: str = typer.Argument(..., help="Official-format SQuAD file (v1.1 or v2.0, detected)."),
     predictions: str = typer.Argument(..., help='Predictions JSON: {"question id": "answer text"}.'),
+    na_prob: Optional[str] = typer.Option(None, "--na-prob", help='No-answer probabilities JSON {"question id": p}: adds the v2.0 script\'s best_exact, best_exact_thresh, best_f1, best_f1_thresh.'),
 ):
     """Score a predictions file exactly like the official SQuAD evaluation scripts; prints their JSON."""
     def action():
         from loraqa.evaluation.scoring import score_files
 
-        return score_files(data, predictions)
+        return score_files(data, predictions, na_prob)
 
     result = _run(action)
     if result.missing:

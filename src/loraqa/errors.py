@@ -47,3 +47,15 @@ class Interrupted(LoraqaError):
 
 class MissingDependency(LoraqaError):
     """An optional package a feature needs is not installed; the message names the pip extra."""
+
+
+class EmptyDocument(UsageError):
+    """A question came with a passage that is empty or only whitespace."""
+
+    http_status = 422
+
+
+class QuestionTooLong(LoraqaError):
+    """The question and instruction fill the source window, leaving no room for the passage."""
+
+    http_status = 413

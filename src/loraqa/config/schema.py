@@ -50,9 +50,11 @@ class DataConfig:
     seed: int = _f(42, "Seed for sampling and splitting.")
     split_by: str = _f("random", "random: split rows; context: keep all questions on one passage on the same side.", ("random", "context"))
     template: str = _f("squad", "Prompt template: a name (squad, question, seed) or a string with {question} and optionally {context}.")
-    max_source_length: int = _f(512, "Source window in tokens. Longer contexts are cut around the answer for training.")
+    max_source_length: int = _f(512, "Source window in tokens. Longer passages are read in overlapping windows (training: the window around the answer).")
+    doc_stride: int = _f(128, "Overlap in tokens between consecutive windows of a passage longer than the window; at most half of max_source_length (and of the room a long question leaves).")
+    negative_windows: int = _f(0, "Training: add up to N windows of a long passage that do not hold the answer, labelled with unanswerable_text, so the model learns to abstain per window.")
     max_target_length: int = _f(32, "Longest answer in tokens; longer answers are truncated (counted).")
-    unanswerable_text: str = _f("unanswerable", "Target text for SQuAD v2 questions with no answer.")
+    unanswerable_text: str = _f("unanswerable", "Target text for questions with no answer (SQuAD v2, windows without the answer).")
 
 
 @dataclass
@@ -80,9 +82,10 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     max_new_tokens: int = _f(32, "Longest generated answer in tokens (explicit: never the silent default of 20).")
-    batch_size: int = _f(16, "Questions per generation batch (16 was fastest on a 2-core CPU; GPUs like more).")
+    batch_size: int = _f(16, "Windows (one per question for short passages) per generation batch (16 was fastest on a 2-core CPU; GPUs like more).")
     num_beams: int = _f(1, "Beam width for generation (1 = greedy).")
     subset: Optional[int] = _f(200, "Held-out questions answered at each evaluation during training (null: all).")
+    extractive: bool = _f(False, "Constrain decoding to spans of the passage window (or the no-answer text): every answer is a quote of the document.")
 
 
 @dataclass

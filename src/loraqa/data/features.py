@@ -1,24 +1,24 @@
-"""Tokenise rows into model features.
+"""Tokenise rows into model features (training and the teacher-forced metrics).
 
-Long contexts: a source window of `max_source_length` tokens rarely holds a whole SQuAD
-passage with the prompt around it. The question and the template text are always kept whole;
-only the passage is cut. For training the cut is a window of the passage, at token boundaries,
-that contains the answer (centred on it), so the model never learns to answer from a passage
-that no longer holds the answer. For evaluation, where the answer is unknown, the passage is
-kept from its start. Rows whose answer cannot fit the window are dropped and counted.
+Long passages: the question and instruction are kept whole; the passage is cut to a window
+(data/windows.py) that holds the answer, so the model never learns to answer from a passage
+that no longer holds the answer. Rows whose answer cannot fit the window are dropped
+and counted. With `data.negative_windows: N`, a long training passage also yields up to N
+windows that do not hold the answer, labelled with the no-answer text, so the model learns to
+abstain in the windows it will be shown at answering time (which reads every window).
 Labels are the answer tokens plus EOS; the collator pads them with -100 so padding never
 enters the loss.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from loraqa.config.templates import uses_context
 from loraqa.data.prompts import render_source, render_target
-
-# Re-tokenising a cut passage can merge or split a token at the cut, so keep a small margin.
-_MARGIN = 4
+from loraqa.data.windows import (answer_token_span, passage_budget, split_passage, tokenise_passage, window_around,
+                                 window_at)
 
 
 @dataclass
@@ -28,88 +28,107 @@ class FeatureCounts:
     source_truncated: int = 0
     target_truncated: int = 0
     dropped_answer_outside_window: int = 0
+    negative_windows: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def _prompt_overhead(tokenizer, template: str, row: dict) -> int:
-    """Tokens the prompt takes besides the passage (question, instruction, EOS)."""
-    return len(tokenizer(render_source(template, row, context=""))["input_ids"])
-
-
-def window_context(tokenizer, template: str, row: dict, max_len: int, keep_answer: bool) -> tuple[str | None, bool]:
-    """The passage text to use (None: the answer cannot fit) and whether it was cut."""
-    context = row["context"]
-    budget = max_len - _prompt_overhead(tokenizer, template, row) - _MARGIN
-    enc = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    if len(offsets) <= budget:
-        return context, False
-    if budget <= 0:
-        return None, True
-    start_tok = 0
-    texts = row["answers"]["text"]
-    if keep_answer and texts:
-        a_text = texts[0]
-        a_start = row["answers"]["answer_start"][0]
-        if a_start < 0 or context[a_start:a_start + len(a_text)] != a_text:
-            a_start = context.find(a_text)
-        a_end = a_start + len(a_text)
-        first = next(i for i, (s, e) in enumerate(offsets) if e > a_start)
-        last = next((i for i, (s, e) in enumerate(offsets) if e >= a_end), len(offsets) - 1)
-        span = last - first + 1
-        if span > budget:
-            return None, True
-        # centre the answer in the window, clamped to the passage
-        start_tok = max(0, min(first - (budget - span) // 2, len(offsets) - budget))
-    end_tok = start_tok + budget - 1
-    return context[offsets[start_tok][0]:offsets[end_tok][1]], True
-
-
-def encode_source(tokenizer, row: dict, template: str, max_source: int, keep_answer: bool,
-                  counts: FeatureCounts) -> list[int] | None:
-    """Source token ids within the window; None when the answer cannot fit (training only)."""
-    context = row.get("context") or ""
-    if uses_context(template):
-        window, cut = window_context(tokenizer, template, row, max_source, keep_answer=keep_answer)
-        if window is None and keep_answer:
-            counts.dropped_answer_outside_window += 1
-            return None
-        context = window or ""
-        counts.context_truncated += int(cut)
-    source = tokenizer(render_source(template, row, context=context))["input_ids"]
-    if len(source) > max_source:
-        counts.source_truncated += 1
+def encode_prompt(tokenizer, template: str, row: dict, window: str | None, max_source: int,
+                  counts: FeatureCounts | None = None) -> list[int]:
+    """Source token ids for a row with `window` as its passage (None: the row's own)."""
+    source = tokenizer(render_source(template, row, context=window))["input_ids"]
+    if len(source) > max_source:  # only when the margin for re-tokenising was not enough
+        if counts is not None:
+            counts.source_truncated += 1
         source = source[: max_source - 1] + [tokenizer.eos_token_id]
     return source
 
 
-def encode_row(tokenizer, row: dict, template: str, max_source: int, max_target: int,
-               unanswerable_text: str, train: bool, counts: FeatureCounts) -> dict | None:
-    counts.rows += 1
-    source = encode_source(tokenizer, row, template, max_source, keep_answer=train, counts=counts)
-    if source is None:
-        return None
-    target = tokenizer(render_target(row, unanswerable_text))["input_ids"]
+def _answer_window(tokenizer, row: dict, data_cfg, train: bool) -> tuple[str | None, bool]:
+    """(the passage text to put in the source, whether it was cut); None: the answer cannot fit
+    (training drops the row). A long passage's window is one of the windows answering reads
+    (data/windows.py) that holds the whole answer, chosen by a seed of (data.seed, row id): the
+    model learns from windows like those it will be shown, with the answer anywhere in them."""
+    context = row.get("context") or ""
+    offsets = tokenise_passage(tokenizer, context)
+    budget = passage_budget(tokenizer, data_cfg.template, row, data_cfg.max_source_length)
+    if len(offsets) <= budget:
+        return context, False
+    if budget <= 0:
+        return None, True
+    texts = row["answers"]["text"]
+    if not texts:  # no answer to keep: the passage's first window
+        return window_at(context, offsets, 0, budget).text, True
+    first, last = answer_token_span(context, offsets, texts[0], row["answers"]["answer_start"][0])
+    if last - first + 1 > budget:
+        return (None if train else window_at(context, offsets, 0, budget).text), True
+    holding = [w for w in split_passage(context, offsets, budget, data_cfg.doc_stride)
+               if w.first_token <= first and last < w.last_token]
+    if not holding:  # an answer longer than the windows' overlap, across a window edge
+        return window_around(context, offsets, budget, first, last).text, True
+    return random.Random(f"{data_cfg.seed}:{row.get('id')}").choice(holding).text, True
+
+
+def _feature(tokenizer, source: list[int], target_text: str, max_target: int, counts: FeatureCounts) -> dict:
+    target = tokenizer(target_text)["input_ids"]
     if len(target) > max_target:
         counts.target_truncated += 1
         target = target[: max_target - 1] + [tokenizer.eos_token_id]
     return {"input_ids": source, "attention_mask": [1] * len(source), "labels": target, "length": len(source)}
 
 
+def encode_row(tokenizer, row: dict, data_cfg, train: bool, counts: FeatureCounts) -> dict | None:
+    """The feature of a row's answer window; None when the answer cannot fit (training only)."""
+    counts.rows += 1
+    window = None
+    if uses_context(data_cfg.template):
+        window, cut = _answer_window(tokenizer, row, data_cfg, train)
+        if window is None:
+            counts.dropped_answer_outside_window += 1
+            return None
+        counts.context_truncated += int(cut)
+    source = encode_prompt(tokenizer, data_cfg.template, row, window, data_cfg.max_source_length, counts)
+    return _feature(tokenizer, source, render_target(row, data_cfg.unanswerable_text), data_cfg.max_target_length, counts)
+
+
+def negative_features(tokenizer, row: dict, data_cfg, counts: FeatureCounts) -> list[dict]:
+    """Up to data.negative_windows windows of a long passage that do not hold the answer,
+    labelled with the no-answer text; chosen by a seed of (data.seed, row id), so reruns agree."""
+    n = data_cfg.negative_windows
+    if n <= 0 or not uses_context(data_cfg.template):
+        return []
+    context = row.get("context") or ""
+    offsets = tokenise_passage(tokenizer, context)
+    budget = passage_budget(tokenizer, data_cfg.template, row, data_cfg.max_source_length)
+    if len(offsets) <= budget or budget <= 0:
+        return []
+    windows = split_passage(context, offsets, budget, data_cfg.doc_stride)
+    texts = row["answers"]["text"]
+    if texts:
+        first, last = answer_token_span(context, offsets, texts[0], row["answers"]["answer_start"][0])
+        windows = [w for w in windows if w.last_token <= first or w.first_token > last]
+    else:  # an unanswerable question: its first window is already the row's own feature
+        windows = windows[1:]
+    picked = random.Random(f"{data_cfg.seed}:{row['id']}").sample(windows, min(n, len(windows)))
+    counts.negative_windows += len(picked)
+    return [_feature(tokenizer, encode_prompt(tokenizer, data_cfg.template, row, w.text, data_cfg.max_source_length,
+                                              counts), data_cfg.unanswerable_text, data_cfg.max_target_length, counts)
+            for w in picked]
+
+
 def build_features(tokenizer, rows: list[dict], data_cfg, train: bool):
     """A datasets.Dataset of features for the Trainer, plus the truncation counts."""
     import datasets
-
     from rich.progress import track
 
     counts = FeatureCounts()
     feats = []
     label = "tokenising train" if train else "tokenising test"
     for row in track(rows, description=label, disable=len(rows) < 2000, transient=True):
-        f = encode_row(tokenizer, row, data_cfg.template, data_cfg.max_source_length,
-                       data_cfg.max_target_length, data_cfg.unanswerable_text, train, counts)
+        f = encode_row(tokenizer, row, data_cfg, train, counts)
         if f is not None:
             feats.append(f)
+            if train:
+                feats += negative_features(tokenizer, row, data_cfg, counts)
     return datasets.Dataset.from_list(feats) if feats else None, counts

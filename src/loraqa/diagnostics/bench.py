@@ -21,7 +21,8 @@ from loraqa.config.templates import TEMPLATES
 from loraqa.data.features import build_features
 from loraqa.diagnostics.architectures import Arch, arch_from_config
 from loraqa.diagnostics.synthetic import build_t5, train_tokenizer
-from loraqa.inference.generation import encode_sources, generate_ids, prepare_for_inference
+from loraqa.inference.generation import generate_ids, prepare_for_inference
+from loraqa.inference.reading import plan_reading
 from loraqa.modeling.loading import configure_base, load_base_model, load_seq2seq_config, load_tokenizer
 from loraqa.modeling.lora import add_lora
 from loraqa.modeling.precision import resolve_device, resolve_dtype
@@ -135,7 +136,8 @@ def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmu
 
 def generation_bench(model, tokenizer, rows, cfg, dtype: str, n: int = 64) -> float:
     prepare_for_inference(model, dtype)
-    sources = encode_sources(tokenizer, rows[:n], cfg.data.template, cfg.data.max_source_length)
+    sources = [plan_reading(tokenizer, r["question"], r["context"], cfg.data.template, cfg.data.max_source_length,
+                            cfg.data.doc_stride)[0].source for r in rows[:n]]
     start = time.perf_counter()
     generate_ids(model, tokenizer, sources, cfg.eval.max_new_tokens, cfg.eval.batch_size,
                  min_new_tokens=min(8, cfg.eval.max_new_tokens))

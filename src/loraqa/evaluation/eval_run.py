@@ -12,13 +12,14 @@ from rich.progress import Progress
 from rich.table import Table
 from transformers import DataCollatorForSeq2Seq
 
-from loraqa.artifacts import resolve_adapter, write_atomic, write_json
+from loraqa.artifacts import CALIBRATION_NAME, resolve_adapter, write_atomic, write_calibration, write_json
 from loraqa.config import config_from_dict, merge, parse_set
 from loraqa.config.templates import uses_context
 from loraqa.data.features import FeatureCounts, encode_row
 from loraqa.data.loading import load_rows
 from loraqa.data.splitting import DataReport, clean_rows
 from loraqa.errors import LoraqaError
+from loraqa.evaluation.calibration import best_thresholds, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import token_accuracy
 from loraqa.evaluation.scoring import score_rows
 from loraqa.hub import looks_like_path
@@ -60,8 +61,7 @@ def eval_rows(ref, data: str | None, limit: int | None) -> tuple[list[dict], str
 def teacher_forced_accuracy(model, tokenizer, rows: list[dict], data_cfg, batch_size: int) -> float:
     """The seed's metric: next-token accuracy given the true previous tokens, padding excluded."""
     counts = FeatureCounts()
-    feats = [encode_row(tokenizer, r, data_cfg.template, data_cfg.max_source_length, data_cfg.max_target_length,
-                        data_cfg.unanswerable_text, False, counts) for r in rows]
+    feats = [encode_row(tokenizer, r, data_cfg, False, counts) for r in rows]
     feats = [{k: f[k] for k in ("input_ids", "attention_mask", "labels")} for f in feats if f]
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     device = next(model.parameters()).device
@@ -79,15 +79,43 @@ def evaluate_model(answerer: Answerer, name: str, rows: list[dict], cfg, progres
     base model ("base") prompted exactly as that adapter is."""
     requests = [{"question": r["question"], "context": r["context"], "adapter": name, "like": "adapter"} for r in rows]
     start = time.perf_counter()
-    preds = answerer.answer(requests, batch_size=cfg.eval.batch_size, progress=progress, num_beams=cfg.eval.num_beams)
+    answers = answerer.answer(requests, batch_size=cfg.eval.batch_size, progress=progress, num_beams=cfg.eval.num_beams)
     seconds = time.perf_counter() - start
-    items, summary = score_rows(rows, preds)  # the Answerer already maps the no-answer text to ""
+    items, summary = score_rows(rows, [a.answer for a in answers])  # abstentions are already ""
+    for item, a in zip(items, answers):
+        item.update(score=a.score, no_answer=a.no_answer, start=a.start, end=a.end, windows=a.windows)
+    summary.update(confidence_summary(items))
+    summary["windows"] = sum(a.windows for a in answers)
     with answerer.using(name) as model:
         summary["token_accuracy"] = teacher_forced_accuracy(model, answerer.tokenizer, rows, cfg.data,
                                                             cfg.eval.batch_size)
     summary["seconds"] = round(seconds, 3)
     summary["answers_per_second"] = round(len(rows) / seconds, 3) if seconds > 0 else None
     return items, summary
+
+
+def confidence_summary(items: list[dict]) -> dict:
+    """The official v2 best thresholds over the answers' no-answer probabilities, and the risk-coverage summary."""
+    preds = {i["id"]: i["prediction"] for i in items}
+    na_probs = {i["id"]: na_prob(i["score"], i["no_answer"]) for i in items}
+    best = best_thresholds(preds, {i["id"]: i["em"] for i in items}, {i["id"]: i["f1"] for i in items}, na_probs,
+                           {i["id"]: i["has_answer"] for i in items})
+    scores = [i["score"] if i["score"] is not None else float("-inf") for i in items]
+    return best | {"risk_coverage": risk_coverage(scores, [i["f1"] for i in items], [i["em"] for i in items])}
+
+
+def calibrate(ref, summary: dict, items: list[dict], where: str) -> str | None:
+    """Save the no-answer threshold beside the adapter, when the questions could teach one:
+    abstaining can only be right where some questions have no answer."""
+    if "NoAns_total" not in summary:
+        return None
+    answer_scores = [i["score"] for i in items if not i["no_answer"]]
+    threshold = score_threshold(summary["best_f1_thresh"], answer_scores)
+    write_calibration(ref.adapter_dir, {"no_answer_threshold": threshold, "na_prob_threshold": summary["best_f1_thresh"],
+                                        "best_f1": summary["best_f1"], "f1_without_threshold": summary["f1"],
+                                        "questions": summary["total"], "data": where})
+    shown = "never abstain" if threshold is None else f"abstain below score {threshold:.3f}"
+    return f"no-answer threshold ({shown}; best F1 {summary['best_f1']:.2f}) saved to {ref.adapter_dir / CALIBRATION_NAME}"
 
 
 def write_eval_files(out: Path, items: list[dict], summary: dict, prefix: str = "") -> None:
@@ -103,15 +131,16 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     out = Path(output) if output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
     rows, where = eval_rows(ref, data, limit)
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
+    # answers as the model gives them: the threshold is calibrated from them, not applied to them
     answerer = Answerer({"adapter": ref}, base_model=model_override, device=ref.config.model.device,
-                        dtype=dtype, allow_pickle=ref.config.model.allow_pickle)
+                        dtype=dtype, allow_pickle=ref.config.model.allow_pickle, apply_threshold=False)
     console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
     results = {}
     with Progress(console=console, transient=True) as bar:
         for name in ["adapter"] + ([BASE] if baseline else []):
-            task = bar.add_task(f"answering ({name})", total=len(rows))
+            task = bar.add_task(f"answering ({name}), windows", total=len(rows))
             results[name] = evaluate_model(answerer, name, rows, ref.config,
-                                           lambda n, t=task: bar.advance(t, n))
+                                           lambda done, total, t=task: bar.update(t, completed=done, total=total))
     items, summary = results["adapter"]
     summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": answerer.device,
                     "dtype": answerer.dtype})
@@ -123,6 +152,9 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     write_json(out / "summary.json", summary)
     print_table(summary)
     console.print(f"wrote {out}/predictions.jsonl, predictions.json, summary.json")
+    note = calibrate(ref, summary, items, where)
+    if note:
+        console.print(note)
     return summary
 
 
@@ -134,12 +166,17 @@ def print_table(summary: dict) -> None:
     if base:
         table.add_column("base model", justify="right")
         table.add_column("difference", justify="right")
-    keys = ["exact_match", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"]
+    keys = ["exact_match", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1"]
     shown = [(k, 1) for k in keys if k in summary] + [("token_accuracy", 100), ("extractiveness", 100)]
     for key, scale in shown:
         cells = [key, f"{scale * summary[key]:.2f}"]
         if base:
             cells += [f"{scale * base[key]:.2f}", f"{scale * (summary[key] - base[key]):+.2f}"]
         table.add_row(*cells)
+    for key, label in (("f1_at_50", "F1, 50% most confident"), ("f1_at_80", "F1, 80% most confident"),
+                       ("auroc", "AUROC of score, right vs wrong")):
+        values = [x["risk_coverage"][key] for x in ([summary] + ([base] if base else []))]
+        cells = [f"{v:.2f}" if v is not None else "-" for v in values]
+        table.add_row(label, *cells, *([""] if base else []))
     table.add_row("answers/s", f"{summary['answers_per_second']}", *([f"{base['answers_per_second']}", ""] if base else []))
     Console(soft_wrap=True).print(table)

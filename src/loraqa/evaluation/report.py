@@ -44,7 +44,10 @@ def make_report(run_dir: str | Path) -> tuple[Path, Path]:
     records = read_metrics(run_dir)
     if not any("loss" in r or "eval/loss" in r for r in records):
         raise LoraqaError(f"{run_dir}/metrics.jsonl has no loss records yet; train for at least train.logging_steps")
-    fig, (ax_loss, ax_answers) = plt.subplots(1, 2, figsize=(12, 4.5))
+    evaluation = read_eval_summary(run_dir)
+    curve = (evaluation or {}).get("risk_coverage", {}).get("curve")
+    fig, axes = plt.subplots(1, 3 if curve else 2, figsize=(18 if curve else 12, 4.5))
+    ax_loss, ax_answers = axes[0], axes[1]
     for key, label in (("loss", "train loss"), ("eval/loss", "eval loss")):
         steps, values = series(records, key)
         if steps:
@@ -65,6 +68,8 @@ def make_report(run_dir: str | Path) -> tuple[Path, Path]:
     else:
         ax_answers.text(0.5, 0.5, "no evaluation during training\n(train.eval_steps = 0)", ha="center",
                         va="center", transform=ax_answers.transAxes)
+    if curve:
+        draw_risk_coverage(axes[2], curve, evaluation)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     png = run_dir / "report.png"
@@ -77,6 +82,25 @@ def make_report(run_dir: str | Path) -> tuple[Path, Path]:
     return png, page
 
 
+def read_eval_summary(run_dir: Path) -> dict | None:
+    path = run_dir / "eval" / "summary.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def draw_risk_coverage(ax, curve: list, evaluation: dict) -> None:
+    """F1 when answering only the most confident share of the questions (by answer score):
+    a curve that falls to the right means the score tells right answers from wrong ones."""
+    coverage, f1 = zip(*curve)
+    ax.plot([100 * c for c in coverage], f1, label="F1 of the answered questions")
+    auroc = evaluation["risk_coverage"].get("auroc")
+    ax.set(xlabel="coverage: questions answered, most confident first (%)", ylabel="F1 (%)", ylim=(0, 100),
+           xlim=(0, 100), title="Risk-coverage (loraqa eval)" + (f", AUROC {auroc:.2f}" if auroc is not None else ""))
+    ax.legend()
+
+
 def _html(run_dir: Path, records: list[dict], png: Path) -> str:
     image = base64.b64encode(png.read_bytes()).decode()
     best = next((r for r in reversed(records) if "best_checkpoint" in r), None)
@@ -87,10 +111,13 @@ def _html(run_dir: Path, records: list[dict], png: Path) -> str:
     if summary:
         facts.append(f"trained {summary.get('step')} steps in {summary.get('train_runtime', 0):.0f} s, "
                      f"{summary.get('train_samples_per_second', 0):.2f} examples/s")
-    eval_summary = run_dir / "eval" / "summary.json"
-    if eval_summary.is_file():
-        s = json.loads(eval_summary.read_text())
+    s = read_eval_summary(run_dir)
+    if s:
         facts.append(f"loraqa eval: EM {s['exact_match']:.2f}, F1 {s['f1']:.2f} on {s['total']} questions")
+        rc = s.get("risk_coverage")
+        if rc:
+            facts.append(f"F1 of the 50% / 80% most confident answers: {rc['f1_at_50']:.2f} / {rc['f1_at_80']:.2f}"
+                         + (f"; AUROC of the score (right vs wrong) {rc['auroc']:.2f}" if rc.get("auroc") is not None else ""))
     items = "".join(f"<li>{html.escape(f)}</li>" for f in facts)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_dir.name)}</title></head>"
             f"<body style='font-family:sans-serif;max-width:1400px;margin:auto'><h1>{html.escape(run_dir.name)}</h1>"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from loraqa.data.squad_format import is_official, official_rows, official_version
 from loraqa.errors import LoraqaError
+from loraqa.evaluation.calibration import best_thresholds
 from loraqa.evaluation.metrics import extractiveness, score_one, squad_summary
 
 
@@ -76,21 +77,42 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     return preds
 
 
-def score(questions: list[dict], predictions: dict[str, str], version: str) -> ScoreResult:
+def read_na_probs(path: str | Path) -> dict[str, float]:
+    path = Path(path)
+    probs = _read_json(path, "no-answer probability")
+    if not isinstance(probs, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in probs.values()):
+        raise LoraqaError(f"no-answer probability file {path} must be a JSON object {{\"question id\": number}}")
+    return {k: float(v) for k, v in probs.items()}
+
+
+def score(questions: list[dict], predictions: dict[str, str], version: str,
+          na_probs: dict[str, float] | None = None) -> ScoreResult:
+    """The official summary; with no-answer probabilities also the v2.0 script's best_exact,
+    best_exact_thresh, best_f1 and best_f1_thresh."""
     items, missing = [], []
-    known = set()
+    exact, f1s, has_answer = {}, {}, {}
     for q in questions:
-        known.add(q["id"])
+        has_answer[q["id"]] = bool(q["answers"])
         if q["id"] not in predictions:
             missing.append(q["id"])
             items.append({"em": 0.0, "f1": 0.0, "has_answer": bool(q["answers"])})
             continue
         em, f1 = score_one(predictions[q["id"]], q["answers"], version)
+        exact[q["id"]], f1s[q["id"]] = em, f1
         items.append({"em": em, "f1": f1, "has_answer": bool(q["answers"])})
-    unknown = [k for k in predictions if k not in known]
-    return ScoreResult(version, squad_summary(items, version), missing, unknown)
+    unknown = [k for k in predictions if k not in has_answer]
+    summary = squad_summary(items, version)
+    if na_probs is not None:
+        absent = [q["id"] for q in questions if q["id"] in predictions and q["id"] not in na_probs]
+        if absent:
+            raise LoraqaError(f"{len(absent)} predicted question(s) have no no-answer probability "
+                              f"(first: {absent[0]}); give one for every prediction")
+        summary.update(best_thresholds(predictions, exact, f1s, na_probs, has_answer))
+    return ScoreResult(version, summary, missing, unknown)
 
 
-def score_files(data_path: str | Path, predictions_path: str | Path) -> ScoreResult:
+def score_files(data_path: str | Path, predictions_path: str | Path, na_prob_path: str | Path | None = None) -> ScoreResult:
     questions, version = read_official(data_path)
-    return score(questions, read_predictions(predictions_path), version)
+    na_probs = read_na_probs(na_prob_path) if na_prob_path else None
+    return score(questions, read_predictions(predictions_path), version, na_probs)

@@ -1,30 +1,58 @@
-"""The answering engine: one base model, many adapters, mixed-adapter batches."""
+"""The answering interface: questions (with documents of any length) in, answers with evidence out.
+
+One Answerer holds the adapters' configs (prompt template, window, no-answer text, calibrated
+threshold) and an engine that runs the model. Every question is read in windows
+(inference/reading.py); the windows of all questions share length-sorted batches, which may
+mix adapters; each question's answer is combined from its windows' answers.
+"""
 
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-
-from peft import PeftModel
+from typing import Callable
 
 from loraqa.artifacts import AdapterRef, resolve_adapter
 from loraqa.errors import AdapterExists, AdapterNotFound, LoraqaError
-from loraqa.inference.generation import encode_sources, generate_ids, prepare_for_inference
-from loraqa.modeling.loading import load_base_model, load_seq2seq_config, load_tokenizer, refuse_pickle
-from loraqa.modeling.precision import resolve_device, resolve_dtype
+from loraqa.inference.reading import Answer, Reading, combine, plan_reading
+from loraqa.inference.torch_engine import BASE, TorchEngine
+from loraqa.modeling.loading import load_tokenizer
 
-BASE = "base"  # the name that means "no adapter"
+__all__ = ["BASE", "Answer", "Answerer"]
+
+
+@dataclass
+class ReadingSettings:
+    """How an adapter reads a question: from the config it was trained with."""
+    template: str
+    max_source: int
+    overlap: int
+    max_new_tokens: int
+    no_answer_text: str | None
+    extractive: bool = False
+    threshold: float | None = None
+
+    @classmethod
+    def of(cls, ref: AdapterRef) -> "ReadingSettings":
+        c = ref.config
+        return cls(c.data.template, c.data.max_source_length, c.data.doc_stride, c.eval.max_new_tokens,
+                   c.data.unanswerable_text, c.eval.extractive, ref.no_answer_threshold)
+
+
+def _base_settings(has_context: bool) -> ReadingSettings:
+    return ReadingSettings("squad" if has_context else "question", 512, 128, 32, None)
 
 
 class Answerer:
-    """One base model, many adapters: renders each question with its adapter's template and
-    answers mixed-adapter batches in one generate() call (PEFT `adapter_names=`)."""
+    """One base model, many adapters; `answer()` takes [{question, context?, adapter?}]."""
 
     def __init__(self, adapters: dict[str, str | Path | AdapterRef] | None = None, base_model: str | None = None,
-                 device: str = "auto", dtype: str = "auto", allow_pickle: bool = False):
+                 device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
+                 apply_threshold: bool = True):
         """adapters: name -> a run directory or adapter folder, or an AdapterRef (whose config,
-        e.g. with eval-time overrides, is then used as given)."""
+        e.g. with eval-time overrides, is then used as given). apply_threshold=False answers
+        without the calibrated no-answer threshold (what `loraqa eval` calibrates it from)."""
         adapters = dict(adapters or {})
         if BASE in adapters:
             raise LoraqaError(f"'{BASE}' is reserved for the base model without an adapter; name the adapter otherwise")
@@ -33,32 +61,30 @@ class Answerer:
             if not refs:
                 raise LoraqaError("give at least one adapter, or a base model with --model")
             base_model = next(iter(refs.values())).config.model.name
-        self.base_model, self.allow_pickle = base_model, allow_pickle
-        self.device = resolve_device(device)
-        config = load_seq2seq_config(base_model)
-        self.dtype = resolve_dtype(dtype, self.device, config.model_type)
-        self.model = load_base_model(base_model, self.dtype, self.device, allow_pickle=allow_pickle)
+        self.base_model, self.apply_threshold = base_model, apply_threshold
+        self.engine = TorchEngine(base_model, device, dtype, allow_pickle)
         first = next(iter(refs.values()), None)
         self.tokenizer = load_tokenizer(str(first.adapter_dir) if first else base_model)
         self.configs: dict = {}
         self.paths: dict[str, str] = {}
+        self.settings: dict[str, ReadingSettings] = {}
         self.lock = threading.RLock()
         for name, ref in refs.items():
             self._attach(name, ref)
-        prepare_for_inference(self.model, self.dtype)
+
+    @property
+    def device(self) -> str:
+        return self.engine.device
+
+    @property
+    def dtype(self) -> str:
+        return self.engine.dtype
 
     def _attach(self, name: str, ref: AdapterRef) -> None:
-        refuse_pickle(ref.adapter_dir, "adapter", self.allow_pickle)
-        try:
-            if not self.configs and not hasattr(self.model, "peft_config"):
-                self.model = PeftModel.from_pretrained(self.model, str(ref.adapter_dir), adapter_name=name)
-            else:
-                self.model.load_adapter(str(ref.adapter_dir), adapter_name=name)
-        except Exception as exc:  # noqa: BLE001 - shape mismatches, missing files: all "does not fit"
-            raise LoraqaError(f"adapter {ref.adapter_dir} does not fit the base model {self.base_model} "
-                              f"({str(exc).splitlines()[0][:160]}); pass the base it was trained on with --model") from None
+        self.engine.attach(name, ref)
         self.configs[name] = ref.config
         self.paths[name] = str(ref.adapter_dir)
+        self.settings[name] = ReadingSettings.of(ref)
 
     @property
     def names(self) -> list[str]:
@@ -69,75 +95,78 @@ class Answerer:
             if name in self.configs or name == BASE:
                 raise AdapterExists(f"an adapter named '{name}' is already loaded; delete it first or pick another name")
             self._attach(name, resolve_adapter(path))
-            prepare_for_inference(self.model, self.dtype)
 
     def remove_adapter(self, name: str) -> None:
         with self.lock:
             if name not in self.configs:
                 raise AdapterNotFound(f"no adapter named '{name}' is loaded")
-            self.model.delete_adapter(name)
-            del self.configs[name], self.paths[name]
+            self.engine.detach(name)
+            del self.configs[name], self.paths[name], self.settings[name]
 
     def default_adapter(self) -> str:
         return next(iter(self.configs), BASE)
 
-    def _render(self, req: dict) -> tuple[list[int], int, str]:
-        # "like": render as that adapter would (the base model scored on an adapter's prompts)
-        name = req.get("like") or req.get("adapter") or self.default_adapter()
-        if name not in self.configs:
-            template = "squad" if req.get("context") else "question"
-            max_source, max_new, no_answer = 512, 32, None
-        else:
-            c = self.configs[name]
-            template, max_source, max_new = c.data.template, c.data.max_source_length, c.eval.max_new_tokens
-            no_answer = c.data.unanswerable_text
-        row = {"question": req["question"], "context": req.get("context") or "", "answers": {"text": []}}
-        ids = encode_sources(self.tokenizer, [row], template, max_source)[0]
-        return ids, max_new, no_answer
+    def using(self, name: str):
+        """The engine's model with only adapter `name` active, held under its lock."""
+        return self.engine.using(name)
 
-    def answer(self, requests: list[dict], batch_size: int = 16, progress=None, num_beams: int = 1) -> list[str]:
-        """Answers for [{question, context?, adapter?}], in order. Unknown adapters raise.
+    # ------------------------------------------------------------ reading
 
-        Greedy batches may mix adapters (PEFT adapter_names); beam search with mixed adapters
-        needs a recent PEFT (peft #2283), so beams run one adapter per batch."""
-        for r in requests:
-            name = r.get("adapter") or self.default_adapter()
-            if name != BASE and name not in self.configs:
-                raise AdapterNotFound(f"unknown adapter '{name}'; loaded: {', '.join(self.names)}")
+    def adapter_of(self, request: dict) -> str:
+        name = request.get("adapter") or self.default_adapter()
+        if name != BASE and name not in self.configs:
+            raise AdapterNotFound(f"unknown adapter '{name}'; loaded: {', '.join(self.names)}")
+        return name
+
+    def plan(self, request: dict) -> Reading:
+        """The windows of one request, rendered as its adapter expects. Bad input raises here,
+        before any model work. "like": render as that adapter would (e.g. the base model
+        scored on an adapter's prompts)."""
+        name = self.adapter_of(request)
+        like = request.get("like") or name
+        s = self.settings.get(like) or _base_settings(bool(request.get("context")))
+        inputs = plan_reading(self.tokenizer, request["question"], request.get("context"), s.template, s.max_source,
+                              s.overlap, extractive=s.extractive)
+        threshold = s.threshold if self.apply_threshold else None
+        return Reading(name, inputs, s.max_new_tokens, s.no_answer_text, threshold, s.extractive)
+
+    def run(self, batch: list[tuple[Reading, int]], num_beams: int = 1) -> None:
+        """Answer one batch of windows (reading, window index), filling in their results."""
+        inputs = [reading.inputs[i] for reading, i in batch]
+        no_answer = {}
+        for reading, _ in batch:
+            text = reading.no_answer_text
+            if reading.extractive and text is not None and text not in no_answer:
+                no_answer[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        results = self.engine.generate(
+            [reading.adapter for reading, _ in batch], [x.source for x in inputs], self.tokenizer,
+            max(reading.max_new_tokens for reading, _ in batch), num_beams,
+            passages=[x.passage for x in inputs],
+            no_answer=[no_answer.get(reading.no_answer_text) if reading.extractive else None for reading, _ in batch])
+        for (reading, i), result in zip(batch, results):
+            reading.results[i] = result
+
+    def answer(self, requests: list[dict], batch_size: int = 16, num_beams: int = 1,
+               progress: Callable[[int, int], None] | None = None) -> list[Answer]:
+        """Answers for [{question, context?, adapter?}], in order. Unknown adapters and bad
+        input raise before any model work. progress(done, total) counts windows."""
         with self.lock:
-            rendered = [self._render(r) for r in requests]
-            names = [(r.get("adapter") or self.default_adapter()) for r in requests]
-            order = sorted(range(len(requests)), key=lambda i: len(rendered[i][0]), reverse=True)
-            groups = [order] if num_beams == 1 else [[i for i in order if names[i] == n] for n in dict.fromkeys(names)]
-            answers = [""] * len(requests)
+            return self.read([self.plan(r) for r in requests], batch_size, num_beams, progress)
+
+    def read(self, readings: list[Reading], batch_size: int = 16, num_beams: int = 1,
+             progress: Callable[[int, int], None] | None = None) -> list[Answer]:
+        """Answer planned readings: all their windows in length-sorted batches, then combine."""
+        with self.lock:
+            jobs = [(reading, i) for reading in readings for i in range(len(reading.inputs))]
+            jobs.sort(key=lambda job: len(job[0].inputs[job[1]].source), reverse=True)
+            groups = [jobs] if num_beams == 1 else [[j for j in jobs if j[0].adapter == name]
+                                                    for name in dict.fromkeys(r.adapter for r in readings)]
+            done = 0
             for group in groups:
                 for start in range(0, len(group), batch_size):
-                    idx = group[start:start + batch_size]
-                    texts = self._generate([rendered[i][0] for i in idx], [names[i] for i in idx],
-                                           max(rendered[i][1] for i in idx), num_beams)
-                    for i, text in zip(idx, texts):
-                        answers[i] = "" if text == rendered[i][2] else text
+                    batch = group[start:start + batch_size]
+                    self.run(batch, num_beams)
+                    done += len(batch)
                     if progress is not None:
-                        progress(len(idx))
-            return answers
-
-    @contextmanager
-    def using(self, name: str):
-        """The model with only adapter `name` active (BASE: none), held under the lock."""
-        with self.lock:
-            if not self.configs:  # a bare base model
-                yield self.model
-            elif name == BASE:
-                with self.model.disable_adapter():
-                    yield self.model
-            else:
-                self.model.set_adapter(name)
-                yield self.model
-
-    def _generate(self, sources: list[list[int]], names: list[str], max_new: int, num_beams: int) -> list[str]:
-        if self.configs and len(set(names)) > 1:  # mixed batch (greedy only, see answer())
-            adapter_names = ["__base__" if n == BASE else n for n in names]
-            return generate_ids(self.model, self.tokenizer, sources, max_new, len(sources), adapter_names=adapter_names)
-        # one adapter: the plain active-adapter path, without PEFT's per-row adapter routing
-        with self.using(names[0]) as model:
-            return generate_ids(model, self.tokenizer, sources, max_new, len(sources), num_beams)
+                        progress(done, len(jobs))
+            return [combine(reading, self.apply_threshold) for reading in readings]

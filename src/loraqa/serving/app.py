@@ -17,10 +17,15 @@ from loraqa.inference.answerer import BASE, Answerer
 from loraqa.inference.batching import Batcher
 from loraqa.optional import require
 
-MAX_BODY_BYTES = 256 * 1024
 MAX_QUESTION_CHARS = 1_000
-MAX_CONTEXT_CHARS = 20_000
+MAX_CONTEXT_CHARS = 1_000_000  # a long document is read in windows; `--max-context-chars` changes it
 MAX_BATCH_ITEMS = 64
+
+
+def body_limit(max_context_chars: int) -> int:
+    """Bytes a request body may have: one full-size document as UTF-8 (up to 4 bytes a
+    character, JSON escapes included at 2x), plus room for the rest of the request."""
+    return 2 * max_context_chars + 256 * 1024
 
 
 class AnswerRequest(BaseModel):
@@ -30,8 +35,13 @@ class AnswerRequest(BaseModel):
 
 
 class AnswerResponse(BaseModel):
-    answer: str
-    adapter: str
+    answer: str = Field(..., description="The answer; empty when no_answer is true.")
+    adapter: str = Field(..., description="The adapter that answered.")
+    score: float | None = Field(None, description="Length-normalised log-probability of the answer (or of the abstention): higher is surer.")
+    no_answer: bool = Field(False, description="The model abstained in every window, or its best answer scored below the adapter's calibrated threshold.")
+    start: int | None = Field(None, description="Character offset of the answer in the context, when it is quoted verbatim.")
+    end: int | None = Field(None, description="Character offset just after the answer.")
+    windows: int = Field(1, description="How many windows of the context were read.")
     latency_ms: float
 
 
@@ -48,8 +58,10 @@ class AdapterLoad(BaseModel):
     path: str = Field(..., min_length=1)
 
 
-def create_app(answerer, api_key: str | None = None, window_ms: float = 10.0, max_batch: int = 32):
-    batcher = Batcher(answerer.answer, window_ms=window_ms, max_batch=max_batch)
+def create_app(answerer, api_key: str | None = None, window_ms: float = 10.0, max_batch: int = 32,
+               max_context_chars: int = MAX_CONTEXT_CHARS):
+    batcher = Batcher(answerer, window_ms=window_ms, max_batch=max_batch)
+    max_body = body_limit(max_context_chars)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -65,12 +77,12 @@ def create_app(answerer, api_key: str | None = None, window_ms: float = 10.0, ma
     async def limit_body(request: Request, call_next):
         # Content-Length can be absent (chunked) or wrong: check the bytes actually received too.
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        if length is not None and length.isdigit() and int(length) > max_body:
+            return JSONResponse({"detail": f"request body over {max_body} bytes"}, status_code=413)
         if request.method in ("POST", "PUT"):
             body = await request.body()
-            if len(body) > MAX_BODY_BYTES:
-                return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            if len(body) > max_body:
+                return JSONResponse({"detail": f"request body over {max_body} bytes"}, status_code=413)
         return await call_next(request)
 
     def check_key(request: Request) -> None:
@@ -85,8 +97,9 @@ def create_app(answerer, api_key: str | None = None, window_ms: float = 10.0, ma
     def check_request(req: AnswerRequest) -> str:
         if len(req.question) > MAX_QUESTION_CHARS:
             raise HTTPException(413, f"question longer than {MAX_QUESTION_CHARS} characters")
-        if req.context and len(req.context) > MAX_CONTEXT_CHARS:
-            raise HTTPException(413, f"context longer than {MAX_CONTEXT_CHARS} characters")
+        if req.context and len(req.context) > max_context_chars:
+            raise HTTPException(413, f"context longer than {max_context_chars} characters "
+                                     "(the server's --max-context-chars)")
         name = req.adapter or answerer.default_adapter()
         if name not in answerer.names:
             raise HTTPException(404, f"unknown adapter '{name}'; loaded: {', '.join(answerer.names)}")
@@ -103,7 +116,7 @@ def create_app(answerer, api_key: str | None = None, window_ms: float = 10.0, ma
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             raise HTTPException(500, f"answering failed: {type(exc).__name__}: {str(exc)[:200]}") from None
         ms = round(1000 * (time.perf_counter() - start), 1)
-        return [AnswerResponse(answer=a, adapter=n, latency_ms=ms) for a, n in zip(answers, names)]
+        return [AnswerResponse(**a.as_dict(), latency_ms=ms) for a in answers]
 
     @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(check_key)])
     async def answer(req: AnswerRequest):
@@ -155,8 +168,10 @@ def create_app(answerer, api_key: str | None = None, window_ms: float = 10.0, ma
 
 
 def run_server(adapters: dict[str, str], host: str, port: int, api_key: str | None, base_model: str | None,
-               window_ms: float, max_batch: int, allow_pickle: bool = False) -> None:
+               window_ms: float, max_batch: int, allow_pickle: bool = False,
+               max_context_chars: int = MAX_CONTEXT_CHARS) -> None:
     uvicorn = require("uvicorn", "loraqa serve")
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle)
-    app = create_app(answerer, api_key=api_key, window_ms=window_ms, max_batch=max_batch)
+    app = create_app(answerer, api_key=api_key, window_ms=window_ms, max_batch=max_batch,
+                     max_context_chars=max_context_chars)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -11,8 +11,8 @@ import threading
 from transformers import TrainerCallback
 
 from loraqa.evaluation.metrics import token_accuracy
-from loraqa.evaluation.scoring import as_official, score_rows
-from loraqa.inference.generation import generate_answers
+from loraqa.evaluation.scoring import score_rows
+from loraqa.inference.reading import read_rows
 
 
 class AnswerMetrics:
@@ -27,11 +27,8 @@ class AnswerMetrics:
     def __call__(self, eval_pred) -> dict:
         metrics = {"token_accuracy": token_accuracy(eval_pred.predictions, eval_pred.label_ids)}
         if self.rows and self.model is not None:
-            c = self.cfg
-            preds = generate_answers(self.model, self.tokenizer, self.rows, c.data.template, c.data.max_source_length,
-                                     c.eval.max_new_tokens, c.eval.batch_size, c.eval.num_beams,
-                                     autocast_bf16=self.bf16)
-            _, summary = score_rows(self.rows, as_official(preds, c.data.unanswerable_text))
+            answers = read_rows(self.model, self.tokenizer, self.rows, self.cfg.data, self.cfg.eval, self.bf16)
+            _, summary = score_rows(self.rows, [a.answer for a in answers])
             metrics.update(exact_match=summary["exact_match"], f1=summary["f1"])
         return metrics
 
