@@ -70,3 +70,23 @@ def answerer(two_adapters):
     from loraqa.inference.answerer import Answerer
 
     return Answerer({"answers": str(two_adapters["answers"]), "titles": str(two_adapters["titles"])}, dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def domain_adapters(tmp_path_factory, nodrop_model_dir, squad_rows):
+    """Two adapters on two domains of the fixture (by article): 'science' memorised the questions
+    on photosynthesis, Marie Curie and insulin; 'places' those on Paris, the Amazon and Zürich."""
+    science = [r for r in squad_rows if r["title"] in ("Photosynthesis", "Marie Curie", "Insulin")]
+    places = [r for r in squad_rows if r["title"] in ("Paris", "Amazon", "Zürich")]
+    runs = {name: train_memoriser(nodrop_model_dir, rows, tmp_path_factory.mktemp(name), steps=300).run_dir
+            for name, rows in (("science", science), ("places", places))}
+    known = {name: [r for r in rows if r["id"] in json.loads((runs[name] / "split.json").read_text())["train"]]
+             for name, rows in (("science", science), ("places", places))}
+    return {"runs": runs, "rows": known}
+
+
+@pytest.fixture(scope="session")
+def domain_answerer(domain_adapters):
+    from loraqa.inference.answerer import Answerer
+
+    return Answerer({n: str(p) for n, p in domain_adapters["runs"].items()}, dtype="fp32")

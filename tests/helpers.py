@@ -4,6 +4,10 @@ and training a tiny adapter that memorises its rows."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -44,3 +48,24 @@ def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250):
     cfg = load_config("default", sets=[f"train.max_steps={steps}", *MEMORISE],
                       overrides={"model": {"name": str(model_dir)}, "data": {"source": str(data)}})
     return train(cfg, output=str(workdir / "run"))
+
+
+@contextmanager
+def live_server(app):
+    """The app served by uvicorn on a free loopback port, for clients that speak real HTTP."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

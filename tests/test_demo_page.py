@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import pytest
+
+from helpers import live_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -21,22 +20,10 @@ if not os.path.exists(CHROMIUM):
 
 @pytest.fixture(scope="module")
 def server(answerer):
-    import uvicorn
-
     from loraqa.serving.app import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(answerer), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(create_app(answerer)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

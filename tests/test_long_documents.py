@@ -135,7 +135,7 @@ def test_eval_saves_the_no_answer_threshold_and_predict_uses_it(reader, tmp_path
     threshold = saved["no_answer_threshold"]
     for raw, used in zip(items, read_jsonl(tmp_path / "a.jsonl")):
         below = threshold is not None and not raw["no_answer"] and raw["score"] < threshold
-        assert used["no_answer"] == (raw["no_answer"] or below), (raw, used, threshold)
+        assert used["no_answer"] == (raw["no_answer"] or below), (raw["score"], used["score"], threshold)
 
 
 def test_a_calibrated_threshold_above_every_score_makes_every_answer_no_answer(reader, tmp_path):

@@ -98,7 +98,7 @@ def test_confidence_summary_by_hand():
     # no answer when 1 - exp(score) > t: halfway between the lowest score kept and the highest dropped
     scores = [-0.1, -0.3, -0.5]  # na_prob 0.095, 0.259, 0.393
     assert score_threshold(0.26, scores) == pytest.approx(-0.4) and score_threshold(0.0, scores) == 1.0
-    assert score_threshold(1.0, scores) is None
+    assert score_threshold(1.0, scores) is None and score_threshold(0.5, scores) is None  # nothing withheld
 
 
 def test_missing_and_unknown_ids_are_counted(tmp_path):

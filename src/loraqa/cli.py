@@ -172,13 +172,15 @@ def predict(
     input_file: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL of {question, context?, adapter?, id?} rows."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Where --input answers go (JSONL)."),
     model: BaseModel = None,
+    use: Optional[str] = typer.Option(None, "--use", help="Which adapter answers --question: a name, 'base', or 'auto' (chosen by its training domain). Default: the first."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per generation batch (a short passage is one window)."),
     as_json: bool = typer.Option(False, "--json", help="For --question: print the answer with its evidence (score, no_answer, start, end, windows) as JSON."),
     allow_pickle: AllowPickle = False,
 ):
     """Answer one question (--question) or a file of them (--input/--output) with an adapter.
 
-    Passages of any length are read in overlapping windows; output rows carry the answer's score
+    A file's rows may name their adapter ('adapter': NAME, 'base' or 'auto'); output rows name
+    the adapter that answered. Passages of any length are read in overlapping windows; output rows carry the answer's score
     (mean log-probability), no_answer, its character offsets in the passage and the windows read."""
     def action():
         if (question is None) == (input_file is None):
@@ -189,7 +191,7 @@ def predict(
 
         adapters = _adapter_map(adapter)
         if question is not None:
-            answer = predict_one(adapters, question, context, model, allow_pickle)
+            answer = predict_one(adapters, question, context, model, allow_pickle, use)
             typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False) if as_json else answer.answer)
         else:
             n = predict_file(adapters, input_file, output, model, batch_size, allow_pickle)
@@ -236,6 +238,36 @@ def serve(
             typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
         typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
         run_server(adapters, host, port, api_key, model, batch_window_ms, max_batch, allow_pickle, max_context_chars)
+
+    _run(action)
+
+
+@app.command()
+def mcp(
+    adapter: List[str] = typer.Option([], "--adapter", "-a", help="NAME=PATH of an adapter to offer as a domain (repeatable)."),
+    describe: List[str] = typer.Option([], "--describe", help='NAME="text": how list_domains describes an adapter (default: from its training data).'),
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model (default: the first adapter's).")] = None,
+    http: Optional[int] = typer.Option(None, "--http", min=1, max=65535, help="Serve streamable HTTP on this port (at /mcp) instead of stdio."),
+    host: str = typer.Option("127.0.0.1", "--host", help="With --http: the interface to bind."),
+    allow_pickle: AllowPickle = False,
+):
+    """Serve the adapters as MCP tools (answer_question, list_domains) for agents; stdio by default.
+
+    An MCP host starts it itself, e.g. {"command": "loraqa", "args": ["mcp", "-a", "clinical=runs/clinical"]}.
+    With no domain given, answer_question picks the adapter whose training domain matches best."""
+    def action():
+        adapters = _adapter_map(adapter)
+        if not adapters:
+            raise UsageError("give at least one adapter: --adapter NAME=PATH")
+        descriptions = {}
+        for item in describe:
+            name, sep, text = item.partition("=")
+            if not sep or not name or not text.strip():
+                raise UsageError(f'--describe \'{item}\' must be NAME="what this adapter answers"')
+            descriptions[name] = text.strip()
+        from loraqa.serving.mcp_server import run_mcp
+
+        run_mcp(adapters, model, descriptions, http, host, allow_pickle)
 
     _run(action)
 

@@ -19,6 +19,8 @@ from loraqa.errors import MissingDependency
 EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
+    "prometheus_client": "serve",
+    "mcp": "serve",
     "bitsandbytes": "gpu",
     "tensorboard": "tracking",
     "mlflow": "tracking",

@@ -42,7 +42,7 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"data.max_source_length must be >= 8 tokens, got {cfg.data.max_source_length}")
     # A negative overlap would skip text between windows; more than half the window would read
     # most of the passage twice (and a window whose question is long shrinks it further).
-    if not 0 <= cfg.data.doc_stride <= cfg.data.max_source_length // 2:
+    if cfg.data.doc_stride is not None and not 0 <= cfg.data.doc_stride <= cfg.data.max_source_length // 2:
         p.append(f"data.doc_stride (the overlap between windows, in tokens) must be between 0 and half of "
                  f"data.max_source_length ({cfg.data.max_source_length // 2}), got {cfg.data.doc_stride}; "
                  f"e.g. --set data.doc_stride={cfg.data.max_source_length // 4}")

@@ -51,10 +51,15 @@ class DataConfig:
     split_by: str = _f("random", "random: split rows; context: keep all questions on one passage on the same side.", ("random", "context"))
     template: str = _f("squad", "Prompt template: a name (squad, question, seed) or a string with {question} and optionally {context}.")
     max_source_length: int = _f(512, "Source window in tokens. Longer passages are read in overlapping windows (training: the window around the answer).")
-    doc_stride: int = _f(128, "Overlap in tokens between consecutive windows of a passage longer than the window; at most half of max_source_length (and of the room a long question leaves).")
+    doc_stride: Optional[int] = _f(None, "Overlap in tokens between consecutive windows of a passage longer than the window; null: a third of max_source_length (128 of 384). At most half of max_source_length.")
     negative_windows: int = _f(0, "Training: add up to N windows of a long passage that do not hold the answer, labelled with unanswerable_text, so the model learns to abstain per window.")
     max_target_length: int = _f(32, "Longest answer in tokens; longer answers are truncated (counted).")
     unanswerable_text: str = _f("unanswerable", "Target text for questions with no answer (SQuAD v2, windows without the answer).")
+
+    @property
+    def window_overlap(self) -> int:
+        """data.doc_stride, or a third of the window when it is left to loraqa."""
+        return self.doc_stride if self.doc_stride is not None else self.max_source_length // 3
 
 
 @dataclass

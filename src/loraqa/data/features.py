@@ -23,12 +23,13 @@ from loraqa.data.windows import (answer_token_span, passage_budget, split_passag
 
 @dataclass
 class FeatureCounts:
+    """What tokenising did to the rows (data_report.json's `features`)."""
     rows: int = 0
-    context_truncated: int = 0
-    source_truncated: int = 0
-    target_truncated: int = 0
-    dropped_answer_outside_window: int = 0
-    negative_windows: int = 0
+    context_truncated: int = 0  # passages longer than the window: the row reads one window of it
+    source_truncated: int = 0  # sources still too long after re-tokenising the window: cut at the end
+    target_truncated: int = 0  # answers longer than data.max_target_length
+    dropped_answer_outside_window: int = 0  # training rows whose answer cannot fit a window
+    negative_windows: int = 0  # windows without the answer, labelled with the no-answer text
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -63,7 +64,7 @@ def _answer_window(tokenizer, row: dict, data_cfg, train: bool) -> tuple[str | N
     first, last = answer_token_span(context, offsets, texts[0], row["answers"]["answer_start"][0])
     if last - first + 1 > budget:
         return (None if train else window_at(context, offsets, 0, budget).text), True
-    holding = [w for w in split_passage(context, offsets, budget, data_cfg.doc_stride)
+    holding = [w for w in split_passage(context, offsets, budget, data_cfg.window_overlap)
                if w.first_token <= first and last < w.last_token]
     if not holding:  # an answer longer than the windows' overlap, across a window edge
         return window_around(context, offsets, budget, first, last).text, True
@@ -103,7 +104,7 @@ def negative_features(tokenizer, row: dict, data_cfg, counts: FeatureCounts) -> 
     budget = passage_budget(tokenizer, data_cfg.template, row, data_cfg.max_source_length)
     if len(offsets) <= budget or budget <= 0:
         return []
-    windows = split_passage(context, offsets, budget, data_cfg.doc_stride)
+    windows = split_passage(context, offsets, budget, data_cfg.window_overlap)
     texts = row["answers"]["text"]
     if texts:
         first, last = answer_token_span(context, offsets, texts[0], row["answers"]["answer_start"][0])

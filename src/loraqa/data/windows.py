@@ -1,7 +1,7 @@
 """Reading a passage longer than the source window: overlapping windows of it, at token boundaries.
 
 The question and the instruction are kept whole in every window; only the passage is cut.
-Windows advance by (window - overlap) tokens, where the overlap is `data.doc_stride`: an
+Windows advance by (window - overlap) tokens, where the overlap is `data.doc_stride` (a third of the window unless set): an
 answer cut by one window's edge is whole in the next, and no text is ever skipped (the
 overlap is never negative, and never more than half a window, so every window reads new text).
 Each window keeps its character offsets in the document, so an answer found in a window can

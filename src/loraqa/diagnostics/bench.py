@@ -137,7 +137,7 @@ def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmu
 def generation_bench(model, tokenizer, rows, cfg, dtype: str, n: int = 64) -> float:
     prepare_for_inference(model, dtype)
     sources = [plan_reading(tokenizer, r["question"], r["context"], cfg.data.template, cfg.data.max_source_length,
-                            cfg.data.doc_stride)[0].source for r in rows[:n]]
+                            cfg.data.window_overlap)[0].source for r in rows[:n]]
     start = time.perf_counter()
     generate_ids(model, tokenizer, sources, cfg.eval.max_new_tokens, cfg.eval.batch_size,
                  min_new_tokens=min(8, cfg.eval.max_new_tokens))

@@ -23,15 +23,14 @@ def score_threshold(na_prob_threshold: float, answer_scores: list[float]) -> flo
     """The answer score below which a document gets no answer, equivalent on these answers to
     the official rule "no answer when na_prob > threshold". Set halfway between the lowest score
     still answered and the highest one dropped, so that the rounding of a later run cannot flip
-    an answer that sat at the threshold. None: never abstain; 1.0 (above any log-probability): always."""
-    if na_prob_threshold >= 1.0:
-        return None
+    an answer that sat at the threshold. None: never abstain (also when no answer of these was
+    dropped: they gave no evidence for withholding any); 1.0 (above any log-probability): always."""
     kept = [s for s in answer_scores if na_prob(s, False) <= na_prob_threshold]
     dropped = [s for s in answer_scores if na_prob(s, False) > na_prob_threshold]
+    if na_prob_threshold >= 1.0 or not dropped:
+        return None
     if not kept:
         return 1.0
-    if not dropped:
-        return min(kept) - 1e-6
     return (min(kept) + max(dropped)) / 2
 
 

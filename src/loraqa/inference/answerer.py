@@ -8,6 +8,7 @@ mix adapters; each question's answer is combined from its windows' answers.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Callable
 from loraqa.artifacts import AdapterRef, resolve_adapter
 from loraqa.errors import AdapterExists, AdapterNotFound, LoraqaError
 from loraqa.inference.reading import Answer, Reading, combine, plan_reading
+from loraqa.inference.routing import AUTO, DomainProfile, Router
 from loraqa.inference.torch_engine import BASE, TorchEngine
 from loraqa.modeling.loading import load_tokenizer
 
-__all__ = ["BASE", "Answer", "Answerer"]
+__all__ = ["AUTO", "BASE", "Answer", "Answerer"]
+log = logging.getLogger("loraqa")
 
 
 @dataclass
@@ -36,7 +39,7 @@ class ReadingSettings:
     @classmethod
     def of(cls, ref: AdapterRef) -> "ReadingSettings":
         c = ref.config
-        return cls(c.data.template, c.data.max_source_length, c.data.doc_stride, c.eval.max_new_tokens,
+        return cls(c.data.template, c.data.max_source_length, c.data.window_overlap, c.eval.max_new_tokens,
                    c.data.unanswerable_text, c.eval.extractive, ref.no_answer_threshold)
 
 
@@ -54,8 +57,9 @@ class Answerer:
         e.g. with eval-time overrides, is then used as given). apply_threshold=False answers
         without the calibrated no-answer threshold (what `loraqa eval` calibrates it from)."""
         adapters = dict(adapters or {})
-        if BASE in adapters:
-            raise LoraqaError(f"'{BASE}' is reserved for the base model without an adapter; name the adapter otherwise")
+        for reserved in (BASE, AUTO):
+            if reserved in adapters:
+                raise LoraqaError(f"'{reserved}' is a reserved name ({'the base model without an adapter' if reserved == BASE else 'automatic adapter choice'}); name the adapter otherwise")
         refs = {name: p if isinstance(p, AdapterRef) else resolve_adapter(p) for name, p in adapters.items()}
         if base_model is None:
             if not refs:
@@ -68,6 +72,8 @@ class Answerer:
         self.configs: dict = {}
         self.paths: dict[str, str] = {}
         self.settings: dict[str, ReadingSettings] = {}
+        self.profiles: dict[str, DomainProfile] = {}
+        self.router = Router()
         self.lock = threading.RLock()
         for name, ref in refs.items():
             self._attach(name, ref)
@@ -85,6 +91,13 @@ class Answerer:
         self.configs[name] = ref.config
         self.paths[name] = str(ref.adapter_dir)
         self.settings[name] = ReadingSettings.of(ref)
+        profile = DomainProfile.read(ref.adapter_dir)
+        if profile is None:
+            log.warning(f"adapter '{name}' has no domain profile ({ref.adapter_dir}/loraqa_domain.json, written by "
+                        f"`loraqa train`): `{AUTO}` will never choose it")
+        else:
+            self.profiles[name] = profile
+            self.router.add(name, profile)
 
     @property
     def names(self) -> list[str]:
@@ -102,6 +115,8 @@ class Answerer:
                 raise AdapterNotFound(f"no adapter named '{name}' is loaded")
             self.engine.detach(name)
             del self.configs[name], self.paths[name], self.settings[name]
+            self.profiles.pop(name, None)
+            self.router.remove(name)
 
     def default_adapter(self) -> str:
         return next(iter(self.configs), BASE)
@@ -112,23 +127,32 @@ class Answerer:
 
     # ------------------------------------------------------------ reading
 
-    def adapter_of(self, request: dict) -> str:
+    def adapter_of(self, request: dict) -> tuple[str, float | None]:
+        """The adapter a request names (or the default), or for `auto` the one whose domain
+        profile best matches its question and passage, with that match's score."""
         name = request.get("adapter") or self.default_adapter()
+        if name == AUTO:
+            routed = self.router.route(request["question"], request.get("context"))
+            if routed is None:
+                raise AdapterNotFound(f"'{AUTO}' needs adapters with a domain profile (written by `loraqa train`); "
+                                      f"none of the loaded ones has one: {', '.join(self.names)}")
+            return routed
         if name != BASE and name not in self.configs:
-            raise AdapterNotFound(f"unknown adapter '{name}'; loaded: {', '.join(self.names)}")
-        return name
+            raise AdapterNotFound(f"unknown adapter '{name}'; loaded: {', '.join(self.names + [AUTO])}")
+        return name, None
 
     def plan(self, request: dict) -> Reading:
         """The windows of one request, rendered as its adapter expects. Bad input raises here,
         before any model work. "like": render as that adapter would (e.g. the base model
         scored on an adapter's prompts)."""
-        name = self.adapter_of(request)
+        name, route_score = self.adapter_of(request)
         like = request.get("like") or name
         s = self.settings.get(like) or _base_settings(bool(request.get("context")))
         inputs = plan_reading(self.tokenizer, request["question"], request.get("context"), s.template, s.max_source,
                               s.overlap, extractive=s.extractive)
         threshold = s.threshold if self.apply_threshold else None
-        return Reading(name, inputs, s.max_new_tokens, s.no_answer_text, threshold, s.extractive)
+        max_new = min(s.max_new_tokens, request.get("max_new_tokens") or s.max_new_tokens)
+        return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score)
 
     def run(self, batch: list[tuple[Reading, int]], num_beams: int = 1) -> None:
         """Answer one batch of windows (reading, window index), filling in their results."""
@@ -144,7 +168,7 @@ class Answerer:
             passages=[x.passage for x in inputs],
             no_answer=[no_answer.get(reading.no_answer_text) if reading.extractive else None for reading, _ in batch])
         for (reading, i), result in zip(batch, results):
-            reading.results[i] = result
+            reading.results[i] = result.truncated(reading.max_new_tokens, self.tokenizer)
 
     def answer(self, requests: list[dict], batch_size: int = 16, num_beams: int = 1,
                progress: Callable[[int, int], None] | None = None) -> list[Answer]:

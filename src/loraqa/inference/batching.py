@@ -40,7 +40,7 @@ class Batcher:
         self.arrived: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
         self.batches = 0
-        self.last_batch_size = 0
+        self.on_batch = None  # called with each model call's number of windows (metrics)
 
     async def start(self) -> None:
         self.arrived = asyncio.Event()
@@ -108,7 +108,8 @@ class Batcher:
         if not batch:
             return
         self.batches += 1
-        self.last_batch_size = len(batch)
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         try:
             await asyncio.to_thread(self.run_fn, [(p.reading, i) for p, i in batch])
         except Exception as exc:  # noqa: BLE001 - a failing batch fails its requests, never the server

@@ -11,7 +11,7 @@ would not have chosen scores low instead of looking certain. Beam search reports
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -24,6 +24,19 @@ class Generated:
     text: str
     score: float  # mean log-probability per token (EOS included)
     tokens: int  # generated tokens, EOS included
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None  # per token (greedy decoding only)
+    stopped: bool = True  # ended with EOS (else it hit the token limit)
+
+    def truncated(self, max_tokens: int, tokenizer) -> "Generated":
+        """The first max_tokens tokens, for a request that asked for fewer than its batch generated."""
+        if self.tokens <= max_tokens:
+            return self
+        ids = self.token_ids[:max_tokens]
+        logprobs = self.logprobs[:max_tokens] if self.logprobs is not None else None
+        score = sum(logprobs) / len(logprobs) if logprobs else self.score
+        return Generated(tokenizer.decode(ids, skip_special_tokens=True).strip(), score, max_tokens, ids, logprobs,
+                         stopped=False)
 
 
 def prepare_for_inference(model, dtype: str):
@@ -129,15 +142,17 @@ def generate_scored(model, tokenizer, sources: list[list[int]], max_new_tokens: 
                              return_dict_in_generate=True, output_scores=num_beams > 1, **generate_kwargs)
     sequences = out.sequences.cpu()
     lengths = _lengths(sequences, tokenizer.eos_token_id)
-    if num_beams > 1:
-        scores = out.sequences_scores.float().cpu()
-    else:
-        steps = sequences.shape[1] - 1
-        logprobs = (torch.stack(chosen.steps[:steps], dim=1) - torch.stack(lse.steps[:steps], dim=1)).float().cpu()
-        valid = torch.arange(steps)[None, :] < lengths[:, None]
-        scores = (logprobs * valid).sum(dim=1) / lengths
     texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-    return [Generated(t.strip(), float(s), int(n)) for t, s, n in zip(texts, scores, lengths)]
+    ids = [row[1:1 + n].tolist() for row, n in zip(sequences, lengths.tolist())]
+    stopped = [tokenizer.eos_token_id in row for row in ids]
+    if num_beams > 1:
+        scores = out.sequences_scores.float().cpu().tolist()
+        return [Generated(t.strip(), s, len(i), i, None, e) for t, s, i, e in zip(texts, scores, ids, stopped)]
+    steps = sequences.shape[1] - 1
+    logprobs = (torch.stack(chosen.steps[:steps], dim=1) - torch.stack(lse.steps[:steps], dim=1)).float().cpu()
+    per_token = [row[:len(i)].tolist() for row, i in zip(logprobs, ids)]
+    return [Generated(t.strip(), sum(lp) / len(lp), len(i), i, lp, e)
+            for t, lp, i, e in zip(texts, per_token, ids, stopped)]
 
 
 def generate_ids(model, tokenizer, sources: list[list[int]], max_new_tokens: int, batch_size: int,

@@ -13,13 +13,13 @@ from loraqa.inference.answerer import Answer, Answerer
 
 
 def predict_one(adapters: dict, question: str, context: str | None, base_model: str | None,
-                allow_pickle: bool = False) -> Answer:
+                allow_pickle: bool = False, use: str | None = None) -> Answer:
     if not question.strip():
         raise UsageError("--question is empty")
     if context is not None and not context.strip():
         raise UsageError("--context is empty; pass the passage to read the answer from, or leave --context out")
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle)
-    return answerer.answer([{"question": question, "context": context}])[0]
+    return answerer.answer([{"question": question, "context": context, "adapter": use}])[0]
 
 
 def read_questions(path: str) -> list[dict]:

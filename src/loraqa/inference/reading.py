@@ -11,7 +11,7 @@ prediction (transformers #17193); here every window competes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from loraqa.config.templates import uses_context
 from loraqa.data.features import encode_prompt
@@ -29,9 +29,16 @@ class Answer:
     start: int | None  # character offsets of the answer in the document, when it is quoted verbatim
     end: int | None
     windows: int  # how many windows of the document were read
+    route_score: float | None = None  # similarity to the adapter's domain, when `auto` chose it
+    prompt_tokens: int = 0  # model input tokens over all windows
+    completion_tokens: int = 0  # tokens of the returned output
+    stopped: bool = True  # the output ended by itself (false: it reached the token limit)
+
+    EVIDENCE = ("answer", "adapter", "score", "no_answer", "start", "end", "windows", "route_score")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The answer and its evidence, as every interface returns them."""
+        return {k: getattr(self, k) for k in self.EVIDENCE}
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Reading:
     no_answer_text: str | None
     threshold: float | None = None
     extractive: bool = False
+    route_score: float | None = None
     results: list[Generated | None] = field(default_factory=list)
 
     def __post_init__(self):
@@ -81,20 +89,24 @@ def _abstains(text: str, no_answer_text: str | None) -> bool:
 def combine(reading: Reading, apply_threshold: bool = True) -> Answer:
     """The document's answer from its windows' answers."""
     results = reading.results
+    meta = {"route_score": reading.route_score, "prompt_tokens": sum(len(x.source) for x in reading.inputs)}
     answered = [(g, inp) for g, inp in zip(results, reading.inputs) if not _abstains(g.text, reading.no_answer_text)]
     if not answered:
-        best_abstention = max(g.score for g in results)
-        return Answer("", reading.adapter, best_abstention, True, None, None, len(results))
+        best_abstention = max(results, key=lambda g: g.score)
+        return Answer("", reading.adapter, best_abstention.score, True, None, None, len(results),
+                      completion_tokens=best_abstention.tokens, stopped=best_abstention.stopped, **meta)
     best, inp = max(answered, key=lambda pair: pair[0].score)
     if apply_threshold and reading.threshold is not None and best.score < reading.threshold:
-        return Answer("", reading.adapter, best.score, True, None, None, len(results))
+        return Answer("", reading.adapter, best.score, True, None, None, len(results),
+                      completion_tokens=best.tokens, stopped=best.stopped, **meta)
     start = end = None
     if inp.window is not None:
         at = inp.window.text.find(best.text)
         if at >= 0:
             start = inp.window.start + at
             end = start + len(best.text)
-    return Answer(best.text, reading.adapter, best.score, False, start, end, len(results))
+    return Answer(best.text, reading.adapter, best.score, False, start, end, len(results),
+                  completion_tokens=best.tokens, stopped=best.stopped, **meta)
 
 
 def read_rows(model, tokenizer, rows: list[dict], data_cfg, eval_cfg, autocast_bf16: bool = False) -> list[Answer]:
@@ -106,7 +118,7 @@ def read_rows(model, tokenizer, rows: list[dict], data_cfg, eval_cfg, autocast_b
         readings = []
         for row in rows:
             inputs = plan_reading(tokenizer, row["question"], row.get("context"), data_cfg.template,
-                                  data_cfg.max_source_length, data_cfg.doc_stride, eval_cfg.extractive,
+                                  data_cfg.max_source_length, data_cfg.window_overlap, eval_cfg.extractive,
                                   row.get("title") or "")
             readings.append(Reading("adapter", inputs, eval_cfg.max_new_tokens, data_cfg.unanswerable_text,
                                     extractive=eval_cfg.extractive))

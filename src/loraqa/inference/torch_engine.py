@@ -7,10 +7,13 @@ generate() call (PEFT `adapter_names=`); beam search with mixed adapters needs a
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from safetensors import safe_open
 
 from loraqa.artifacts import AdapterRef
 from loraqa.errors import LoraqaError
@@ -34,17 +37,55 @@ class TorchEngine:
         self.lock = threading.RLock()
         prepare_for_inference(self.model, self.dtype)
 
+    def _does_not_fit(self, ref: AdapterRef, why: str) -> LoraqaError:
+        return LoraqaError(f"adapter {ref.adapter_dir} does not fit the base model {self.base_model} "
+                           f"({why}); pass the base it was trained on with --model")
+
+    def check_fits(self, ref: AdapterRef) -> None:
+        """Read the adapter's config and weight shapes (not its weights) and check every target
+        layer exists in the base with matching sizes, before anything touches the live model."""
+        try:
+            config = json.loads((ref.adapter_dir / "adapter_config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise self._does_not_fit(ref, f"unreadable adapter_config.json: {type(exc).__name__}") from None
+        if config.get("peft_type", "LORA") != "LORA":
+            raise self._does_not_fit(ref, f"it is a {config.get('peft_type')} adapter, not LoRA")
+        weights = ref.adapter_dir / "adapter_model.safetensors"
+        if not weights.is_file():
+            return  # pickle weights (allowed by --allow-pickle): PEFT's own load checks them
+        base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        layers = dict(base.named_modules())
+        ranks = {**{"": config.get("r")}, **(config.get("rank_pattern") or {})}
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():
+                if ".lora_A." not in key and ".lora_B." not in key:
+                    continue
+                path = key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
+                layer = layers.get(path)
+                if isinstance(layer, LoraLayer):  # already wrapped for another adapter
+                    layer = layer.base_layer
+                if layer is None or not hasattr(layer, "in_features"):
+                    raise self._does_not_fit(ref, f"it adapts layer {path}, which the base model does not have")
+                shape = tuple(f.get_slice(key).get_shape())
+                r = next((v for k, v in ranks.items() if k and path.endswith(k)), ranks[""])
+                want = (r, layer.in_features) if ".lora_A." in key else (layer.out_features, r)
+                if shape != want:
+                    raise self._does_not_fit(ref, f"{path}: the adapter's {key.rsplit('.', 2)[-2]} is {list(shape)}, "
+                                                  f"the base layer needs {list(want)} (rank {r})")
+
     def attach(self, name: str, ref: AdapterRef) -> None:
         refuse_pickle(ref.adapter_dir, "adapter", self.allow_pickle)
         with self.lock:
+            self.check_fits(ref)
             try:
                 if not isinstance(self.model, PeftModel):
                     self.model = PeftModel.from_pretrained(self.model, str(ref.adapter_dir), adapter_name=name)
                 else:
                     self.model.load_adapter(str(ref.adapter_dir), adapter_name=name)
             except Exception as exc:  # noqa: BLE001 - shape mismatches, missing files: all "does not fit"
-                raise LoraqaError(f"adapter {ref.adapter_dir} does not fit the base model {self.base_model} "
-                                  f"({str(exc).splitlines()[0][:160]}); pass the base it was trained on with --model") from None
+                if isinstance(self.model, PeftModel) and name in self.model.peft_config:
+                    self.model.delete_adapter(name)  # a half-attached adapter must not linger
+                raise self._does_not_fit(ref, str(exc).splitlines()[0][:160]) from None
             self.adapters.add(name)
             prepare_for_inference(self.model, self.dtype)
 

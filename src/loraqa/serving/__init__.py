@@ -1,9 +1,14 @@
-"""Serving: the HTTP app (FastAPI) over the Answerer, with request batching; static/ holds the demo page.
+"""Serving: the HTTP app (loraqa's routes, OpenAI-compatible routes, Prometheus metrics, the demo
+page in static/) and the MCP tool server, all over one Answerer; request batching lives in inference/.
 
-FastAPI is an optional dependency (`pip install 'loraqa[serve]'`): asking for it here makes a
-missing install one clear error line when the server is started, not a traceback.
+The server's packages are an optional extra (`pip install 'loraqa[serve]'`): checking for them here,
+the one place, turns a missing install into one clear error line when a server is started.
 """
 
-from loraqa.optional import require
+from loraqa.errors import MissingDependency
+from loraqa.optional import is_installed
 
-require("fastapi", "loraqa serve")
+for _package in ("fastapi", "uvicorn", "prometheus_client", "mcp"):
+    if not is_installed(_package):
+        raise MissingDependency(f"loraqa's servers need the '{_package}' package; "
+                                "install them with `pip install 'loraqa[serve]'`")

@@ -1,25 +1,31 @@
-"""HTTP API and demo page: several adapters on one base model, requests batched across adapters."""
+"""The HTTP server: several adapters on one base model, every request's windows batched together.
+
+Routes: loraqa's own (answer_routes: /v1/answer, /v1/answer/batch, /v1/adapters, /health), the
+OpenAI-compatible ones (openai_routes: /v1/models, /v1/chat/completions, /v1/completions),
+`/metrics` (Prometheus) and the demo page at `/`. One API key rule, one body-size limit, one
+batcher for all of them.
+"""
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of the handlers
 # and dependencies at run time to tell a Request or a body model from a query parameter.
-import asyncio
-import hmac
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loraqa.errors import LoraqaError
-from loraqa.inference.answerer import BASE, Answerer
+from loraqa.inference.answerer import Answerer
 from loraqa.inference.batching import Batcher
 from loraqa.optional import require
+from loraqa.serving import answer_routes, openai_routes
+from loraqa.serving.context import ApiError, ServerState, check_key
+from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics
 
-MAX_QUESTION_CHARS = 1_000
 MAX_CONTEXT_CHARS = 1_000_000  # a long document is read in windows; `--max-context-chars` changes it
-MAX_BATCH_ITEMS = 64
+UNCOUNTED = {"/metrics", "/health", "/", "/docs", "/openapi.json"}  # not API traffic
 
 
 def body_limit(max_context_chars: int) -> int:
@@ -28,39 +34,25 @@ def body_limit(max_context_chars: int) -> int:
     return 2 * max_context_chars + 256 * 1024
 
 
-class AnswerRequest(BaseModel):
-    question: str = Field(..., min_length=1, description="The question.")
-    context: str | None = Field(None, description="The passage to read the answer from.")
-    adapter: str | None = Field(None, description=f"Adapter name; '{BASE}' for none. Default: the first loaded.")
+def _error(request: Request, status: int, message: str, code: str | None = None, param: str | None = None,
+           headers: dict | None = None) -> JSONResponse:
+    """OpenAI's error shape on the OpenAI routes (its client raises the matching error type),
+    loraqa's `{"detail": ...}` elsewhere."""
+    if request.url.path in openai_routes.OPENAI_PATHS:
+        kind = {401: "authentication_error", 404: "not_found_error"}.get(status, "invalid_request_error")
+        if status >= 500:
+            kind = "server_error"
+        body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    else:
+        body = {"detail": message}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-class AnswerResponse(BaseModel):
-    answer: str = Field(..., description="The answer; empty when no_answer is true.")
-    adapter: str = Field(..., description="The adapter that answered.")
-    score: float | None = Field(None, description="Length-normalised log-probability of the answer (or of the abstention): higher is surer.")
-    no_answer: bool = Field(False, description="The model abstained in every window, or its best answer scored below the adapter's calibrated threshold.")
-    start: int | None = Field(None, description="Character offset of the answer in the context, when it is quoted verbatim.")
-    end: int | None = Field(None, description="Character offset just after the answer.")
-    windows: int = Field(1, description="How many windows of the context were read.")
-    latency_ms: float
-
-
-class BatchRequest(BaseModel):
-    requests: list[AnswerRequest] = Field(..., min_length=1)
-
-
-class BatchResponse(BaseModel):
-    answers: list[AnswerResponse]
-
-
-class AdapterLoad(BaseModel):
-    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    path: str = Field(..., min_length=1)
-
-
-def create_app(answerer, api_key: str | None = None, window_ms: float = 10.0, max_batch: int = 32,
-               max_context_chars: int = MAX_CONTEXT_CHARS):
+def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float = 10.0, max_batch: int = 32,
+               max_context_chars: int = MAX_CONTEXT_CHARS) -> FastAPI:
     batcher = Batcher(answerer, window_ms=window_ms, max_batch=max_batch)
+    metrics = ServerMetrics(queue_depth=lambda: batcher.queued_windows, adapters_loaded=lambda: len(answerer.configs))
+    batcher.on_batch = metrics.batch_size.observe
     max_body = body_limit(max_context_chars)
 
     @asynccontextmanager
@@ -71,94 +63,50 @@ def create_app(answerer, api_key: str | None = None, window_ms: float = 10.0, ma
 
     app = FastAPI(title="loraqa", description="Question answering with LoRA adapters on one base model.",
                   version="1", lifespan=lifespan)
+    app.state.loraqa = ServerState(answerer, batcher, metrics, api_key, max_context_chars)
     app.state.batcher = batcher
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
+    async def limit_and_count(request: Request, call_next):
+        start = time.perf_counter()
         # Content-Length can be absent (chunked) or wrong: check the bytes actually received too.
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            return JSONResponse({"detail": f"request body over {max_body} bytes"}, status_code=413)
-        if request.method in ("POST", "PUT"):
-            body = await request.body()
-            if len(body) > max_body:
-                return JSONResponse({"detail": f"request body over {max_body} bytes"}, status_code=413)
-        return await call_next(request)
+        too_big = length is not None and length.isdigit() and int(length) > max_body
+        if not too_big and request.method in ("POST", "PUT"):
+            too_big = len(await request.body()) > max_body
+        if too_big:
+            response = _error(request, 413, f"request body over {max_body} bytes", code="request_too_large")
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", request.url.path)
+        if path not in UNCOUNTED:
+            metrics.observe_request(getattr(request.state, "adapter", None) or "-", path, response.status_code,
+                                    time.perf_counter() - start)
+        return response
 
-    def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                                headers={"WWW-Authenticate": "Bearer"})
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return _error(request, exc.status, exc.message, exc.code, exc.param, exc.headers)
 
-    def check_request(req: AnswerRequest) -> str:
-        if len(req.question) > MAX_QUESTION_CHARS:
-            raise HTTPException(413, f"question longer than {MAX_QUESTION_CHARS} characters")
-        if req.context and len(req.context) > max_context_chars:
-            raise HTTPException(413, f"context longer than {max_context_chars} characters "
-                                     "(the server's --max-context-chars)")
-        name = req.adapter or answerer.default_adapter()
-        if name not in answerer.names:
-            raise HTTPException(404, f"unknown adapter '{name}'; loaded: {', '.join(answerer.names)}")
-        return name
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    async def answer_all(reqs: list[AnswerRequest]) -> list[AnswerResponse]:
-        names = [check_request(r) for r in reqs]
-        start = time.perf_counter()
-        try:
-            answers = await batcher.submit([{"question": r.question, "context": r.context, "adapter": n}
-                                            for r, n in zip(reqs, names)])
-        except LoraqaError as exc:  # e.g. the adapter was unloaded while the request waited
-            raise HTTPException(exc.http_status, str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            raise HTTPException(500, f"answering failed: {type(exc).__name__}: {str(exc)[:200]}") from None
-        ms = round(1000 * (time.perf_counter() - start), 1)
-        return [AnswerResponse(**a.as_dict(), latency_ms=ms) for a in answers]
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        if request.url.path in openai_routes.OPENAI_PATHS:
+            first = exc.errors()[0] if exc.errors() else {}
+            return _error(request, 400, f"invalid request: {first.get('msg', 'bad body')}",
+                          param=".".join(str(p) for p in first.get("loc", [])[1:]) or None)
+        return JSONResponse({"detail": exc.errors()}, status_code=422)
 
-    @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(check_key)])
-    async def answer(req: AnswerRequest):
-        return (await answer_all([req]))[0]
+    app.include_router(answer_routes.router)
+    app.include_router(openai_routes.router)
 
-    @app.post("/v1/answer/batch", response_model=BatchResponse, dependencies=[Depends(check_key)])
-    async def answer_batch(req: BatchRequest):
-        if len(req.requests) > MAX_BATCH_ITEMS:
-            raise HTTPException(413, f"more than {MAX_BATCH_ITEMS} questions in one batch request")
-        return BatchResponse(answers=await answer_all(req.requests))
-
-    @app.get("/v1/adapters", dependencies=[Depends(check_key)])
-    async def list_adapters():
-        return {"default": answerer.default_adapter(), "base_model": answerer.base_model,
-                "adapters": [{"name": n, "path": answerer.paths.get(n),
-                              "template": answerer.configs[n].data.template if n in answerer.configs else None}
-                             for n in answerer.names]}
-
-    def require_admin(request: Request) -> None:
-        if api_key is None:
-            raise HTTPException(403, "loading and unloading adapters needs an API key: restart with --api-key KEY")
-        check_key(request)
-
-    @app.post("/v1/adapters", status_code=201, dependencies=[Depends(require_admin)])
-    async def load_adapter(req: AdapterLoad):
-        try:
-            await asyncio.to_thread(answerer.add_adapter, req.name, req.path)
-        except LoraqaError as exc:
-            raise HTTPException(exc.http_status, str(exc)) from None
-        return {"loaded": req.name, "adapters": answerer.names}
-
-    @app.delete("/v1/adapters/{name}", dependencies=[Depends(require_admin)])
-    async def unload_adapter(name: str):
-        try:
-            answerer.remove_adapter(name)
-        except LoraqaError as exc:
-            raise HTTPException(exc.http_status, str(exc)) from None
-        return {"unloaded": name, "adapters": answerer.names}
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "adapters": answerer.names, "batches": batcher.batches}
+    @app.get("/metrics", dependencies=[Depends(check_key)], include_in_schema=False)
+    async def prometheus_metrics():
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def demo():

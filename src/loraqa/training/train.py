@@ -18,6 +18,7 @@ from loraqa.config.templates import uses_context
 from loraqa.data.features import build_features
 from loraqa.data.splitting import prepare_splits
 from loraqa.errors import Interrupted, LoraqaError
+from loraqa.inference.routing import DOMAIN_PROFILE_NAME, DomainProfile
 from loraqa.modeling.loading import (configure_base, load_base_model, load_seq2seq_config, load_tokenizer,
                                      quantization_config)
 from loraqa.modeling.lora import add_lora, parameter_counts
@@ -114,7 +115,9 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
         raise Interrupted(f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}/checkpoints. "
                           f"Resume with: loraqa train --output {run_dir} --resume")
     if main:
-        save_model_folder(trainer.model, tokenizer, run_dir / "adapter", cfg)
+        profile = DomainProfile.from_rows(train_rows, source=cfg.data.source, run_name=run_dir.name)
+        save_model_folder(trainer.model, tokenizer, run_dir / "adapter", cfg,
+                          extra_files={DOMAIN_PROFILE_NAME: profile.to_json()})
         record_best(trainer, run_dir)
         console.print(f"adapter saved to {run_dir / 'adapter'}")
     return TrainResult(run_dir=run_dir, model=trainer.model, metrics=output_metrics)

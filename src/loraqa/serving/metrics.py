@@ -1,0 +1,37 @@
+"""Prometheus metrics of the server (`GET /metrics`, text exposition format, via prometheus-client).
+
+Each app has its own registry, so two servers in one process (tests, benchmarks) never share
+counts. Requests are counted by adapter, route and status; durations by adapter; every model
+call observes its batch size; the queue depth (windows waiting) and the number of loaded
+adapters are read when scraped.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+
+class ServerMetrics:
+    def __init__(self, queue_depth, adapters_loaded):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("loraqa_requests", "HTTP requests answered, by adapter, route and status code.",
+                                ["adapter", "route", "status"], registry=self.registry)
+        self.duration = Histogram("loraqa_request_duration_seconds", "Time from request to response, by adapter.",
+                                  ["adapter"], registry=self.registry,
+                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.batch_size = Histogram("loraqa_batch_size", "Windows answered per model call.", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        Gauge("loraqa_queue_depth", "Windows waiting for a model call.",
+              registry=self.registry).set_function(queue_depth)
+        Gauge("loraqa_adapters_loaded", "Adapters loaded on the base model.",
+              registry=self.registry).set_function(adapters_loaded)
+
+    def observe_request(self, adapter: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(adapter=adapter, route=route, status=str(status)).inc()
+        self.duration.labels(adapter=adapter).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
