@@ -7,33 +7,45 @@ figures. The real measurements take minutes each and are not run here.
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from loraqa.modeling.precision import cpu_has_bf16
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(name: str, *args: str, timeout: int = 420) -> subprocess.CompletedProcess:
+def run_script(name: str, *args: str, timeout: int = 420, env: dict | None = None) -> subprocess.CompletedProcess:
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT)
+                         timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
 
 def test_train_speed_script_prints_every_target_with_a_verdict(tmp_path):
+    """On a CPU without bf16 (AVX2 only) the bf16 row is skipped and says why; every other target
+    still gets a verdict. Runs with this CPU's own precision (LORAQA_CPU_BF16=0 simulates an AVX2
+    CPU on one that has bf16)."""
+    cpu_bf16 = os.environ.get("LORAQA_CPU_BF16", "1" if cpu_has_bf16() else "0")
     out = tmp_path / "train.json"
     res = run_script("train_speed.py", "--quick", "--json", str(out))
     figures = json.loads(out.read_text())
-    assert set(figures["runs"]) == {"seed-style", "seed", "seed bf16", "default"}
+    expected = {"seed-style", "seed", "default", "default fp32"} | ({"seed bf16"} if cpu_bf16 == "1" else set())
+    assert set(figures["runs"]) == expected
     for run in figures["runs"].values():
         assert run["examples_per_s"] > 0 and 0 < run["mfu"] < 1 and run["peak_memory_gb"] > 0.2
+    assert figures["runs"]["default fp32"]["dtype"] == "fp32"
+    assert figures["runs"]["default"]["dtype"] == ("bf16" if cpu_bf16 == "1" else "fp32")
     # the baseline really is the seed's padding: every example costs 64 + 64 tokens
-    seed_style = figures["runs"]["seed-style"]
-    assert seed_style["gradient_checkpointing"] is True
-    assert len(figures["targets"]) == 6
-    verdicts = [line for line in res.stdout.splitlines() if line.rstrip().endswith("met") or "NOT met" in line]
-    assert len(verdicts) == 6, res.stdout
+    assert figures["runs"]["seed-style"]["gradient_checkpointing"] is True
+    assert len(figures["targets"]) == 7
+    verdicts = [line for line in res.stdout.splitlines() if re.search(r"  (met|NOT met)( \(|$)", line)]
+    skipped = [line for line in res.stdout.splitlines() if "skipped: this CPU has no bf16" in line]
+    assert len(verdicts) + len(skipped) == 7 and len(skipped) == (cpu_bf16 == "0"), res.stdout
+    assert ("fp32 only" in res.stdout) == (cpu_bf16 == "0")
 
 
 def test_eval_speed_script_compares_batched_generation_with_the_seed(tmp_path):
@@ -45,8 +57,31 @@ def test_eval_speed_script_compares_batched_generation_with_the_seed(tmp_path):
 
 def test_serve_load_script_answers_every_request(tmp_path):
     out = tmp_path / "serve.json"
-    run_script("serve_load.py", "--requests", "12", "--concurrency", "12", "--json", str(out))
-    batched, unbatched = json.loads(out.read_text())
-    assert batched["failures"] == unbatched["failures"] == 0
-    # the same requests (plus warm-up) in fewer model calls when batching is on
-    assert batched["model_calls"] < unbatched["model_calls"]
+    run_script("serve_load.py", "--requests", "12", "--concurrency", "12", "--rounds", "1", "--json", str(out))
+    native, openai_chat, unbatched = json.loads(out.read_text())
+    assert native["failures"] == openai_chat["failures"] == unbatched["failures"] == 0
+    assert openai_chat["workload"] == "openai" and openai_chat["requests_per_s"] > 0
+    # the same requests in fewer model calls when batching is on
+    assert native["model_calls"] < unbatched["model_calls"]
+
+
+def test_long_documents_script_prints_every_target_with_a_verdict(tmp_path):
+    out = tmp_path / "long.json"
+    res = run_script("long_documents.py", "--quick", "--json", str(out))
+    figures = json.loads(out.read_text())
+    assert set(figures["lengths"]) == {"600", "1200"}
+    for row in figures["lengths"].values():
+        assert len(row["windows_by_decile"]) == len(row["cut_by_decile"]) == 10 and row["windows_per_question"] > 1
+    assert figures["cost"]["batched"] > 0 and figures["cost"]["one_window_at_a_time"] > 0
+    verdicts = [line for line in res.stdout.splitlines() if re.search(r"  (met|NOT met)$", line)]
+    assert len(verdicts) == len(figures["targets"]) == 5, res.stdout
+
+
+def test_routing_script_measures_both_profiles(tmp_path):
+    out = tmp_path / "routing.json"
+    res = run_script("routing.py", "--quick", "--json", str(out))
+    figures = json.loads(out.read_text())
+    for key in ("tfidf_with_passage", "tfidf_question_only", "embedding (trained base)_with_passage",
+                "embedding (random-weight base)_question_only", "f1_routed", "f1_right_adapter"):
+        assert 0 <= figures[key] <= 100, key
+    assert "routing accuracy with passages" in res.stdout

@@ -24,6 +24,7 @@ from loraqa.errors import LoraqaError
 ADAPTER_CONFIG_NAME = "loraqa_config.yaml"
 # the no-answer threshold `loraqa eval` calibrated on held-out questions, read by later use
 CALIBRATION_NAME = "loraqa_calibration.json"
+CTRANSLATE2_MARKER = "model.bin"  # CTranslate2's weights file: a folder written by `loraqa export`
 
 
 def default_run_name(cfg) -> str:
@@ -162,6 +163,7 @@ class AdapterRef:
     run_dir: Path | None
     config: Config  # the config the adapter was trained with
     calibration: dict | None = None  # written by `loraqa eval`
+    kind: str = "lora"  # "lora": a PEFT adapter folder; "ctranslate2": a merged model exported by `loraqa export`
 
     def __post_init__(self):
         if self.calibration is None:
@@ -196,6 +198,10 @@ def resolve_adapter(path: str | Path) -> AdapterRef:
                 return AdapterRef(p, run_dir, load_saved_config(cfg_path))
         raise LoraqaError(f"{p} has no {ADAPTER_CONFIG_NAME}: loraqa cannot tell which prompt template it was "
                           "trained with; use an adapter written by `loraqa train`")
+    if (p / CTRANSLATE2_MARKER).is_file() and (p / ADAPTER_CONFIG_NAME).is_file():
+        # an export keeps its run's held-out split, so `loraqa eval EXPORT` scores the same questions
+        run_dir = p if (p / "split.json").is_file() else None
+        return AdapterRef(p, run_dir, load_saved_config(p / ADAPTER_CONFIG_NAME), kind="ctranslate2")
     if not p.exists():
         raise LoraqaError(f"{p} does not exist; pass a run directory (runs/NAME) or its adapter/ folder")
     raise LoraqaError(f"{p} holds no adapter (adapter_config.json); pass a run directory whose training finished, "

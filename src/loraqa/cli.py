@@ -34,6 +34,7 @@ Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset shipped with
 Sets = Annotated[List[str], typer.Option("--set", "-s", help="Override one key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable).")]
 BaseModel = Annotated[Optional[str], typer.Option("--model", help="Base model, if not the one the adapter was trained on.")]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) weights, which can run code: only for files you trust.")]
+Engine = Annotated[str, typer.Option("--engine", help="pytorch: the base model with LoRA adapters; ctranslate2: folders written by `loraqa export` (int8 by default: faster on a CPU).")]
 
 
 @app.callback()
@@ -152,6 +153,7 @@ def eval_(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
     model: Annotated[Optional[str], typer.Option("--model", help="Base model, if not where the adapter was trained.")] = None,
     set_: Annotated[List[str], typer.Option("--set", "-s", help="Override eval keys, e.g. --set eval.batch_size=8.")] = [],
+    engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
     """Answer questions with an adapter and score the answers (EM / F1), optionally against the base model."""
@@ -159,7 +161,7 @@ def eval_(
         from loraqa.evaluation.eval_run import run_eval
 
         run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
-                 sets=set_ + (["model.allow_pickle=true"] if allow_pickle else []))
+                 sets=set_ + (["model.allow_pickle=true"] if allow_pickle else []), engine=engine)
 
     _run(action)
 
@@ -175,6 +177,7 @@ def predict(
     use: Optional[str] = typer.Option(None, "--use", help="Which adapter answers --question: a name, 'base', or 'auto' (chosen by its training domain). Default: the first."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per generation batch (a short passage is one window)."),
     as_json: bool = typer.Option(False, "--json", help="For --question: print the answer with its evidence (score, no_answer, start, end, windows) as JSON."),
+    engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
     """Answer one question (--question) or a file of them (--input/--output) with an adapter.
@@ -191,10 +194,10 @@ def predict(
 
         adapters = _adapter_map(adapter)
         if question is not None:
-            answer = predict_one(adapters, question, context, model, allow_pickle, use)
+            answer = predict_one(adapters, question, context, model, allow_pickle, use, engine)
             typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False) if as_json else answer.answer)
         else:
-            n = predict_file(adapters, input_file, output, model, batch_size, allow_pickle)
+            n = predict_file(adapters, input_file, output, model, batch_size, allow_pickle, engine)
             typer.echo(f"wrote {n} answers to {output}", err=True)
 
     _run(action)
@@ -218,6 +221,27 @@ def merge(
 
 
 @app.command()
+def export(
+    adapter: str = typer.Argument(..., help="A run directory or adapter folder."),
+    output: str = typer.Option(..., "--output", "-o", help="Folder for the exported model."),
+    fmt: str = typer.Option("ctranslate2", "--format", help="Export format: ctranslate2."),
+    quantization: str = typer.Option("int8", "--quantization", "-q", help="Weights: int8 (default), int8_float32, int8_bfloat16, bfloat16, float16, float32."),
+    model: BaseModel = None,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    allow_pickle: AllowPickle = False,
+):
+    """Merge an adapter into its base and convert it for CTranslate2 (fast int8 answering on CPUs).
+
+    Answer with it through `--engine ctranslate2` in predict, eval, serve and mcp."""
+    def action():
+        from loraqa.inference.export import export as do_export
+
+        return do_export(adapter, output, fmt, quantization, model, overwrite, allow_pickle)
+
+    typer.echo(f"exported to {_run(action)} (answer with --engine ctranslate2)")
+
+
+@app.command()
 def serve(
     adapter: List[str] = typer.Option([], "--adapter", "-a", help="NAME=PATH of an adapter to serve (repeatable)."),
     model: Annotated[Optional[str], typer.Option("--model", help="Base model (default: the first adapter's).")] = None,
@@ -227,6 +251,7 @@ def serve(
     batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most windows answered in one batch (1 turns batching off); a long document's windows are spread over batches."),
     max_context_chars: int = typer.Option(1_000_000, "--max-context-chars", min=1, help="Longest context (document) a request may send, in characters; it is read in windows."),
+    engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
     """Serve adapters over HTTP (POST /v1/answer, demo page at /, docs at /docs)."""
@@ -237,7 +262,8 @@ def serve(
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
         typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
-        run_server(adapters, host, port, api_key, model, batch_window_ms, max_batch, allow_pickle, max_context_chars)
+        run_server(adapters, host, port, api_key, model, batch_window_ms, max_batch, allow_pickle, max_context_chars,
+                   engine)
 
     _run(action)
 
@@ -249,6 +275,7 @@ def mcp(
     model: Annotated[Optional[str], typer.Option("--model", help="Base model (default: the first adapter's).")] = None,
     http: Optional[int] = typer.Option(None, "--http", min=1, max=65535, help="Serve streamable HTTP on this port (at /mcp) instead of stdio."),
     host: str = typer.Option("127.0.0.1", "--host", help="With --http: the interface to bind."),
+    engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
     """Serve the adapters as MCP tools (answer_question, list_domains) for agents; stdio by default.
@@ -267,7 +294,7 @@ def mcp(
             descriptions[name] = text.strip()
         from loraqa.serving.mcp_server import run_mcp
 
-        run_mcp(adapters, model, descriptions, http, host, allow_pickle)
+        run_mcp(adapters, model, descriptions, http, host, allow_pickle, engine)
 
     _run(action)
 

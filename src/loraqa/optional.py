@@ -21,6 +21,7 @@ EXTRAS = {
     "uvicorn": "serve",
     "prometheus_client": "serve",
     "mcp": "serve",
+    "ctranslate2": "ctranslate2",
     "bitsandbytes": "gpu",
     "tensorboard": "tracking",
     "mlflow": "tracking",

@@ -18,7 +18,7 @@ from loraqa.config.templates import uses_context
 from loraqa.data.features import FeatureCounts, encode_row
 from loraqa.data.loading import load_rows
 from loraqa.data.splitting import DataReport, clean_rows
-from loraqa.errors import LoraqaError
+from loraqa.errors import LoraqaError, UsageError
 from loraqa.evaluation.calibration import best_thresholds, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import token_accuracy
 from loraqa.evaluation.scoring import score_rows
@@ -86,9 +86,11 @@ def evaluate_model(answerer: Answerer, name: str, rows: list[dict], cfg, progres
         item.update(score=a.score, no_answer=a.no_answer, start=a.start, end=a.end, windows=a.windows)
     summary.update(confidence_summary(items))
     summary["windows"] = sum(a.windows for a in answers)
-    with answerer.using(name) as model:
-        summary["token_accuracy"] = teacher_forced_accuracy(model, answerer.tokenizer, rows, cfg.data,
-                                                            cfg.eval.batch_size)
+    summary["token_accuracy"] = None  # not for engines without teacher forcing (CTranslate2)
+    if answerer.engine.name == "pytorch":
+        with answerer.using(name) as model:
+            summary["token_accuracy"] = teacher_forced_accuracy(model, answerer.tokenizer, rows, cfg.data,
+                                                                cfg.eval.batch_size)
     summary["seconds"] = round(seconds, 3)
     summary["answers_per_second"] = round(len(rows) / seconds, 3) if seconds > 0 else None
     return items, summary
@@ -124,7 +126,10 @@ def write_eval_files(out: Path, items: list[dict], summary: dict, prefix: str = 
 
 
 def run_eval(target: str, data: str | None = None, limit: int | None = None, baseline: bool = False,
-             output: str | None = None, model_override: str | None = None, sets: list[str] | None = None) -> dict:
+             output: str | None = None, model_override: str | None = None, sets: list[str] | None = None,
+             engine: str = "pytorch") -> dict:
+    if baseline and engine != "pytorch":
+        raise UsageError("--baseline needs --engine pytorch: an exported model has no separate base model")
     ref = resolve_adapter(target)
     if sets:  # eval-time overrides (e.g. eval.batch_size) apply to the adapter's own config
         ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(sets)))
@@ -133,7 +138,7 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
     # answers as the model gives them: the threshold is calibrated from them, not applied to them
     answerer = Answerer({"adapter": ref}, base_model=model_override, device=ref.config.model.device,
-                        dtype=dtype, allow_pickle=ref.config.model.allow_pickle, apply_threshold=False)
+                        dtype=dtype, allow_pickle=ref.config.model.allow_pickle, apply_threshold=False, engine=engine)
     console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
     results = {}
     with Progress(console=console, transient=True) as bar:
@@ -143,7 +148,7 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
                                            lambda done, total, t=task: bar.update(t, completed=done, total=total))
     items, summary = results["adapter"]
     summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": answerer.device,
-                    "dtype": answerer.dtype})
+                    "dtype": answerer.dtype, "engine": engine})
     write_eval_files(out, items, summary)
     if baseline:
         base_items, base_summary = results[BASE]
@@ -169,6 +174,8 @@ def print_table(summary: dict) -> None:
     keys = ["exact_match", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1"]
     shown = [(k, 1) for k in keys if k in summary] + [("token_accuracy", 100), ("extractiveness", 100)]
     for key, scale in shown:
+        if summary[key] is None:
+            continue
         cells = [key, f"{scale * summary[key]:.2f}"]
         if base:
             cells += [f"{scale * base[key]:.2f}", f"{scale * (summary[key] - base[key]):+.2f}"]

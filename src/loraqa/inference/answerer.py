@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Callable
 
 from loraqa.artifacts import AdapterRef, resolve_adapter
-from loraqa.errors import AdapterExists, AdapterNotFound, LoraqaError
+from loraqa.errors import AdapterExists, AdapterNotFound, LoraqaError, UsageError
+from loraqa.inference.ct2_engine import CT2Engine
 from loraqa.inference.reading import Answer, Reading, combine, plan_reading
 from loraqa.inference.routing import AUTO, DomainProfile, Router
 from loraqa.inference.torch_engine import BASE, TorchEngine
 from loraqa.modeling.loading import load_tokenizer
 
-__all__ = ["AUTO", "BASE", "Answer", "Answerer"]
+__all__ = ["AUTO", "BASE", "ENGINES", "Answer", "Answerer"]
+ENGINES = ("pytorch", "ctranslate2")
 log = logging.getLogger("loraqa")
 
 
@@ -52,21 +54,30 @@ class Answerer:
 
     def __init__(self, adapters: dict[str, str | Path | AdapterRef] | None = None, base_model: str | None = None,
                  device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                 apply_threshold: bool = True):
+                 apply_threshold: bool = True, engine: str = "pytorch"):
         """adapters: name -> a run directory or adapter folder, or an AdapterRef (whose config,
         e.g. with eval-time overrides, is then used as given). apply_threshold=False answers
-        without the calibrated no-answer threshold (what `loraqa eval` calibrates it from)."""
+        without the calibrated no-answer threshold (what `loraqa eval` calibrates it from).
+        engine: "pytorch" (one base model, LoRA adapters) or "ctranslate2" (folders written by
+        `loraqa export`, one merged model each)."""
         adapters = dict(adapters or {})
         for reserved in (BASE, AUTO):
             if reserved in adapters:
                 raise LoraqaError(f"'{reserved}' is a reserved name ({'the base model without an adapter' if reserved == BASE else 'automatic adapter choice'}); name the adapter otherwise")
+        if engine not in ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got '{engine}'")
         refs = {name: p if isinstance(p, AdapterRef) else resolve_adapter(p) for name, p in adapters.items()}
         if base_model is None:
             if not refs:
                 raise LoraqaError("give at least one adapter, or a base model with --model")
             base_model = next(iter(refs.values())).config.model.name
         self.base_model, self.apply_threshold = base_model, apply_threshold
-        self.engine = TorchEngine(base_model, device, dtype, allow_pickle)
+        if engine == "ctranslate2":
+            if not refs:
+                raise LoraqaError("--engine ctranslate2 needs at least one exported adapter (loraqa export)")
+            self.engine = CT2Engine(device)
+        else:
+            self.engine = TorchEngine(base_model, device, dtype, allow_pickle)
         first = next(iter(refs.values()), None)
         self.tokenizer = load_tokenizer(str(first.adapter_dir) if first else base_model)
         self.configs: dict = {}
@@ -101,7 +112,7 @@ class Answerer:
 
     @property
     def names(self) -> list[str]:
-        return list(self.configs) + [BASE]
+        return list(self.configs) + ([BASE] if self.engine.has_base else [])
 
     def add_adapter(self, name: str, path: str) -> None:
         with self.lock:
@@ -137,7 +148,7 @@ class Answerer:
                 raise AdapterNotFound(f"'{AUTO}' needs adapters with a domain profile (written by `loraqa train`); "
                                       f"none of the loaded ones has one: {', '.join(self.names)}")
             return routed
-        if name != BASE and name not in self.configs:
+        if name not in self.names:
             raise AdapterNotFound(f"unknown adapter '{name}'; loaded: {', '.join(self.names + [AUTO])}")
         return name, None
 

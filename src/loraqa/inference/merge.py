@@ -6,7 +6,7 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from loraqa.artifacts import ADAPTER_CONFIG_NAME, resolve_adapter, save_model_folder
+from loraqa.artifacts import ADAPTER_CONFIG_NAME, AdapterRef, resolve_adapter, save_model_folder
 from loraqa.errors import LoraqaError
 from loraqa.modeling.loading import load_base_model, load_seq2seq_config, load_tokenizer, refuse_pickle
 
@@ -33,12 +33,13 @@ Ask questions in the template the adapter was trained with, e.g. with `loraqa pr
 """
 
 
-def merge(adapter: str, output: str, base_model: str | None = None, overwrite: bool = False,
-          allow_pickle: bool = False) -> Path:
-    ref = resolve_adapter(adapter)
-    out = Path(output)
+def check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise LoraqaError(f"{out} already exists and is not empty; pass --overwrite or choose another --output")
+
+
+def merged_model(ref: AdapterRef, base_model: str | None = None, allow_pickle: bool = False):
+    """(the base with the adapter folded into its weights, the adapter's tokenizer, the base's name)."""
     if ref.config.model.quantization != "none":
         raise LoraqaError("this adapter was trained on a quantized base; merging into 8/4-bit weights loses precision. "
                           "Merge onto the full-precision base with --model")
@@ -52,8 +53,15 @@ def merge(adapter: str, output: str, base_model: str | None = None, overwrite: b
     except Exception as exc:  # noqa: BLE001
         raise LoraqaError(f"the adapter in {ref.adapter_dir} does not fit the base model {base} "
                           f"({str(exc).splitlines()[0][:160]}); pass its base with --model") from None
-    merged = model.merge_and_unload()
-    tokenizer = load_tokenizer(str(ref.adapter_dir))
+    return model.merge_and_unload(), load_tokenizer(str(ref.adapter_dir)), base
+
+
+def merge(adapter: str, output: str, base_model: str | None = None, overwrite: bool = False,
+          allow_pickle: bool = False) -> Path:
+    ref = resolve_adapter(adapter)
+    out = Path(output)
+    check_output(out, overwrite)
+    merged, tokenizer, base = merged_model(ref, base_model, allow_pickle)
     # the prompt template travels with the merged model, so eval/predict can still render questions
     save_model_folder(merged, tokenizer, out, ref.config,
                       extra_files={"README.md": model_card(base, ref.adapter_dir, ref.config)})

@@ -13,12 +13,12 @@ from loraqa.inference.answerer import Answer, Answerer
 
 
 def predict_one(adapters: dict, question: str, context: str | None, base_model: str | None,
-                allow_pickle: bool = False, use: str | None = None) -> Answer:
+                allow_pickle: bool = False, use: str | None = None, engine: str = "pytorch") -> Answer:
     if not question.strip():
         raise UsageError("--question is empty")
     if context is not None and not context.strip():
         raise UsageError("--context is empty; pass the passage to read the answer from, or leave --context out")
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle)
+    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine)
     return answerer.answer([{"question": question, "context": context, "adapter": use}])[0]
 
 
@@ -44,11 +44,11 @@ def read_questions(path: str) -> list[dict]:
 
 
 def predict_file(adapters: dict, input_path: str, output_path: str, base_model: str | None, batch_size: int,
-                 allow_pickle: bool = False) -> int:
+                 allow_pickle: bool = False, engine: str = "pytorch") -> int:
     """Answer every row; each output row carries the answer's evidence (score, no_answer, start,
     end, windows) and names the adapter that answered."""
     rows = read_questions(input_path)
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle)
+    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine)
     readings = []
     for row in rows:  # every row checked before any model work, errors name the line
         try:

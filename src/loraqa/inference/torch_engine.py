@@ -26,6 +26,7 @@ BASE = "base"  # the name that means "no adapter"
 
 class TorchEngine:
     name = "pytorch"
+    has_base = True
 
     def __init__(self, base_model: str, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False):
         self.base_model, self.allow_pickle = base_model, allow_pickle

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from loraqa.errors import LoraqaError
@@ -11,7 +13,12 @@ FP16_UNSAFE = {"t5", "mt5", "umt5", "longt5", "switch_transformers"}
 
 
 def cpu_has_bf16() -> bool:
-    """bf16 is fast on CPUs with AVX512-BF16 or AMX; elsewhere it is emulated and slow."""
+    """bf16 is fast on CPUs with AVX512-BF16 or AMX; elsewhere it is emulated and slow.
+    LORAQA_CPU_BF16=0 makes loraqa treat this CPU as one without (what an AVX2-only machine does;
+    the tests use it to check that path here), =1 as one with."""
+    forced = os.environ.get("LORAQA_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:

@@ -117,9 +117,9 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
 
 def run_server(adapters: dict[str, str], host: str, port: int, api_key: str | None, base_model: str | None,
                window_ms: float, max_batch: int, allow_pickle: bool = False,
-               max_context_chars: int = MAX_CONTEXT_CHARS) -> None:
+               max_context_chars: int = MAX_CONTEXT_CHARS, engine: str = "pytorch") -> None:
     uvicorn = require("uvicorn", "loraqa serve")
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle)
+    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine)
     app = create_app(answerer, api_key=api_key, window_ms=window_ms, max_batch=max_batch,
                      max_context_chars=max_context_chars)
     uvicorn.run(app, host=host, port=port, log_level="warning")

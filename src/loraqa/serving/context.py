@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from loraqa.errors import LoraqaError
-from loraqa.inference.answerer import AUTO, BASE, Answerer
+from loraqa.inference.answerer import AUTO, Answerer
 from loraqa.inference.batching import Batcher
 from loraqa.inference.reading import Answer
 from loraqa.serving.metrics import ServerMetrics
@@ -93,4 +93,4 @@ async def ask(request: Request, questions: list[dict]) -> list[Answer]:
 
 def known_models(s: ServerState) -> list[str]:
     """What a client may name as `model` / `adapter`: the adapters, `base` and `auto`."""
-    return [n for n in s.answerer.names if n != BASE] + [BASE, AUTO]
+    return s.answerer.names + [AUTO]

@@ -68,19 +68,18 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None)
 
     @server.tool(description="The question-answering domains (adapters) available, with what each was trained on.")
     def list_domains() -> Domains:
-        names = [n for n in answerer.names if n != BASE]
-        return Domains(domains=[Domain(name=n, description=describe(answerer, n, descriptions)) for n in names]
-                       + [Domain(name=BASE, description="The base model without an adapter.")])
+        return Domains(domains=[Domain(name=n, description="The base model without an adapter." if n == BASE
+                                       else describe(answerer, n, descriptions)) for n in answerer.names])
 
     return server
 
 
 def run_mcp(adapters: dict[str, str], base_model: str | None, descriptions: dict[str, str], http_port: int | None,
-            host: str = "127.0.0.1", allow_pickle: bool = False) -> None:
+            host: str = "127.0.0.1", allow_pickle: bool = False, engine: str = "pytorch") -> None:
     unknown = [n for n in descriptions if n not in adapters]
     if unknown:
         raise LoraqaError(f"--describe names {unknown[0]}, which is not one of the adapters: {', '.join(adapters)}")
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle)
+    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine)
     server = build_server(answerer, descriptions)
     if http_port is None:
         server.run("stdio")
