@@ -9,6 +9,8 @@
 
     .venv/bin/python benchmarks/learning_check.py            # about 5-10 minutes on 2 CPU cores
     .venv/bin/python benchmarks/learning_check.py --quick    # a smaller, faster version (CI)
+    .venv/bin/python benchmarks/learning_check.py --ctranslate2   # also: the adapter exported to
+        CTranslate2 (float32 and int8) vs the PyTorch engine in fp32, EM and same-answer share
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer examples and steps")
     ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--ctranslate2", action="store_true", help="also compare CTranslate2 exports with PyTorch fp32")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     rng = np.random.default_rng(0)
@@ -152,10 +155,41 @@ def main() -> None:
     print(f"{'questions':30s} {'base EM':>8s} {'base F1':>8s} {'+LoRA EM':>9s} {'+LoRA F1':>9s}")
     for label, before, after in rows:
         print(f"{label:30s} {before['exact_match']:8.1f} {before['f1']:8.1f} {after['exact_match']:9.1f} {after['f1']:9.1f}")
+    figures = {label: {"base": {k: before[k] for k in ("exact_match", "f1")},
+                       "lora": {k: after[k] for k in ("exact_match", "f1")}} for label, before, after in rows}
+    if args.ctranslate2:
+        figures["ctranslate2"] = engine_parity(run, files["b_test"], work)
     if args.json:
-        Path(args.json).write_text(json.dumps({label: {"base": {k: before[k] for k in ("exact_match", "f1")},
-                                                       "lora": {k: after[k] for k in ("exact_match", "f1")}}
-                                               for label, before, after in rows}, indent=2))
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+def engine_parity(run: Path, data: Path, work: Path) -> dict:
+    """The adapter exported to CTranslate2 vs the PyTorch engine in fp32, on the same questions."""
+    def predictions(folder: Path) -> dict:
+        return {r["id"]: r["prediction"] for r in map(json.loads, (folder / "predictions.jsonl").read_text().splitlines())}
+
+    loraqa("eval", str(run), "--data", str(data), "--set", "model.dtype=fp32", "--output", str(work / "eval-fp32"))
+    reference = json.loads((work / "eval-fp32" / "summary.json").read_text())
+    ref_preds = predictions(work / "eval-fp32")
+    out = {"pytorch fp32": {"exact_match": reference["exact_match"], "same_answer": 100.0,
+                            "answers_per_s": reference["answers_per_second"]}}
+    for q in ("float32", "int8"):
+        loraqa("export", str(run), "--quantization", q, "--output", str(work / f"export-{q}"), "--overwrite")
+        loraqa("eval", str(work / f"export-{q}"), "--engine", "ctranslate2", "--data", str(data),
+               "--output", str(work / f"eval-ct2-{q}"))
+        summary = json.loads((work / f"eval-ct2-{q}" / "summary.json").read_text())
+        preds = predictions(work / f"eval-ct2-{q}")
+        same = 100 * sum(preds[i] == p for i, p in ref_preds.items()) / len(ref_preds)
+        out[f"ctranslate2 {q}"] = {"exact_match": summary["exact_match"], "same_answer": same,
+                                   "answers_per_s": summary["answers_per_second"]}
+    print(f"\n{'engine (family B, adapter)':28s} {'EM':>6s} {'same answer as fp32':>20s} {'answers/s':>10s}")
+    for label, r in out.items():
+        print(f"{label:28s} {r['exact_match']:6.1f} {r['same_answer']:19.1f}% {r['answers_per_s']:10.1f}")
+    fp32_em = reference["exact_match"]
+    for q, goal in (("float32", 1.0), ("int8", 2.0)):
+        gap = abs(out[f"ctranslate2 {q}"]["exact_match"] - fp32_em)
+        print(f"CTranslate2 {q} EM within {goal:.0f} point(s) of PyTorch fp32: {gap:.1f}  {'met' if gap <= goal else 'NOT met'}")
+    return out
 
 
 if __name__ == "__main__":

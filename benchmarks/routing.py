@@ -118,6 +118,10 @@ def main() -> None:
     from loraqa.modeling.loading import load_tokenizer
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-routing-"))
+    from loraqa.modeling.precision import cpu_precision_note
+
+    print(f"precision: `loraqa train` and `loraqa eval` in {cpu_precision_note()}; the comparisons "
+          "answer in fp32 (free of bf16 rounding)", flush=True)
     work.mkdir(parents=True, exist_ok=True)
     everything = [r for by in (pre, train, test) for rows in by.values() for r in rows]
     tokenizer = train_tokenizer([r["context"] + " " + r["question"] for r in everything] + list(TEMPLATES.values())

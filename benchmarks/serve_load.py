@@ -1,7 +1,8 @@
 """Load check: 200 concurrent requests over two adapters against `loraqa serve` on loopback,
-with batching on and off, and the same questions through the OpenAI-compatible chat route (half
-of them streamed) on the batching server. Prints requests/s for each and the compatibility
-layer's cost, and fails loudly if any request fails.
+with batching on and off, the same questions through the OpenAI-compatible chat route (half
+of them streamed) on the batching server, and a server with the CTranslate2 engine (both
+adapters exported int8 with `loraqa export`). Prints requests/s for each, the compatibility
+layer's cost and the CTranslate2 speed-up, and fails loudly if any request fails.
 
 Model: the flan-t5-small architecture with random weights (same cost per token as the real
 checkpoint) and two LoRA adapters (q, v; r=8) built on it; SQuAD-like passages.
@@ -92,12 +93,23 @@ async def fire(url: str, rows, n: int, concurrency: int, kind: str = "answer") -
         return n / (time.perf_counter() - start), failures, latencies
 
 
-def serve(adapters, max_batch: int, workloads: list[str], rows, n: int, concurrency: int, rounds: int) -> list[dict]:
+def export_int8(adapters: dict[str, Path], work: Path) -> dict[str, Path]:
+    out = {}
+    for name, path in adapters.items():
+        out[name] = work / f"{name}-ct2-int8"
+        subprocess.run([sys.executable, "-m", "loraqa", "export", str(path), "--format", "ctranslate2",
+                        "--quantization", "int8", "--output", str(out[name])], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
+
+
+def serve(adapters, max_batch: int, workloads: list[str], rows, n: int, concurrency: int, rounds: int,
+          engine: str = "pytorch") -> list[dict]:
     """One server; each workload fired `rounds` times, interleaved, best round kept (this shared
     machine's speed drifts between minutes)."""
     port = free_port()
     cmd = [sys.executable, "-m", "loraqa", "serve", "--port", str(port), "--max-batch", str(max_batch),
-           *[a for name, path in adapters.items() for a in ("--adapter", f"{name}={path}")]]
+           "--engine", engine, *[a for name, path in adapters.items() for a in ("--adapter", f"{name}={path}")]]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -119,7 +131,7 @@ def serve(adapters, max_batch: int, workloads: list[str], rows, n: int, concurre
                 rps, failures, lat = asyncio.run(fire(url, rows, n, concurrency, kind))
                 calls = httpx.get(f"{url}/health").json()["batches"] - calls
                 lat.sort()
-                result = {"workload": kind, "max_batch": max_batch, "requests_per_s": round(rps, 2),
+                result = {"workload": kind, "engine": engine, "max_batch": max_batch, "requests_per_s": round(rps, 2),
                           "failures": failures, "model_calls": calls, "p50_s": round(lat[len(lat) // 2], 2),
                           "p95_s": round(lat[int(len(lat) * 0.95)], 2)}
                 if kind not in best or rps > best[kind]["requests_per_s"] or failures:
@@ -141,14 +153,21 @@ def main() -> None:
     adapters, rows = build(work)
     batched = serve(adapters, 32, ["answer", "openai"], rows, args.requests, args.concurrency, args.rounds)
     [unbatched] = serve(adapters, 1, ["answer"], rows, args.requests, args.concurrency, 1)
-    results = batched + [unbatched]
-    labels = ("/v1/answer, batching (max 32)", "OpenAI chat (half streamed), max 32", "/v1/answer, batching off")
+    [ct2] = serve(export_int8(adapters, work), 32, ["answer"], rows, args.requests, args.concurrency, args.rounds,
+                  engine="ctranslate2")
+    results = batched + [unbatched, ct2]
+    labels = ("/v1/answer, batching (max 32)", "OpenAI chat (half streamed), max 32", "/v1/answer, batching off",
+              "/v1/answer, CTranslate2 int8, max 32")
+    from loraqa.modeling.precision import cpu_precision_note
+
     print(f"{args.requests} concurrent requests over 2 adapters, flan-t5-small architecture, 16-token answers")
+    print(f"precision of the PyTorch servers: {cpu_precision_note()}; CTranslate2: int8 weights")
     print(f"{'server':38s} {'req/s':>7s} {'failed':>7s} {'model calls':>12s} {'p50 s':>7s} {'p95 s':>7s}")
     for r, label in zip(results, labels):
         print(f"{label:38s} {r['requests_per_s']:7.2f} {r['failures']:7d} {r['model_calls']:12d} {r['p50_s']:7.2f} {r['p95_s']:7.2f}")
     native, compat = batched
     print(f"batching speed-up: {native['requests_per_s'] / unbatched['requests_per_s']:.2f}x")
+    print(f"CTranslate2 int8 vs PyTorch engine: {ct2['requests_per_s'] / native['requests_per_s']:.2f}x requests/s")
     cost = 100 * (1 - compat["requests_per_s"] / native["requests_per_s"])
     print(f"OpenAI compatibility layer: {cost:+.1f}% throughput cost vs /v1/answer (goal: under 5%) "
           f"{'met' if cost < 5 else 'NOT met'}")

@@ -53,13 +53,17 @@ def test_eval_speed_script_compares_batched_generation_with_the_seed(tmp_path):
     run_script("eval_speed.py", "--questions", "6", "--new-tokens", "3", "--batch-size", "4", "--json", str(out))
     figures = json.loads(out.read_text())
     assert figures["questions"] == 6 and figures["seed_style_answers_per_s"] > 0 and figures["speedup"] > 0
+    # the CTranslate2 rows come from the same run, for each quantization this CPU can use
+    assert {"int8", "float32"} <= set(figures["ctranslate2_answers_per_s"])
+    assert all(v > 0 for v in figures["ctranslate2_vs_pytorch"].values())
 
 
 def test_serve_load_script_answers_every_request(tmp_path):
     out = tmp_path / "serve.json"
     run_script("serve_load.py", "--requests", "12", "--concurrency", "12", "--rounds", "1", "--json", str(out))
-    native, openai_chat, unbatched = json.loads(out.read_text())
-    assert native["failures"] == openai_chat["failures"] == unbatched["failures"] == 0
+    native, openai_chat, unbatched, ct2 = json.loads(out.read_text())
+    assert native["failures"] == openai_chat["failures"] == unbatched["failures"] == ct2["failures"] == 0
+    assert ct2["engine"] == "ctranslate2" and ct2["requests_per_s"] > 0
     assert openai_chat["workload"] == "openai" and openai_chat["requests_per_s"] > 0
     # the same requests in fewer model calls when batching is on
     assert native["model_calls"] < unbatched["model_calls"]

@@ -24,6 +24,7 @@ from loraqa.evaluation.metrics import token_accuracy
 from loraqa.evaluation.scoring import score_rows
 from loraqa.hub import looks_like_path
 from loraqa.inference.answerer import BASE, Answerer
+from loraqa.inference.distributed import in_shares, is_main_process, process_device
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -60,32 +61,47 @@ def eval_rows(ref, data: str | None, limit: int | None) -> tuple[list[dict], str
 @torch.inference_mode()
 def teacher_forced_accuracy(model, tokenizer, rows: list[dict], data_cfg, batch_size: int) -> float:
     """The seed's metric: next-token accuracy given the true previous tokens, padding excluded."""
-    counts = FeatureCounts()
-    feats = [encode_row(tokenizer, r, data_cfg, False, counts) for r in rows]
-    feats = [{k: f[k] for k in ("input_ids", "attention_mask", "labels")} for f in feats if f]
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     device = next(model.parameters()).device
-    preds, labels = [], []
-    for i in range(0, len(feats), batch_size):
-        batch = collate(feats[i:i + batch_size]).to(device)
-        logits = model(**batch).logits
-        preds += logits.argmax(-1).cpu().tolist()
-        labels += batch["labels"].cpu().tolist()
-    return token_accuracy(preds, labels)
+
+    def predict(share: list[dict]) -> list[tuple[list, list] | None]:
+        """Per row: argmax ids and labels, or None for a row that gives no features."""
+        counts = FeatureCounts()
+        feats = [encode_row(tokenizer, r, data_cfg, False, counts) for r in share]
+        kept = [i for i, f in enumerate(feats) if f]
+        out: list[tuple[list, list] | None] = [None] * len(share)
+        for i in range(0, len(kept), batch_size):
+            idx = kept[i:i + batch_size]
+            batch = collate([{k: feats[j][k] for k in ("input_ids", "attention_mask", "labels")} for j in idx])
+            batch = batch.to(device)
+            preds, labels = model(**batch).logits.argmax(-1).cpu().tolist(), batch["labels"].cpu().tolist()
+            for j, p, lab in zip(idx, preds, labels):
+                out[j] = (p, lab)
+        return out
+
+    pairs = [p for p in in_shares(predict, rows)[0] if p is not None]
+    return token_accuracy([p for p, _ in pairs], [lab for _, lab in pairs])
 
 
 def evaluate_model(answerer: Answerer, name: str, rows: list[dict], cfg, progress=None) -> tuple[list, dict]:
     """Generate, score and time answers for `rows` with one of the Answerer's adapters, or the
-    base model ("base") prompted exactly as that adapter is."""
-    requests = [{"question": r["question"], "context": r["context"], "adapter": name, "like": "adapter"} for r in rows]
+    base model ("base") prompted exactly as that adapter is. Under torchrun each process answers
+    its share of the rows; every process gets all answers back."""
+    def answer(share: list[dict]) -> list:
+        requests = [{"question": r["question"], "context": r["context"], "adapter": name, "like": "adapter"}
+                    for r in share]
+        return answerer.answer(requests, batch_size=cfg.eval.batch_size, progress=progress,
+                               num_beams=cfg.eval.num_beams)
+
     start = time.perf_counter()
-    answers = answerer.answer(requests, batch_size=cfg.eval.batch_size, progress=progress, num_beams=cfg.eval.num_beams)
+    answers, shares = in_shares(answer, rows)
     seconds = time.perf_counter() - start
     items, summary = score_rows(rows, [a.answer for a in answers])  # abstentions are already ""
     for item, a in zip(items, answers):
         item.update(score=a.score, no_answer=a.no_answer, start=a.start, end=a.end, windows=a.windows)
     summary.update(confidence_summary(items))
     summary["windows"] = sum(a.windows for a in answers)
+    summary["questions_per_process"] = shares
     summary["token_accuracy"] = None  # not for engines without teacher forcing (CTranslate2)
     if answerer.engine.name == "pytorch":
         with answerer.using(name) as model:
@@ -137,11 +153,13 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     rows, where = eval_rows(ref, data, limit)
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
     # answers as the model gives them: the threshold is calibrated from them, not applied to them
-    answerer = Answerer({"adapter": ref}, base_model=model_override, device=ref.config.model.device,
+    answerer = Answerer({"adapter": ref}, base_model=model_override, device=process_device(ref.config.model.device),
                         dtype=dtype, allow_pickle=ref.config.model.allow_pickle, apply_threshold=False, engine=engine)
-    console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
+    main = is_main_process()  # under torchrun: every process answers its share, the first one reports
+    if main:
+        console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
     results = {}
-    with Progress(console=console, transient=True) as bar:
+    with Progress(console=console, transient=True, disable=not main) as bar:
         for name in ["adapter"] + ([BASE] if baseline else []):
             task = bar.add_task(f"answering ({name}), windows", total=len(rows))
             results[name] = evaluate_model(answerer, name, rows, ref.config,
@@ -149,6 +167,8 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     items, summary = results["adapter"]
     summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": answerer.device,
                     "dtype": answerer.dtype, "engine": engine})
+    if not main:
+        return summary
     write_eval_files(out, items, summary)
     if baseline:
         base_items, base_summary = results[BASE]

@@ -25,6 +25,13 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cpu_precision_note() -> str:
+    """Which precision answering and training use on this CPU, and why (for benchmark output)."""
+    if cpu_has_bf16():
+        return "bf16: this CPU has AVX512-BF16 or AMX"
+    return "fp32: this CPU has no AVX512-BF16 or AMX, where bf16 is emulated and slower"
+
+
 def resolve_device(choice: str) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
         raise LoraqaError("model.device=cuda but no CUDA GPU is visible; use model.device=auto or cpu "

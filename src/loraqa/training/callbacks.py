@@ -12,13 +12,15 @@ from transformers import TrainerCallback
 
 from loraqa.evaluation.metrics import token_accuracy
 from loraqa.evaluation.scoring import score_rows
+from loraqa.inference.distributed import in_shares
 from loraqa.inference.reading import read_rows
 
 
 class AnswerMetrics:
     """The Trainer's compute_metrics: token accuracy from the eval loop, plus EM/F1 of answers
-    generated for a fixed subset of held-out questions. Answers are decoded batch by batch on
-    the host, so predictions never pile up on the device (transformers #17089)."""
+    generated for a fixed subset of held-out questions, split across processes under torchrun.
+    Answers are decoded batch by batch on the host, so predictions never pile up on the device
+    (transformers #17089)."""
 
     def __init__(self, rows: list[dict], cfg, tokenizer, autocast_bf16: bool):
         self.rows, self.cfg, self.tokenizer, self.bf16 = rows, cfg, tokenizer, autocast_bf16
@@ -27,7 +29,9 @@ class AnswerMetrics:
     def __call__(self, eval_pred) -> dict:
         metrics = {"token_accuracy": token_accuracy(eval_pred.predictions, eval_pred.label_ids)}
         if self.rows and self.model is not None:
-            answers = read_rows(self.model, self.tokenizer, self.rows, self.cfg.data, self.cfg.eval, self.bf16)
+            # under torchrun each process answers its share; all processes get every answer
+            answers, _ = in_shares(lambda share: read_rows(self.model, self.tokenizer, share, self.cfg.data,
+                                                           self.cfg.eval, self.bf16), self.rows)
             _, summary = score_rows(self.rows, [a.answer for a in answers])
             metrics.update(exact_match=summary["exact_match"], f1=summary["f1"])
         return metrics

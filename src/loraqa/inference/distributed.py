@@ -1,0 +1,51 @@
+"""Answering under torchrun / `accelerate launch`: each process reads its share of the
+questions and every process gets all answers back, in the original order.
+
+Accelerate's PartialState reads the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR...)
+and starts the process group (gloo on CPU, nccl on GPU); in one plain process it is a no-op,
+so callers need no second code path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def processes() -> PartialState:
+    # cpu=True lets a CPU-only launch form a gloo group (accelerate only does so when asked, as the
+    # Trainer asks with use_cpu); the state is shared, so whoever starts it first decides
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main_process() -> bool:
+    return processes().is_main_process
+
+
+def process_device(device: str) -> str:
+    """Each process on its own GPU (cuda:LOCAL_RANK) under a launcher; otherwise unchanged."""
+    state = processes()
+    if state.num_processes > 1 and device in ("auto", "cuda") and state.device.type == "cuda":
+        return str(state.device)
+    return device
+
+
+def in_shares(work: Callable[[list[T]], list[R]], items: Sequence[T]) -> tuple[list[R], list[int]]:
+    """`work` on this process's contiguous share of `items`; all results gathered in the items'
+    order, and how many items each process handled (rank order)."""
+    state = processes()
+    if state.num_processes == 1:
+        return work(list(items)), [len(items)]
+    with state.split_between_processes(list(items)) as mine:
+        mine = list(mine)
+    results = work(mine)
+    if len(results) != len(mine):
+        raise RuntimeError(f"expected {len(mine)} results, got {len(results)}")
+    # gather_object concatenates the per-process lists in rank order: the shares were contiguous
+    return gather_object(results), gather_object([len(mine)])
