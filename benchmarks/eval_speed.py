@@ -82,7 +82,7 @@ def ctranslate2_rates(peft_model, sources: list[list[int]], n: int, batch_size: 
         vocab = json.loads((work / q / "shared_vocabulary.json").read_text())
         tokens = [[vocab[int(i)] for i in s] for s in sources]
         translator = ctranslate2.Translator(str(work / q), device=device, inter_threads=1, intra_threads=threads)
-        options = dict(max_batch_size=batch_size, beam_size=1, min_decoding_length=n, max_decoding_length=n)
+        options = {"max_batch_size": batch_size, "beam_size": 1, "min_decoding_length": n, "max_decoding_length": n}
         translator.translate_batch(tokens[:2], **options)  # warm-up
         start = time.perf_counter()
         out = translator.translate_batch(tokens, **options)

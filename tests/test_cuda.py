@@ -8,10 +8,10 @@ on the GPU than on the CPU."""
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import pytest
 import torch
-
 from helpers import read_jsonl, run_cli, train_memoriser, write_jsonl
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -43,7 +43,7 @@ def test_quantized_base_trains_twenty_steps(nodrop_model_dir, squad_rows, tmp_pa
                       overrides={"model": {"name": str(nodrop_model_dir)}, "data": {"source": str(data)}})
     result = train(cfg, output=str(tmp_path / "run"))
     losses = [r["loss"] for r in read_jsonl(result.run_dir / "metrics.jsonl") if "loss" in r]
-    assert losses and all(loss == loss and loss < 100 for loss in losses)  # finite
+    assert losses and all(math.isfinite(loss) for loss in losses)
     assert (result.run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 

@@ -25,7 +25,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     return res
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-import loraqa.training.callbacks as callbacks
 from loraqa.artifacts import resolve_adapter
 from loraqa.data.loading import load_rows
 from loraqa.inference.distributed import gather_object, is_main_process
+from loraqa.training import callbacks
 
 run, data, out = sys.argv[1:4]
 ref = resolve_adapter(run)
