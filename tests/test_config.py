@@ -120,3 +120,31 @@ def test_bad_config_file_yaml_names_the_line(tmp_path):
 def test_unknown_scheduler_is_caught_before_training():
     with pytest.raises(ConfigError, match="train.lr_scheduler 'cosin'.*did you mean 'cosine'"):
         load_config("default", sets=["train.lr_scheduler=cosin"])
+
+
+def test_default_preset_takes_fp32_cpu_steps_in_smaller_micro_batches(tmp_path):
+    """In fp32 on a CPU (AVX2-only machines) the default preset's 16 examples per step come as
+    4 x 4, keeping peak memory under 2.5 GiB; bf16 and GPUs keep 8 x 2. The update is the same."""
+    from loraqa.training.trainer import training_arguments
+
+    cfg = load_config("default")
+    cases = {("fp32", "cpu"): (4, 4), ("bf16", "cpu"): (8, 2), ("fp32", "cuda"): (8, 2)}
+    for (dtype, device), expected in cases.items():
+        args = training_arguments(cfg, tmp_path, dtype, device, [], has_eval=False)
+        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == expected, (dtype, device)
+    seed = load_config("seed")  # not set: the seed preset trains exactly as written
+    args = training_arguments(seed, tmp_path, "fp32", "cpu", [], has_eval=False)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (seed.train.batch_size,
+                                                                                   seed.train.grad_accum)
+
+
+def test_a_micro_batch_that_does_not_split_the_step_leaves_the_batch_as_given(tmp_path):
+    from loraqa.training.trainer import training_arguments
+
+    for sets in (["train.fp32_cpu_micro_batch=3"], ["train.fp32_cpu_micro_batch=16"], ["train.batch_size=5"]):
+        cfg = load_config("default", sets=sets)
+        args = training_arguments(cfg, tmp_path, "fp32", "cpu", [], has_eval=False)
+        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (cfg.train.batch_size,
+                                                                                       cfg.train.grad_accum)
+    with pytest.raises(ConfigError, match="train.fp32_cpu_micro_batch must be >= 1"):
+        load_config("default", sets=["train.fp32_cpu_micro_batch=0"])

@@ -59,6 +59,8 @@ def validate(cfg: Config) -> list[str]:
     for key in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
         if getattr(t, key) < 1:
             p.append(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.fp32_cpu_micro_batch is not None and t.fp32_cpu_micro_batch < 1:
+        p.append(f"train.fp32_cpu_micro_batch must be >= 1 or null, got {t.fp32_cpu_micro_batch}")
     if t.eval_steps < 0:
         p.append(f"train.eval_steps must be >= 0 (0 turns evaluation during training off), got {t.eval_steps}")
     if t.learning_rate <= 0 or t.learning_rate > 1:

@@ -66,6 +66,7 @@ class DataConfig:
 class TrainConfig:
     batch_size: int = _f(16, "Examples per device per step.")
     grad_accum: int = _f(1, "Gradient accumulation steps.")
+    fp32_cpu_micro_batch: Optional[int] = _f(None, "When training in fp32 on a CPU, take each step's batch_size x grad_accum examples in micro-batches of this size (the same update; fp32 activations take twice bf16's memory). Ignored unless smaller than batch_size and dividing the step; null: batch_size as given.")
     learning_rate: float = _f(5e-4, "Peak learning rate.")
     epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 to train for `epochs`.")

@@ -27,7 +27,7 @@ from loraqa.modeling.loading import configure_base, load_base_model, load_seq2se
 from loraqa.modeling.lora import add_lora
 from loraqa.modeling.precision import resolve_device, resolve_dtype
 from loraqa.training.callbacks import GracefulInterrupt
-from loraqa.training.trainer import build_trainer
+from loraqa.training.trainer import build_trainer, micro_batches
 
 SYLLABLES = "ba be bi bo bu da de di do du ka ke ki ko ku la le li lo lu ma me mi mo mu na ne ni no nu ra re ri ro ru sa se si so su ta te ti to tu".split()
 
@@ -119,7 +119,7 @@ def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmu
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     seconds = timer.end - timer.start
-    ga = cfg.train.grad_accum
+    ga = trainer.args.gradient_accumulation_steps  # fp32 on a CPU may split steps finer (train.fp32_cpu_micro_batch)
     timed = counter.batches[warmup * ga:(warmup + steps) * ga]
     examples = sum(b[0] for b in timed)
     tokens = sum(sum(b[1]) + sum(b[2]) for b in timed)
@@ -172,6 +172,7 @@ def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup
     peak = matmul_peak_flops(device, torch.bfloat16 if dtype == "bf16" else torch.float32)
     result = {"model": name, "preset": cfg.preset, "seed_style": seed_style, "device": device, "dtype": dtype,
               "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
+              "micro_batch": micro_batches(cfg.train, dtype, device)[0],
               "gradient_checkpointing": cfg.train.gradient_checkpointing, "matmul_peak_tflops": peak / 1e12}
     train = train_bench(cfg, model, tokenizer, rows, seed_style, steps, warmup, device, dtype)
     # Measured again afterwards and the higher kept: on a shared or throttling machine one

@@ -25,7 +25,7 @@ from loraqa.modeling.lora import add_lora, parameter_counts
 from loraqa.modeling.precision import resolve_device, resolve_dtype
 from loraqa.training import tracking
 from loraqa.training.callbacks import GracefulInterrupt
-from loraqa.training.trainer import build_trainer
+from loraqa.training.trainer import build_trainer, micro_batches
 
 # long paths must not be wrapped mid-line; under torchrun only rank 0 reports
 console = Console(stderr=True, soft_wrap=True, quiet=not is_main_process())
@@ -85,6 +85,10 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     params = parameter_counts(model)
     console.print(f"model: {cfg.model.name} on {device} ({dtype}); trainable parameters "
                   f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']}%)")
+    micro, accumulate = micro_batches(cfg.train, dtype, device)
+    if (micro, accumulate) != (cfg.train.batch_size, cfg.train.grad_accum):
+        console.print(f"fp32 on a CPU: each step's {micro * accumulate} examples as {accumulate} micro-batches of "
+                      f"{micro} (train.fp32_cpu_micro_batch; the same update, less memory)")
 
     train_ds, train_counts = build_features(tokenizer, train_rows, cfg.data, train=True)
     eval_ds, eval_counts = build_features(tokenizer, test_rows, cfg.data, train=False)
