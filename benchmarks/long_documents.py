@@ -109,6 +109,8 @@ def loraqa(*args: str) -> None:
 
 def train_adapter(work: Path, base: Path, train_file: Path, negatives: int, steps: int) -> Path:
     run = work / f"run-neg{negatives}"
+    if (run / "adapter" / "adapter_config.json").is_file():  # a rerun in the same --workdir keeps it
+        return run
     loraqa("train", "--preset", "default", "--model", str(base), "--data", str(train_file), "--output", str(run),
            "--overwrite", "--set", f"train.max_steps={steps}", "--set", "train.learning_rate=2e-3",
            "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
@@ -120,7 +122,8 @@ def train_adapter(work: Path, base: Path, train_file: Path, negatives: int, step
 def calibrate(work: Path, run: Path, dev: list[dict]) -> dict:
     dev_file = world.write_jsonl(work / "dev.jsonl", dev)
     out = work / f"eval-{run.name}"
-    loraqa("eval", str(run), "--data", str(dev_file), "--output", str(out))
+    # fp32 like the comparisons below (and faster than bf16 for a model this small)
+    loraqa("eval", str(run), "--data", str(dev_file), "--output", str(out), "--set", "model.dtype=fp32")
     return json.loads((out / "summary.json").read_text())
 
 
@@ -169,12 +172,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--negatives", default="0,1,2", help="data.negative_windows values to compare on the dev set")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     q = args.quick
     lengths = [600, 1200] if q else [2000, 8000, 32000]
     n_questions = 10 if q else 200
-    negatives_tried = [1] if q else [0, 1, 2]
+    negatives_tried = [1] if q else [int(n) for n in args.negatives.split(",")]
     pre_steps, lora_steps = (100, 60) if q else (1500, 800)
 
     rng = np.random.default_rng(0)
