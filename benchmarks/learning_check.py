@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--ctranslate2", action="store_true", help="also compare CTranslate2 exports with PyTorch fp32")
+    ap.add_argument("--base", help="reuse a base model pre-trained by an earlier run (its base-model folder)")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     rng = np.random.default_rng(0)
@@ -135,7 +136,12 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-learning-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    base = pretrain(a_train, tokenizer, work, pre_steps, seed=0)
+    if args.base:  # the same synthetic world (seeded), so the earlier run's base and tokenizer fit it
+        from transformers import AutoTokenizer
+
+        base, tokenizer = Path(args.base), AutoTokenizer.from_pretrained(args.base)
+    else:
+        base = pretrain(a_train, tokenizer, work, pre_steps, seed=0)
     t_pre = time.time() - t0
     files = {k: write_jsonl(work / f"{k}.jsonl", v) for k, v in
              {"a_test": a_test, "b_train": b_train, "b_test": b_test}.items()}

@@ -2,8 +2,8 @@
 
 In the synthetic world of learning_check.py (facts about made-up people, here with one-word
 names from a pool of 400), a small T5 is
-pre-trained on short passages of both families (it stands in for FLAN-T5, which already reads
-SQuAD-style passages), then LoRA-adapted with `loraqa train` to family-B documents of a few
+pre-trained on short passages of both families, a third of them unanswerable (it stands in for
+FLAN-T5, which already reads SQuAD v2-style passages and says when a passage holds no answer), then LoRA-adapted with `loraqa train` to family-B documents of a few
 people's passages, with windows that do not hold the answer labelled "unanswerable"
 (data.negative_windows). `loraqa eval` calibrates the no-answer threshold on a dev set. Then, on
 documents of about 2k, 8k and 32k tokens made of many people's passages (passages never seen in
@@ -76,6 +76,19 @@ def test_set(rng, tokenizer, rows: list[dict], pool: list[str], tokens: int) -> 
         context, _ = document(rng, tokenizer, None, names, tokens)
         absent.append(dict(r, id=r["id"] + "-absent", context=context, answers={"text": [], "answer_start": []}))
     return answerable, absent
+
+
+def absent_rows(rows: list[dict], pool: list[dict], names: set[str], rng, share: float) -> list[dict]:
+    """SQuAD v2-style unanswerable questions: a row's question over another person's passage."""
+    out = []
+    for r in rows[: int(len(rows) * share)]:
+        person = next(w for w in r["question"].rstrip("?").split() if w in names)
+        while True:
+            other = pool[int(rng.integers(len(pool)))]
+            if person not in other["context"]:
+                break
+        out.append(dict(r, id=r["id"] + "-absent", context=other["context"], answers={"text": [], "answer_start": []}))
+    return out
 
 
 def answer(answerer, rows: list[dict], cut: bool = False, batch_size: int = 32):
@@ -214,11 +227,15 @@ def main() -> None:
     t0 = time.time()
     base = work / "base-model"
     if not (base / "config.json").is_file():  # a rerun in the same --workdir keeps the pre-trained base
-        base = world.pretrain(a_train + b_pre, tokenizer, work, pre_steps, seed=0)
+        # like FLAN-T5, whose training mixture holds SQuAD v2, the base has seen unanswerable
+        # questions (a third of them here): it knows to say so when the person is not in the passage
+        pre = a_train + b_pre
+        base = world.pretrain(pre + absent_rows(pre, pre, set(names), rng, 1 / 3), tokenizer, work, pre_steps, seed=0)
     timings = {"pretrain_s": time.time() - t0}
 
     # adapter training: each question's passage among 1-5 other people's, so most are longer than the window
     train_docs = [dict(r, id=r["id"] + "-short") for r in b_rows]  # the passages alone, and inside documents
+    train_docs += absent_rows(train_docs, train_docs, set(names), rng, 1 / 3)
     for r in b_rows:
         context, at = document(rng, tokenizer, r, [n for n in names if n not in r["context"]],
                                int(rng.integers(50, 260)))
