@@ -57,8 +57,7 @@ class IdTokenizer:
 
 def ctranslate2_rates(peft_model, sources: list[list[int]], n: int, batch_size: int, threads: int,
                       device: str = "cpu") -> dict:
-    """Answers/s of CTranslate2 for each quantization; peft_model is left as it was."""
-    import copy
+    """Answers/s of CTranslate2 for each quantization (peft_model is merged in place)."""
     import tempfile
     from pathlib import Path
 
@@ -66,26 +65,33 @@ def ctranslate2_rates(peft_model, sources: list[list[int]], n: int, batch_size: 
 
     from loraqa.diagnostics.bench import bench_data
     from loraqa.inference.export import converter_class
-    from loraqa.modeling.precision import cpu_has_bf16
 
     work = Path(tempfile.mkdtemp(prefix="loraqa-eval-speed-"))
-    copy.deepcopy(peft_model).merge_and_unload().to("cpu").save_pretrained(work / "merged")
+    peft_model.merge_and_unload().to("cpu").save_pretrained(work / "merged")
     # the converter pads a short vocabulary up to the model's 32128 ids (<extra_id_N>)
     bench_data(50)[1].save_pretrained(work / "merged")
     if device == "cuda":
         quantizations = ["int8_float16", "float16", "float32"]
     else:
-        quantizations = ["int8", "float32"] + (["int8_bfloat16"] if cpu_has_bf16() else [])
+        supported = ctranslate2.get_supported_compute_types("cpu")
+        quantizations = ["int8", "float32"] + (["int8_bfloat16"] if "int8_bfloat16" in supported else [])
     rates = {}
     for q in quantizations:
         converter_class()(str(work / "merged")).convert(str(work / q), quantization=q, force=True)
         vocab = json.loads((work / q / "shared_vocabulary.json").read_text())
         tokens = [[vocab[int(i)] for i in s] for s in sources]
-        translator = ctranslate2.Translator(str(work / q), device=device, inter_threads=1, intra_threads=threads)
-        options = {"max_batch_size": batch_size, "beam_size": 1, "min_decoding_length": n, "max_decoding_length": n}
+        # as the engine runs it (loraqa/inference/ct2_engine.py): on a CPU one single-threaded worker
+        # per core, each batch split between them; batches length-sorted, as the Answerer makes them
+        workers = threads if device == "cpu" else 1
+        translator = ctranslate2.Translator(str(work / q), device=device, inter_threads=workers,
+                                            intra_threads=1 if device == "cpu" else threads)
+        options = {"max_batch_size": -(-batch_size // workers), "beam_size": 1, "min_decoding_length": n,
+                   "max_decoding_length": n}
         translator.translate_batch(tokens[:2], **options)  # warm-up
+        ordered = sorted(tokens, key=len, reverse=True)
         start = time.perf_counter()
-        out = translator.translate_batch(tokens, **options)
+        out = [r for i in range(0, len(ordered), batch_size)
+               for r in translator.translate_batch(ordered[i:i + batch_size], **options)]
         rates[q] = len(sources) / (time.perf_counter() - start)
         assert all(len(r.hypotheses[0]) == n for r in out), "every answer must be the same fixed length"
     return rates
@@ -96,8 +102,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=96)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--ct2-batch-size", type=int, default=32,
-                    help="CTranslate2's batch (its best on these 2-core CPUs; PyTorch's best is --batch-size)")
+    ap.add_argument("--ct2-batch-size", type=int, default=16,
+                    help="CTranslate2's batch, split between its workers (one per core)")
     ap.add_argument("--no-ctranslate2", action="store_true", help="skip the CTranslate2 rows")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", help="also write the figures to this file")
@@ -128,8 +134,11 @@ def main() -> None:
         torch.cuda.synchronize()
     seed_rate = len(sources) / (time.perf_counter() - start)
 
-    ct2 = {} if args.no_ctranslate2 else ctranslate2_rates(model, sources, n, args.ct2_batch_size,
-                                                             torch.get_num_threads(), device)
+    # CTranslate2 runs after the PyTorch rows: its single-threaded workers set the process's OpenMP
+    # thread count, which would slow any PyTorch measured after them
+    import copy
+
+    unmerged = None if args.no_ctranslate2 else copy.deepcopy(model)
 
     # loraqa: length-sorted batches, bf16 weights where the CPU has bf16 units (as `loraqa eval`)
     bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_bf16()
@@ -140,10 +149,12 @@ def main() -> None:
     generate_ids(model, tok, sources, max_new_tokens=n, batch_size=args.batch_size,
                  min_new_tokens=n)  # the same fixed answer length as above
     loraqa_rate = len(sources) / (time.perf_counter() - start)
+    threads = torch.get_num_threads()
+    ct2 = {} if unmerged is None else ctranslate2_rates(unmerged, sources, n, args.ct2_batch_size, threads, device)
 
     rows = {
         "questions": len(sources), "mean_source_tokens": float(lengths.mean()), "new_tokens": n,
-        "device": device, "threads": torch.get_num_threads(), "seed_style_answers_per_s": round(seed_rate, 2),
+        "device": device, "threads": threads, "seed_style_answers_per_s": round(seed_rate, 2),
         "loraqa_answers_per_s": round(loraqa_rate, 2), "loraqa_dtype": "bf16" if bf16 else "fp32",
         "batch_size": args.batch_size, "speedup": round(loraqa_rate / seed_rate, 2),
         "ctranslate2_batch_size": args.ct2_batch_size,
