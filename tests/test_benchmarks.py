@@ -31,7 +31,7 @@ def test_train_speed_script_prints_every_target_with_a_verdict(tmp_path):
     CPU on one that has bf16)."""
     cpu_bf16 = os.environ.get("LORAQA_CPU_BF16", "1" if cpu_has_bf16() else "0")
     out = tmp_path / "train.json"
-    res = run_script("train_speed.py", "--quick", "--json", str(out))
+    res = run_script("train_speed.py", "--quick", "--json", str(out), timeout=900)  # five processes, one per configuration
     figures = json.loads(out.read_text())
     expected = {"seed-style", "seed", "default", "default fp32"} | ({"seed bf16"} if cpu_bf16 == "1" else set())
     assert set(figures["runs"]) == expected
