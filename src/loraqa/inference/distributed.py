@@ -7,6 +7,8 @@ so callers need no second code path."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -21,7 +23,26 @@ R = TypeVar("R")
 def processes() -> PartialState:
     # cpu=True lets a CPU-only launch form a gloo group (accelerate only does so when asked, as the
     # Trainer asks with use_cpu); the state is shared, so whoever starts it first decides
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes > 1:
+        release_group_at_exit()
+    return state
+
+
+@functools.cache
+def release_group_at_exit() -> None:
+    """Destroy the process group before the interpreter shuts down.
+
+    A gloo group still alive at shutdown aborts its process ("terminate called without an active
+    exception", SIGABRT) in about one launch in six on a 2-core machine: the work is done and
+    written, yet torchrun reports the command failed. Measured with two processes that gather a
+    list: 2 aborts in 12 launches without this, 0 in 24 with it. Nothing waits for the other
+    processes here, so a process that failed still exits at once and torchrun stops the rest."""
+    def release() -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    atexit.register(release)
 
 
 def is_main_process() -> bool:
