@@ -79,9 +79,11 @@ def test_set(rng, tokenizer, rows: list[dict], pool: list[str], tokens: int) -> 
 
 
 def absent_rows(rows: list[dict], pool: list[dict], names: set[str], rng, share: float) -> list[dict]:
-    """SQuAD v2-style unanswerable questions: a row's question over another person's passage."""
+    """SQuAD v2-style unanswerable questions: a row's question over another person's passage,
+    for a random `share` of the rows (of every family in them, not only the first listed)."""
     out = []
-    for r in rows[: int(len(rows) * share)]:
+    for i in sorted(rng.choice(len(rows), size=int(len(rows) * share), replace=False)):
+        r = rows[i]
         person = next(w for w in r["question"].rstrip("?").split() if w in names)
         while True:
             other = pool[int(rng.integers(len(pool)))]
