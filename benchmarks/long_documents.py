@@ -1,10 +1,12 @@
 """Long documents: windows vs cutting from the start, by where the fact sits; abstention; cost.
 
 In the synthetic world of learning_check.py (facts about made-up people, here with one-word
-names from a pool of 400), a small T5 is
-pre-trained on short passages of both families, a third of them unanswerable (it stands in for
-FLAN-T5, which already reads SQuAD v2-style passages and says when a passage holds no answer), then LoRA-adapted with `loraqa train` to family-B documents of a few
-people's passages, with windows that do not hold the answer labelled "unanswerable"
+names from a pool of 400, and "buyers" passages where two people buy the same kind of thing, so
+only the name tells whose colour or market it was), a small T5 is pre-trained on short passages
+of family A and buyers, a third of them unanswerable (it stands in for FLAN-T5, which already
+reads SQuAD v2-style passages and says when a passage holds no answer), then LoRA-adapted with
+`loraqa train` to documents of a few people's buyers passages, with windows that do not hold the
+answer labelled "unanswerable"
 (data.negative_windows). `loraqa eval` calibrates the no-answer threshold on a dev set. Then, on
 documents of about 2k, 8k and 32k tokens made of many people's passages (passages never seen in
 training: every fact is drawn afresh), with the asked person's passage at a random position:
@@ -40,9 +42,24 @@ import learning_check as world  # noqa: E402 - the synthetic world lives beside 
 WINDOW = ["data.max_source_length=192", "data.doc_stride=48"]
 
 
+def buyers(rng, name: str, other: str) -> tuple[str, list]:
+    """Two people buy the same kind of thing: whose colour or market it was is told only by the
+    name beside it. (In learning_check's family B only one person buys anything, so a reader can
+    answer from the sentence pattern without ever checking the name, and then cannot tell that
+    the asked person is absent from a window.)"""
+    thing = rng.choice(world.THINGS)
+    colors, places = rng.choice(world.COLORS, 2, replace=False), rng.choice(world.PLACES, 2, replace=False)
+    mine = f"{name} bought a {colors[0]} {thing} at the market of {places[0]}."
+    theirs = f"{other} bought a {colors[1]} {thing} at the market of {places[1]}."
+    first, second = (mine, theirs) if rng.integers(2) else (theirs, mine)
+    qas = [(f"What colour is the {thing} of {name}?", colors[0]), (f"Where did {name} buy the {thing}?", places[0]),
+           (f"What did {name} buy?", f"a {colors[0]} {thing}")]
+    return f"Last spring {first} {second}", qas
+
+
 def passage(rng, name: str, others: list[str]) -> tuple[str, list]:
     other = others[int(rng.integers(len(others)))]
-    return world.family_b(rng, name, other)
+    return buyers(rng, name, other)
 
 
 def document(rng, tokenizer, target: dict | None, pool: list[str], tokens: int) -> tuple[str, int | None]:
@@ -204,10 +221,10 @@ def main() -> None:
     names = sorted({(a + b).capitalize() for a in world.SYLLABLES for b in world.SYLLABLES})
     rng.shuffle(names)
     a_train = world.make_rows(world.family_a, names, rng, per_name=20)[: 1200 if q else 6000]
-    b_pre = world.make_rows(world.family_b, names, rng, per_name=10)[: 600 if q else 3000]
-    b_rows = world.make_rows(world.family_b, names, rng, per_name=5)[: 300 if q else 1200]
-    b_test = world.make_rows(world.family_b, names[:n_questions], rng)
-    b_dev = world.make_rows(world.family_b, names[-(20 if q else 100):], rng)
+    b_pre = world.make_rows(buyers, names, rng, per_name=10)[: 600 if q else 3000]
+    b_rows = world.make_rows(buyers, names, rng, per_name=5)[: 300 if q else 1200]
+    b_test = world.make_rows(buyers, names[:n_questions], rng)
+    b_dev = world.make_rows(buyers, names[-(20 if q else 100):], rng)
     for prefix, rows in (("pre", b_pre), ("train", b_rows), ("test", b_test), ("dev", b_dev)):
         for r in rows:
             r["id"] = f"{prefix}-{r['id']}"
