@@ -60,3 +60,11 @@ def test_training_em_f1_hook_under_torchrun_shares_the_questions(two_adapters, t
     assert sum(shared["answered_per_process"]) == total and min(shared["answered_per_process"]) >= total // 2
     assert shared["metrics"] == single["metrics"]
     assert single["metrics"]["exact_match"] > 0
+
+
+def test_every_process_ends_its_process_group_before_exit(tmp_path):
+    """A gloo group left to interpreter shutdown aborts a finished process now and then (SIGABRT):
+    the user's eval or training is written, yet torchrun says it failed."""
+    torchrun(str(SCRIPTS / "process_group_at_exit.py"), str(tmp_path))
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"alive_at_exit": False}, rank

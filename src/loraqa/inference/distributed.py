@@ -8,7 +8,6 @@ so callers need no second code path."""
 from __future__ import annotations
 
 import atexit
-import functools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -23,26 +22,22 @@ R = TypeVar("R")
 def processes() -> PartialState:
     # cpu=True lets a CPU-only launch form a gloo group (accelerate only does so when asked, as the
     # Trainer asks with use_cpu); the state is shared, so whoever starts it first decides
-    state = PartialState(cpu=not torch.cuda.is_available())
-    if state.num_processes > 1:
-        release_group_at_exit()
-    return state
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
-@functools.cache
-def release_group_at_exit() -> None:
-    """Destroy the process group before the interpreter shuts down.
+@atexit.register
+def _end_process_group() -> None:
+    """Destroy the process group (whoever started it: this module or the Trainer) before the
+    interpreter shuts down. Registered on import: every loraqa path that runs under a launcher
+    imports this module (eval through eval_run, training through its EM/F1 hook).
 
     A gloo group still alive at shutdown aborts its process ("terminate called without an active
     exception", SIGABRT) in about one launch in six on a 2-core machine: the work is done and
     written, yet torchrun reports the command failed. Measured with two processes that gather a
     list: 2 aborts in 12 launches without this, 0 in 24 with it. Nothing waits for the other
     processes here, so a process that failed still exits at once and torchrun stops the rest."""
-    def release() -> None:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-    atexit.register(release)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def is_main_process() -> bool:

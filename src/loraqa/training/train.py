@@ -18,7 +18,6 @@ from loraqa.config.templates import uses_context
 from loraqa.data.features import build_features
 from loraqa.data.splitting import prepare_splits
 from loraqa.errors import Interrupted, LoraqaError
-from loraqa.inference.distributed import release_group_at_exit
 from loraqa.inference.routing import DOMAIN_PROFILE_NAME, DomainProfile
 from loraqa.modeling.loading import (configure_base, load_base_model, load_seq2seq_config, load_tokenizer,
                                      quantization_config)
@@ -106,8 +105,6 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     interrupt = GracefulInterrupt()
     trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to,
                             interrupt)
-    if trainer.args.world_size > 1:  # the Trainer started a process group: end it cleanly at exit
-        release_group_at_exit()
     checkpoint = last_checkpoint(run_dir) if resume else None
     try:
         output_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
