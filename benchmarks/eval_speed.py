@@ -17,6 +17,7 @@ token ids decoded greedily to the same fixed length, in batches of the same size
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
@@ -136,8 +137,6 @@ def main() -> None:
 
     # CTranslate2 runs after the PyTorch rows: its single-threaded workers set the process's OpenMP
     # thread count, which would slow any PyTorch measured after them
-    import copy
-
     unmerged = None if args.no_ctranslate2 else copy.deepcopy(model)
 
     # loraqa: length-sorted batches, bf16 weights where the CPU has bf16 units (as `loraqa eval`)

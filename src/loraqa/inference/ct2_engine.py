@@ -36,7 +36,7 @@ class CT2Engine:
         # On a CPU, one single-threaded worker per core, each decoding its share of a batch: measured
         # 2.5-2.8x the answers/s of one worker with 2 threads on 2 cores (threads in one small GEMM wait
         # on each other at every decoding step; workers never do).
-        self.workers = max(1, cores) if self.device == "cpu" else 1
+        self.workers = cores if self.device == "cpu" else 1
         self.translators: dict = {}
         self.compute_types: dict[str, str] = {}
         self.adapters: set[str] = set()
