@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,9 +104,16 @@ def pretrain(rows: list[dict], tokenizer, out: Path, steps: int, seed: int) -> P
     return base
 
 
-def loraqa(*args: str) -> None:
-    cmd = [sys.executable, "-m", "loraqa", *args]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+def _stop_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def loraqa(*args: str, stderr=None) -> None:
+    """`python -m loraqa ARGS`, stopped with this script: subprocess.run kills its child on any
+    exception (Ctrl-C included), and a plain `kill` of the script is made one here (by default
+    SIGTERM ends the script at once and leaves a training run going on in the background)."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    subprocess.run([sys.executable, "-m", "loraqa", *args], check=True, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,10 +56,6 @@ def squad_articles(rows_by_domain: dict[str, list[dict]], per_article: int = 10)
                                                                 "answer_start": r["answers"]["answer_start"][0]}]}]}
                 for r in rows[k:k + per_article]]})
     return {"version": "1.1", "data": data}
-
-
-def loraqa(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "loraqa", *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def embedder(model, tokenizer):
@@ -136,10 +131,10 @@ def main() -> None:
         path = work / f"{d}.json"
         path.write_text(json.dumps(squad_articles({d: rows})))
         runs[d] = work / f"run-{d}"
-        loraqa("train", "--preset", "default", "--model", str(base), "--data", str(path), "--output", str(runs[d]),
-               "--overwrite", "--set", f"train.max_steps={40 if q else 400}", "--set", "train.learning_rate=2e-3",
-               "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
-               "--set", "data.test_size=0.05", "--set", "data.max_source_length=128")
+        world.loraqa("train", "--preset", "default", "--model", str(base), "--data", str(path), "--output", str(runs[d]),
+                     "--overwrite", "--set", f"train.max_steps={40 if q else 400}", "--set", "train.learning_rate=2e-3",
+                     "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
+                     "--set", "data.test_size=0.05", "--set", "data.max_source_length=128")
     seconds = time.time() - t0
     squad = work / "all-domains.json"
     squad.write_text(json.dumps(squad_articles({**train})))  # the SQuAD-format data, split by article above

@@ -21,13 +21,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import learning_check as world  # noqa: E402 - its loraqa() stops the command when this script is stopped
+
 
 def bench(name: str, args: list[str], steps: int, out: Path, warmup: int = 3) -> dict:
     path = out / f"{name}.json"
-    cmd = [sys.executable, "-m", "loraqa", "bench", "--random-init", "flan-t5-small", "--steps", str(steps),
-           "--warmup", str(warmup),
-           "--json", str(path), "--set", "track.report_to=none", *args]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    world.loraqa("bench", "--random-init", "flan-t5-small", "--steps", str(steps), "--warmup", str(warmup),
+                 "--json", str(path), "--set", "track.report_to=none", *args, stderr=subprocess.DEVNULL)
     return json.loads(path.read_text())
 
 
