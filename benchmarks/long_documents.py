@@ -20,6 +20,11 @@ training: every fact is drawn afresh), with the asked person's passage at a rand
 
     .venv/bin/python benchmarks/long_documents.py            # about 40 minutes on 2 CPU cores
     .venv/bin/python benchmarks/long_documents.py --quick    # a few minutes: small sizes (CI)
+    .venv/bin/python benchmarks/long_documents.py --base ~/models/flan-t5-small   # a real reader
+
+Before the tables it prints a reader check: on short passages, how often the adapter gives the
+asked person's fact, the other buyer's, or abstains, and whether it abstains when the asked
+person is absent. The tables mean something only for a reader that tells the buyers apart.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import argparse
 import json
 import math
 import os
-import subprocess
+import re
 import sys
 import tempfile
 import time
@@ -110,6 +115,37 @@ def absent_rows(rows: list[dict], pool: list[dict], names: set[str], rng, share:
     return out
 
 
+def other_buyers_fact(row: dict) -> str | None:
+    """The answer to the row's question about the other buyer in its passage (their colour,
+    market, or "a <colour> <thing>"), or None when the passage is not a buyers passage."""
+    bought = re.findall(r"(\w+) bought a (\w+) \w+ at the market of (\w+)\.", row["context"])
+    asked = next((b for b in bought if b[0] in row["question"].rstrip("?").split()), None)
+    others = [b for b in bought if b is not asked]
+    if asked is None or len(others) != 1:
+        return None
+    swap = {asked[1]: others[0][1], asked[2]: others[0][2]}
+    return " ".join(swap.get(w, w) for w in row["answers"]["text"][0].split())
+
+
+def reader_check(answerer, rows: list[dict], absent: list[dict]) -> dict:
+    """The adapter on short buyers passages, before any threshold: how often it gives the asked
+    person's fact, the other buyer's, or abstains, and how often it abstains when the asked
+    person is not in the passage. A reader that gives the other buyer's fact about as often as
+    the asked person's cannot tell whether the asked person is in a window of a long document:
+    it then answers wrongly from some window of every document, and the tables below measure
+    that reader, not the windows."""
+    keep, answerer.apply_threshold = answerer.apply_threshold, False
+    try:
+        mine, none = answer(answerer, rows), answer(answerer, absent)
+    finally:
+        answerer.apply_threshold = keep
+    other = [not a.no_answer and a.answer == other_buyers_fact(r) for a, r in zip(mine, rows)]
+    return {"questions": len(rows), "asked_persons_fact": 100 * sum(exact(mine, rows)) / len(rows),
+            "other_buyers_fact": 100 * sum(other) / len(rows),
+            "abstained_answerable": 100 * sum(a.no_answer for a in mine) / len(rows),
+            "abstained_absent": 100 * sum(a.no_answer for a in none) / len(none)}
+
+
 def answer(answerer, rows: list[dict], cut: bool = False, batch_size: int = 32):
     """The Answerer's answers; cut=True keeps only each document's first window (cutting the
     passage from its start at the window, as loraqa did before reading in windows)."""
@@ -135,19 +171,15 @@ def by_decile(values: list[float], positions: list[float]) -> list[float | None]
     return [100 * sum(c) / len(c) if c else None for c in cells]
 
 
-def loraqa(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "loraqa", *args], check=True, stdout=subprocess.DEVNULL)
-
-
 def train_adapter(work: Path, base: Path, train_file: Path, negatives: int, steps: int) -> Path:
     run = work / f"run-neg{negatives}"
     if (run / "adapter" / "adapter_config.json").is_file():  # a rerun in the same --workdir keeps it
         return run
-    loraqa("train", "--preset", "default", "--model", str(base), "--data", str(train_file), "--output", str(run),
-           "--overwrite", "--set", f"train.max_steps={steps}", "--set", "train.learning_rate=2e-3",
-           "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
-           "--set", "data.test_size=0.02", "--set", f"data.negative_windows={negatives}",
-           *[x for s in WINDOW for x in ("--set", s)])
+    world.loraqa("train", "--preset", "default", "--model", str(base), "--data", str(train_file), "--output", str(run),
+                 "--overwrite", "--set", f"train.max_steps={steps}", "--set", "train.learning_rate=2e-3",
+                 "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
+                 "--set", "data.test_size=0.02", "--set", f"data.negative_windows={negatives}",
+                 *[x for s in WINDOW for x in ("--set", s)])
     return run
 
 
@@ -155,7 +187,7 @@ def calibrate(work: Path, run: Path, dev: list[dict]) -> dict:
     dev_file = world.write_jsonl(work / "dev.jsonl", dev)
     out = work / f"eval-{run.name}"
     # fp32 like the comparisons below (and faster than bf16 for a model this small)
-    loraqa("eval", str(run), "--data", str(dev_file), "--output", str(out), "--set", "model.dtype=fp32")
+    world.loraqa("eval", str(run), "--data", str(dev_file), "--output", str(out), "--set", "model.dtype=fp32")
     return json.loads((out / "summary.json").read_text())
 
 
@@ -204,8 +236,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--base", help="adapt this local pre-trained model folder (a FLAN-T5 snapshot, say) instead of "
+                    "pre-training the small stand-in reader")
     ap.add_argument("--negatives", default="0,1,2", help="data.negative_windows values to compare on the dev set")
     args = ap.parse_args()
+    if args.base and not (Path(args.base) / "config.json").is_file():
+        ap.error(f"--base {args.base}: no config.json there (a local model folder is needed)")
     os.environ.setdefault("WANDB_MODE", "offline")
     q = args.quick
     lengths = [600, 1200] if q else [2000, 8000, 32000]
@@ -233,8 +269,13 @@ def main() -> None:
     from loraqa.diagnostics.synthetic import train_tokenizer
     from loraqa.inference.answerer import Answerer
 
-    texts = [r["context"] + " " + r["question"] for r in a_train + b_pre + b_rows + b_test] + list(TEMPLATES.values())
-    tokenizer = train_tokenizer(texts + ["unanswerable"], vocab_size=1200)
+    if args.base:  # a real pre-trained reader: its own tokenizer measures the documents
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.base)
+    else:
+        texts = [r["context"] + " " + r["question"] for r in a_train + b_pre + b_rows + b_test] + list(TEMPLATES.values())
+        tokenizer = train_tokenizer(texts + ["unanswerable"], vocab_size=1200)
     one_token = sum(len(tokenizer(" " + n, add_special_tokens=False)["input_ids"]) == 1 for n in names)
     print(f"{len(names)} names, {one_token} of them one token", flush=True)
     from loraqa.modeling.precision import cpu_precision_note
@@ -244,7 +285,7 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-long-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    base = work / "base-model"
+    base = Path(args.base) if args.base else work / "base-model"
     if not (base / "config.json").is_file():  # a rerun in the same --workdir keeps the pre-trained base
         # like FLAN-T5, whose training mixture holds SQuAD v2, the base has seen unanswerable
         # questions (a third of them here): it knows to say so when the person is not in the passage
@@ -276,6 +317,11 @@ def main() -> None:
     best_n = max(choice, key=lambda n: choice[n]["dev_best_f1"])
     answerer = Answerer({"b": str(choice[best_n]["run"])}, dtype="fp32")
 
+    check = reader_check(answerer, b_test, absent_rows(b_test, b_test, set(names), np.random.default_rng(1), 1.0))
+    print(f"reader check ({check['questions']} short passages, no threshold): the asked person's fact "
+          f"{check['asked_persons_fact']:.0f}%, the other buyer's {check['other_buyers_fact']:.0f}%, abstained "
+          f"{check['abstained_answerable']:.0f}%; asked person absent: abstained {check['abstained_absent']:.0f}%",
+          flush=True)
     short = answer(answerer, b_test)
     short_em = 100 * sum(exact(short, b_test)) / len(b_test)
     results = {}
@@ -340,7 +386,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({
             "short_em": short_em, "negative_windows": {n: {k: v for k, v in c.items() if k != "run"}
                                                        for n, c in choice.items()},
-            "chosen_negative_windows": best_n, "lengths": results, "cost": speed, "timings": timings,
+            "chosen_negative_windows": best_n, "reader_check": check, "lengths": results, "cost": speed, "timings": timings,
             "targets": [{"target": t, "measured": v, "goal": g, "met": ok} for t, v, g, ok in targets]}, indent=2))
 
 

@@ -77,6 +77,11 @@ def test_long_documents_script_prints_every_target_with_a_verdict(tmp_path):
     for row in figures["lengths"].values():
         assert len(row["windows_by_decile"]) == len(row["cut_by_decile"]) == 10 and row["windows_per_question"] > 1
     assert figures["cost"]["batched"] > 0 and figures["cost"]["one_window_at_a_time"] > 0
+    # the reader check sorts each short-passage answer into at most one of its three kinds
+    check = figures["reader_check"]
+    assert check["questions"] == 10 and 0 <= check["abstained_absent"] <= 100
+    assert check["asked_persons_fact"] + check["other_buyers_fact"] + check["abstained_answerable"] <= 100
+    assert "reader check (10 short passages" in res.stdout
     verdicts = [line for line in res.stdout.splitlines() if re.search(r"  (met|NOT met)$", line)]
     assert len(verdicts) == len(figures["targets"]) == 5, res.stdout
 
@@ -89,3 +94,21 @@ def test_routing_script_measures_both_profiles(tmp_path):
                 "embedding (random-weight base)_question_only", "f1_routed", "f1_right_adapter"):
         assert 0 <= figures[key] <= 100, key
     assert "routing accuracy with passages" in res.stdout
+
+
+def test_long_documents_reader_check_knows_the_other_buyers_fact():
+    """The reader check counts answers that give the other buyer's colour, market or purchase; if
+    it could not work them out, a reader that mixes people up would look merely wrong."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import long_documents
+
+    context = ("Last spring Lire bought a red bicycle at the market of Jorvik. "
+               "Kamo bought a yellow bicycle at the market of Hollin.")
+    for question, mine, theirs in (("What colour is the bicycle of Kamo?", "yellow", "red"),
+                                   ("Where did Lire buy the bicycle?", "Jorvik", "Hollin"),
+                                   ("What did Kamo buy?", "a yellow bicycle", "a red bicycle")):
+        row = {"context": context, "question": question, "answers": {"text": [mine], "answer_start": [0]}}
+        assert long_documents.other_buyers_fact(row) == theirs
+    # not a buyers passage: nothing to compare with
+    assert long_documents.other_buyers_fact({"context": "Kamo was born in Elst.", "question": "Where was Kamo born?",
+                                             "answers": {"text": ["Elst"], "answer_start": [16]}}) is None
