@@ -112,3 +112,23 @@ def test_long_documents_reader_check_knows_the_other_buyers_fact():
     # not a buyers passage: nothing to compare with
     assert long_documents.other_buyers_fact({"context": "Kamo was born in Elst.", "question": "Where was Kamo born?",
                                              "answers": {"text": ["Elst"], "answer_start": [16]}}) is None
+
+
+def test_reader_binding_script_saves_a_reader_long_documents_can_adapt(tmp_path):
+    """The reader it pre-trains is what `long_documents.py --base` adapts: it must load with its
+    tokenizer, and every name must be one token (telling people apart is then one token's match)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    out, saved = tmp_path / "binding.json", tmp_path / "reader"
+    res = run_script("reader_binding.py", "--quick", "--json", str(out), "--save", str(saved))
+    history = json.loads(out.read_text())["history"]
+    assert [h["step"] for h in history] == [10, 20]
+    for check in history[-1]["checks"].values():  # each answer is counted as at most one kind
+        assert check["right"] + check["abstained"] + check["other_phrase"] <= 100
+    assert "present among others" in res.stdout
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    assert AutoModelForSeq2SeqLM.from_pretrained(saved).config.vocab_size == len(tokenizer)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import reader_binding
+
+    assert all(len(tokenizer(" " + n, add_special_tokens=False)["input_ids"]) == 1 for n in reader_binding.names())
