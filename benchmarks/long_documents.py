@@ -47,6 +47,11 @@ import learning_check as world  # noqa: E402 - the synthetic world lives beside 
 WINDOW = ["data.max_source_length=192", "data.doc_stride=48"]
 
 
+def one_word_names() -> list[str]:
+    """The 400 two-syllable names of this world, sorted."""
+    return sorted({(a + b).capitalize() for a in world.SYLLABLES for b in world.SYLLABLES})
+
+
 def buyers(rng, name: str, other: str) -> tuple[str, list]:
     """Two people buy the same kind of thing: whose colour or market it was is told only by the
     name beside it. (In learning_check's family B only one person buys anything, so a reader can
@@ -254,7 +259,7 @@ def main() -> None:
     # 3-layer model learns; with learning_check's five-syllable names it never learned to notice
     # that the asked person is absent from a window. The facts of every passage are drawn afresh,
     # so test passages are new even where a name was seen in training.
-    names = sorted({(a + b).capitalize() for a in world.SYLLABLES for b in world.SYLLABLES})
+    names = one_word_names()
     rng.shuffle(names)
     a_train = world.make_rows(world.family_a, names, rng, per_name=20)[: 1200 if q else 6000]
     b_pre = world.make_rows(buyers, names, rng, per_name=10)[: 600 if q else 3000]

@@ -13,8 +13,8 @@ The saved model is what `long_documents.py --base DIR` adapts.
 Measured on a 2-core CPU (AMD EPYC, AVX512-BF16): the defaults (d_model 128, 3+3 layers, batch
 32, the word tokenizer below) after 3,000 steps (12 minutes): the asked person's fact 47% of
 present questions, another phrase of the passage 40%, abstained on 57% of absent ones; after
-7,000 steps (28 minutes) 35%, 48% and 60%: not binding. With the Unigram tokenizer, d_model 128 with 3+3 or 4+4 layers did not bind within
-1,000-2,000 steps either (20-25 minutes each). It runs on a GPU when there is one (bf16
+7,000 steps (28 minutes) 35%, 48% and 60%: not binding. With the Unigram tokenizer, d_model 128
+with 3+3 or 4+4 layers did not bind within 1,000-2,000 steps either (20-25 minutes each). It runs on a GPU when there is one (bf16
 autocast), where far longer runs and larger models cost minutes.
 
     .venv/bin/python benchmarks/reader_binding.py --steps 20000 --save runs/reader   # GPU
@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import learning_check as world  # noqa: E402 - the synthetic world lives beside this script
-import long_documents  # noqa: E402 - its buyers passages and names
+import long_documents  # noqa: E402 - its world: names and buyers passages (it lives beside this script)
 
 TEMPLATE = "squad"
 NO_ANSWER = "unanswerable"
@@ -41,7 +40,7 @@ NO_ANSWER = "unanswerable"
 
 def names() -> list[str]:
     """long_documents.py's pool of one-word names, in the same order."""
-    pool = sorted({(a + b).capitalize() for a in world.SYLLABLES for b in world.SYLLABLES})
+    pool = long_documents.one_word_names()
     np.random.default_rng(0).shuffle(pool)
     return pool
 
