@@ -357,7 +357,7 @@ def main() -> None:
     timings["cost_s"] = time.time() - t0
 
     print(f"\n{len(b_test)} questions about passages never seen in training; adapter trained with "
-          f"data.negative_windows={best_n}; no-answer threshold {answerer.settings['b'].threshold}; "
+          f"data.negative_windows={best_n}; no-answer threshold {answerer.adapter('b').settings.threshold}; "
           f"short-passage EM {short_em:.1f}")
     header = "tokens  mode      " + " ".join(f"{d * 10:>3d}%" for d in range(10)) + "    all"
     print(header)

@@ -109,7 +109,8 @@ def main() -> None:
     from loraqa.config.templates import TEMPLATES
     from loraqa.diagnostics.synthetic import build_t5, train_tokenizer
     from loraqa.inference.answerer import Answerer
-    from loraqa.inference.routing import DomainProfile, Router
+    from loraqa.domain_profile import DomainProfile
+    from loraqa.inference.routing import route
     from loraqa.modeling.loading import load_tokenizer
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-routing-"))
@@ -141,12 +142,10 @@ def main() -> None:
     cases = [(d, r) for d, rows in test.items() for r in rows]
 
     figures = {"questions": len(cases), "domains": list(DOMAINS), "train_and_pretrain_s": seconds}
-    router = Router()
-    for d, run in runs.items():
-        router.add(d, DomainProfile.read(run / "adapter"))
+    profiles = {d: DomainProfile.read(run / "adapter") for d, run in runs.items()}
     for with_passage in (True, False):
         key = "with_passage" if with_passage else "question_only"
-        picked = [router.route(r["question"], r["context"] if with_passage else None)[0] for _, r in cases]
+        picked = [route(profiles, r["question"], r["context"] if with_passage else None)[0] for _, r in cases]
         figures[f"tfidf_{key}"] = 100 * float(np.mean([p == d for p, (d, _) in zip(picked, cases)]))
     from transformers import AutoModelForSeq2SeqLM
 

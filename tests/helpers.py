@@ -50,6 +50,14 @@ def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250):
     return train(cfg, output=str(workdir / "run"))
 
 
+def local_client(app):
+    """FastAPI's TestClient as a client on this machine addresses the server (Host 127.0.0.1: the
+    server refuses Host names it was not told about)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
 @contextmanager
 def live_server(app):
     """The app served by uvicorn on a free loopback port, for clients that speak real HTTP."""

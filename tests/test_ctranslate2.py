@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers import read_jsonl, run_cli, write_jsonl
+from helpers import local_client, read_jsonl, run_cli, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,6 @@ def test_eval_with_ctranslate2_scores_the_runs_held_out_questions(tiny_model_dir
 
 
 def test_serve_with_ctranslate2_batches_adapters_together(two_adapters, tmp_path):
-    from fastapi.testclient import TestClient
-
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
 
@@ -128,7 +126,7 @@ def test_serve_with_ctranslate2_batches_adapters_together(two_adapters, tmp_path
     answerer = Answerer({n: str(p) for n, p in folders.items()}, engine="ctranslate2")
     row = two_adapters["rows"][0]
     q = {"question": row["question"], "context": row["context"]}
-    with TestClient(create_app(answerer)) as client:
+    with local_client(create_app(answerer)) as client:
         res = client.post("/v1/answer/batch", json={"requests": [{**q, "adapter": "answers"}, {**q, "adapter": "titles"}]})
         assert res.status_code == 200, res.text
         got = [a["answer"] for a in res.json()["answers"]]

@@ -142,5 +142,6 @@ def test_unreachable_hub_names_the_local_path_option(monkeypatch):
     from loraqa import hub
 
     hub.hub_reachable.cache_clear()
-    with pytest.raises(LoraqaError, match=r"Hub is unreachable.*--data PATH"):
+    with pytest.raises(LoraqaError, match=r"Hub is unreachable.*data\.source") as info:
         load_rows("some-org/no-such-dataset-here")
+    assert "pass a local file with --data PATH" in info.value.cli_message()  # what the CLI prints

@@ -14,7 +14,7 @@ import math
 
 import pytest
 
-from helpers import MEMORISE, read_jsonl, run_cli, write_jsonl
+from helpers import MEMORISE, local_client, read_jsonl, run_cli, write_jsonl
 
 WINDOW = ["data.max_source_length=96", "data.doc_stride=24"]
 
@@ -101,7 +101,7 @@ def test_the_score_is_the_answers_mean_log_probability(reader):
     answerer.run([(reading, i) for i in range(len(reading.inputs))])
     for inp, got in list(zip(reading.inputs, reading.results))[-3:]:
         target = answerer.tokenizer(got.text)["input_ids"] if got.text else [answerer.tokenizer.eos_token_id]
-        with answerer.using("r") as model, torch.inference_mode():
+        with answerer.scoring_model("r") as model, torch.inference_mode():
             logits = model(input_ids=torch.tensor([inp.source]), labels=torch.tensor([target])).logits
         logprobs = torch.log_softmax(logits.float(), -1)[0, torch.arange(len(target)), torch.tensor(target)]
         assert got.tokens == len(target)
@@ -171,8 +171,6 @@ def test_extractive_decoding_only_quotes_the_document(reader, tmp_path):
 
 
 def test_the_server_reads_a_100k_character_document(reader):
-    from fastapi.testclient import TestClient
-
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
 
@@ -181,7 +179,7 @@ def test_the_server_reads_a_100k_character_document(reader):
     context = filler[:100_000 - len(passage) - 1].rsplit(" ", 1)[0] + " " + passage
     context = " " * (100_000 - len(context)) + context
     assert len(context) == 100_000
-    with TestClient(create_app(Answerer({"r": str(reader["run"])}, dtype="fp32"))) as client:
+    with local_client(create_app(Answerer({"r": str(reader["run"])}, dtype="fp32"))) as client:
         res = client.post("/v1/answer", json={"question": d["question"], "context": context})
     assert res.status_code == 200, res.text
     body = res.json()
@@ -195,7 +193,7 @@ def test_a_long_document_does_not_hold_a_short_request_back(reader):
     """The long document's windows are spread over batches; a question that arrives meanwhile is
     answered within the next batch, not after the whole document."""
     from loraqa.inference.answerer import Answerer
-    from loraqa.inference.batching import Batcher
+    from loraqa.serving.batching import Batcher
 
     answerer = Answerer({"r": str(reader["run"])}, dtype="fp32")
     long_doc = " ".join(reader["fillers"] * 12)
@@ -241,12 +239,10 @@ def test_bad_documents_on_the_command_line(reader, context, question, code, mess
     ({"question": "why " * 200, "context": "Some text."}, 413, "shorten the question"),
 ])
 def test_bad_documents_at_the_server(reader, body, code, message):
-    from fastapi.testclient import TestClient
-
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
 
-    with TestClient(create_app(Answerer({"r": str(reader["run"])}, dtype="fp32"))) as client:
+    with local_client(create_app(Answerer({"r": str(reader["run"])}, dtype="fp32"))) as client:
         res = client.post("/v1/answer", json=body)
     assert res.status_code == code and message in res.json()["detail"]
 

@@ -8,20 +8,19 @@ import shutil
 
 import pytest
 
-from helpers import read_jsonl, run_cli, write_jsonl
+from helpers import local_client, read_jsonl, run_cli, write_jsonl
 
 KEY = {"Authorization": "Bearer k"}
 
 
 @pytest.fixture()
-def client(domain_adapters):
-    from fastapi.testclient import TestClient
-
+def client(domain_adapters, tmp_path):
+    """The admin key k (it also asks questions); adapters load from the test's tmp_path."""
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
 
     answerer = Answerer({n: str(p) for n, p in domain_adapters["runs"].items()}, dtype="fp32")
-    with TestClient(create_app(answerer, api_key="k")) as c:
+    with local_client(create_app(answerer, admin_key="k", adapter_root=tmp_path)) as c:
         yield c
 
 
@@ -45,7 +44,9 @@ def test_metrics_count_requests_batches_queue_and_adapters(client, domain_adapte
     assert client.get("/metrics").status_code == 401  # the API-key rule of the other routes
     text = client.get("/metrics", headers=KEY).text
     assert sample(text, "loraqa_requests_total", adapter="science", route="/v1/answer", status="200") == 2
-    assert sample(text, "loraqa_requests_total", adapter="nope", route="/v1/answer", status="404") == 1
+    # a name that is not loaded is counted as "unknown": clients cannot grow the label set
+    assert sample(text, "loraqa_requests_total", adapter="unknown", route="/v1/answer", status="404") == 1
+    assert 'adapter="nope"' not in text
     assert sample(text, "loraqa_requests_total", adapter="places", route="/v1/chat/completions", status="200") == 1
     assert sample(text, "loraqa_request_duration_seconds_count", adapter="science") == 2
     assert sample(text, "loraqa_batch_size_count") == 3  # one model call per answered request here
@@ -94,8 +95,8 @@ def make_adapter_for_another_base(out, like):
 
 
 def test_hot_loaded_adapters_show_in_the_model_list_at_once(client, domain_adapters, tmp_path):
-    res = client.post("/v1/adapters", json={"name": "science2", "path": str(domain_adapters["runs"]["science"])},
-                      headers=KEY)
+    shutil.copytree(domain_adapters["runs"]["science"], tmp_path / "science", ignore=shutil.ignore_patterns("checkpoints"))
+    res = client.post("/v1/adapters", json={"name": "science2", "path": "science"}, headers=KEY)
     assert res.status_code == 201, res.text
     assert "science2" in [m["id"] for m in client.get("/v1/models", headers=KEY).json()["data"]]
     assert client.delete("/v1/adapters/science2", headers=KEY).status_code == 200

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers import read_jsonl, run_cli
+from helpers import local_client, read_jsonl, run_cli
 
 
 def test_predict_one_question(two_adapters):
@@ -41,7 +41,7 @@ def test_merged_model_answers_like_base_plus_adapter(two_adapters, tmp_path, ans
     from loraqa.inference.reading import plan_reading
 
     out = tmp_path / "merged"
-    res = run_cli("merge", "--adapter", str(two_adapters["answers"]), "--output", str(out))
+    res = run_cli("merge", str(two_adapters["answers"]), "--output", str(out))
     assert res.exit_code == 0, res.output
     assert (out / "model.safetensors").is_file() and not list(out.glob("adapter_*"))
     card = (out / "README.md").read_text()
@@ -64,7 +64,7 @@ def test_merge_refuses_to_overwrite(two_adapters, tmp_path):
     out = tmp_path / "m"
     out.mkdir()
     (out / "x").write_text("keep")
-    res = run_cli("merge", "--adapter", str(two_adapters["answers"]), "--output", str(out))
+    res = run_cli("merge", str(two_adapters["answers"]), "--output", str(out))
     assert res.exit_code == 1 and "already exists" in res.stderr and (out / "x").read_text() == "keep"
 
 
@@ -72,21 +72,17 @@ def test_merge_refuses_to_overwrite(two_adapters, tmp_path):
 
 @pytest.fixture
 def client(answerer):
-    from fastapi.testclient import TestClient
-
     from loraqa.serving.app import create_app
 
-    with TestClient(create_app(answerer, window_ms=20)) as c:
+    with local_client(create_app(answerer, window_ms=20)) as c:
         yield c
 
 
 @pytest.fixture
 def keyed_client(answerer):
-    from fastapi.testclient import TestClient
-
     from loraqa.serving.app import create_app
 
-    with TestClient(create_app(answerer, api_key="s3cret", window_ms=5)) as c:
+    with local_client(create_app(answerer, api_key="s3cret", window_ms=5)) as c:
         yield c
 
 
@@ -126,7 +122,7 @@ def test_concurrent_requests_are_gathered_into_batches(answerer, two_adapters):
     async def fire():
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
                 reqs = [c.post("/v1/answer", json={"question": r["question"], "context": r["context"],
                                                    "adapter": ("answers", "titles")[i % 2]})
                         for i, r in enumerate(rows * 2)]
@@ -162,19 +158,25 @@ def test_batch_request_limits(client):
     assert client.post("/v1/answer/batch", json=many).status_code == 413
 
 
-def test_a_failing_request_does_not_take_the_server_down(client, answerer, monkeypatch, two_adapters):
+def test_a_failing_request_does_not_take_the_server_down(client, answerer, monkeypatch, two_adapters, caplog):
+    """The client gets a generic 500 with a request id, never the exception's text; the server
+    logs the traceback under that id and answers the next request."""
     real = answerer.run
     calls = {"n": 0}
 
     def flaky(batch, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise RuntimeError("simulated failure")
+            raise RuntimeError("simulated failure in /secret/path")
         return real(batch, **kw)
 
     monkeypatch.setattr(client.app.state.batcher, "run_fn", flaky)
-    res = client.post("/v1/answer", json={"question": "Q?"})
-    assert res.status_code == 500 and "simulated failure" in res.text
+    with caplog.at_level("ERROR", logger="loraqa.server"):
+        res = client.post("/v1/answer", json={"question": "Q?"})
+    request_id = res.headers["x-request-id"]
+    assert res.status_code == 500 and request_id in res.json()["detail"]
+    assert "simulated" not in res.text and "/secret/path" not in res.text
+    assert request_id in caplog.text and "RuntimeError: simulated failure" in caplog.text  # with its traceback
     row = two_adapters["rows"][0]
     ok = client.post("/v1/answer", json={"question": row["question"], "context": row["context"]})
     assert ok.status_code == 200 and ok.json()["answer"] == row["answers"]["text"][0]
@@ -190,31 +192,41 @@ def test_api_key_is_required_when_set(keyed_client):
     assert keyed_client.get("/health").status_code == 200  # health stays open for load balancers
 
 
-def test_adapter_management_needs_the_key(client):
-    res = client.post("/v1/adapters", json={"name": "x", "path": "/tmp"})
-    assert res.status_code == 403 and "--api-key" in res.text
+def test_adapter_management_needs_the_admin_key(client, answerer, tmp_path):
+    from loraqa.serving.app import create_app
+
+    res = client.post("/v1/adapters", json={"name": "x", "path": "x"})
+    assert res.status_code == 403 and "admin key" in res.text
     assert client.delete("/v1/adapters/titles").status_code == 403
+    # the key that asks questions does not unload adapters
+    with local_client(create_app(answerer, api_key="ask", admin_key="admin", adapter_root=tmp_path)) as c:
+        asker = {"Authorization": "Bearer ask"}
+        assert c.delete("/v1/adapters/titles", headers=asker).status_code == 401
+        assert c.post("/v1/adapters", json={"name": "x", "path": "x"}, headers=asker).status_code == 401
+        assert "titles" in c.get("/v1/models", headers=asker).text
 
 
-def test_load_and_unload_adapters_at_run_time(nodrop_model_dir, two_adapters):
-    from fastapi.testclient import TestClient
+def test_load_and_unload_adapters_at_run_time(nodrop_model_dir, two_adapters, tmp_path):
+    import shutil
 
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
 
+    root = tmp_path / "adapters"
+    shutil.copytree(two_adapters["titles"] / "adapter", root / "titles")
     answerer = Answerer({"answers": str(two_adapters["answers"])}, dtype="fp32")
     key = {"Authorization": "Bearer k"}
     row = two_adapters["rows"][2]
     q = {"question": row["question"], "context": row["context"]}
-    with TestClient(create_app(answerer, api_key="k")) as c:
+    with local_client(create_app(answerer, admin_key="k", adapter_root=root)) as c:
         assert c.post("/v1/answer", json={**q, "adapter": "titles"}, headers=key).status_code == 404
-        res = c.post("/v1/adapters", json={"name": "titles", "path": str(two_adapters["titles"])}, headers=key)
+        res = c.post("/v1/adapters", json={"name": "titles", "path": "titles"}, headers=key)
         assert res.status_code == 201, res.text
         assert c.post("/v1/answer", json={**q, "adapter": "titles"}, headers=key).json()["answer"] == row["title"]
-        dup = c.post("/v1/adapters", json={"name": "titles", "path": str(two_adapters["titles"])}, headers=key)
+        dup = c.post("/v1/adapters", json={"name": "titles", "path": "titles"}, headers=key)
         assert dup.status_code == 409
-        bad = c.post("/v1/adapters", json={"name": "ghost", "path": "/no/such/dir"}, headers=key)
-        assert bad.status_code == 400 and "does not exist" in bad.text
+        bad = c.post("/v1/adapters", json={"name": "ghost", "path": "no/such/dir"}, headers=key)
+        assert bad.status_code == 404 and "no adapter at 'no/such/dir'" in bad.text
         assert c.delete("/v1/adapters/titles", headers=key).status_code == 200
         assert c.post("/v1/answer", json={**q, "adapter": "titles"}, headers=key).status_code == 404
         assert c.delete("/v1/adapters/titles", headers=key).status_code == 404

@@ -97,7 +97,7 @@ def test_lora_memorises_eight_examples(nodrop_model_dir, squad_rows, tmp_path):
 
     from helpers import train_memoriser
     from loraqa.config import load_config
-    from loraqa.inference.reading import read_rows
+    from loraqa.inference.generation import read_rows
 
     result = train_memoriser(nodrop_model_dir, squad_rows[:10], tmp_path)
     train_ids = json.loads((result.run_dir / "split.json").read_text())["train"]

@@ -9,17 +9,19 @@ the same config file beside its weights.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from loraqa import __version__
 from loraqa.config import Config, dump_config, load_saved_config
-from loraqa.errors import LoraqaError
+from loraqa.errors import LoraqaError, NotAnAdapter, option
 
 ADAPTER_CONFIG_NAME = "loraqa_config.yaml"
 # the no-answer threshold `loraqa eval` calibrated on held-out questions, read by later use
@@ -35,19 +37,43 @@ def default_run_name(cfg) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
+# what `loraqa train` writes into a run directory: config.yaml beside at least one of the others
+RUN_FILES = ("adapter", "checkpoints", "metrics.jsonl", "split.json", "data_report.json", "env.json")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and any((path / name).exists() for name in RUN_FILES)
+
+
 def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber an earlier run; called before any compute is spent."""
+    """Refuse to clobber an earlier run, or anything that is not one; called before any compute."""
     if run_dir.exists() and not run_dir.is_dir():
-        raise LoraqaError(f"{run_dir} exists and is not a directory; choose another --output")
+        raise LoraqaError(f"{run_dir} exists and is not a directory; choose another {option('output')}")
     not_empty = run_dir.is_dir() and any(run_dir.iterdir())
     if resume:
         if not last_checkpoint(run_dir):
             raise LoraqaError(f"nothing to resume in {run_dir}: it has no checkpoints/checkpoint-*; "
-                              "drop --resume to start a new run")
+                              f"drop {option('resume')} to start a new run")
         return
     if not_empty and not overwrite:
-        raise LoraqaError(f"run directory {run_dir} already exists and is not empty; pass --overwrite to replace it, "
-                          "--resume to continue it, or --output DIR for a new one")
+        raise LoraqaError(f"run directory {run_dir} already exists and is not empty; pass {option('overwrite')} to "
+                          f"replace it, {option('resume')} to continue it, or {option('output')} for a new one")
+    if not_empty:
+        check_replaceable(run_dir)
+
+
+def check_replaceable(run_dir: Path) -> None:
+    """Replacing a run deletes its directory: only a directory holding a loraqa run, and never one
+    the working directory or the home directory sits in."""
+    target = run_dir.resolve()
+    for keep, what in ((Path.cwd().resolve(), "the working directory"), (Path.home().resolve(), "your home directory")):
+        if keep == target or keep.is_relative_to(target):
+            raise LoraqaError(f"{run_dir} is (or holds) {what}; {option('overwrite')} would delete it. Choose another "
+                              f"{option('output')}")
+    if not is_run_dir(run_dir):
+        raise LoraqaError(f"{run_dir} is not a loraqa run directory (no config.yaml beside adapter/, checkpoints/ or "
+                          f"metrics.jsonl), so {option('overwrite')} will not delete it; choose another "
+                          f"{option('output')} or empty it yourself")
 
 
 def checkpoint_is_complete(path: Path) -> bool:
@@ -85,13 +111,9 @@ def remove_incomplete_checkpoints(run_dir: Path) -> list[str]:
     return removed
 
 
-def is_main_process() -> bool:
-    """Rank 0 under torchrun / accelerate (or a plain single process): the only writer."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
-    if overwrite and not resume and run_dir.exists():
+    if overwrite and not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        check_replaceable(run_dir)  # checked again at the moment of deleting
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -109,6 +131,12 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def jsonl_line(row: dict) -> str:
+    """One JSON-lines row. U+2028 and U+2029 are escaped: valid unescaped in JSON, but many readers
+    (Python's str.splitlines among them) take them for line ends and would cut the row in two."""
+    return json.dumps(row, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
 def write_json(path: Path, data) -> None:
@@ -175,11 +203,22 @@ class AdapterRef:
 
 
 def read_calibration(adapter_dir: Path) -> dict | None:
+    """The calibration `loraqa eval` saved, checked: its threshold is a finite number or null."""
     path = Path(adapter_dir) / CALIBRATION_NAME
+    if not path.exists():
+        return None
+    damaged = LoraqaError(f"{path} is damaged; delete it and run `loraqa eval` again to recalibrate")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise damaged
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise LoraqaError(f"{path} is damaged; delete it and run `loraqa eval` again to recalibrate") from None
+        raise damaged from None
+    threshold = data.get("no_answer_threshold") if isinstance(data, dict) else "missing"
+    if threshold is not None and not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                                      and math.isfinite(threshold)):
+        raise damaged
+    return data
 
 
 def write_calibration(adapter_dir: Path, calibration: dict) -> None:
@@ -203,9 +242,39 @@ def resolve_adapter(path: str | Path) -> AdapterRef:
         run_dir = p if (p / "split.json").is_file() else None
         return AdapterRef(p, run_dir, load_saved_config(p / ADAPTER_CONFIG_NAME), kind="ctranslate2")
     if not p.exists():
-        raise LoraqaError(f"{p} does not exist; pass a run directory (runs/NAME) or its adapter/ folder")
-    raise LoraqaError(f"{p} holds no adapter (adapter_config.json); pass a run directory whose training finished, "
+        raise NotAnAdapter(f"{p} does not exist; pass a run directory (runs/NAME) or its adapter/ folder")
+    raise NotAnAdapter(f"{p} holds no adapter (adapter_config.json); pass a run directory whose training finished, "
                       "or an adapter folder")
+
+
+def adapter_files(ref: AdapterRef) -> list[Path]:
+    """Every file loading this adapter may open: the adapter folder's own files and, for a run
+    directory, its config.yaml and split.json."""
+    files = sorted(ref.adapter_dir.iterdir())
+    if ref.run_dir is not None and ref.run_dir != ref.adapter_dir:
+        files += [ref.run_dir / name for name in ("config.yaml", "split.json") if (ref.run_dir / name).exists()]
+    return files
+
+
+def check_regular_files(ref: AdapterRef, max_bytes: int | None = None) -> None:
+    """Refuse an adapter folder holding anything but regular files and folders: a FIFO named like a
+    weights file blocks whoever opens it (the engine, with every request waiting behind it), a
+    device file reads forever. Symlinks count as what they point to. Optionally a size limit."""
+    total = 0
+    for path in adapter_files(ref):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            raise LoraqaError(f"{path} cannot be read (a broken link?)") from None
+        if stat.S_ISDIR(mode):
+            continue
+        if not stat.S_ISREG(mode):
+            raise LoraqaError(f"{path} is not a regular file; an adapter folder holds only files written by "
+                              "`loraqa train` or `loraqa export`")
+        total += path.stat().st_size
+    if max_bytes is not None and total > max_bytes:
+        raise LoraqaError(f"the adapter in {ref.adapter_dir} has {total / 2**20:.0f} MiB of files, over the limit of "
+                          f"{max_bytes / 2**20:.0f} MiB")
 
 
 def save_model_folder(model, tokenizer, target: Path, cfg: Config, extra_files: dict[str, str] | None = None) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Callable, List, Optional, TypeVar
 import typer
 
 from loraqa import config as cfgmod
-from loraqa.errors import ConfigError, LoraqaError, UsageError
+from loraqa.errors import ConfigError, LoraqaError, UsageError, render
 
 app = typer.Typer(
     help="Fine-tune encoder-decoder models (FLAN-T5) with LoRA for question answering.",
@@ -31,11 +31,17 @@ T = TypeVar("T")
 
 # Options several commands share, declared once.
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset shipped with loraqa (see `loraqa config --list`).")]
-Sets = Annotated[List[str], typer.Option("--set", "-s", help="Override one key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable).")]
-BaseModel = Annotated[Optional[str], typer.Option("--model", help="Base model, if not the one the adapter was trained on.")]
-AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) weights, which can run code: only for files you trust.")]
+Sets = Annotated[List[str], typer.Option("--set", "-s", help="Override one config key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable).")]
+Model = Annotated[Optional[str], typer.Option("--model", help="A hub id or local model directory: the model to train or size, or the base model adapters sit on (default: the one the first adapter was trained on).")]
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle weight files (.bin, .pt, .pkl) for the base model and adapters in this command; they can run code when loaded: only for files you trust.")]
 Engine = Annotated[str, typer.Option("--engine", help="pytorch: the base model with LoRA adapters; ctranslate2: folders written by `loraqa export` (int8 by default: faster on a CPU).")]
-
+AdapterArg = Annotated[str, typer.Argument(help="A run directory (runs/NAME), its adapter/ folder, or (for eval) an export.")]
+Adapters = Annotated[List[str], typer.Option("--adapter", "-a", help="An adapter as NAME=PATH or PATH (a run directory or adapter folder; repeatable).")]
+Output = Annotated[str, typer.Option("--output", "-o", help="The folder to write.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace what the output already holds.")]
+Host = Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 exposes it to the network).")]
+AllowedHost = Annotated[List[str], typer.Option("--allowed-host", help="Another Host name clients may use to reach the server, e.g. a DNS name behind a proxy (repeatable). Requests for any other host are refused (DNS-rebinding protection).")]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="LORAQA_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on every API request. Prefer the environment variable: it does not show in `ps`.")]
 
 @app.callback()
 def _quiet_libraries() -> None:
@@ -56,9 +62,10 @@ def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except LoraqaError as exc:
-        problems = exc.problems if isinstance(exc, ConfigError) and len(exc.problems) > 1 else [str(exc)]
+        # the library names settings; the command line shows them as its flags
+        problems = exc.problems if isinstance(exc, ConfigError) and len(exc.problems) > 1 else [exc.template]
         for problem in problems:
-            typer.echo(f"error: {problem}", err=True)
+            typer.echo(f"error: {render(problem, cli=True)}", err=True)
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -94,10 +101,10 @@ def train(
     preset: Preset = "default",
     config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config (applied over the preset)."),
     set_: Sets = [],
-    model: Optional[str] = typer.Option(None, "--model", help="Hub id or local model directory (sets model.name)."),
+    model: Model = None,
     data: Optional[str] = typer.Option(None, "--data", help="Dataset name or local file (sets data.source)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<run_name>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory (only one that holds a loraqa run)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
     allow_pickle: AllowPickle = False,
 ):
@@ -132,7 +139,7 @@ def show_config(
 def doctor(
     preset: Annotated[str, typer.Option("--preset", "-p", help="Preset whose memory needs are checked.")] = "default",
     set_: Sets = [],
-    model: Optional[str] = typer.Option(None, "--model", help="Model to size (hub id or local directory)."),
+    model: Model = None,
     gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="Size the preset for a card with this many GiB (e.g. 4 for a GTX 1650) instead of this machine."),
 ):
     """Check torch, the GPU (or CPU fallback), bf16, bitsandbytes, and whether a preset fits in memory."""
@@ -146,12 +153,12 @@ def doctor(
 
 @app.command("eval")
 def eval_(
-    target: str = typer.Argument(..., help="A run directory (runs/NAME) or an adapter folder."),
+    target: AdapterArg,
     data: Optional[str] = typer.Option(None, "--data", help="Questions to answer (default: the run's held-out questions)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
     baseline: bool = typer.Option(False, "--baseline", help="Also score the base model without the adapter."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
-    model: Annotated[Optional[str], typer.Option("--model", help="Base model, if not where the adapter was trained.")] = None,
+    model: Model = None,
     set_: Annotated[List[str], typer.Option("--set", "-s", help="Override eval keys, e.g. --set eval.batch_size=8.")] = [],
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
@@ -161,19 +168,20 @@ def eval_(
         from loraqa.evaluation.eval_run import run_eval
 
         run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
-                 sets=set_ + (["model.allow_pickle=true"] if allow_pickle else []), engine=engine)
+                 sets=set_, engine=engine, allow_pickle=allow_pickle)
 
     _run(action)
 
 
 @app.command()
 def predict(
-    adapter: List[str] = typer.Option([], "--adapter", "-a", help="Adapter PATH or NAME=PATH (repeatable; a file's rows pick one by its 'adapter' field)."),
+    adapter: Adapters = [],
     question: Optional[str] = typer.Option(None, "--question", "-q", help="One question to answer."),
     context: Optional[str] = typer.Option(None, "--context", help="The passage to read the answer from."),
-    input_file: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL of {question, context?, adapter?, id?} rows."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Where --input answers go (JSONL)."),
-    model: BaseModel = None,
+    input_file: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL of {question, context?, adapter?, id?} rows (UTF-8, one object per line)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Where --input answers go (JSONL), written as they are answered."),
+    resume: bool = typer.Option(False, "--resume", help="With --input: keep the answers already in --output and answer only the rows whose id is not there yet."),
+    model: Model = None,
     use: Optional[str] = typer.Option(None, "--use", help="Which adapter answers --question: a name, 'base', or 'auto' (chosen by its training domain). Default: the first."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per generation batch (a short passage is one window)."),
     as_json: bool = typer.Option(False, "--json", help="For --question: print the answer with its evidence (score, no_answer, start, end, windows) as JSON."),
@@ -190,6 +198,8 @@ def predict(
             raise UsageError("give either --question (one question) or --input FILE.jsonl with --output FILE.jsonl")
         if input_file and not output:
             raise UsageError("--input needs --output FILE.jsonl for the answers")
+        if resume and not input_file:
+            raise UsageError("--resume continues an --input file's answers; it has no meaning with --question")
         from loraqa.inference.predict import predict_file, predict_one
 
         adapters = _adapter_map(adapter)
@@ -197,18 +207,19 @@ def predict(
             answer = predict_one(adapters, question, context, model, allow_pickle, use, engine)
             typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False) if as_json else answer.answer)
         else:
-            n = predict_file(adapters, input_file, output, model, batch_size, allow_pickle, engine)
-            typer.echo(f"wrote {n} answers to {output}", err=True)
+            done = predict_file(adapters, input_file, output, model, batch_size, allow_pickle, engine, resume)
+            typer.echo(f"wrote {done.written} answers to {output}"
+                       + (f" ({done.skipped} already there)" if done.skipped else ""), err=True)
 
     _run(action)
 
 
 @app.command()
 def merge(
-    adapter: str = typer.Option(..., "--adapter", "-a", help="Run directory or adapter folder."),
-    output: str = typer.Option(..., "--output", "-o", help="Folder for the merged transformers model."),
-    model: BaseModel = None,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    adapter: AdapterArg,
+    output: Output,
+    model: Model = None,
+    overwrite: Overwrite = False,
     allow_pickle: AllowPickle = False,
 ):
     """Fold an adapter into its base model: a standard model folder for from_pretrained and pipeline()."""
@@ -222,12 +233,12 @@ def merge(
 
 @app.command()
 def export(
-    adapter: str = typer.Argument(..., help="A run directory or adapter folder."),
-    output: str = typer.Option(..., "--output", "-o", help="Folder for the exported model."),
+    adapter: AdapterArg,
+    output: Output,
     fmt: str = typer.Option("ctranslate2", "--format", help="Export format: ctranslate2."),
     quantization: str = typer.Option("int8", "--quantization", "-q", help="Weights: int8 (default), int8_float32, int8_bfloat16, bfloat16, float16, float32."),
-    model: BaseModel = None,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    model: Model = None,
+    overwrite: Overwrite = False,
     allow_pickle: AllowPickle = False,
 ):
     """Merge an adapter into its base and convert it for CTranslate2 (fast int8 answering on CPUs).
@@ -241,40 +252,79 @@ def export(
     typer.echo(f"exported to {_run(action)} (answer with --engine ctranslate2)")
 
 
+def _limits(**values):
+    from loraqa.serving.limits import ServerLimits
+
+    return ServerLimits(**{k: v for k, v in values.items() if v is not None})
+
+
+def _key(value: Optional[str], variable: str, what: str) -> Optional[str]:
+    """A key from its flag or variable; an empty or blank one is refused, also when the variable
+    is set to nothing (the flag then falls back to no key, which would let everyone in)."""
+    from loraqa.serving.guard import checked_key
+
+    if value is None and variable in os.environ:
+        value = os.environ[variable]
+    return checked_key(value, what)
+
+
+def _warn_if_exposed(host: str, api_key: Optional[str]) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        typer.echo(f"warning: serving on {host} without an API key: anyone who can reach it can use it", err=True)
+
+
 @app.command()
 def serve(
-    adapter: List[str] = typer.Option([], "--adapter", "-a", help="NAME=PATH of an adapter to serve (repeatable)."),
-    model: Annotated[Optional[str], typer.Option("--model", help="Base model (default: the first adapter's).")] = None,
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 exposes it to the network)."),
+    adapter: Adapters = [],
+    model: Model = None,
+    host: Host = "127.0.0.1",
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="LORAQA_API_KEY", help="Require 'Authorization: Bearer KEY' on every API request; also enables loading/unloading adapters."),
+    api_key: ApiKey = None,
+    admin_key: Optional[str] = typer.Option(None, "--admin-key", envvar="LORAQA_ADMIN_KEY", show_envvar=True, help="The key that loads and unloads adapters (POST/DELETE /v1/adapters; it also asks questions). Without it adapters cannot be changed while the server runs."),
+    adapter_root: Optional[str] = typer.Option(None, "--adapter-root", help="The only folder adapters may be hot-loaded from (POST /v1/adapters names a folder inside it)."),
+    allowed_host: AllowedHost = [],
+    cors_origin: List[str] = typer.Option([], "--cors-origin", help="A web origin (e.g. https://app.example.org) whose pages may call the API from a browser (repeatable; default: none)."),
     batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most windows answered in one batch (1 turns batching off); a long document's windows are spread over batches."),
-    max_context_chars: int = typer.Option(1_000_000, "--max-context-chars", min=1, help="Longest context (document) a request may send, in characters; it is read in windows."),
+    max_context_chars: int = typer.Option(1_000_000, "--max-context-chars", min=1, help="Longest context (document) a question may send, in characters; it is read in windows."),
+    max_request_windows: int = typer.Option(4_096, "--max-request-windows", min=1, help="Most windows one request may need, all its questions together (413 beyond)."),
+    max_queued_windows: int = typer.Option(16_384, "--max-queued-windows", min=1, help="Most windows waiting for the model, all requests together (503 with Retry-After beyond)."),
+    request_timeout: float = typer.Option(300.0, "--request-timeout", min=0.001, help="Seconds a request may take from arrival to answer (504 beyond; its windows are dropped)."),
+    max_adapters: int = typer.Option(32, "--max-adapters", min=1, help="Most adapters loaded at once."),
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
-    """Serve adapters over HTTP (POST /v1/answer, demo page at /, docs at /docs)."""
+    """Serve adapters over HTTP (POST /v1/answer, OpenAI-compatible /v1/chat/completions, demo page at /, docs at /docs)."""
     def action():
         adapters = _adapter_map(adapter)
+        keys = {"api_key": _key(api_key, "LORAQA_API_KEY", "API key"),
+                "admin_key": _key(admin_key, "LORAQA_ADMIN_KEY", "admin key")}
+        limits = _limits(max_context_chars=max_context_chars, max_request_windows=max_request_windows,
+                         max_queued_windows=max_queued_windows, request_timeout_s=request_timeout,
+                         max_adapters=max_adapters)
+        if adapter_root and not Path(adapter_root).is_dir():
+            raise UsageError(f"--adapter-root {adapter_root} is not a folder")
         from loraqa.serving.app import run_server
 
-        if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-            typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
+        _warn_if_exposed(host, keys["api_key"])
         typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
-        run_server(adapters, host, port, api_key, model, batch_window_ms, max_batch, allow_pickle, max_context_chars,
-                   engine)
+        run_server(adapters, host, port, model, batch_window_ms, max_batch, allow_pickle, engine, limits,
+                   adapter_root=adapter_root, allowed_host=allowed_host, cors_origins=cors_origin, **keys)
 
     _run(action)
 
 
 @app.command()
 def mcp(
-    adapter: List[str] = typer.Option([], "--adapter", "-a", help="NAME=PATH of an adapter to offer as a domain (repeatable)."),
+    adapter: Adapters = [],
     describe: List[str] = typer.Option([], "--describe", help='NAME="text": how list_domains describes an adapter (default: from its training data).'),
-    model: Annotated[Optional[str], typer.Option("--model", help="Base model (default: the first adapter's).")] = None,
+    model: Model = None,
     http: Optional[int] = typer.Option(None, "--http", min=1, max=65535, help="Serve streamable HTTP on this port (at /mcp) instead of stdio."),
-    host: str = typer.Option("127.0.0.1", "--host", help="With --http: the interface to bind."),
+    host: Host = "127.0.0.1",
+    api_key: ApiKey = None,
+    allowed_host: AllowedHost = [],
+    max_context_chars: int = typer.Option(1_000_000, "--max-context-chars", min=1, help="Longest context (document) a call may send, in characters."),
+    request_timeout: float = typer.Option(300.0, "--request-timeout", min=0.001, help="Seconds a call may take (then it fails and its windows are dropped)."),
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -286,15 +336,21 @@ def mcp(
         adapters = _adapter_map(adapter)
         if not adapters:
             raise UsageError("give at least one adapter: --adapter NAME=PATH")
+        key = _key(api_key, "LORAQA_API_KEY", "API key")
+        if key is not None and http is None:
+            raise UsageError("--api-key protects the HTTP endpoint; over stdio the host that starts the server is the client")
         descriptions = {}
         for item in describe:
             name, sep, text = item.partition("=")
             if not sep or not name or not text.strip():
                 raise UsageError(f'--describe \'{item}\' must be NAME="what this adapter answers"')
             descriptions[name] = text.strip()
+        limits = _limits(max_context_chars=max_context_chars, request_timeout_s=request_timeout)
         from loraqa.serving.mcp_server import run_mcp
 
-        run_mcp(adapters, model, descriptions, http, host, allow_pickle, engine)
+        if http is not None:
+            _warn_if_exposed(host, key)
+        run_mcp(adapters, model, descriptions, http, host, allow_pickle, engine, key, allowed_host, limits)
 
     _run(action)
 
@@ -303,7 +359,7 @@ def mcp(
 def bench(
     preset: Preset = "default",
     set_: Sets = [],
-    model: Optional[str] = typer.Option(None, "--model", help="A real checkpoint (hub id or local directory)."),
+    model: Model = None,
     random_init: Optional[str] = typer.Option(None, "--random-init", help="Build the published architecture with random weights instead: flan-t5-small or flan-t5-base (same cost, no download)."),
     seed_style: bool = typer.Option(False, "--seed-style", help="Pad inputs and labels to 64 with pad ids in the loss, as the seed script did (the baseline)."),
     steps: int = typer.Option(20, "--steps", min=1, help="Timed optimizer steps."),

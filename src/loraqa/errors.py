@@ -3,7 +3,62 @@
 One base class. The CLI turns any of them into `error: <message>` and the type's exit code,
 with no traceback; the HTTP server answers with the type's status code. Which code applies is
 decided by the type, never by the words of the message.
+
+Library messages never name a command-line flag: the Python API and the HTTP server have none.
+Where a message tells the user which setting fixes the problem, it names the setting with
+`option("model")`; `str(error)` shows the setting as the Python API and config know it
+(`model.name`), and the CLI shows its flag (`--model PATH`) through `cli_message()`.
 """
+
+from __future__ import annotations
+
+import re
+
+# A private-use code point pair that no message text contains: marks a setting inside a message.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_MARK = re.compile(f"{_OPEN}([^{_CLOSE}]*){_CLOSE}")
+
+# setting -> (how the CLI spells it, how the Python API / config spells it)
+OPTIONS = {
+    "model": ("--model PATH", "model.name (Answerer: base_model=)"),
+    "data": ("--data PATH", "data.source"),
+    "output": ("--output DIR", "output="),
+    "overwrite": ("--overwrite", "overwrite=True"),
+    "resume": ("--resume", "resume=True"),
+    "config": ("--config FILE", "config_file="),
+    "allow_pickle": ("--allow-pickle", "allow_pickle=True"),
+    "engine": ("--engine", "engine="),
+    "format": ("--format", "fmt="),
+    "quantization": ("--quantization", "quantization="),
+    "question": ("--question", "question="),
+    "context": ("--context", "context="),
+    "describe": ("--describe", "descriptions="),
+    "baseline": ("--baseline", "baseline=True"),
+    "keys": ("`loraqa config --keys`", "loraqa.config.key_help()"),
+}
+
+
+def option(name: str) -> str:
+    """Mark the setting `name` (a key of OPTIONS) inside a message."""
+    if name not in OPTIONS:
+        raise KeyError(f"unknown option {name}")
+    return f"{_OPEN}{name}{_CLOSE}"
+
+
+def setting(assignment: str) -> str:
+    """Mark a config assignment such as 'train.batch_size=8': `--set train.batch_size=8` on the
+    command line, the assignment itself in the Python API (load_config(sets=[...]))."""
+    return f"{_OPEN}={assignment}{_CLOSE}"
+
+
+def render(message: str, cli: bool) -> str:
+    def one(match: re.Match) -> str:
+        name = match.group(1)
+        if name.startswith("="):
+            return f"--set {name[1:]}" if cli else name[1:]
+        return OPTIONS[name][0 if cli else 1]
+
+    return _MARK.sub(one, message)
 
 
 class LoraqaError(Exception):
@@ -11,6 +66,17 @@ class LoraqaError(Exception):
 
     exit_code = 1
     http_status = 400
+
+    @property
+    def template(self) -> str:
+        """The message with its settings still marked: wrap it in another error's message."""
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return render(self.template, cli=False)
+
+    def cli_message(self) -> str:
+        return render(self.template, cli=True)
 
 
 class UsageError(LoraqaError):
@@ -33,8 +99,12 @@ class AdapterNotFound(LoraqaError):
     http_status = 404
 
 
+class NotAnAdapter(LoraqaError):
+    """A path given as an adapter does not exist, or holds no adapter folder."""
+
+
 class AdapterExists(LoraqaError):
-    """An adapter is loaded under a name that is already taken."""
+    """An adapter is loaded under a name that is already taken, or no more adapters may be loaded."""
 
     http_status = 409
 
@@ -59,3 +129,22 @@ class QuestionTooLong(LoraqaError):
     """The question and instruction fill the source window, leaving no room for the passage."""
 
     http_status = 413
+
+
+class TooMuchWork(LoraqaError):
+    """One request asks for more windows (or questions) than a server lets one request have."""
+
+    http_status = 413
+
+
+class Overloaded(LoraqaError):
+    """The server's queue of windows is full: retry later (the response says when)."""
+
+    http_status = 503
+    retry_after = 1
+
+
+class DeadlineExceeded(LoraqaError):
+    """A request was not answered within the server's request timeout; its work was dropped."""
+
+    http_status = 504

@@ -10,7 +10,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from loraqa.artifacts import resolve_adapter
 from loraqa.data.loading import load_rows
-from loraqa.inference.distributed import gather_object, is_main_process
+from loraqa.distributed import gather_object, is_main_process
 from loraqa.training import callbacks
 
 run, data, out = sys.argv[1:4]

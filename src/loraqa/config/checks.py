@@ -7,6 +7,7 @@ import difflib
 
 from loraqa.config.schema import SECTIONS, Config
 from loraqa.config.templates import template_problem
+from loraqa.errors import option, setting
 
 
 def suggest(name: str, options: list[str]) -> str:
@@ -45,13 +46,13 @@ def validate(cfg: Config) -> list[str]:
     if cfg.data.doc_stride is not None and not 0 <= cfg.data.doc_stride <= cfg.data.max_source_length // 2:
         p.append(f"data.doc_stride (the overlap between windows, in tokens) must be between 0 and half of "
                  f"data.max_source_length ({cfg.data.max_source_length // 2}), got {cfg.data.doc_stride}; "
-                 f"e.g. --set data.doc_stride={cfg.data.max_source_length // 4}")
+                 f"e.g. {setting(f'data.doc_stride={cfg.data.max_source_length // 4}')}")
     if cfg.data.negative_windows < 0:
         p.append(f"data.negative_windows must be >= 0, got {cfg.data.negative_windows}")
     if cfg.data.max_target_length < 1:
         p.append(f"data.max_target_length must be >= 1, got {cfg.data.max_target_length}")
     if not cfg.data.source:
-        p.append("data.source is empty; give a dataset name or pass --data PATH")
+        p.append(f"data.source is empty; give a dataset name or pass {option('data')}")
     err = template_problem(cfg.data.template)
     if err:
         p.append(err)
@@ -71,7 +72,7 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"train.epochs must be > 0 when train.max_steps is -1, got {t.epochs}")
     if t.eval_steps > 0 and t.save_steps % t.eval_steps:
         p.append(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps ({t.eval_steps}) so the "
-                 f"best-F1 checkpoint is saved; e.g. --set train.save_steps={t.eval_steps}")
+                 f"best-F1 checkpoint is saved; e.g. {setting(f'train.save_steps={t.eval_steps}')}")
     if t.early_stopping_patience < 0 or (t.early_stopping_patience and t.eval_steps == 0):
         p.append("train.early_stopping_patience needs train.eval_steps > 0 (and must be >= 0)")
     if cfg.eval.subset is not None and cfg.eval.subset < 1:

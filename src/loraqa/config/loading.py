@@ -19,7 +19,7 @@ import yaml
 
 from loraqa.config.checks import suggest, validate
 from loraqa.config.schema import SECTIONS, Config
-from loraqa.errors import ConfigError, LoraqaError, UsageError
+from loraqa.errors import ConfigError, LoraqaError, UsageError, option, setting
 
 
 # ---------------------------------------------------------------- presets and files
@@ -47,7 +47,7 @@ def read_preset(name: str) -> dict:
 def read_config_file(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"config file not found: {p}; pass an existing YAML file to --config")
+        raise UsageError(f"config file not found: {p}; pass an existing YAML file as {option('config')}")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
@@ -67,7 +67,7 @@ def parse_set(items: list[str]) -> dict:
     problems = []
     for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            problems.append(f"--set '{item}' must look like section.key=value (e.g. --set train.batch_size=8)")
+            problems.append(f"'{item}' must look like section.key=value (e.g. {setting('train.batch_size=8')})")
             continue
         key, raw = item.split("=", 1)
         section, name = key.strip().split(".", 1)
@@ -152,7 +152,7 @@ def build_config(raw: dict, preset: str | None = None) -> Config:
         kwargs = {}
         for k, v in given.items():
             if k not in names:
-                problems.append(f"unknown key '{sname}.{k}'{suggest(k, names)}; run `loraqa config --keys` for the list")
+                problems.append(f"unknown key '{sname}.{k}'{suggest(k, names)}; see {option('keys')} for the list")
                 continue
             value, err = _coerce(v, hints[k], f"{sname}.{k}")
             if err:

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from loraqa.data.squad_format import is_official, official_rows
-from loraqa.errors import LoraqaError
+from loraqa.errors import LoraqaError, option
 from loraqa.hub import looks_like_path, use_cache_only_if_offline
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -27,7 +27,7 @@ def load_rows(source: str, split: str = "train") -> list[dict]:
     path = Path(source).expanduser()
     if path.suffix.lower() in LOCAL_SUFFIXES or looks_like_path(source):
         if not path.is_file():
-            raise LoraqaError(f"data file not found: {source}; pass an existing file with --data PATH")
+            raise LoraqaError(f"data file not found: {source}; pass an existing file with {option('data')}")
         raw = _read_local(path)
         where = str(path)
     else:
@@ -35,7 +35,7 @@ def load_rows(source: str, split: str = "train") -> list[dict]:
         where = f"{source} ({split})"
     rows = [normalise_row(r, i, where) for i, r in enumerate(raw)]
     if not rows:
-        raise LoraqaError(f"{where} holds no rows; check the file or pass another with --data PATH")
+        raise LoraqaError(f"{where} holds no rows; check the file or pass another with {option('data')}")
     return rows
 
 
@@ -43,14 +43,14 @@ def _read_local(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
         if suffix == ".json":
             text = path.read_text(encoding="utf-8")
             try:
                 data = json.loads(text)
             except json.JSONDecodeError:
                 # Many "json" exports are really JSON lines.
-                return [json.loads(line) for line in text.splitlines() if line.strip()]
+                return [json.loads(line) for line in text.split("\n") if line.strip()]
             if is_official(data):
                 return official_rows(data)
             if isinstance(data, list):
@@ -82,7 +82,7 @@ def _read_hub(name: str, split: str) -> list[dict]:
             str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
         raise LoraqaError(
             f"could not load dataset '{name}' (split '{split}'): {why}; "
-            "pass a local file with --data PATH (official SQuAD JSON, JSONL, JSON, CSV or Parquet)"
+            f"pass a local file with {option('data')} (official SQuAD JSON, JSONL, JSON, CSV or Parquet)"
         ) from None
     return ds.to_list()
 

@@ -167,7 +167,7 @@ def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup
     if random_init and dtype == "bf16":  # as load_base_model stores a bf16 run's frozen weights
         model.to(torch.bfloat16)
     elif not random_init:
-        model = load_base_model(cfg.model.name, dtype, device, allow_pickle=cfg.model.allow_pickle)
+        model = load_base_model(cfg.model.name, dtype, device, allow_pickle=cfg.model.allow_pickle, config=config)
     torch.manual_seed(cfg.train.seed)
     peak = matmul_peak_flops(device, torch.bfloat16 if dtype == "bf16" else torch.float32)
     result = {"model": name, "preset": cfg.preset, "seed_style": seed_style, "device": device, "dtype": dtype,

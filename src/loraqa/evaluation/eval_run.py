@@ -12,19 +12,21 @@ from rich.progress import Progress
 from rich.table import Table
 from transformers import DataCollatorForSeq2Seq
 
-from loraqa.artifacts import CALIBRATION_NAME, resolve_adapter, write_atomic, write_calibration, write_json
+from loraqa.artifacts import (CALIBRATION_NAME, jsonl_line, resolve_adapter, write_atomic, write_calibration,
+                              write_json)
 from loraqa.config import config_from_dict, merge, parse_set
 from loraqa.config.templates import uses_context
 from loraqa.data.features import FeatureCounts, encode_row
 from loraqa.data.loading import load_rows
 from loraqa.data.splitting import DataReport, clean_rows
-from loraqa.errors import LoraqaError, UsageError
+from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.evaluation.calibration import best_thresholds, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import token_accuracy
 from loraqa.evaluation.scoring import score_rows
 from loraqa.hub import looks_like_path
 from loraqa.inference.answerer import BASE, Answerer
-from loraqa.inference.distributed import in_shares, is_main_process, process_device
+from loraqa.inference.engines import capabilities_of
+from loraqa.distributed import in_shares, is_main_process, process_device
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -44,11 +46,11 @@ def eval_rows(ref, data: str | None, limit: int | None) -> tuple[list[dict], str
         where = f"held-out questions of {cfg.data.source}"
         if not rows:
             raise LoraqaError(f"none of the run's held-out questions are in {cfg.data.source} any more; "
-                              "pass --data FILE")
+                              f"pass {option('data')}")
     elif not looks_like_path(cfg.data.source):
         rows, where = load_rows(cfg.data.source, split="validation"), f"{cfg.data.source} (validation)"
     else:
-        raise LoraqaError("this adapter has no record of held-out questions; pass --data FILE")
+        raise LoraqaError(f"this adapter has no record of held-out questions; pass {option('data')}")
     report = DataReport()
     rows = clean_rows(rows, needs_context, report)
     if not rows:
@@ -103,8 +105,8 @@ def evaluate_model(answerer: Answerer, name: str, rows: list[dict], cfg, progres
     summary["windows"] = sum(a.windows for a in answers)
     summary["questions_per_process"] = shares
     summary["token_accuracy"] = None  # not for engines without teacher forcing (CTranslate2)
-    if answerer.engine.name == "pytorch":
-        with answerer.using(name) as model:
+    if answerer.engine.capabilities.teacher_forcing:
+        with answerer.scoring_model(name) as model:
             summary["token_accuracy"] = teacher_forced_accuracy(model, answerer.tokenizer, rows, cfg.data,
                                                                 cfg.eval.batch_size)
     summary["seconds"] = round(seconds, 3)
@@ -137,15 +139,18 @@ def calibrate(ref, summary: dict, items: list[dict], where: str) -> str | None:
 
 
 def write_eval_files(out: Path, items: list[dict], summary: dict, prefix: str = "") -> None:
-    write_atomic(out / f"{prefix}predictions.jsonl", "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    write_atomic(out / f"{prefix}predictions.jsonl", "".join(jsonl_line(i) for i in items))
     write_json(out / f"{prefix}predictions.json", {i["id"]: i["prediction"] for i in items})
 
 
 def run_eval(target: str, data: str | None = None, limit: int | None = None, baseline: bool = False,
              output: str | None = None, model_override: str | None = None, sets: list[str] | None = None,
-             engine: str = "pytorch") -> dict:
-    if baseline and engine != "pytorch":
-        raise UsageError("--baseline needs --engine pytorch: an exported model has no separate base model")
+             engine: str = "pytorch", allow_pickle: bool = False) -> dict:
+    """Score an adapter (or export) on questions; allow_pickle is the caller's choice alone, never
+    read from the adapter's own saved config."""
+    if baseline and not capabilities_of(engine).base_model:
+        raise UsageError(f"{option('baseline')} needs an engine with a separate base model (pytorch): an exported "
+                         "model has none")
     ref = resolve_adapter(target)
     if sets:  # eval-time overrides (e.g. eval.batch_size) apply to the adapter's own config
         ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(sets)))
@@ -154,7 +159,7 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
     # answers as the model gives them: the threshold is calibrated from them, not applied to them
     answerer = Answerer({"adapter": ref}, base_model=model_override, device=process_device(ref.config.model.device),
-                        dtype=dtype, allow_pickle=ref.config.model.allow_pickle, apply_threshold=False, engine=engine)
+                        dtype=dtype, allow_pickle=allow_pickle, apply_threshold=False, engine=engine)
     main = is_main_process()  # under torchrun: every process answers its share, the first one reports
     if main:
         console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")

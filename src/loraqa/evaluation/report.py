@@ -16,7 +16,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise LoraqaError(f"{run_dir} has no metrics.jsonl; pass a run directory written by `loraqa train`")
     records = []
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    lines = [l for l in path.read_text().split("\n") if l.strip()]
     for n, line in enumerate(lines, 1):
         try:
             records.append(json.loads(line))

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from loraqa.artifacts import (ADAPTER_CONFIG_NAME, CALIBRATION_NAME, replace_dir, resolve_adapter, write_atomic)
 from loraqa.config import dump_config
-from loraqa.errors import UsageError
+from loraqa.errors import UsageError, option
 from loraqa.inference.merge import check_output, merged_model
-from loraqa.inference.routing import DOMAIN_PROFILE_NAME
+from loraqa.domain_profile import DOMAIN_PROFILE_NAME
 from loraqa.optional import require
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_bfloat16", "bfloat16", "float16", "float32")
@@ -67,9 +67,9 @@ as the PyTorch engine.
 def export(adapter: str, output: str, fmt: str = "ctranslate2", quantization: str = "int8",
            base_model: str | None = None, overwrite: bool = False, allow_pickle: bool = False) -> Path:
     if fmt != "ctranslate2":
-        raise UsageError(f"--format must be ctranslate2, got '{fmt}'")
+        raise UsageError(f"{option('format')} must be ctranslate2, got '{fmt}'")
     if quantization not in QUANTIZATIONS:
-        raise UsageError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got '{quantization}'")
+        raise UsageError(f"{option('quantization')} must be one of {', '.join(QUANTIZATIONS)}, got '{quantization}'")
     converter = converter_class()
     ref = resolve_adapter(adapter)
     out = Path(output)

@@ -11,32 +11,15 @@ would not have chosen scores low instead of looking certain. Beam search reports
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-
-@dataclass
-class Generated:
-    text: str
-    score: float  # mean log-probability per token (EOS included)
-    tokens: int  # generated tokens, EOS included
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] | None = None  # per token (greedy decoding only)
-    stopped: bool = True  # ended with EOS (else it hit the token limit)
-
-    def truncated(self, max_tokens: int, tokenizer) -> "Generated":
-        """The first max_tokens tokens, for a request that asked for fewer than its batch generated."""
-        if self.tokens <= max_tokens:
-            return self
-        ids = self.token_ids[:max_tokens]
-        logprobs = self.logprobs[:max_tokens] if self.logprobs is not None else None
-        score = sum(logprobs) / len(logprobs) if logprobs else self.score
-        return Generated(tokenizer.decode(ids, skip_special_tokens=True).strip(), score, max_tokens, ids, logprobs,
-                         stopped=False)
+from loraqa.inference.engines.base import Generated
+from loraqa.inference.reading import (Answer, Job, Reading, WindowInput, combine, fill, generation_batch,
+                                     plan_reading, read_all)
 
 
 def prepare_for_inference(model, dtype: str):
@@ -155,18 +138,45 @@ def generate_scored(model, tokenizer, sources: list[list[int]], max_new_tokens: 
             for t, lp, i, e in zip(texts, per_token, ids, stopped)]
 
 
+def run_on_model(model, tokenizer, num_beams: int = 1, autocast_bf16: bool = False, **generate_kwargs):
+    """A run_batch (inference/reading.py) on a PyTorch model held in memory, such as the one
+    being trained: no engine, no adapter switching."""
+    def run(batch: list[Job]) -> None:
+        g = generation_batch(batch, tokenizer, num_beams)
+        fill(batch, generate_scored(model, tokenizer, g.sources, g.max_new_tokens, g.num_beams, passages=g.passages,
+                                    no_answer=g.no_answer, autocast_bf16=autocast_bf16, **generate_kwargs), tokenizer)
+    return run
+
+
+def read_rows(model, tokenizer, rows: list[dict], data_cfg, eval_cfg, autocast_bf16: bool = False) -> list[Answer]:
+    """Answers of a model being trained, read exactly as the Answerer reads them: every window,
+    length-sorted batches, the same combination."""
+    was_training = model.training
+    model.eval()
+    try:
+        readings = [Reading("adapter", plan_reading(tokenizer, row["question"], row.get("context"), data_cfg.template,
+                                                    data_cfg.max_source_length, data_cfg.window_overlap,
+                                                    eval_cfg.extractive, row.get("title") or ""),
+                            eval_cfg.max_new_tokens, data_cfg.unanswerable_text, extractive=eval_cfg.extractive)
+                    for row in rows]
+        read_all(readings, run_on_model(model, tokenizer, eval_cfg.num_beams, autocast_bf16), eval_cfg.batch_size)
+        return [combine(r, apply_threshold=False) for r in readings]
+    finally:
+        model.train(was_training)
+
+
 def generate_ids(model, tokenizer, sources: list[list[int]], max_new_tokens: int, batch_size: int,
                  num_beams: int = 1, progress: Callable[[int], None] | None = None, **generate_kwargs) -> list[str]:
-    """Answers (text only) in the input order, in length-sorted batches: sorting keeps padding
-    (and wasted compute) small; each batch is decoded on the host at once, so nothing piles up
-    on the device."""
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
-    answers: list[str] = [""] * len(sources)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        for i, g in zip(idx, generate_scored(model, tokenizer, [sources[i] for i in idx], max_new_tokens, num_beams,
-                                             **generate_kwargs)):
-            answers[i] = g.text
+    """Answers (text only) to raw model inputs, in the input order, through the same loop: sorting
+    keeps padding (and wasted compute) small; each batch is decoded on the host at once, so
+    nothing piles up on the device."""
+    readings = [Reading("", [WindowInput(source, None, None)], max_new_tokens, None) for source in sources]
+    done = [0]
+
+    def counted(done_windows: int, total: int) -> None:
         if progress is not None:
-            progress(len(idx))
-    return answers
+            progress(done_windows - done[0])
+        done[0] = done_windows
+
+    read_all(readings, run_on_model(model, tokenizer, num_beams, **generate_kwargs), batch_size, progress=counted)
+    return [r.results[0].text for r in readings]

@@ -7,7 +7,7 @@ from pathlib import Path
 from peft import PeftModel
 
 from loraqa.artifacts import ADAPTER_CONFIG_NAME, AdapterRef, resolve_adapter, save_model_folder
-from loraqa.errors import LoraqaError
+from loraqa.errors import LoraqaError, option
 from loraqa.modeling.loading import load_base_model, load_seq2seq_config, load_tokenizer, refuse_pickle
 
 
@@ -35,24 +35,24 @@ Ask questions in the template the adapter was trained with, e.g. with `loraqa pr
 
 def check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise LoraqaError(f"{out} already exists and is not empty; pass --overwrite or choose another --output")
+        raise LoraqaError(f"{out} already exists and is not empty; pass {option('overwrite')} or choose another {option('output')}")
 
 
 def merged_model(ref: AdapterRef, base_model: str | None = None, allow_pickle: bool = False):
     """(the base with the adapter folded into its weights, the adapter's tokenizer, the base's name)."""
     if ref.config.model.quantization != "none":
         raise LoraqaError("this adapter was trained on a quantized base; merging into 8/4-bit weights loses precision. "
-                          "Merge onto the full-precision base with --model")
+                          f"Merge onto the full-precision base with {option('model')}")
     base = base_model or ref.config.model.name
-    load_seq2seq_config(base)
-    refuse_pickle(ref.adapter_dir, "adapter", allow_pickle)
+    config = load_seq2seq_config(base)  # not an encoder-decoder: refused before the adapter is read
+    refuse_pickle(ref.adapter_dir, "adapter", allow_pickle, any_present=True)
     # fp32 on the CPU: merging is a one-off, and exact weights matter more than speed here
-    model = load_base_model(base, "fp32", "cpu", allow_pickle=allow_pickle)
+    model = load_base_model(base, "fp32", "cpu", allow_pickle=allow_pickle, config=config)
     try:
         model = PeftModel.from_pretrained(model, str(ref.adapter_dir))
     except Exception as exc:  # noqa: BLE001
         raise LoraqaError(f"the adapter in {ref.adapter_dir} does not fit the base model {base} "
-                          f"({str(exc).splitlines()[0][:160]}); pass its base with --model") from None
+                          f"({str(exc).splitlines()[0][:160]}); pass its base with {option('model')}") from None
     return model.merge_and_unload(), load_tokenizer(str(ref.adapter_dir)), base
 
 

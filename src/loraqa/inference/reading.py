@@ -12,12 +12,13 @@ prediction (transformers #17193); here every window competes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from loraqa.config.templates import uses_context
 from loraqa.data.features import encode_prompt
 from loraqa.data.windows import PassageWindow, check_budget, passage_budget, split_passage, tokenise_passage
-from loraqa.errors import EmptyDocument
-from loraqa.inference.generation import Generated, generate_scored
+from loraqa.errors import EmptyDocument, TooMuchWork
+from loraqa.inference.engines.base import Generated, GenerationBatch
 
 
 @dataclass
@@ -65,8 +66,13 @@ class Reading:
 
 
 def plan_reading(tokenizer, question: str, context: str | None, template: str, max_source: int, overlap: int,
-                 extractive: bool = False, title: str = "") -> list[WindowInput]:
-    """Model inputs for every window of the passage (one when it fits the window)."""
+                 extractive: bool = False, title: str = "", offsets_cache: dict | None = None,
+                 max_windows: int | None = None) -> list[WindowInput]:
+    """Model inputs for every window of the passage (one when it fits the window).
+
+    offsets_cache: passage -> its token offsets, shared by the questions of one request that read
+    the same document (tokenised once). max_windows: refuse a passage needing more windows,
+    before any window is encoded."""
     row = {"question": question, "context": context or "", "title": title, "answers": {"text": []}}
     if not uses_context(template):
         return [WindowInput(encode_prompt(tokenizer, template, row, None, max_source), None, None)]
@@ -74,9 +80,18 @@ def plan_reading(tokenizer, question: str, context: str | None, template: str, m
         raise EmptyDocument("the passage (context) is empty or only whitespace; send the text to read the answer from")
     budget = passage_budget(tokenizer, template, row, max_source)
     check_budget(budget, max_source)
-    offsets = tokenise_passage(tokenizer, row["context"])
+    if offsets_cache is not None and row["context"] in offsets_cache:
+        offsets = offsets_cache[row["context"]]
+    else:
+        offsets = tokenise_passage(tokenizer, row["context"])
+        if offsets_cache is not None:
+            offsets_cache[row["context"]] = offsets
+    windows = split_passage(row["context"], offsets, budget, overlap)
+    if max_windows is not None and len(windows) > max_windows:
+        raise TooMuchWork(f"the document needs {len(windows)} windows; this server reads at most {max_windows} "
+                          "for one request")
     inputs = []
-    for w in split_passage(row["context"], offsets, budget, overlap):
+    for w in windows:
         passage = tokenizer(w.text, add_special_tokens=False)["input_ids"] if extractive else None
         inputs.append(WindowInput(encode_prompt(tokenizer, template, row, w.text, max_source), passage, w))
     return inputs
@@ -109,31 +124,53 @@ def combine(reading: Reading, apply_threshold: bool = True) -> Answer:
                   completion_tokens=best.tokens, stopped=best.stopped, **meta)
 
 
-def read_rows(model, tokenizer, rows: list[dict], data_cfg, eval_cfg, autocast_bf16: bool = False) -> list[Answer]:
-    """Answers of a model being trained (no adapter switching), read exactly as the Answerer
-    reads them: every window, length-sorted batches, the same combination."""
-    was_training = model.training
-    model.eval()
-    try:
-        readings = []
-        for row in rows:
-            inputs = plan_reading(tokenizer, row["question"], row.get("context"), data_cfg.template,
-                                  data_cfg.max_source_length, data_cfg.window_overlap, eval_cfg.extractive,
-                                  row.get("title") or "")
-            readings.append(Reading("adapter", inputs, eval_cfg.max_new_tokens, data_cfg.unanswerable_text,
-                                    extractive=eval_cfg.extractive))
-        jobs = sorted(((r, i) for r in readings for i in range(len(r.inputs))),
-                      key=lambda job: len(job[0].inputs[job[1]].source), reverse=True)
-        no_answer = tokenizer(data_cfg.unanswerable_text, add_special_tokens=False)["input_ids"]
-        for start in range(0, len(jobs), eval_cfg.batch_size):
-            batch = jobs[start:start + eval_cfg.batch_size]
-            inputs = [r.inputs[i] for r, i in batch]
-            results = generate_scored(model, tokenizer, [x.source for x in inputs], eval_cfg.max_new_tokens,
-                                      eval_cfg.num_beams, passages=[x.passage for x in inputs],
-                                      no_answer=[no_answer if eval_cfg.extractive else None] * len(batch),
-                                      autocast_bf16=autocast_bf16)
-            for (r, i), g in zip(batch, results):
-                r.results[i] = g
-        return [combine(r, apply_threshold=False) for r in readings]
-    finally:
-        model.train(was_training)
+# ---------------------------------------------------------------- the one loop over windows
+
+Job = tuple[Reading, int]  # a reading and one of its windows
+
+
+def window_jobs(readings: list[Reading]) -> list[Job]:
+    """Every window of the readings, longest input first: a batch of similar lengths pads little."""
+    jobs = [(reading, i) for reading in readings for i in range(len(reading.inputs))]
+    jobs.sort(key=lambda job: len(job[0].inputs[job[1]].source), reverse=True)
+    return jobs
+
+
+def read_all(readings: list[Reading], run_batch: Callable[[list[Job]], None], batch_size: int,
+             one_adapter_per_batch: bool = False, progress: Callable[[int, int], None] | None = None) -> None:
+    """Answer every window of the readings in length-sorted batches; run_batch fills a batch's
+    results (the server's batcher calls the same run_batch with its own, fair, batches)."""
+    jobs = window_jobs(readings)
+    groups = [jobs] if not one_adapter_per_batch else [[j for j in jobs if j[0].adapter == name]
+                                                       for name in dict.fromkeys(r.adapter for r in readings)]
+    done = 0
+    for group in groups:
+        for start in range(0, len(group), batch_size):
+            batch = group[start:start + batch_size]
+            run_batch(batch)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(jobs))
+
+
+def generation_batch(batch: list[Job], tokenizer, num_beams: int = 1) -> GenerationBatch:
+    """The model call of a batch of windows: each row with its adapter, its passage ids when its
+    reading is extractive (and the no-answer text it may write instead)."""
+    no_answer_ids: dict[str, list[int]] = {}
+    for reading, _ in batch:
+        text = reading.no_answer_text
+        if reading.extractive and text is not None and text not in no_answer_ids:
+            no_answer_ids[text] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    inputs = [reading.inputs[i] for reading, i in batch]
+    return GenerationBatch(
+        adapters=[reading.adapter for reading, _ in batch], sources=[x.source for x in inputs],
+        max_new_tokens=max(reading.max_new_tokens for reading, _ in batch), num_beams=num_beams,
+        passages=[x.passage for x in inputs],
+        no_answer=[no_answer_ids.get(r.no_answer_text) if r.extractive else None for r, _ in batch])
+
+
+def fill(batch: list[Job], results: list[Generated], tokenizer) -> None:
+    """Store each window's answer, cut to its own reading's token limit (a batch generates for the
+    largest limit in it)."""
+    for (reading, i), result in zip(batch, results):
+        reading.results[i] = result.truncated(reading.max_new_tokens, tokenizer)

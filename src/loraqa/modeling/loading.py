@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from loraqa.errors import LoraqaError
+from loraqa import optional
+from loraqa.errors import LoraqaError, option
 from loraqa.hub import looks_like_path, use_cache_only_if_offline
 from loraqa.modeling import attention as fused_attention
 from loraqa.modeling.precision import FP16_UNSAFE
-from loraqa.optional import is_installed
 
 log = logging.getLogger("loraqa")
 
@@ -19,13 +19,13 @@ def _load_error(name: str, exc: Exception, online: bool) -> LoraqaError:
     msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     if looks_like_path(name):
         if not Path(name).expanduser().exists():
-            return LoraqaError(f"model path not found: {name}; pass a local model directory with --model PATH")
+            return LoraqaError(f"model path not found: {name}; pass a local model directory with {option('model')}")
         return LoraqaError(f"{name} is not a loadable model directory ({msg}); it needs config.json, weights "
                            "and tokenizer files, as written by save_pretrained")
     if not online:
         return LoraqaError(f"could not load model '{name}': the Hugging Face Hub is unreachable and the model is "
-                           "not in the local cache; pass a local model directory with --model PATH")
-    return LoraqaError(f"could not load model '{name}' ({msg}); check the name or pass --model PATH")
+                           f"not in the local cache; pass a local model directory with {option('model')}")
+    return LoraqaError(f"could not load model '{name}' ({msg}); check the name or pass {option('model')}")
 
 
 def load_config_only(name: str):
@@ -64,36 +64,42 @@ def load_tokenizer(name: str):
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
-def refuse_pickle(folder: str | Path, what: str, allow_pickle: bool) -> None:
-    """Pickle checkpoints execute code when loaded: only safetensors unless the user opts in."""
+def refuse_pickle(folder: str | Path, what: str, allow_pickle: bool, any_present: bool = False) -> None:
+    """Pickle checkpoints execute code when loaded: only safetensors unless the user opts in.
+
+    any_present=False (a base model, loaded with use_safetensors=True): refused when the folder
+    holds pickle weights and no safetensors, since nothing else could be loaded. any_present=True
+    (an adapter: PEFT falls back to adapter_model.bin by itself): refused whenever a pickle
+    weight file is there at all."""
     folder = Path(folder).expanduser()
     if allow_pickle or not folder.is_dir():
         return
     files = [p.name for p in folder.iterdir() if p.is_file()]
-    if any(f.endswith(".safetensors") for f in files):
+    pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+    if not pickles or (not any_present and any(f.endswith(".safetensors") for f in files)):
         return
-    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
-    if pickles:
-        raise LoraqaError(f"{what} {folder} holds only pickle weights ({pickles[0]}), which can run arbitrary code "
-                          "when loaded; convert it to safetensors, or if you trust the file pass --allow-pickle "
-                          "(model.allow_pickle=true)")
+    held = "holds pickle weights" if any_present else "holds only pickle weights"
+    raise LoraqaError(f"{what} {folder} {held} ({pickles[0]}), which can run arbitrary code when loaded; convert "
+                      f"it to safetensors, or if you trust the file pass {option('allow_pickle')}")
 
 
-def load_base_model(name: str, dtype: str, device: str, quantization: str = "none", allow_pickle: bool = False):
+def load_base_model(name: str, dtype: str, device: str, allow_pickle: bool = False, config=None, quantization=None):
     """The frozen base model. With dtype bf16 the frozen weights are stored in bf16 (LoRA's own
     weights stay fp32 and autocast handles the mix): fp32 weights under autocast would be
-    re-cast to bf16 at every matmul of every step (measured slower than plain fp32 at batch 1)."""
+    re-cast to bf16 at every matmul of every step (measured slower than plain fp32 at batch 1).
+    config: its seq2seq config when the caller has read it already; quantization: the
+    bitsandbytes config from quantization_config() for an 8/4-bit base (CUDA)."""
     online = use_cache_only_if_offline()
     from transformers import AutoModelForSeq2SeqLM
 
-    config = load_seq2seq_config(name)
+    config = config or load_seq2seq_config(name)
     refuse_pickle(name, "model", allow_pickle)
     kwargs: dict = {} if allow_pickle else {"use_safetensors": True}
-    if quantization != "none":
-        kwargs["quantization_config"] = quantization_config(quantization, config.model_type)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": 0}
     try:
-        weights = torch.bfloat16 if dtype == "bf16" and quantization == "none" else torch.float32
+        weights = torch.bfloat16 if dtype == "bf16" and quantization is None else torch.float32
         model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=weights, **kwargs)
     except LoraqaError:
         raise
@@ -104,7 +110,7 @@ def load_base_model(name: str, dtype: str, device: str, quantization: str = "non
         raise _load_error(name, exc, online) from None
     except Exception as exc:  # noqa: BLE001
         raise _load_error(name, exc, online) from None
-    if quantization == "none":
+    if quantization is None:
         model.to(device)
     return model
 
@@ -113,9 +119,7 @@ def quantization_config(kind: str, model_type: str):
     if not torch.cuda.is_available():
         raise LoraqaError(f"model.quantization={kind} needs a CUDA GPU (bitsandbytes); this machine has none. "
                           "Set model.quantization=none")
-    if not is_installed("bitsandbytes"):
-        raise LoraqaError(f"model.quantization={kind} needs bitsandbytes; install it with "
-                          "`pip install 'loraqa[gpu]'` or set model.quantization=none")
+    optional.check("bitsandbytes", f"model.quantization={kind}", "or set model.quantization=none")
     from transformers import BitsAndBytesConfig
 
     # flan-t5 generates nonsense in 8-bit unless its `wo` layers stay fp32 (transformers #20287).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from loraqa.errors import LoraqaError
+from loraqa.errors import LoraqaError, setting
 from loraqa.modeling.fused import speed_up_training
 
 
@@ -22,7 +22,7 @@ def check_target_modules(model, targets: list[str]) -> None:
     missing = [t for t in targets if t not in available]
     if missing:
         raise LoraqaError(f"lora.target_modules {missing} not found in this model; its linear layers are: "
-                          f"{', '.join(available)} (e.g. --set lora.target_modules=[q,v])")
+                          f"{', '.join(available)} (e.g. {setting('lora.target_modules=[q,v]')})")
 
 
 def add_lora(model, lora_cfg, gradient_checkpointing: bool, quantized: bool = False, fast_kernels: bool = True):

@@ -1,59 +1,82 @@
 """The HTTP server: several adapters on one base model, every request's windows batched together.
 
-Routes: loraqa's own (answer_routes: /v1/answer, /v1/answer/batch, /v1/adapters, /health), the
-OpenAI-compatible ones (openai_routes: /v1/models, /v1/chat/completions, /v1/completions),
-`/metrics` (Prometheus) and the demo page at `/`. One API key rule, one body-size limit, one
-batcher for all of them.
+Routes: loraqa's own (answer_routes: /v1/answer, /v1/answer/batch, /health; adapter_routes:
+/v1/adapters), the OpenAI-compatible ones (openai_routes: /v1/models, /v1/chat/completions,
+/v1/completions), `/metrics` (Prometheus) and the demo page at `/`. One request guard (host,
+keys, content type, body size, request ids, errors: serving/guard.py), one set of limits
+(serving/limits.py), one batcher for all of them.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of the handlers
 # and dependencies at run time to tell a Request or a body model from a query parameter.
-import time
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from loraqa.errors import UsageError
+from loraqa.optional import require_extra
 
-from loraqa.inference.answerer import Answerer
-from loraqa.inference.batching import Batcher
-from loraqa.optional import require
-from loraqa.serving import answer_routes, openai_routes
-from loraqa.serving.context import ApiError, ServerState, check_key
-from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics
+require_extra("serve", "loraqa's HTTP server")
 
-MAX_CONTEXT_CHARS = 1_000_000  # a long document is read in windows; `--max-context-chars` changes it
-UNCOUNTED = {"/metrics", "/health", "/", "/docs", "/openapi.json"}  # not API traffic
+from fastapi import FastAPI, Request  # noqa: E402 - after the check that names the pip extra
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
+from fastapi.responses import HTMLResponse, JSONResponse, Response  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
+
+from loraqa.inference.answerer import BASE, Answerer  # noqa: E402
+from loraqa.serving import adapter_routes, answer_routes, openai_routes  # noqa: E402
+from loraqa.serving.batching import Batcher  # noqa: E402
+from loraqa.serving.context import ApiError, ServerState  # noqa: E402
+from loraqa.serving.guard import BodyTooLarge, Keys, RequestGuard, allowed_hosts  # noqa: E402
+from loraqa.serving.limits import ServerLimits  # noqa: E402
+from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics  # noqa: E402
+
+# not API traffic: not counted in the metrics
+UNCOUNTED = {"/metrics", "/health", "/", "/docs", "/openapi.json"}
 
 
-def body_limit(max_context_chars: int) -> int:
-    """Bytes a request body may have: one full-size document as UTF-8 (up to 4 bytes a
-    character, JSON escapes included at 2x), plus room for the rest of the request."""
-    return 2 * max_context_chars + 256 * 1024
-
-
-def _error(request: Request, status: int, message: str, code: str | None = None, param: str | None = None,
-           headers: dict | None = None) -> JSONResponse:
+def error_body(path: str, status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
     """OpenAI's error shape on the OpenAI routes (its client raises the matching error type),
     loraqa's `{"detail": ...}` elsewhere."""
-    if request.url.path in openai_routes.OPENAI_PATHS:
+    if path in openai_routes.OPENAI_PATHS:
         kind = {401: "authentication_error", 404: "not_found_error"}.get(status, "invalid_request_error")
         if status >= 500:
             kind = "server_error"
-        body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
-    else:
-        body = {"detail": message}
-    return JSONResponse(body, status_code=status, headers=headers)
+        return {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    return {"detail": message}
+
+
+def _validation_response(path: str, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if path not in openai_routes.OPENAI_PATHS:
+        return JSONResponse({"detail": [{k: e.get(k) for k in ("type", "loc", "msg")} for e in errors]},
+                            status_code=422)
+    first = errors[0] if errors else {}
+    param = ".".join(str(p) for p in first.get("loc", [])[1:]) or None
+    if first.get("type") == "extra_forbidden":
+        return JSONResponse(error_body(path, 400, f"unrecognised request argument: {param}", "unsupported_parameter",
+                                       param), status_code=400)
+    return JSONResponse(error_body(path, 400, f"invalid request: {first.get('msg', 'bad body')}", param=param),
+                        status_code=400)
 
 
 def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float = 10.0, max_batch: int = 32,
-               max_context_chars: int = MAX_CONTEXT_CHARS) -> FastAPI:
-    batcher = Batcher(answerer, window_ms=window_ms, max_batch=max_batch)
-    metrics = ServerMetrics(queue_depth=lambda: batcher.queued_windows, adapters_loaded=lambda: len(answerer.configs))
+               limits: ServerLimits | None = None, admin_key: str | None = None, adapter_root: str | Path | None = None,
+               host: str = "127.0.0.1", allowed_host: list[str] | None = None,
+               cors_origins: list[str] | None = None) -> FastAPI:
+    """The app over one Answerer. api_key asks questions; admin_key also loads and unloads
+    adapters, from adapter_root only. host: the address it is served on (the Host names it
+    answers to follow from it, plus allowed_host)."""
+    limits = limits or ServerLimits()
+    keys = Keys(api_key, admin_key)
+    root = Path(adapter_root).resolve() if adapter_root else None
+    if root is not None and not root.is_dir():
+        raise UsageError(f"the adapter root {adapter_root} is not a folder")
+    batcher = Batcher(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits)
+    registry = answerer.registry
+    metrics = ServerMetrics(queue_depth=lambda: batcher.queued_windows, adapters_loaded=lambda: len(registry.adapters))
     batcher.on_batch = metrics.batch_size.observe
-    max_body = body_limit(max_context_chars)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -63,48 +86,51 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
 
     app = FastAPI(title="loraqa", description="Question answering with LoRA adapters on one base model.",
                   version="1", lifespan=lifespan)
-    app.state.loraqa = ServerState(answerer, batcher, metrics, api_key, max_context_chars)
+    app.state.loraqa = ServerState(answerer, batcher, metrics, keys, limits, root)
     app.state.batcher = batcher
 
-    @app.middleware("http")
-    async def limit_and_count(request: Request, call_next):
-        start = time.perf_counter()
-        # Content-Length can be absent (chunked) or wrong: check the bytes actually received too.
-        length = request.headers.get("content-length")
-        too_big = length is not None and length.isdigit() and int(length) > max_body
-        if not too_big and request.method in ("POST", "PUT"):
-            too_big = len(await request.body()) > max_body
-        if too_big:
-            response = _error(request, 413, f"request body over {max_body} bytes", code="request_too_large")
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", request.url.path)
-        if path not in UNCOUNTED:
-            metrics.observe_request(getattr(request.state, "adapter", None) or "-", path, response.status_code,
-                                    time.perf_counter() - start)
-        return response
+    def adapter_label(name: str | None) -> str:
+        if name is None:
+            return "-"
+        return name if name in ("mixed", BASE) or registry.is_attached(name) else "unknown"
+
+    def observe(route: str, adapter: str, status: int, seconds: float) -> None:
+        if route not in UNCOUNTED:
+            metrics.observe_request(adapter, route, status, seconds)
+
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["authorization", "content-type", "x-request-id"],
+                           expose_headers=["x-request-id"])
+    # added last: the outermost of the app's own middleware, before CORS and every route
+    app.add_middleware(RequestGuard, keys=keys, hosts=allowed_hosts(host, allowed_host or []),
+                       max_body=limits.max_body_bytes, render_error=error_body, observe=observe,
+                       adapter_label=adapter_label)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return _error(request, exc.status, exc.message, exc.code, exc.param, exc.headers)
+        return JSONResponse(error_body(request.url.path, exc.status, exc.message, exc.code, exc.param),
+                            status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if isinstance(exc, BodyTooLarge):  # closed: the server must not read on what is still coming
+            body = error_body(request.url.path, 413, f"request body over {limits.max_body_bytes} bytes",
+                              "request_too_large")
+            return JSONResponse(body, status_code=413, headers=headers | {"Connection": "close"})
+        return JSONResponse(error_body(request.url.path, exc.status_code, str(exc.detail)),
+                            status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        if request.url.path in openai_routes.OPENAI_PATHS:
-            first = exc.errors()[0] if exc.errors() else {}
-            return _error(request, 400, f"invalid request: {first.get('msg', 'bad body')}",
-                          param=".".join(str(p) for p in first.get("loc", [])[1:]) or None)
-        return JSONResponse({"detail": exc.errors()}, status_code=422)
+        return _validation_response(request.url.path, exc)
 
     app.include_router(answer_routes.router)
+    app.include_router(adapter_routes.router)
     app.include_router(openai_routes.router)
 
-    @app.get("/metrics", dependencies=[Depends(check_key)], include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics():
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
@@ -115,11 +141,14 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
     return app
 
 
-def run_server(adapters: dict[str, str], host: str, port: int, api_key: str | None, base_model: str | None,
-               window_ms: float, max_batch: int, allow_pickle: bool = False,
-               max_context_chars: int = MAX_CONTEXT_CHARS, engine: str = "pytorch") -> None:
-    uvicorn = require("uvicorn", "loraqa serve")
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine)
-    app = create_app(answerer, api_key=api_key, window_ms=window_ms, max_batch=max_batch,
-                     max_context_chars=max_context_chars)
+def run_server(adapters: dict[str, str], host: str, port: int, base_model: str | None = None,
+               window_ms: float = 10.0, max_batch: int = 32, allow_pickle: bool = False, engine: str = "pytorch",
+               limits: ServerLimits | None = None, **app_options) -> None:
+    """Load the adapters and serve them until stopped; app_options go to create_app (keys,
+    adapter root, allowed hosts, CORS origins)."""
+    uvicorn = require_extra("serve", "loraqa's HTTP server")["uvicorn"]
+    limits = limits or ServerLimits()
+    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
+                        max_adapters=limits.max_adapters)
+    app = create_app(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, **app_options)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,25 +1,27 @@
-"""What every route shares: the server's state, the API-key rule, errors, and asking the batcher.
+"""What every route shares: the server's state, errors, and asking the batcher.
 
 Errors are raised as ApiError (a status, a message, an optional machine-readable code and the
 offending parameter); the app renders them as `{"detail": ...}` on loraqa's own routes and as
 OpenAI's `{"error": {"message", "type", "code", "param"}}` on the OpenAI-compatible ones, so each
-kind of client gets the shape it parses. The status always comes from the error's type.
+kind of client gets the shape it parses. The status always comes from the error's type. An
+error that is not a LoraqaError is the server's own fault: it propagates to the request guard,
+which logs it and answers a generic 500.
 """
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import Request
 
 from loraqa.errors import LoraqaError
 from loraqa.inference.answerer import AUTO, Answerer
-from loraqa.inference.batching import Batcher
 from loraqa.inference.reading import Answer
+from loraqa.serving.batching import Batcher, ClientGone
+from loraqa.serving.guard import Keys
+from loraqa.serving.limits import ServerLimits
 from loraqa.serving.metrics import ServerMetrics
-
-MAX_QUESTION_CHARS = 1_000
 
 
 class ApiError(Exception):
@@ -28,64 +30,56 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
+    @classmethod
+    def of(cls, exc: LoraqaError, code: str | None = None, param: str | None = None) -> "ApiError":
+        retry = getattr(exc, "retry_after", None)
+        return cls(exc.http_status, str(exc), code, param, {"Retry-After": str(retry)} if retry else None)
+
 
 @dataclass
 class ServerState:
     answerer: Answerer
     batcher: Batcher
     metrics: ServerMetrics
-    api_key: str | None
-    max_context_chars: int
+    keys: Keys
+    limits: ServerLimits
+    adapter_root: Path | None  # where POST /v1/adapters may load from; None: hot loading is off
 
 
 def state(request: Request) -> ServerState:
     return request.app.state.loraqa
 
 
-def check_key(request: Request) -> None:
-    """With --api-key, every API route needs 'Authorization: Bearer KEY'."""
-    api_key = state(request).api_key
-    if api_key is None:
-        return
-    header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(token.encode(), api_key.encode()):
-        raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
-                       headers={"WWW-Authenticate": "Bearer"})
+def is_admin(request: Request) -> bool:
+    s = state(request)
+    return s.keys.admin is not None and s.keys.role(request.headers.get("authorization", "")) == "admin"
 
 
-def require_admin(request: Request) -> None:
-    if state(request).api_key is None:
-        raise ApiError(403, "loading and unloading adapters needs an API key: restart with --api-key KEY")
-    check_key(request)
-
-
-def check_question(s: ServerState, question: str, context: str | None, adapter: str | None) -> None:
-    """Size limits and a known adapter name, before anything is queued."""
-    if len(question) > MAX_QUESTION_CHARS:
-        raise ApiError(413, f"question longer than {MAX_QUESTION_CHARS} characters", code="question_too_long")
-    if context and len(context) > s.max_context_chars:
-        raise ApiError(413, f"context longer than {s.max_context_chars} characters (the server's --max-context-chars)",
+def check_question(s: ServerState, question: str, context: str | None) -> None:
+    """Size limits, before anything is planned or queued."""
+    if len(question) > s.limits.max_question_chars:
+        raise ApiError(413, f"question longer than {s.limits.max_question_chars} characters", code="question_too_long")
+    if context and len(context) > s.limits.max_context_chars:
+        raise ApiError(413, f"context longer than {s.limits.max_context_chars} characters (this server's limit)",
                        code="context_length_exceeded")
-    name = adapter or s.answerer.default_adapter()
-    if name != AUTO and name not in s.answerer.names:
-        raise ApiError(404, f"unknown adapter '{name}'; loaded: {', '.join(s.answerer.names + [AUTO])}",
-                       code="model_not_found")
 
 
 async def ask(request: Request, questions: list[dict]) -> list[Answer]:
     """Answers from the shared batcher for [{question, context?, adapter?, max_new_tokens?}];
     the adapter that answered is noted on the request for the metrics."""
     s = state(request)
+    if len(questions) > s.limits.max_batch_items:
+        raise ApiError(413, f"more than {s.limits.max_batch_items} questions in one request", code="too_many_questions")
     request.state.adapter = questions[0].get("adapter") or s.answerer.default_adapter()
     for q in questions:
-        check_question(s, q["question"], q.get("context"), q.get("adapter"))
+        check_question(s, q["question"], q.get("context"))
     try:
-        answers = await s.batcher.submit(questions)
-    except LoraqaError as exc:  # bad input found while planning, or an adapter unloaded while waiting
-        raise ApiError(exc.http_status, str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - report, keep serving
-        raise ApiError(500, f"answering failed: {type(exc).__name__}: {str(exc)[:200]}") from None
+        answers = await s.batcher.submit(questions, request.state.request_id, disconnected=request.is_disconnected)
+    except LoraqaError as exc:  # bad input found while planning, limits, deadline, an adapter gone
+        code = "model_not_found" if exc.http_status == 404 else None
+        raise ApiError.of(exc, code) from None
+    except ClientGone:
+        raise ApiError(499, "the client closed the request") from None
     used = {a.adapter for a in answers}
     request.state.adapter = used.pop() if len(used) == 1 else "mixed"
     return answers

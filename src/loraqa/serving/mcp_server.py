@@ -4,21 +4,38 @@ Tools:
 - answer_question(question, context?, domain?): the answer with its evidence. With no domain
   the adapter is chosen by its training domain (`auto`); `base` means no adapter.
 - list_domains(): each adapter with a description from its training (data source, number of
-  training questions, run name), or the one given with --describe NAME="...".
+  training questions, run name), or the one given as a description when the server started.
 
-stdio by default (an MCP host starts `loraqa mcp ...` itself); --http PORT serves streamable
-HTTP at /mcp. Answering runs on a worker thread so the server keeps reading its transport.
+stdio by default (an MCP host starts `loraqa mcp ...` itself); over streamable HTTP (at /mcp)
+the same rules as the HTTP server hold: a key in the Authorization header when one is set, the
+SDK's DNS-rebinding protection on every host (Host and Origin checked against the names the
+server answers to), the same body, question and document limits, and a deadline. Questions go
+through the same batcher as the HTTP server's: a long document is read in batches of windows
+that interleave with other calls, never holding the model for a whole call.
 """
 
 from __future__ import annotations
 
-import anyio
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+import json
+import logging
+import uuid
 
-from loraqa.errors import LoraqaError
-from loraqa.inference.answerer import AUTO, BASE, Answerer
+from loraqa.errors import LoraqaError, UsageError, option
+from loraqa.optional import require_extra
+
+_mcp = require_extra("mcp", "loraqa mcp")
+
+from mcp.server.mcpserver import MCPServer  # noqa: E402 - after the check that names the pip extra
+from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
+from mcp.server.transport_security import TransportSecuritySettings  # noqa: E402
+from pydantic import BaseModel, Field  # noqa: E402
+
+from loraqa.inference.answerer import AUTO, BASE, Answerer  # noqa: E402
+from loraqa.serving.batching import Batcher  # noqa: E402
+from loraqa.serving.guard import Keys, allowed_hosts  # noqa: E402
+from loraqa.serving.limits import ServerLimits  # noqa: E402
+
+log = logging.getLogger("loraqa.server")
 
 
 class Answered(BaseModel):
@@ -43,12 +60,17 @@ class Domains(BaseModel):
 def describe(answerer: Answerer, name: str, overrides: dict[str, str]) -> str:
     if name in overrides:
         return overrides[name]
-    profile = answerer.profiles.get(name)
-    return f"Question answering adapter {profile.describe()}." if profile else f"Question answering adapter '{name}'."
+    adapter = answerer.adapter(name)
+    if adapter is not None and adapter.profile is not None:
+        return f"Question answering adapter {adapter.profile.describe()}."
+    return f"Question answering adapter '{name}'."
 
 
-def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None) -> MCPServer:
+def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
+                 limits: ServerLimits | None = None) -> tuple[MCPServer, Batcher]:
     descriptions = dict(descriptions or {})
+    limits = limits or ServerLimits()
+    batcher = Batcher(answerer, limits=limits)
     server = MCPServer("loraqa", instructions="Answer questions from documents with domain-specific LoRA adapters. "
                                                "Call list_domains to see them; leave domain out to choose automatically.")
 
@@ -58,11 +80,20 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None)
     async def answer_question(question: str, context: str | None = None, domain: str | None = None) -> Answered:
         if not question.strip():
             raise ToolError("the question is empty")
-        request = {"question": question, "context": context, "adapter": domain or AUTO}
+        if len(question) > limits.max_question_chars:
+            raise ToolError(f"the question is longer than {limits.max_question_chars} characters")
+        if context is not None and len(context) > limits.max_context_chars:
+            raise ToolError(f"the context is longer than {limits.max_context_chars} characters (this server's limit)")
+        if batcher.task is None:  # the first call, in the event loop the SDK runs
+            await batcher.start()
+        call = uuid.uuid4().hex[:16]
         try:
-            [a] = await anyio.to_thread.run_sync(answerer.answer, [request])
+            [a] = await batcher.submit([{"question": question, "context": context, "adapter": domain or AUTO}], call)
         except LoraqaError as exc:
             raise ToolError(str(exc)) from None
+        except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no internals
+            log.exception(f"tool call {call} answer_question failed")
+            raise ToolError(f"internal error; the server logged it as call {call}") from None
         return Answered(answer=a.answer, domain=a.adapter, score=a.score, no_answer=a.no_answer, start=a.start,
                         end=a.end, route_score=a.route_score)
 
@@ -71,17 +102,59 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None)
         return Domains(domains=[Domain(name=n, description="The base model without an adapter." if n == BASE
                                        else describe(answerer, n, descriptions)) for n in answerer.names])
 
-    return server
+    return server, batcher
+
+
+def transport_security(host: str, extra_hosts: list[str]) -> TransportSecuritySettings:
+    """The SDK's DNS-rebinding protection, on for every bind address: the Host (and a browser's
+    Origin) must be one of the names the server answers to, with any port."""
+    names = allowed_hosts(host, extra_hosts)
+    spelled = [f"[{h}]" if ":" in h else h for h in names]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=[p for h in spelled for p in (h, f"{h}:*")],
+                                     allowed_origins=[f"{scheme}://{h}{port}" for h in spelled
+                                                      for scheme in ("http", "https") for port in ("", ":*")])
+
+
+class BearerKey:
+    """The API key rule of the HTTP server, for the MCP endpoint (ASGI middleware)."""
+
+    def __init__(self, app, keys: Keys):
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (self.keys.api or self.keys.admin):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            if self.keys.role(headers.get("authorization", "")) is None:
+                body = json.dumps({"error": "missing or wrong key: send 'Authorization: Bearer <key>'"}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(server: MCPServer, host: str, keys: Keys, limits: ServerLimits, extra_hosts: list[str]):
+    app = server.streamable_http_app(transport_security=transport_security(host, extra_hosts), host=host,
+                                     max_request_body_size=limits.max_body_bytes)
+    return BearerKey(app, keys)
 
 
 def run_mcp(adapters: dict[str, str], base_model: str | None, descriptions: dict[str, str], http_port: int | None,
-            host: str = "127.0.0.1", allow_pickle: bool = False, engine: str = "pytorch") -> None:
+            host: str = "127.0.0.1", allow_pickle: bool = False, engine: str = "pytorch", api_key: str | None = None,
+            allowed_host: list[str] | None = None, limits: ServerLimits | None = None) -> None:
     unknown = [n for n in descriptions if n not in adapters]
     if unknown:
-        raise LoraqaError(f"--describe names {unknown[0]}, which is not one of the adapters: {', '.join(adapters)}")
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine)
-    server = build_server(answerer, descriptions)
+        raise UsageError(f"{option('describe')} names {unknown[0]}, which is not one of the adapters: "
+                         f"{', '.join(adapters)}")
+    keys = Keys(api_key)
+    limits = limits or ServerLimits()
+    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
+                        max_adapters=limits.max_adapters)
+    server, _ = build_server(answerer, descriptions, limits)
     if http_port is None:
         server.run("stdio")
-    else:
-        server.run("streamable-http", host=host, port=http_port)
+        return
+    _mcp["uvicorn"].run(http_app(server, host, keys, limits, allowed_host or []), host=host, port=http_port,
+                        log_level="warning")

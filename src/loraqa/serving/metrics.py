@@ -3,7 +3,9 @@
 Each app has its own registry, so two servers in one process (tests, benchmarks) never share
 counts. Requests are counted by adapter, route and status; durations by adapter; every model
 call observes its batch size; the queue depth (windows waiting) and the number of loaded
-adapters are read when scraped.
+adapters are read when scraped. Label values come from bounded sets, so no client can grow the
+exposition: routes as declared (`unmatched` for any other URL), adapters that were loaded
+(`unknown` for any other name, `mixed` for a request answered by several), status codes.
 """
 
 from __future__ import annotations

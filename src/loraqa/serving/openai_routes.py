@@ -15,85 +15,140 @@ import json
 import re
 import time
 import uuid
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from loraqa.inference.reading import Answer
-from loraqa.serving.context import ApiError, ask, check_key, known_models, state
+from loraqa.serving.context import ApiError, ask, known_models, state
 
-router = APIRouter(dependencies=[Depends(check_key)])
+router = APIRouter()
 OPENAI_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
+Number = StrictInt | StrictFloat
 
-# accepted, without effect: decoding is greedy and deterministic
-IGNORED = {"temperature", "top_p", "seed", "user", "metadata", "store", "service_tier", "parallel_tool_calls",
-           "prompt_cache_key", "safety_identifier", "stream_options", "reasoning_effort", "verbosity"}
 # parameter -> the value that asks for nothing loraqa cannot do
 REFUSED_UNLESS = {"n": 1, "logprobs": False, "top_logprobs": None, "logit_bias": None, "stop": None,
                   "presence_penalty": 0, "frequency_penalty": 0, "tools": None, "tool_choice": None,
                   "functions": None, "function_call": None, "audio": None, "prediction": None,
                   "web_search_options": None, "best_of": 1, "echo": False, "suffix": None}
-KNOWN = {"model", "messages", "prompt", "stream", "max_tokens", "max_completion_tokens", "context",
-         "modalities", "response_format"} | IGNORED | set(REFUSED_UNLESS)
 
 
-def _refuse_unsupported(body: dict) -> None:
-    for key, value in body.items():
-        if key not in KNOWN:
-            raise ApiError(400, f"unrecognised request argument: {key}", code="unsupported_parameter", param=key)
-        if key in REFUSED_UNLESS and value not in (REFUSED_UNLESS[key], None, [], {}):
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_call_id, ... carry nothing loraqa reads
+    role: StrictStr
+    content: StrictStr | list[ContentPart] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: StrictBool = False
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: StrictStr = "text"
+
+
+class OpenAIRequest(BaseModel):
+    """What both routes take. Unknown fields are refused (400, naming the field); sampling
+    parameters are accepted and have no effect (decoding is greedy and deterministic); the
+    fields of REFUSED_UNLESS are refused unless they ask for nothing."""
+    model_config = ConfigDict(extra="forbid")
+    model: StrictStr = Field(..., min_length=1, max_length=64)
+    stream: StrictBool = False
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    context: StrictStr | None = Field(None, description="loraqa's extra field: the passage to read.")
+    # accepted, without effect
+    temperature: Number | None = None
+    top_p: Number | None = None
+    seed: StrictInt | None = None
+    user: StrictStr | None = None
+    metadata: dict[str, StrictStr] | None = None
+    store: StrictBool | None = None
+    service_tier: StrictStr | None = None
+    parallel_tool_calls: StrictBool | None = None
+    prompt_cache_key: StrictStr | None = None
+    safety_identifier: StrictStr | None = None
+    stream_options: StreamOptions | None = None
+    reasoning_effort: StrictStr | None = None
+    verbosity: StrictStr | None = None
+    modalities: list[StrictStr] | None = None
+    response_format: ResponseFormat | None = None
+    # refused unless they ask for nothing (REFUSED_UNLESS)
+    n: StrictInt | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = None
+    logit_bias: dict[str, Number] | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    best_of: StrictInt | None = None
+    echo: StrictBool | None = None
+    suffix: StrictStr | None = None
+
+
+class ChatRequest(OpenAIRequest):
+    messages: list[Message] = Field(..., min_length=1, max_length=1024)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+
+
+class CompletionRequest(OpenAIRequest):
+    prompt: StrictStr | list[StrictStr]
+
+
+def _check(request: Request, body: OpenAIRequest) -> None:
+    for key, allowed in REFUSED_UNLESS.items():
+        value = getattr(body, key)
+        if value not in (allowed, None, [], {}):
             raise ApiError(400, f"'{key}' is not supported by loraqa (it answers one greedy, extractive-style "
                                 f"answer per question); leave it out", code="unsupported_parameter", param=key)
-    if body.get("modalities") not in (None, ["text"]):
+    if body.modalities not in (None, ["text"]):
         raise ApiError(400, "'modalities': only text output is supported", code="unsupported_parameter",
                        param="modalities")
-    if (body.get("response_format") or {}).get("type", "text") != "text":
+    if body.response_format is not None and body.response_format.type != "text":
         raise ApiError(400, "'response_format': only plain-text responses are supported", code="unsupported_parameter",
                        param="response_format")
-
-
-async def _body(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise ApiError(400, "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    _refuse_unsupported(body)
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise ApiError(400, "'model' is required: an adapter name, 'base' or 'auto' (GET /v1/models)", param="model")
-    if body["model"] not in known_models(state(request)):
-        raise ApiError(404, f"the model '{body['model']}' does not exist; loaded: {', '.join(known_models(state(request)))}",
+    models = known_models(state(request))
+    if body.model not in models:
+        raise ApiError(404, f"the model '{body.model}' does not exist; loaded: {', '.join(models)}",
                        code="model_not_found", param="model")
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ApiError(400, "max_tokens must be a positive integer", param="max_tokens")
-    if body.get("context") is not None and not isinstance(body["context"], str):
-        raise ApiError(400, "'context' must be a string: the passage to read", param="context")
-    return body
 
 
 def _text(content, role: str) -> str:
     """A message's text: a string, or a list of text parts."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(p.get("text", "") for p in content)
+    if isinstance(content, list) and all(p.type == "text" for p in content):
+        return "".join(p.text or "" for p in content)
+    if content is None:
+        return ""
     raise ApiError(400, f"only text content is supported in {role} messages", param="messages")
 
 
-def _chat_question(body: dict) -> tuple[str, str | None]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise ApiError(400, "'messages' must be a non-empty list of {role, content}", param="messages")
-    users = [m for m in messages if m.get("role") == "user"]
+def _chat_question(body: ChatRequest) -> tuple[str, str | None]:
+    users = [m for m in body.messages if m.role == "user"]
     if not users:
         raise ApiError(400, "the messages hold no user message: the last one is the question", param="messages")
-    question = _text(users[-1].get("content"), "user").strip()
+    question = _text(users[-1].content, "user").strip()
     if not question:
         raise ApiError(400, "the last user message is empty", param="messages")
-    passages = [_text(m.get("content"), m["role"]) for m in messages if m.get("role") in ("system", "developer")]
-    context = body.get("context") if body.get("context") is not None else ("\n\n".join(passages) or None)
+    passages = [_text(m.content, m.role) for m in body.messages if m.role in ("system", "developer")]
+    context = body.context if body.context is not None else ("\n\n".join(passages) or None)
     return question, context
 
 
@@ -127,22 +182,24 @@ def _sse(events) -> StreamingResponse:
 @router.get("/v1/models")
 async def models(request: Request):
     s = state(request)
-    profiles = s.answerer.profiles
-    return {"object": "list", "data": [
-        {"id": name, "object": "model", "created": 0, "owned_by": "loraqa",
-         **({"loraqa": {"domain": profiles[name].describe()}} if name in profiles else {})}
-        for name in known_models(s)]}
+
+    def domain(name: str) -> dict:
+        adapter = s.answerer.adapter(name)
+        return {"loraqa": {"domain": adapter.profile.describe()}} if adapter and adapter.profile else {}
+
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "loraqa",
+                                        **domain(name)} for name in known_models(s)]}
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request):
-    body = await _body(request)
+async def chat_completions(request: Request, body: ChatRequest):
+    _check(request, body)
     question, context = _chat_question(body)
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    [a] = await ask(request, [{"question": question, "context": context, "adapter": body["model"],
+    limit = body.max_completion_tokens or body.max_tokens
+    [a] = await ask(request, [{"question": question, "context": context, "adapter": body.model,
                                "max_new_tokens": limit}])
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": a.adapter}
-    if not body.get("stream"):
+    if not body.stream:
         return {**head, "object": "chat.completion", "usage": _usage([a]), "loraqa": _evidence(a),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": a.answer},
                              "finish_reason": _finish(a), "logprobs": None}]}
@@ -151,23 +208,21 @@ async def chat_completions(request: Request):
     events += [{**chunk, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
                for p in _pieces(a.answer)]
     events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(a)}], "loraqa": _evidence(a)})
-    if (body.get("stream_options") or {}).get("include_usage"):
+    if body.stream_options is not None and body.stream_options.include_usage:
         events.append({**chunk, "choices": [], "usage": _usage([a])})
     return _sse(events)
 
 
 @router.post("/v1/completions")
-async def completions(request: Request):
-    body = await _body(request)
-    prompt = body.get("prompt")
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+async def completions(request: Request, body: CompletionRequest):
+    _check(request, body)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if not prompts or not all(p.strip() for p in prompts):
         raise ApiError(400, "'prompt' must be the question: a non-empty string (or a list of them)", param="prompt")
-    limit = body.get("max_tokens")
-    answers = await ask(request, [{"question": p.strip(), "context": body.get("context"), "adapter": body["model"],
-                                   "max_new_tokens": limit} for p in prompts])
+    answers = await ask(request, [{"question": p.strip(), "context": body.context, "adapter": body.model,
+                                   "max_new_tokens": body.max_tokens} for p in prompts])
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": answers[0].adapter}
-    if not body.get("stream"):
+    if not body.stream:
         return {**head, "object": "text_completion", "usage": _usage(answers),
                 "loraqa": [_evidence(a) for a in answers] if len(answers) > 1 else _evidence(answers[0]),
                 "choices": [{"index": i, "text": a.answer, "finish_reason": _finish(a), "logprobs": None}

@@ -12,8 +12,8 @@ from transformers import TrainerCallback
 
 from loraqa.evaluation.metrics import token_accuracy
 from loraqa.evaluation.scoring import score_rows
-from loraqa.inference.distributed import in_shares
-from loraqa.inference.reading import read_rows
+from loraqa.distributed import in_shares
+from loraqa.inference.generation import read_rows
 
 
 class AnswerMetrics:

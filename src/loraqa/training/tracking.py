@@ -13,17 +13,14 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from loraqa.errors import LoraqaError
-from loraqa.optional import is_installed
+from loraqa import optional
 
 _PACKAGE = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow"}
 
 
 def check_tracker(report_to: str) -> None:
-    pkg = _PACKAGE.get(report_to)
-    if pkg and not is_installed(pkg):
-        raise LoraqaError(f"track.report_to={report_to} needs the '{pkg}' package; install it "
-                          f"(`pip install 'loraqa[tracking]'`) or set track.report_to=none")
+    if report_to in _PACKAGE:
+        optional.check(_PACKAGE[report_to], f"track.report_to={report_to}", "or set track.report_to=none")
 
 
 def setup_tracking(track, run_dir: Path, run_name: str) -> list[str]:

@@ -1,4 +1,10 @@
-"""Train a LoRA adapter: validate everything, then one Seq2SeqTrainer run into a run directory."""
+"""Train a LoRA adapter: validate everything, then one Seq2SeqTrainer run into a run directory.
+
+`train()` reads as its steps: the run directory and config, the hardware setup (device,
+precision, the model's config, quantization), the data, the model with LoRA, the trainer,
+training, and saving the adapter. Every check that can fail runs before compute or any file
+is written; each value is computed once and handed on.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +16,48 @@ from pathlib import Path
 from rich.console import Console
 from transformers import set_seed
 
-from loraqa.artifacts import (check_run_dir, default_run_name, environment, is_main_process, last_checkpoint,
-                              prepare_run_dir, remove_incomplete_checkpoints, save_model_folder, write_atomic,
-                              write_json)
+from loraqa.artifacts import (check_run_dir, default_run_name, environment, last_checkpoint, prepare_run_dir,
+                              remove_incomplete_checkpoints, save_model_folder, write_atomic, write_json)
 from loraqa.config import Config, dump_config, load_saved_config
 from loraqa.config.templates import uses_context
 from loraqa.data.features import build_features
-from loraqa.data.splitting import prepare_splits
-from loraqa.errors import Interrupted, LoraqaError
-from loraqa.inference.routing import DOMAIN_PROFILE_NAME, DomainProfile
+from loraqa.data.splitting import DataReport, prepare_splits
+from loraqa.distributed import is_main_process
+from loraqa.domain_profile import DOMAIN_PROFILE_NAME, DomainProfile
+from loraqa.errors import Interrupted, LoraqaError, option
 from loraqa.modeling.loading import (configure_base, load_base_model, load_seq2seq_config, load_tokenizer,
                                      quantization_config)
 from loraqa.modeling.lora import add_lora, parameter_counts
 from loraqa.modeling.precision import resolve_device, resolve_dtype
 from loraqa.training import tracking
 from loraqa.training.callbacks import GracefulInterrupt
-from loraqa.training.trainer import build_trainer, micro_batches
+from loraqa.training.trainer import build_trainer
 
 # long paths must not be wrapped mid-line; under torchrun only rank 0 reports
 console = Console(stderr=True, soft_wrap=True, quiet=not is_main_process())
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: object  # the trained PeftModel, still in memory
+    metrics: dict
+
+
+@dataclass
+class Setup:
+    """Where and how the model runs, decided once from the config."""
+    device: str
+    dtype: str
+    model_config: object  # the base model's transformers config
+    quantization: object | None  # bitsandbytes config for an 8/4-bit base, else None
+
+
+@dataclass
+class Data:
+    train_rows: list[dict]
+    test_rows: list[dict]
+    report: DataReport
 
 
 def resolve_run_dir(cfg: Config, output: str | None) -> Path:
@@ -38,15 +67,8 @@ def resolve_run_dir(cfg: Config, output: str | None) -> Path:
 def saved_config(run_dir: Path) -> Config:
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise LoraqaError(f"{run_dir} has no config.yaml to resume with; drop --resume to start a new run")
+        raise LoraqaError(f"{run_dir} has no config.yaml to resume with; drop {option('resume')} to start a new run")
     return load_saved_config(path)
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    model: object  # the trained PeftModel, still in memory
-    metrics: dict
 
 
 def train(cfg: Config, output: str | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
@@ -62,52 +84,81 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
         cfg = saved_config(run_dir)
         console.print(f"resuming {run_dir} from {Path(last_checkpoint(run_dir)).name} with its saved config.yaml")
     tracking.check_tracker(cfg.track.report_to)
+    setup = hardware_setup(cfg)
+    data = load_data(cfg)
+    tokenizer = load_tokenizer(cfg.model.name)
+    model, params = build_model(cfg, setup)
+    train_ds, eval_ds = build_datasets(cfg, tokenizer, data)
+    # Everything is valid: only now does the run directory appear.
+    if main:
+        write_run_files(run_dir, cfg, data, overwrite, resume,
+                        environment(setup.device, setup.dtype) | {"parameters": params,
+                                                                  "model_type": setup.model_config.model_type})
+    report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
+    interrupt = GracefulInterrupt()
+    trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, data.test_rows, run_dir, setup.dtype,
+                            setup.device, report_to, interrupt)
+    say_micro_batches(cfg, trainer)
+    metrics = run_trainer(trainer, run_dir, resume, interrupt)
+    if main:
+        save_adapter(trainer, tokenizer, cfg, data, run_dir)
+    return TrainResult(run_dir=run_dir, model=trainer.model, metrics=metrics)
 
-    # Cheap checks first (model config, precision, quantization), then the data, then weights.
+
+def hardware_setup(cfg: Config) -> Setup:
+    """The cheap checks first: the model's config (an encoder-decoder?), precision, quantization."""
     device = resolve_device(cfg.model.device)
     model_config = load_seq2seq_config(cfg.model.name)
     dtype = resolve_dtype(cfg.model.dtype, device, model_config.model_type)
-    if cfg.model.quantization != "none":
-        quantization_config(cfg.model.quantization, model_config.model_type)
+    bnb = (quantization_config(cfg.model.quantization, model_config.model_type)
+           if cfg.model.quantization != "none" else None)
+    return Setup(device, dtype, model_config, bnb)
 
+
+def load_data(cfg: Config) -> Data:
     train_rows, test_rows, report = prepare_splits(cfg.data, needs_context=uses_context(cfg.data.template))
     console.print(f"data: {report.rows_loaded} rows loaded, {report.rows_usable} usable, "
                   f"{report.train_rows} train / {report.test_rows} test")
+    return Data(train_rows, test_rows, report)
 
-    tokenizer = load_tokenizer(cfg.model.name)
+
+def build_model(cfg: Config, setup: Setup):
+    """The base model with LoRA, and its parameter counts."""
     # Seed before LoRA's random init: otherwise the adapter's starting point depends on whatever
     # used the RNG earlier in the process, and the same config gives different runs.
     set_seed(cfg.train.seed)
-    model = load_base_model(cfg.model.name, dtype, device, cfg.model.quantization, cfg.model.allow_pickle)
-    configure_base(model, cfg.model.dropout, cfg.model.attention, device)
-    model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing,
-                     quantized=cfg.model.quantization != "none", fast_kernels=cfg.model.fast_kernels)
+    model = load_base_model(cfg.model.name, setup.dtype, setup.device, cfg.model.allow_pickle, setup.model_config,
+                            setup.quantization)
+    configure_base(model, cfg.model.dropout, cfg.model.attention, setup.device)
+    model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing, quantized=setup.quantization is not None,
+                     fast_kernels=cfg.model.fast_kernels)
     params = parameter_counts(model)
-    console.print(f"model: {cfg.model.name} on {device} ({dtype}); trainable parameters "
+    console.print(f"model: {cfg.model.name} on {setup.device} ({setup.dtype}); trainable parameters "
                   f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']}%)")
-    micro, accumulate = micro_batches(cfg.train, dtype, device)
+    return model, params
+
+
+def build_datasets(cfg: Config, tokenizer, data: Data):
+    train_ds, train_counts = build_features(tokenizer, data.train_rows, cfg.data, train=True)
+    eval_ds, eval_counts = build_features(tokenizer, data.test_rows, cfg.data, train=False)
+    data.report.features = {"train": train_counts.as_dict(), "test": eval_counts.as_dict()}
+    if train_ds is None:
+        raise LoraqaError(f"no training example fits data.max_source_length={cfg.data.max_source_length}; "
+                          "raise it or shorten the prompt template")
+    return train_ds, eval_ds
+
+
+def say_micro_batches(cfg: Config, trainer) -> None:
+    micro, accumulate = trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps
     if (micro, accumulate) != (cfg.train.batch_size, cfg.train.grad_accum):
         console.print(f"fp32 on a CPU: each step's {micro * accumulate} examples as {accumulate} micro-batches of "
                       f"{micro} (train.fp32_cpu_micro_batch; the same update, less memory)")
 
-    train_ds, train_counts = build_features(tokenizer, train_rows, cfg.data, train=True)
-    eval_ds, eval_counts = build_features(tokenizer, test_rows, cfg.data, train=False)
-    report.features = {"train": train_counts.as_dict(), "test": eval_counts.as_dict()}
-    if train_ds is None:
-        raise LoraqaError(f"no training example fits data.max_source_length={cfg.data.max_source_length}; "
-                          "raise it or shorten the prompt template")
 
-    # Everything is valid: only now does the run directory appear.
-    if main:
-        write_run_files(run_dir, cfg, report, train_rows, test_rows, overwrite, resume,
-                        environment(device, dtype) | {"parameters": params, "model_type": model_config.model_type})
-    report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
-    interrupt = GracefulInterrupt()
-    trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to,
-                            interrupt)
+def run_trainer(trainer, run_dir: Path, resume: bool, interrupt: GracefulInterrupt) -> dict:
     checkpoint = last_checkpoint(run_dir) if resume else None
     try:
-        output_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+        metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             last = last_checkpoint(run_dir)
@@ -118,16 +169,10 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     if interrupt.requested:
         raise Interrupted(f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}/checkpoints. "
                           f"Resume with: loraqa train --output {run_dir} --resume")
-    if main:
-        profile = DomainProfile.from_rows(train_rows, source=cfg.data.source, run_name=run_dir.name)
-        save_model_folder(trainer.model, tokenizer, run_dir / "adapter", cfg,
-                          extra_files={DOMAIN_PROFILE_NAME: profile.to_json()})
-        record_best(trainer, run_dir)
-        console.print(f"adapter saved to {run_dir / 'adapter'}")
-    return TrainResult(run_dir=run_dir, model=trainer.model, metrics=output_metrics)
+    return metrics
 
 
-def write_run_files(run_dir, cfg, report, train_rows, test_rows, overwrite, resume, env) -> None:
+def write_run_files(run_dir: Path, cfg: Config, data: Data, overwrite: bool, resume: bool, env: dict) -> None:
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resume:
         removed = remove_incomplete_checkpoints(run_dir)
@@ -135,10 +180,20 @@ def write_run_files(run_dir, cfg, report, train_rows, test_rows, overwrite, resu
             console.print(f"removed incomplete checkpoint(s) {', '.join(removed)} (cut short by the crash)")
     else:
         write_atomic(run_dir / "config.yaml", dump_config(cfg))
-    write_json(run_dir / "data_report.json", asdict(report))
+    write_json(run_dir / "data_report.json", asdict(data.report))
     # Which questions were held out: `loraqa eval` scores these by default.
-    write_json(run_dir / "split.json", {"train": [r["id"] for r in train_rows], "test": [r["id"] for r in test_rows]})
+    write_json(run_dir / "split.json", {"train": [r["id"] for r in data.train_rows],
+                                        "test": [r["id"] for r in data.test_rows]})
     write_json(run_dir / "env.json", env)
+
+
+def save_adapter(trainer, tokenizer, cfg: Config, data: Data, run_dir: Path) -> None:
+    """The final adapter (the best-F1 checkpoint when evaluating), its config and domain profile."""
+    profile = DomainProfile.from_rows(data.train_rows, source=cfg.data.source, run_name=run_dir.name)
+    save_model_folder(trainer.model, tokenizer, run_dir / "adapter", cfg,
+                      extra_files={DOMAIN_PROFILE_NAME: profile.to_json()})
+    record_best(trainer, run_dir)
+    console.print(f"adapter saved to {run_dir / 'adapter'}")
 
 
 def record_best(trainer, run_dir: Path) -> None:

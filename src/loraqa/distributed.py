@@ -1,5 +1,5 @@
-"""Answering under torchrun / `accelerate launch`: each process reads its share of the
-questions and every process gets all answers back, in the original order.
+"""Runs under torchrun / `accelerate launch`: which process writes, and answering in shares (each
+process reads its share of the questions and every process gets all answers back, in order).
 
 Accelerate's PartialState reads the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR...)
 and starts the process group (gloo on CPU, nccl on GPU); in one plain process it is a no-op,
@@ -8,6 +8,7 @@ so callers need no second code path."""
 from __future__ import annotations
 
 import atexit
+import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -41,7 +42,14 @@ def _end_process_group() -> None:
 
 
 def is_main_process() -> bool:
-    return processes().is_main_process
+    """Global rank 0 of a torchrun / accelerate launch, or a plain single process: the only writer.
+
+    The process group's rank once it exists (accelerate's `is_main_process` is the same test);
+    before that the launcher's RANK, which the group is later started from. Asking does not start
+    a process group: training asks before the Trainer starts its own."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def process_device(device: str) -> str:

@@ -1,0 +1,100 @@
+"""Listing, loading and unloading adapters while the server runs.
+
+Loading needs the admin key and reads only from the server's adapter root (`--adapter-root DIR`):
+the path a client sends is resolved (symlinks followed) and must stay inside the root, and so
+must every file the adapter's folder holds. A path outside it, one that does not exist and one
+that holds no adapter all get the same answer, so the endpoint tells nothing about the rest of
+the filesystem. The folder is checked (regular files only, size, pickle, fit to the base model,
+calibration and profile) on a worker thread, then attached on the model thread between batches:
+a failing load leaves the loaded adapters as they were, and answering never waits on a file.
+
+Unloading hides the name at once (new requests get 404), waits without blocking for the windows
+already queued or running for it, then detaches it on the model thread, between batches.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the annotations of the handlers
+# at run time to tell a Request or a body model from a query parameter.
+import asyncio
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from loraqa.artifacts import adapter_files, resolve_adapter
+from loraqa.errors import AdapterNotFound, LoraqaError, NotAnAdapter
+from loraqa.inference.registry import NAME_PATTERN
+from loraqa.serving.context import ApiError, is_admin, state
+
+router = APIRouter()
+
+
+class AdapterLoad(BaseModel):
+    name: str = Field(..., min_length=1, max_length=64, pattern=NAME_PATTERN.pattern)
+    path: str = Field(..., min_length=1, max_length=1024,
+                      description="A folder inside the server's adapter root (relative to it, or absolute).")
+
+
+def find_in_root(root: Path, given: str):
+    """The adapter at `given` inside `root`, every file of it inside `root` too; else one message."""
+    not_found = AdapterNotFound(f"no adapter at '{given}' in the server's adapter root")
+    root = root.resolve()
+    try:
+        folder = (root / given).resolve(strict=True)  # an absolute `given` replaces root here
+        if not folder.is_relative_to(root):
+            raise not_found
+        ref = resolve_adapter(folder)
+        if any(not f.resolve(strict=True).is_relative_to(root) for f in adapter_files(ref)):
+            raise not_found
+    except (OSError, RuntimeError, ValueError, NotAnAdapter):  # missing, a link loop, a NUL in the path, no adapter
+        raise not_found from None
+    return ref
+
+
+@router.get("/v1/adapters")
+async def list_adapters(request: Request):
+    """The adapters; where each was loaded from only for the admin key."""
+    s, admin = state(request), is_admin(request)
+    registry = s.answerer.registry
+
+    def entry(name: str) -> dict:
+        adapter = registry.get(name)
+        item = {"name": name, "template": adapter.settings.template if adapter else None,
+                "domain": adapter.profile.describe() if adapter and adapter.profile else None}
+        if admin:
+            item["path"] = str(adapter.source) if adapter else None
+        return item
+
+    return {"default": s.answerer.default_adapter(), "base_model": s.answerer.base_model if admin else None,
+            "adapters": [entry(n) for n in s.answerer.names]}
+
+
+@router.post("/v1/adapters", status_code=201)
+async def load_adapter(request: Request, req: AdapterLoad):
+    s = state(request)
+    if s.adapter_root is None:
+        raise ApiError(403, "hot loading is off: the server was started without an adapter root")
+    registry = s.answerer.registry
+
+    def prepare():
+        ref = find_in_root(s.adapter_root, req.path)
+        return registry.prepare(req.name, ref, max_bytes=s.limits.max_adapter_mb * 2**20)
+
+    try:
+        prepared = await asyncio.to_thread(prepare)
+        await s.batcher.on_model_thread(registry.attach, prepared)
+    except LoraqaError as exc:
+        raise ApiError.of(exc) from None
+    return {"loaded": req.name, "adapters": s.answerer.names}
+
+
+@router.delete("/v1/adapters/{name}")
+async def unload_adapter(request: Request, name: str):
+    s = state(request)
+    registry = s.answerer.registry
+    try:
+        registry.hide(name)
+    except LoraqaError as exc:
+        raise ApiError.of(exc) from None
+    await s.batcher.drained(name)
+    await s.batcher.on_model_thread(registry.detach, name)
+    return {"unloaded": name, "adapters": s.answerer.names}

@@ -1,0 +1,291 @@
+"""Gathering concurrent requests' windows into batches for the server, within its limits.
+
+A request (an HTTP request or an MCP tool call, with one or many questions) becomes a Ticket:
+its questions planned into windows (one for a short passage, hundreds for a long document).
+Each model call takes up to `max_batch` windows, one from each waiting ticket in turn, so a long
+document is spread over many batches and a request that arrives meanwhile joins the very next
+one: no request waits behind another's document for more than a batch, and a request with 64
+questions gets the same turns as one with a single question. A batch may mix adapters. The
+first windows of a quiet moment wait up to `window_ms` for company.
+
+Two threads keep the event loop free: the model thread runs every model call, and also every
+adapter attach and detach, so those never race a batch; the planning thread tokenises new
+requests, so planning never waits behind a model call. Each thread has its own tokenizer.
+
+Limits (serving/limits.py) are enforced here, where requests become windows: windows per
+request (413), windows queued in all (503 with Retry-After), the request's deadline (504, its
+windows dropped), and a client that went away (its windows dropped). A batch that fails is
+answered again request by request, so a failing window fails only its own request.
+
+Written by hand: FastAPI/uvicorn serve one request per handler and have no batching, and the
+LLM serving engines that do (vLLM, LoRAX) do not run encoder-decoder models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from loraqa.errors import AdapterNotFound, DeadlineExceeded, Overloaded, TooMuchWork
+from loraqa.inference.reading import Answer, Job, Reading
+from loraqa.serving.limits import ServerLimits
+
+log = logging.getLogger("loraqa.server")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready; its windows were dropped."""
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request's work: its readings, the windows not yet handed out, its answers' future."""
+    readings: list[Reading]
+    future: asyncio.Future
+    request_id: str
+    pending: deque = field(init=False)  # (reading, window) not yet given to a batch
+    in_flight: int = 0
+    answered: int = 0
+
+    def __post_init__(self):
+        self.pending = deque((r, i) for r in self.readings for i in range(len(r.inputs)))
+        self.total = len(self.pending)
+        self.adapters = frozenset(r.adapter for r in self.readings)
+
+    @property
+    def finished(self) -> bool:
+        return self.future.done() and self.in_flight == 0
+
+
+class Batcher:
+    def __init__(self, answerer, window_ms: float = 10.0, max_batch: int = 32, limits: ServerLimits | None = None):
+        self.answerer = answerer
+        self.run_fn: Callable[[list[Job]], None] = answerer.run  # one batch of windows -> fills their results
+        self.window = window_ms / 1000.0
+        self.max_batch = max(1, max_batch)
+        self.limits = limits or ServerLimits()
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="loraqa-model")
+        self.planner = ThreadPoolExecutor(1, thread_name_prefix="loraqa-plan")
+        self.waiting: deque[Ticket] = deque()  # tickets with windows not yet handed out
+        self.tickets: set[Ticket] = set()  # every ticket not finished (waiting or with windows in flight)
+        self.queued = 0  # windows of waiting tickets not yet handed out
+        self.arrived: asyncio.Event | None = None
+        self.changed: asyncio.Event | None = None  # set (and replaced) whenever windows finish or drop
+        self.task: asyncio.Task | None = None
+        self.batches = 0
+        self.on_batch = None  # called with each model call's number of windows (metrics)
+
+    # ------------------------------------------------------------ life
+
+    async def start(self) -> None:
+        self.arrived, self.changed = asyncio.Event(), asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name="loraqa-batcher")
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        for ticket in list(self.tickets):
+            self.cancel(ticket, ClientGone("the server is shutting down"))
+        self.model_thread.shutdown(wait=False, cancel_futures=True)
+        self.planner.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def alive(self) -> bool:
+        """False when the scheduling task has died: /health must not say the server answers."""
+        return self.task is not None and not self.task.done()
+
+    @property
+    def queued_windows(self) -> int:
+        return self.queued
+
+    async def on_model_thread(self, fn, *args):
+        """Run fn on the thread that runs the model: between batches, never during one."""
+        return await asyncio.get_running_loop().run_in_executor(self.model_thread, functools.partial(fn, *args))
+
+    # ------------------------------------------------------------ a request's path
+
+    async def submit(self, requests: list[dict], request_id: str = "-", timeout: float | None = None,
+                     disconnected: Callable[[], Awaitable[bool]] | None = None) -> list[Answer]:
+        """Plan (bad input raises here, before queueing), queue the windows, wait for the answers,
+        within the request's deadline; `disconnected()` says whether the client went away."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.limits.request_timeout_s)
+        readings = await self.plan(requests)
+        ticket = self.admit(readings, request_id)
+        watch = asyncio.create_task(self._watch(disconnected)) if disconnected else None
+        try:
+            waiting = {ticket.future} | ({watch} if watch else set())
+            done, _ = await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if ticket.future in done:
+                return ticket.future.result()
+            if watch is not None and watch in done:
+                self.cancel(ticket, ClientGone("the client disconnected"))
+                raise ClientGone("the client disconnected")
+            timeout_s = timeout or self.limits.request_timeout_s
+            self.cancel(ticket, DeadlineExceeded(f"no answer within the server's request timeout ({timeout_s:g} s)"))
+            return ticket.future.result()  # raises the deadline error
+        finally:
+            if watch is not None:
+                watch.cancel()
+            if not ticket.future.done():  # the caller itself was cancelled
+                self.cancel(ticket, ClientGone("the request was cancelled"))
+
+    async def plan(self, requests: list[dict]) -> list[Reading]:
+        """The requests' windows, on the planning thread; a request needing more windows than
+        limits.max_request_windows is refused as soon as the count passes it."""
+        cap = self.limits.max_request_windows
+
+        def work() -> list[Reading]:
+            cache: dict = {}  # questions on the same document tokenise it once
+            readings, budget = [], cap
+            for request in requests:
+                try:
+                    reading = self.answerer.plan(request, cache, max_windows=budget)
+                except TooMuchWork:
+                    raise TooMuchWork(f"this request needs more than {cap} windows (its documents are read in windows "
+                                      f"of the model's input size); this server reads at most {cap} for one request: "
+                                      "send fewer questions or shorter documents") from None
+                budget -= len(reading.inputs)
+                readings.append(reading)
+            return readings
+
+        return await asyncio.get_running_loop().run_in_executor(self.planner, work)
+
+    def admit(self, readings: list[Reading], request_id: str = "-") -> Ticket:
+        names = self.answerer.names
+        for reading in readings:  # unloaded while the request was planned: as if never loaded
+            if reading.adapter not in names:
+                raise AdapterNotFound(f"unknown adapter '{reading.adapter}'; loaded: {', '.join(names)}")
+        windows = sum(len(r.inputs) for r in readings)
+        if self.queued + windows > self.limits.max_queued_windows:
+            raise Overloaded(f"the server is busy ({self.queued} windows queued, limit "
+                             f"{self.limits.max_queued_windows}); retry shortly")
+        ticket = Ticket(readings, asyncio.get_running_loop().create_future(), request_id)
+        self.waiting.append(ticket)
+        self.tickets.add(ticket)
+        self.queued += ticket.total
+        self.arrived.set()
+        return ticket
+
+    def cancel(self, ticket: Ticket, exc: BaseException) -> None:
+        """Drop the ticket's windows not yet answered and fail it (windows in flight finish unseen)."""
+        self.queued -= len(ticket.pending)
+        ticket.pending.clear()
+        if not ticket.future.done():
+            ticket.future.set_exception(exc)
+            ticket.future.exception()  # retrieved: its waiter may be gone
+        self._settle(ticket)
+
+    async def _watch(self, disconnected: Callable[[], Awaitable[bool]]) -> None:
+        while not await disconnected():
+            await asyncio.sleep(0.2)
+
+    # ------------------------------------------------------------ unloading
+
+    def uses(self, adapter: str) -> bool:
+        return any(adapter in t.adapters for t in self.tickets)
+
+    async def drained(self, adapter: str) -> None:
+        """Wait until no queued or running window uses `adapter`."""
+        while self.uses(adapter):
+            await self.changed.wait()
+
+    # ------------------------------------------------------------ scheduling
+
+    def _take(self) -> list[tuple[Ticket, Job]]:
+        """Up to max_batch windows, one from each waiting ticket in turn."""
+        batch = []
+        while self.waiting and len(batch) < self.max_batch:
+            ticket = self.waiting.popleft()
+            if not ticket.pending:
+                continue  # cancelled while it waited
+            batch.append((ticket, ticket.pending.popleft()))
+            ticket.in_flight += 1
+            self.queued -= 1
+            if ticket.pending:
+                self.waiting.append(ticket)
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._gather()
+                while self.waiting:
+                    batch = self._take()
+                    if batch:
+                        await self._answer(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the scheduler must outlive anything a batch does
+                log.exception("the batcher hit an unexpected error; it goes on with the next batch")
+
+    async def _gather(self) -> None:
+        """Wait for windows, then up to window_ms for more to share the batch."""
+        await self.arrived.wait()
+        self.arrived.clear()
+        deadline = time.perf_counter() + self.window
+        while self.queued < self.max_batch and (timeout := deadline - time.perf_counter()) > 0:
+            try:
+                await asyncio.wait_for(self.arrived.wait(), timeout)
+                self.arrived.clear()
+            except asyncio.TimeoutError:
+                break
+
+    async def _answer(self, batch: list[tuple[Ticket, Job]]) -> None:
+        groups: dict[Ticket, list[Job]] = {}
+        for ticket, job in batch:
+            groups.setdefault(ticket, []).append(job)
+        for ticket in list(groups):  # an adapter gone while its request waited (the Python API's remove_adapter)
+            missing = [a for a in ticket.adapters if not self.answerer.registry.is_attached(a)]
+            if missing:
+                self._fail(ticket, AdapterNotFound(f"adapter '{missing[0]}' was unloaded before the answer"),
+                           len(groups.pop(ticket)))
+        if not groups:
+            return
+        self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(sum(len(jobs) for jobs in groups.values()))
+        try:
+            await self.on_model_thread(self.run_fn, [job for jobs in groups.values() for job in jobs])
+            answered = groups
+        except Exception as exc:  # noqa: BLE001 - find whose window failed; the others are answered
+            answered = {}
+            for ticket, jobs in groups.items():
+                try:
+                    if len(groups) == 1:
+                        raise exc
+                    await self.on_model_thread(self.run_fn, jobs)
+                    answered[ticket] = jobs
+                except Exception as own:  # noqa: BLE001 - fails this request only
+                    self._fail(ticket, own, len(jobs))
+        for ticket, jobs in answered.items():
+            ticket.in_flight -= len(jobs)
+            ticket.answered += len(jobs)
+            if ticket.answered == ticket.total and not ticket.future.done():
+                try:
+                    ticket.future.set_result([self.answerer.combine(r) for r in ticket.readings])
+                except Exception as exc:  # noqa: BLE001 - a bad result fails its own request only
+                    ticket.future.set_exception(exc)
+            self._settle(ticket)
+
+    def _fail(self, ticket: Ticket, exc: BaseException, windows: int) -> None:
+        ticket.in_flight -= windows
+        self.cancel(ticket, exc)
+
+    def _settle(self, ticket: Ticket) -> None:
+        if ticket.finished:
+            self.tickets.discard(ticket)
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = asyncio.Event()
