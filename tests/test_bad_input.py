@@ -147,3 +147,46 @@ def test_other_commands_bad_input(files, args, code, message):
     assert message in res.stderr or message in res.output
     assert "Traceback" not in res.output
 
+
+
+# ---------------------------------------------------------------- --overwrite deletes only a run
+
+
+def _train(files, out, *extra):
+    return run_cli("train", "--model", files["tiny"], "--data", files["data"], "--output", str(out), *FAST,
+                   "--set", "train.max_steps=1", "--set", "train.eval_steps=0", *extra)
+
+
+def test_overwrite_never_deletes_the_working_directory(files, monkeypatch):
+    work = files["tmp"] / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    res = _train(files, ".", "--overwrite")
+    assert res.exit_code == 1 and "working directory" in res.stderr and "Traceback" not in res.output
+    assert (work / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_never_deletes_the_home_directory(files, monkeypatch):
+    home = files["tmp"] / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("mine")
+    monkeypatch.setenv("HOME", str(home))
+    res = _train(files, home, "--overwrite")
+    assert res.exit_code == 1 and "home directory" in res.stderr and (home / ".bashrc").read_text() == "mine"
+
+
+def test_overwrite_refuses_a_folder_that_holds_no_run(files):
+    out = files["tmp"] / "existing"  # holds keep.txt only
+    res = _train(files, out, "--overwrite")
+    assert res.exit_code == 1 and "is not a loraqa run directory" in res.stderr
+    assert (out / "keep.txt").read_text() == "earlier work"
+
+
+def test_overwrite_replaces_an_earlier_run(files):
+    out = files["tmp"] / "run"
+    assert _train(files, out).exit_code == 0
+    (out / "stale.txt").write_text("from before")
+    res = _train(files, out, "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert not (out / "stale.txt").exists() and (out / "adapter" / "adapter_model.safetensors").is_file()

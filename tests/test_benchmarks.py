@@ -69,6 +69,24 @@ def test_serve_load_script_answers_every_request(tmp_path):
     assert native["model_calls"] < unbatched["model_calls"]
 
 
+def test_serve_abuse_script_keeps_normal_clients_answered_under_attack(tmp_path):
+    """A smoke run on a tiny model: the latency and memory goals need the real-size run (README),
+    but no normal request may fail, /health must stay truthful and the metrics stay bounded."""
+    out = tmp_path / "abuse.json"
+    res = run_script("serve_abuse.py", "--quick", "--seconds", "3", "--clients", "2", "--json", str(out))
+    figures = json.loads(out.read_text())
+    assert figures["quiet"]["failures"] == figures["attack"]["failures"] == 0
+    assert figures["quiet"]["requests"] > 0 and figures["attack"]["requests"] > 0
+    assert set(figures["attack"]["attacks_sent"]) == {"50 MB chunked bodies", "20,000-prompt completions",
+                                                      "streams dropped midway", "bad parameters",
+                                                      "adapter POST/DELETE without the admin key",
+                                                      "random URLs and adapter names"}
+    assert figures["health"]["truthful"] and figures["health"]["checks"] > 0
+    assert figures["metrics"]["after"][0] < figures["metrics"]["before"][0] + 150  # not one series per URL
+    verdicts = [line for line in res.stdout.splitlines() if re.search(r"  (met|NOT met)$", line)]
+    assert len(verdicts) == 5, res.stdout
+
+
 def test_long_documents_script_prints_every_target_with_a_verdict(tmp_path):
     out = tmp_path / "long.json"
     res = run_script("long_documents.py", "--quick", "--json", str(out))

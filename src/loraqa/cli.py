@@ -286,6 +286,7 @@ def serve(
     cors_origin: List[str] = typer.Option([], "--cors-origin", help="A web origin (e.g. https://app.example.org) whose pages may call the API from a browser (repeatable; default: none)."),
     batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most windows answered in one batch (1 turns batching off); a long document's windows are spread over batches."),
+    max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", min=1, help="Most padded input tokens in one batch (windows x the longest): keeps a batch of full-length windows, which everyone arriving meanwhile waits for, short."),
     max_context_chars: int = typer.Option(1_000_000, "--max-context-chars", min=1, help="Longest context (document) a question may send, in characters; it is read in windows."),
     max_request_windows: int = typer.Option(4_096, "--max-request-windows", min=1, help="Most windows one request may need, all its questions together (413 beyond)."),
     max_queued_windows: int = typer.Option(16_384, "--max-queued-windows", min=1, help="Most windows waiting for the model, all requests together (503 with Retry-After beyond)."),
@@ -309,7 +310,8 @@ def serve(
         _warn_if_exposed(host, keys["api_key"])
         typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
         run_server(adapters, host, port, model, batch_window_ms, max_batch, allow_pickle, engine, limits,
-                   adapter_root=adapter_root, allowed_host=allowed_host, cors_origins=cors_origin, **keys)
+                   adapter_root=adapter_root, allowed_host=allowed_host, cors_origins=cors_origin,
+                   max_batch_tokens=max_batch_tokens, **keys)
 
     _run(action)
 

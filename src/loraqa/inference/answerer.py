@@ -17,7 +17,7 @@ from typing import Callable
 
 from loraqa.artifacts import AdapterRef, resolve_adapter
 from loraqa.errors import LoraqaError, option
-from loraqa.inference.engines import BASE, Engine, create_engine
+from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engine
 from loraqa.inference.reading import (Answer, Job, Reading, combine, fill, generation_batch, plan_reading,
                                       read_all)
 from loraqa.inference.registry import AdapterRegistry, LoadedAdapter, ReadingSettings, check_name
@@ -40,6 +40,7 @@ class Answerer:
         `loraqa export`, one merged model each). allow_pickle: accept pickle weight files, for
         the base model and every adapter, including ones loaded later."""
         adapters = dict(adapters or {})
+        capabilities = capabilities_of(engine)  # an unknown engine is refused before anything loads
         for name in adapters:
             check_name(name)
         refs = {name: p if isinstance(p, AdapterRef) else resolve_adapter(p) for name, p in adapters.items()}
@@ -47,6 +48,9 @@ class Answerer:
         if base_model is None and first is not None:
             base_model = first.config.model.name
         self.base_model, self.apply_threshold = base_model, apply_threshold
+        if first is None and not capabilities.base_model:
+            raise LoraqaError("this engine has no base model of its own: give at least one adapter exported by "
+                              "`loraqa export`")
         if first is None and base_model is None:
             raise LoraqaError(f"give at least one adapter, or a base model with {option('model')}")
         self.tokenizer = load_tokenizer(str(first.adapter_dir) if first else base_model)  # for planning
@@ -54,9 +58,6 @@ class Answerer:
         # another, and one fast tokenizer used from two threads at once can fail ("Already borrowed").
         self.model_tokenizer = copy.deepcopy(self.tokenizer)
         self.engine: Engine = create_engine(engine, self.model_tokenizer, base_model, device, dtype, allow_pickle)
-        if not refs and not self.engine.capabilities.base_model:
-            raise LoraqaError("this engine has no base model of its own: give at least one adapter exported by "
-                              "`loraqa export`")
         self.registry = AdapterRegistry(self.engine, allow_pickle, max_adapters)
         self.lock = threading.RLock()  # the Python API's callers may share one Answerer between threads
         for name, ref in refs.items():
@@ -94,14 +95,16 @@ class Answerer:
 
     # ------------------------------------------------------------ reading
 
-    def plan(self, request: dict, offsets_cache: dict | None = None, max_windows: int | None = None) -> Reading:
+    def plan(self, request: dict, offsets_cache: dict | None = None, max_windows: int | None = None,
+             tokenizer=None) -> Reading:
         """The windows of one request, rendered as its adapter expects. Bad input raises here,
         before any model work. "like": render as that adapter would (e.g. the base model
-        scored on an adapter's prompts)."""
+        scored on an adapter's prompts). tokenizer: a copy of self.tokenizer for a thread of
+        its own (one tokenizer must not be used by two threads at once)."""
         name, route_score = self.registry.choose(request.get("adapter"), request["question"], request.get("context"))
         like = self.registry.get(request.get("like") or name)
         s = like.settings if like else ReadingSettings.for_base(bool(request.get("context")))
-        inputs = plan_reading(self.tokenizer, request["question"], request.get("context"), s.template, s.max_source,
+        inputs = plan_reading(tokenizer or self.tokenizer, request["question"], request.get("context"), s.template, s.max_source,
                               s.overlap, extractive=s.extractive, offsets_cache=offsets_cache,
                               max_windows=max_windows)
         threshold = s.threshold if self.apply_threshold else None

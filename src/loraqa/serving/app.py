@@ -62,7 +62,7 @@ def _validation_response(path: str, exc: RequestValidationError) -> JSONResponse
 
 
 def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float = 10.0, max_batch: int = 32,
-               limits: ServerLimits | None = None, admin_key: str | None = None, adapter_root: str | Path | None = None,
+               limits: ServerLimits | None = None, max_batch_tokens: int = 8192, admin_key: str | None = None, adapter_root: str | Path | None = None,
                host: str = "127.0.0.1", allowed_host: list[str] | None = None,
                cors_origins: list[str] | None = None) -> FastAPI:
     """The app over one Answerer. api_key asks questions; admin_key also loads and unloads
@@ -73,8 +73,12 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
     root = Path(adapter_root).resolve() if adapter_root else None
     if root is not None and not root.is_dir():
         raise UsageError(f"the adapter root {adapter_root} is not a folder")
-    batcher = Batcher(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits)
     registry = answerer.registry
+    if len(registry.adapters) > limits.max_adapters:
+        raise UsageError(f"{len(registry.adapters)} adapters given, more than the server's limit of {limits.max_adapters}")
+    registry.max_adapters = limits.max_adapters  # the server's limit governs later loads
+    batcher = Batcher(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits,
+                      max_batch_tokens=max_batch_tokens)
     metrics = ServerMetrics(queue_depth=lambda: batcher.queued_windows, adapters_loaded=lambda: len(registry.adapters))
     batcher.on_batch = metrics.batch_size.observe
 

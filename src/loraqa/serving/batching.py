@@ -5,12 +5,20 @@ its questions planned into windows (one for a short passage, hundreds for a long
 Each model call takes up to `max_batch` windows, one from each waiting ticket in turn, so a long
 document is spread over many batches and a request that arrives meanwhile joins the very next
 one: no request waits behind another's document for more than a batch, and a request with 64
-questions gets the same turns as one with a single question. A batch may mix adapters. The
-first windows of a quiet moment wait up to `window_ms` for company.
+questions gets the same turns as one with a single question. A new request starts with two
+windows a batch (or one for each of its questions), doubling with each batch it gets (like TCP's
+slow start): a long document
+reaches full batches within a few, while one whose client drops it after a moment has cost a
+few windows, not a full batch of them. A batch also stops at
+`max_batch_tokens` padded input tokens (rows x longest row): a batch of full-length windows
+costs more than one of short passages, and a batch that takes seconds is what everyone who
+arrives meanwhile waits for. A batch may mix adapters. The first windows of a quiet moment wait
+up to `window_ms` for company.
 
-Two threads keep the event loop free: the model thread runs every model call, and also every
-adapter attach and detach, so those never race a batch; the planning thread tokenises new
-requests, so planning never waits behind a model call. Each thread has its own tokenizer.
+Threads keep the event loop free: the model thread runs every model call, and also every
+adapter attach and detach, so those never race a batch; two planning threads tokenise new
+requests, so planning never waits behind a model call, and a short request is planned while a
+long document is. Each thread has its own tokenizer.
 
 Limits (serving/limits.py) are enforced here, where requests become windows: windows per
 request (413), windows queued in all (503 with Retry-After), the request's deadline (504, its
@@ -24,8 +32,10 @@ LLM serving engines that do (vLLM, LoRAX) do not run encoder-decoder models.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +47,7 @@ from loraqa.inference.reading import Answer, Job, Reading
 from loraqa.serving.limits import ServerLimits
 
 log = logging.getLogger("loraqa.server")
+PLANNERS = 2  # planning threads
 
 
 class ClientGone(Exception):
@@ -52,11 +63,13 @@ class Ticket:
     pending: deque = field(init=False)  # (reading, window) not yet given to a batch
     in_flight: int = 0
     answered: int = 0
+    share: int = 2  # most windows it may have in the next batch: doubles with every batch it gets
 
     def __post_init__(self):
         self.pending = deque((r, i) for r in self.readings for i in range(len(r.inputs)))
         self.total = len(self.pending)
         self.adapters = frozenset(r.adapter for r in self.readings)
+        self.share = max(self.share, len(self.readings))  # every question of it may be in its first batch
 
     @property
     def finished(self) -> bool:
@@ -64,14 +77,16 @@ class Ticket:
 
 
 class Batcher:
-    def __init__(self, answerer, window_ms: float = 10.0, max_batch: int = 32, limits: ServerLimits | None = None):
+    def __init__(self, answerer, window_ms: float = 10.0, max_batch: int = 32, limits: ServerLimits | None = None,
+                 max_batch_tokens: int = 8192):
         self.answerer = answerer
         self.run_fn: Callable[[list[Job]], None] = answerer.run  # one batch of windows -> fills their results
         self.window = window_ms / 1000.0
-        self.max_batch = max(1, max_batch)
+        self.max_batch, self.max_batch_tokens = max(1, max_batch), max_batch_tokens
         self.limits = limits or ServerLimits()
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="loraqa-model")
-        self.planner = ThreadPoolExecutor(1, thread_name_prefix="loraqa-plan")
+        self.planner = ThreadPoolExecutor(PLANNERS, thread_name_prefix="loraqa-plan")
+        self.tokenizers = threading.local()  # each planning thread's own copy of the tokenizer
         self.waiting: deque[Ticket] = deque()  # tickets with windows not yet handed out
         self.tickets: set[Ticket] = set()  # every ticket not finished (waiting or with windows in flight)
         self.queued = 0  # windows of waiting tickets not yet handed out
@@ -147,11 +162,13 @@ class Batcher:
         cap = self.limits.max_request_windows
 
         def work() -> list[Reading]:
+            if not hasattr(self.tokenizers, "own"):
+                self.tokenizers.own = copy.deepcopy(self.answerer.tokenizer)
             cache: dict = {}  # questions on the same document tokenise it once
             readings, budget = [], cap
             for request in requests:
                 try:
-                    reading = self.answerer.plan(request, cache, max_windows=budget)
+                    reading = self.answerer.plan(request, cache, max_windows=budget, tokenizer=self.tokenizers.own)
                 except TooMuchWork:
                     raise TooMuchWork(f"this request needs more than {cap} windows (its documents are read in windows "
                                       f"of the model's input size); this server reads at most {cap} for one request: "
@@ -189,7 +206,7 @@ class Batcher:
 
     async def _watch(self, disconnected: Callable[[], Awaitable[bool]]) -> None:
         while not await disconnected():
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------ unloading
 
@@ -204,17 +221,29 @@ class Batcher:
     # ------------------------------------------------------------ scheduling
 
     def _take(self) -> list[tuple[Ticket, Job]]:
-        """Up to max_batch windows, one from each waiting ticket in turn."""
-        batch = []
+        """Up to max_batch windows (and max_batch_tokens padded tokens), one from each waiting
+        ticket in turn, each ticket at most its share."""
+        batch, longest, taken, full = [], 0, {}, []
         while self.waiting and len(batch) < self.max_batch:
-            ticket = self.waiting.popleft()
+            ticket = self.waiting[0]
             if not ticket.pending:
+                self.waiting.popleft()
                 continue  # cancelled while it waited
+            reading, i = ticket.pending[0]
+            length = max(longest, len(reading.inputs[i].source))
+            if batch and length * (len(batch) + 1) > self.max_batch_tokens:
+                break
+            longest = length
+            self.waiting.popleft()
             batch.append((ticket, ticket.pending.popleft()))
             ticket.in_flight += 1
             self.queued -= 1
+            taken[ticket] = taken.get(ticket, 0) + 1
             if ticket.pending:
-                self.waiting.append(ticket)
+                (full if taken[ticket] >= ticket.share else self.waiting).append(ticket)
+        self.waiting.extend(full)  # their turn comes again in the next batch
+        for ticket in taken:
+            ticket.share = min(2 * ticket.share, self.max_batch)
         return batch
 
     async def _run(self) -> None:
