@@ -414,3 +414,69 @@ def test_unloading_waits_for_windows_in_flight_without_blocking_the_server(two_a
     assert new.status_code == 404
     assert in_flight.status_code == 200 and [a["answer"] for a in in_flight.json()["answers"]] == [row["title"]] * 3
     assert unload.status_code == 200 and "titles" not in answerer.names
+
+
+def test_batches_keep_short_windows_apart_from_long_ones_and_new_documents_start_small(answerer, two_adapters,
+                                                                                         squad_rows):
+    """A short question is not padded to a long document's full-length windows (that would make
+    its batch cost several times more), and a new document starts with two windows a batch, so
+    one whose client goes away at once has cost two windows, not a full batch."""
+    app = app_of(answerer, max_batch=32)
+    batcher = app.state.batcher
+    lengths, real = [], batcher.run_fn
+
+    def recording(batch):
+        lengths.append([len(reading.inputs[i].source) for reading, i in batch])  # the order it was taken in
+        return real(batch)
+
+    batcher.run_fn = recording
+    row = two_adapters["rows"][0]
+    document = " ".join(r["context"] for r in squad_rows) * 3
+    short = {"question": row["question"], "context": row["context"][:80]}
+
+    async def scenario(client):
+        long_task = asyncio.create_task(client.post("/v1/answer", json={"question": row["question"],
+                                                                        "context": document}))
+        while len(lengths) < 1:
+            await asyncio.sleep(0.001)
+        small = await client.post("/v1/answer", json=short)
+        return await long_task, small
+
+    long_res, small = asyncio.run(in_app(app, scenario))
+    assert long_res.status_code == 200 and small.status_code == 200
+    assert len(lengths[0]) == 2 and len(lengths[1]) >= 4  # slow start: 2, 4, 8, ... (and the short one)
+    # no long window ever joined a batch of short ones (a short one may join long ones: one more row)
+    assert all(n <= 1.5 * max(batch[:j]) for batch in lengths for j, n in enumerate(batch) if j), lengths
+    short_batch = next(k for k, batch in enumerate(lengths) if min(batch) < 100)
+    assert short_batch <= 2  # answered within the batch after the one running when it came
+
+
+def test_a_long_window_does_not_join_a_batch_of_short_ones(answerer, two_adapters, squad_rows):
+    app = app_of(answerer, max_batch=4)
+    held = HeldModel(app)
+    lengths, real = [], held.run
+
+    def recording(batch):
+        lengths.append([len(reading.inputs[i].source) for reading, i in batch])
+        return real(batch)
+
+    app.state.batcher.run_fn = recording
+    row = two_adapters["rows"][0]
+    short = {"question": row["question"], "context": row["context"][:80]}
+    document = " ".join(r["context"] for r in squad_rows) * 3
+
+    async def scenario(client):
+        five = asyncio.create_task(client.post("/v1/answer/batch", json={"requests": [short] * 5}))
+        while not held.calls:
+            await asyncio.sleep(0.001)  # 4 of its windows in the held batch, 1 waiting
+        long_task = asyncio.create_task(client.post("/v1/answer", json={"question": row["question"],
+                                                                        "context": document}))
+        while app.state.batcher.queued_windows < 2:
+            await asyncio.sleep(0.001)
+        held.gate.set()
+        return await five, await long_task
+
+    five, long_res = asyncio.run(in_app(app, scenario))
+    assert five.status_code == 200 and long_res.status_code == 200
+    assert lengths[1] == lengths[0][:1]  # the short question's last window alone, the document's after it
+    assert min(lengths[2]) > 1.5 * max(lengths[1])

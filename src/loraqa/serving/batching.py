@@ -48,6 +48,7 @@ from loraqa.serving.limits import ServerLimits
 
 log = logging.getLogger("loraqa.server")
 PLANNERS = 2  # planning threads
+LONGER = 1.5  # a window this many times longer than a batch's longest waits for the next batch
 
 
 class ClientGone(Exception):
@@ -222,19 +223,23 @@ class Batcher:
 
     def _take(self) -> list[tuple[Ticket, Job]]:
         """Up to max_batch windows (and max_batch_tokens padded tokens), one from each waiting
-        ticket in turn, each ticket at most its share."""
-        batch, longest, taken, full = [], 0, {}, []
+        ticket in turn, each ticket at most its share. A window much longer than the batch's
+        longest waits to lead the next batch: padding every short window of the batch to its
+        length would cost more than a batch of its own (rows x longest row)."""
+        batch, longest, taken, full, deferred = [], 0, {}, [], []
         while self.waiting and len(batch) < self.max_batch:
-            ticket = self.waiting[0]
+            ticket = self.waiting.popleft()
             if not ticket.pending:
-                self.waiting.popleft()
                 continue  # cancelled while it waited
             reading, i = ticket.pending[0]
-            length = max(longest, len(reading.inputs[i].source))
-            if batch and length * (len(batch) + 1) > self.max_batch_tokens:
+            n = len(reading.inputs[i].source)
+            if batch and n > LONGER * longest:
+                deferred.append(ticket)
+                continue
+            if batch and max(longest, n) * (len(batch) + 1) > self.max_batch_tokens:
+                self.waiting.appendleft(ticket)
                 break
-            longest = length
-            self.waiting.popleft()
+            longest = max(longest, n)
             batch.append((ticket, ticket.pending.popleft()))
             ticket.in_flight += 1
             self.queued -= 1
@@ -242,6 +247,7 @@ class Batcher:
             if ticket.pending:
                 (full if taken[ticket] >= ticket.share else self.waiting).append(ticket)
         self.waiting.extend(full)  # their turn comes again in the next batch
+        self.waiting.extendleft(reversed(deferred))  # they lead the next batch
         for ticket in taken:
             ticket.share = min(2 * ticket.share, self.max_batch)
         return batch
