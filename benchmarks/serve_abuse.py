@@ -34,38 +34,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import free_port  # noqa: E402
+from serve_load import build, free_port, wait_until_up  # noqa: E402
 
 KEY, ADMIN = "normal-client-key", "admin-key-the-attackers-lack"
-
-
-def build(work: Path, arch: str):
-    """A base of the given architecture with random weights and two random LoRA adapters on it."""
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSeq2SeqLM
-
-    from loraqa.config import dump_config, load_config
-    from loraqa.data.loading import load_rows
-    from loraqa.diagnostics.synthetic import build_t5, train_tokenizer
-
-    rows = load_rows(str(Path(__file__).parents[1] / "tests" / "fixtures" / "squad_v1_mini.json"))
-    tok = train_tokenizer([r["context"] + " " + r["question"] for r in rows] + ["Read this and answer the question."],
-                          600)
-    base = work / "base"
-    build_t5(arch, dropout=0.0, **({"vocab_size": len(tok)} if arch == "tiny" else {})).save_pretrained(base)
-    tok.save_pretrained(base)
-    adapters = {}
-    for name in ("clinical", "policy"):
-        m = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(base),
-                           LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=16, target_modules=["q", "v"],
-                                      init_lora_weights=False))
-        out = work / name
-        m.save_pretrained(out)
-        tok.save_pretrained(out)
-        cfg = load_config("default", sets=["eval.max_new_tokens=16"], overrides={"model": {"name": str(base)}})
-        (out / "loraqa_config.yaml").write_text(dump_config(cfg))
-        adapters[name] = out
-    return adapters, rows
 
 
 class RssSampler:
@@ -237,14 +208,7 @@ def run(args) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if proc.poll() is not None:
-                    raise SystemExit(f"server did not start: {proc.stderr.read()}")
-                time.sleep(0.2)
+        wait_until_up(url, proc)
         rss = RssSampler(proc.pid)
         asyncio.run(normal_clients(url, rows, args.clients, 2, {"checks": 0, "non_200": 0}))  # warm-up
         health = {"checks": 0, "non_200": 0}

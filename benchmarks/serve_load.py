@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 
-def build(work: Path) -> dict[str, Path]:
+def build(work: Path, arch: str = "flan-t5-small") -> tuple[dict[str, Path], list[dict]]:
+    """A base of the given architecture with random weights (`tiny` for smoke runs), two random
+    LoRA adapters on it (clinical, policy), and the SQuAD fixture's rows to ask them."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     from loraqa.config import dump_config, load_config
@@ -34,11 +36,11 @@ def build(work: Path) -> dict[str, Path]:
     rows = load_rows(str(Path(__file__).parents[1] / "tests" / "fixtures" / "squad_v1_mini.json"))
     tok = train_tokenizer([r["context"] + " " + r["question"] for r in rows] + ["Read this and answer the question."], 600)
     base = work / "base"
-    model = build_t5("flan-t5-small", dropout=0.0)
+    model = build_t5(arch, dropout=0.0, **({"vocab_size": len(tok)} if arch == "tiny" else {}))
     model.save_pretrained(base)
     tok.save_pretrained(base)
     adapters = {}
-    for i, name in enumerate(("clinical", "policy")):
+    for name in ("clinical", "policy"):
         from transformers import AutoModelForSeq2SeqLM
 
         m = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(base),
@@ -57,6 +59,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    """Until the server started as `proc` answers /health (it loads its model first)."""
+    import httpx
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    raise SystemExit(f"server did not start: {proc.stderr.read() if proc.poll() is not None else 'timed out'}")
 
 
 async def fire(url: str, rows, n: int, concurrency: int, kind: str = "answer") -> tuple[float, int, list[float]]:
@@ -115,14 +133,7 @@ def serve(adapters, max_batch: int, workloads: list[str], rows, n: int, concurre
     try:
         import httpx
 
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit(f"server did not start: {proc.stderr.read()}")
+        wait_until_up(url, proc)
         asyncio.run(fire(url, rows, 8, 8))  # warm-up
         best: dict[str, dict] = {}
         for _ in range(rounds):

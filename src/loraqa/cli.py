@@ -31,16 +31,19 @@ T = TypeVar("T")
 
 # Options several commands share, declared once.
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset shipped with loraqa (see `loraqa config --list`).")]
-Sets = Annotated[List[str], typer.Option("--set", "-s", help="Override one config key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable).")]
+Sets = Annotated[List[str], typer.Option("--set", "-s", help="Override one config key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable; for eval, the adapter's saved config, e.g. --set eval.batch_size=8).")]
+ConfigFile = Annotated[Optional[str], typer.Option("--config", "-c", help="Your own YAML config (applied over the preset).")]
 Model = Annotated[Optional[str], typer.Option("--model", help="A hub id or local model directory: the model to train or size, or the base model adapters sit on (default: the one the first adapter was trained on).")]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle weight files (.bin, .pt, .pkl) for the base model and adapters in this command; they can run code when loaded: only for files you trust.")]
 Engine = Annotated[str, typer.Option("--engine", help="pytorch: the base model with LoRA adapters; ctranslate2: folders written by `loraqa export` (int8 by default: faster on a CPU).")]
 AdapterArg = Annotated[str, typer.Argument(help="A run directory (runs/NAME), its adapter/ folder, or (for eval) an export.")]
 Adapters = Annotated[List[str], typer.Option("--adapter", "-a", help="An adapter as NAME=PATH or PATH (a run directory or adapter folder; repeatable).")]
 Output = Annotated[str, typer.Option("--output", "-o", help="The folder to write.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace what the output already holds.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace what the output folder already holds (train: only a directory that holds a loraqa run, never the working or home directory).")]
 Host = Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 exposes it to the network).")]
 AllowedHost = Annotated[List[str], typer.Option("--allowed-host", help="Another Host name clients may use to reach the server, e.g. a DNS name behind a proxy (repeatable). Requests for any other host are refused (DNS-rebinding protection).")]
+MaxContextChars = Annotated[int, typer.Option("--max-context-chars", min=1, help="Longest context (document) a question may send, in characters; it is read in windows.")]
+RequestTimeout = Annotated[float, typer.Option("--request-timeout", min=0.001, help="Seconds a request may take from arrival to answer (then 504, or a failed tool call; its windows are dropped).")]
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="LORAQA_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on every API request. Prefer the environment variable: it does not show in `ps`.")]
 
 @app.callback()
@@ -99,12 +102,12 @@ def _adapter_map(specs: List[str]) -> dict:
 @app.command()
 def train(
     preset: Preset = "default",
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config (applied over the preset)."),
+    config: ConfigFile = None,
     set_: Sets = [],
     model: Model = None,
     data: Optional[str] = typer.Option(None, "--data", help="Dataset name or local file (sets data.source)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<run_name>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory (only one that holds a loraqa run)."),
+    overwrite: Overwrite = False,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
     allow_pickle: AllowPickle = False,
 ):
@@ -121,7 +124,7 @@ def train(
 @app.command("config")
 def show_config(
     preset: Preset = "default",
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="Your own YAML config."),
+    config: ConfigFile = None,
     set_: Sets = [],
     list_presets: bool = typer.Option(False, "--list", help="List the presets."),
     keys: bool = typer.Option(False, "--keys", help="List every key with its meaning."),
@@ -137,7 +140,7 @@ def show_config(
 
 @app.command()
 def doctor(
-    preset: Annotated[str, typer.Option("--preset", "-p", help="Preset whose memory needs are checked.")] = "default",
+    preset: Preset = "default",
     set_: Sets = [],
     model: Model = None,
     gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="Size the preset for a card with this many GiB (e.g. 4 for a GTX 1650) instead of this machine."),
@@ -159,7 +162,7 @@ def eval_(
     baseline: bool = typer.Option(False, "--baseline", help="Also score the base model without the adapter."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
     model: Model = None,
-    set_: Annotated[List[str], typer.Option("--set", "-s", help="Override eval keys, e.g. --set eval.batch_size=8.")] = [],
+    set_: Sets = [],
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -287,10 +290,10 @@ def serve(
     batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most windows answered in one batch (1 turns batching off); a long document's windows are spread over batches."),
     max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", min=1, help="Most padded input tokens in one batch (windows x the longest): keeps a batch of full-length windows, which everyone arriving meanwhile waits for, short."),
-    max_context_chars: int = typer.Option(1_000_000, "--max-context-chars", min=1, help="Longest context (document) a question may send, in characters; it is read in windows."),
+    max_context_chars: MaxContextChars = 1_000_000,
     max_request_windows: int = typer.Option(4_096, "--max-request-windows", min=1, help="Most windows one request may need, all its questions together (413 beyond)."),
     max_queued_windows: int = typer.Option(16_384, "--max-queued-windows", min=1, help="Most windows waiting for the model, all requests together (503 with Retry-After beyond)."),
-    request_timeout: float = typer.Option(300.0, "--request-timeout", min=0.001, help="Seconds a request may take from arrival to answer (504 beyond; its windows are dropped)."),
+    request_timeout: RequestTimeout = 300.0,
     max_adapters: int = typer.Option(32, "--max-adapters", min=1, help="Most adapters loaded at once."),
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
@@ -325,8 +328,8 @@ def mcp(
     host: Host = "127.0.0.1",
     api_key: ApiKey = None,
     allowed_host: AllowedHost = [],
-    max_context_chars: int = typer.Option(1_000_000, "--max-context-chars", min=1, help="Longest context (document) a call may send, in characters."),
-    request_timeout: float = typer.Option(300.0, "--request-timeout", min=0.001, help="Seconds a call may take (then it fails and its windows are dropped)."),
+    max_context_chars: MaxContextChars = 1_000_000,
+    request_timeout: RequestTimeout = 300.0,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
