@@ -295,15 +295,7 @@ class Batcher:
             await self.on_model_thread(self.run_fn, [job for jobs in groups.values() for job in jobs])
             answered = groups
         except Exception as exc:  # noqa: BLE001 - find whose window failed; the others are answered
-            answered = {}
-            for ticket, jobs in groups.items():
-                try:
-                    if len(groups) == 1:
-                        raise exc
-                    await self.on_model_thread(self.run_fn, jobs)
-                    answered[ticket] = jobs
-                except Exception as own:  # noqa: BLE001 - fails this request only
-                    self._fail(ticket, own, len(jobs))
+            answered = await self._answer_apart(groups, exc)
         for ticket, jobs in answered.items():
             ticket.in_flight -= len(jobs)
             ticket.answered += len(jobs)
@@ -313,6 +305,22 @@ class Batcher:
                 except Exception as exc:  # noqa: BLE001 - a bad result fails its own request only
                     ticket.future.set_exception(exc)
             self._settle(ticket)
+
+    async def _answer_apart(self, groups: dict[Ticket, list[Job]], exc: Exception) -> dict[Ticket, list[Job]]:
+        """The batch failed: answer each request's windows alone, so only the request whose window
+        fails gets the error."""
+        if len(groups) == 1:
+            [(ticket, jobs)] = groups.items()
+            self._fail(ticket, exc, len(jobs))
+            return {}
+        answered = {}
+        for ticket, jobs in groups.items():
+            try:
+                await self.on_model_thread(self.run_fn, jobs)
+                answered[ticket] = jobs
+            except Exception as own:  # noqa: BLE001 - fails this request only
+                self._fail(ticket, own, len(jobs))
+        return answered
 
     def _fail(self, ticket: Ticket, exc: BaseException, windows: int) -> None:
         ticket.in_flight -= windows

@@ -1,0 +1,70 @@
+"""What the commands share: their options (each declared once), running a library call so that a
+LoraqaError ends the command with one line and its exit code, and parsing adapter arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional, TypeVar
+
+import typer
+
+from loraqa import config as cfgmod
+from loraqa.errors import ConfigError, LoraqaError, UsageError, render
+
+T = TypeVar("T")
+
+# Options several commands share, declared once.
+Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset shipped with loraqa (see `loraqa config --list`).")]
+Sets = Annotated[List[str], typer.Option("--set", "-s", help="Override one config key, e.g. --set train.batch_size=8 --set lora.target_modules=[q,v] (repeatable; for eval, the adapter's saved config, e.g. --set eval.batch_size=8).")]
+ConfigFile = Annotated[Optional[str], typer.Option("--config", "-c", help="Your own YAML config (applied over the preset).")]
+Model = Annotated[Optional[str], typer.Option("--model", help="A hub id or local model directory: the model to train or size, or the base model adapters sit on (default: the one the first adapter was trained on).")]
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle weight files (.bin, .pt, .pkl) for the base model and adapters in this command; they can run code when loaded: only for files you trust.")]
+Engine = Annotated[str, typer.Option("--engine", help="pytorch: the base model with LoRA adapters; ctranslate2: folders written by `loraqa export` (int8 by default: faster on a CPU).")]
+AdapterArg = Annotated[str, typer.Argument(help="A run directory (runs/NAME), its adapter/ folder, or (for eval) an export.")]
+Adapters = Annotated[List[str], typer.Option("--adapter", "-a", help="An adapter as NAME=PATH or PATH (a run directory or adapter folder; repeatable).")]
+Output = Annotated[str, typer.Option("--output", "-o", help="The folder to write.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace what the output folder already holds (train: only a directory that holds a loraqa run, never the working or home directory).")]
+Host = Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 exposes it to the network).")]
+AllowedHost = Annotated[List[str], typer.Option("--allowed-host", help="Another Host name clients may use to reach the server, e.g. a DNS name behind a proxy (repeatable). Requests for any other host are refused (DNS-rebinding protection).")]
+MaxContextChars = Annotated[int, typer.Option("--max-context-chars", min=1, help="Longest context (document) a question may send, in characters; it is read in windows.")]
+RequestTimeout = Annotated[float, typer.Option("--request-timeout", min=0.001, help="Seconds a request may take from arrival to answer (then 504, or a failed tool call; its windows are dropped).")]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="LORAQA_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on every API request. Prefer the environment variable: it does not show in `ps`.")]
+
+
+def run(action: Callable[[], T]) -> T:
+    """Run a command's library call; a LoraqaError ends the command with one line per problem."""
+    try:
+        return action()
+    except LoraqaError as exc:
+        # the library names settings; the command line shows them as its flags
+        problems = exc.problems if isinstance(exc, ConfigError) and len(exc.problems) > 1 else [exc.template]
+        for problem in problems:
+            typer.echo(f"error: {render(problem, cli=True)}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def load(preset: str, config: Optional[str], sets: List[str], model: Optional[str], data: Optional[str],
+          allow_pickle: bool = False) -> cfgmod.Config:
+    overrides: dict = {}
+    if model:
+        overrides.setdefault("model", {})["name"] = model
+    if data:
+        overrides.setdefault("data", {})["source"] = data
+    if allow_pickle:
+        overrides.setdefault("model", {})["allow_pickle"] = True
+    return cfgmod.load_config(preset, config, sets, overrides)
+
+
+def adapter_map(specs: List[str]) -> dict:
+    """['clinical=runs/a', 'runs/b'] -> {'clinical': 'runs/a', 'b': 'runs/b'}."""
+    out = {}
+    for spec in specs:
+        name, _, path = spec.partition("=") if "=" in spec else (Path(spec.rstrip("/")).name, "", spec)
+        if name == "adapter":  # runs/NAME/adapter -> NAME
+            name = Path(path.rstrip("/")).parent.name
+        if not name or not path:
+            raise UsageError(f"--adapter '{spec}' must be NAME=PATH or PATH")
+        if name in out:
+            raise UsageError(f"two adapters are named '{name}'; give them names with NAME=PATH")
+        out[name] = path
+    return out

@@ -1,0 +1,117 @@
+"""`loraqa serve` and `loraqa mcp`: the servers' command lines (keys, hosts, limits)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from loraqa.cli.options import (AllowedHost, AllowPickle, Adapters, ApiKey, Engine, Host, MaxContextChars, Model,
+                                RequestTimeout, adapter_map, run)
+from loraqa.errors import UsageError
+from loraqa.serving.limits import ServerLimits
+
+DEFAULT = ServerLimits()  # the flags' defaults are the limits' own
+
+
+def _limits(**values) -> ServerLimits:
+    return ServerLimits(**{k: v for k, v in values.items() if v is not None})
+
+
+def _key(value: Optional[str], variable: str, what: str) -> Optional[str]:
+    """A key from its flag or variable; an empty or blank one is refused, also when the variable
+    is set to nothing (the flag then falls back to no key, which would let everyone in)."""
+    from loraqa.serving.guard import checked_key
+
+    if value is None and variable in os.environ:
+        value = os.environ[variable]
+    return checked_key(value, what)
+
+
+def _warn_if_exposed(host: str, api_key: Optional[str]) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        typer.echo(f"warning: serving on {host} without an API key: anyone who can reach it can use it", err=True)
+
+
+def serve(
+    adapter: Adapters = [],
+    model: Model = None,
+    host: Host = "127.0.0.1",
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: ApiKey = None,
+    admin_key: Optional[str] = typer.Option(None, "--admin-key", envvar="LORAQA_ADMIN_KEY", show_envvar=True, help="The key that loads and unloads adapters (POST/DELETE /v1/adapters; it also asks questions). Without it adapters cannot be changed while the server runs."),
+    adapter_root: Optional[str] = typer.Option(None, "--adapter-root", help="The only folder adapters may be hot-loaded from (POST /v1/adapters names a folder inside it)."),
+    allowed_host: AllowedHost = [],
+    cors_origin: List[str] = typer.Option([], "--cors-origin", help="A web origin (e.g. https://app.example.org) whose pages may call the API from a browser (repeatable; default: none)."),
+    batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most windows answered in one batch (1 turns batching off); a long document's windows are spread over batches."),
+    max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", min=1, help="Most padded input tokens in one batch (windows x the longest): keeps a batch of full-length windows, which everyone arriving meanwhile waits for, short."),
+    max_context_chars: MaxContextChars = DEFAULT.max_context_chars,
+    max_request_windows: int = typer.Option(DEFAULT.max_request_windows, "--max-request-windows", min=1, help="Most windows one request may need, all its questions together (413 beyond)."),
+    max_queued_windows: int = typer.Option(DEFAULT.max_queued_windows, "--max-queued-windows", min=1, help="Most windows waiting for the model, all requests together (503 with Retry-After beyond)."),
+    request_timeout: RequestTimeout = DEFAULT.request_timeout_s,
+    max_adapters: int = typer.Option(DEFAULT.max_adapters, "--max-adapters", min=1, help="Most adapters loaded at once."),
+    engine: Engine = "pytorch",
+    allow_pickle: AllowPickle = False,
+):
+    """Serve adapters over HTTP (POST /v1/answer, OpenAI-compatible /v1/chat/completions, demo page at /, docs at /docs)."""
+    def action():
+        adapters = adapter_map(adapter)
+        keys = {"api_key": _key(api_key, "LORAQA_API_KEY", "API key"),
+                "admin_key": _key(admin_key, "LORAQA_ADMIN_KEY", "admin key")}
+        limits = _limits(max_context_chars=max_context_chars, max_request_windows=max_request_windows,
+                         max_queued_windows=max_queued_windows, request_timeout_s=request_timeout,
+                         max_adapters=max_adapters)
+        if adapter_root and not Path(adapter_root).is_dir():
+            raise UsageError(f"--adapter-root {adapter_root} is not a folder")
+        from loraqa.serving.app import run_server
+
+        _warn_if_exposed(host, keys["api_key"])
+        typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
+        run_server(adapters, host, port, model, batch_window_ms, max_batch, allow_pickle, engine, limits,
+                   adapter_root=adapter_root, allowed_host=allowed_host, cors_origins=cors_origin,
+                   max_batch_tokens=max_batch_tokens, **keys)
+
+    run(action)
+
+
+def mcp(
+    adapter: Adapters = [],
+    describe: List[str] = typer.Option([], "--describe", help='NAME="text": how list_domains describes an adapter (default: from its training data).'),
+    model: Model = None,
+    http: Optional[int] = typer.Option(None, "--http", min=1, max=65535, help="Serve streamable HTTP on this port (at /mcp) instead of stdio."),
+    host: Host = "127.0.0.1",
+    api_key: ApiKey = None,
+    allowed_host: AllowedHost = [],
+    max_context_chars: MaxContextChars = DEFAULT.max_context_chars,
+    request_timeout: RequestTimeout = DEFAULT.request_timeout_s,
+    engine: Engine = "pytorch",
+    allow_pickle: AllowPickle = False,
+):
+    """Serve the adapters as MCP tools (answer_question, list_domains) for agents; stdio by default.
+
+    An MCP host starts it itself, e.g. {"command": "loraqa", "args": ["mcp", "-a", "clinical=runs/clinical"]}.
+    With no domain given, answer_question picks the adapter whose training domain matches best."""
+    def action():
+        adapters = adapter_map(adapter)
+        if not adapters:
+            raise UsageError("give at least one adapter: --adapter NAME=PATH")
+        key = _key(api_key, "LORAQA_API_KEY", "API key")
+        if key is not None and http is None:
+            raise UsageError("--api-key protects the HTTP endpoint; over stdio the host that starts the server is the client")
+        descriptions = {}
+        for item in describe:
+            name, sep, text = item.partition("=")
+            if not sep or not name or not text.strip():
+                raise UsageError(f'--describe \'{item}\' must be NAME="what this adapter answers"')
+            descriptions[name] = text.strip()
+        limits = _limits(max_context_chars=max_context_chars, request_timeout_s=request_timeout)
+        from loraqa.serving.mcp_server import run_mcp
+
+        if http is not None:
+            _warn_if_exposed(host, key)
+        run_mcp(adapters, model, descriptions, http, host, allow_pickle, engine, key, allowed_host, limits)
+
+    run(action)
