@@ -53,6 +53,7 @@ def serve(
     max_queued_windows: int = typer.Option(DEFAULT.max_queued_windows, "--max-queued-windows", min=1, help="Most windows waiting for the model, all requests together (503 with Retry-After beyond)."),
     request_timeout: RequestTimeout = DEFAULT.request_timeout_s,
     max_adapters: int = typer.Option(DEFAULT.max_adapters, "--max-adapters", min=1, help="Most adapters loaded at once."),
+    max_adapter_mb: int = typer.Option(DEFAULT.max_adapter_mb, "--max-adapter-mb", min=1, help="Largest adapter folder (its files, in MiB) a hot load may read."),
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -63,7 +64,7 @@ def serve(
                 "admin_key": _key(admin_key, "LORAQA_ADMIN_KEY", "admin key")}
         limits = _limits(max_context_chars=max_context_chars, max_request_windows=max_request_windows,
                          max_queued_windows=max_queued_windows, request_timeout_s=request_timeout,
-                         max_adapters=max_adapters)
+                         max_adapters=max_adapters, max_adapter_mb=max_adapter_mb)
         if adapter_root and not Path(adapter_root).is_dir():
             raise UsageError(f"--adapter-root {adapter_root} is not a folder")
         from loraqa.serving.app import run_server
