@@ -90,3 +90,23 @@ def domain_answerer(domain_adapters):
     from loraqa.inference.answerer import Answerer
 
     return Answerer({n: str(p) for n, p in domain_adapters["runs"].items()}, dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """A store holding the collection 'fixture': the SQuAD fixture's passages."""
+    from helpers import run_cli
+
+    store = tmp_path_factory.mktemp("store")
+    res = run_cli("collection", "add", "fixture", str(SQUAD_V1), "--store", str(store))
+    assert res.exit_code == 0, res.output
+    return store
+
+
+@pytest.fixture(scope="session")
+def asker(two_adapters, store):
+    """The two adapters, 'answers' bound to the collection 'fixture'."""
+    from loraqa.inference.answerer import Answerer
+
+    return Answerer({"answers": str(two_adapters["answers"]), "titles": str(two_adapters["titles"])}, dtype="fp32",
+                    store=store, collections={"answers": "fixture"})

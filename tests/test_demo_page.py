@@ -63,3 +63,18 @@ def test_adapters_compared_side_by_side(page, server, two_adapters):
     answers = {el.get_attribute("data-adapter"): el.query_selector(".answer").inner_text()
                for el in page.query_selector_all(".result")}
     assert answers == {"answers": row["answers"]["text"][0], "titles": row["title"]}
+
+
+def test_an_empty_passage_searches_the_collection_and_shows_where_the_answer_was_read(asker, two_adapters, page):
+    from loraqa.serving.app import create_app
+
+    row = two_adapters["rows"][2]
+    with live_server(create_app(asker)) as url:
+        page.goto(url + "/")
+        page.wait_for_selector("input[name=adapter][value=answers]")
+        page.fill("#question", row["question"])
+        page.click("#ask")
+        result = page.wait_for_selector(".result[data-adapter=answers]")
+        assert result.query_selector(".answer").inner_text() == row["answers"]["text"][0]
+        cited = result.query_selector(".citation")
+        assert row["title"] in cited.inner_text() and cited.query_selector("mark").inner_text() == row["answers"]["text"][0]

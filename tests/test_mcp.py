@@ -39,7 +39,7 @@ def test_tools_answer_and_list_domains_over_stdio(server_params, domain_adapters
             return tools, domains, routed, chosen, empty
 
     tools, domains, routed, chosen, empty = run(session())
-    assert set(tools) == {"answer_question", "list_domains"}
+    assert set(tools) == {"answer_question", "list_domains", "search_documents"}
     assert set(tools["answer_question"].input_schema["properties"]) == {"question", "context", "domain"}
 
     listed = {d["name"]: d["description"] for d in domains.structured_content["domains"]}

@@ -36,6 +36,9 @@ _API = {
     "score_rows": "loraqa.evaluation.scoring",
     "make_report": "loraqa.evaluation.report",
     "create_app": "loraqa.serving.app",
+    "open_store": "loraqa.retrieval",
+    "read_path": "loraqa.documents",
+    "split_document": "loraqa.documents",
 }
 
 __all__ = ["__version__", *_API]

@@ -35,6 +35,8 @@ OPTIONS = {
     "describe": ("--describe", "descriptions="),
     "baseline": ("--baseline", "baseline=True"),
     "keys": ("`loraqa config --keys`", "loraqa.config.key_help()"),
+    "max_file_mb": ("--max-file-mb", "max_file_mb="),
+    "store": ("--store", "store="),
 }
 
 
@@ -117,6 +119,12 @@ class Interrupted(LoraqaError):
 
 class MissingDependency(LoraqaError):
     """An optional package a feature needs is not installed; the message names the pip extra."""
+
+
+class UnknownCollection(UsageError):
+    """A collection that is not in the store."""
+
+    http_status = 404
 
 
 class EmptyDocument(UsageError):

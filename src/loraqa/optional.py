@@ -26,6 +26,9 @@ EXTRAS = {
     "bitsandbytes": "gpu",
     "tensorboard": "tracking",
     "mlflow": "tracking",
+    "pypdf": "documents",
+    "docx": "documents",
+    "trafilatura": "documents",
     "wandb": None,  # a core dependency, but one a user may have removed
 }
 # feature -> the packages it needs

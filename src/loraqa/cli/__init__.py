@@ -19,9 +19,9 @@ from typing import Optional
 import typer
 
 from loraqa import config as cfgmod
-from loraqa.cli import serving
-from loraqa.cli.options import (AdapterArg, Adapters, AllowPickle, ConfigFile, Engine, Model, Output, Overwrite,
-                                Preset, Sets, adapter_map, load, run)
+from loraqa.cli import collections, serving
+from loraqa.cli.options import (AdapterArg, Adapters, AllowPickle, Collections, ConfigFile, Engine, Model, Output,
+                                Overwrite, Preset, Sets, Store, adapter_map, collection_map, load, run)
 from loraqa.errors import UsageError
 
 app = typer.Typer(
@@ -135,13 +135,15 @@ def predict(
     use: Optional[str] = typer.Option(None, "--use", help="Which adapter answers --question: a name, 'base', or 'auto' (chosen by its training domain). Default: the first."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per generation batch (a short passage is one window)."),
     as_json: bool = typer.Option(False, "--json", help="For --question: print the answer with its evidence (score, no_answer, start, end, windows) as JSON."),
+    store: Store = None,
+    collection: Collections = [],
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
     """Answer one question (--question) or a file of them (--input/--output) with an adapter.
 
-    A file's rows may name their adapter ('adapter': NAME, 'base' or 'auto'); output rows name
-    the adapter that answered. Passages of any length are read in overlapping windows; output rows carry the answer's score
+    A file's rows may name their adapter ('adapter': NAME, 'base' or 'auto') and their collection
+    ('collection': NAME, for rows without a context); output rows name the adapter that answered. Passages of any length are read in overlapping windows; output rows carry the answer's score
     (mean log-probability), no_answer, its character offsets in the passage and the windows read."""
     def action():
         if (question is None) == (input_file is None):
@@ -153,11 +155,13 @@ def predict(
         from loraqa.inference.predict import predict_file, predict_one
 
         adapters = adapter_map(adapter)
+        options = {"base_model": model, "allow_pickle": allow_pickle, "engine": engine, "store": store,
+                   "collections": collection_map(collection, adapters)}
         if question is not None:
-            answer = predict_one(adapters, question, context, model, allow_pickle, use, engine)
+            answer, _ = predict_one(adapters, question, context, use, **options)
             typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False) if as_json else answer.answer)
         else:
-            done = predict_file(adapters, input_file, output, model, batch_size, allow_pickle, engine, resume)
+            done = predict_file(adapters, input_file, output, batch_size, resume, **options)
             typer.echo(f"wrote {done.written} answers to {output}"
                        + (f" ({done.skipped} already there)" if done.skipped else ""), err=True)
 
@@ -204,6 +208,8 @@ def export(
 
 app.command()(serving.serve)
 app.command()(serving.mcp)
+app.add_typer(collections.collection, name="collection")
+app.command()(collections.ask)
 
 
 @app.command()

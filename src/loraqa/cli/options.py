@@ -28,6 +28,8 @@ Host = Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 ex
 AllowedHost = Annotated[List[str], typer.Option("--allowed-host", help="Another Host name clients may use to reach the server, e.g. a DNS name behind a proxy (repeatable). Requests for any other host are refused (DNS-rebinding protection).")]
 MaxContextChars = Annotated[int, typer.Option("--max-context-chars", min=1, help="Longest context (document) a question may send, in characters; it is read in windows.")]
 RequestTimeout = Annotated[float, typer.Option("--request-timeout", min=0.001, help="Seconds a request may take from arrival to answer (then 504, or a failed tool call; its windows are dropped).")]
+Store = Annotated[Optional[str], typer.Option("--store", help="Where collections live: a directory of SQLite files (default: collections/).")]
+Collections = Annotated[List[str], typer.Option("--collection", help="ADAPTER=COLLECTION: questions asked of ADAPTER without a passage are answered from the passages of COLLECTION (repeatable); a bare COLLECTION binds every adapter given.")]
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="LORAQA_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on every API request. Prefer the environment variable: it does not show in `ps`.")]
 
 
@@ -53,6 +55,20 @@ def load(preset: str, config: Optional[str], sets: List[str], model: Optional[st
     if allow_pickle:
         overrides.setdefault("model", {})["allow_pickle"] = True
     return cfgmod.load_config(preset, config, sets, overrides)
+
+
+def collection_map(specs: List[str], adapters: dict) -> dict:
+    """['clinical=wards', 'handbook'] -> {'clinical': 'wards', <every other adapter>: 'handbook'}."""
+    out: dict = {}
+    for spec in specs:
+        name, sep, collection = spec.partition("=")
+        if not sep:
+            out.update({a: spec for a in adapters if a not in out})
+        elif not name or not collection:
+            raise UsageError(f"--collection '{spec}' must be ADAPTER=COLLECTION or COLLECTION")
+        else:
+            out[name] = collection
+    return out
 
 
 def adapter_map(specs: List[str]) -> dict:

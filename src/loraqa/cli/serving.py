@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from loraqa.cli.options import (AllowedHost, AllowPickle, Adapters, ApiKey, Engine, Host, MaxContextChars, Model,
-                                RequestTimeout, adapter_map, run)
+from loraqa.cli.options import (AllowedHost, AllowPickle, Adapters, ApiKey, Collections, Engine, Host, MaxContextChars,
+                                Model, RequestTimeout, Store, adapter_map, collection_map, run)
 from loraqa.errors import UsageError
 from loraqa.serving.limits import ServerLimits
 
@@ -43,6 +43,8 @@ def serve(
     api_key: ApiKey = None,
     admin_key: Optional[str] = typer.Option(None, "--admin-key", envvar="LORAQA_ADMIN_KEY", show_envvar=True, help="The key that loads and unloads adapters (POST/DELETE /v1/adapters; it also asks questions). Without it adapters cannot be changed while the server runs."),
     adapter_root: Optional[str] = typer.Option(None, "--adapter-root", help="The only folder adapters may be hot-loaded from (POST /v1/adapters names a folder inside it)."),
+    store: Store = None,
+    collection: Collections = [],
     allowed_host: AllowedHost = [],
     cors_origin: List[str] = typer.Option([], "--cors-origin", help="A web origin (e.g. https://app.example.org) whose pages may call the API from a browser (repeatable; default: none)."),
     batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
@@ -72,8 +74,8 @@ def serve(
         _warn_if_exposed(host, keys["api_key"])
         typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
         run_server(adapters, host, port, model, batch_window_ms, max_batch, allow_pickle, engine, limits,
-                   adapter_root=adapter_root, allowed_host=allowed_host, cors_origins=cors_origin,
-                   max_batch_tokens=max_batch_tokens, **keys)
+                   store=store, collections=collection_map(collection, adapters), adapter_root=adapter_root,
+                   allowed_host=allowed_host, cors_origins=cors_origin, max_batch_tokens=max_batch_tokens, **keys)
 
     run(action)
 
@@ -86,6 +88,8 @@ def mcp(
     host: Host = "127.0.0.1",
     api_key: ApiKey = None,
     allowed_host: AllowedHost = [],
+    store: Store = None,
+    collection: Collections = [],
     max_context_chars: MaxContextChars = DEFAULT.max_context_chars,
     request_timeout: RequestTimeout = DEFAULT.request_timeout_s,
     engine: Engine = "pytorch",
@@ -113,6 +117,7 @@ def mcp(
 
         if http is not None:
             _warn_if_exposed(host, key)
-        run_mcp(adapters, model, descriptions, http, host, allow_pickle, engine, key, allowed_host, limits)
+        run_mcp(adapters, model, descriptions, http, host, allow_pickle, engine, key, allowed_host, limits,
+                store=store, collections=collection_map(collection, adapters))
 
     run(action)

@@ -75,6 +75,8 @@ def validate(cfg: Config) -> list[str]:
                  f"best-F1 checkpoint is saved; e.g. {setting(f'train.save_steps={t.eval_steps}')}")
     if t.early_stopping_patience < 0 or (t.early_stopping_patience and t.eval_steps == 0):
         p.append("train.early_stopping_patience needs train.eval_steps > 0 (and must be >= 0)")
+    if cfg.retrieval.top_k < 1:
+        p.append(f"retrieval.top_k must be >= 1, got {cfg.retrieval.top_k}")
     if cfg.eval.subset is not None and cfg.eval.subset < 1:
         p.append(f"eval.subset must be >= 1 or null (all held-out questions), got {cfg.eval.subset}")
     if not 0 <= t.warmup_ratio < 1:

@@ -95,6 +95,12 @@ class EvalConfig:
 
 
 @dataclass
+class RetrievalConfig:
+    top_k: int = _f(5, "Passages of a collection read for a question asked without a passage (retrieved by BM25).")
+    min_score: float = _f(0.0, "Abstain without reading when no passage scores above this (BM25; 0: any match is read).")
+
+
+@dataclass
 class TrackConfig:
     report_to: str = _f("wandb", "wandb (offline unless WANDB_API_KEY is set), tensorboard, mlflow or none.", ("wandb", "tensorboard", "mlflow", "none"))
     project: str = _f("loraqa", "Project / experiment name in the tracker.")
@@ -108,6 +114,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     preset: Optional[str] = None
 
@@ -118,7 +125,8 @@ class Config:
         return {f"{s}.{k}": v for s, sec in self.to_dict().items() if isinstance(sec, dict) for k, v in sec.items()}
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoraSection, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "track": TrackConfig}
+SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoraSection, "data": DataConfig, "train": TrainConfig,
+                             "eval": EvalConfig, "retrieval": RetrievalConfig, "track": TrackConfig}
 
 
 def all_keys() -> list[str]:

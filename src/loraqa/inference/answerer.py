@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 from loraqa.artifacts import AdapterRef, resolve_adapter
-from loraqa.errors import LoraqaError, option
+from loraqa.config.templates import uses_context
+from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engine
 from loraqa.inference.reading import (Answer, Job, Reading, combine, fill, generation_batch, plan_reading,
                                       read_all)
+from loraqa.inference.library import Library, plan_passages
 from loraqa.inference.registry import AdapterRegistry, LoadedAdapter, ReadingSettings, check_name
 from loraqa.inference.routing import AUTO
 from loraqa.modeling.loading import load_tokenizer
@@ -32,13 +34,16 @@ class Answerer:
 
     def __init__(self, adapters: dict[str, str | Path | AdapterRef] | None = None, base_model: str | None = None,
                  device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                 apply_threshold: bool = True, engine: str = "pytorch", max_adapters: int | None = None):
+                 apply_threshold: bool = True, engine: str = "pytorch", max_adapters: int | None = None,
+                 store: str | Path | None = None, collections: dict[str, str] | None = None):
         """adapters: name -> a run directory or adapter folder, or an AdapterRef (whose config,
         e.g. with eval-time overrides, is then used as given). apply_threshold=False answers
         without the calibrated no-answer threshold (what `loraqa eval` calibrates it from).
         engine: "pytorch" (one base model, LoRA adapters) or "ctranslate2" (folders written by
         `loraqa export`, one merged model each). allow_pickle: accept pickle weight files, for
-        the base model and every adapter, including ones loaded later."""
+        the base model and every adapter, including ones loaded later. store: where collections
+        live (default `collections/`); collections: adapter -> the collection its questions are
+        answered from when they come without a passage (a request may also name one)."""
         adapters = dict(adapters or {})
         capabilities = capabilities_of(engine)  # an unknown engine is refused before anything loads
         for name in adapters:
@@ -60,8 +65,15 @@ class Answerer:
         self.engine: Engine = create_engine(engine, self.model_tokenizer, base_model, device, dtype, allow_pickle)
         self.registry = AdapterRegistry(self.engine, allow_pickle, max_adapters)
         self.lock = threading.RLock()  # the Python API's callers may share one Answerer between threads
+        self.library = Library(store)
+        bindings = dict(collections or {})
+        for name in bindings:
+            if name not in refs:
+                raise UsageError(f"a collection is bound to '{name}', which is not one of the adapters: "
+                                 f"{', '.join(refs) or 'none'}")
+            self.library.open(bindings[name])  # an unknown collection is refused before any model loads
         for name, ref in refs.items():
-            self.registry.load(name, ref)
+            self.registry.load(name, ref, collection=bindings.get(name))
 
     @property
     def device(self) -> str:
@@ -103,12 +115,19 @@ class Answerer:
         its own (one tokenizer must not be used by two threads at once)."""
         name, route_score = self.registry.choose(request.get("adapter"), request["question"], request.get("context"))
         like = self.registry.get(request.get("like") or name)
+        chosen = self.registry.get(name)
         s = like.settings if like else ReadingSettings.for_base(bool(request.get("context")))
-        inputs = plan_reading(tokenizer or self.tokenizer, request["question"], request.get("context"), s.template, s.max_source,
-                              s.overlap, extractive=s.extractive, offsets_cache=offsets_cache,
-                              max_windows=max_windows)
         threshold = s.threshold if self.apply_threshold else None
         max_new = min(s.max_new_tokens, request.get("max_new_tokens") or s.max_new_tokens)
+        collection = request.get("collection") or (chosen.collection if chosen else None)
+        tokenizer = tokenizer or self.tokenizer
+        if request.get("context") is None and collection is not None and uses_context(s.template):
+            hits = self.library.retrieve(collection, request["question"], s.top_k, s.min_score)
+            inputs = plan_passages(tokenizer, request["question"], hits, s, offsets_cache, max_windows)
+            return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score, hits=hits)
+        inputs = plan_reading(tokenizer, request["question"], request.get("context"), s.template, s.max_source,
+                              s.overlap, extractive=s.extractive, offsets_cache=offsets_cache,
+                              max_windows=max_windows)
         return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score)
 
     def run(self, batch: list[Job], num_beams: int = 1) -> None:

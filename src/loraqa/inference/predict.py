@@ -23,15 +23,18 @@ from loraqa.inference.answerer import Answer, Answerer
 CHUNK_BATCHES = 4  # rows answered (and written) together: this many generation batches' worth
 
 
-def predict_one(adapters: dict, question: str, context: str | None, base_model: str | None,
-                allow_pickle: bool = False, use: str | None = None, engine: str = "pytorch") -> Answer:
+def predict_one(adapters: dict, question: str, context: str | None = None, use: str | None = None,
+                collection: str | None = None, **answerer_options) -> tuple[Answer, Answerer]:
+    """One question's answer (and the Answerer, whose collections its citations point into).
+    answerer_options go to Answerer (base_model, allow_pickle, engine, store, collections)."""
     if not question.strip():
         raise UsageError(f"{option('question')} is empty")
     if context is not None and not context.strip():
         raise UsageError(f"{option('context')} is empty; pass the passage to read the answer from, or leave "
                          f"{option('context')} out")
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine)
-    return answerer.answer([{"question": question, "context": context, "adapter": use}])[0]
+    answerer = Answerer(adapters, **answerer_options)
+    request = {"question": question, "context": context, "adapter": use, "collection": collection}
+    return answerer.answer([request])[0], answerer
 
 
 def _no_constants(name: str):
@@ -49,8 +52,9 @@ def _row_problem(row) -> str | None:
         return "has a 'context' that is not a string"
     if isinstance(context, str) and not context.strip():
         return "has an empty context (only whitespace); send the passage, or leave 'context' out"
-    if row.get("adapter") is not None and not isinstance(row.get("adapter"), str):
-        return "has an 'adapter' that is not a string"
+    for key in ("adapter", "collection"):
+        if row.get(key) is not None and not isinstance(row.get(key), str):
+            return f"has an '{key}' that is not a string"
     if "id" in row and (isinstance(row["id"], bool) or not isinstance(row["id"], (str, int))):
         return "has an 'id' that is not a string or an integer"
     return None
@@ -121,18 +125,22 @@ class PredictResult:
     skipped: int  # already in the output (resume)
 
 
-def predict_file(adapters: dict, input_path: str, output_path: str, base_model: str | None, batch_size: int,
-                 allow_pickle: bool = False, engine: str = "pytorch", resume: bool = False) -> PredictResult:
+def predict_file(adapters: dict, input_path: str, output_path: str, batch_size: int = 16, resume: bool = False,
+                 **answerer_options) -> PredictResult:
     """Answer every row; each output row carries the answer's evidence (score, no_answer, start,
-    end, windows) and names the adapter that answered."""
+    end, windows, and citations for a row answered from a collection) and names the adapter that
+    answered. answerer_options go to Answerer (base_model, allow_pickle, engine, store,
+    collections)."""
     rows = read_questions(input_path, unique_ids=resume)
     output = Path(output_path)
     done = answered_ids(output) if resume else set()
     todo = [r for r in rows if r["id"] not in done]
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine)
+    answerer = Answerer(adapters, **answerer_options)
     for row in todo:  # unknown adapters refused before any model work, naming the line
         try:
             answerer.registry.choose(row.get("adapter"), row["question"], row.get("context"))
+            if row.get("collection"):
+                answerer.library.open(row["collection"])
         except LoraqaError as exc:
             raise LoraqaError(f"{input_path} line {row['_line']}: {exc.template}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +153,8 @@ def predict_file(adapters: dict, input_path: str, output_path: str, base_model: 
             for row in part:
                 try:
                     readings.append(answerer.plan({"question": row["question"], "context": row.get("context"),
-                                                   "adapter": row.get("adapter")}, cache))
+                                                   "adapter": row.get("adapter"),
+                                                   "collection": row.get("collection")}, cache))
                 except LoraqaError as exc:
                     raise LoraqaError(f"{input_path} line {row['_line']}: {exc.template}") from None
             for row, answer in zip(part, answerer.read(readings, batch_size=batch_size)):

@@ -34,12 +34,18 @@ class Answer:
     prompt_tokens: int = 0  # model input tokens over all windows
     completion_tokens: int = 0  # tokens of the returned output
     stopped: bool = True  # the output ended by itself (false: it reached the token limit)
+    # read from a collection's passages: where the answer was read first, then the other passages
+    # read; start/end are then offsets in the cited document (None: the question came with its passage)
+    citations: list[dict] | None = None
 
     EVIDENCE = ("answer", "adapter", "score", "no_answer", "start", "end", "windows", "route_score")
 
     def as_dict(self) -> dict:
         """The answer and its evidence, as every interface returns them."""
-        return {k: getattr(self, k) for k in self.EVIDENCE}
+        out = {k: getattr(self, k) for k in self.EVIDENCE}
+        if self.citations is not None:
+            out["citations"] = self.citations
+        return out
 
 
 @dataclass
@@ -47,6 +53,7 @@ class WindowInput:
     source: list[int]  # the model's input ids
     passage: list[int] | None  # passage token ids, for the extractive constraint
     window: PassageWindow | None  # where the window sits in the document (None: no passage)
+    origin: int | None = None  # which of the reading's retrieved passages it reads
 
 
 @dataclass
@@ -60,6 +67,7 @@ class Reading:
     extractive: bool = False
     route_score: float | None = None
     results: list[Generated | None] = field(default_factory=list)
+    hits: list | None = None  # the collection's passages it reads (retrieval.store.Hit), if retrieved
 
     def __post_init__(self):
         self.results = [None] * len(self.inputs)
@@ -104,24 +112,46 @@ def _abstains(text: str, no_answer_text: str | None) -> bool:
 def combine(reading: Reading, apply_threshold: bool = True) -> Answer:
     """The document's answer from its windows' answers."""
     results = reading.results
+    cited = [] if reading.hits is not None else None
     meta = {"route_score": reading.route_score, "prompt_tokens": sum(len(x.source) for x in reading.inputs)}
+    if not results:  # a collection with no passage worth reading: nothing was read
+        return Answer("", reading.adapter, None, True, None, None, 0, citations=cited, **meta)
     answered = [(g, inp) for g, inp in zip(results, reading.inputs) if not _abstains(g.text, reading.no_answer_text)]
     if not answered:
         best_abstention = max(results, key=lambda g: g.score)
         return Answer("", reading.adapter, best_abstention.score, True, None, None, len(results),
-                      completion_tokens=best_abstention.tokens, stopped=best_abstention.stopped, **meta)
+                      completion_tokens=best_abstention.tokens, stopped=best_abstention.stopped, citations=cited,
+                      **meta)
     best, inp = max(answered, key=lambda pair: pair[0].score)
     if apply_threshold and reading.threshold is not None and best.score < reading.threshold:
         return Answer("", reading.adapter, best.score, True, None, None, len(results),
-                      completion_tokens=best.tokens, stopped=best.stopped, **meta)
+                      completion_tokens=best.tokens, stopped=best.stopped, citations=cited, **meta)
     start = end = None
     if inp.window is not None:
         at = inp.window.text.find(best.text)
         if at >= 0:
             start = inp.window.start + at
             end = start + len(best.text)
+    if reading.hits is not None:
+        start, end, cited = citations(reading.hits, inp.origin, start, end, best.text)
     return Answer(best.text, reading.adapter, best.score, False, start, end, len(results),
-                  completion_tokens=best.tokens, stopped=best.stopped, **meta)
+                  completion_tokens=best.tokens, stopped=best.stopped, citations=cited, **meta)
+
+
+def citations(hits: list, read_in: int, start: int | None, end: int | None, answer: str):
+    """(start, end in the document, the citations): first the passage the answer was read in,
+    with the answer's own offsets in its document when quoted verbatim, then the other passages."""
+    def cite(hit, s, e, quote) -> dict:
+        return {"collection": hit.collection, "document": hit.document, "title": hit.title, "source": hit.source,
+                "page": hit.page, "start": s, "end": e, "passage_score": round(hit.score, 4), "quote": quote}
+
+    hit = hits[read_in]
+    if start is not None:
+        start, end = hit.start + start, hit.start + end
+    first = cite(hit, start if start is not None else hit.start, end if end is not None else hit.end,
+                 answer if start is not None else hit.text)
+    return start, end, [first] + [cite(h, h.start, h.end, h.snippet or h.text) for i, h in enumerate(hits)
+                                  if i != read_in]
 
 
 # ---------------------------------------------------------------- the one loop over windows

@@ -51,12 +51,15 @@ class ReadingSettings:
     no_answer_text: str | None
     extractive: bool = False
     threshold: float | None = None
+    top_k: int = 5  # passages read when the question comes without one (from a collection)
+    min_score: float = 0.0
 
     @classmethod
     def of(cls, ref: AdapterRef) -> "ReadingSettings":
         c = ref.config
         return cls(c.data.template, c.data.max_source_length, c.data.window_overlap, c.eval.max_new_tokens,
-                   c.data.unanswerable_text, c.eval.extractive, ref.no_answer_threshold)
+                   c.data.unanswerable_text, c.eval.extractive, ref.no_answer_threshold, c.retrieval.top_k,
+                   c.retrieval.min_score)
 
     @classmethod
     def for_base(cls, has_context: bool) -> "ReadingSettings":
@@ -70,6 +73,7 @@ class LoadedAdapter:
     ref: AdapterRef
     settings: ReadingSettings
     profile: DomainProfile | None  # None: automatic choice never picks it
+    collection: str | None = None  # questions asked without a passage are answered from this collection
 
     @property
     def source(self) -> Path:
@@ -87,7 +91,8 @@ class AdapterRegistry:
 
     # ------------------------------------------------------------ loading
 
-    def prepare(self, name: str, target: str | Path | AdapterRef, max_bytes: int | None = None) -> LoadedAdapter:
+    def prepare(self, name: str, target: str | Path | AdapterRef, max_bytes: int | None = None,
+                collection: str | None = None) -> LoadedAdapter:
         """Read and check everything about an adapter without touching the engine."""
         check_name(name)
         self._check_room(name)
@@ -99,7 +104,7 @@ class AdapterRegistry:
         if settings.extractive and not self.engine.capabilities.extractive:
             raise LoraqaError("eval.extractive needs the PyTorch engine: this engine decodes without constraints")
         self.engine.check(ref)
-        return LoadedAdapter(name, ref, settings, DomainProfile.read(ref.adapter_dir))
+        return LoadedAdapter(name, ref, settings, DomainProfile.read(ref.adapter_dir), collection)
 
     def attach(self, adapter: LoadedAdapter) -> None:
         """Attach a prepared adapter; it is visible only once the engine holds all of it."""
@@ -114,8 +119,8 @@ class AdapterRegistry:
             log.warning(f"adapter '{adapter.name}' has no domain profile ({adapter.source}/loraqa_domain.json, written "
                         f"by `loraqa train`): `{AUTO}` will never choose it")
 
-    def load(self, name: str, target: str | Path | AdapterRef) -> LoadedAdapter:
-        adapter = self.prepare(name, target)
+    def load(self, name: str, target: str | Path | AdapterRef, collection: str | None = None) -> LoadedAdapter:
+        adapter = self.prepare(name, target, collection=collection)
         self.attach(adapter)
         return adapter
 

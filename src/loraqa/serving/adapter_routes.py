@@ -32,6 +32,8 @@ class AdapterLoad(BaseModel):
     name: str = Field(..., min_length=1, max_length=64, pattern=NAME_PATTERN.pattern)
     path: str = Field(..., min_length=1, max_length=1024,
                       description="A folder inside the server's adapter root (relative to it, or absolute).")
+    collection: str | None = Field(None, min_length=1, max_length=64,
+                                   description="The collection its questions without a passage are answered from.")
 
 
 def find_in_root(root: Path, given: str):
@@ -59,7 +61,8 @@ async def list_adapters(request: Request):
     def entry(name: str) -> dict:
         adapter = registry.get(name)
         item = {"name": name, "template": adapter.settings.template if adapter else None,
-                "domain": adapter.profile.describe() if adapter and adapter.profile else None}
+                "domain": adapter.profile.describe() if adapter and adapter.profile else None,
+                "collection": adapter.collection if adapter else None}
         if admin:
             item["path"] = str(adapter.source) if adapter else None
         return item
@@ -77,7 +80,9 @@ async def load_adapter(request: Request, req: AdapterLoad):
 
     def prepare():
         ref = find_in_root(s.adapter_root, req.path)
-        return registry.prepare(req.name, ref, max_bytes=s.limits.max_adapter_mb * 2**20)
+        if req.collection is not None:
+            s.answerer.library.open(req.collection)  # an unknown collection: 404 before anything loads
+        return registry.prepare(req.name, ref, max_bytes=s.limits.max_adapter_mb * 2**20, collection=req.collection)
 
     try:
         prepared = await asyncio.to_thread(prepare)

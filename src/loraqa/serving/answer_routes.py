@@ -1,15 +1,18 @@
-"""loraqa's own routes: answers with their evidence, and health."""
+"""loraqa's own routes: answers with their evidence (and citations, when read from a collection),
+searching a collection, and health."""
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of the handlers
 # and dependencies at run time to tell a Request or a body model from a query parameter.
+import asyncio
 import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from loraqa.errors import LoraqaError
 from loraqa.inference.answerer import AUTO, BASE
-from loraqa.serving.context import ask, known_models, state
+from loraqa.serving.context import ApiError, ask, known_models, state
 
 router = APIRouter()
 
@@ -21,6 +24,22 @@ class AnswerRequest(BaseModel):
     adapter: StrictStr | None = Field(None, max_length=64,
                                       description=f"Adapter name; '{BASE}' for none, '{AUTO}' to choose by domain. "
                                                   "Default: the first loaded.")
+    collection: StrictStr | None = Field(None, max_length=64,
+                                         description="Without a context: the collection whose passages are read "
+                                                     "(default: the one bound to the adapter).")
+
+
+class Citation(BaseModel):
+    collection: str
+    document: str = Field(..., description="The document's id in its collection.")
+    title: str
+    source: str = Field(..., description="The file (or file and line) the document was read from.")
+    page: int | None = Field(None, description="The page, for documents with pages (PDF).")
+    start: int = Field(..., description="Character offset in the document's text: of the answer in the first citation, "
+                                        "of the passage in the others.")
+    end: int
+    passage_score: float = Field(..., description="How well the passage matched the question (BM25).")
+    quote: str = Field(..., description="The answer as it stands in the document (first citation), or the passage.")
 
 
 class AnswerResponse(BaseModel):
@@ -32,6 +51,8 @@ class AnswerResponse(BaseModel):
     end: int | None = Field(None, description="Character offset just after the answer.")
     windows: int = Field(1, description="How many windows of the context were read.")
     route_score: float | None = Field(None, description=f"With adapter '{AUTO}': how well the chosen adapter's domain matched (cosine, 0-1).")
+    citations: list[Citation] | None = Field(None, description="Answered from a collection: where the answer was read, "
+                                                                "then the other passages read. Absent with a context.")
     latency_ms: float
 
 
@@ -46,7 +67,8 @@ class BatchResponse(BaseModel):
 
 async def _answer(request: Request, reqs: list[AnswerRequest]) -> list[AnswerResponse]:
     start = time.perf_counter()
-    answers = await ask(request, [{"question": r.question, "context": r.context, "adapter": r.adapter} for r in reqs])
+    answers = await ask(request, [{"question": r.question, "context": r.context, "adapter": r.adapter,
+                                   "collection": r.collection} for r in reqs])
     ms = round(1000 * (time.perf_counter() - start), 1)
     return [AnswerResponse(**a.as_dict(), latency_ms=ms) for a in answers]
 
@@ -59,6 +81,40 @@ async def answer(request: Request, req: AnswerRequest):
 @router.post("/v1/answer/batch", response_model=BatchResponse)
 async def answer_batch(request: Request, req: BatchRequest):
     return BatchResponse(answers=await _answer(request, req.requests))
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: StrictStr = Field(..., min_length=1, max_length=1000)
+    collection: StrictStr = Field(..., min_length=1, max_length=64)
+    k: StrictInt = Field(5, ge=1, le=100)
+
+
+class SearchResult(BaseModel):
+    document: str
+    title: str
+    source: str
+    page: int | None
+    start: int
+    end: int
+    score: float
+    text: str
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+
+
+@router.post("/v1/search", response_model=SearchResponse)
+async def search(request: Request, req: SearchRequest):
+    """A collection's passages that best match the query (BM25), with where each sits in its document."""
+    s = state(request)
+    try:
+        hits = await asyncio.to_thread(lambda: s.answerer.library.open(req.collection).search(req.query, req.k))
+    except LoraqaError as exc:
+        raise ApiError.of(exc) from None
+    return SearchResponse(results=[SearchResult(document=h.document, title=h.title, source=h.source, page=h.page,
+                                                start=h.start, end=h.end, score=h.score, text=h.text) for h in hits])
 
 
 @router.get("/health")

@@ -147,12 +147,14 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
 
 def run_server(adapters: dict[str, str], host: str, port: int, base_model: str | None = None,
                window_ms: float = 10.0, max_batch: int = 32, allow_pickle: bool = False, engine: str = "pytorch",
-               limits: ServerLimits | None = None, **app_options) -> None:
-    """Load the adapters and serve them until stopped; app_options go to create_app (keys,
-    adapter root, allowed hosts, CORS origins)."""
+               limits: ServerLimits | None = None, store: str | None = None, collections: dict | None = None,
+               **app_options) -> None:
+    """Load the adapters and serve them until stopped; store and collections (adapter ->
+    collection) say where questions without a passage are answered from; app_options go to
+    create_app (keys, adapter root, allowed hosts, CORS origins)."""
     uvicorn = require_extra("serve", "loraqa's HTTP server")["uvicorn"]
     limits = limits or ServerLimits()
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
-                        max_adapters=limits.max_adapters)
+                        max_adapters=limits.max_adapters, store=store, collections=collections)
     app = create_app(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, **app_options)
     uvicorn.run(app, host=host, port=port, log_level="warning")

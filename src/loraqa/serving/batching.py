@@ -190,6 +190,9 @@ class Batcher:
             raise Overloaded(f"the server is busy ({self.queued} windows queued, limit "
                              f"{self.limits.max_queued_windows}); retry shortly")
         ticket = Ticket(readings, asyncio.get_running_loop().create_future(), request_id)
+        if ticket.total == 0:  # nothing to read (a collection with no passage above its min_score)
+            ticket.future.set_result([self.answerer.combine(r) for r in readings])
+            return ticket
         self.waiting.append(ticket)
         self.tickets.add(ticket)
         self.queued += ticket.total

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import Request
 
-from loraqa.errors import LoraqaError
+from loraqa.errors import AdapterNotFound, LoraqaError
 from loraqa.inference.answerer import AUTO, Answerer
 from loraqa.inference.reading import Answer
 from loraqa.serving.batching import Batcher, ClientGone
@@ -76,8 +76,7 @@ async def ask(request: Request, questions: list[dict]) -> list[Answer]:
     try:
         answers = await s.batcher.submit(questions, request.state.request_id, disconnected=request.is_disconnected)
     except LoraqaError as exc:  # bad input found while planning, limits, deadline, an adapter gone
-        code = "model_not_found" if exc.http_status == 404 else None
-        raise ApiError.of(exc, code) from None
+        raise ApiError.of(exc, "model_not_found" if isinstance(exc, AdapterNotFound) else None) from None
     except ClientGone:
         raise ApiError(499, "the client closed the request") from None
     used = {a.adapter for a in answers}

@@ -2,7 +2,10 @@
 
 Tools:
 - answer_question(question, context?, domain?): the answer with its evidence. With no domain
-  the adapter is chosen by its training domain (`auto`); `base` means no adapter.
+  the adapter is chosen by its training domain (`auto`); `base` means no adapter. With no context
+  the domain's collection is searched and its best passages read; the answer then carries
+  citations (document, page, offsets, quote).
+- search_documents(query, domain?, k?): the domain's collection's passages that best match.
 - list_domains(): each adapter with a description from its training (data source, number of
   training questions, run name), or the one given as a description when the server started.
 
@@ -25,7 +28,8 @@ from loraqa.optional import require_extra
 
 _mcp = require_extra("mcp", "loraqa mcp")
 
-from mcp.server.mcpserver import MCPServer  # noqa: E402 - after the check that names the pip extra
+import anyio  # noqa: E402 - after the check that names the pip extra (the MCP SDK runs on it)
+from mcp.server.mcpserver import MCPServer  # noqa: E402
 from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
 from mcp.server.transport_security import TransportSecuritySettings  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
@@ -46,6 +50,25 @@ class Answered(BaseModel):
     start: int | None = Field(description="Character offset of the answer in the context, when quoted verbatim.")
     end: int | None = Field(description="Character offset just after the answer.")
     route_score: float | None = Field(None, description="How well the chosen domain matched, when chosen automatically (0-1).")
+    citations: list[dict] | None = Field(None, description="Without a context: where the answer was read (document, "
+                                                           "title, source, page, start, end, passage_score, quote), "
+                                                           "then the other passages read.")
+
+
+class Passage(BaseModel):
+    document: str = Field(description="The document's id in its collection.")
+    title: str
+    source: str
+    page: int | None
+    start: int = Field(description="Character offset of the passage in the document's text.")
+    end: int
+    score: float = Field(description="How well it matches the query (BM25): higher is better.")
+    text: str
+
+
+class Passages(BaseModel):
+    collection: str
+    passages: list[Passage]
 
 
 class Domain(BaseModel):
@@ -58,12 +81,14 @@ class Domains(BaseModel):
 
 
 def describe(answerer: Answerer, name: str, overrides: dict[str, str]) -> str:
-    if name in overrides:
-        return overrides[name]
     adapter = answerer.adapter(name)
+    documents = (f" Answers questions without a context from the documents of collection '{adapter.collection}' "
+                 "(search_documents searches them)." if adapter is not None and adapter.collection else "")
+    if name in overrides:
+        return overrides[name] + documents
     if adapter is not None and adapter.profile is not None:
-        return f"Question answering adapter {adapter.profile.describe()}."
-    return f"Question answering adapter '{name}'."
+        return f"Question answering adapter {adapter.profile.describe()}." + documents
+    return f"Question answering adapter '{name}'." + documents
 
 
 def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
@@ -95,7 +120,26 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
             log.exception(f"tool call {call} answer_question failed")
             raise ToolError(f"internal error; the server logged it as call {call}") from None
         return Answered(answer=a.answer, domain=a.adapter, score=a.score, no_answer=a.no_answer, start=a.start,
-                        end=a.end, route_score=a.route_score)
+                        end=a.end, route_score=a.route_score, citations=a.citations)
+
+    @server.tool(description="Search a domain's documents: the passages that best match the query, each with its "
+                             "document, title, page and character offsets. Leave `domain` out to pick it automatically.")
+    async def search_documents(query: str, domain: str | None = None, k: int = 5) -> Passages:
+        if not query.strip():
+            raise ToolError("the query is empty")
+        if not 1 <= k <= 100:
+            raise ToolError("k must be between 1 and 100")
+        try:
+            name, _ = answerer.registry.choose(domain or AUTO, query, None)
+            adapter = answerer.adapter(name)
+            if adapter is None or adapter.collection is None:
+                raise ToolError(f"the domain '{name}' has no collection of documents")
+            hits = await anyio.to_thread.run_sync(lambda: answerer.library.open(adapter.collection).search(query, k))
+        except LoraqaError as exc:
+            raise ToolError(str(exc)) from None
+        return Passages(collection=adapter.collection, passages=[
+            Passage(document=h.document, title=h.title, source=h.source, page=h.page, start=h.start, end=h.end,
+                    score=h.score, text=h.text) for h in hits])
 
     @server.tool(description="The question-answering domains (adapters) available, with what each was trained on.")
     def list_domains() -> Domains:
@@ -143,7 +187,8 @@ def http_app(server: MCPServer, host: str, keys: Keys, limits: ServerLimits, ext
 
 def run_mcp(adapters: dict[str, str], base_model: str | None, descriptions: dict[str, str], http_port: int | None,
             host: str = "127.0.0.1", allow_pickle: bool = False, engine: str = "pytorch", api_key: str | None = None,
-            allowed_host: list[str] | None = None, limits: ServerLimits | None = None) -> None:
+            allowed_host: list[str] | None = None, limits: ServerLimits | None = None, store: str | None = None,
+            collections: dict | None = None) -> None:
     unknown = [n for n in descriptions if n not in adapters]
     if unknown:
         raise UsageError(f"{option('describe')} names {unknown[0]}, which is not one of the adapters: "
@@ -151,7 +196,7 @@ def run_mcp(adapters: dict[str, str], base_model: str | None, descriptions: dict
     keys = Keys(api_key)
     limits = limits or ServerLimits()
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
-                        max_adapters=limits.max_adapters)
+                        max_adapters=limits.max_adapters, store=store, collections=collections)
     server, _ = build_server(answerer, descriptions, limits)
     if http_port is None:
         server.run("stdio")

@@ -2,7 +2,9 @@
 
 Same port, API key and batcher as /v1/answer, and the same answer for the same question,
 passage and adapter. Chat: the last user message is the question; the system (and developer)
-messages, joined, are the passage, unless the body's extra field `context` gives it.
+messages, joined, are the passage, unless the body's extra field `context` gives it; with no
+passage at all, the passages of the model's collection (or the extra field `collection`) are
+read, and the `loraqa` object carries the answer's citations.
 Decoding is greedy: temperature and top_p are accepted and have no effect; parameters that
 cannot be honoured (n > 1, tools, logprobs, stop, penalties...) are refused with a 400 that
 names them. `stream: true` answers as server-sent events: the answer is generated whole, then
@@ -66,6 +68,8 @@ class OpenAIRequest(BaseModel):
     stream: StrictBool = False
     max_tokens: StrictInt | None = Field(None, ge=1)
     context: StrictStr | None = Field(None, description="loraqa's extra field: the passage to read.")
+    collection: StrictStr | None = Field(None, max_length=64, description="loraqa's extra field: with no passage, "
+                                                                          "the collection to read (default: the model's).")
     # accepted, without effect
     temperature: Number | None = None
     top_p: Number | None = None
@@ -197,7 +201,7 @@ async def chat_completions(request: Request, body: ChatRequest):
     question, context = _chat_question(body)
     limit = body.max_completion_tokens or body.max_tokens
     [a] = await ask(request, [{"question": question, "context": context, "adapter": body.model,
-                               "max_new_tokens": limit}])
+                               "collection": body.collection, "max_new_tokens": limit}])
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": a.adapter}
     if not body.stream:
         return {**head, "object": "chat.completion", "usage": _usage([a]), "loraqa": _evidence(a),
@@ -220,7 +224,8 @@ async def completions(request: Request, body: CompletionRequest):
     if not prompts or not all(p.strip() for p in prompts):
         raise ApiError(400, "'prompt' must be the question: a non-empty string (or a list of them)", param="prompt")
     answers = await ask(request, [{"question": p.strip(), "context": body.context, "adapter": body.model,
-                                   "max_new_tokens": body.max_tokens} for p in prompts])
+                                   "collection": body.collection, "max_new_tokens": body.max_tokens}
+                                  for p in prompts])
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": answers[0].adapter}
     if not body.stream:
         return {**head, "object": "text_completion", "usage": _usage(answers),

@@ -1,0 +1,207 @@
+"""`loraqa collection add|list|show|remove|search`: collections of documents in a store."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from loraqa.cli.options import (Adapters, AllowPickle, Collections, Engine, Model, Store, adapter_map, collection_map,
+                                run)
+
+collection = typer.Typer(help="Collections of documents (PDF, DOCX, HTML, Markdown, text, JSONL, SQuAD) to ask questions of.",
+                         no_args_is_help=True)
+console = Console(soft_wrap=True)
+
+
+@collection.command("add")
+def add(
+    name: str = typer.Argument(..., help="The collection (made if new)."),
+    paths: List[str] = typer.Argument(..., help="Files, folders (read recursively) or globs."),
+    store: Store = None,
+    passage_chars: int = typer.Option(1000, "--passage-chars", min=100, help="Longest passage, in characters (a new collection's setting)."),
+    overlap: int = typer.Option(200, "--overlap", min=0, help="Characters consecutive passages share (a new collection's setting)."),
+    max_file_mb: float = typer.Option(50, "--max-file-mb", min=0.001, help="Skip files larger than this."),
+):
+    """Add files to a collection: unchanged files are skipped, changed ones replace their passages."""
+    def action():
+        from loraqa.retrieval import Settings, open_store
+        from loraqa.retrieval.ingest import add_paths, expand
+
+        if overlap >= passage_chars:
+            from loraqa.errors import UsageError
+
+            raise UsageError("--overlap must be smaller than --passage-chars")
+        target = open_store(store).create(name, Settings(passage_chars, overlap))
+        files = expand(paths)
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"adding to {name}", total=len(files))
+            report = add_paths(target, paths, max_file_mb, progress=lambda _: bar.advance(task))
+        return target, report
+
+    target, report = run(action)
+    for path, why in report.skipped:
+        typer.echo(f"error: {why}", err=True)
+    typer.echo(f"{name}: {report.added} added, {report.replaced} replaced, {report.unchanged} unchanged documents"
+               f"{f' ({report.files_unchanged} files unchanged since the last add)' if report.files_unchanged else ''}; "
+               f"{len(report.skipped)} files skipped; {report.passages} passages written", err=True)
+    if report.skipped:
+        raise typer.Exit(1)
+
+
+@collection.command("list")
+def list_(store: Store = None):
+    """The collections in the store, with their documents and passages."""
+    def action():
+        from loraqa.retrieval import open_store
+
+        s = open_store(store)
+        return [(n, s.open(n)) for n in s.names()]
+
+    table = Table("collection", "documents", "passages", "passage chars", "overlap")
+    for name, c in run(action):
+        docs, passages = c.counts()
+        table.add_row(name, str(docs), str(passages), str(c.settings.passage_chars), str(c.settings.overlap))
+    console.print(table)
+
+
+@collection.command("show")
+def show(
+    name: str = typer.Argument(..., help="The collection."),
+    document: Optional[str] = typer.Argument(None, help="A document id: its details and passages."),
+    store: Store = None,
+):
+    """A collection's documents, or one document's passages."""
+    def action():
+        from loraqa.errors import UsageError
+        from loraqa.retrieval import open_store
+
+        c = open_store(store).open(name)
+        if document is None:
+            return c.documents(), None
+        doc = c.document(document)
+        if doc is None:
+            raise UsageError(f"no document '{document}' in {name} (`loraqa collection show {name}` lists them)")
+        return None, (doc, c.passages(document))
+
+    docs, shown = run(action)
+    if docs is not None:
+        table = Table("id", "title", "source", "passages", "characters")
+        for d in docs:
+            table.add_row(d.id, escape(d.title), escape(d.source), str(d.passages), str(d.characters))
+        console.print(table)
+        return
+    doc, passages = shown
+    console.print(f"[bold]{escape(doc.title)}[/] ({escape(doc.source)}), {len(doc.text)} characters"
+                  + (f", {len(doc.page_starts)} pages" if doc.page_starts else "") + f", {len(passages)} passages")
+    for p in passages:
+        where = f"page {p.page}, " if p.page else ""
+        head = f" [{escape(p.heading)}]" if p.heading else ""
+        text = p.text if len(p.text) <= 300 else p.text[:300] + " ..."
+        console.print(f"[bold]{p.index}[/] ({where}characters {p.start}-{p.end}){head}\n   {escape(text)}")
+
+
+@collection.command("remove")
+def remove(
+    name: str = typer.Argument(..., help="The collection."),
+    document: Optional[str] = typer.Option(None, "--document", help="Remove only this document (its id)."),
+    store: Store = None,
+):
+    """Remove one document from a collection, or the whole collection."""
+    def action():
+        from loraqa.errors import UsageError
+        from loraqa.retrieval import open_store
+
+        s = open_store(store)
+        if document is None:
+            s.drop(name)
+            return f"removed collection {name}"
+        if not s.open(name).remove(document):
+            raise UsageError(f"no document '{document}' in {name}")
+        return f"removed document {document} from {name}"
+
+    typer.echo(run(action), err=True)
+
+
+@collection.command("search")
+def search(
+    name: str = typer.Argument(..., help="The collection."),
+    query: str = typer.Argument(..., help="What to look for."),
+    k: int = typer.Option(5, "-k", "--top", min=1, max=1000, help="How many passages."),
+    store: Store = None,
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON lines."),
+):
+    """The passages that best match a query (BM25), with their document, page and a highlighted snippet."""
+    def action():
+        from loraqa.retrieval import open_store
+
+        return open_store(store).open(name).search(query, k)
+
+    hits = run(action)
+    if as_json:
+        import json
+
+        for hit in hits:
+            typer.echo(json.dumps(hit.as_dict(), ensure_ascii=False))
+        return
+    if not hits:
+        console.print("no passage matches")
+    for rank, hit in enumerate(hits, 1):
+        where = f"page {hit.page}, " if hit.page else ""
+        snippet = escape(hit.snippet).replace("«", "[bold yellow]").replace("»", "[/]")
+        console.print(f"[bold]{rank}. {escape(hit.title)}[/] ({where}{escape(hit.source)}, characters "
+                      f"{hit.start}-{hit.end}) score {hit.score:.2f}\n   {snippet}")
+
+
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    adapter: Adapters = [],
+    collection_: Collections = [],
+    store: Store = None,
+    use: Optional[str] = typer.Option(None, "--use", help="Which adapter answers: a name, 'base', or 'auto' (chosen by its training domain). Default: the first."),
+    model: Model = None,
+    as_json: bool = typer.Option(False, "--json", help="Print the answer with its evidence and citations as JSON."),
+    engine: Engine = "pytorch",
+    allow_pickle: AllowPickle = False,
+):
+    """Ask a collection a question: the passages that match are read, the best answer is shown
+    in the passage it was read from, with its document and page."""
+    def action():
+        from loraqa.errors import UsageError
+        from loraqa.inference.predict import predict_one
+
+        adapters = adapter_map(adapter)
+        bindings = collection_map(collection_, adapters)
+        if not bindings:
+            raise UsageError("ask answers from a collection: give --collection NAME (or ADAPTER=NAME per adapter)")
+        answer, answerer = predict_one(adapters, question, None, use, base_model=model, allow_pickle=allow_pickle,
+                                       engine=engine, store=store, collections=bindings)
+        return answer, answerer
+
+    answer, answerer = run(action)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False))
+        return
+    if answer.no_answer or not answer.citations:
+        console.print("no answer in the collection" + (f" (read {answer.windows} windows)" if answer.windows else
+                                                        " (no passage matched)"))
+        return
+    first, others = answer.citations[0], answer.citations[1:]
+    console.print(f"[bold]{escape(answer.answer)}[/]  (adapter {answer.adapter}, score {answer.score:.2f})")
+    where = f"page {first['page']}, " if first["page"] else ""
+    console.print(f"from [bold]{escape(first['title'])}[/] ({where}{escape(first['source'])})")
+    document = answerer.library.open(first["collection"]).document(first["document"])
+    if document is not None and answer.start is not None:
+        text, s, e = document.text, answer.start, answer.end
+        lo, hi = max(0, s - 240), min(len(text), e + 240)
+        console.print("   " + ("..." if lo else "") + escape(text[lo:s]) + "[bold yellow]" + escape(text[s:e]) + "[/]"
+                      + escape(text[e:hi]) + ("..." if hi < len(text) else ""))
+    if others:
+        console.print("also read: " + "; ".join(f"{escape(c['title'])}" + (f" p. {c['page']}" if c["page"] else "")
+                                                for c in others))

@@ -1,0 +1,22 @@
+"""Retrieval: collections of documents and their passages, in a store, searched by BM25.
+
+store.py is the interface every backend implements (SQLite in sqlite.py, the embedded default;
+more can follow behind the same interface); ingest.py adds files and folders to a collection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loraqa.retrieval.store import Collection, Hit, Settings, Store
+
+DEFAULT_STORE = "collections"
+
+__all__ = ["DEFAULT_STORE", "Collection", "Hit", "Settings", "Store", "open_store"]
+
+
+def open_store(spec: str | Path | None = None) -> Store:
+    """The store at `spec`: a directory of SQLite collections (default `collections/`)."""
+    from loraqa.retrieval.sqlite import SqliteStore
+
+    return SqliteStore(spec or DEFAULT_STORE)

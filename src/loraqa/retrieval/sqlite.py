@@ -1,0 +1,203 @@
+"""The embedded store: one SQLite database per collection (`DIR/NAME.sqlite`), BM25 by FTS5.
+
+WAL journaling, so searches go on while documents are added; every document (its row, its
+passages, their index entries) is written in one transaction, so a crash never leaves half a
+document searchable. Passages are indexed with FTS5's porter stemmer (so "doses" finds "dose")
+and ranked by its BM25, the passage's own words weighing twice its document's title. Each thread
+gets its own connection (a server searches from several).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from loraqa.documents import Document, Passage
+from loraqa.errors import UnknownCollection, UsageError
+from loraqa.retrieval.store import DocumentInfo, Hit, Settings, check_collection_name, query_terms
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY, source TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL,
+    content_hash TEXT NOT NULL, page_starts TEXT NOT NULL, headings TEXT NOT NULL, modified REAL,
+    metadata TEXT NOT NULL, added REAL NOT NULL, file TEXT);
+CREATE INDEX IF NOT EXISTS documents_by_source ON documents (source);
+CREATE TABLE IF NOT EXISTS passages (
+    id INTEGER PRIMARY KEY, document_id TEXT NOT NULL, idx INTEGER NOT NULL, start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL, page INTEGER, heading TEXT);
+CREATE INDEX IF NOT EXISTS passages_by_document ON passages (document_id);
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, modified REAL NOT NULL, size INTEGER NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(text, title, tokenize='porter unicode61 remove_diacritics 2');
+"""
+# BM25 weights of the indexed columns: the passage's text, its document's title
+WEIGHTS = (1.0, 0.5)
+SEARCH = f"""
+WITH ranked AS (
+    SELECT rowid, bm25(passages_fts, {WEIGHTS[0]}, {WEIGHTS[1]}) AS rank,
+           snippet(passages_fts, 0, '«', '»', ' ... ', 32) AS snippet, text
+    FROM passages_fts WHERE passages_fts MATCH ? ORDER BY rank LIMIT ?)
+SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", -ranked.rank, ranked.text, ranked.snippet, p.heading
+FROM ranked JOIN passages p ON p.id = ranked.rowid JOIN documents d ON d.id = p.document_id
+ORDER BY ranked.rank
+"""
+
+
+class SqliteCollection:
+    def __init__(self, path: Path, name: str):
+        self.path, self.name = path, name
+        self._local = threading.local()
+        with self._write() as c:
+            rows = dict(c.execute("SELECT key, value FROM settings"))
+        self.settings = Settings(**{k: json.loads(v) for k, v in rows.items() if k in Settings.__dataclass_fields__})
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if getattr(self._local, "conn", None) is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps every committed transaction at a crash
+            conn.executescript(SCHEMA)
+            self._local.conn = conn
+        return self._local.conn
+
+    @contextmanager
+    def _write(self):
+        """One transaction, taken for writing at once (no other writer can slip in between)."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def init_settings(self, settings: Settings) -> None:
+        with self._write() as c:
+            for key, value in settings.as_dict().items():
+                c.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+        self.settings = settings
+
+    # ------------------------------------------------------------ writing
+
+    def file_unchanged(self, path: str, modified: float, size: int) -> bool:
+        row = self.conn.execute("SELECT modified, size FROM files WHERE path = ?", (path,)).fetchone()
+        return row is not None and row[0] == modified and row[1] == size
+
+    def file_done(self, path: str, modified: float, size: int) -> None:
+        with self._write() as c:
+            c.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (path, modified, size))
+
+    def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
+        with self._write() as c:
+            same = c.execute("SELECT content_hash FROM documents WHERE id = ?", (document.id,)).fetchone()
+            if same is not None and same[0] == document.content_hash:
+                return "unchanged"
+            old = [r[0] for r in c.execute("SELECT id FROM documents WHERE source = ? OR id = ?",
+                                           (document.source, document.id))]
+            for old_id in old:
+                self._delete(c, old_id)
+            c.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (document.id, document.source, document.title, document.text, document.content_hash,
+                       json.dumps(document.page_starts), json.dumps(document.headings), document.modified,
+                       json.dumps(document.metadata, ensure_ascii=False, default=str), time.time(), file))
+            for p in passages:
+                rowid = c.execute('INSERT INTO passages (document_id, idx, start, "end", page, heading) '
+                                  "VALUES (?, ?, ?, ?, ?, ?)",
+                                  (document.id, p.index, p.start, p.end, p.page, p.heading)).lastrowid
+                c.execute("INSERT INTO passages_fts (rowid, text, title) VALUES (?, ?, ?)", (rowid, p.text, document.title))
+            return "replaced" if old else "added"
+
+    def _delete(self, c: sqlite3.Connection, document_id: str) -> None:
+        c.execute("DELETE FROM passages_fts WHERE rowid IN (SELECT id FROM passages WHERE document_id = ?)",
+                  (document_id,))
+        c.execute("DELETE FROM passages WHERE document_id = ?", (document_id,))
+        c.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+
+    def remove(self, document_id: str) -> bool:
+        with self._write() as c:
+            row = c.execute("SELECT file FROM documents WHERE id = ?", (document_id,)).fetchone()
+            if row is None:
+                return False
+            self._delete(c, document_id)
+            c.execute("DELETE FROM files WHERE path = ?", (row[0],))  # a rerun of `add` reads the file again
+            return True
+
+    # ------------------------------------------------------------ reading
+
+    def documents(self) -> list[DocumentInfo]:
+        rows = self.conn.execute(
+            "SELECT d.id, d.title, d.source, (SELECT count(*) FROM passages p WHERE p.document_id = d.id), "
+            "length(d.text), d.modified FROM documents d ORDER BY d.source")
+        return [DocumentInfo(*row) for row in rows]
+
+    def document(self, document_id: str) -> Document | None:
+        row = self.conn.execute("SELECT source, title, text, id, page_starts, headings, modified, metadata "
+                                "FROM documents WHERE id = ?", (document_id,)).fetchone()
+        if row is None:
+            return None
+        source, title, text, id_, pages, headings, modified, metadata = row
+        return Document(source, title, text, id_, json.loads(pages), [tuple(h) for h in json.loads(headings)],
+                        modified, json.loads(metadata))
+
+    def passages(self, document_id: str) -> list[Passage]:
+        doc = self.document(document_id)
+        rows = self.conn.execute('SELECT idx, start, "end", page, heading FROM passages WHERE document_id = ? '
+                                 "ORDER BY idx", (document_id,))
+        return [Passage(document_id, i, s, e, doc.text[s:e], page, heading) for i, s, e, page, heading in rows]
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        terms = query_terms(query)
+        if not terms:
+            raise UsageError("the query is empty: give some words to search for")
+        match = " OR ".join(f'"{t}"' for t in terms)  # \w+ words, safe inside FTS5 quotes
+        return [Hit(*row, collection=self.name) for row in self.conn.execute(SEARCH, (match, k))]
+
+    def counts(self) -> tuple[int, int]:
+        c = self.conn
+        return (c.execute("SELECT count(*) FROM documents").fetchone()[0],
+                c.execute("SELECT count(*) FROM passages").fetchone()[0])
+
+
+class SqliteStore:
+    """Collections as SQLite files in one directory."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise UsageError(f"the store {self.directory} is not a directory")
+
+    def _path(self, name: str) -> Path:
+        check_collection_name(name)
+        return self.directory / f"{name}.sqlite"
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.directory.glob("*.sqlite")) if self.directory.is_dir() else []
+
+    def open(self, name: str) -> SqliteCollection:
+        path = self._path(name)
+        if not path.is_file():
+            known = ", ".join(self.names()) or "none yet"
+            raise UnknownCollection(f"no collection named '{name}' in {self.directory} (there are: {known}); make it "
+                                    f"with `loraqa collection add {name} PATH...`")
+        return SqliteCollection(path, name)
+
+    def create(self, name: str, settings: Settings) -> SqliteCollection:
+        path = self._path(name)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        collection = SqliteCollection(path, name)
+        if new:
+            collection.init_settings(settings)
+        return collection
+
+    def drop(self, name: str) -> None:
+        path = self._path(name)
+        self.open(name)  # refuses an unknown name
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -1,0 +1,111 @@
+"""The store interface: what every backend (SQLite, PostgreSQL, ...) does for a collection.
+
+A store holds named collections; a collection holds documents (whole texts, with pages and
+headings) and their passages, searchable by BM25. Writes go document by document, each in one
+transaction, so a crash never leaves half a document searchable and a rerun finishes the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from loraqa.documents import Document, Passage
+from loraqa.errors import UsageError
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Words too common to help ranking: left out of queries, so a question's "the" and "what" do not
+# make the index walk half the collection (BM25 would give them almost no weight anyway).
+STOPWORDS = frozenset("""a an and are as at be but by did do does for from had has have he her his how i if in
+into is it its me my no not of on or our she so than that the their them then there these they this to
+was we were what when where which who whom why will with would you your""".split())
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def check_collection_name(name: str) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise UsageError(f"collection name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+                         "letter or digit")
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of a query that search for something (lower case, no stop words, each once)."""
+    words = [w.lower() for w in _WORD.findall(query)]
+    kept = [w for w in words if w not in STOPWORDS] or words
+    return list(dict.fromkeys(kept))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a collection cuts its documents; fixed when the collection is made."""
+    passage_chars: int = 1000
+    overlap: int = 200
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Hit:
+    """A passage found by a search, with where it sits in its document."""
+    document: str  # the document's id
+    title: str
+    source: str
+    page: int | None
+    start: int  # character offsets in the document's text
+    end: int
+    score: float  # BM25: higher is a better match
+    text: str
+    snippet: str = ""  # around the query's words, each marked «like this»
+    heading: str | None = None
+    collection: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DocumentInfo:
+    id: str
+    title: str
+    source: str
+    passages: int
+    characters: int
+    modified: float | None
+
+
+class Collection(Protocol):
+    name: str
+    settings: Settings
+
+    def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
+        """Add a document (read from `file`) in one transaction: 'added', 'replaced' (the same
+        source or id with other text), or 'unchanged' (this text is already there)."""
+
+    def file_unchanged(self, path: str, modified: float, size: int) -> bool:
+        """Whether `path` was read whole, at this modification time and size, by an earlier add."""
+
+    def file_done(self, path: str, modified: float, size: int) -> None: ...
+
+    def remove(self, document_id: str) -> bool: ...
+
+    def documents(self) -> list[DocumentInfo]: ...
+
+    def document(self, document_id: str) -> Document | None: ...
+
+    def passages(self, document_id: str) -> list[Passage]: ...
+
+    def search(self, query: str, k: int = 5) -> list[Hit]: ...
+
+
+class Store(Protocol):
+    def names(self) -> list[str]: ...
+
+    def open(self, name: str) -> Collection:
+        """An existing collection (UsageError naming the ones there are, otherwise)."""
+
+    def create(self, name: str, settings: Settings) -> Collection:
+        """The collection, made with `settings` if it is new."""
+
+    def drop(self, name: str) -> None: ...
