@@ -110,3 +110,28 @@ def asker(two_adapters, store):
 
     return Answerer({"answers": str(two_adapters["answers"]), "titles": str(two_adapters["titles"])}, dtype="fp32",
                     store=store, collections={"answers": "fixture"})
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_spec(request, tmp_path):
+    """Where a test's collections live, once for each store: a fresh SQLite directory, and a
+    fresh database on the PostgreSQL server .ci/run starts (LORAQA_TEST_POSTGRES)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store")
+        return
+    server = os.environ.get("LORAQA_TEST_POSTGRES")
+    if not server:
+        if os.environ.get("CI"):
+            raise RuntimeError("LORAQA_TEST_POSTGRES is not set: .ci/run must start PostgreSQL for the tests")
+        pytest.skip("no PostgreSQL server (set LORAQA_TEST_POSTGRES, as .ci/run does)")
+    import uuid
+
+    import psycopg
+
+    name = f"loraqa_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    base, _, query = server.partition("?")
+    yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

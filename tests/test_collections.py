@@ -35,14 +35,17 @@ def add(store, *paths):
     return run_cli("collection", "add", "clinic", *map(str, paths), "--store", str(store))
 
 
+# every test runs once on each store: SQLite and PostgreSQL (fixture store_spec)
+
+
 def search(store, query, k=5):
     res = run_cli("collection", "search", "clinic", query, "-k", str(k), "--store", str(store), "--json")
     assert res.exit_code == 0, res.output
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
-def test_a_folder_goes_in_and_its_passages_come_back_ranked(folder, tmp_path):
-    store = tmp_path / "store"
+def test_a_folder_goes_in_and_its_passages_come_back_ranked(folder, store_spec):
+    store = store_spec
     res = add(store, folder)
     assert res.exit_code == 0, res.output
     assert "4 added, 0 replaced, 0 unchanged documents; 0 files skipped" in res.stderr
@@ -56,18 +59,18 @@ def test_a_folder_goes_in_and_its_passages_come_back_ranked(folder, tmp_path):
     assert hits == sorted(hits, key=lambda h: -h["score"])
 
 
-def test_offsets_point_into_the_document(folder, tmp_path):
+def test_offsets_point_into_the_document(folder, store_spec):
     from loraqa.retrieval import open_store
 
-    store = tmp_path / "store"
+    store = store_spec
     assert add(store, folder).exit_code == 0
     collection = open_store(store).open("clinic")
     for hit in collection.search("chloroplasts light energy", k=3):
         assert collection.document(hit.document).text[hit.start:hit.end] == hit.text
 
 
-def test_rerunning_does_nothing_and_a_changed_file_replaces_its_passages(folder, tmp_path):
-    store = tmp_path / "store"
+def test_rerunning_does_nothing_and_a_changed_file_replaces_its_passages(folder, store_spec):
+    store = store_spec
     assert add(store, folder).exit_code == 0
     again = add(store, folder)
     assert "0 added, 0 replaced, 0 unchanged documents (4 files unchanged since the last add)" in again.stderr
@@ -81,8 +84,8 @@ def test_rerunning_does_nothing_and_a_changed_file_replaces_its_passages(folder,
     assert "0 added, 0 replaced, 1 unchanged documents" in touched.stderr
 
 
-def test_bad_files_are_named_and_the_others_still_go_in(folder, tmp_path):
-    store = tmp_path / "store"
+def test_bad_files_are_named_and_the_others_still_go_in(folder, tmp_path, store_spec):
+    store = store_spec
     write_pdf(folder / "scan.pdf", ["x"], text=False)
     (folder / "empty.txt").write_text("")
     res = add(store, folder, tmp_path / "missing.docx")
@@ -102,59 +105,60 @@ def test_bad_files_are_named_and_the_others_still_go_in(folder, tmp_path):
     (["show", "clinic", "no-such-id"], "no document 'no-such-id'"),
     (["remove", "clinic", "--document", "no-such-id"], "no document 'no-such-id'"),
 ])
-def test_bad_collection_commands_are_one_line(folder, tmp_path, args, message):
-    store = tmp_path / "store"
+def test_bad_collection_commands_are_one_line(folder, store_spec, args, message):
+    store = store_spec
     assert add(store, folder / "guide.md").exit_code == 0
     res = run_cli("collection", *args, "--store", str(store))
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert message in res.stderr, res.stderr
 
 
-def test_removing_a_document_and_a_collection(folder, tmp_path):
-    store = tmp_path / "store"
+def test_removing_a_document_and_a_collection(folder, store_spec):
+    from loraqa.retrieval import open_store
+
+    store = store_spec
     assert add(store, folder).exit_code == 0
     doc = search(store, "salbutamol")[0]["document"]
     assert run_cli("collection", "remove", "clinic", "--document", doc, "--store", str(store)).exit_code == 0
     assert not search(store, "salbutamol")
     assert "1 added" in add(store, folder).stderr  # its file is read again
     assert run_cli("collection", "remove", "clinic", "--store", str(store)).exit_code == 0
-    assert not list(store.glob("clinic.sqlite*"))
+    assert "clinic" not in open_store(store).names()
 
 
-def test_a_killed_ingest_leaves_whole_documents_and_the_rerun_finishes(tmp_path):
+def test_a_killed_ingest_leaves_whole_documents_and_the_rerun_finishes(tmp_path, store_spec):
+    from loraqa.documents import read_path, split_document
+    from loraqa.retrieval import open_store
+
     docs = tmp_path / "many"
     docs.mkdir()
     for i in range(400):
         (docs / f"note{i:03d}.txt").write_text("\n\n".join(f"Note {i} paragraph {j}: the patient in bed {i} "
                                                           f"was given dose {j} of drug {i * 7 % 13}." for j in range(30)))
-    store = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, "-m", "loraqa", "collection", "add", "many", str(docs), "--store",
-                             str(store), "--passage-chars", "200", "--overlap", "50"],
+                             store_spec, "--passage-chars", "200", "--overlap", "50"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = store / "many.sqlite"
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
-            if db.exists() and sqlite3.connect(db).execute("SELECT count(*) FROM documents").fetchone()[0] >= 20:
+            if open_store(store_spec).open("many").counts()[0] >= 20:
                 break
-        except sqlite3.OperationalError:
-            pass  # the file is being made
+        except Exception:  # noqa: BLE001 - the collection is being made
+            pass
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    conn = sqlite3.connect(db)
-    present = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
-    assert 20 <= present < 400, "the kill came too late to test anything"
-    # every document that is there is whole: all its passages, each indexed
-    from loraqa.documents import read_path, split_document
-
-    for doc_id, source in conn.execute("SELECT id, source FROM documents"):
-        want = len(split_document(read_path(source)[0], 200, 50))
-        assert conn.execute("SELECT count(*) FROM passages WHERE document_id = ?", (doc_id,)).fetchone()[0] == want
-    assert (conn.execute("SELECT count(*) FROM passages").fetchone()[0]
-            == conn.execute("SELECT count(*) FROM passages_fts").fetchone()[0])
-    conn.close()
-    res = run_cli("collection", "add", "many", str(docs), "--store", str(store))
+    collection = open_store(store_spec).open("many")
+    present = collection.documents()
+    assert 20 <= len(present) < 400, "the kill came too late to test anything"
+    for info in present:  # every document that is there is whole: all its passages, each searchable
+        assert info.passages == len(split_document(read_path(info.source)[0], 200, 50))
+    if not store_spec.startswith("postgresql"):
+        conn = sqlite3.connect(f"{store_spec}/many.sqlite")
+        assert (conn.execute("SELECT count(*) FROM passages").fetchone()[0]
+                == conn.execute("SELECT count(*) FROM passages_fts").fetchone()[0])
+        conn.close()
+    res = run_cli("collection", "add", "many", str(docs), "--store", store_spec)
     assert res.exit_code == 0, res.output
-    assert f"{400 - present} added" in res.stderr
-    assert sqlite3.connect(db).execute("SELECT count(*) FROM documents").fetchone()[0] == 400
+    assert f"{400 - len(present)} added" in res.stderr
+    assert collection.counts()[0] == 400

@@ -29,6 +29,7 @@ EXTRAS = {
     "pypdf": "documents",
     "docx": "documents",
     "trafilatura": "documents",
+    "psycopg": "postgres",
     "wandb": None,  # a core dependency, but one a user may have removed
 }
 # feature -> the packages it needs

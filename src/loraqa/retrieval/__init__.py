@@ -1,7 +1,8 @@
 """Retrieval: collections of documents and their passages, in a store, searched by BM25.
 
-store.py is the interface every backend implements (SQLite in sqlite.py, the embedded default;
-more can follow behind the same interface); ingest.py adds files and folders to a collection.
+store.py is the interface every backend implements: SQLite (sqlite.py, the embedded default: a
+directory of databases) and PostgreSQL (postgres.py, one database many server replicas share);
+more can follow behind the same interface. ingest.py adds files and folders to a collection.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ __all__ = ["DEFAULT_STORE", "Collection", "Hit", "Settings", "Store", "open_stor
 
 
 def open_store(spec: str | Path | None = None) -> Store:
-    """The store at `spec`: a directory of SQLite collections (default `collections/`)."""
+    """The store at `spec`: a `postgresql://` URL, or a directory of SQLite collections (default
+    `collections/`)."""
+    if isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
+        from loraqa.retrieval.postgres import PostgresStore
+
+        return PostgresStore(spec)
     from loraqa.retrieval.sqlite import SqliteStore
 
     return SqliteStore(spec or DEFAULT_STORE)

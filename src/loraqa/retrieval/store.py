@@ -98,6 +98,9 @@ class Collection(Protocol):
 
     def search(self, query: str, k: int = 5) -> list[Hit]: ...
 
+    def counts(self) -> tuple[int, int]:
+        """(documents, passages)."""
+
 
 class Store(Protocol):
     def names(self) -> list[str]: ...

@@ -1,0 +1,186 @@
+"""The shared store: collections in one PostgreSQL database, for many server replicas at once.
+
+`--store postgresql://user@host/db`. Passages are indexed by PostgreSQL's own full-text search (a
+`tsvector` of the passage's words, weight A, and its document's title, weight C, under the
+English configuration, behind a GIN index) and ranked by `ts_rank_cd`, PostgreSQL's cover-density
+rank: its scores are on another scale than SQLite's BM25 (set `retrieval.min_score` for the store
+you use). Every document is written in one transaction, as in the SQLite store; each thread has
+its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+
+from loraqa import optional
+from loraqa.documents import Document, Passage
+from loraqa.errors import LoraqaError, UnknownCollection, UsageError, option
+from loraqa.retrieval.store import DocumentInfo, Hit, Settings, check_collection_name, query_terms
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS loraqa_collections (
+    name TEXT PRIMARY KEY, passage_chars INTEGER NOT NULL, overlap INTEGER NOT NULL, created DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS loraqa_documents (
+    collection TEXT NOT NULL REFERENCES loraqa_collections (name) ON DELETE CASCADE, id TEXT NOT NULL,
+    source TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL, content_hash TEXT NOT NULL,
+    page_starts JSONB NOT NULL, headings JSONB NOT NULL, modified DOUBLE PRECISION, metadata JSONB NOT NULL,
+    added DOUBLE PRECISION NOT NULL, file TEXT, PRIMARY KEY (collection, id));
+CREATE INDEX IF NOT EXISTS loraqa_documents_by_source ON loraqa_documents (collection, source);
+CREATE TABLE IF NOT EXISTS loraqa_passages (
+    id BIGSERIAL PRIMARY KEY, collection TEXT NOT NULL, document_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    start INTEGER NOT NULL, "end" INTEGER NOT NULL, page INTEGER, heading TEXT, text TEXT NOT NULL,
+    tsv TSVECTOR NOT NULL,
+    FOREIGN KEY (collection, document_id) REFERENCES loraqa_documents (collection, id) ON DELETE CASCADE);
+CREATE INDEX IF NOT EXISTS loraqa_passages_tsv ON loraqa_passages USING GIN (tsv);
+CREATE INDEX IF NOT EXISTS loraqa_passages_by_document ON loraqa_passages (collection, document_id);
+CREATE TABLE IF NOT EXISTS loraqa_files (
+    collection TEXT NOT NULL REFERENCES loraqa_collections (name) ON DELETE CASCADE, path TEXT NOT NULL,
+    modified DOUBLE PRECISION NOT NULL, size BIGINT NOT NULL, PRIMARY KEY (collection, path));
+"""
+SEARCH = """
+SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", ts_rank_cd(p.tsv, q) AS score, p.text,
+       ts_headline('english', p.text, q, 'StartSel=«, StopSel=», MaxWords=40, MinWords=15, MaxFragments=2'),
+       p.heading
+FROM loraqa_passages p JOIN loraqa_documents d ON d.collection = p.collection AND d.id = p.document_id,
+     to_tsquery('english', %s) q
+WHERE p.collection = %s AND p.tsv @@ q
+ORDER BY score DESC, p.id LIMIT %s
+"""
+
+
+class PostgresCollection:
+    def __init__(self, store: "PostgresStore", name: str, settings: Settings):
+        self.store, self.name, self.settings = store, name, settings
+
+    @contextmanager
+    def _write(self):
+        conn = self.store.conn
+        with conn.transaction():
+            yield conn
+
+    def file_unchanged(self, path: str, modified: float, size: int) -> bool:
+        row = self.store.conn.execute("SELECT modified, size FROM loraqa_files WHERE collection = %s AND path = %s",
+                                      (self.name, path)).fetchone()
+        return row is not None and row[0] == modified and row[1] == size
+
+    def file_done(self, path: str, modified: float, size: int) -> None:
+        with self._write() as c:
+            c.execute("INSERT INTO loraqa_files VALUES (%s, %s, %s, %s) ON CONFLICT (collection, path) "
+                      "DO UPDATE SET modified = EXCLUDED.modified, size = EXCLUDED.size", (self.name, path, modified, size))
+
+    def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
+        with self._write() as c:
+            same = c.execute("SELECT content_hash FROM loraqa_documents WHERE collection = %s AND id = %s",
+                             (self.name, document.id)).fetchone()
+            if same is not None and same[0] == document.content_hash:
+                return "unchanged"
+            old = c.execute("DELETE FROM loraqa_documents WHERE collection = %s AND (source = %s OR id = %s) "
+                            "RETURNING id", (self.name, document.source, document.id)).fetchall()
+            c.execute("INSERT INTO loraqa_documents VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                      (self.name, document.id, document.source, document.title, document.text, document.content_hash,
+                       json.dumps(document.page_starts), json.dumps(document.headings), document.modified,
+                       json.dumps(document.metadata, ensure_ascii=False, default=str), time.time(), file))
+            with c.cursor() as cur:
+                cur.executemany(
+                    'INSERT INTO loraqa_passages (collection, document_id, idx, start, "end", page, heading, text, tsv) '
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, setweight(to_tsvector('english', %s), 'A') || "
+                    "setweight(to_tsvector('english', %s), 'C'))",
+                    [(self.name, document.id, p.index, p.start, p.end, p.page, p.heading, p.text, p.text,
+                      document.title) for p in passages])
+            return "replaced" if old else "added"
+
+    def remove(self, document_id: str) -> bool:
+        with self._write() as c:
+            row = c.execute("DELETE FROM loraqa_documents WHERE collection = %s AND id = %s RETURNING file",
+                            (self.name, document_id)).fetchone()
+            if row is None:
+                return False
+            c.execute("DELETE FROM loraqa_files WHERE collection = %s AND path = %s", (self.name, row[0]))
+            return True
+
+    def documents(self) -> list[DocumentInfo]:
+        rows = self.store.conn.execute(
+            "SELECT d.id, d.title, d.source, (SELECT count(*) FROM loraqa_passages p WHERE p.collection = d.collection "
+            "AND p.document_id = d.id), length(d.text), d.modified FROM loraqa_documents d WHERE d.collection = %s "
+            "ORDER BY d.source", (self.name,))
+        return [DocumentInfo(*row) for row in rows]
+
+    def document(self, document_id: str) -> Document | None:
+        row = self.store.conn.execute("SELECT source, title, text, id, page_starts, headings, modified, metadata "
+                                      "FROM loraqa_documents WHERE collection = %s AND id = %s",
+                                      (self.name, document_id)).fetchone()
+        if row is None:
+            return None
+        source, title, text, id_, pages, headings, modified, metadata = row
+        return Document(source, title, text, id_, list(pages), [tuple(h) for h in headings], modified, metadata)
+
+    def passages(self, document_id: str) -> list[Passage]:
+        rows = self.store.conn.execute('SELECT idx, start, "end", page, heading, text FROM loraqa_passages '
+                                       "WHERE collection = %s AND document_id = %s ORDER BY idx",
+                                       (self.name, document_id))
+        return [Passage(document_id, i, s, e, text, page, heading) for i, s, e, page, heading, text in rows]
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        terms = query_terms(query)
+        if not terms:
+            raise UsageError("the query is empty: give some words to search for")
+        match = " | ".join(f"'{t}'" for t in terms)  # \w+ words, safe inside tsquery quotes
+        return [Hit(*row, collection=self.name) for row in self.store.conn.execute(SEARCH, (match, self.name, k))]
+
+    def counts(self) -> tuple[int, int]:
+        c = self.store.conn
+        return (c.execute("SELECT count(*) FROM loraqa_documents WHERE collection = %s", (self.name,)).fetchone()[0],
+                c.execute("SELECT count(*) FROM loraqa_passages WHERE collection = %s", (self.name,)).fetchone()[0])
+
+
+class PostgresStore:
+    """Collections as rows of one PostgreSQL database's loraqa_* tables."""
+
+    def __init__(self, url: str):
+        self.psycopg = optional.require("psycopg", f"the PostgreSQL store ({option('store')} postgresql://...)")
+        self.url = url
+        self._local = threading.local()
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(5316)")  # replicas making the tables at once
+            self.conn.execute(SCHEMA)
+
+    @property
+    def conn(self):
+        if getattr(self._local, "conn", None) is None:
+            try:
+                self._local.conn = self.psycopg.connect(self.url, autocommit=True)
+            except self.psycopg.OperationalError as exc:
+                raise LoraqaError(f"cannot reach the PostgreSQL store ({str(exc).splitlines()[0][:160]})") from None
+        return self._local.conn
+
+    def names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM loraqa_collections ORDER BY name")]
+
+    def _settings(self, name: str) -> Settings | None:
+        row = self.conn.execute("SELECT passage_chars, overlap FROM loraqa_collections WHERE name = %s",
+                                (name,)).fetchone()
+        return Settings(*row) if row else None
+
+    def open(self, name: str) -> PostgresCollection:
+        check_collection_name(name)
+        settings = self._settings(name)
+        if settings is None:
+            known = ", ".join(self.names()) or "none yet"
+            raise UnknownCollection(f"no collection named '{name}' in the PostgreSQL store (there are: {known}); make "
+                                    f"it with `loraqa collection add {name} PATH...`")
+        return PostgresCollection(self, name, settings)
+
+    def create(self, name: str, settings: Settings) -> PostgresCollection:
+        check_collection_name(name)
+        self.conn.execute("INSERT INTO loraqa_collections VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                          (name, settings.passage_chars, settings.overlap, time.time()))
+        return self.open(name)
+
+    def drop(self, name: str) -> None:
+        self.open(name)
+        with self.conn.transaction():
+            self.conn.execute("DELETE FROM loraqa_passages WHERE collection = %s", (name,))
+            self.conn.execute("DELETE FROM loraqa_collections WHERE name = %s", (name,))
