@@ -113,3 +113,21 @@ def test_the_mcp_tools_search_and_answer_without_a_context(asker, two_adapters):
     assert found.structured_content["passages"][0]["text"] == row["context"]
     got = answered.structured_content
     assert got["answer"] == row["answers"]["text"][0] and got["citations"][0]["title"] == row["title"]
+
+
+def test_eval_retrieve_scores_answers_without_their_passages(two_adapters, tmp_path):
+    data = write_jsonl(tmp_path / "known.jsonl", two_adapters["rows"])
+    out = tmp_path / "ev"
+    res = run_cli("eval", str(two_adapters["answers"]), "--data", str(data), "--output", str(out), "--retrieve",
+                  "--holdout-contexts", "0.3")
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "summary.json").read_text())["retrieval"]
+    assert r["questions"] + r["held_out_questions"] == len(two_adapters["rows"]) and r["held_out_questions"] > 0
+    assert 0 <= r["recall@1"] <= r["recall@5"] <= r["recall@20"] <= 100 and 0 <= r["mrr"] <= 1
+    assert r["recall@5"] >= 80  # the fixture's questions share words with their own passage
+    assert r["given_exact_match"] == 100.0  # a memorised adapter, given the passage
+    assert r["exact_match"] >= 60  # and mostly right when it has to find the passage itself
+    assert 0 <= r["abstained_when_held_out"] <= 100
+    assert "without their passages" in res.stdout and "recall@5" in res.stdout
+    res = run_cli("eval", str(two_adapters["answers"]), "--data", str(data), "--holdout-contexts", "0.3")
+    assert res.exit_code == 2 and "--retrieve" in res.stderr

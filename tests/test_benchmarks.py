@@ -87,6 +87,21 @@ def test_serve_abuse_script_keeps_normal_clients_answered_under_attack(tmp_path)
     assert len(verdicts) == 5, res.stdout
 
 
+def test_retrieval_script_compares_the_stores_with_bm25s_and_rank_bm25(tmp_path):
+    out = tmp_path / "retrieval.json"
+    postgres = ["--postgres", os.environ["LORAQA_TEST_POSTGRES"]] if os.environ.get("LORAQA_TEST_POSTGRES") else []
+    res = run_script("retrieval.py", "--scale", "1500", "--queries", "40", *postgres, "--json", str(out))
+    results = json.loads(out.read_text())
+    assert [r["data"] for r in results] == ["squad: squad_v1_mini.json", "synthetic 1,500"]
+    for result in results:
+        engines = {e["engine"]: e for e in result["engines"]}
+        assert {"loraqa SQLite (FTS5)", "bm25s", "rank_bm25"} <= set(engines)
+        for e in engines.values():
+            assert 0 <= e["recall@1"] <= e["recall@5"] <= e["recall@20"] <= 100 and e["p95_ms"] >= e["p50_ms"] > 0
+        assert engines["loraqa SQLite (FTS5)"]["recall@5"] >= 90  # every passage names its person
+    assert "recall@5" in res.stdout and " vs best peer " in res.stdout
+
+
 def test_long_documents_script_prints_every_target_with_a_verdict(tmp_path):
     out = tmp_path / "long.json"
     res = run_script("long_documents.py", "--quick", "--json", str(out))

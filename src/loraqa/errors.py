@@ -37,6 +37,7 @@ OPTIONS = {
     "keys": ("`loraqa config --keys`", "loraqa.config.key_help()"),
     "max_file_mb": ("--max-file-mb", "max_file_mb="),
     "store": ("--store", "store="),
+    "retrieve": ("--retrieve", "retrieve=True"),
 }
 
 

@@ -110,6 +110,10 @@ def eval_(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
     model: Model = None,
     set_: Sets = [],
+    retrieve: bool = typer.Option(False, "--retrieve", help="Also ask every question without its passage, from a collection of the data's contexts (or --collection): retrieval recall@1/5/20 and MRR, and EM/F1 from retrieved passages beside EM/F1 from the given ones."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="With --retrieve: search this collection instead of one made of the data's contexts."),
+    store: Store = None,
+    holdout_contexts: float = typer.Option(0.0, "--holdout-contexts", min=0.0, max=0.99, help="With --retrieve: leave this share of the contexts out of the collection, and report how often the adapter rightly abstains on their questions."),
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -118,7 +122,8 @@ def eval_(
         from loraqa.evaluation.eval_run import run_eval
 
         run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
-                 sets=set_, engine=engine, allow_pickle=allow_pickle)
+                 sets=set_, engine=engine, allow_pickle=allow_pickle, retrieve=retrieve, collection=collection,
+                 store=store, holdout_contexts=holdout_contexts)
 
     run(action)
 

@@ -12,8 +12,8 @@ from rich.progress import Progress
 from rich.table import Table
 from transformers import DataCollatorForSeq2Seq
 
-from loraqa.artifacts import (CALIBRATION_NAME, jsonl_line, resolve_adapter, write_atomic, write_calibration,
-                              write_json)
+from loraqa.artifacts import (CALIBRATION_NAME, jsonl_line, read_calibration, resolve_adapter, write_atomic,
+                              write_calibration, write_json)
 from loraqa.config import config_from_dict, merge, parse_set
 from loraqa.config.templates import uses_context
 from loraqa.data.features import FeatureCounts, encode_row
@@ -22,6 +22,7 @@ from loraqa.data.splitting import DataReport, clean_rows
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.evaluation.calibration import best_thresholds, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import token_accuracy
+from loraqa.evaluation.retrieval_eval import evaluate_retrieval
 from loraqa.evaluation.scoring import score_rows
 from loraqa.hub import looks_like_path
 from loraqa.inference.answerer import BASE, Answerer
@@ -145,9 +146,17 @@ def write_eval_files(out: Path, items: list[dict], summary: dict, prefix: str = 
 
 def run_eval(target: str, data: str | None = None, limit: int | None = None, baseline: bool = False,
              output: str | None = None, model_override: str | None = None, sets: list[str] | None = None,
-             engine: str = "pytorch", allow_pickle: bool = False) -> dict:
+             engine: str = "pytorch", allow_pickle: bool = False, retrieve: bool = False,
+             collection: str | None = None, store: str | None = None, holdout_contexts: float = 0.0) -> dict:
     """Score an adapter (or export) on questions; allow_pickle is the caller's choice alone, never
-    read from the adapter's own saved config."""
+    read from the adapter's own saved config. retrieve: also ask each question without its
+    passage, from `collection` (of `store`) or from a collection of the data's contexts, a share
+    `holdout_contexts` of them left out (evaluation/retrieval_eval.py)."""
+    if (collection or holdout_contexts) and not retrieve:
+        raise UsageError("a collection and held-out contexts are for answering without passages: add "
+                         f"{option('retrieve')}")
+    if not 0 <= holdout_contexts < 1:
+        raise UsageError(f"the held-out share of contexts must be in [0, 1), got {holdout_contexts}")
     if baseline and not capabilities_of(engine).base_model:
         raise UsageError(f"{option('baseline')} needs an engine with a separate base model (pytorch): an exported "
                          "model has none")
@@ -159,7 +168,9 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
     # answers as the model gives them: the threshold is calibrated from them, not applied to them
     answerer = Answerer({"adapter": ref}, base_model=model_override, device=process_device(ref.config.model.device),
-                        dtype=dtype, allow_pickle=allow_pickle, apply_threshold=False, engine=engine)
+                        dtype=dtype, allow_pickle=allow_pickle, apply_threshold=False, engine=engine, store=store)
+    if collection is not None:
+        answerer.library.open(collection)  # an unknown collection is refused before any answering
     main = is_main_process()  # under torchrun: every process answers its share, the first one reports
     if main:
         console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
@@ -185,7 +196,28 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     note = calibrate(ref, summary, items, where)
     if note:
         console.print(note)
+    if retrieve:
+        threshold = (read_calibration(ref.adapter_dir) or {}).get("no_answer_threshold")
+        summary["retrieval"] = evaluate_retrieval(answerer, rows, items, collection, holdout_contexts,
+                                                  ref.config.data.seed, ref.config.eval.batch_size, threshold)
+        write_json(out / "summary.json", summary)
+        print_retrieval(summary["retrieval"])
     return summary
+
+
+def print_retrieval(r: dict) -> None:
+    table = Table(title=f"without their passages: {r['questions']} questions searched in collection {r['collection']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in ("recall@1", "recall@5", "recall@20"):
+        table.add_row(k, f"{r[k]:.2f}")
+    table.add_row("MRR", f"{r['mrr']:.3f}")
+    table.add_row("EM / F1 from retrieved passages", f"{r['exact_match']:.2f} / {r['f1']:.2f}")
+    table.add_row("EM / F1 from the given passages", f"{r['given_exact_match']:.2f} / {r['given_f1']:.2f}")
+    if "abstained_when_held_out" in r:
+        table.add_row(f"abstained, context held out ({r['held_out_questions']} questions)",
+                      f"{r['abstained_when_held_out']:.2f}%")
+    Console(soft_wrap=True).print(table)
 
 
 def print_table(summary: dict) -> None:

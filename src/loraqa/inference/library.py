@@ -13,14 +13,14 @@ from pathlib import Path
 
 from loraqa.errors import TooMuchWork
 from loraqa.inference.reading import WindowInput, plan_reading
-from loraqa.retrieval import Collection, Hit, open_store
+from loraqa.retrieval import Collection, Hit, Store, open_store
 
 
 class Library:
     """The collections of one store, opened once each (from any thread)."""
 
-    def __init__(self, store: str | Path | None = None):
-        self.store = open_store(store)
+    def __init__(self, store: "str | Path | Store | None" = None):
+        self.store = open_store(store) if store is None or isinstance(store, (str, Path)) else store
         self.opened: dict[str, Collection] = {}
         self.lock = threading.Lock()
 
