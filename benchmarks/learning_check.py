@@ -11,6 +11,9 @@
     .venv/bin/python benchmarks/learning_check.py --quick    # a smaller, faster version (CI)
     .venv/bin/python benchmarks/learning_check.py --ctranslate2   # also: the adapter exported to
         CTranslate2 (float32 and int8) vs the PyTorch engine in fp32, EM and same-answer share
+    .venv/bin/python benchmarks/learning_check.py --retrieve     # also: the held-out questions asked
+        without their passage, from a collection of their passages among thousands of people's
+        (EM from the collection against EM from the gold passage; both engines with --ctranslate2)
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--ctranslate2", action="store_true", help="also compare CTranslate2 exports with PyTorch fp32")
     ap.add_argument("--base", help="reuse a base model pre-trained by an earlier run (its base-model folder)")
+    ap.add_argument("--retrieve", action="store_true",
+                    help="also answer the held-out family-B questions from a collection instead of their passages")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     rng = np.random.default_rng(0)
@@ -173,8 +178,40 @@ def main() -> None:
                        "lora": {k: after[k] for k in ("exact_match", "f1")}} for label, before, after in rows}
     if args.ctranslate2:
         figures["ctranslate2"] = engine_parity(run, files["b_test"], work)
+    if args.retrieve:
+        everyone = make_rows(family_b, seen, np.random.default_rng(1))  # one passage per seen person
+        figures["retrieval"] = retrieval_check(run, files["b_test"], everyone + b_test, work, args.ctranslate2)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+def retrieval_check(run: Path, data: Path, passages: list[dict], work: Path, ctranslate2: bool) -> dict:
+    """The held-out questions asked without their passage, from a collection of every person's
+    passage (theirs among thousands of others'), against the same questions with their passage."""
+    corpus = work / "people.jsonl"
+    corpus.write_text("".join(json.dumps({"text": r["context"], "title": ""}) + "\n"
+                              for r in {r["context"]: r for r in passages}.values()))
+    store = work / "store"
+    loraqa("collection", "add", "people", str(corpus), "--store", str(store))
+    targets = [("pytorch", run, [])]
+    if ctranslate2:  # the float32 export engine_parity wrote
+        targets.append(("ctranslate2 float32", work / "export-float32", ["--engine", "ctranslate2"]))
+    out = {}
+    for label, target, engine in targets:
+        folder = work / f"eval-retrieve-{label.split()[0]}"
+        loraqa("eval", str(target), "--data", str(data), "--retrieve", "--collection", "people", "--store", str(store),
+               "--output", str(folder), *engine)
+        r = json.loads((folder / "summary.json").read_text())["retrieval"]
+        out[label] = {k: r[k] for k in ("recall@1", "recall@5", "mrr", "exact_match", "given_exact_match")}
+    passages_n = sum(1 for _ in corpus.open())
+    print(f"\nwithout their passage: {passages_n} passages, one per person, in a collection")
+    print(f"{'engine':22s} {'R@1':>6s} {'R@5':>6s} {'EM gold passage':>16s} {'EM collection':>14s} {'ratio':>7s}")
+    for label, r in out.items():
+        ratio = 100 * r["exact_match"] / r["given_exact_match"] if r["given_exact_match"] else float("nan")
+        r["ratio"] = round(ratio, 1)
+        print(f"{label:22s} {r['recall@1']:6.1f} {r['recall@5']:6.1f} {r['given_exact_match']:16.1f} "
+              f"{r['exact_match']:14.1f} {ratio:6.1f}%  (goal >= 90%) {'met' if ratio >= 90 else 'NOT met'}")
+    return out
 
 
 def engine_parity(run: Path, data: Path, work: Path) -> dict:

@@ -131,3 +131,24 @@ def test_eval_retrieve_scores_answers_without_their_passages(two_adapters, tmp_p
     assert "without their passages" in res.stdout and "recall@5" in res.stdout
     res = run_cli("eval", str(two_adapters["answers"]), "--data", str(data), "--holdout-contexts", "0.3")
     assert res.exit_code == 2 and "--retrieve" in res.stderr
+
+
+def test_a_confident_answer_from_a_poorly_matching_passage_does_not_win(tmp_path):
+    """A small adapter is often as sure of an answer read in another person's passage; without the
+    search score counting, the wrong passage's answer would be returned and cited."""
+    from loraqa.inference.engines.base import Generated
+    from loraqa.inference.reading import Reading, WindowInput, combine
+    from loraqa.retrieval.store import Hit
+
+    def reading(weight: float) -> Reading:
+        hits = [Hit("d1", "", "a.txt", None, 0, 40, 10.0, "Rere Talomo bought a clock at Istra."),
+                Hit("d2", "", "b.txt", None, 0, 40, 2.0, "Vipe Nereli bought a clock at Elst.")]
+        r = Reading("a", [WindowInput([1], None, None, origin=0), WindowInput([1], None, None, origin=1)], 8, None,
+                    threshold=-0.65, hits=hits, passage_weight=weight)
+        r.results = [Generated("Istra", -0.6, 2), Generated("Elst", -0.3, 2)]
+        return r
+
+    a = combine(reading(1.0))
+    assert a.answer == "Istra" and a.citations[0]["document"] == "d1"
+    assert a.score == -0.6  # the reader's own score, the one the threshold was calibrated on
+    assert combine(reading(0.0)).answer == "Elst"  # the reader alone

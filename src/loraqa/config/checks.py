@@ -77,6 +77,8 @@ def validate(cfg: Config) -> list[str]:
         p.append("train.early_stopping_patience needs train.eval_steps > 0 (and must be >= 0)")
     if cfg.retrieval.top_k < 1:
         p.append(f"retrieval.top_k must be >= 1, got {cfg.retrieval.top_k}")
+    if not cfg.retrieval.passage_weight >= 0:  # also refuses NaN
+        p.append(f"retrieval.passage_weight must be >= 0, got {cfg.retrieval.passage_weight}")
     if cfg.eval.subset is not None and cfg.eval.subset < 1:
         p.append(f"eval.subset must be >= 1 or null (all held-out questions), got {cfg.eval.subset}")
     if not 0 <= t.warmup_ratio < 1:

@@ -124,7 +124,8 @@ class Answerer:
         if request.get("context") is None and collection is not None and uses_context(s.template):
             hits = self.library.retrieve(collection, request["question"], s.top_k, s.min_score)
             inputs = plan_passages(tokenizer, request["question"], hits, s, offsets_cache, max_windows)
-            return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score, hits=hits)
+            return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score, hits=hits,
+                           passage_weight=s.passage_weight)
         inputs = plan_reading(tokenizer, request["question"], request.get("context"), s.template, s.max_source,
                               s.overlap, extractive=s.extractive, offsets_cache=offsets_cache,
                               max_windows=max_windows)
