@@ -119,6 +119,29 @@ def loraqa(*args: str, stderr=None) -> None:
     subprocess.run([sys.executable, "-m", "loraqa", *args], check=True, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
+def build_world(quick: bool) -> dict:
+    """The seeded synthetic world: people, the training and test rows of both families, and a
+    tokenizer trained on their text (the same for every script that builds it, so a base model
+    pre-trained by one run fits the next: --base)."""
+    rng = np.random.default_rng(0)
+    names = sorted({make_name(rng) for _ in range(3000)})
+    rng.shuffle(names)
+    held_out, seen = names[:150], names[150:]
+    n_a, n_b = (1200, 300) if quick else (6000, 600)
+    a_train = make_rows(family_a, seen, rng, per_name=max(1, n_a // len(seen) + 1))[:n_a]
+    b_train = make_rows(family_b, seen, rng)[:n_b]
+    a_test = make_rows(family_a, held_out, rng)[:100]
+    b_test = make_rows(family_b, held_out, rng)[:100]
+
+    from loraqa.config.templates import TEMPLATES
+    from loraqa.diagnostics.synthetic import train_tokenizer
+
+    texts = [r["context"] + " " + r["question"] for r in a_train + b_train + a_test + b_test] + list(TEMPLATES.values())
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    return {"held_out": held_out, "seen": seen, "a_train": a_train, "b_train": b_train, "a_test": a_test,
+            "b_test": b_test, "tokenizer": tokenizer}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Pre-train on family A, LoRA-adapt to family B, compare EM/F1.")
     ap.add_argument("--quick", action="store_true", help="fewer examples and steps")
@@ -130,22 +153,10 @@ def main() -> None:
                     help="also answer the held-out family-B questions from a collection instead of their passages")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
-    rng = np.random.default_rng(0)
-    names = sorted({make_name(rng) for _ in range(3000)})
-    rng.shuffle(names)
-    held_out, seen = names[:150], names[150:]
-    n_a, n_b = (1200, 300) if args.quick else (6000, 600)
+    world = build_world(args.quick)
+    a_train, b_train, a_test, b_test = (world[k] for k in ("a_train", "b_train", "a_test", "b_test"))
+    seen, tokenizer = world["seen"], world["tokenizer"]
     pre_steps, lora_steps = (300, 150) if args.quick else (1500, 400)
-    a_train = make_rows(family_a, seen, rng, per_name=max(1, n_a // len(seen) + 1))[:n_a]
-    b_train = make_rows(family_b, seen, rng)[:n_b]
-    a_test = make_rows(family_a, held_out, rng)[:100]
-    b_test = make_rows(family_b, held_out, rng)[:100]
-
-    from loraqa.config.templates import TEMPLATES
-    from loraqa.diagnostics.synthetic import train_tokenizer
-
-    texts = [r["context"] + " " + r["question"] for r in a_train + b_train + a_test + b_test] + list(TEMPLATES.values())
-    tokenizer = train_tokenizer(texts, vocab_size=400)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-learning-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -250,8 +250,11 @@ def main() -> None:
             print(f"  {result['data']}: recall@5 {ours['recall@5']:.1f} vs best peer {best:.1f} (goal: at most 1 point "
                   f"below) {'met' if ours['recall@5'] >= best - 1 else 'NOT met'}")
         if result["data"].startswith("synthetic") and result["passages"] >= 100_000:
-            print(f"  {result['data']}: p95 latency {ours['p95_ms']:.1f} ms (goal <= 20 ms at 100,000) "
-                  f"{'met' if ours['p95_ms'] <= 20 else 'NOT met'}; ingestion {ours['passages_per_s']} passages/s "
+            # the latency goal is set at 100,000 passages; larger collections are measured, not judged
+            latency = (f"{'met' if ours['p95_ms'] <= 20 else 'NOT met'}" if result["passages"] == 100_000
+                       else "(the goal is set at 100,000 passages)")
+            print(f"  {result['data']}: p95 latency {ours['p95_ms']:.1f} ms (goal <= 20 ms at 100,000) {latency}; "
+                  f"ingestion {ours['passages_per_s']} passages/s "
                   f"(goal >= 1,000) {'met' if ours['passages_per_s'] >= 1000 else 'NOT met'}")
         postgres = [r for r in result["engines"] if r["engine"] == "loraqa PostgreSQL"]
         if postgres:

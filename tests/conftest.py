@@ -66,6 +66,17 @@ def two_adapters(tmp_path_factory, nodrop_model_dir, squad_rows):
 
 
 @pytest.fixture(scope="session")
+def question_writer(tmp_path_factory, nodrop_model_dir, squad_rows):
+    """A question-generation adapter that memorised the fixture's first ten questions from their
+    passages and answers (data.task=question_generation)."""
+    rows = squad_rows[:10]
+    run = train_memoriser(nodrop_model_dir, rows, tmp_path_factory.mktemp("questions"), steps=400,
+                          sets=("data.task=question_generation", "data.max_target_length=48")).run_dir
+    train_ids = set(json.loads((run / "split.json").read_text())["train"])
+    return {"run": run, "rows": [r for r in rows if r["id"] in train_ids]}
+
+
+@pytest.fixture(scope="session")
 def answerer(two_adapters):
     from loraqa.inference.answerer import Answerer
 

@@ -40,12 +40,12 @@ MEMORISE = ["train.batch_size=8", "train.learning_rate=3e-3", "train.lr_schedule
             "model.dtype=fp32"]
 
 
-def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250):
+def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250, sets: tuple[str, ...] = ()):
     """Train a LoRA adapter on `rows` until it repeats their first answers; returns the TrainResult."""
     from loraqa.training.train import train
 
     data = write_jsonl(workdir / "data.jsonl", rows)
-    cfg = load_config("default", sets=[f"train.max_steps={steps}", *MEMORISE],
+    cfg = load_config("default", sets=[f"train.max_steps={steps}", *MEMORISE, *sets],
                       overrides={"model": {"name": str(model_dir)}, "data": {"source": str(data)}})
     return train(cfg, output=str(workdir / "run"))
 

@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 
 from loraqa.config.schema import SECTIONS, Config
-from loraqa.config.templates import template_problem
+from loraqa.config.templates import template_problem, uses_context
 from loraqa.errors import option, setting
 
 
@@ -56,6 +56,9 @@ def validate(cfg: Config) -> list[str]:
     err = template_problem(cfg.data.template)
     if err:
         p.append(err)
+    elif cfg.data.task == "question_generation" and not uses_context(cfg.data.template):
+        p.append("data.task=question_generation writes questions about a passage, but data.template has no "
+                 "{context}; use the question_generation template")
     t = cfg.train
     for key in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
         if getattr(t, key) < 1:

@@ -161,6 +161,9 @@ def build_config(raw: dict, preset: str | None = None) -> Config:
                 kwargs[k] = value
         sections[sname] = cls(**kwargs)
     cfg = Config(**sections, preset=preset)
+    if cfg.data.task == "question_generation" and cfg.data.template == "squad":
+        # The presets' QA instruction would tell the model to answer; the turned-around rows need their own.
+        cfg.data.template = "question_generation"
     problems += validate(cfg)
     if problems:
         raise ConfigError(problems)

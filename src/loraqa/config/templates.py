@@ -15,6 +15,9 @@ TEMPLATES = {
     "question": "{question}",
     # The seed experiment's format: the question only, wrapped in its instruction/response prompt.
     "seed": "Instruction: '{question}'\n\nResponse:",
+    # data.task=question_generation: the rows are turned around (data/tasks.py), so the slot that
+    # holds a question in QA holds the answer to write a question for, and the target is the question.
+    "question_generation": "Write a question about this passage whose answer is: {question}\n\n{context}",
 }
 
 

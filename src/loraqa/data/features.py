@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from loraqa.config.templates import uses_context
 from loraqa.data.prompts import render_source, render_target
+from loraqa.data.tasks import QA, answer_in_passage
 from loraqa.data.windows import (answer_token_span, passage_budget, split_passage, tokenise_passage, window_around,
                                  window_at)
 
@@ -58,10 +59,10 @@ def _answer_window(tokenizer, row: dict, data_cfg, train: bool) -> tuple[str | N
         return context, False
     if budget <= 0:
         return None, True
-    texts = row["answers"]["text"]
-    if not texts:  # no answer to keep: the passage's first window
+    span = answer_in_passage(row)
+    if span is None:  # no answer to keep: the passage's first window
         return window_at(context, offsets, 0, budget).text, True
-    first, last = answer_token_span(context, offsets, texts[0], row["answers"]["answer_start"][0])
+    first, last = answer_token_span(context, offsets, *span)
     if last - first + 1 > budget:
         return (None if train else window_at(context, offsets, 0, budget).text), True
     holding = [w for w in split_passage(context, offsets, budget, data_cfg.window_overlap)
@@ -97,17 +98,17 @@ def negative_features(tokenizer, row: dict, data_cfg, counts: FeatureCounts) -> 
     """Up to data.negative_windows windows of a long passage that do not hold the answer,
     labelled with the no-answer text; chosen by a seed of (data.seed, row id), so reruns agree."""
     n = data_cfg.negative_windows
-    if n <= 0 or not uses_context(data_cfg.template):
-        return []
+    if n <= 0 or not uses_context(data_cfg.template) or data_cfg.task != QA:
+        return []  # a question is written for an answer the window holds: there is no "no answer" to learn
     context = row.get("context") or ""
     offsets = tokenise_passage(tokenizer, context)
     budget = passage_budget(tokenizer, data_cfg.template, row, data_cfg.max_source_length)
     if len(offsets) <= budget or budget <= 0:
         return []
     windows = split_passage(context, offsets, budget, data_cfg.window_overlap)
-    texts = row["answers"]["text"]
-    if texts:
-        first, last = answer_token_span(context, offsets, texts[0], row["answers"]["answer_start"][0])
+    span = answer_in_passage(row)
+    if span is not None:
+        first, last = answer_token_span(context, offsets, *span)
         windows = [w for w in windows if w.last_token <= first or w.first_token > last]
     else:  # an unanswerable question: its first window is already the row's own feature
         windows = windows[1:]

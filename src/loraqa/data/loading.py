@@ -106,7 +106,10 @@ def normalise_row(raw: dict, index: int, where: str) -> dict:
     rid = raw.get("id")
     if rid is None or rid == "":
         rid = hashlib.sha1(f"{question}\x00{context}".encode()).hexdigest()[:16]
-    return {"id": str(rid), "title": _text(raw.get("title")), "context": context, "question": question, "answers": answers}
+    row = {"id": str(rid), "title": _text(raw.get("title")), "context": context, "question": question, "answers": answers}
+    if raw.get("document") not in (None, ""):  # the document a passage came from (data.split_by=document)
+        row["document"] = _text(raw["document"])
+    return row
 
 
 def _text(value) -> str:

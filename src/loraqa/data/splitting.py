@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loraqa.data.loading import load_rows
+from loraqa.data.tasks import QA, rows_for_task
 from loraqa.errors import LoraqaError
 
 log = logging.getLogger("loraqa")
@@ -81,10 +82,11 @@ def split_rows(rows: list[dict], test_size: float, seed: int, by: str, report: D
         raise LoraqaError(f"{n} rows cannot be split with data.test_size={test_size}; "
                           "use more rows (data.num_samples) or another test_size")
     rng = np.random.default_rng(seed)
-    if by == "context":
+    if by in ("context", "document"):
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(rows):
-            groups.setdefault(r["context"], []).append(i)
+            key = (r.get("document") or r["context"]) if by == "document" else r["context"]
+            groups.setdefault(key, []).append(i)
         keys = list(groups)
         test_idx: list[int] = []
         for g in rng.permutation(len(keys)):
@@ -93,8 +95,8 @@ def split_rows(rows: list[dict], test_size: float, seed: int, by: str, report: D
             test_idx += groups[keys[g]]
         test_set = set(test_idx)
         if len(test_set) == n:
-            raise LoraqaError("every row shares one passage, so a split by context leaves no training rows; "
-                              "set data.split_by=random")
+            raise LoraqaError(f"every row shares one {'passage' if by == 'context' else 'document'}, so a split by "
+                              f"{by} leaves no training rows; set data.split_by=random")
         train = [r for i, r in enumerate(rows) if i not in test_set]
         test = [rows[i] for i in sorted(test_set)]
     else:
@@ -120,4 +122,7 @@ def prepare_splits(cfg_data, needs_context: bool) -> tuple[list, list, DataRepor
         )
     rows = sample_rows(rows, cfg_data.num_samples, cfg_data.seed, report)
     train, test = split_rows(rows, cfg_data.test_size, cfg_data.seed, cfg_data.split_by, report)
+    if cfg_data.task != QA:  # turned after the split, so that split.json names the same rows for every task
+        train, test = rows_for_task(train, cfg_data.task), rows_for_task(test, cfg_data.task)
+        report.train_rows, report.test_rows = len(train), len(test)
     return train, test, report

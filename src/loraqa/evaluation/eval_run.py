@@ -19,6 +19,7 @@ from loraqa.config.templates import uses_context
 from loraqa.data.features import FeatureCounts, encode_row
 from loraqa.data.loading import load_rows
 from loraqa.data.splitting import DataReport, clean_rows
+from loraqa.data.tasks import rows_for_task
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.evaluation.calibration import best_thresholds, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import token_accuracy
@@ -53,7 +54,7 @@ def eval_rows(ref, data: str | None, limit: int | None) -> tuple[list[dict], str
     else:
         raise LoraqaError(f"this adapter has no record of held-out questions; pass {option('data')}")
     report = DataReport()
-    rows = clean_rows(rows, needs_context, report)
+    rows = rows_for_task(clean_rows(rows, needs_context, report), cfg.data.task)
     if not rows:
         raise LoraqaError(f"{where} has no usable questions")
     if limit:

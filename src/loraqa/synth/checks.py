@@ -1,0 +1,64 @@
+"""The checks a generated pair must pass before it becomes training data.
+
+Each check names its reason for dropping a pair, so the report says what went wrong where:
+the answer must be quoted from the passage (offsets recorded), the question must be new for its
+document (exact and near duplicates), and a reader must give the same answer from the passage
+(answer F1 >= min_roundtrip_f1), the round-trip consistency filter of Alberti et al. 2019.
+"""
+
+from __future__ import annotations
+
+import re
+
+from loraqa.evaluation.metrics import f1_v1, normalize_answer
+from loraqa.retrieval.store import query_terms
+
+NOT_IN_PASSAGE, DUPLICATE, NEAR_DUPLICATE, EMPTY, ROUND_TRIP = (
+    "answer_not_in_passage", "duplicate_question", "near_duplicate_question", "empty", "round_trip")
+# Share of the shorter question's content words that the other also has, from which two questions
+# count as asking the same thing ("Which river flows through Paris?" and "... through the city of Paris?").
+NEAR_DUPLICATE_OVERLAP = 0.8
+
+
+def locate(answer: str, passage: str, hint: int | None = None) -> int | None:
+    """Where the answer is quoted in the passage: at the hint when it is there, else its first
+    occurrence, else case- and space-insensitively; None when it is not in the passage."""
+    answer = answer.strip()
+    if not answer:
+        return None
+    if hint is not None and passage[hint:hint + len(answer)] == answer:
+        return hint
+    at = passage.find(answer)
+    if at >= 0:
+        return at
+    pattern = r"\s+".join(re.escape(w) for w in answer.split())
+    m = re.search(pattern, passage, re.IGNORECASE)
+    return m.start() if m else None
+
+
+class QuestionLedger:
+    """The questions kept so far, per document, to drop repeats."""
+
+    def __init__(self):
+        self.seen: dict[str, list[set[str]]] = {}
+        self.exact: set[tuple[str, str]] = set()
+
+    def check(self, document: str, question: str) -> str | None:
+        """A reason to drop the question, or None (and then it is remembered)."""
+        norm = normalize_answer(question)
+        if not norm:
+            return EMPTY
+        if (document, norm) in self.exact:
+            return DUPLICATE
+        words = set(query_terms(norm))
+        for other in self.seen.get(document, []):
+            if len(words & other) / min(len(words), len(other)) >= NEAR_DUPLICATE_OVERLAP:
+                return NEAR_DUPLICATE
+        self.exact.add((document, norm))
+        self.seen.setdefault(document, []).append(words)
+        return None
+
+
+def round_trip_f1(reader_answer: str, answer: str) -> float:
+    """How well the reader's answer (\"\" when it abstained) recovers the pair's answer."""
+    return f1_v1(reader_answer, answer) if reader_answer else 0.0

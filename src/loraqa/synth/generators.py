@@ -1,0 +1,64 @@
+"""Writers of questions for passages.
+
+LocalGenerator: a question-generation adapter (`loraqa train --set data.task=question_generation`)
+writes one question for each answer candidate of a passage, in the Answerer's batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from loraqa.synth.candidates import answer_candidates
+from loraqa.synth.sampling import SourcePassage
+
+
+@dataclass
+class Draft:
+    """One generated pair, before any check."""
+    passage: int  # index into the sampled passages
+    question: str
+    answer: str
+    hint: int | None = None  # where the generator found the answer in the passage
+
+
+@dataclass
+class GeneratorStats:
+    requests: int = 0
+    malformed: int = 0  # replies that could not be read as pairs
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class LocalGenerator:
+    """Questions from a question-generation adapter loaded in an Answerer (as adapter `name`)."""
+
+    def __init__(self, answerer, name: str, label: str, per_passage: int = 3, seed: int = 42, batch_size: int = 16):
+        self.answerer, self.name, self.label = answerer, name, label
+        self.per_passage, self.seed, self.batch_size = per_passage, seed, batch_size
+        self.stats = GeneratorStats()
+
+    def generate(self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None) -> list[Draft]:
+        plans = []
+        for i, p in enumerate(passages):
+            for answer, start in answer_candidates(p.text, self.per_passage, f"{self.seed}:{p.document}:{p.start}"):
+                plans.append((i, answer, start))
+        requests = [{"question": answer, "context": passages[i].text, "adapter": self.name} for i, answer, _ in plans]
+        written = self.answerer.answer(requests, batch_size=self.batch_size, progress=progress)
+        self.stats.requests += len(requests)
+        self.stats.prompt_tokens += sum(a.prompt_tokens or 0 for a in written)
+        self.stats.completion_tokens += sum(a.completion_tokens or 0 for a in written)
+        return [Draft(i, a.answer, answer, start) for (i, answer, start), a in zip(plans, written)]
+
+
+class GivenPairs:
+    """Pairs that exist already (written by people, or by another tool), to be checked and
+    filtered like generated ones."""
+
+    def __init__(self, drafts: list[Draft], label: str = "given"):
+        self.drafts, self.label, self.stats = drafts, label, GeneratorStats()
+
+    def generate(self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None) -> list[Draft]:
+        return list(self.drafts)

@@ -1,0 +1,134 @@
+"""Generate, check, filter: from sampled passages to rows of loraqa's data format.
+
+Each row keeps its provenance (document, title, source, page, the passage's offsets in the
+document, the generator, the round-trip F1), so a reviewer can find where a question came
+from and `data.split_by=document` keeps a document's questions on one side of the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from loraqa.synth.checks import EMPTY, NOT_IN_PASSAGE, ROUND_TRIP, QuestionLedger, locate, round_trip_f1
+from loraqa.synth.generators import Draft
+from loraqa.synth.sampling import SourcePassage
+
+
+@dataclass
+class SynthReport:
+    passages: int = 0
+    generated: int = 0
+    kept: int = 0
+    unanswerable: int = 0  # pairs added with a question set against another document's passage
+    dropped: dict = field(default_factory=dict)  # reason -> pairs
+    per_document: dict = field(default_factory=dict)  # document -> {generated, kept, dropped}
+    generator: dict = field(default_factory=dict)  # what the generator did (requests, tokens, ...)
+    min_roundtrip_f1: float | None = None
+    skipped_files: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Reader:
+    """Who answers the round trip: an Answerer and the adapter (or "base") it answers with."""
+    answerer: object
+    adapter: str
+    batch_size: int = 16
+
+    def answers(self, pairs: list[tuple[str, str]], progress=None) -> list[str]:
+        """The reader's answer to each (question, passage); "" where it abstained."""
+        got = self.answerer.answer([{"question": q, "context": c, "adapter": self.adapter} for q, c in pairs],
+                                   batch_size=self.batch_size, progress=progress)
+        return [a.answer for a in got]
+
+
+def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, min_roundtrip_f1: float = 0.5,
+               unanswerable: float = 0.0, seed: int = 42,
+               progress: Callable[[str, int, int], None] | None = None) -> tuple[list[dict], SynthReport]:
+    """Rows that passed every check, and the report. unanswerable: the share of kept pairs that
+    also get a copy asked against a passage of another document, with no answer. progress(stage,
+    done, total)."""
+    report = SynthReport(passages=len(passages), min_roundtrip_f1=min_roundtrip_f1 if reader else None)
+    drafts = generator.generate(passages, progress=_stage(progress, "writing questions"))
+    report.generated = len(drafts)
+    dropped: Counter = Counter()
+    per_doc: dict[str, Counter] = {}
+    located: list[tuple[Draft, int]] = []
+    for d in drafts:
+        doc = per_doc.setdefault(passages[d.passage].document, Counter())
+        doc["generated"] += 1
+        at = locate(d.answer, passages[d.passage].text, d.hint)
+        reason = EMPTY if not d.question.strip() else NOT_IN_PASSAGE if at is None else None
+        if reason:  # a writer that wrote nothing (or abstained), an answer the passage does not quote
+            dropped[reason] += 1
+            doc["dropped"] += 1
+        else:
+            located.append((d, at))
+    scores: list[float | None] = [None] * len(located)
+    if reader is not None and located:
+        said = reader.answers([(d.question, passages[d.passage].text) for d, _ in located],
+                              progress=_stage(progress, "round trip"))
+        scores = [round_trip_f1(s, passages[d.passage].text[at:at + len(d.answer.strip())])
+                  for s, (d, at) in zip(said, located)]
+    # Repeats are judged among the pairs the reader confirmed, best confirmed first: a writer that
+    # wrote one question for two answers keeps it for the answer the reader gives.
+    order = sorted(range(len(located)), key=lambda i: -(scores[i] or 0.0))
+    ledger = QuestionLedger()
+    kept = []
+    for i in order:
+        (d, at), score, p = located[i], scores[i], passages[located[i][0].passage]
+        reason = ROUND_TRIP if score is not None and score < min_roundtrip_f1 else ledger.check(p.document, d.question)
+        if reason:
+            dropped[reason] += 1
+            per_doc[p.document]["dropped"] += 1
+            continue
+        per_doc[p.document]["kept"] += 1
+        kept.append(i)
+    rows = []
+    for i in sorted(kept):  # in the order they were generated
+        (d, at), p = located[i], passages[located[i][0].passage]
+        rows.append(_row(p, d.question.strip(), p.text[at:at + len(d.answer.strip())], at, generator.label, scores[i]))
+    report.kept = len(rows)
+    rows += _unanswerable(rows, passages, unanswerable, seed)
+    report.unanswerable = len(rows) - report.kept
+    report.dropped = dict(dropped)
+    report.per_document = {doc: {"generated": c["generated"], "kept": c["kept"], "dropped": c["dropped"]}
+                           for doc, c in per_doc.items()}
+    report.generator = asdict(generator.stats)
+    return rows, report
+
+
+def _row(p: SourcePassage, question: str, answer: str | None, at: int | None, generator: str,
+         score: float | None, **extra) -> dict:
+    rid = hashlib.sha256(f"{p.document}\x00{p.start}\x00{question}\x00{answer is None}".encode()).hexdigest()[:16]
+    answers = {"text": [answer], "answer_start": [at]} if answer is not None else {"text": [], "answer_start": []}
+    return {"id": rid, "title": p.title, "context": p.text, "question": question, "answers": answers,
+            "document": p.document, "source": p.source, "page": p.page, "passage_start": p.start,
+            "passage_end": p.end, "generator": generator,
+            "roundtrip_f1": None if score is None else round(score, 4), **extra}
+
+
+def _unanswerable(rows: list[dict], passages: list[SourcePassage], share: float, seed: int) -> list[dict]:
+    """Questions set against a passage of another document, with no answer, so that an adapter
+    trained on them learns to abstain when the passage does not hold the answer."""
+    if share <= 0 or not rows:
+        return []
+    rng = random.Random(seed)
+    out = []
+    for row in rng.sample(rows, max(1, round(share * len(rows)))):
+        others = [p for p in passages if p.document != row["document"]]
+        if not others:
+            continue
+        p = rng.choice(others)
+        out.append(_row(p, row["question"], None, None, row["generator"], None, asked_of=row["id"]))
+    return out
+
+
+def _stage(progress, stage: str):
+    return None if progress is None else (lambda done, total: progress(stage, done, total))

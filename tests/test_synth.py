@@ -1,0 +1,141 @@
+"""Training data from documents: a question-generation adapter (data.task=question_generation),
+`loraqa synth` writing checked question-answer pairs from a collection's passages, and the
+round-trip filter that keeps only the pairs a reader answers the same way."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import SQUAD_V1, read_jsonl, run_cli
+
+
+def test_a_question_generation_adapter_writes_the_question_for_an_answer(question_writer, squad_rows, tmp_path):
+    """Trained on the rows turned around: given a passage and an answer it writes the question
+    (were the rows not turned, it would answer instead, and eval would score answers)."""
+    from loraqa.artifacts import resolve_adapter
+    from loraqa.inference.answerer import Answerer
+
+    run, rows = question_writer["run"], question_writer["rows"]
+    cfg = resolve_adapter(run).config
+    assert cfg.data.task == "question_generation" and cfg.data.template == "question_generation"
+    writer = Answerer({"qg": str(run)}, dtype="fp32")
+    got = writer.answer([{"question": r["answers"]["text"][0], "context": r["context"], "adapter": "qg"} for r in rows])
+    assert [a.answer for a in got] == [r["question"] for r in rows]
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["train_rows"] + report["test_rows"] == 10
+    # eval turns a QA file around for it too: the references are the questions
+    res = run_cli("eval", str(run), "--data", str(SQUAD_V1), "--limit", "4", "--output", str(tmp_path / "ev"))
+    assert res.exit_code == 0, res.output
+    items = read_jsonl(tmp_path / "ev" / "predictions.jsonl")
+    assert [i["references"] for i in items] == [[r["question"]] for r in squad_rows[:4]]
+    assert [i["question"] for i in items] == [r["answers"]["text"][0] for r in squad_rows[:4]]
+
+
+def test_answer_candidates_are_quoted_names_and_numbers_first():
+    from loraqa.synth.candidates import answer_candidates
+
+    text = "The Seine flows through Paris. Most people visit in 1903 and later. It has 17 bridges."
+    got = answer_candidates(text, 4, seed=1)
+    assert all(text[s:s + len(a)] == a for a, s in got)  # offsets into the passage
+    assert {a for a, _ in got} == {"Seine", "Paris", "1903", "17 bridges"}  # no "The", no "and", no "Most"
+    assert answer_candidates(text, 4, seed=1) == got  # the same for a seed
+
+
+def test_repeated_and_near_repeated_questions_of_a_document_are_dropped():
+    from loraqa.synth.checks import DUPLICATE, NEAR_DUPLICATE, QuestionLedger, locate
+
+    ledger = QuestionLedger()
+    assert ledger.check("d1", "Which river flows through Paris?") is None
+    assert ledger.check("d1", "which river flows through Paris") == DUPLICATE
+    assert ledger.check("d1", "Which river flows through the city of Paris?") == NEAR_DUPLICATE
+    assert ledger.check("d2", "Which river flows through Paris?") is None  # another document may ask it
+    assert locate("seine", "The Seine flows") == 4 and locate("Loire", "The Seine flows") is None
+    assert locate("Seine  flows", "The Seine\nflows") == 4
+
+
+def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answerer, two_adapters):
+    """The reader ('answers', which knows these questions) must give the pair's answer from the
+    passage: a pair whose answer was swapped with another question's is dropped, as is an answer
+    not quoted from the passage; the good pairs are kept with their offsets."""
+    from loraqa.synth.generators import Draft, GivenPairs
+    from loraqa.synth.pipeline import Reader, synthesise
+    from loraqa.synth.sampling import SourcePassage
+
+    rows = [r for r in two_adapters["rows"] if r["context"].count(r["answers"]["text"][0]) == 1][:6]
+    passages = [SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
+                for i, r in enumerate(rows)]
+    good = [Draft(i, r["question"], r["answers"]["text"][0]) for i, r in enumerate(rows)]
+    # The answer of another question on the same passage: quoted from it, so only the round trip can
+    # tell. Each is filed under a document of its own, so that it is not dropped as a repeated question.
+    swapped = []
+    for i, r in enumerate(rows):
+        for o in rows:
+            if o["context"] == r["context"] and o["answers"]["text"][0] != r["answers"]["text"][0]:
+                passages.append(SourcePassage(f"swap{len(swapped)}", r["title"], "fixture", None, 0,
+                                              len(r["context"]), r["context"]))
+                swapped.append(Draft(len(passages) - 1, r["question"], o["answers"]["text"][0]))
+    missing = [Draft(0, "What is never said?", "a phrase the passage lacks")]
+    assert swapped, "the fixture has passages with two questions"
+    out, report = synthesise(passages, GivenPairs(good + swapped + missing, "planted"), Reader(answerer, "answers"))
+    assert sorted(r["question"] for r in out) == sorted(r["question"] for r in rows)
+    assert {r["document"] for r in out} == {f"doc{i}" for i in range(len(rows))}
+    for row in out:
+        at = row["answers"]["answer_start"][0]
+        assert row["context"][at:at + len(row["answers"]["text"][0])] == row["answers"]["text"][0]
+        assert row["roundtrip_f1"] >= 0.5 and row["generator"] == "planted"
+    assert report.dropped == {"round_trip": len(swapped), "answer_not_in_passage": 1}
+    assert report.generated == len(good) + len(swapped) + 1 and report.kept == len(rows)
+
+
+def test_loraqa_synth_writes_checked_pairs_that_training_can_split_by_document(question_writer, two_adapters, store,
+                                                                                 tmp_path):
+    """From the collection 'fixture': the question writer writes a question per answer candidate,
+    the 'answers' adapter reads them back; the known questions survive, each row points into its
+    document, and unanswerable copies are set against other documents' passages."""
+    from loraqa.data.loading import load_rows
+    from loraqa.data.splitting import DataReport, split_rows
+    from loraqa.synth.candidates import answer_candidates
+
+    out = tmp_path / "synth.jsonl"
+    res = run_cli("synth", "fixture", "--store", str(store), "-a", str(question_writer["run"]), "--reader",
+                  str(two_adapters["answers"]), "--per-passage", "200", "--unanswerable", "0.5", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    rows = load_rows(str(out))
+    raw = read_jsonl(out)
+    report = json.loads((tmp_path / "synth.jsonl.report.json").read_text())
+    answerable = [r for r in raw if r["answers"]["text"]]
+    assert len(answerable) == report["kept"] and len(raw) - len(answerable) == report["unanswerable"] >= 1
+    assert report["kept"] + sum(report["dropped"].values()) == report["generated"]
+    assert f"{report['kept']} kept" in res.stderr
+    known = {r["question"] for r in question_writer["rows"]} & {r["question"] for r in two_adapters["rows"]}
+    expected = {r["question"] for r in question_writer["rows"] if r["question"] in known
+                and r["answers"]["text"][0] in [a for a, _ in answer_candidates(r["context"], 200, 0)]}
+    assert expected and expected <= {r["question"] for r in answerable}
+    for r in answerable:
+        at = r["answers"]["answer_start"][0]
+        assert r["context"][at:at + len(r["answers"]["text"][0])] == r["answers"]["text"][0]
+        assert r["roundtrip_f1"] >= 0.5 and r["generator"].startswith("local:")
+    by_id = {r["id"]: r for r in raw}
+    for r in raw:
+        if not r["answers"]["text"]:
+            assert by_id[r["asked_of"]]["document"] != r["document"]
+    # the loader keeps the documents, so a split by document keeps each one on one side
+    assert all(r.get("document") for r in rows)
+    train, test = split_rows(rows, 0.3, 42, "document", DataReport())
+    assert not {r["document"] for r in train} & {r["document"] for r in test}
+
+
+def test_synth_refuses_what_it_cannot_do_in_one_line(two_adapters, store, tmp_path):
+    out = tmp_path / "o.jsonl"
+    cases = [
+        (["fixture", "--store", str(store), "-o", str(out)], "give --adapter"),
+        (["fixture", "--store", str(store), "-a", str(two_adapters["answers"]), "-o", str(out)], "not to write them"),
+        (["fixture", "--input", "x.txt", "--store", str(store), "-o", str(out)], "not both"),
+        (["nope", "--store", str(store), "-a", str(two_adapters["answers"]), "-o", str(out)], "nope"),
+        (["fixture", "--store", str(store), "--unanswerable", "2", "-o", str(out)], "--unanswerable"),
+    ]
+    for args, says in cases:
+        res = run_cli("synth", *args)
+        assert res.exit_code != 0 and says in res.stderr and "Traceback" not in res.output, (args, res.output)
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists()
