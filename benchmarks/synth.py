@@ -1,0 +1,184 @@
+"""Synthetic-data check: an adapter trained only on pairs `loraqa synth` wrote, against one trained
+on gold pairs for the same passages, in the learning check's world (no pretrained weights needed).
+
+1. The world's base model (pre-trained on family A; benchmarks/learning_check.py) gets two
+   adapters from the gold family-B pairs of 600 people: a QA adapter (the round-trip reader) and
+   a question-generation adapter (data.task=question_generation).
+2. For the passages of 300 people neither adapter saw, `loraqa synth` writes questions for each
+   passage's answer candidates and keeps the pairs the reader answers the same way.
+3. A QA adapter trained on the kept synthetic pairs only, and one trained on the gold pairs of
+   the same passages (three per passage), answer the same 100 held-out gold questions about
+   people never seen: goal, the synthetic adapter's EM >= 80% of the gold one's.
+4. Planted corrupt pairs on the same passages (answers swapped between a passage's questions;
+   answers that are not in the passage) beside the good ones go through the same filter: goal,
+   >= 90% of the corrupt ones removed and >= 80% of the good ones kept.
+
+    .venv/bin/python benchmarks/synth.py [--quick] [--base runs/.../base-model] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from learning_check import build_world, family_b, loraqa, pretrain, write_jsonl  # noqa: E402
+
+LORA = ["--set", "train.learning_rate=2e-3", "--set", "train.eval_steps=0", "--set", "track.report_to=none",
+        "--set", "data.num_samples=null", "--set", "data.test_size=0.05", "--set", "data.max_source_length=128"]
+
+
+def gold_rows(names: list[str], rng) -> list[dict]:
+    """One passage per person, with all three of its questions."""
+    rows = []
+    for i, name in enumerate(names):
+        other = names[(i + 1 + int(rng.integers(len(names) - 1))) % len(names)]
+        context, qas = family_b(rng, name, other)
+        for q, a in qas:
+            rows.append({"id": f"gold-{len(rows)}", "title": "", "context": context, "question": q,
+                         "answers": {"text": [a], "answer_start": [context.find(a)]}, "document": f"person-{i}"})
+    return rows
+
+
+def train(base: Path, data: Path, out: Path, steps: int, *extra: str) -> Path:
+    loraqa("train", "--preset", "default", "--model", str(base), "--data", str(data), "--output", str(out),
+           "--overwrite", "--set", f"train.max_steps={steps}", *LORA, *extra)
+    return out
+
+
+def exact_match(run: Path, data: Path, out: Path) -> float:
+    loraqa("eval", str(run), "--data", str(data), "--output", str(out))
+    return json.loads((out / "summary.json").read_text())["exact_match"]
+
+
+def planted(rows: list[dict], rng) -> tuple[list, list, list]:
+    """(passages, good drafts, corrupt drafts): per passage its three gold pairs, one question
+    with another question's answer (quoted from the passage), one with an answer from elsewhere."""
+    from loraqa.synth.generators import Draft
+    from loraqa.synth.sampling import SourcePassage
+
+    by_context: dict[str, list[dict]] = {}
+    for r in rows:
+        by_context.setdefault(r["context"], []).append(r)
+    passages, good, bad = [], [], []
+    contexts = list(by_context)
+    for context, qs in by_context.items():
+        i = len(passages)
+        passages.append(SourcePassage(qs[0]["document"], "", "planted", None, 0, len(context), context))
+        good += [Draft(i, q["question"], q["answers"]["text"][0]) for q in qs]
+        # Each corrupt pair goes under a document of its own: a repeated question would be dropped
+        # as a repeat, and this measures the round trip.
+        a, b = qs[int(rng.integers(len(qs)))], None
+        others = [q for q in qs if q["answers"]["text"][0] not in a["answers"]["text"][0]
+                  and a["answers"]["text"][0] not in q["answers"]["text"][0]]
+        if others:
+            b = others[int(rng.integers(len(others)))]
+            passages.append(SourcePassage(f"{qs[0]['document']}-swapped", "", "planted", None, 0, len(context), context))
+            bad.append(Draft(len(passages) - 1, a["question"], b["answers"]["text"][0]))
+        elsewhere = by_context[contexts[(contexts.index(context) + 1) % len(contexts)]][0]["answers"]["text"][0]
+        if elsewhere not in context:
+            passages.append(SourcePassage(f"{qs[0]['document']}-absent", "", "planted", None, 0, len(context), context))
+            bad.append(Draft(len(passages) - 1, a["question"], elsewhere))
+    return passages, good, bad
+
+
+def filter_check(reader_run: Path, rows: list[dict], rng) -> dict:
+    """How many planted corrupt pairs the checks remove, and how many good ones they keep."""
+    from loraqa.inference.answerer import Answerer
+    from loraqa.synth.generators import GivenPairs
+    from loraqa.synth.pipeline import Reader, synthesise
+
+    passages, good, bad = planted(rows, rng)
+    reader = Reader(Answerer({"reader": str(reader_run)}, dtype="fp32"), "reader")
+    kept, _ = synthesise(passages, GivenPairs(good + bad, "planted"), reader)
+    kept_keys = {(r["document"], r["question"], r["answers"]["text"][0]) for r in kept}
+
+    def key(d):
+        return passages[d.passage].document, d.question, d.answer
+
+    return {"good": len(good), "corrupt": len(bad),
+            "good_kept": round(100 * sum(key(d) in kept_keys for d in good) / len(good), 1),
+            "corrupt_removed": round(100 * sum(key(d) not in kept_keys for d in bad) / len(bad), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="An adapter from synthetic pairs against one from gold pairs.")
+    ap.add_argument("--quick", action="store_true", help="fewer people and steps")
+    ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
+    ap.add_argument("--base", help="reuse a base model pre-trained by benchmarks/learning_check.py (its base-model folder)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    world = build_world(args.quick)
+    steps = 150 if args.quick else 400
+    unseen_n = 100 if args.quick else 300
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-synth-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if args.base:
+        base = Path(args.base)
+    else:
+        base = pretrain(world["a_train"], world["tokenizer"], work, 300 if args.quick else 1500, seed=0)
+    t_pre = time.time() - t0
+    b_train, b_test = world["b_train"], world["b_test"]
+    # b_train asks about the first len(b_train) seen people: the next ones are new to both adapters
+    unseen = world["seen"][len(b_train):len(b_train) + unseen_n]
+    gold = gold_rows(unseen, np.random.default_rng(7))
+    files = {k: write_jsonl(work / f"{k}.jsonl", v) for k, v in
+             {"b_train": b_train, "b_test": b_test, "gold": gold}.items()}
+    t0 = time.time()
+    reader = train(base, files["b_train"], work / "reader", steps)
+    writer = train(base, files["b_train"], work / "writer", steps, "--set", "data.task=question_generation",
+                   "--set", "data.max_target_length=24")
+    t_adapters = time.time() - t0
+    # the unseen people's passages as files (one per person), read by `loraqa synth --input`
+    docs = work / "documents"
+    docs.mkdir(exist_ok=True)
+    for r in gold[::3]:
+        (docs / f"{r['document']}.txt").write_text(r["context"] + "\n")
+    synthetic = work / "synthetic.jsonl"
+    t0 = time.time()
+    loraqa("synth", "--input", str(docs), "-a", str(writer), "--reader", str(reader), "--per-passage", "8",
+           "-o", str(synthetic))
+    t_synth = time.time() - t0
+    report = json.loads((work / "synthetic.jsonl.report.json").read_text())
+    from_synthetic = train(base, synthetic, work / "qa-synthetic", steps, "--set", "data.split_by=document")
+    from_gold = train(base, files["gold"], work / "qa-gold", steps, "--set", "data.split_by=document")
+    em_synth = exact_match(from_synthetic, files["b_test"], work / "eval-synthetic")
+    em_gold = exact_match(from_gold, files["b_test"], work / "eval-gold")
+    em_reader = exact_match(reader, files["b_test"], work / "eval-reader")
+    filtered = filter_check(reader, gold, np.random.default_rng(3))
+    ratio = 100 * em_synth / em_gold if em_gold else float("nan")
+    kinds = {}
+    for r in (json.loads(line) for line in synthetic.open()):
+        kind = "colour" if r["question"].startswith("What colour") else "place" if r["question"].startswith("Where") \
+            else "thing" if r["question"].startswith("What did") else "other"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    print(f"\n{len(unseen)} unseen people's passages; pre-training {t_pre:.0f} s, reader and writer {t_adapters:.0f} s, "
+          f"synth {t_synth:.0f} s")
+    print(f"synth: {report['generated']} pairs generated, {report['kept']} kept; dropped {report['dropped']}; "
+          f"kept by question kind {kinds}")
+    print(f"{'QA adapter trained on':40s} {'pairs':>6s} {'EM on 100 held-out gold questions':>34s}")
+    print(f"{'gold pairs of those passages':40s} {len(gold):6d} {em_gold:34.1f}")
+    print(f"{'kept synthetic pairs only':40s} {report['kept']:6d} {em_synth:34.1f}")
+    print(f"{'(the reader: gold pairs of 600 others)':40s} {len(b_train):6d} {em_reader:34.1f}")
+    print(f"synthetic / gold EM: {ratio:.1f}%  (goal >= 80%) {'met' if ratio >= 80 else 'NOT met'}")
+    print(f"planted pairs: {filtered['corrupt']} corrupt, {filtered['corrupt_removed']}% removed (goal >= 90%) "
+          f"{'met' if filtered['corrupt_removed'] >= 90 else 'NOT met'}; {filtered['good']} good, "
+          f"{filtered['good_kept']}% kept (goal >= 80%) {'met' if filtered['good_kept'] >= 80 else 'NOT met'}")
+    figures = {"unseen_people": len(unseen), "synth": {k: report[k] for k in ("generated", "kept", "dropped")},
+               "kinds": kinds, "em_gold": em_gold, "em_synthetic": em_synth, "em_reader": em_reader,
+               "ratio": round(ratio, 1), "filter": filtered}
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
