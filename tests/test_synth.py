@@ -125,9 +125,15 @@ def test_loraqa_synth_writes_checked_pairs_that_training_can_split_by_document(q
     assert not {r["document"] for r in train} & {r["document"] for r in test}
 
 
-def test_synth_refuses_what_it_cannot_do_in_one_line(two_adapters, store, tmp_path):
+def test_synth_refuses_what_it_cannot_do_in_one_line(two_adapters, question_writer, store, tmp_path):
     out = tmp_path / "o.jsonl"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "blank.txt").write_text("   \n")
+    writer = str(question_writer["run"])
     cases = [
+        (["fixture", "--store", str(store), "-a", writer, "--reader", str(tmp_path / "gone"), "-o", str(out)], "gone"),
+        (["--input", str(tmp_path / "empty"), "-a", writer, "-o", str(out)], "no passages"),
+        (["fixture", "--store", str(store), "--generator", "llm", "-o", str(out)], "unknown generator"),
         (["fixture", "--store", str(store), "-o", str(out)], "give --adapter"),
         (["fixture", "--store", str(store), "-a", str(two_adapters["answers"]), "-o", str(out)], "not to write them"),
         (["fixture", "--input", "x.txt", "--store", str(store), "-o", str(out)], "not both"),

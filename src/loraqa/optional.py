@@ -30,6 +30,7 @@ EXTRAS = {
     "docx": "documents",
     "trafilatura": "documents",
     "psycopg": "postgres",
+    "openai": "synth",
     "wandb": None,  # a core dependency, but one a user may have removed
 }
 # feature -> the packages it needs

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from loraqa.cli.options import AllowPickle, Model, Store, run
+from loraqa.cli.options import AllowPickle, Store, run
 
 
 def synth(
@@ -19,9 +19,17 @@ def synth(
     passages: Optional[int] = typer.Option(None, "--passages", min=1, help="How many passages to write questions for, taken in turn from every document (seeded); default: all."),
     per_passage: int = typer.Option(3, "--per-passage", min=1, help="Answer candidates per passage, names and numbers first (local generator)."),
     seed: int = typer.Option(42, "--seed", help="Seed for sampling passages, candidates and unanswerable pairs."),
-    generator: str = typer.Option("local", "--generator", help="local: a question-generation adapter (--adapter) writes a question for each answer candidate."),
+    generator: str = typer.Option("local", "--generator", help="local: a question-generation adapter (--adapter) writes a question for each answer candidate. openai: an OpenAI-compatible chat endpoint (--base-url, --model; key from OPENAI_API_KEY)."),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="The question-generation adapter (a run of `loraqa train --set data.task=question_generation`)."),
-    model: Model = None,
+    model: Optional[str] = typer.Option(None, "--model", help="local: the base model the adapter sits on (a hub id or local directory; default: the one it was trained on). openai: the model name the endpoint serves."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the endpoint, e.g. https://api.openai.com/v1, http://localhost:11434/v1 (Ollama) or http://localhost:8000/v1 (vLLM, loraqa serve)."),
+    ask: str = typer.Option("pairs", "--ask", help="openai: 'pairs' asks for question-answer pairs as JSON, one request per passage (an instruction-following LLM); 'questions' sends each answer candidate as the user message and the passage as the system message, and takes the reply as its question (loraqa serve with a question-generation adapter)."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=256, help="openai: most requests in flight at once."),
+    retries: int = typer.Option(5, "--retries", min=0, max=20, help="openai: retries of a request answered 429, 408, 409 or 5xx (or not answered), with exponential backoff."),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, help="openai: seconds to wait for one reply."),
+    prompt_file: Optional[str] = typer.Option(None, "--prompt-file", help="openai --ask pairs: a text file with the prompt, holding {passage} and optionally {n} (pairs wanted); default: a prompt asking for JSON pairs with answers quoted from the passage."),
+    cache: Optional[str] = typer.Option(None, "--cache", help="openai: the SQLite file that keeps every reply, keyed by model and messages, so a rerun pays nothing twice (default: OUTPUT.cache.sqlite)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="openai: most tokens per reply (default: the endpoint's)."),
     reader: Optional[str] = typer.Option(None, "--reader", help="The round-trip reader: a QA adapter's run directory, or 'base' (the base model). Pairs it does not answer the same way are dropped. Default: no round trip."),
     min_roundtrip_f1: float = typer.Option(0.5, "--min-roundtrip-f1", help="Keep a pair when the reader's answer has at least this F1 against the pair's answer."),
     unanswerable: float = typer.Option(0.0, "--unanswerable", help="Share of kept pairs also asked of another document's passage, with no answer (so adapters learn to abstain)."),
@@ -30,11 +38,14 @@ def synth(
     max_file_mb: float = typer.Option(50, "--max-file-mb", min=0.001, help="With --input: skip files larger than this."),
     allow_pickle: AllowPickle = False,
 ):
-    """Write question-answer pairs from documents: every answer is quoted from its passage,
+    """Write question-answer pairs from documents, with a question-generation adapter or any
+    OpenAI-compatible chat endpoint: every answer is quoted from its passage,
     repeated questions are dropped, and with --reader only pairs a reader answers the same way
     are kept. Train on the output with `loraqa train --data OUTPUT --set data.split_by=document`."""
     def action():
-        from loraqa.synth.job import run_synth
+        from loraqa.synth.job import Endpoint, run_synth
+
+        endpoint = Endpoint(base_url, ask, concurrency, retries, timeout, prompt_file, cache, max_tokens)
 
         with Progress(console=Console(stderr=True), transient=True) as bar:
             tasks: dict = {}
@@ -46,7 +57,7 @@ def synth(
 
             return run_synth(output, collection, inputs, store, passages, per_passage, seed, generator, adapter,
                              model, reader, min_roundtrip_f1, unanswerable, passage_chars, overlap, max_file_mb,
-                             allow_pickle, progress)
+                             allow_pickle, endpoint, progress)
 
     written, report = run(action)
     for path, why in report.skipped_files:
@@ -54,6 +65,11 @@ def synth(
     dropped = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(report.dropped.items())) or "none"
     typer.echo(f"{report.passages} passages, {report.generated} pairs generated, {report.kept} kept "
                f"(+{report.unanswerable} unanswerable); dropped: {dropped}", err=True)
+    stats = report.generator
+    if generator == "openai":
+        typer.echo(f"endpoint: {stats['requests']} requests ({stats['cached']} answered from the cache), "
+                   f"{stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion tokens, "
+                   f"{stats['malformed']} malformed replies, {stats['extra']['failed']} failed requests", err=True)
     typer.echo(f"wrote {written} rows to {output} (report: {output}.report.json)", err=True)
     if report.skipped_files:
         raise typer.Exit(1)

@@ -1,11 +1,15 @@
 """`loraqa synth`: passages from a collection or files, a generator, a reader, the output file.
 
 The output is written whole at the end, atomically, with its report beside it
-(OUTPUT.report.json): an interrupted run leaves no half-written file.
+(OUTPUT.report.json): an interrupted run leaves no half-written file. With the OpenAI-compatible
+generator every reply is cached as it arrives (OUTPUT.cache.sqlite unless named), so the rerun
+after an interruption pays only for what was not answered.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +26,54 @@ def report_path(output: Path) -> Path:
     return output.with_name(output.name + ".report.json")
 
 
+@dataclass
+class Endpoint:
+    """Where --generator openai asks, and how."""
+    base_url: str | None = None
+    ask: str = "pairs"  # pairs | questions (see synth/openai_generator.py)
+    concurrency: int = 4
+    retries: int = 5
+    timeout: float = 120.0
+    prompt_file: str | None = None
+    cache: str | None = None  # default: OUTPUT.cache.sqlite
+    max_tokens: int | None = None
+
+
+def cache_path(output: Path) -> Path:
+    return output.with_name(output.name + ".cache.sqlite")
+
+
+def build_openai(endpoint: Endpoint, model: str | None, output: Path, per_passage: int, seed: int):
+    from loraqa.synth.openai_generator import OpenAIGenerator
+    from loraqa.synth.replies import load_prompt
+    from loraqa.synth.reply_cache import ReplyCache
+
+    if not endpoint.base_url or not model:
+        raise UsageError("--generator openai asks an OpenAI-compatible endpoint: give --base-url URL (e.g. "
+                         "http://localhost:8000/v1) and --model NAME (the model it serves)")
+    prompt = load_prompt(endpoint.prompt_file)
+    cache = ReplyCache(endpoint.cache or cache_path(output))
+    # Local servers (vLLM, Ollama, loraqa serve without a key) take any key; the client needs one.
+    key = os.environ.get("OPENAI_API_KEY") or "none"
+    return OpenAIGenerator(endpoint.base_url, model, key, cache, endpoint.ask, per_passage, endpoint.concurrency,
+                           endpoint.retries, endpoint.timeout, prompt, seed, endpoint.max_tokens)
+
+
+def build_reader(reader: str | None, allow_pickle: bool = False):
+    """The round-trip Reader for a generator that is not a local adapter (None: no round trip)."""
+    from loraqa.inference.answerer import Answerer
+
+    if not reader:
+        return None
+    if reader == BASE_READER:
+        raise UsageError("with --generator openai, --reader names a QA adapter's run directory ('base' means the "
+                         "local writer's base model, and there is none)")
+    ref = resolve_adapter(reader)
+    if ref.config.data.task != "qa":
+        raise UsageError(f"the reader {reader} writes questions; the round trip needs one that answers them")
+    return Reader(Answerer({"reader": ref}, allow_pickle=allow_pickle), "reader")
+
+
 def build_models(generator: str, adapter: str | None, model: str | None, reader: str | None,
                  allow_pickle: bool = False):
     """(the question writer's Answerer and adapter name, the Reader or None). Writer and reader
@@ -29,7 +81,7 @@ def build_models(generator: str, adapter: str | None, model: str | None, reader:
     from loraqa.inference.answerer import Answerer
 
     if generator != "local":
-        raise UsageError(f"unknown generator {generator!r}; use local")
+        raise UsageError(f"unknown generator {generator!r}; use local or openai")
     if not adapter:
         raise UsageError("--generator local writes questions with a question-generation adapter: give --adapter "
                          "(made by `loraqa train --set data.task=question_generation`)")
@@ -61,7 +113,7 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
               adapter: str | None = None, model: str | None = None, reader: str | None = None,
               min_roundtrip_f1: float = 0.5, unanswerable: float = 0.0, passage_chars: int = 1000,
               overlap: int = 200, max_file_mb: float = 50, allow_pickle: bool = False,
-              progress: Callable[[str, int, int], None] | None = None) -> tuple[int, SynthReport]:
+              endpoint: Endpoint | None = None, progress: Callable[[str, int, int], None] | None = None) -> tuple[int, SynthReport]:
     """Write OUTPUT (JSONL, loraqa's data format) and its report; returns (rows, report)."""
     if (collection is None) == (not inputs):
         raise UsageError("give a COLLECTION or --input PATHS (files, folders or globs), not both")
@@ -83,8 +135,12 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
     if not picked:
         where = f"collection {collection}" if collection else "the input files"
         raise LoraqaError(f"{where} holds no passages to write questions for")
-    writer, judge = build_models(generator, adapter, model, reader, allow_pickle)
-    gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", per_passage, seed)
+    if generator == "openai":
+        gen = build_openai(endpoint or Endpoint(), model, out, per_passage, seed)
+        judge = build_reader(reader, allow_pickle)
+    else:
+        writer, judge = build_models(generator, adapter, model, reader, allow_pickle)
+        gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", per_passage, seed)
     rows, report = synthesise(picked, gen, judge, min_roundtrip_f1, unanswerable, seed, progress)
     report.skipped_files = skipped
     write_atomic(out, "".join(jsonl_line(r) for r in rows))
