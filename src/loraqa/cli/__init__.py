@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from loraqa import config as cfgmod
-from loraqa.cli import collections, serving, synth
+from loraqa.cli import collections, review, serving, synth
 from loraqa.cli.options import (AdapterArg, Adapters, AllowPickle, Collections, ConfigFile, Engine, Model, Output,
                                 Overwrite, Preset, Sets, Store, adapter_map, collection_map, load, run)
 from loraqa.errors import UsageError
@@ -214,6 +214,7 @@ def export(
 app.command()(serving.serve)
 app.command()(serving.mcp)
 app.add_typer(collections.collection, name="collection")
+app.add_typer(review.review, name="review")
 app.command()(collections.ask)
 app.command()(synth.synth)
 

@@ -39,6 +39,13 @@ def load_rows(source: str, split: str = "train") -> list[dict]:
     return rows
 
 
+def raw_rows(path: Path) -> list[dict]:
+    """A local file's rows as stored, every column kept (provenance and all), not normalised."""
+    if not path.is_file():
+        raise LoraqaError(f"file not found: {path}")
+    return _read_local(path)
+
+
 def _read_local(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     try:
