@@ -9,11 +9,15 @@ on gold pairs for the same passages, in the learning check's world (no pretraine
 3. A QA adapter trained on the kept synthetic pairs only, and one trained on the gold pairs of
    the same passages (three per passage), answer the same 100 held-out gold questions about
    people never seen: goal, the synthetic adapter's EM >= 80% of the gold one's.
-4. Planted corrupt pairs on the same passages (answers swapped between a passage's questions;
+4. The OpenAI-compatible path end to end: `loraqa serve` serves the question-generation adapter,
+   `loraqa synth --generator openai --ask questions` asks it through the official openai client
+   for the same passages; its pairs go through the same checks, and a QA adapter trained on them
+   answers the same held-out questions (it should match the local generator's pairs and EM).
+5. Planted corrupt pairs on the same passages (answers swapped between a passage's questions;
    answers that are not in the passage) beside the good ones go through the same filter: goal,
    >= 90% of the corrupt ones removed and >= 80% of the good ones kept.
 
-    .venv/bin/python benchmarks/synth.py [--quick] [--base runs/.../base-model] [--json out.json]
+    .venv/bin/python benchmarks/synth.py [--quick] [--base runs/.../base-model] [--steps N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from learning_check import build_world, family_b, loraqa, pretrain, write_jsonl  # noqa: E402
+from serve_load import free_port, wait_until_up  # noqa: E402
 
 LORA = ["--set", "train.learning_rate=2e-3", "--set", "train.eval_steps=0", "--set", "track.report_to=none",
         "--set", "data.num_samples=null", "--set", "data.test_size=0.05", "--set", "data.max_source_length=128"]
@@ -108,16 +114,38 @@ def filter_check(reader_run: Path, rows: list[dict], rng) -> dict:
             "corrupt_removed": round(100 * sum(key(d) not in kept_keys for d in bad) / len(bad), 1)}
 
 
+def served_synth(writer: Path, reader: Path, docs: Path, out: Path) -> float:
+    """`loraqa synth --generator openai` against a `loraqa serve` process serving the question
+    writer; returns the seconds synth took."""
+    port, key = free_port(), "synth-benchmark"
+    env = {**os.environ, "LORAQA_API_KEY": key, "OPENAI_API_KEY": key}
+    proc = subprocess.Popen([sys.executable, "-m", "loraqa", "serve", "--port", str(port), "-a", f"qg={writer}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url, proc)
+        t0 = time.time()
+        subprocess.run([sys.executable, "-m", "loraqa", "synth", "--input", str(docs), "--generator", "openai",
+                        "--ask", "questions", "--base-url", f"{url}/v1", "--model", "qg", "--concurrency", "16",
+                        "--reader", str(reader), "--per-passage", "8", "-o", str(out)],
+                       check=True, stdout=subprocess.DEVNULL, env=env)
+        return time.time() - t0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="An adapter from synthetic pairs against one from gold pairs.")
     ap.add_argument("--quick", action="store_true", help="fewer people and steps")
     ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     ap.add_argument("--base", help="reuse a base model pre-trained by benchmarks/learning_check.py (its base-model folder)")
+    ap.add_argument("--steps", type=int, help="LoRA steps of every adapter (default 1200; --quick 150)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     world = build_world(args.quick)
-    steps = 150 if args.quick else 400
+    steps = args.steps or (150 if args.quick else 1200)
     unseen_n = 100 if args.quick else 300
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-synth-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -149,11 +177,21 @@ def main() -> None:
            "-o", str(synthetic))
     t_synth = time.time() - t0
     report = json.loads((work / "synthetic.jsonl.report.json").read_text())
+    served = work / "served.jsonl"
+    t_served = served_synth(writer, reader, docs, served)
+    served_report = json.loads((work / "served.jsonl.report.json").read_text())
+
+    def pairs(path):
+        return [(r["document"], r["question"], r["answers"]["text"][0]) for r in map(json.loads, path.open())]
+
+    same = len(set(pairs(served)) & set(pairs(synthetic)))
     from_synthetic = train(base, synthetic, work / "qa-synthetic", steps, "--set", "data.split_by=document")
     from_gold = train(base, files["gold"], work / "qa-gold", steps, "--set", "data.split_by=document")
     em_synth = exact_match(from_synthetic, files["b_test"], work / "eval-synthetic")
     em_gold = exact_match(from_gold, files["b_test"], work / "eval-gold")
     em_reader = exact_match(reader, files["b_test"], work / "eval-reader")
+    from_served = train(base, served, work / "qa-served", steps, "--set", "data.split_by=document")
+    em_served = exact_match(from_served, files["b_test"], work / "eval-served")
     filtered = filter_check(reader, gold, np.random.default_rng(3))
     ratio = 100 * em_synth / em_gold if em_gold else float("nan")
     kinds = {}
@@ -168,14 +206,23 @@ def main() -> None:
     print(f"{'QA adapter trained on':40s} {'pairs':>6s} {'EM on 100 held-out gold questions':>34s}")
     print(f"{'gold pairs of those passages':40s} {len(gold):6d} {em_gold:34.1f}")
     print(f"{'kept synthetic pairs only':40s} {report['kept']:6d} {em_synth:34.1f}")
+    print(f"{'pairs from loraqa serve (openai client)':40s} {served_report['kept']:6d} {em_served:34.1f}")
     print(f"{'(the reader: gold pairs of 600 others)':40s} {len(b_train):6d} {em_reader:34.1f}")
+    g = served_report["generator"]
+    print(f"served: {g['requests']} requests in {t_served:.0f} s ({g['requests'] / t_served:.1f}/s), "
+          f"{g['prompt_tokens']} prompt + {g['completion_tokens']} completion tokens, {g['malformed']} malformed, "
+          f"{g['extra']['failed']} failed; {same} of its {served_report['kept']} kept pairs are the local "
+          f"generator's ({report['kept']} kept)")
     print(f"synthetic / gold EM: {ratio:.1f}%  (goal >= 80%) {'met' if ratio >= 80 else 'NOT met'}")
     print(f"planted pairs: {filtered['corrupt']} corrupt, {filtered['corrupt_removed']}% removed (goal >= 90%) "
           f"{'met' if filtered['corrupt_removed'] >= 90 else 'NOT met'}; {filtered['good']} good, "
           f"{filtered['good_kept']}% kept (goal >= 80%) {'met' if filtered['good_kept'] >= 80 else 'NOT met'}")
     figures = {"unseen_people": len(unseen), "synth": {k: report[k] for k in ("generated", "kept", "dropped")},
                "kinds": kinds, "em_gold": em_gold, "em_synthetic": em_synth, "em_reader": em_reader,
-               "ratio": round(ratio, 1), "filter": filtered}
+               "ratio": round(ratio, 1), "filter": filtered,
+               "served": {"kept": served_report["kept"], "same_as_local": same, "em": em_served,
+                          "requests": g["requests"], "seconds": round(t_served, 1),
+                          "prompt_tokens": g["prompt_tokens"], "completion_tokens": g["completion_tokens"]}}
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

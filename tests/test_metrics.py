@@ -9,10 +9,17 @@ Hand computation for tests/fixtures/score_v1*.json (official v1.1 rules):
   v1f "1000 people" vs 1,000 people          EM 1  F1 1     (punctuation inside numbers)
   v1g "cat dog cat" vs a cat                 EM 0  F1 0.5   (P 1/3, R 1; article dropped)
   => exact_match 4/7 = 57.142857, f1 5.3/7 = 75.714286
+ROUGE-L (rouge-score: lower case, every run of characters other than a-z and 0-9 splits words,
+no article dropped, F of the longest common subsequence, best reference):
+  v1a 1 · v1b [the seine river] vs [the seine] P 2/3 R 1 -> 0.8 (and 0.8 vs [seine river]) ·
+  v1c LCS 2 of 4 and 2 -> 2/3 · v1d "zürich" and "Zürich" both [z rich] -> 1 · v1e 0 ·
+  v1f [1000 people] vs [1 000 people] LCS 1, P 1/2 R 1/3 -> 0.4 · v1g [cat dog cat] vs [a cat] -> 0.4
+  => rouge_l 4.266667/7 = 60.952381
 For score_v2*.json (official v2.0 rules):
   v2a Bern/Bern 1,1 · v2b unanswerable, "" 1,1 · v2c unanswerable, "Bern" 0,0 ·
   v2d "capital of switzerland" vs [the capital city, capital] 0, max(0.4, 0.5)=0.5 · v2e Aare, "" 0,0
   => exact 40, f1 50, HasAns 33.333/50 (3), NoAns 50/50 (2)
+  ROUGE-L: 1, 1 (no answer, empty), 0, max(1/3, 0.5), 0 => 50
 With score_v2_na_prob.json (v2a .1, v2d .3, v2c .6, v2e .8, v2b .9), the v2.0 script's threshold
 sweep starts at the 2 no-answer questions right and walks up the no-answer probabilities:
   exact: v2a +1 -> 3 (thresh .1), v2d +0, v2c -1 (said "Bern"), v2e +0, v2b +0  => best_exact 60, thresh 0.1
@@ -28,7 +35,7 @@ import pytest
 from helpers import FIXTURES, run_cli
 
 from loraqa.evaluation.calibration import auroc, na_prob, risk_coverage, score_threshold
-from loraqa.evaluation.metrics import extractiveness, normalize_answer, score_one, token_accuracy
+from loraqa.evaluation.metrics import extractiveness, normalize_answer, rouge_l, score_one, token_accuracy
 
 
 def test_normalisation_follows_the_official_rules():
@@ -44,6 +51,22 @@ def test_v1_per_question_scores():
     assert score_one("The Seine River", ["the Seine", "Seine river"], "v1") == (1.0, 1.0)
 
 
+def test_rouge_l_is_rouge_score_s_on_hand_checked_pairs():
+    """What a user comparing with published ROUGE-L figures expects: rouge-score's own value."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    pairs = [("the Eiffel tower", ["Eiffel tower in Paris"], 4 / 7),  # LCS 2: P 2/3, R 2/4
+             ("in the 17th century", ["17th century"], 2 / 3),
+             ("cat dog cat", ["a cat"], 0.4),
+             ("The Seine River", ["the Seine", "Seine river"], 0.8),  # the best reference
+             ("Zürich", ["Zürich"], 1.0), ("", ["Bern"], 0.0)]
+    for prediction, refs, by_hand in pairs:
+        assert rouge_l(prediction, refs) == pytest.approx(by_hand)
+        assert rouge_l(prediction, refs) == max(scorer.score(r, prediction)["rougeL"].fmeasure for r in refs)
+    assert rouge_l("", []) == 1.0 and rouge_l("Bern", []) == 0.0  # no answer: right only when empty
+
+
 def test_v2_no_answer_rules():
     assert score_one("", [], "v2") == (1.0, 1.0)
     assert score_one("Bern", [], "v2") == (0.0, 0.0)
@@ -54,8 +77,9 @@ def test_score_v1_matches_hand_values():
     res = run_cli("score", str(FIXTURES / "score_v1.json"), str(FIXTURES / "score_v1_pred.json"))
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert list(out) == ["exact_match", "f1"]
+    assert list(out) == ["exact_match", "f1", "rouge_l"]  # the official script's keys, then ROUGE-L
     assert round(out["exact_match"], 4) == round(400 / 7, 4) and round(out["f1"], 4) == round(530 / 7, 4)
+    assert out["rouge_l"] == pytest.approx(100 * (1 + 0.8 + 2 / 3 + 1 + 0 + 0.4 + 0.4) / 7)
 
 
 def test_score_v2_matches_hand_values():
@@ -63,7 +87,8 @@ def test_score_v2_matches_hand_values():
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert list(out) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
-                         "NoAns_exact", "NoAns_f1", "NoAns_total"]
+                         "NoAns_exact", "NoAns_f1", "NoAns_total", "rouge_l"]
+    assert out["rouge_l"] == pytest.approx(50.0)
     assert out["exact"] == 40.0 and out["f1"] == 50.0 and out["total"] == 5
     assert round(out["HasAns_exact"], 4) == 33.3333 and out["HasAns_f1"] == 50.0 and out["HasAns_total"] == 3
     assert out["NoAns_exact"] == 50.0 and out["NoAns_f1"] == 50.0 and out["NoAns_total"] == 2

@@ -66,6 +66,22 @@ class DomainProfile:
         top = dict(total.most_common(TOP_TERMS))
         return cls(_normalised(top), {t: idf[t] for t in top}, unknown, source, len(rows), run_name)
 
+    @classmethod
+    def combined(cls, parents: list[tuple["DomainProfile", float]], source: str) -> "DomainProfile":
+        """The profile of an adapter combined from others: the centroid is the parents' centroids
+        weighted by |weight| (a combination covers each parent's domain by its share), a term's
+        IDF the same weighted mean (a parent without the term counts its unknown-term IDF)."""
+        total_weight = sum(abs(w) for _, w in parents) or 1.0
+        shares = [(p, abs(w) / total_weight) for p, w in parents]
+        centroid: Counter = Counter()
+        for p, share in shares:
+            for t, v in p.centroid.items():
+                centroid[t] += share * v
+        top = dict(centroid.most_common(TOP_TERMS))
+        idf = {t: sum(share * p.idf.get(t, p.unknown_idf) for p, share in shares) for t in top}
+        unknown = sum(share * p.unknown_idf for p, share in shares)
+        return cls(_normalised(top), idf, unknown, source, sum(p.train_questions for p, _ in parents), "")
+
     def similarity(self, counts: Counter) -> float:
         """Cosine similarity of a text's term counts (`terms(text)`) to the profile, in [0, 1]."""
         query = _normalised(_tfidf(counts, self.idf, self.unknown_idf))

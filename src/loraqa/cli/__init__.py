@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -191,6 +191,34 @@ def merge(
 
 
 @app.command()
+def combine(
+    adapters: List[str] = typer.Argument(..., help="Two adapters or more: run directories or adapter folders of one base model."),
+    output: Output = ...,
+    weights: Optional[str] = typer.Option(None, "--weights", help="One weight per adapter, comma-separated (e.g. 0.7,0.3); default: equal weights summing to 1."),
+    method: str = typer.Option("linear", "--method", help="PEFT's combination: linear, ties, dare_linear, dare_ties, svd, cat (also ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune, magnitude_prune_svd). linear, ties and dare_* need adapters of one rank; cat's rank is the sum of theirs."),
+    density: Optional[float] = typer.Option(None, "--density", help="ties, dare_* and magnitude_prune: the share of each adapter's weights kept (default 0.5)."),
+    seed: int = typer.Option(42, "--seed", help="Seed of DARE's random pruning."),
+    model: Model = None,
+    overwrite: Overwrite = False,
+    allow_pickle: AllowPickle = False,
+):
+    """Make one adapter out of several with PEFT's add_weighted_adapter: usable by predict, eval,
+    serve, merge, export and auto routing (its domain profile is its parents' weighted union)."""
+    def action():
+        from loraqa.inference.combine import combine as do_combine
+
+        parsed = None
+        if weights is not None:
+            try:
+                parsed = [float(w) for w in weights.split(",")]
+            except ValueError:
+                raise UsageError(f"--weights takes numbers separated by commas, got {weights!r}") from None
+        return do_combine(adapters, output, parsed, method, density, model, overwrite, allow_pickle, seed)
+
+    typer.echo(f"combined adapter written to {run(action)} (calibrate it with `loraqa eval`)")
+
+
+@app.command()
 def export(
     adapter: AdapterArg,
     output: Output,
@@ -265,7 +293,7 @@ def score(
     predictions: str = typer.Argument(..., help='Predictions JSON: {"question id": "answer text"}.'),
     na_prob: Optional[str] = typer.Option(None, "--na-prob", help='No-answer probabilities JSON {"question id": p}: adds the v2.0 script\'s best_exact, best_exact_thresh, best_f1, best_f1_thresh.'),
 ):
-    """Score a predictions file exactly like the official SQuAD evaluation scripts; prints their JSON."""
+    """Score a predictions file exactly like the official SQuAD evaluation scripts; prints their JSON with ROUGE-L (rouge-score's, percent) added as rouge_l."""
     def action():
         from loraqa.evaluation.scoring import score_files
 

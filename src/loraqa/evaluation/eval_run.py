@@ -229,7 +229,8 @@ def print_table(summary: dict) -> None:
     if base:
         table.add_column("base model", justify="right")
         table.add_column("difference", justify="right")
-    keys = ["exact_match", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1"]
+    keys = ["exact_match", "f1", "rouge_l", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact",
+            "best_f1"]
     shown = [(k, 1) for k in keys if k in summary] + [("token_accuracy", 100), ("extractiveness", 100)]
     for key, scale in shown:
         if summary[key] is None:

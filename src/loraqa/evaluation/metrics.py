@@ -3,6 +3,7 @@
 Pure Python, no model imports, so `loraqa score` works on any predictions file.
 Rewritten rather than imported: the official scripts are standalone files (not packages) and
 HF `evaluate`'s squad metric needs a hub download; the logic below follows them line by line.
+ROUGE-L, beside them, is Google's `rouge-score` package as it is (its tokenizer included).
 """
 
 from __future__ import annotations
@@ -71,6 +72,26 @@ def v2_references(answers: list[str]) -> list[str]:
     return gold or [""]  # no answer: the only correct prediction is the empty string
 
 
+# ---------------------------------------------------------------- ROUGE-L
+
+_ROUGE = None
+
+
+def rouge_l(prediction: str, answers: list[str]) -> float:
+    """ROUGE-L F-measure (0..1) of the prediction against its best reference, by `rouge-score`
+    (no stemming). A question without an answer scores 1 for an empty prediction, else 0, as
+    SQuAD v2's F1 does."""
+    global _ROUGE
+    refs = [a for a in answers if normalize_answer(a)]
+    if not refs:
+        return float(not normalize_answer(prediction))
+    if _ROUGE is None:  # imported on first use: rouge-score brings nltk along
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return max(_ROUGE.score(ref, prediction)["rougeL"].fmeasure for ref in refs)
+
+
 # ---------------------------------------------------------------- per question and totals
 
 def score_one(prediction: str, answers: list[str], version: str) -> tuple[float, float]:
@@ -82,11 +103,14 @@ def score_one(prediction: str, answers: list[str], version: str) -> tuple[float,
 
 
 def squad_summary(items: list[dict], version: str) -> dict:
-    """Totals in the official scripts' format (percentages). items: {em, f1, has_answer}."""
+    """Totals in the official scripts' format (percentages), and ROUGE-L's mean (percent) when
+    the items carry it. items: {em, f1, has_answer[, rouge_l]}."""
     n = len(items)
+    rouge = {"rouge_l": 100.0 * sum(i["rouge_l"] for i in items) / max(n, 1)} \
+        if items and all("rouge_l" in i for i in items) else {}
     if version != "v2":
         return {"exact_match": 100.0 * sum(i["em"] for i in items) / max(n, 1),
-                "f1": 100.0 * sum(i["f1"] for i in items) / max(n, 1)}
+                "f1": 100.0 * sum(i["f1"] for i in items) / max(n, 1), **rouge}
     out = {"exact": 100.0 * sum(i["em"] for i in items) / max(n, 1),
            "f1": 100.0 * sum(i["f1"] for i in items) / max(n, 1), "total": n}
     for prefix, want in (("HasAns", True), ("NoAns", False)):
@@ -95,7 +119,7 @@ def squad_summary(items: list[dict], version: str) -> dict:
             out[f"{prefix}_exact"] = 100.0 * sum(i["em"] for i in sub) / len(sub)
             out[f"{prefix}_f1"] = 100.0 * sum(i["f1"] for i in sub) / len(sub)
             out[f"{prefix}_total"] = len(sub)
-    return out
+    return {**out, **rouge}
 
 
 def token_accuracy(predicted_ids, label_ids, ignore_index: int = -100) -> float:

@@ -54,7 +54,7 @@ def make_report(run_dir: str | Path) -> tuple[Path, Path]:
             ax_loss.plot(steps, values, marker="o" if key.startswith("eval") else None, label=label)
     ax_loss.set(xlabel="step", ylabel="loss", title="Loss")
     ax_loss.legend()
-    for key, label in (("eval/exact_match", "exact match (%)"), ("eval/f1", "F1 (%)")):
+    for key, label in (("eval/exact_match", "exact match (%)"), ("eval/f1", "F1 (%)"), ("eval/rouge_l", "ROUGE-L (%)")):
         steps, values = series(records, key)
         if steps:
             ax_answers.plot(steps, values, marker="o", label=label)
@@ -113,7 +113,8 @@ def _html(run_dir: Path, records: list[dict], png: Path) -> str:
                      f"{summary.get('train_samples_per_second', 0):.2f} examples/s")
     s = read_eval_summary(run_dir)
     if s:
-        facts.append(f"loraqa eval: EM {s['exact_match']:.2f}, F1 {s['f1']:.2f} on {s['total']} questions")
+        rouge = f", ROUGE-L {s['rouge_l']:.2f}" if s.get("rouge_l") is not None else ""
+        facts.append(f"loraqa eval: EM {s['exact_match']:.2f}, F1 {s['f1']:.2f}{rouge} on {s['total']} questions")
         rc = s.get("risk_coverage")
         if rc:
             facts.append(f"F1 of the 50% / 80% most confident answers: {rc['f1_at_50']:.2f} / {rc['f1_at_80']:.2f}"

@@ -10,7 +10,7 @@ from pathlib import Path
 from loraqa.data.squad_format import is_official, official_rows, official_version
 from loraqa.errors import LoraqaError
 from loraqa.evaluation.calibration import best_thresholds
-from loraqa.evaluation.metrics import extractiveness, score_one, squad_summary
+from loraqa.evaluation.metrics import extractiveness, rouge_l, score_one, squad_summary
 
 
 def as_official(predictions: list[str], no_answer_text: str) -> list[str]:
@@ -26,7 +26,8 @@ def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[dict], di
         refs = row["answers"]["text"]
         em, f1 = score_one(pred, refs, version)
         items.append({"id": row["id"], "question": row["question"], "prediction": pred, "references": refs,
-                      "em": em, "f1": round(f1, 6), "has_answer": bool(refs)})
+                      "em": em, "f1": round(f1, 6), "rouge_l": round(rouge_l(pred, refs), 6),
+                      "has_answer": bool(refs)})
     summary = squad_summary(items, version)
     if "exact" in summary:
         summary = {"exact_match": summary["exact"], **summary}
@@ -96,11 +97,12 @@ def score(questions: list[dict], predictions: dict[str, str], version: str,
         has_answer[q["id"]] = bool(q["answers"])
         if q["id"] not in predictions:
             missing.append(q["id"])
-            items.append({"em": 0.0, "f1": 0.0, "has_answer": bool(q["answers"])})
+            items.append({"em": 0.0, "f1": 0.0, "rouge_l": 0.0, "has_answer": bool(q["answers"])})
             continue
         em, f1 = score_one(predictions[q["id"]], q["answers"], version)
         exact[q["id"]], f1s[q["id"]] = em, f1
-        items.append({"em": em, "f1": f1, "has_answer": bool(q["answers"])})
+        items.append({"em": em, "f1": f1, "rouge_l": rouge_l(predictions[q["id"]], q["answers"]),
+                      "has_answer": bool(q["answers"])})
     unknown = [k for k in predictions if k not in has_answer]
     summary = squad_summary(items, version)
     if na_probs is not None:

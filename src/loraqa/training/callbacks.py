@@ -33,7 +33,7 @@ class AnswerMetrics:
             answers, _ = in_shares(lambda share: read_rows(self.model, self.tokenizer, share, self.cfg.data,
                                                            self.cfg.eval, self.bf16), self.rows)
             _, summary = score_rows(self.rows, [a.answer for a in answers])
-            metrics.update(exact_match=summary["exact_match"], f1=summary["f1"])
+            metrics.update(exact_match=summary["exact_match"], f1=summary["f1"], rouge_l=summary["rouge_l"])
         return metrics
 
 

@@ -1,0 +1,180 @@
+"""`loraqa combine`: one adapter made of several, by PEFT's own `add_weighted_adapter`.
+
+The result is an ordinary adapter folder (PEFT files, tokenizer, loraqa_config.yaml, a domain
+profile), so predict, eval, serve, merge, export and `auto` routing take it like any other. Its
+parents, weights and method are written to loraqa_combination.json, to its config's
+data.source, and to its model card. What PEFT would refuse deep inside (or silently get wrong)
+is refused first, in one line: different base models, target modules, prompt templates or
+tasks; ranks that differ for the methods that need one rank; weights that do not match.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from pathlib import Path
+
+from loraqa.artifacts import ADAPTER_CONFIG_NAME, AdapterRef, replace_dir, resolve_adapter, write_json
+from loraqa.config import dump_config
+from loraqa.domain_profile import DOMAIN_PROFILE_NAME, DomainProfile
+from loraqa.errors import LoraqaError, UsageError, option
+
+COMBINATION_NAME = "loraqa_combination.json"
+# PEFT's combination types (LoraModel.add_weighted_adapter, peft 0.21)
+METHODS = ("linear", "ties", "dare_linear", "dare_ties", "svd", "cat", "ties_svd", "dare_linear_svd",
+           "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+# those that add the parents' A and B matrices in place, so every parent needs the same rank
+SAME_RANK = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
+# those that prune to a density (the share of each parent's weights kept)
+PRUNING = ("ties", "dare_linear", "dare_ties", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune",
+           "magnitude_prune_svd")
+COMBINED = "combined"
+
+
+def _peft_config(ref: AdapterRef) -> dict:
+    try:
+        return json.loads((ref.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise LoraqaError(f"{ref.adapter_dir}/adapter_config.json cannot be read; train the adapter again") from None
+
+
+def _rank(peft_cfg: dict) -> int:
+    return max([int(peft_cfg.get("r", 0)), *map(int, (peft_cfg.get("rank_pattern") or {}).values())])
+
+
+def check_parents(refs: list[AdapterRef], names: list[str], weights: list[float], method: str,
+                  density: float | None, base_model: str | None) -> list[dict]:
+    """Everything PEFT needs to combine these adapters; their PEFT configs."""
+    if len(refs) < 2:
+        raise UsageError("combine needs two adapters or more")
+    if method not in METHODS:
+        raise UsageError(f"unknown combination method {method!r}; PEFT offers {', '.join(METHODS)}")
+    if len(weights) != len(refs):
+        raise UsageError(f"{len(weights)} weights for {len(refs)} adapters; give one weight per adapter")
+    if not all(math.isfinite(w) for w in weights):
+        raise UsageError("the weights must be finite numbers")
+    if density is not None and method not in PRUNING:
+        raise UsageError(f"--density prunes parents for {', '.join(PRUNING)}; {method} does not use it")
+    if density is not None and not 0 < density <= 1:
+        raise UsageError(f"--density is the share of weights kept: between 0 (excluded) and 1, got {density}")
+    for ref, name in zip(refs, names):
+        if ref.kind != "lora":
+            raise UsageError(f"{name} is a CTranslate2 export; combine the LoRA adapters it was exported from")
+        if ref.config.model.quantization != "none":
+            raise UsageError(f"{name} was trained on a quantized base; combine adapters of a full-precision base")
+    peft = [_peft_config(r) for r in refs]
+    bases = {base_model or r.config.model.name for r in refs}
+    if len(bases) > 1:
+        raise UsageError(f"the adapters sit on different base models ({', '.join(sorted(bases))}); only adapters "
+                         "of one base model combine")
+    targets = {tuple(sorted(p.get("target_modules") or [])) if not isinstance(p.get("target_modules"), str)
+               else p["target_modules"] for p in peft}
+    if len(targets) > 1:
+        raise UsageError(f"the adapters adapt different layers ({' vs '.join(map(str, sorted(targets)))}); train them "
+                         "with the same lora.target_modules")
+    for key, what in (("template", "prompt templates"), ("task", "tasks")):
+        values = {getattr(r.config.data, key) for r in refs}
+        if len(values) > 1:
+            raise UsageError(f"the adapters were trained with different {what} ({', '.join(sorted(values))}); "
+                             "a combination answers in one")
+    ranks = [_rank(p) for p in peft]
+    if method in SAME_RANK and len(set(ranks)) > 1:
+        raise UsageError(f"{method} adds the adapters' matrices, which needs one rank; these have ranks "
+                         f"{', '.join(map(str, ranks))}: use svd or cat, or train them with the same lora.r")
+    if any(p.get("use_dora") for p in peft):
+        raise UsageError("PEFT cannot combine DoRA adapters (lora.use_dora)")
+    return peft
+
+
+def combined_profile(refs: list[AdapterRef], weights: list[float], source: str) -> DomainProfile | None:
+    """The weighted union of the parents' domain profiles (None when a parent has none)."""
+    profiles = [DomainProfile.read(r.adapter_dir) for r in refs]
+    if any(p is None for p in profiles):
+        return None
+    return DomainProfile.combined(list(zip(profiles, weights)), source)
+
+
+def model_card(names: list[str], weights: list[float], method: str, density: float | None, base: str) -> str:
+    parents = "\n".join(f"- `{n}` x {w:g}" for n, w in zip(names, weights))
+    return f"""---
+library_name: peft
+base_model: {base}
+tags: [loraqa, lora, question-answering, text2text-generation, adapter-combination]
+---
+
+# A combination of {len(names)} loraqa adapters
+
+Made by `loraqa combine` with PEFT's `add_weighted_adapter` (combination_type `{method}`
+{f"density {density:g}" if density is not None else ""}) from:
+
+{parents}
+
+on the base model `{base}`. Its parents' calibrations do not carry over: run `loraqa eval` on it
+to fit its no-answer threshold. Parents, weights and method: `{COMBINATION_NAME}`.
+"""
+
+
+def combine(adapters: list[str], output: str, weights: list[float] | None = None, method: str = "linear",
+            density: float | None = None, base_model: str | None = None, overwrite: bool = False,
+            allow_pickle: bool = False, seed: int = 42) -> Path:
+    """Write the combination of ADAPTERS to OUTPUT (an adapter folder)."""
+    import torch
+    from peft import PeftModel
+
+    from loraqa.inference.merge import check_output
+    from loraqa.modeling.loading import load_base_model, load_seq2seq_config, load_tokenizer, refuse_pickle
+
+    refs = [resolve_adapter(a) for a in adapters]
+    weights = list(weights) if weights is not None else [1.0 / len(refs)] * len(refs)
+    check_parents(refs, adapters, weights, method, density, base_model)
+    out = Path(output)
+    check_output(out, overwrite)
+    base = base_model or refs[0].config.model.name
+    config = load_seq2seq_config(base)
+    for ref in refs:
+        refuse_pickle(ref.adapter_dir, "adapter", allow_pickle, any_present=True)
+    model = load_base_model(base, "fp32", "cpu", allow_pickle=allow_pickle, config=config)
+    parents = [f"parent{i}" for i in range(len(refs))]
+    try:
+        model = PeftModel.from_pretrained(model, str(refs[0].adapter_dir), adapter_name=parents[0])
+        for name, ref in zip(parents[1:], refs[1:]):
+            model.load_adapter(str(ref.adapter_dir), adapter_name=name)
+    except Exception as exc:  # noqa: BLE001 - PEFT raises many types for an adapter that does not fit
+        raise LoraqaError(f"an adapter does not fit the base model {base} ({str(exc).splitlines()[0][:160]}); "
+                          f"pass their base with {option('model')}") from None
+    torch.manual_seed(seed)  # DARE drops weights at random
+    kwargs = {"density": density if density is not None else 0.5} if method in PRUNING else {}
+    try:
+        model.add_weighted_adapter(parents, weights, COMBINED, combination_type=method, **kwargs)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise LoraqaError(f"PEFT cannot combine these adapters with {method}: {str(exc).splitlines()[0][:200]}") from None
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    saved = tmp / "peft"
+    model.save_pretrained(str(saved), selected_adapters=[COMBINED])
+    folder = tmp / "adapter"
+    shutil.move(str(saved / COMBINED), str(folder))  # PEFT saves a named adapter in a folder of that name
+    load_tokenizer(str(refs[0].adapter_dir)).save_pretrained(str(folder))
+    peft_cfg = json.loads((folder / "adapter_config.json").read_text())
+    description = f"combine({method}" + (f", density {kwargs['density']:g}" if kwargs else "") + "): " + \
+        ", ".join(f"{a} x {w:g}" for a, w in zip(adapters, weights))
+    cfg = copy.deepcopy(refs[0].config)
+    cfg.model.name = base
+    cfg.lora.r, cfg.lora.alpha = int(peft_cfg["r"]), int(peft_cfg["lora_alpha"])
+    cfg.data.source = description
+    (folder / ADAPTER_CONFIG_NAME).write_text(dump_config(cfg))
+    write_json(folder / COMBINATION_NAME, {
+        "method": method, "density": kwargs.get("density"), "seed": seed, "base_model": base,
+        "parents": [{"adapter": str(Path(a).resolve()), "weight": w, "rank": _rank(_peft_config(r))}
+                    for a, w, r in zip(adapters, weights, refs)]})
+    profile = combined_profile(refs, weights, description)
+    if profile is not None:
+        (folder / DOMAIN_PROFILE_NAME).write_text(profile.to_json())
+    (folder / "README.md").write_text(model_card(adapters, weights, method, kwargs.get("density"), base))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(folder, out)  # written aside and swapped in whole: nothing half-written loads
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
