@@ -77,3 +77,31 @@ def live_server(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wandb_offline_records(run_file: Path) -> list:
+    """The records of an offline W&B run file (run-ID.wandb), read with W&B's own protobuf schema.
+    The file is a LevelDB-style log (a 7-byte header, then 32 KiB blocks of records cut into
+    FULL/FIRST/MIDDLE/LAST pieces): wandb 0.31 no longer ships a Python reader for it."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(run_file).read_bytes()
+    assert data[:4] == b":W&B", "not a W&B run file"
+    records, pending, pos, block = [], b"", 7, 32768
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # the block's tail is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        piece = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending = piece if kind in (1, 2) else pending + piece
+        if kind in (1, 4):
+            records.append(wandb_internal_pb2.Record.FromString(pending))
+            pending = b""
+    return records

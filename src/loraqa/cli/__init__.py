@@ -114,16 +114,17 @@ def eval_(
     collection: Optional[str] = typer.Option(None, "--collection", help="With --retrieve: search this collection instead of one made of the data's contexts."),
     store: Store = None,
     holdout_contexts: float = typer.Option(0.0, "--holdout-contexts", min=0.0, max=0.99, help="With --retrieve: leave this share of the contexts out of the collection, and report how often the adapter rightly abstains on their questions."),
+    track: bool = typer.Option(False, "--track", help="Log the figures and the answers (a predictions artifact) into the W&B or MLflow run the adapter was trained in."),
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
-    """Answer questions with an adapter and score the answers (EM / F1), optionally against the base model."""
+    """Answer questions with an adapter and score the answers (EM / F1 / ROUGE-L), optionally against the base model."""
     def action():
         from loraqa.evaluation.eval_run import run_eval
 
         run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
                  sets=set_, engine=engine, allow_pickle=allow_pickle, retrieve=retrieve, collection=collection,
-                 store=store, holdout_contexts=holdout_contexts)
+                 store=store, holdout_contexts=holdout_contexts, track=track)
 
     run(action)
 

@@ -148,11 +148,13 @@ def write_eval_files(out: Path, items: list[dict], summary: dict, prefix: str = 
 def run_eval(target: str, data: str | None = None, limit: int | None = None, baseline: bool = False,
              output: str | None = None, model_override: str | None = None, sets: list[str] | None = None,
              engine: str = "pytorch", allow_pickle: bool = False, retrieve: bool = False,
-             collection: str | None = None, store: str | None = None, holdout_contexts: float = 0.0) -> dict:
+             collection: str | None = None, store: str | None = None, holdout_contexts: float = 0.0,
+             track: bool = False) -> dict:
     """Score an adapter (or export) on questions; allow_pickle is the caller's choice alone, never
     read from the adapter's own saved config. retrieve: also ask each question without its
     passage, from `collection` (of `store`) or from a collection of the data's contexts, a share
-    `holdout_contexts` of them left out (evaluation/retrieval_eval.py)."""
+    `holdout_contexts` of them left out (evaluation/retrieval_eval.py). track: log the figures and
+    answers into the tracker run the adapter was trained in (run_artifacts.py)."""
     if (collection or holdout_contexts) and not retrieve:
         raise UsageError("a collection and held-out contexts are for answering without passages: add "
                          f"{option('retrieve')}")
@@ -162,6 +164,12 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
         raise UsageError(f"{option('baseline')} needs an engine with a separate base model (pytorch): an exported "
                          "model has none")
     ref = resolve_adapter(target)
+    if track:
+        from loraqa.run_artifacts import tracker_run
+
+        if ref.run_dir is None or tracker_run(ref.run_dir) is None:
+            raise UsageError(f"{target} has no tracker run to log to (trained with track.report_to=none or "
+                             "tensorboard, or not a run directory); evaluate without --track")
     if sets:  # eval-time overrides (e.g. eval.batch_size) apply to the adapter's own config
         ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(sets)))
     out = Path(output) if output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
@@ -203,6 +211,10 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
                                                   ref.config.data.seed, ref.config.eval.batch_size, threshold)
         write_json(out / "summary.json", summary)
         print_retrieval(summary["retrieval"])
+    if track:
+        from loraqa.run_artifacts import log_eval
+
+        console.print(f"logged the results to {log_eval(ref.run_dir, out, summary)}")
     return summary
 
 

@@ -25,6 +25,7 @@ class AnswerMetrics:
     def __init__(self, rows: list[dict], cfg, tokenizer, autocast_bf16: bool):
         self.rows, self.cfg, self.tokenizer, self.bf16 = rows, cfg, tokenizer, autocast_bf16
         self.model = None  # set to the trainer's model once it exists
+        self.last_items: list[dict] = []  # the latest evaluation's answers, saved with the run
 
     def __call__(self, eval_pred) -> dict:
         metrics = {"token_accuracy": token_accuracy(eval_pred.predictions, eval_pred.label_ids)}
@@ -32,7 +33,7 @@ class AnswerMetrics:
             # under torchrun each process answers its share; all processes get every answer
             answers, _ = in_shares(lambda share: read_rows(self.model, self.tokenizer, share, self.cfg.data,
                                                            self.cfg.eval, self.bf16), self.rows)
-            _, summary = score_rows(self.rows, [a.answer for a in answers])
+            self.last_items, summary = score_rows(self.rows, [a.answer for a in answers])
             metrics.update(exact_match=summary["exact_match"], f1=summary["f1"], rouge_l=summary["rouge_l"])
         return metrics
 

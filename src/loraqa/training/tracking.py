@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from loraqa import optional
+from loraqa.run_artifacts import TRACKING_FILE
 
 _PACKAGE = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow"}
 
@@ -40,16 +41,19 @@ def setup_tracking(track, run_dir: Path, run_name: str) -> list[str]:
 
 
 class ConfigLogCallback(TrainerCallback):
-    """Logs the resolved loraqa config to the active tracker once training starts."""
+    """Logs the resolved loraqa config to the active tracker once training starts, and notes the
+    tracker's run id in the run directory."""
 
-    def __init__(self, config: dict, report_to: str, trainer=None):
+    def __init__(self, config: dict, report_to: str, trainer=None, run_dir: Path | None = None):
         self.config = config
         self.report_to = report_to
         self.trainer = trainer
+        self.run_dir = run_dir
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
+        self._note_run_id()
         flat = {f"loraqa/{s}.{k}": v for s, sec in self.config.items() if isinstance(sec, dict) for k, v in sec.items()}
         if self.report_to == "wandb":
             import wandb
@@ -67,6 +71,22 @@ class ConfigLogCallback(TrainerCallback):
                 writer = getattr(cb, "tb_writer", None)
                 if writer is not None:
                     writer.add_text("loraqa_config", "```\n" + json.dumps(self.config, indent=2) + "\n```")
+
+    def _note_run_id(self) -> None:
+        note = None
+        if self.report_to == "wandb":
+            import wandb
+
+            if wandb.run is not None:
+                note = {"report_to": "wandb", "id": wandb.run.id, "project": wandb.run.project}
+        elif self.report_to == "mlflow":
+            import mlflow
+
+            if mlflow.active_run() is not None:
+                note = {"report_to": "mlflow", "id": mlflow.active_run().info.run_id,
+                        "tracking_uri": mlflow.get_tracking_uri()}
+        if note and self.run_dir is not None:
+            (Path(self.run_dir) / TRACKING_FILE).write_text(json.dumps(note) + "\n")
 
 
 class MetricsFileCallback(TrainerCallback):

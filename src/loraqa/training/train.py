@@ -16,8 +16,9 @@ from pathlib import Path
 from rich.console import Console
 from transformers import set_seed
 
-from loraqa.artifacts import (check_run_dir, default_run_name, environment, last_checkpoint, prepare_run_dir,
-                              remove_incomplete_checkpoints, save_model_folder, write_atomic, write_json)
+from loraqa.artifacts import (check_run_dir, default_run_name, environment, jsonl_line, last_checkpoint,
+                              prepare_run_dir, remove_incomplete_checkpoints, save_model_folder, write_atomic,
+                              write_json)
 from loraqa.config import Config, dump_config, load_saved_config
 from loraqa.config.templates import uses_context
 from loraqa.data.features import build_features
@@ -29,6 +30,7 @@ from loraqa.modeling.loading import (configure_base, load_base_model, load_seq2s
                                      quantization_config)
 from loraqa.modeling.lora import add_lora, parameter_counts
 from loraqa.modeling.precision import resolve_device, resolve_dtype
+from loraqa.run_artifacts import TRAIN_PREDICTIONS, log_training_artifacts
 from loraqa.training import tracking
 from loraqa.training.callbacks import GracefulInterrupt
 from loraqa.training.trainer import build_trainer
@@ -102,6 +104,8 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     metrics = run_trainer(trainer, run_dir, resume, interrupt)
     if main:
         save_adapter(trainer, tokenizer, cfg, data, run_dir)
+        save_eval_answers(trainer, run_dir)
+        log_training_artifacts(cfg.track.report_to, run_dir)
     return TrainResult(run_dir=run_dir, model=trainer.model, metrics=metrics)
 
 
@@ -194,6 +198,14 @@ def save_adapter(trainer, tokenizer, cfg: Config, data: Data, run_dir: Path) -> 
                       extra_files={DOMAIN_PROFILE_NAME: profile.to_json()})
     record_best(trainer, run_dir)
     console.print(f"adapter saved to {run_dir / 'adapter'}")
+
+
+def save_eval_answers(trainer, run_dir: Path) -> None:
+    """The answers of the last evaluation during training, beside the run (and in its tracker)."""
+    items = getattr(trainer.compute_metrics, "last_items", None)
+    if items:
+        write_atomic(run_dir / TRAIN_PREDICTIONS, "".join(jsonl_line({"step": trainer.state.global_step, **i})
+                                                          for i in items))
 
 
 def record_best(trainer, run_dir: Path) -> None:

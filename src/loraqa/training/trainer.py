@@ -156,5 +156,5 @@ def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, 
         preprocess_logits_for_metrics=logits_to_ids if evaluating else None,
     )
     answer_metrics.model = trainer.model
-    trainer.add_callback(tracking.ConfigLogCallback(cfg.to_dict(), cfg.track.report_to, trainer))
+    trainer.add_callback(tracking.ConfigLogCallback(cfg.to_dict(), cfg.track.report_to, trainer, run_dir))
     return trainer
