@@ -213,17 +213,18 @@ def test_load_and_unload_adapters_at_run_time(nodrop_model_dir, two_adapters, tm
     from loraqa.serving.app import create_app
 
     root = tmp_path / "adapters"
-    shutil.copytree(two_adapters["titles"] / "adapter", root / "titles")
+    # in the root under another name: a request for 'titles' finds nothing until it is loaded as that
+    shutil.copytree(two_adapters["titles"] / "adapter", root / "titles-v1")
     answerer = Answerer({"answers": str(two_adapters["answers"])}, dtype="fp32")
     key = {"Authorization": "Bearer k"}
     row = two_adapters["rows"][2]
     q = {"question": row["question"], "context": row["context"]}
     with local_client(create_app(answerer, admin_key="k", adapter_root=root)) as c:
         assert c.post("/v1/answer", json={**q, "adapter": "titles"}, headers=key).status_code == 404
-        res = c.post("/v1/adapters", json={"name": "titles", "path": "titles"}, headers=key)
+        res = c.post("/v1/adapters", json={"name": "titles", "path": "titles-v1"}, headers=key)
         assert res.status_code == 201, res.text
         assert c.post("/v1/answer", json={**q, "adapter": "titles"}, headers=key).json()["answer"] == row["title"]
-        dup = c.post("/v1/adapters", json={"name": "titles", "path": "titles"}, headers=key)
+        dup = c.post("/v1/adapters", json={"name": "titles", "path": "titles-v1"}, headers=key)
         assert dup.status_code == 409
         bad = c.post("/v1/adapters", json={"name": "ghost", "path": "no/such/dir"}, headers=key)
         assert bad.status_code == 404 and "no adapter at 'no/such/dir'" in bad.text

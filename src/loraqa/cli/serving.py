@@ -42,7 +42,9 @@ def serve(
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: ApiKey = None,
     admin_key: Optional[str] = typer.Option(None, "--admin-key", envvar="LORAQA_ADMIN_KEY", show_envvar=True, help="The key that loads and unloads adapters (POST/DELETE /v1/adapters; it also asks questions). Without it adapters cannot be changed while the server runs."),
-    adapter_root: Optional[str] = typer.Option(None, "--adapter-root", help="The only folder adapters may be hot-loaded from (POST /v1/adapters names a folder inside it)."),
+    adapter_root: Optional[str] = typer.Option(None, "--adapter-root", help="A folder of adapters (one folder each, named as the adapter): a request naming one loads it on demand, listings and auto routing see them all; also the only folder POST /v1/adapters may load from."),
+    max_loaded: Optional[int] = typer.Option(None, "--max-loaded", min=1, help="With --adapter-root: most adapters attached at once; the least recently used one is detached to make room (never a pinned one, never one a request holds). Default: --max-adapters."),
+    pin: List[str] = typer.Option([], "--pin", help="With --adapter-root: an adapter of the root loaded at start and never detached (repeatable). Adapters given with --adapter stay too."),
     store: Store = None,
     collection: Collections = [],
     allowed_host: AllowedHost = [],
@@ -74,7 +76,7 @@ def serve(
         _warn_if_exposed(host, keys["api_key"])
         typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
         run_server(adapters, host, port, model, batch_window_ms, max_batch, allow_pickle, engine, limits,
-                   store=store, collections=collection_map(collection, adapters), adapter_root=adapter_root,
+                   store=store, collections=collection_map(collection, adapters), adapter_root=adapter_root, max_loaded=max_loaded, pin=pin,
                    allowed_host=allowed_host, cors_origins=cors_origin, max_batch_tokens=max_batch_tokens, **keys)
 
     run(action)

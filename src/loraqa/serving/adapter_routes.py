@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from loraqa.artifacts import adapter_files, resolve_adapter
 from loraqa.errors import AdapterNotFound, LoraqaError, NotAnAdapter
 from loraqa.inference.registry import NAME_PATTERN
-from loraqa.serving.context import ApiError, is_admin, state
+from loraqa.serving.context import ApiError, adapter_names, is_admin, profile_of, state
 
 router = APIRouter()
 
@@ -59,16 +59,18 @@ async def list_adapters(request: Request):
     registry = s.answerer.registry
 
     def entry(name: str) -> dict:
-        adapter = registry.get(name)
+        adapter, profile = registry.get(name), profile_of(s, name)
         item = {"name": name, "template": adapter.settings.template if adapter else None,
-                "domain": adapter.profile.describe() if adapter and adapter.profile else None,
-                "collection": adapter.collection if adapter else None}
+                "domain": profile.describe() if profile else None,
+                "collection": adapter.collection if adapter else None, "loaded": registry.is_attached(name)}
         if admin:
-            item["path"] = str(adapter.source) if adapter else None
+            where = adapter.source if adapter else (s.library.catalogue[name].folder if s.library and
+                                                    name in s.library.catalogue else None)
+            item["path"] = str(where) if where else None
         return item
 
     return {"default": s.answerer.default_adapter(), "base_model": s.answerer.base_model if admin else None,
-            "adapters": [entry(n) for n in s.answerer.names]}
+            "adapters": [entry(n) for n in adapter_names(s)]}
 
 
 @router.post("/v1/adapters", status_code=201)

@@ -64,10 +64,13 @@ def _validation_response(path: str, exc: RequestValidationError) -> JSONResponse
 def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float = 10.0, max_batch: int = 32,
                limits: ServerLimits | None = None, max_batch_tokens: int = 8192, admin_key: str | None = None, adapter_root: str | Path | None = None,
                host: str = "127.0.0.1", allowed_host: list[str] | None = None,
-               cors_origins: list[str] | None = None) -> FastAPI:
+               cors_origins: list[str] | None = None, max_loaded: int | None = None,
+               pin: list[str] | None = None) -> FastAPI:
     """The app over one Answerer. api_key asks questions; admin_key also loads and unloads
     adapters, from adapter_root only. host: the address it is served on (the Host names it
-    answers to follow from it, plus allowed_host)."""
+    answers to follow from it, plus allowed_host). With adapter_root, every adapter in it can be
+    asked for and is loaded on demand, at most max_loaded attached (default: the adapter limit),
+    the least recently used detached first, those in pin (and those given at start) kept."""
     limits = limits or ServerLimits()
     keys = Keys(api_key, admin_key)
     root = Path(adapter_root).resolve() if adapter_root else None
@@ -81,16 +84,30 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
                       max_batch_tokens=max_batch_tokens)
     metrics = ServerMetrics(queue_depth=lambda: batcher.queued_windows, adapters_loaded=lambda: len(registry.adapters))
     batcher.on_batch = metrics.batch_size.observe
+    library = None
+    if root is not None:
+        from loraqa.serving.adapter_library import AdapterLibrary
+
+        if max_loaded is not None and max_loaded < 1:
+            raise UsageError(f"--max-loaded must be at least 1, got {max_loaded}")
+        cap = max_loaded or limits.max_adapters
+        registry.max_adapters = max(limits.max_adapters, cap)
+        library = AdapterLibrary(root, registry, batcher, cap, set(pin or ()), find=adapter_routes.find_in_root,
+                                 max_bytes=limits.max_adapter_mb * 2**20, metrics=metrics)
+    elif pin or max_loaded:
+        raise UsageError("--pin and --max-loaded manage the adapters of an adapter root: give --adapter-root")
 
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
+        if library is not None:
+            await library.load_pinned()
         yield
         await batcher.stop()
 
     app = FastAPI(title="loraqa", description="Question answering with LoRA adapters on one base model.",
                   version="1", lifespan=lifespan)
-    app.state.loraqa = ServerState(answerer, batcher, metrics, keys, limits, root)
+    app.state.loraqa = ServerState(answerer, batcher, metrics, keys, limits, root, library)
     app.state.batcher = batcher
 
     def adapter_label(name: str | None) -> str:
@@ -145,6 +162,19 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
     return app
 
 
+def root_base_model(root: Path) -> str | None:
+    """The base model of the first adapter in an adapter root (a server started with none loaded)."""
+    from loraqa.artifacts import resolve_adapter
+    from loraqa.errors import LoraqaError
+
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            return resolve_adapter(folder).config.model.name
+        except LoraqaError:
+            continue
+    return None
+
+
 def run_server(adapters: dict[str, str], host: str, port: int, base_model: str | None = None,
                window_ms: float = 10.0, max_batch: int = 32, allow_pickle: bool = False, engine: str = "pytorch",
                limits: ServerLimits | None = None, store: str | None = None, collections: dict | None = None,
@@ -154,6 +184,8 @@ def run_server(adapters: dict[str, str], host: str, port: int, base_model: str |
     create_app (keys, adapter root, allowed hosts, CORS origins)."""
     uvicorn = require_extra("serve", "loraqa's HTTP server")["uvicorn"]
     limits = limits or ServerLimits()
+    if not adapters and not base_model and app_options.get("adapter_root"):
+        base_model = root_base_model(Path(app_options["adapter_root"]))
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
                         max_adapters=limits.max_adapters, store=store, collections=collections)
     app = create_app(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, **app_options)

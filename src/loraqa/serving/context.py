@@ -44,6 +44,7 @@ class ServerState:
     keys: Keys
     limits: ServerLimits
     adapter_root: Path | None  # where POST /v1/adapters may load from; None: hot loading is off
+    library: object = None  # AdapterLibrary: the root's adapters loaded on demand (None: off)
 
 
 def state(request: Request) -> ServerState:
@@ -73,17 +74,51 @@ async def ask(request: Request, questions: list[dict]) -> list[Answer]:
     request.state.adapter = questions[0].get("adapter") or s.answerer.default_adapter()
     for q in questions:
         check_question(s, q["question"], q.get("context"))
+    routed: dict[int, float] = {}
+    if s.library is not None:  # `auto` chooses among every adapter of the root, loaded or not
+        questions = list(questions)
+        for i, q in enumerate(questions):
+            if q.get("adapter") == AUTO:
+                choice = s.library.route(q["question"], q.get("context"))
+                if choice is not None:
+                    questions[i], routed[i] = {**q, "adapter": choice[0]}, choice[1]
     try:
-        answers = await s.batcher.submit(questions, request.state.request_id, disconnected=request.is_disconnected)
+        if s.library is not None:
+            names = {q.get("adapter") or s.answerer.default_adapter() for q in questions}
+            async with s.library.hold(names, s.limits.request_timeout_s):
+                answers = await s.batcher.submit(questions, request.state.request_id,
+                                                 disconnected=request.is_disconnected)
+        else:
+            answers = await s.batcher.submit(questions, request.state.request_id, disconnected=request.is_disconnected)
     except LoraqaError as exc:  # bad input found while planning, limits, deadline, an adapter gone
         raise ApiError.of(exc, "model_not_found" if isinstance(exc, AdapterNotFound) else None) from None
     except ClientGone:
         raise ApiError(499, "the client closed the request") from None
+    for i, score in routed.items():
+        answers[i].route_score = score
     used = {a.adapter for a in answers}
     request.state.adapter = used.pop() if len(used) == 1 else "mixed"
     return answers
 
 
 def known_models(s: ServerState) -> list[str]:
-    """What a client may name as `model` / `adapter`: the adapters, `base` and `auto`."""
-    return s.answerer.names + [AUTO]
+    """What a client may name as `model` / `adapter`: the adapters (with a library, every one of
+    the root), `base` and `auto`."""
+    return adapter_names(s) + [AUTO]
+
+
+def profile_of(s: ServerState, name: str):
+    """The adapter's domain profile, loaded or only in the library's root (None: it has none)."""
+    adapter = s.answerer.adapter(name)
+    if adapter is not None:
+        return adapter.profile
+    entry = s.library.catalogue.get(name) if s.library is not None else None
+    return entry.profile if entry is not None else None
+
+
+def adapter_names(s: ServerState) -> list[str]:
+    """The adapters and `base`: with a library also those of the root not loaded now."""
+    names = s.answerer.names
+    if s.library is None:
+        return names
+    return s.library.names + [n for n in names if n not in s.library.names]

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from loraqa.inference.reading import Answer
-from loraqa.serving.context import ApiError, ask, known_models, state
+from loraqa.serving.context import ApiError, ask, known_models, profile_of, state
 
 router = APIRouter()
 OPENAI_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
@@ -188,8 +188,8 @@ async def models(request: Request):
     s = state(request)
 
     def domain(name: str) -> dict:
-        adapter = s.answerer.adapter(name)
-        return {"loraqa": {"domain": adapter.profile.describe()}} if adapter and adapter.profile else {}
+        profile = profile_of(s, name)
+        return {"loraqa": {"domain": profile.describe()}} if profile else {}
 
     return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "loraqa",
                                         **domain(name)} for name in known_models(s)]}

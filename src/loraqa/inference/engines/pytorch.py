@@ -64,7 +64,9 @@ class TorchEngine:
         weights = ref.adapter_dir / "adapter_model.safetensors"
         if not weights.is_file():
             return  # pickle weights (allowed by the user): PEFT's own load checks them
-        base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        # base_model.model, not get_base_model(): that reads the active adapter, which may be one
+        # just detached
+        base = self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
         layers = dict(base.named_modules())
         ranks = {**{"": config.get("r")}, **(config.get("rank_pattern") or {})}
         try:
@@ -107,6 +109,8 @@ class TorchEngine:
             if name in self.adapters:
                 self.model.delete_adapter(name)
                 self.adapters.discard(name)
+                if not self.adapters:  # the last one: back to the bare base model, no LoRA layers left
+                    self.model = self.model.unload()
 
     @contextmanager
     def scoring_model(self, name: str):
