@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from loraqa import optional
+from loraqa.distributed import is_main_process
 from loraqa.run_artifacts import TRACKING_FILE
 
 _PACKAGE = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow"}
@@ -32,6 +33,15 @@ def setup_tracking(track, run_dir: Path, run_name: str) -> list[str]:
         os.environ["WANDB_PROJECT"] = track.project
         os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
         os.environ.setdefault("WANDB_SILENT", "true")
+        if is_main_process():
+            # Opened here, in this run's directory, for transformers' callback to use: left to it,
+            # a second training in one process would log into the first one's W&B run (it reuses
+            # any open run), and wandb reads WANDB_DIR only once per process.
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+            wandb.init(project=track.project, name=run_name, dir=str(run_dir))
     elif track.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     elif track.report_to == "mlflow":
