@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, help="requests of the Zipf run (default 1000; --quick 60)")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-loaded", type=int, default=8)
+    ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     arch = "tiny" if args.quick else "flan-t5-small"
     n_adapters = args.adapters or (24 if args.quick else 200)
@@ -167,7 +169,7 @@ def main() -> None:
         proc.wait(timeout=60)
 
     # eight adapters loaded at start, traffic over the eight
-    eight = [f"a{i:03d}" for i in range(args.max_loaded)]
+    eight = [f"a{i:03d}" for i in range(min(args.max_loaded, n_adapters))]
     proc, url = start([a for name in eight for a in ("-a", f"{name}={root / name}")])
     try:
         f4, _ = asyncio.run(fire(url, rows, [eight[i % len(eight)] for i in range(n)], args.concurrency))
@@ -200,6 +202,13 @@ def main() -> None:
           f"CTranslate2 {cold['ctranslate2']:.1f} s (goal for CTranslate2 <= 1.5 s) "
           f"{'met' if cold['ctranslate2'] <= 1.5 else 'NOT met'}")
     shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "requests": n, "adapters": n_adapters, "distinct": hot, "failures": failures + f3 + f4,
+            "loads": loads, "evictions": evictions, "load_s": load_sum / max(load_count, 1),
+            "warm_p50": pct(lat_warm, 50), "warm_p95": pct(lat_warm, 95), "single_p50": pct(lat_single, 50),
+            "single_p95": pct(lat_single, 95), "rss_library_mb": rss_library, "rss_eight_mb": rss_eight,
+            "cold_start_s": cold}, indent=2))
     if failures + f3 + f4:
         raise SystemExit("requests failed")
 

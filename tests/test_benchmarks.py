@@ -69,6 +69,17 @@ def test_serve_load_script_answers_every_request(tmp_path):
     assert native["model_calls"] < unbatched["model_calls"]
 
 
+def test_many_adapters_script_loads_and_evicts_without_failing_a_request(tmp_path):
+    out = tmp_path / "many.json"
+    run_script("many_adapters.py", "--quick", "--adapters", "10", "--requests", "24", "--max-loaded", "3",
+               "--json", str(out))
+    figures = json.loads(out.read_text())
+    assert figures["failures"] == 0
+    # every adapter asked for was loaded, and never more than 3 stayed: each load past 3 evicted one
+    assert figures["loads"] >= figures["distinct"] and figures["loads"] - figures["evictions"] <= 3
+    assert figures["cold_start_s"]["pytorch"] > 0 and figures["cold_start_s"]["ctranslate2"] > 0
+
+
 def test_serve_abuse_script_keeps_normal_clients_answered_under_attack(tmp_path):
     """A smoke run on a tiny model: the latency and memory goals need the real-size run (README),
     but no normal request may fail, /health must stay truthful and the metrics stay bounded."""

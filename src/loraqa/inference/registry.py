@@ -93,10 +93,12 @@ class AdapterRegistry:
     # ------------------------------------------------------------ loading
 
     def prepare(self, name: str, target: str | Path | AdapterRef, max_bytes: int | None = None,
-                collection: str | None = None) -> LoadedAdapter:
-        """Read and check everything about an adapter without touching the engine."""
+                collection: str | None = None, check_room: bool = True) -> LoadedAdapter:
+        """Read and check everything about an adapter without touching the engine. check_room:
+        refuse it now when no room is left (a caller that makes room before attaching says no)."""
         check_name(name)
-        self._check_room(name)
+        if check_room:
+            self._check_room(name)
         ref = target if isinstance(target, AdapterRef) else resolve_adapter(target)
         check_regular_files(ref, max_bytes)
         if ref.kind == "lora":

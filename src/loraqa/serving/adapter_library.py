@@ -157,37 +157,47 @@ class AdapterLibrary:
         ref = await asyncio.to_thread(self.find, self.root, name)
         while name in self.registry.hidden:  # still being detached by an eviction
             await asyncio.sleep(0.01)
-        # A slot is reserved only once room is made, so loads waiting for room never count
-        # against each other (they would wait for ever for a slot none of them holds).
+        prepared = await asyncio.to_thread(self.registry.prepare, name, ref, self.max_bytes, None, False)
+        # Room is made here, in the event loop (no other coroutine runs in between), and a slot
+        # is reserved only then, so loads waiting for room never count against each other.
+        victim = None
         while len(self.registry.adapters) + len(self.reserved) >= self.max_loaded:
-            if not await self._evict_one():
-                self._released.clear()
-                await self._released.wait()  # every attached adapter is held: wait for one to be let go
+            victim = self._victim()
+            if victim is not None:
+                self.registry.hide(victim)
+                del self.used[victim]
+                break
+            self._released.clear()
+            await self._released.wait()  # every attached adapter is held: wait for one to be let go
         self.reserved.add(name)
         try:
-            prepared = await asyncio.to_thread(self.registry.prepare, name, ref, self.max_bytes)
-            await self.batcher.on_model_thread(self.registry.attach, prepared)
+            # one trip to the model thread for both: each trip waits for the batch running
+            await self.batcher.on_model_thread(self._swap, victim, prepared)
         finally:
             self.reserved.discard(name)
             self._released.set()  # a failed load frees its slot for the others
+        if victim is not None:
+            self._count("evictions", victim)
         entry.profile = prepared.profile
         self.used[name] = time.monotonic()
         self._count("loads", name)
         if self.metrics is not None:
             self.metrics.adapter_load_seconds.observe(time.monotonic() - started)
 
-    async def _evict_one(self) -> bool:
-        """Detach the least recently used adapter nobody holds; False when there is none."""
-        for name in list(self.used):
+    def _swap(self, victim: str | None, prepared) -> None:
+        """On the model thread: detach the victim (if any), attach the new adapter."""
+        if victim is not None:
+            self.registry.detach(victim)
+        self.registry.attach(prepared)
+
+    def _victim(self) -> str | None:
+        """The least recently used attached adapter nobody holds (None: there is none)."""
+        for name in self.used:
             if name in self.pinned or self.holds.get(name) or self.batcher.uses(name) \
                     or name not in self.registry.adapters:
                 continue
-            self.registry.hide(name)
-            del self.used[name]
-            await self.batcher.on_model_thread(self.registry.detach, name)
-            self._count("evictions", name)
-            return True
-        return False
+            return name
+        return None
 
     def _count(self, what: str, name: str) -> None:
         if self.metrics is not None:

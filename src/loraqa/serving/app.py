@@ -92,6 +92,7 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
             raise UsageError(f"--max-loaded must be at least 1, got {max_loaded}")
         cap = max_loaded or limits.max_adapters
         registry.max_adapters = max(limits.max_adapters, cap)
+        batcher.pause_between_batches_s = 0.002
         library = AdapterLibrary(root, registry, batcher, cap, set(pin or ()), find=adapter_routes.find_in_root,
                                  max_bytes=limits.max_adapter_mb * 2**20, metrics=metrics)
     elif pin or max_loaded:

@@ -96,6 +96,10 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self.batches = 0
         self.on_batch = None  # called with each model call's number of windows (metrics)
+        # Set by the adapter library: after each batch, let the requests it answered finish (and
+        # let go of their adapters) so that adapter swaps reach the model thread before the next
+        # batch, instead of one swap per batch.
+        self.pause_between_batches_s = 0.0
 
     # ------------------------------------------------------------ life
 
@@ -263,6 +267,8 @@ class Batcher:
                     batch = self._take()
                     if batch:
                         await self._answer(batch)
+                        if self.pause_between_batches_s:
+                            await asyncio.sleep(self.pause_between_batches_s)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the scheduler must outlive anything a batch does
