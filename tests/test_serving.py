@@ -243,3 +243,14 @@ def test_beam_search_runs_one_adapter_per_batch(answerer, two_adapters):
             for r in rows for n in ("titles", "answers")]
     got = [a.answer for a in answerer.answer(reqs, num_beams=2)]
     assert got == [r["title"] if n == "titles" else r["answers"]["text"][0] for r in rows for n in ("titles", "answers")]
+
+
+def test_adapters_trained_in_fp32_answer_in_fp32_on_a_bf16_machine(two_adapters, monkeypatch):
+    """An adapter trained (and calibrated) in fp32 is served in fp32 by default, even where bf16
+    is fast: served in bf16 it would answer near its no-answer threshold differently from how
+    `loraqa eval` measured it. Asked for, bf16 is still used."""
+    from loraqa.inference.answerer import Answerer
+
+    monkeypatch.setenv("LORAQA_CPU_BF16", "1")  # as on a CPU with AMX or AVX512-BF16
+    assert Answerer({"answers": str(two_adapters["answers"])}).dtype == "fp32"
+    assert Answerer({"answers": str(two_adapters["answers"])}, dtype="bf16").dtype == "bf16"

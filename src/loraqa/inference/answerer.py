@@ -29,6 +29,15 @@ from loraqa.modeling.loading import load_tokenizer
 __all__ = ["AUTO", "BASE", "Answer", "Answerer"]
 
 
+def trained_dtype(choice: str, refs) -> str:
+    """dtype "auto" for adapters that were all trained in fp32 (the seed and gtx1650 presets) is
+    fp32: they answer in the precision they were trained, evaluated and calibrated in, and not in
+    the bf16 that "auto" picks on a CPU or GPU that has it (answers near the no-answer threshold,
+    and a small model's unsure words, differ between the two). Anything else keeps the choice."""
+    saved = {ref.config.model.dtype for ref in refs if ref.kind == "lora"}
+    return "fp32" if choice == "auto" and saved == {"fp32"} else choice
+
+
 class Answerer:
     """One base model, many adapters; `answer()` takes [{question, context?, adapter?}]."""
 
@@ -62,6 +71,7 @@ class Answerer:
         # The model's own copy: a server plans new requests on one thread while the model decodes on
         # another, and one fast tokenizer used from two threads at once can fail ("Already borrowed").
         self.model_tokenizer = copy.deepcopy(self.tokenizer)
+        dtype = trained_dtype(dtype, refs.values())
         self.engine: Engine = create_engine(engine, self.model_tokenizer, base_model, device, dtype, allow_pickle)
         self.registry = AdapterRegistry(self.engine, allow_pickle, max_adapters)
         self.lock = threading.RLock()  # the Python API's callers may share one Answerer between threads
