@@ -111,7 +111,7 @@ def main() -> None:
     from loraqa.inference.answerer import Answerer
     from loraqa.domain_profile import DomainProfile
     from loraqa.inference.routing import route
-    from loraqa.modeling.loading import load_tokenizer
+    from loraqa.modeling.files import load_tokenizer
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-routing-"))
     from loraqa.modeling.precision import cpu_precision_note

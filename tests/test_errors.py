@@ -20,7 +20,7 @@ def test_python_api_errors_name_settings_and_the_cli_names_flags(tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from loraqa import hub
     from loraqa.inference.answerer import Answerer
-    from loraqa.modeling.loading import load_tokenizer
+    from loraqa.modeling.files import load_tokenizer
 
     hub.hub_reachable.cache_clear()
     cases = {

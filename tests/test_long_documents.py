@@ -65,7 +65,7 @@ def test_training_adds_windows_without_the_answer_and_counts_them(reader):
 
 def test_an_answer_only_in_the_last_window_is_found_with_its_offsets(reader, tmp_path):
     from loraqa.inference.reading import plan_reading
-    from loraqa.modeling.loading import load_tokenizer
+    from loraqa.modeling.files import load_tokenizer
 
     docs = reader["documents"]
     tok = load_tokenizer(str(reader["run"] / "adapter"))

@@ -74,7 +74,8 @@ def serve(
         from loraqa.serving.app import run_server
 
         _warn_if_exposed(host, keys["api_key"])
-        typer.echo(f"serving {', '.join(adapters) or 'the base model'} on http://{host}:{port} (docs: /docs)", err=True)
+        what = ", ".join(adapters) or (f"the adapters of {adapter_root}" if adapter_root else "the base model")
+        typer.echo(f"serving {what} on http://{host}:{port} (docs: /docs)", err=True)
         run_server(adapters, host, port, model, batch_window_ms, max_batch, allow_pickle, engine, limits,
                    store=store, collections=collection_map(collection, adapters), adapter_root=adapter_root, max_loaded=max_loaded, pin=pin,
                    allowed_host=allowed_host, cors_origins=cors_origin, max_batch_tokens=max_batch_tokens, **keys)

@@ -23,7 +23,8 @@ from loraqa.diagnostics.architectures import Arch, arch_from_config
 from loraqa.diagnostics.synthetic import build_t5, train_tokenizer
 from loraqa.inference.generation import generate_ids, prepare_for_inference
 from loraqa.inference.reading import plan_reading
-from loraqa.modeling.loading import configure_base, load_base_model, load_seq2seq_config, load_tokenizer
+from loraqa.modeling.files import load_tokenizer
+from loraqa.modeling.loading import configure_base, load_base_model, load_seq2seq_config
 from loraqa.modeling.lora import add_lora
 from loraqa.modeling.precision import resolve_device, resolve_dtype
 from loraqa.training.callbacks import GracefulInterrupt

@@ -24,7 +24,7 @@ from loraqa.inference.reading import (Answer, Job, Reading, combine, fill, gener
 from loraqa.inference.library import Library, plan_passages
 from loraqa.inference.registry import AdapterRegistry, LoadedAdapter, ReadingSettings, check_name
 from loraqa.inference.routing import AUTO
-from loraqa.modeling.loading import load_tokenizer
+from loraqa.modeling.files import load_tokenizer, load_tokenizer_file
 
 __all__ = ["AUTO", "BASE", "Answer", "Answerer"]
 
@@ -62,12 +62,16 @@ class Answerer:
         if base_model is None and first is not None:
             base_model = first.config.model.name
         self.base_model, self.apply_threshold = base_model, apply_threshold
-        if first is None and not capabilities.base_model:
+        if first is None and not capabilities.base_model and base_model is None:
             raise LoraqaError("this engine has no base model of its own: give at least one adapter exported by "
                               "`loraqa export`")
         if first is None and base_model is None:
             raise LoraqaError(f"give at least one adapter, or a base model with {option('model')}")
-        self.tokenizer = load_tokenizer(str(first.adapter_dir) if first else base_model)  # for planning
+        if engine == "ctranslate2":  # an export holds its tokenizer.json: no transformers, no torch
+            # base_model, with no adapter given: an export whose tokenizer the later ones share
+            self.tokenizer = load_tokenizer_file(first.adapter_dir if first else base_model)
+        else:
+            self.tokenizer = load_tokenizer(str(first.adapter_dir) if first else base_model)  # for planning
         # The model's own copy: a server plans new requests on one thread while the model decodes on
         # another, and one fast tokenizer used from two threads at once can fail ("Already borrowed").
         self.model_tokenizer = copy.deepcopy(self.tokenizer)

@@ -124,7 +124,8 @@ def combine(adapters: list[str], output: str, weights: list[float] | None = None
     from peft import PeftModel
 
     from loraqa.inference.merge import check_output
-    from loraqa.modeling.loading import load_base_model, load_seq2seq_config, load_tokenizer, refuse_pickle
+    from loraqa.modeling.files import load_tokenizer, refuse_pickle
+    from loraqa.modeling.loading import load_base_model, load_seq2seq_config
 
     refs = [resolve_adapter(a) for a in adapters]
     weights = list(weights) if weights is not None else [1.0 / len(refs)] * len(refs)

@@ -23,7 +23,7 @@ from loraqa.domain_profile import DomainProfile
 from loraqa.errors import AdapterExists, AdapterNotFound, LoraqaError, UsageError
 from loraqa.inference.engines import BASE, ENGINE_MARKERS, Engine
 from loraqa.inference.routing import AUTO, route
-from loraqa.modeling.loading import refuse_pickle
+from loraqa.modeling.files import refuse_pickle
 
 log = logging.getLogger("loraqa")
 

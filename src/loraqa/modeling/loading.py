@@ -1,31 +1,19 @@
-"""Tokenizer and base model: from the hub or a local folder, safetensors only, dtype, device, optional 8/4-bit."""
+"""Base model: from the hub or a local folder, safetensors only, dtype, device, optional 8/4-bit."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
 from loraqa import optional
 from loraqa.errors import LoraqaError, option
-from loraqa.hub import looks_like_path, use_cache_only_if_offline
+from loraqa.hub import use_cache_only_if_offline
 from loraqa.modeling import attention as fused_attention
+from loraqa.modeling.files import load_error, refuse_pickle
 from loraqa.modeling.precision import FP16_UNSAFE
 
 log = logging.getLogger("loraqa")
-
-def _load_error(name: str, exc: Exception, online: bool) -> LoraqaError:
-    msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    if looks_like_path(name):
-        if not Path(name).expanduser().exists():
-            return LoraqaError(f"model path not found: {name}; pass a local model directory with {option('model')}")
-        return LoraqaError(f"{name} is not a loadable model directory ({msg}); it needs config.json, weights "
-                           "and tokenizer files, as written by save_pretrained")
-    if not online:
-        return LoraqaError(f"could not load model '{name}': the Hugging Face Hub is unreachable and the model is "
-                           f"not in the local cache; pass a local model directory with {option('model')}")
-    return LoraqaError(f"could not load model '{name}' ({msg}); check the name or pass {option('model')}")
 
 
 def load_config_only(name: str):
@@ -35,7 +23,7 @@ def load_config_only(name: str):
     try:
         return AutoConfig.from_pretrained(name)
     except Exception as exc:  # noqa: BLE001 - many loader exception types mean the same thing here
-        raise _load_error(name, exc, online) from None
+        raise load_error(name, exc, online) from None
 
 
 def load_seq2seq_config(name: str):
@@ -45,42 +33,6 @@ def load_seq2seq_config(name: str):
         raise LoraqaError(f"{name} is a {config.model_type} model, not an encoder-decoder (seq2seq) model; "
                           "loraqa needs an AutoModelForSeq2SeqLM such as google/flan-t5-small")
     return config
-
-
-def load_tokenizer(name: str):
-    online = use_cache_only_if_offline()
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # noqa: BLE001
-        raise _load_error(name, exc, online) from None
-    if not getattr(tok, "is_fast", False):
-        raise LoraqaError(f"the tokenizer of {name} is not a fast tokenizer; loraqa needs offsets to keep answers "
-                          "inside the source window (install `tokenizers` and save a fast tokenizer)")
-    return tok
-
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
-def refuse_pickle(folder: str | Path, what: str, allow_pickle: bool, any_present: bool = False) -> None:
-    """Pickle checkpoints execute code when loaded: only safetensors unless the user opts in.
-
-    any_present=False (a base model, loaded with use_safetensors=True): refused when the folder
-    holds pickle weights and no safetensors, since nothing else could be loaded. any_present=True
-    (an adapter: PEFT falls back to adapter_model.bin by itself): refused whenever a pickle
-    weight file is there at all."""
-    folder = Path(folder).expanduser()
-    if allow_pickle or not folder.is_dir():
-        return
-    files = [p.name for p in folder.iterdir() if p.is_file()]
-    pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
-    if not pickles or (not any_present and any(f.endswith(".safetensors") for f in files)):
-        return
-    held = "holds pickle weights" if any_present else "holds only pickle weights"
-    raise LoraqaError(f"{what} {folder} {held} ({pickles[0]}), which can run arbitrary code when loaded; convert "
-                      f"it to safetensors, or if you trust the file pass {option('allow_pickle')}")
 
 
 def load_base_model(name: str, dtype: str, device: str, allow_pickle: bool = False, config=None, quantization=None):
@@ -107,9 +59,9 @@ def load_base_model(name: str, dtype: str, device: str, allow_pickle: bool = Fal
         if "Unrecognized configuration class" in str(exc):
             raise LoraqaError(f"{name} ({config.model_type}) has no sequence-to-sequence LM head; "
                               "use an AutoModelForSeq2SeqLM checkpoint such as google/flan-t5-small") from None
-        raise _load_error(name, exc, online) from None
+        raise load_error(name, exc, online) from None
     except Exception as exc:  # noqa: BLE001
-        raise _load_error(name, exc, online) from None
+        raise load_error(name, exc, online) from None
     if quantization is None:
         model.to(device)
     return model

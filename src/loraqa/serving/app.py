@@ -31,6 +31,7 @@ from loraqa.serving.context import ApiError, ServerState  # noqa: E402
 from loraqa.serving.guard import BodyTooLarge, Keys, RequestGuard, allowed_hosts  # noqa: E402
 from loraqa.serving.limits import ServerLimits  # noqa: E402
 from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics  # noqa: E402
+from loraqa.serving.startup import say_ready  # noqa: E402
 
 # not API traffic: not counted in the metrics
 UNCOUNTED = {"/metrics", "/health", "/", "/docs", "/openapi.json"}
@@ -163,16 +164,22 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
     return app
 
 
-def root_base_model(root: Path) -> str | None:
-    """The base model of the first adapter in an adapter root (a server started with none loaded)."""
+def root_base_model(root: Path, engine: str = "pytorch") -> str | None:
+    """For a server started with no adapter loaded: the base model of the first LoRA adapter in
+    an adapter root or, for CTranslate2 (whose exports are whole models), the first export's
+    folder, which holds the tokenizer they all share."""
     from loraqa.artifacts import resolve_adapter
     from loraqa.errors import LoraqaError
 
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
-            return resolve_adapter(folder).config.model.name
+            ref = resolve_adapter(folder)
         except LoraqaError:
             continue
+        if ref.kind == "lora" and engine == "pytorch":
+            return ref.config.model.name
+        if ref.kind == "ctranslate2" and engine == "ctranslate2":
+            return str(ref.adapter_dir)
     return None
 
 
@@ -186,8 +193,9 @@ def run_server(adapters: dict[str, str], host: str, port: int, base_model: str |
     uvicorn = require_extra("serve", "loraqa's HTTP server")["uvicorn"]
     limits = limits or ServerLimits()
     if not adapters and not base_model and app_options.get("adapter_root"):
-        base_model = root_base_model(Path(app_options["adapter_root"]))
+        base_model = root_base_model(Path(app_options["adapter_root"]), engine)
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
                         max_adapters=limits.max_adapters, store=store, collections=collections)
     app = create_app(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, **app_options)
+    say_ready(answerer, "server")
     uvicorn.run(app, host=host, port=port, log_level="warning")

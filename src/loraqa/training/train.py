@@ -26,8 +26,8 @@ from loraqa.data.splitting import DataReport, prepare_splits
 from loraqa.distributed import is_main_process
 from loraqa.domain_profile import DOMAIN_PROFILE_NAME, DomainProfile
 from loraqa.errors import Interrupted, LoraqaError, option
-from loraqa.modeling.loading import (configure_base, load_base_model, load_seq2seq_config, load_tokenizer,
-                                     quantization_config)
+from loraqa.modeling.files import load_tokenizer
+from loraqa.modeling.loading import configure_base, load_base_model, load_seq2seq_config, quantization_config
 from loraqa.modeling.lora import add_lora, parameter_counts
 from loraqa.modeling.precision import resolve_device, resolve_dtype
 from loraqa.run_artifacts import TRAIN_PREDICTIONS, log_training_artifacts
