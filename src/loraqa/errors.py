@@ -38,6 +38,7 @@ OPTIONS = {
     "max_file_mb": ("--max-file-mb", "max_file_mb="),
     "store": ("--store", "store="),
     "retrieve": ("--retrieve", "retrieve=True"),
+    "similarity_model": ("--similarity-model PATH", "similarity_model="),
 }
 
 

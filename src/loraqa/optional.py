@@ -31,6 +31,7 @@ EXTRAS = {
     "trafilatura": "documents",
     "psycopg": "postgres",
     "openai": "synth",
+    "sentence_transformers": "similarity",
     "wandb": None,  # a core dependency, but one a user may have removed
 }
 # feature -> the packages it needs

@@ -21,7 +21,8 @@ import typer
 from loraqa import config as cfgmod
 from loraqa.cli import collections, review, serving, synth
 from loraqa.cli.options import (AdapterArg, Adapters, AllowPickle, Collections, ConfigFile, Engine, Model, Output,
-                                Overwrite, Preset, Sets, Store, adapter_map, collection_map, load, run)
+                                Overwrite, Preset, Sets, SimilarityModel, Store, adapter_map, collection_map, load,
+                                run)
 from loraqa.errors import UsageError
 
 app = typer.Typer(
@@ -115,16 +116,17 @@ def eval_(
     store: Store = None,
     holdout_contexts: float = typer.Option(0.0, "--holdout-contexts", min=0.0, max=0.99, help="With --retrieve: leave this share of the contexts out of the collection, and report how often the adapter rightly abstains on their questions."),
     track: bool = typer.Option(False, "--track", help="Log the figures and the answers (a predictions artifact) into the W&B or MLflow run the adapter was trained in."),
+    similarity_model: SimilarityModel = None,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
-    """Answer questions with an adapter and score the answers (EM / F1 / ROUGE-L), optionally against the base model."""
+    """Answer questions with an adapter and score the answers (EM / F1 / ROUGE-L, optionally semantic similarity), optionally against the base model."""
     def action():
         from loraqa.evaluation.eval_run import run_eval
 
         run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
                  sets=set_, engine=engine, allow_pickle=allow_pickle, retrieve=retrieve, collection=collection,
-                 store=store, holdout_contexts=holdout_contexts, track=track)
+                 store=store, holdout_contexts=holdout_contexts, track=track, similarity_model=similarity_model)
 
     run(action)
 
@@ -293,12 +295,13 @@ def score(
     data: str = typer.Argument(..., help="Official-format SQuAD file (v1.1 or v2.0, detected)."),
     predictions: str = typer.Argument(..., help='Predictions JSON: {"question id": "answer text"}.'),
     na_prob: Optional[str] = typer.Option(None, "--na-prob", help='No-answer probabilities JSON {"question id": p}: adds the v2.0 script\'s best_exact, best_exact_thresh, best_f1, best_f1_thresh.'),
+    similarity_model: SimilarityModel = None,
 ):
     """Score a predictions file exactly like the official SQuAD evaluation scripts; prints their JSON with ROUGE-L (rouge-score's, percent) added as rouge_l."""
     def action():
         from loraqa.evaluation.scoring import score_files
 
-        return score_files(data, predictions, na_prob)
+        return score_files(data, predictions, na_prob, similarity_model)
 
     result = run(action)
     if result.missing:

@@ -149,12 +149,13 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
              output: str | None = None, model_override: str | None = None, sets: list[str] | None = None,
              engine: str = "pytorch", allow_pickle: bool = False, retrieve: bool = False,
              collection: str | None = None, store: str | None = None, holdout_contexts: float = 0.0,
-             track: bool = False) -> dict:
+             track: bool = False, similarity_model: str | None = None) -> dict:
     """Score an adapter (or export) on questions; allow_pickle is the caller's choice alone, never
     read from the adapter's own saved config. retrieve: also ask each question without its
     passage, from `collection` (of `store`) or from a collection of the data's contexts, a share
     `holdout_contexts` of them left out (evaluation/retrieval_eval.py). track: log the figures and
-    answers into the tracker run the adapter was trained in (run_artifacts.py)."""
+    answers into the tracker run the adapter was trained in (run_artifacts.py). similarity_model:
+    a local model that also scores semantic answer similarity (evaluation/similarity.py)."""
     if (collection or holdout_contexts) and not retrieve:
         raise UsageError("a collection and held-out contexts are for answering without passages: add "
                          f"{option('retrieve')}")
@@ -174,6 +175,11 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
         ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(sets)))
     out = Path(output) if output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
     rows, where = eval_rows(ref, data, limit)
+    similarity = None
+    if similarity_model is not None:  # loaded first: a bad path fails before any answering
+        from loraqa.evaluation.similarity import AnswerSimilarity
+
+        similarity = AnswerSimilarity(similarity_model)
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
     # answers as the model gives them: the threshold is calibrated from them, not applied to them
     answerer = Answerer({"adapter": ref}, base_model=model_override, device=process_device(ref.config.model.device),
@@ -189,6 +195,11 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
             task = bar.add_task(f"answering ({name}), windows", total=len(rows))
             results[name] = evaluate_model(answerer, name, rows, ref.config,
                                            lambda done, total, t=task: bar.update(t, completed=done, total=total))
+    if similarity is not None and main:
+        from loraqa.evaluation.similarity import add_similarity
+
+        for found_items, found_summary in results.values():
+            add_similarity(found_items, found_summary, similarity)
     items, summary = results["adapter"]
     summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": answerer.device,
                     "dtype": answerer.dtype, "engine": engine})
@@ -241,7 +252,7 @@ def print_table(summary: dict) -> None:
     if base:
         table.add_column("base model", justify="right")
         table.add_column("difference", justify="right")
-    keys = ["exact_match", "f1", "rouge_l", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact",
+    keys = ["exact_match", "f1", "rouge_l", "sas", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact",
             "best_f1"]
     shown = [(k, 1) for k in keys if k in summary] + [("token_accuracy", 100), ("extractiveness", 100)]
     for key, scale in shown:

@@ -88,23 +88,31 @@ def read_na_probs(path: str | Path) -> dict[str, float]:
 
 
 def score(questions: list[dict], predictions: dict[str, str], version: str,
-          na_probs: dict[str, float] | None = None) -> ScoreResult:
+          na_probs: dict[str, float] | None = None, similarity=None) -> ScoreResult:
     """The official summary; with no-answer probabilities also the v2.0 script's best_exact,
-    best_exact_thresh, best_f1 and best_f1_thresh."""
+    best_exact_thresh, best_f1 and best_f1_thresh; with an AnswerSimilarity also `sas`."""
     items, missing = [], []
     exact, f1s, has_answer = {}, {}, {}
     for q in questions:
         has_answer[q["id"]] = bool(q["answers"])
         if q["id"] not in predictions:
             missing.append(q["id"])
-            items.append({"em": 0.0, "f1": 0.0, "rouge_l": 0.0, "has_answer": bool(q["answers"])})
+            items.append({"em": 0.0, "f1": 0.0, "rouge_l": 0.0, "has_answer": bool(q["answers"]), "prediction": None,
+                          "references": q["answers"]})
             continue
         em, f1 = score_one(predictions[q["id"]], q["answers"], version)
         exact[q["id"]], f1s[q["id"]] = em, f1
         items.append({"em": em, "f1": f1, "rouge_l": rouge_l(predictions[q["id"]], q["answers"]),
-                      "has_answer": bool(q["answers"])})
+                      "has_answer": bool(q["answers"]), "prediction": predictions[q["id"]],
+                      "references": q["answers"]})
     unknown = [k for k in predictions if k not in has_answer]
     summary = squad_summary(items, version)
+    if similarity is not None:  # a missing prediction scores 0, as for the other metrics
+        from loraqa.evaluation.similarity import add_similarity
+
+        answered = [i for i in items if i["prediction"] is not None]
+        add_similarity(answered, summary, similarity)
+        summary["sas"] *= len(answered) / max(len(items), 1)
     if na_probs is not None:
         absent = [q["id"] for q in questions if q["id"] in predictions and q["id"] not in na_probs]
         if absent:
@@ -114,7 +122,14 @@ def score(questions: list[dict], predictions: dict[str, str], version: str,
     return ScoreResult(version, summary, missing, unknown)
 
 
-def score_files(data_path: str | Path, predictions_path: str | Path, na_prob_path: str | Path | None = None) -> ScoreResult:
+def score_files(data_path: str | Path, predictions_path: str | Path, na_prob_path: str | Path | None = None,
+                similarity_model: str | None = None) -> ScoreResult:
     questions, version = read_official(data_path)
     na_probs = read_na_probs(na_prob_path) if na_prob_path else None
-    return score(questions, read_predictions(predictions_path), version, na_probs)
+    predictions = read_predictions(predictions_path)
+    similarity = None
+    if similarity_model is not None:  # imported only then: scoring otherwise needs no model at all
+        from loraqa.evaluation.similarity import AnswerSimilarity
+
+        similarity = AnswerSimilarity(similarity_model)
+    return score(questions, predictions, version, na_probs, similarity)
