@@ -85,14 +85,11 @@ def embedding_accuracy(embed, train: dict[str, list[dict]], test: list[tuple[str
     return 100 * float(np.mean([names[p] == domain for p, (domain, _) in zip(picked, test)]))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Routing accuracy and routed vs oracle F1 over three domains.")
-    ap.add_argument("--quick", action="store_true", help="small sizes")
-    ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
-    ap.add_argument("--json", help="also write the figures to this file")
-    args = ap.parse_args()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    q = args.quick
+def build_domains(quick: bool, workdir: str | None) -> dict:
+    """The three-domain world: a base pre-trained on all three, one adapter per domain trained with
+    `loraqa train` (what a --workdir already holds is reused: the base, and each trained adapter),
+    and the held-out test cases [(domain, row)] of people never seen in training."""
+    q = quick
     rng = np.random.default_rng(1)
     names = sorted({world.make_name(rng) for _ in range(3000)})
     rng.shuffle(names)
@@ -107,17 +104,10 @@ def main() -> None:
                 r["id"] = f"{split}-{d}-{r['id']}"
 
     from loraqa.config.templates import TEMPLATES
-    from loraqa.diagnostics.synthetic import build_t5, train_tokenizer
-    from loraqa.inference.answerer import Answerer
-    from loraqa.domain_profile import DomainProfile
-    from loraqa.inference.routing import route
+    from loraqa.diagnostics.synthetic import train_tokenizer
     from loraqa.modeling.files import load_tokenizer
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-routing-"))
-    from loraqa.modeling.precision import cpu_precision_note
-
-    print(f"precision: `loraqa train` and `loraqa eval` in {cpu_precision_note()}; the comparisons "
-          "answer in fp32 (free of bf16 rounding)", flush=True)
+    work = Path(workdir or tempfile.mkdtemp(prefix="loraqa-routing-"))
     work.mkdir(parents=True, exist_ok=True)
     everything = [r for by in (pre, train, test) for rows in by.values() for r in rows]
     tokenizer = train_tokenizer([r["context"] + " " + r["question"] for r in everything] + list(TEMPLATES.values())
@@ -132,14 +122,34 @@ def main() -> None:
         path = work / f"{d}.json"
         path.write_text(json.dumps(squad_articles({d: rows})))
         runs[d] = work / f"run-{d}"
+        if (runs[d] / "adapter" / "adapter_config.json").is_file():
+            continue
         world.loraqa("train", "--preset", "default", "--model", str(base), "--data", str(path), "--output", str(runs[d]),
                      "--overwrite", "--set", f"train.max_steps={40 if q else 400}", "--set", "train.learning_rate=2e-3",
                      "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
                      "--set", "data.test_size=0.05", "--set", "data.max_source_length=128")
-    seconds = time.time() - t0
-    squad = work / "all-domains.json"
-    squad.write_text(json.dumps(squad_articles({**train})))  # the SQuAD-format data, split by article above
-    cases = [(d, r) for d, rows in test.items() for r in rows]
+    return {"work": work, "base": base, "tokenizer": tokenizer, "runs": runs, "train": train,
+            "cases": [(d, r) for d, rows in test.items() for r in rows], "seconds": time.time() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Routing accuracy and routed vs oracle F1 over three domains.")
+    ap.add_argument("--quick", action="store_true", help="small sizes")
+    ap.add_argument("--workdir", help="keep the files here (default: a temporary folder); a base and adapters "
+                                      "it holds are reused")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    from loraqa.modeling.precision import cpu_precision_note
+
+    print(f"precision: `loraqa train` and `loraqa eval` in {cpu_precision_note()}; the comparisons "
+          "answer in fp32 (free of bf16 rounding)", flush=True)
+    w = build_domains(args.quick, args.workdir)
+    runs, train, cases, tokenizer, base, seconds = w["runs"], w["train"], w["cases"], w["tokenizer"], w["base"], w["seconds"]
+    from loraqa.diagnostics.synthetic import build_t5
+    from loraqa.domain_profile import DomainProfile
+    from loraqa.inference.answerer import Answerer
+    from loraqa.inference.routing import route
 
     figures = {"questions": len(cases), "domains": list(DOMAINS), "train_and_pretrain_s": seconds}
     profiles = {d: DomainProfile.read(run / "adapter") for d, run in runs.items()}

@@ -16,6 +16,8 @@ on gold pairs for the same passages, in the learning check's world (no pretraine
 5. Planted corrupt pairs on the same passages (answers swapped between a passage's questions;
    answers that are not in the passage) beside the good ones go through the same filter: goal,
    >= 90% of the corrupt ones removed and >= 80% of the good ones kept.
+6. Steps 2, 3 and 5 again with the likelihood round trip (`--roundtrip-margin`, --margin): a pair
+   the reader answers otherwise is kept when it finds the pair's answer nearly as likely as its own.
 
     .venv/bin/python benchmarks/synth.py [--quick] [--base runs/.../base-model] [--steps N] [--json out.json]
 """
@@ -95,23 +97,30 @@ def planted(rows: list[dict], rng) -> tuple[list, list, list]:
     return passages, good, bad
 
 
-def filter_check(reader_run: Path, rows: list[dict], rng) -> dict:
-    """How many planted corrupt pairs the checks remove, and how many good ones they keep."""
+def filter_check(reader_run: Path, rows: list[dict], rng, margins: list[float]) -> dict:
+    """How many planted corrupt pairs the checks remove, and how many good ones they keep: by the
+    round trip's F1 alone, and with each likelihood margin (one pass: every pair the F1 drops is
+    scored once, and a margin keeps those within it)."""
     from loraqa.inference.answerer import Answerer
     from loraqa.synth.generators import GivenPairs
     from loraqa.synth.pipeline import Reader, synthesise
 
     passages, good, bad = planted(rows, rng)
-    reader = Reader(Answerer({"reader": str(reader_run)}, dtype="fp32"), "reader")
+    reader = Reader(Answerer({"reader": str(reader_run)}, dtype="fp32"), "reader", margin=float("inf"))
     kept, _ = synthesise(passages, GivenPairs(good + bad, "planted"), reader)
-    kept_keys = {(r["document"], r["question"], r["answers"]["text"][0]) for r in kept}
+    gap = {(r["document"], r["question"], r["answers"]["text"][0]): r.get("roundtrip_logprob_gap") for r in kept}
 
     def key(d):
         return passages[d.passage].document, d.question, d.answer
 
-    return {"good": len(good), "corrupt": len(bad),
-            "good_kept": round(100 * sum(key(d) in kept_keys for d in good) / len(good), 1),
-            "corrupt_removed": round(100 * sum(key(d) not in kept_keys for d in bad) / len(bad), 1)}
+    def shares(margin: float | None) -> dict:
+        def kept_(d) -> bool:
+            return key(d) in gap and (gap[key(d)] is None or (margin is not None and gap[key(d)] <= margin))
+        return {"good_kept": round(100 * sum(map(kept_, good)) / len(good), 1),
+                "corrupt_removed": round(100 * sum(not kept_(d) for d in bad) / len(bad), 1)}
+
+    return {"good": len(good), "corrupt": len(bad), **shares(None),
+            "margins": {str(m): shares(m) for m in margins}}
 
 
 def served_synth(writer: Path, reader: Path, docs: Path, out: Path) -> float:
@@ -141,6 +150,8 @@ def main() -> None:
     ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     ap.add_argument("--base", help="reuse a base model pre-trained by benchmarks/learning_check.py (its base-model folder)")
     ap.add_argument("--steps", type=int, help="LoRA steps of every adapter (default 1200; --quick 150)")
+    ap.add_argument("--margin", type=float, default=1.0,
+                    help="the likelihood margin (--roundtrip-margin) of the second synth run (default 1.0)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -177,6 +188,10 @@ def main() -> None:
            "-o", str(synthetic))
     t_synth = time.time() - t0
     report = json.loads((work / "synthetic.jsonl.report.json").read_text())
+    loose = work / "synthetic-margin.jsonl"
+    loraqa("synth", "--input", str(docs), "-a", str(writer), "--reader", str(reader), "--per-passage", "8",
+           "--roundtrip-margin", str(args.margin), "-o", str(loose))
+    loose_report = json.loads((work / "synthetic-margin.jsonl.report.json").read_text())
     served = work / "served.jsonl"
     t_served = served_synth(writer, reader, docs, served)
     served_report = json.loads((work / "served.jsonl.report.json").read_text())
@@ -192,8 +207,11 @@ def main() -> None:
     em_reader = exact_match(reader, files["b_test"], work / "eval-reader")
     from_served = train(base, served, work / "qa-served", steps, "--set", "data.split_by=document")
     em_served = exact_match(from_served, files["b_test"], work / "eval-served")
-    filtered = filter_check(reader, gold, np.random.default_rng(3))
+    from_loose = train(base, loose, work / "qa-margin", steps, "--set", "data.split_by=document")
+    em_loose = exact_match(from_loose, files["b_test"], work / "eval-margin")
+    filtered = filter_check(reader, gold, np.random.default_rng(3), sorted({0.5, 1.0, 2.0, 3.0, args.margin}))
     ratio = 100 * em_synth / em_gold if em_gold else float("nan")
+    ratio_loose = 100 * em_loose / em_gold if em_gold else float("nan")
     kinds = {}
     for r in (json.loads(line) for line in synthetic.open()):
         kind = "colour" if r["question"].startswith("What colour") else "place" if r["question"].startswith("Where") \
@@ -206,6 +224,7 @@ def main() -> None:
     print(f"{'QA adapter trained on':40s} {'pairs':>6s} {'EM on 100 held-out gold questions':>34s}")
     print(f"{'gold pairs of those passages':40s} {len(gold):6d} {em_gold:34.1f}")
     print(f"{'kept synthetic pairs only':40s} {report['kept']:6d} {em_synth:34.1f}")
+    print(f"{'kept with --roundtrip-margin ' + format(args.margin, 'g'):40s} {loose_report['kept']:6d} {em_loose:34.1f}")
     print(f"{'pairs from loraqa serve (openai client)':40s} {served_report['kept']:6d} {em_served:34.1f}")
     print(f"{'(the reader: gold pairs of 600 others)':40s} {len(b_train):6d} {em_reader:34.1f}")
     g = served_report["generator"]
@@ -213,13 +232,20 @@ def main() -> None:
           f"{g['prompt_tokens']} prompt + {g['completion_tokens']} completion tokens, {g['malformed']} malformed, "
           f"{g['extra']['failed']} failed; {same} of its {served_report['kept']} kept pairs are the local "
           f"generator's ({report['kept']} kept)")
-    print(f"synthetic / gold EM: {ratio:.1f}%  (goal >= 80%) {'met' if ratio >= 80 else 'NOT met'}")
-    print(f"planted pairs: {filtered['corrupt']} corrupt, {filtered['corrupt_removed']}% removed (goal >= 90%) "
-          f"{'met' if filtered['corrupt_removed'] >= 90 else 'NOT met'}; {filtered['good']} good, "
-          f"{filtered['good_kept']}% kept (goal >= 80%) {'met' if filtered['good_kept'] >= 80 else 'NOT met'}")
+    for label, r in (("round trip (F1)", ratio), (f"margin {args.margin:g}", ratio_loose)):
+        print(f"synthetic / gold EM, {label}: {r:.1f}%  (goal >= 80%) {'met' if r >= 80 else 'NOT met'}")
+    print(f"planted pairs: {filtered['corrupt']} corrupt, {filtered['good']} good")
+    for label, f in [("round trip (F1 >= 0.5)", filtered)] + [(f"+ likelihood margin {m}", v)
+                                                             for m, v in filtered["margins"].items()]:
+        print(f"  {label:30s} corrupt removed {f['corrupt_removed']:5.1f}% (goal >= 90%) "
+              f"{'met' if f['corrupt_removed'] >= 90 else 'NOT met'}; good kept {f['good_kept']:5.1f}% "
+              f"(goal >= 80%) {'met' if f['good_kept'] >= 80 else 'NOT met'}")
     figures = {"unseen_people": len(unseen), "synth": {k: report[k] for k in ("generated", "kept", "dropped")},
                "kinds": kinds, "em_gold": em_gold, "em_synthetic": em_synth, "em_reader": em_reader,
                "ratio": round(ratio, 1), "filter": filtered,
+               "margin": {"margin": args.margin, "kept": loose_report["kept"],
+                          "kept_by_likelihood": loose_report["kept_by_likelihood"], "em": em_loose,
+                          "ratio": round(ratio_loose, 1)},
                "served": {"kept": served_report["kept"], "same_as_local": same, "em": em_served,
                           "requests": g["requests"], "seconds": round(t_served, 1),
                           "prompt_tokens": g["prompt_tokens"], "completion_tokens": g["completion_tokens"]}}

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from loraqa.modeling.precision import cpu_has_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,14 +132,35 @@ def test_long_documents_script_prints_every_target_with_a_verdict(tmp_path):
     assert len(verdicts) == len(figures["targets"]) == 5, res.stdout
 
 
-def test_routing_script_measures_both_profiles(tmp_path):
+@pytest.fixture(scope="module")
+def domains_workdir(tmp_path_factory):
+    """routing.py's three-domain world (--quick), kept for combine.py to reuse."""
+    return tmp_path_factory.mktemp("domains")
+
+
+def test_routing_script_measures_both_profiles(tmp_path, domains_workdir):
     out = tmp_path / "routing.json"
-    res = run_script("routing.py", "--quick", "--json", str(out))
+    res = run_script("routing.py", "--quick", "--workdir", str(domains_workdir), "--json", str(out))
     figures = json.loads(out.read_text())
     for key in ("tfidf_with_passage", "tfidf_question_only", "embedding (trained base)_with_passage",
                 "embedding (random-weight base)_question_only", "f1_routed", "f1_right_adapter"):
         assert 0 <= figures[key] <= 100, key
     assert "routing accuracy with passages" in res.stdout
+
+
+def test_combine_script_compares_every_method_with_the_own_adapters_and_routing(tmp_path, domains_workdir):
+    """Reuses the routing test's world (its base and three adapters): only the combinations are new."""
+    out = tmp_path / "combine.json"
+    res = run_script("combine.py", "--quick", "--workdir", str(domains_workdir), "--methods", "cat", "ties",
+                     "--json", str(out))
+    figures = json.loads(out.read_text())
+    assert set(figures["scores"]) == {"people adapter", "purchases adapter", "pets adapter", "own adapter (given)",
+                                      "auto routing", "cat (average)", "cat (sum)", "ties (average)", "ties (sum)"}
+    assert figures["kept_of_own_f1"]["own adapter (given)"] == pytest.approx(100.0)
+    for by_domain in figures["scores"].values():
+        assert set(by_domain) == {"people", "purchases", "pets"}
+        assert all(0 <= v["em"] <= v["f1"] <= 100 for v in by_domain.values())
+    assert "best combination:" in res.stdout
 
 
 def test_long_documents_reader_check_knows_the_other_buyers_fact():

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import SQUAD_V1, read_jsonl, run_cli
 
 
@@ -87,6 +89,43 @@ def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answer
     assert report.generated == len(good) + len(swapped) + 1 and report.kept == len(rows)
 
 
+def test_a_given_answer_is_scored_on_the_scale_of_the_readers_own(answerer, two_adapters):
+    """Scored by teacher forcing, the adapter's own greedy answer gets the score generation gave it:
+    the likelihood round trip compares like with like."""
+    rows = two_adapters["rows"][:4]
+    for name in ("answers", "titles"):
+        said = answerer.answer([{"question": r["question"], "context": r["context"], "adapter": name} for r in rows])
+        scored = answerer.answer_logprobs([{"question": r["question"], "context": r["context"], "answer": a.answer,
+                                            "adapter": name} for r, a in zip(rows, said)])
+        assert [a.answer for a in said] == ([r["answers"]["text"][0] for r in rows] if name == "answers"
+                                            else [r["title"] for r in rows])
+        assert scored == pytest.approx([a.score for a in said], abs=1e-4)
+
+
+def test_the_likelihood_margin_keeps_pairs_the_reader_finds_nearly_as_likely(answerer, two_adapters):
+    """A reader that answers every question otherwise ('titles' gives the passage's title) drops
+    every pair by F1; with a margin, the pairs whose answer it finds within the margin of its own
+    are kept, each with its gap, and no other."""
+    from loraqa.synth.generators import Draft, GivenPairs
+    from loraqa.synth.pipeline import Reader, synthesise
+    from loraqa.synth.sampling import SourcePassage
+
+    rows = [r for r in two_adapters["rows"] if r["answers"]["text"][0] not in r["title"]][:6]
+    passages = [SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
+                for i, r in enumerate(rows)]
+    pairs = GivenPairs([Draft(i, r["question"], r["answers"]["text"][0]) for i, r in enumerate(rows)], "given")
+    none, report = synthesise(passages, pairs, Reader(answerer, "titles"))
+    assert none == [] and report.dropped == {"round_trip": len(rows)}
+    every, report = synthesise(passages, pairs, Reader(answerer, "titles", margin=1e9))
+    assert len(every) == report.kept == report.kept_by_likelihood == len(rows)
+    gaps = sorted(r["roundtrip_logprob_gap"] for r in every)
+    assert gaps[0] > 0  # 'titles' prefers its own answer to each of these
+    margin = (gaps[2] + gaps[3]) / 2
+    some, report = synthesise(passages, pairs, Reader(answerer, "titles", margin=margin))
+    assert sorted(r["roundtrip_logprob_gap"] for r in some) == gaps[:3] and report.kept_by_likelihood == 3
+    assert report.roundtrip_margin == margin
+
+
 def test_loraqa_synth_writes_checked_pairs_that_training_can_split_by_document(question_writer, two_adapters, store,
                                                                                  tmp_path):
     """From the collection 'fixture': the question writer writes a question per answer candidate,
@@ -139,6 +178,7 @@ def test_synth_refuses_what_it_cannot_do_in_one_line(two_adapters, question_writ
         (["fixture", "--input", "x.txt", "--store", str(store), "-o", str(out)], "not both"),
         (["nope", "--store", str(store), "-a", str(two_adapters["answers"]), "-o", str(out)], "nope"),
         (["fixture", "--store", str(store), "--unanswerable", "2", "-o", str(out)], "--unanswerable"),
+        (["fixture", "--store", str(store), "-a", writer, "--roundtrip-margin", "1", "-o", str(out)], "needs a --reader"),
     ]
     for args, says in cases:
         res = run_cli("synth", *args)

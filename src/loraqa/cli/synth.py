@@ -32,6 +32,7 @@ def synth(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="openai: most tokens per reply (default: the endpoint's)."),
     reader: Optional[str] = typer.Option(None, "--reader", help="The round-trip reader: a QA adapter's run directory, or 'base' (the base model). Pairs it does not answer the same way are dropped. Default: no round trip."),
     min_roundtrip_f1: float = typer.Option(0.5, "--min-roundtrip-f1", help="Keep a pair when the reader's answer has at least this F1 against the pair's answer."),
+    roundtrip_margin: Optional[float] = typer.Option(None, "--roundtrip-margin", min=0, help="Also keep a pair the reader answers otherwise when it finds the pair's answer nearly as likely as its own: at most this far below it, in mean log-probability per token (e.g. 1.0). For a reader that still mixes people or places up; off by default."),
     unanswerable: float = typer.Option(0.0, "--unanswerable", help="Share of kept pairs also asked of another document's passage, with no answer (so adapters learn to abstain)."),
     passage_chars: int = typer.Option(1000, "--passage-chars", min=100, help="With --input: the longest passage, in characters."),
     overlap: int = typer.Option(200, "--overlap", min=0, help="With --input: characters consecutive passages share."),
@@ -57,13 +58,14 @@ def synth(
 
             return run_synth(output, collection, inputs, store, passages, per_passage, seed, generator, adapter,
                              model, reader, min_roundtrip_f1, unanswerable, passage_chars, overlap, max_file_mb,
-                             allow_pickle, endpoint, progress)
+                             allow_pickle, endpoint, progress, roundtrip_margin)
 
     written, report = run(action)
     for path, why in report.skipped_files:
         typer.echo(f"error: {why}", err=True)
     dropped = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(report.dropped.items())) or "none"
-    typer.echo(f"{report.passages} passages, {report.generated} pairs generated, {report.kept} kept "
+    by_likelihood = f", {report.kept_by_likelihood} of them by likelihood" if report.roundtrip_margin is not None else ""
+    typer.echo(f"{report.passages} passages, {report.generated} pairs generated, {report.kept} kept{by_likelihood} "
                f"(+{report.unanswerable} unanswerable); dropped: {dropped}", err=True)
     stats = report.generator
     if generator == "openai":

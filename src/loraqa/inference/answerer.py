@@ -161,6 +161,33 @@ class Answerer:
             cache: dict = {}
             return self.read([self.plan(r, cache) for r in requests], batch_size, num_beams, progress)
 
+    def answer_logprobs(self, requests: list[dict], batch_size: int = 16) -> list[float]:
+        """For [{question, context, answer, adapter}]: the mean log-probability per token the
+        adapter gives that answer (EOS included) in a window of the passage that holds it, the
+        scale of `Answer.score` for its own answer. Engines with teacher forcing only."""
+        if not self.engine.capabilities.teacher_forcing:
+            raise LoraqaError("scoring a given answer needs the PyTorch engine (teacher forcing)")
+        from loraqa.config import load_config
+        from loraqa.data.features import FeatureCounts, encode_row
+        from loraqa.inference.generation import target_logprobs
+
+        out: list[float | None] = [None] * len(requests)
+        with self.lock:
+            for name in dict.fromkeys(r["adapter"] for r in requests):
+                adapter = self.registry.get(name)
+                data_cfg = adapter.ref.config.data if adapter else load_config("default").data
+                if not adapter:  # the bare base model reads with the template it answers with
+                    data_cfg.template = ReadingSettings.for_base(True).template
+                rows = [(i, {"id": str(i), "question": r["question"], "context": r["context"],
+                             "answers": {"text": [r["answer"]], "answer_start": [r["context"].find(r["answer"])]}})
+                        for i, r in enumerate(requests) if r["adapter"] == name]
+                feats = [encode_row(self.tokenizer, row, data_cfg, False, FeatureCounts()) for _, row in rows]
+                with self.scoring_model(name) as model:
+                    scores = target_logprobs(model, self.model_tokenizer, feats, batch_size)
+                for (i, _), score in zip(rows, scores):
+                    out[i] = score
+        return out
+
     def read(self, readings: list[Reading], batch_size: int = 16, num_beams: int = 1,
              progress: Callable[[int, int], None] | None = None) -> list[Answer]:
         """Answer planned readings: all their windows in length-sorted batches, then combine."""

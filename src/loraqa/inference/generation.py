@@ -138,6 +138,27 @@ def generate_scored(model, tokenizer, sources: list[list[int]], max_new_tokens: 
             for t, lp, i, e in zip(texts, per_token, ids, stopped)]
 
 
+@torch.inference_mode()
+def target_logprobs(model, tokenizer, features: list[dict], batch_size: int = 16) -> list[float]:
+    """The mean log-probability per token (EOS included) the model gives each feature's `labels`
+    after its `input_ids`: the score generate_scored gives the model's own greedy answer, for an
+    answer it is handed instead (teacher forcing, one forward pass)."""
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for i in range(0, len(features), batch_size):
+        chunk = features[i:i + batch_size]
+        batch = tokenizer.pad({"input_ids": [f["input_ids"] for f in chunk]}, return_tensors="pt").to(device)
+        labels = torch.full((len(chunk), max(len(f["labels"]) for f in chunk)), -100, dtype=torch.long)
+        for j, f in enumerate(chunk):
+            labels[j, :len(f["labels"])] = torch.tensor(f["labels"])
+        labels = labels.to(device)
+        logprobs = model(**batch, labels=labels).logits.float().log_softmax(-1)
+        known = labels != -100
+        chosen = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * known
+        out += (chosen.sum(1) / known.sum(1)).cpu().tolist()
+    return out
+
+
 def run_on_model(model, tokenizer, num_beams: int = 1, autocast_bf16: bool = False, **generate_kwargs):
     """A run_batch (inference/reading.py) on a PyTorch model held in memory, such as the one
     being trained: no engine, no adapter switching."""

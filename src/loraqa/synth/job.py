@@ -113,12 +113,17 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
               adapter: str | None = None, model: str | None = None, reader: str | None = None,
               min_roundtrip_f1: float = 0.5, unanswerable: float = 0.0, passage_chars: int = 1000,
               overlap: int = 200, max_file_mb: float = 50, allow_pickle: bool = False,
-              endpoint: Endpoint | None = None, progress: Callable[[str, int, int], None] | None = None) -> tuple[int, SynthReport]:
+              endpoint: Endpoint | None = None, progress: Callable[[str, int, int], None] | None = None,
+              roundtrip_margin: float | None = None) -> tuple[int, SynthReport]:
     """Write OUTPUT (JSONL, loraqa's data format) and its report; returns (rows, report)."""
     if (collection is None) == (not inputs):
         raise UsageError("give a COLLECTION or --input PATHS (files, folders or globs), not both")
     if not 0 <= min_roundtrip_f1 <= 1:
         raise UsageError(f"--min-roundtrip-f1 must be between 0 and 1, got {min_roundtrip_f1}")
+    if roundtrip_margin is not None and not roundtrip_margin >= 0:
+        raise UsageError(f"--roundtrip-margin must be >= 0, got {roundtrip_margin}")
+    if roundtrip_margin is not None and not reader:
+        raise UsageError("--roundtrip-margin loosens the round trip: it needs a --reader")
     if not 0 <= unanswerable <= 1:
         raise UsageError(f"--unanswerable must be a share between 0 and 1, got {unanswerable}")
     out = Path(output)
@@ -141,6 +146,8 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
     else:
         writer, judge = build_models(generator, adapter, model, reader, allow_pickle)
         gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", per_passage, seed)
+    if judge is not None:
+        judge.margin = roundtrip_margin
     rows, report = synthesise(picked, gen, judge, min_roundtrip_f1, unanswerable, seed, progress)
     report.skipped_files = skipped
     write_atomic(out, "".join(jsonl_line(r) for r in rows))

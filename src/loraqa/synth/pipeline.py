@@ -28,6 +28,8 @@ class SynthReport:
     per_document: dict = field(default_factory=dict)  # document -> {generated, kept, dropped}
     generator: dict = field(default_factory=dict)  # what the generator did (requests, tokens, ...)
     min_roundtrip_f1: float | None = None
+    roundtrip_margin: float | None = None  # pairs confirmed by the reader's likelihood: kept_by_likelihood
+    kept_by_likelihood: int = 0
     skipped_files: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -36,16 +38,28 @@ class SynthReport:
 
 @dataclass
 class Reader:
-    """Who answers the round trip: an Answerer and the adapter (or "base") it answers with."""
+    """Who answers the round trip: an Answerer and the adapter (or "base") it answers with.
+
+    margin: also confirm a pair whose answer the reader finds nearly as likely as its own, at most
+    `margin` below its own answer's score (mean log-probability per token). A reader that
+    cannot yet tell two people of a passage apart often gives the other person's city for
+    "Where was X born?": the round trip alone then drops the right pair, while a city for a
+    question about a job, or the other person's city offered as X's, stays far less likely."""
     answerer: object
     adapter: str
     batch_size: int = 16
+    margin: float | None = None
 
-    def answers(self, pairs: list[tuple[str, str]], progress=None) -> list[str]:
-        """The reader's answer to each (question, passage); "" where it abstained."""
-        got = self.answerer.answer([{"question": q, "context": c, "adapter": self.adapter} for q, c in pairs],
-                                   batch_size=self.batch_size, progress=progress)
-        return [a.answer for a in got]
+    def answers(self, pairs: list[tuple[str, str]], progress=None) -> list:
+        """The reader's Answer to each (question, passage); its text is "" where it abstained."""
+        return self.answerer.answer([{"question": q, "context": c, "adapter": self.adapter} for q, c in pairs],
+                                    batch_size=self.batch_size, progress=progress)
+
+    def likelihoods(self, triples: list[tuple[str, str, str, int]]) -> list[float]:
+        """The reader's score for a given answer to (question, passage, answer, where it is)."""
+        return self.answerer.answer_logprobs([{"question": q, "context": c, "answer": a, "answer_start": at,
+                                               "adapter": self.adapter} for q, c, a, at in triples],
+                                             batch_size=self.batch_size)
 
 
 def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, min_roundtrip_f1: float = 0.5,
@@ -54,7 +68,8 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
     """Rows that passed every check, and the report. unanswerable: the share of kept pairs that
     also get a copy asked against a passage of another document, with no answer. progress(stage,
     done, total)."""
-    report = SynthReport(passages=len(passages), min_roundtrip_f1=min_roundtrip_f1 if reader else None)
+    report = SynthReport(passages=len(passages), min_roundtrip_f1=min_roundtrip_f1 if reader else None,
+                         roundtrip_margin=reader.margin if reader else None)
     drafts = generator.generate(passages, progress=_stage(progress, "writing questions"))
     report.generated = len(drafts)
     dropped: Counter = Counter()
@@ -71,19 +86,34 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
         else:
             located.append((d, at))
     scores: list[float | None] = [None] * len(located)
+    gaps: list[float | None] = [None] * len(located)  # how far below the reader's own answer (margin)
     if reader is not None and located:
         said = reader.answers([(d.question, passages[d.passage].text) for d, _ in located],
                               progress=_stage(progress, "round trip"))
-        scores = [round_trip_f1(s, passages[d.passage].text[at:at + len(d.answer.strip())])
+        scores = [round_trip_f1(s.answer, passages[d.passage].text[at:at + len(d.answer.strip())])
                   for s, (d, at) in zip(said, located)]
+        doubtful = [i for i, score in enumerate(scores) if score < min_roundtrip_f1]
+        if reader.margin is not None and doubtful:
+            if progress is not None:
+                progress("answer likelihood", 0, len(doubtful))
+            triples = []
+            for i in doubtful:
+                d, at = located[i]
+                text = passages[d.passage].text
+                triples.append((d.question, text, text[at:at + len(d.answer.strip())], at))
+            for i, likelihood in zip(doubtful, reader.likelihoods(triples)):
+                gaps[i] = said[i].score - likelihood
     # Repeats are judged among the pairs the reader confirmed, best confirmed first: a writer that
-    # wrote one question for two answers keeps it for the answer the reader gives.
-    order = sorted(range(len(located)), key=lambda i: -(scores[i] or 0.0))
+    # wrote one question for two answers keeps it for the answer the reader gives (or, confirmed by
+    # likelihood, finds likeliest).
+    order = sorted(range(len(located)), key=lambda i: (scores[i] is not None and scores[i] < min_roundtrip_f1,
+                                                       gaps[i] or 0.0, -(scores[i] or 0.0)))
     ledger = QuestionLedger()
     kept = []
     for i in order:
         (d, at), score, p = located[i], scores[i], passages[located[i][0].passage]
-        reason = ROUND_TRIP if score is not None and score < min_roundtrip_f1 else ledger.check(p.document, d.question)
+        confirmed = score is None or score >= min_roundtrip_f1 or (gaps[i] is not None and gaps[i] <= reader.margin)
+        reason = ledger.check(p.document, d.question) if confirmed else ROUND_TRIP
         if reason:
             dropped[reason] += 1
             per_doc[p.document]["dropped"] += 1
@@ -93,8 +123,10 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
     rows = []
     for i in sorted(kept):  # in the order they were generated
         (d, at), p = located[i], passages[located[i][0].passage]
-        rows.append(_row(p, d.question.strip(), p.text[at:at + len(d.answer.strip())], at, generator.label, scores[i]))
+        rows.append(_row(p, d.question.strip(), p.text[at:at + len(d.answer.strip())], at, generator.label, scores[i],
+                         **({"roundtrip_logprob_gap": round(gaps[i], 4)} if gaps[i] is not None else {})))
     report.kept = len(rows)
+    report.kept_by_likelihood = sum(1 for r in rows if "roundtrip_logprob_gap" in r)
     rows += _unanswerable(rows, passages, unanswerable, seed)
     report.unanswerable = len(rows) - report.kept
     report.dropped = dict(dropped)
