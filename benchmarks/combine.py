@@ -43,9 +43,11 @@ def main() -> None:
     runs, cases, work = w["runs"], w["cases"], w["work"]
     domains = list(runs)
 
+    from loraqa.domain_profile import DomainProfile
     from loraqa.evaluation.metrics import score_one
     from loraqa.inference.answerer import Answerer
     from loraqa.inference.combine import combine
+    from loraqa.inference.routing import route
 
     t0 = time.time()
     combined = {}
@@ -62,8 +64,8 @@ def main() -> None:
     names = {**{d: d for d in domains}, **{label: f"c{i}" for i, label in enumerate(combined)}}
 
     def scores(adapter_of) -> dict[str, dict[str, float]]:
-        """EM and F1 per domain when each question goes to adapter_of(its domain)."""
-        answers = answerer.answer([{"question": r["question"], "context": r["context"], "adapter": adapter_of(d)}
+        """EM and F1 per domain when each question goes to adapter_of(its domain, the row)."""
+        answers = answerer.answer([{"question": r["question"], "context": r["context"], "adapter": adapter_of(d, r)}
                                    for d, r in cases], batch_size=32)
         out = {}
         for domain in domains:
@@ -71,11 +73,16 @@ def main() -> None:
             out[domain] = {"em": 100 * float(np.mean([g[0] for g in got])), "f1": 100 * float(np.mean([g[1] for g in got]))}
         return out
 
-    rows = {f"{d} adapter": scores(lambda _d, n=d: n) for d in domains}
-    rows["own adapter (given)"] = scores(lambda d: d)
-    rows["auto routing"] = scores(lambda d: "auto")
+    # `auto` among the three domain adapters only: loaded beside them, a combination (whose profile
+    # is their union) would be routed to as well
+    profiles = {d: DomainProfile.read(run / "adapter") for d, run in runs.items()}
+    routed = {r["id"]: route(profiles, r["question"], r["context"])[0] for _, r in cases}
+    rows = {f"{d} adapter": scores(lambda _d, _r, n=d: n) for d in domains}
+    rows["own adapter (given)"] = scores(lambda d, _r: d)
+    rows["auto routing"] = scores(lambda _d, r: routed[r["id"]])
     for label in combined:
-        rows[label] = scores(lambda _d, n=names[label]: n)
+        rows[label] = scores(lambda _d, _r, n=names[label]: n)
+    routing_accuracy = 100 * float(np.mean([routed[r["id"]] == d for d, r in cases]))
     own = rows["own adapter (given)"]
 
     n = len(cases) // len(domains)
@@ -93,10 +100,12 @@ def main() -> None:
         print(f"{label:32s}{cells}{mean_f1:10.1f}{share:15.1f}%")
     best = max(combined, key=lambda label: kept[label])
     print(f"\nbest combination: {best}, keeping {kept[best]:.1f}% of each domain's own-adapter F1 on average; "
-          f"auto routing keeps {kept['auto routing']:.1f}%")
+          f"auto routing keeps {kept['auto routing']:.1f}% (it picks the question's own adapter for "
+          f"{routing_accuracy:.0f}% of them)")
     if args.json:
         Path(args.json).write_text(json.dumps({"questions_per_domain": n, "domains": domains, "scores": rows,
-                                               "kept_of_own_f1": kept, "best": best, "combine_s": combine_s},
+                                               "kept_of_own_f1": kept, "best": best, "combine_s": combine_s,
+                                               "routing_accuracy": routing_accuracy},
                                               indent=2))
 
 
