@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import build, free_port, wait_until_up  # noqa: E402
+from serve_load import build, free_port, launch, wait_until_up  # noqa: E402
 
 
 def adapter_root(work: Path, n: int, arch: str) -> tuple[Path, Path, list[dict]]:
@@ -85,8 +85,7 @@ async def fire(url: str, rows, names: list[str], concurrency: int) -> tuple[int,
 
 def start(args: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "loraqa", "serve", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = launch([sys.executable, "-m", "loraqa", "serve", "--port", str(port), *args])
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url, proc, seconds=300)
     return proc, url

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import build, free_port, wait_until_up  # noqa: E402
+from serve_load import build, free_port, launch, wait_until_up  # noqa: E402
 
 KEY, ADMIN = "normal-client-key", "admin-key-the-attackers-lack"
 
@@ -205,7 +205,7 @@ def run(args) -> dict:
     env = {**os.environ, "LORAQA_API_KEY": KEY, "LORAQA_ADMIN_KEY": ADMIN}
     cmd = [sys.executable, "-m", "loraqa", "serve", "--port", str(port), "--adapter-root", str(work),
            *[a for name, path in adapters.items() for a in ("--adapter", f"{name}={path}")]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = launch(cmd, env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, proc)

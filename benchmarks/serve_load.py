@@ -61,6 +61,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    """A server process whose stderr goes to a file: a pipe that nobody reads fills at 64 KB, and
+    the server's next log line then blocks the thread that writes it (a model thread that warns
+    while attaching adapters, say) for good."""
+    log = tempfile.NamedTemporaryFile("w", prefix="loraqa-server-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
+    log.close()
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    return proc
+
+
 def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
     """Until the server started as `proc` answers /health (it loads its model first)."""
     import httpx
@@ -74,7 +85,8 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> Non
             if proc.poll() is not None:
                 break
             time.sleep(0.2)
-    raise SystemExit(f"server did not start: {proc.stderr.read() if proc.poll() is not None else 'timed out'}")
+    said = Path(proc.log_path).read_text()[-3000:] if proc.poll() is not None else "timed out"
+    raise SystemExit(f"server did not start: {said}")
 
 
 async def fire(url: str, rows, n: int, concurrency: int, kind: str = "answer") -> tuple[float, int, list[float]]:
@@ -128,7 +140,7 @@ def serve(adapters, max_batch: int, workloads: list[str], rows, n: int, concurre
     port = free_port()
     cmd = [sys.executable, "-m", "loraqa", "serve", "--port", str(port), "--max-batch", str(max_batch),
            "--engine", engine, *[a for name, path in adapters.items() for a in ("--adapter", f"{name}={path}")]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = launch(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx

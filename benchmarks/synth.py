@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from learning_check import build_world, family_b, loraqa, pretrain, write_jsonl  # noqa: E402
-from serve_load import free_port, wait_until_up  # noqa: E402
+from serve_load import free_port, launch, wait_until_up  # noqa: E402
 
 LORA = ["--set", "train.learning_rate=2e-3", "--set", "train.eval_steps=0", "--set", "track.report_to=none",
         "--set", "data.num_samples=null", "--set", "data.test_size=0.05", "--set", "data.max_source_length=128"]
@@ -55,7 +55,10 @@ def gold_rows(names: list[str], rng) -> list[dict]:
     return rows
 
 
-def train(base: Path, data: Path, out: Path, steps: int, *extra: str) -> Path:
+def train(base: Path, data: Path, out: Path, steps: int, *extra: str, reuse: bool = False) -> Path:
+    """A LoRA run; reuse: keep one a --workdir already holds (the reader and the writer)."""
+    if reuse and (out / "adapter" / "adapter_config.json").is_file():
+        return out
     loraqa("train", "--preset", "default", "--model", str(base), "--data", str(data), "--output", str(out),
            "--overwrite", "--set", f"train.max_steps={steps}", *LORA, *extra)
     return out
@@ -128,8 +131,7 @@ def served_synth(writer: Path, reader: Path, docs: Path, out: Path) -> float:
     writer; returns the seconds synth took."""
     port, key = free_port(), "synth-benchmark"
     env = {**os.environ, "LORAQA_API_KEY": key, "OPENAI_API_KEY": key}
-    proc = subprocess.Popen([sys.executable, "-m", "loraqa", "serve", "--port", str(port), "-a", f"qg={writer}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = launch([sys.executable, "-m", "loraqa", "serve", "--port", str(port), "-a", f"qg={writer}"], env)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(url, proc)
@@ -147,7 +149,8 @@ def served_synth(writer: Path, reader: Path, docs: Path, out: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description="An adapter from synthetic pairs against one from gold pairs.")
     ap.add_argument("--quick", action="store_true", help="fewer people and steps")
-    ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
+    ap.add_argument("--workdir", help="keep the files here (default: a temporary folder); its base model, reader "
+                                      "and writer are reused by the next run")
     ap.add_argument("--base", help="reuse a base model pre-trained by benchmarks/learning_check.py (its base-model folder)")
     ap.add_argument("--steps", type=int, help="LoRA steps of every adapter (default 1200; --quick 150)")
     ap.add_argument("--margin", type=float, default=1.0,
@@ -163,6 +166,8 @@ def main() -> None:
     t0 = time.time()
     if args.base:
         base = Path(args.base)
+    elif (work / "base-model" / "config.json").is_file():  # pre-trained by an earlier run in this --workdir
+        base = work / "base-model"
     else:
         base = pretrain(world["a_train"], world["tokenizer"], work, 300 if args.quick else 1500, seed=0)
     t_pre = time.time() - t0
@@ -173,9 +178,9 @@ def main() -> None:
     files = {k: write_jsonl(work / f"{k}.jsonl", v) for k, v in
              {"b_train": b_train, "b_test": b_test, "gold": gold}.items()}
     t0 = time.time()
-    reader = train(base, files["b_train"], work / "reader", steps)
+    reader = train(base, files["b_train"], work / "reader", steps, reuse=True)
     writer = train(base, files["b_train"], work / "writer", steps, "--set", "data.task=question_generation",
-                   "--set", "data.max_target_length=24")
+                   "--set", "data.max_target_length=24", reuse=True)
     t_adapters = time.time() - t0
     # the unseen people's passages as files (one per person), read by `loraqa synth --input`
     docs = work / "documents"

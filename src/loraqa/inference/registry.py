@@ -89,6 +89,7 @@ class AdapterRegistry:
         self.engine, self.allow_pickle, self.max_adapters = engine, allow_pickle, max_adapters
         self.adapters: dict[str, LoadedAdapter] = {}  # visible: requests may name them
         self.hidden: dict[str, LoadedAdapter] = {}  # being unloaded: still attached, no new requests
+        self.warned: set[str] = set()  # adapters already said to have no domain profile (a library reloads them)
 
     # ------------------------------------------------------------ loading
 
@@ -118,7 +119,8 @@ class AdapterRegistry:
             self.engine.detach(adapter.name)  # whatever the engine kept of it
             raise
         self.adapters[adapter.name] = adapter
-        if adapter.profile is None:
+        if adapter.profile is None and adapter.name not in self.warned:
+            self.warned.add(adapter.name)
             log.warning(f"adapter '{adapter.name}' has no domain profile ({adapter.source}/loraqa_domain.json, written "
                         f"by `loraqa train`): `{AUTO}` will never choose it")
 

@@ -1,7 +1,8 @@
 """The PyTorch engine: one base model in memory, LoRA adapters attached by name (PEFT).
 
 Batches may mix adapters: greedy decoding routes each row through its own adapter in one
-generate() call (PEFT `adapter_names=`); beam search with mixed adapters needs a recent PEFT
+generate() call (PEFT `adapter_names=`, each LoRA layer's rows in two batched matmuls:
+modeling/mixed_lora.py); beam search with mixed adapters needs a recent PEFT
 (peft #2283), so its capabilities say the Answerer must send beams one adapter per batch.
 """
 
@@ -20,6 +21,7 @@ from loraqa.errors import LoraqaError, option
 from loraqa.inference.engines.base import BASE, Capabilities, Generated, GenerationBatch
 from loraqa.inference.generation import generate_scored, prepare_for_inference
 from loraqa.modeling.loading import load_base_model, load_seq2seq_config
+from loraqa.modeling.mixed_lora import forget_stacks, use_gathered_mixed_batches
 from loraqa.modeling.precision import resolve_device, resolve_dtype
 
 
@@ -98,6 +100,7 @@ class TorchEngine:
                 else:
                     self.model.load_adapter(str(ref.adapter_dir), adapter_name=name)
                 prepare_for_inference(self.model, self.dtype)
+                use_gathered_mixed_batches(self.model)  # after the cast: the stacks take the weights' dtype
             except Exception as exc:  # noqa: BLE001 - shape mismatches, missing files: all "does not fit"
                 if isinstance(self.model, PeftModel) and name in self.model.peft_config:
                     self.model.delete_adapter(name)  # a half-attached adapter must not linger
@@ -109,6 +112,7 @@ class TorchEngine:
             if name in self.adapters:
                 self.model.delete_adapter(name)
                 self.adapters.discard(name)
+                forget_stacks(self.model)
                 if not self.adapters:  # the last one: back to the bare base model, no LoRA layers left
                     self.model = self.model.unload()
 
