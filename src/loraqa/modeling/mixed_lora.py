@@ -61,8 +61,12 @@ def _gathered_mixed_forward(self, x, *args, adapter_names, **kwargs):
     result = self.base_layer(x)
     flat = x.reshape(x.shape[0], -1, x.shape[-1]).to(a.dtype)
     low = torch.bmm(flat, a[rows].transpose(1, 2))  # [batch, tokens, rank]
-    update = torch.bmm(low, b[rows].transpose(1, 2))  # [batch, tokens, out]
-    return result + update.reshape(result.shape).to(result.dtype)
+    if result.dtype == low.dtype and result.is_contiguous():
+        # added in place by the GEMM (the base layer's output is a fresh tensor): no second
+        # [batch, tokens, out] tensor, which PEFT's in-place indexed add does not make either
+        result.view(low.shape[0], low.shape[1], -1).baddbmm_(low, b[rows].transpose(1, 2))
+        return result
+    return result + torch.bmm(low, b[rows].transpose(1, 2)).reshape(result.shape).to(result.dtype)
 
 
 def use_gathered_mixed_batches(peft_model) -> int:
