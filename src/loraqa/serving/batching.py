@@ -45,6 +45,7 @@ from typing import Awaitable, Callable
 from loraqa.errors import AdapterNotFound, DeadlineExceeded, Overloaded, TooMuchWork
 from loraqa.inference.reading import Answer, Job, Reading
 from loraqa.serving.limits import ServerLimits
+from loraqa.serving.memory import MemoryReleaser
 
 log = logging.getLogger("loraqa.server")
 PLANNERS = 2  # planning threads
@@ -100,6 +101,7 @@ class Batcher:
         # let go of their adapters) so that adapter swaps reach the model thread before the next
         # batch, instead of one swap per batch.
         self.pause_between_batches_s = 0.0
+        self.memory = MemoryReleaser()
 
     # ------------------------------------------------------------ life
 
@@ -301,7 +303,7 @@ class Batcher:
         if self.on_batch is not None:
             self.on_batch(sum(len(jobs) for jobs in groups.values()))
         try:
-            await self.on_model_thread(self.run_fn, [job for jobs in groups.values() for job in jobs])
+            await self.on_model_thread(self._run_and_release, [job for jobs in groups.values() for job in jobs])
             answered = groups
         except Exception as exc:  # noqa: BLE001 - find whose window failed; the others are answered
             answered = await self._answer_apart(groups, exc)
@@ -314,6 +316,10 @@ class Batcher:
                 except Exception as exc:  # noqa: BLE001 - a bad result fails its own request only
                     ticket.future.set_exception(exc)
             self._settle(ticket)
+
+    def _run_and_release(self, jobs: list[Job]) -> None:
+        self.run_fn(jobs)
+        self.memory.maybe()  # the batch's activations are freed now (serving/memory.py)
 
     async def _answer_apart(self, groups: dict[Ticket, list[Job]], exc: Exception) -> dict[Ticket, list[Job]]:
         """The batch failed: answer each request's windows alone, so only the request whose window
