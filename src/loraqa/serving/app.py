@@ -31,6 +31,7 @@ from loraqa.serving.context import ApiError, ServerState  # noqa: E402
 from loraqa.serving.guard import BodyTooLarge, Keys, RequestGuard, allowed_hosts  # noqa: E402
 from loraqa.serving.limits import ServerLimits  # noqa: E402
 from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics  # noqa: E402
+from loraqa.serving.memory import bound_kernel_cache  # noqa: E402
 from loraqa.serving.startup import say_ready  # noqa: E402
 
 # not API traffic: not counted in the metrics
@@ -194,6 +195,7 @@ def run_server(adapters: dict[str, str], host: str, port: int, base_model: str |
     limits = limits or ServerLimits()
     if not adapters and not base_model and app_options.get("adapter_root"):
         base_model = root_base_model(Path(app_options["adapter_root"]), engine)
+    bound_kernel_cache()
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
                         max_adapters=limits.max_adapters, store=store, collections=collections)
     app = create_app(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, **app_options)

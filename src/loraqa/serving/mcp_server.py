@@ -38,6 +38,7 @@ from loraqa.inference.answerer import AUTO, BASE, Answerer  # noqa: E402
 from loraqa.serving.batching import Batcher  # noqa: E402
 from loraqa.serving.guard import Keys, allowed_hosts  # noqa: E402
 from loraqa.serving.limits import ServerLimits  # noqa: E402
+from loraqa.serving.memory import bound_kernel_cache  # noqa: E402
 from loraqa.serving.startup import say_ready  # noqa: E402
 
 log = logging.getLogger("loraqa.server")
@@ -196,6 +197,7 @@ def run_mcp(adapters: dict[str, str], base_model: str | None, descriptions: dict
                          f"{', '.join(adapters)}")
     keys = Keys(api_key)
     limits = limits or ServerLimits()
+    bound_kernel_cache()
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
                         max_adapters=limits.max_adapters, store=store, collections=collections)
     server, _ = build_server(answerer, descriptions, limits)

@@ -1,4 +1,5 @@
-"""Giving freed memory back to the system between batches.
+"""What a long-running server holds on to: freed memory given back between batches, and a
+bounded cache of compiled CPU kernels.
 
 A server's batches differ in rows and lengths, so their activations are freed in blocks of many
 sizes, and glibc keeps the freed blocks in its heaps: resident memory creeps up to the sum of
@@ -12,9 +13,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import time
 
 EVERY_S = 1.0  # at most once a second: a call costs a few ms
+# oneDNN (PyTorch's CPU kernels) keeps a compiled primitive, with its memory, for every shape it
+# has run, up to 1,024 of them; a server's batches come in hundreds of shapes (rows x padded
+# length). Measured over 300 rounds of on-demand loads and varied mixed batches: 825 MB resident
+# with the default, 705 MB with 64, the same speed (0 instead: twice as slow).
+KERNEL_CACHE = "64"
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,3 +44,8 @@ class MemoryReleaser:
         if trim is not None and now - self.last >= self.every_s:
             trim(0)
             self.last = time.monotonic()
+
+
+def bound_kernel_cache() -> None:
+    """Before the model first runs: a smaller oneDNN primitive cache, unless the user set one."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE)
