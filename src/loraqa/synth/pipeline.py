@@ -103,6 +103,8 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
                 triples.append((d.question, text, text[at:at + len(d.answer.strip())], at))
             for i, likelihood in zip(doubtful, reader.likelihoods(triples)):
                 gaps[i] = said[i].score - likelihood
+            if progress is not None:
+                progress("answer likelihood", len(doubtful), len(doubtful))
     # Repeats are judged among the pairs the reader confirmed, best confirmed first: a writer that
     # wrote one question for two answers keeps it for the answer the reader gives (or, confirmed by
     # likelihood, finds likeliest).
