@@ -252,7 +252,7 @@ def main() -> None:
     lengths = [600, 1200] if q else [2000, 8000, 32000]
     n_questions = 10 if q else 200
     negatives_tried = [1] if q else [int(n) for n in args.negatives.split(",")]
-    pre_steps, lora_steps = (100, 60) if q else (1500, 800)
+    pre_steps, lora_steps = (60, 30) if q else (1500, 800)
 
     rng = np.random.default_rng(0)
     # One-word names (two syllables): telling people apart is then a matter of one token, which a

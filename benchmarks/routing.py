@@ -115,7 +115,7 @@ def build_domains(quick: bool, workdir: str | None) -> dict:
     t0 = time.time()
     base = work / "base-model"
     if not (base / "config.json").is_file():
-        base = world.pretrain([r for rows in pre.values() for r in rows], tokenizer, work, 100 if q else 1500, seed=0)
+        base = world.pretrain([r for rows in pre.values() for r in rows], tokenizer, work, 60 if q else 1500, seed=0)
     tokenizer = load_tokenizer(str(base))
     runs = {}
     for d, rows in train.items():
@@ -125,7 +125,7 @@ def build_domains(quick: bool, workdir: str | None) -> dict:
         if (runs[d] / "adapter" / "adapter_config.json").is_file():
             continue
         world.loraqa("train", "--preset", "default", "--model", str(base), "--data", str(path), "--output", str(runs[d]),
-                     "--overwrite", "--set", f"train.max_steps={40 if q else 400}", "--set", "train.learning_rate=2e-3",
+                     "--overwrite", "--set", f"train.max_steps={24 if q else 400}", "--set", "train.learning_rate=2e-3",
                      "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
                      "--set", "data.test_size=0.05", "--set", "data.max_source_length=128")
     return {"work": work, "base": base, "tokenizer": tokenizer, "runs": runs, "train": train,
