@@ -145,3 +145,29 @@ def test_the_mcp_server_on_ctranslate2_answers_without_torch(exports, two_adapte
     assert heavy_imports(text) == set()
     ready = float(re.search(r"MCP server ready (\d+\.\d) s after start", text).group(1))
     assert ready <= time.monotonic() - started  # said from the process's own start, not made up
+
+
+def test_exports_of_another_tokenizer_are_refused_beside_the_first(exports, two_adapters, tmp_path):
+    """Requests are read with the first export's tokenizer: an export whose vocabulary differs
+    would get ids it does not know and answer garbage with no error, so it is refused when it is
+    attached, naming both folders. The same tokenizer saved with other whitespace still serves."""
+    import json
+
+    from loraqa.errors import LoraqaError
+    from loraqa.inference.answerer import Answerer
+
+    respaced, other = tmp_path / "respaced", tmp_path / "other"
+    for folder in (respaced, other):
+        shutil.copytree(exports / "a1", folder)
+    data = json.loads((exports / "a1" / "tokenizer.json").read_text())
+    (respaced / "tokenizer.json").write_text(json.dumps(data, indent=4))
+    data["added_tokens"].append({**data["added_tokens"][-1], "id": len(data["added_tokens"]) + 90000,
+                                 "content": "<clinic>"})
+    (other / "tokenizer.json").write_text(json.dumps(data))
+
+    row = two_adapters["rows"][0]
+    answerer = Answerer({"a1": str(exports / "a1"), "respaced": str(respaced)}, engine="ctranslate2")
+    got = answerer.answer([{"question": row["question"], "context": row["context"], "adapter": "respaced"}])
+    assert got[0].answer == row["answers"]["text"][0]
+    with pytest.raises(LoraqaError, match=r"other was exported with another tokenizer than .*a1"):
+        Answerer({"a1": str(exports / "a1"), "other": str(other)}, engine="ctranslate2")

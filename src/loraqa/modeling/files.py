@@ -85,6 +85,7 @@ class TokenizerFile:
         from tokenizers import Tokenizer
 
         folder = Path(folder)
+        self.folder = folder
         try:
             self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
             config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")) \
@@ -128,6 +129,22 @@ class TokenizerFile:
     def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
         ids = [self._tokenizer.token_to_id(t) for t in tokens]
         return [self.unk_token_id if i is None else i for i in ids]
+
+
+def same_vocabulary(a: str | Path, b: str | Path) -> bool:
+    """Whether two saved tokenizer.json files turn text into the same ids. Byte-equal files do
+    (exports of one base model are); otherwise their models (vocabulary, merges, normaliser
+    settings) and added tokens are compared, since another version may write the same tokenizer
+    with other whitespace or key order."""
+    a, b = Path(a), Path(b)
+    if a.read_bytes() == b.read_bytes():
+        return True
+
+    def meaning(path: Path) -> tuple:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return tuple(data.get(k) for k in ("model", "added_tokens", "normalizer", "pre_tokenizer"))
+
+    return meaning(a) == meaning(b)
 
 
 def load_tokenizer_file(folder: str | Path) -> TokenizerFile:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 from loraqa.artifacts import AdapterRef
 from loraqa.errors import LoraqaError
 from loraqa.inference.engines.base import Capabilities, Generated, GenerationBatch
+from loraqa.modeling.files import TOKENIZER_FILE, same_vocabulary
 from loraqa.optional import require
 
 
@@ -57,6 +59,7 @@ class CT2Engine:
 
     def attach(self, name: str, ref: AdapterRef) -> None:
         self.check(ref)
+        self.check_tokenizer(ref)
         try:
             translator = self.ct2.Translator(str(ref.adapter_dir), device=self.device, compute_type="default",
                                              inter_threads=self.workers, intra_threads=1)
@@ -66,6 +69,20 @@ class CT2Engine:
         with self.lock:
             self.translators[name] = translator
             self.compute_types[name] = getattr(translator, "compute_type", "default")
+
+    def check_tokenizer(self, ref: AdapterRef) -> None:
+        # Every export is its own model, but requests are read with one tokenizer (the first
+        # export's): an export of another base model would get ids from a vocabulary it does not
+        # know and answer garbage without any error.
+        ours = getattr(self.tokenizer, "folder", None)
+        if ours is None or Path(ours).resolve() == ref.adapter_dir.resolve():
+            return
+        theirs = ref.adapter_dir / TOKENIZER_FILE
+        if not theirs.is_file():
+            raise LoraqaError(f"{ref.adapter_dir} has no {TOKENIZER_FILE}; export the adapter again with `loraqa export`")
+        if not same_vocabulary(Path(ours) / TOKENIZER_FILE, theirs):
+            raise LoraqaError(f"{ref.adapter_dir} was exported with another tokenizer than {ours}: one server reads "
+                              "requests with one vocabulary; serve exports of the same base model together")
 
     def detach(self, name: str) -> None:
         with self.lock:
