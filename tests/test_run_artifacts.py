@@ -1,6 +1,7 @@
 """A training run's adapter, data report and evaluation answers logged as W&B artifacts (offline,
-as by default), and `loraqa eval --track` logging into the same run: read back from the offline
-run files with W&B's own record schema, their files staged byte for byte."""
+as by default) and as MLflow run artifacts, and `loraqa eval --track` logging into the same run:
+read back from the offline W&B run files with W&B's own record schema (their files staged byte
+for byte), and from the run's MLflow store with MLflow's own client."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import glob
 import hashlib
 import json
 from pathlib import Path
+
+import pytest
 
 from helpers import run_cli, train_memoriser, wandb_offline_records
 
@@ -64,3 +67,37 @@ def test_training_and_eval_log_their_files_as_wandb_artifacts(nodrop_model_dir, 
 def test_eval_track_without_a_tracked_run_is_one_line(two_adapters):
     res = run_cli("eval", str(two_adapters["answers"]), "--track", "--limit", "1")  # trained with report_to=none
     assert res.exit_code != 0 and "no tracker run" in res.stderr and "Traceback" not in res.output
+
+
+def test_training_and_eval_log_their_files_as_mlflow_run_artifacts(nodrop_model_dir, squad_rows, tmp_path, monkeypatch):
+    """With track.report_to=mlflow the same files land in the run's MLflow file store (mlruns/ in
+    the run directory), read back with MLflow's own client: the adapter under model/, the data
+    report under dataset/, the answers under predictions/, and `eval --track` adds its figures
+    and answers to the same run."""
+    mlflow = pytest.importorskip("mlflow", reason="the tracking extra (mlflow) is not installed")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow 3 refuses its file store without it
+    run = train_memoriser(nodrop_model_dir, squad_rows[:10], tmp_path, steps=4,
+                          sets=("track.report_to=mlflow", "train.eval_steps=2")).run_dir
+    note = json.loads((run / "tracking.json").read_text())
+    assert note["report_to"] == "mlflow" and note["tracking_uri"] == (run / "mlruns").resolve().as_uri()
+    client = mlflow.tracking.MlflowClient(note["tracking_uri"])
+
+    def files(folder: str) -> dict[str, bytes]:
+        local = Path(client.download_artifacts(note["id"], folder, str(tmp_path / "down" / folder)))
+        return {str(p.relative_to(local)): p.read_bytes() for p in local.rglob("*") if p.is_file()}
+
+    model = files("model")
+    assert {"adapter_model.safetensors", "adapter_config.json", "loraqa_config.yaml", "loraqa_domain.json"} <= set(model)
+    assert all(model[name] == (run / "adapter" / name).read_bytes() for name in model)
+    assert files("dataset") == {n: (run / n).read_bytes() for n in ("data_report.json", "split.json", "config.yaml")}
+    assert files("predictions") == {"eval_predictions.jsonl": (run / "eval_predictions.jsonl").read_bytes()}
+
+    res = run_cli("eval", str(run), "--track")
+    assert res.exit_code == 0, res.output
+    logged = client.get_run(note["id"]).data.metrics
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert logged["final_eval.exact_match"] == summary["exact_match"] and "final_eval.rouge_l" in logged
+    answers = files("predictions")
+    assert answers["predictions.jsonl"] == (run / "eval" / "predictions.jsonl").read_bytes()

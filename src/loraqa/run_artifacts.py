@@ -22,6 +22,15 @@ TRAIN_PREDICTIONS = "eval_predictions.jsonl"  # the last evaluation during train
 TRACKING_FILE = "tracking.json"  # which tracker run holds this run (so `loraqa eval --track` finds it)
 
 
+def allow_file_store(tracking_uri: str) -> None:
+    """MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set (it wants a database
+    or a server). A run's own mlruns/ folder is what keeps MLflow tracking local and self-contained,
+    as W&B's offline files are, so loraqa opts in for that store; a tracking URI the user set to a
+    database or server is left as it is."""
+    if tracking_uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
 def tracker_run(run_dir: Path) -> dict | None:
     try:
         data = json.loads((Path(run_dir) / TRACKING_FILE).read_text(encoding="utf-8"))
@@ -85,6 +94,7 @@ def log_eval(run_dir: Path, eval_dir: Path, summary: dict) -> str:
     if note["report_to"] == "mlflow":
         import mlflow
 
+        allow_file_store(note["tracking_uri"])
         mlflow.set_tracking_uri(note["tracking_uri"])
         with mlflow.start_run(run_id=note["id"]):
             mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()})
@@ -111,6 +121,7 @@ def _to_wandb(run, items) -> None:
 def _to_mlflow(note: dict, items) -> None:
     import mlflow
 
+    allow_file_store(note["tracking_uri"])
     mlflow.set_tracking_uri(note["tracking_uri"])
     with mlflow.start_run(run_id=note["id"]):
         for _, kind, paths in items:

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from loraqa import optional
 from loraqa.distributed import is_main_process
-from loraqa.run_artifacts import TRACKING_FILE
+from loraqa.run_artifacts import TRACKING_FILE, allow_file_store
 
 _PACKAGE = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow"}
 
@@ -46,6 +46,7 @@ def setup_tracking(track, run_dir: Path, run_name: str) -> list[str]:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     elif track.report_to == "mlflow":
         os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlruns").resolve().as_uri())
+        allow_file_store(os.environ["MLFLOW_TRACKING_URI"])
         os.environ["MLFLOW_EXPERIMENT_NAME"] = track.project
     return [] if track.report_to == "none" else [track.report_to]
 
