@@ -52,7 +52,7 @@ def test_the_combination_is_peft_s_own(domain_adapters, tmp_path, method, densit
 def test_a_combination_answers_predicts_merges_and_routes(domain_adapters, tmp_path):
     """Weights 1 and 0 (linear) make exactly the first parent: it answers its memorised questions
     as that parent does, through predict, merge and the server's domain profiles."""
-    from loraqa.domain_profile import DomainProfile, terms
+    from loraqa.domain_profile import DomainProfile, shared_query, terms
     from loraqa.inference.answerer import Answerer
 
     runs, rows = domain_adapters["runs"], domain_adapters["rows"]["science"][:4]
@@ -66,7 +66,8 @@ def test_a_combination_answers_predicts_merges_and_routes(domain_adapters, tmp_p
     assert [a["answer"] for a in read_jsonl(tmp_path / "a.jsonl")] == [r["answers"]["text"][0] for r in rows]
     merged = run_cli("merge", str(out), "-o", str(tmp_path / "merged"))
     assert merged.exit_code == 0, merged.output
-    # the profile of an equal combination sits between its parents' for each domain's questions
+    # the profile of an equal combination sits between its parents' for each domain's questions,
+    # scored as `auto` scores them (one query vector for all profiles)
     run_cli("combine", str(runs["science"]), str(runs["places"]), "-o", str(tmp_path / "both"))
     answerer = Answerer({"both": str(tmp_path / "both")}, dtype="fp32")
     profile = DomainProfile.read(tmp_path / "both")
@@ -75,7 +76,8 @@ def test_a_combination_answers_predicts_merges_and_routes(domain_adapters, tmp_p
     for name, domain_rows in domain_adapters["rows"].items():
         q = terms(domain_rows[0]["question"] + " " + domain_rows[0]["context"])
         other = "places" if name == "science" else "science"
-        assert parents[other].similarity(q) < profile.similarity(q) < parents[name].similarity(q)
+        query = shared_query([profile, *parents.values()], q)
+        assert parents[other].cosine(query) < profile.cosine(query) < parents[name].cosine(query)
     loaded = answerer.registry.get("both")
     assert loaded.profile is not None and loaded.describe().startswith(f"trained on {profile.train_questions}")
     chosen, _ = answerer.registry.choose("auto", rows[0]["question"], rows[0]["context"])
@@ -114,3 +116,40 @@ def test_what_cannot_be_combined_is_refused_in_one_line(domain_adapters, questio
             continue
         assert res.exit_code != 0 and says in res.stderr and "Traceback" not in res.output, (args, res.output)
         assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_auto_sends_each_domain_to_its_own_adapter_with_a_combination_beside_them():
+    """Three domains written from templates that share most of their words (as real domains share
+    a language), and the combination of all three served beside them: `auto` must still send each
+    domain's questions to its own adapter. Scored with each profile's own IDF, the combination's
+    broader profile won two domains' questions outright (its parents are more exact there)."""
+    import random
+
+    from loraqa.domain_profile import DomainProfile
+    from loraqa.inference.routing import route
+
+    rng = random.Random(0)
+
+    def rows(question, passage, fills, n):
+        names = ["".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3)).title()
+                 for _ in range(n)]
+        return [{"question": question.format(name=m), "context": passage.format(name=m, x=rng.choice(fills))}
+                for m in names]
+
+    templates = {
+        "people": ("Where was {name} born?", "{name} was born in {x} and grew up in the north of the country.",
+                   ["Elst", "Tarn", "Lorn", "Vede"]),
+        "pets": ("What is the name of the pet of {name}?",
+                 "{name} keeps a dog called {x}; the dog is old now and lives in the house of the family.",
+                 ["Rex", "Bo", "Tip"]),
+        "purchases": ("What did {name} buy?", "Last spring {name} bought a {x} at the market of the town.",
+                      ["coat", "lamp", "clock"]),
+    }
+    parents = {d: DomainProfile.from_rows(rows(*t, 200)) for d, t in templates.items()}
+    combined = DomainProfile.combined([(p, 1 / 3) for p in parents.values()], "all three")
+    for domain, t in templates.items():
+        for r in rows(*t, 20):
+            assert route({**parents, "all": combined}, r["question"], r["context"])[0] == domain
+            assert route({**parents, "all": combined}, r["question"], None)[0] == domain
+            assert route({"all": combined, "other": parents["pets" if domain != "pets" else "people"]},
+                         r["question"], r["context"])[0] == "all"  # where no parent is served it is chosen

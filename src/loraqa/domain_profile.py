@@ -84,7 +84,10 @@ class DomainProfile:
 
     def similarity(self, counts: Counter) -> float:
         """Cosine similarity of a text's term counts (`terms(text)`) to the profile, in [0, 1]."""
-        query = _normalised(_tfidf(counts, self.idf, self.unknown_idf))
+        return self.cosine(_normalised(_tfidf(counts, self.idf, self.unknown_idf)))
+
+    def cosine(self, query: dict[str, float]) -> float:
+        """Cosine similarity of a unit-length TF-IDF vector to the profile."""
         return sum(w * self.centroid.get(t, 0.0) for t, w in query.items())
 
     def describe(self) -> str:
@@ -127,3 +130,14 @@ class DomainProfile:
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def shared_query(profiles: list[DomainProfile], counts: Counter) -> dict[str, float]:
+    """One TF-IDF vector of a text for scoring it against several profiles, so that their scores
+    compare: each term weighs as the rarest any profile finds it (unknown to a profile counts as
+    that profile's rarest). Weighed by each profile's own IDF instead, the query differs per
+    profile, and a broad profile (an adapter combined from others: the union of theirs) won every
+    question, even those of its parents' own domains."""
+    idf = {t: max(p.idf.get(t, p.unknown_idf) for p in profiles) for t in counts}
+    return _normalised({t: (1.0 + math.log(c)) * idf[t] for t, c in counts.items()})
+
