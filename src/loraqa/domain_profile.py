@@ -82,12 +82,8 @@ class DomainProfile:
         unknown = sum(share * p.unknown_idf for p, share in shares)
         return cls(_normalised(top), idf, unknown, source, sum(p.train_questions for p, _ in parents), "")
 
-    def similarity(self, counts: Counter) -> float:
-        """Cosine similarity of a text's term counts (`terms(text)`) to the profile, in [0, 1]."""
-        return self.cosine(_normalised(_tfidf(counts, self.idf, self.unknown_idf)))
-
     def cosine(self, query: dict[str, float]) -> float:
-        """Cosine similarity of a unit-length TF-IDF vector to the profile."""
+        """Cosine similarity of a unit-length TF-IDF vector (`shared_query`) to the profile, in [0, 1]."""
         return sum(w * self.centroid.get(t, 0.0) for t, w in query.items())
 
     def describe(self) -> str:
@@ -139,5 +135,4 @@ def shared_query(profiles: list[DomainProfile], counts: Counter) -> dict[str, fl
     profile, and a broad profile (an adapter combined from others: the union of theirs) won every
     question, even those of its parents' own domains."""
     idf = {t: max(p.idf.get(t, p.unknown_idf) for p in profiles) for t in counts}
-    return _normalised({t: (1.0 + math.log(c)) * idf[t] for t, c in counts.items()})
-
+    return _normalised(_tfidf(counts, idf, 0.0))

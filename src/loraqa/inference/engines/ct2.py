@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 from loraqa.artifacts import AdapterRef
 from loraqa.errors import LoraqaError
@@ -74,13 +73,13 @@ class CT2Engine:
         # Every export is its own model, but requests are read with one tokenizer (the first
         # export's): an export of another base model would get ids from a vocabulary it does not
         # know and answer garbage without any error.
-        ours = getattr(self.tokenizer, "folder", None)
-        if ours is None or Path(ours).resolve() == ref.adapter_dir.resolve():
+        ours = self.tokenizer.folder  # a modeling.files.TokenizerFile: the engine reads exports only
+        if ours.resolve() == ref.adapter_dir.resolve():
             return
         theirs = ref.adapter_dir / TOKENIZER_FILE
         if not theirs.is_file():
             raise LoraqaError(f"{ref.adapter_dir} has no {TOKENIZER_FILE}; export the adapter again with `loraqa export`")
-        if not same_vocabulary(Path(ours) / TOKENIZER_FILE, theirs):
+        if not same_vocabulary(ours / TOKENIZER_FILE, theirs):
             raise LoraqaError(f"{ref.adapter_dir} was exported with another tokenizer than {ours}: one server reads "
                               "requests with one vocabulary; serve exports of the same base model together")
 
