@@ -55,6 +55,60 @@ def test_repeated_and_near_repeated_questions_of_a_document_are_dropped():
     assert locate("Seine  flows", "The Seine\nflows") == 4
 
 
+def test_a_question_naming_what_the_passage_never_mentions_is_caught():
+    """A writer that garbles a name ("Retomo" for "Refevi") asks about nobody: the check names it.
+    A sentence's first word, a name the passage has in another case or with a possessive, and a
+    hyphenated name the passage has are not flagged."""
+    from loraqa.synth.checks import unknown_names
+
+    passage = "Last spring Noka Todasa bought a coat in Jean-Luc's shop. Tamo Refevi owns the NFL team."
+    assert unknown_names("What did Retomo buy?", passage) == ["Retomo"]
+    assert unknown_names("Which team does Tamo Refevi own? Where is Dami?", passage) == ["Dami"]
+    assert unknown_names("What did Noka Todasa's friend buy in Jean-Luc's shop?", passage) == []
+    assert unknown_names("Which nfl team? What does TAMO own?", passage) == []
+    assert unknown_names('"Where" did noka buy the coat?', passage) == []
+
+
+def test_the_readers_span_replaces_loose_answer_bounds_and_unfinished_or_unknown_questions_go(answerer, two_adapters):
+    """A pair whose answer runs a word past what the question asks is kept with the reader's span
+    (the writer's answer stays in the row); with reader_spans off it keeps the writer's. A question
+    the writer did not finish, and one naming someone the passage never mentions, are dropped, the
+    latter kept when check_names is off."""
+    from loraqa.synth.generators import Draft, GivenPairs
+    from loraqa.synth.pipeline import Reader, synthesise
+    from loraqa.synth.sampling import SourcePassage
+
+    rows, loose = [], []
+    for r in two_adapters["rows"]:
+        a, c = r["answers"]["text"][0], r["context"]
+        if c.count(a) != 1 or len(rows) == 4:
+            continue
+        nxt = c[c.find(a) + len(a):].split()
+        if nxt and nxt[0].isalpha():  # the word after the answer: F1 2/3 against the answer alone
+            rows.append(r)
+            loose.append(f"{a} {nxt[0]}")
+    assert len(rows) == 4, "the fixture has answers followed by a word"
+    passages = [SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
+                for i, r in enumerate(rows)]
+    drafts = [Draft(i, r["question"], w) for i, (r, w) in enumerate(zip(rows, loose))]
+    drafts.append(Draft(0, rows[0]["question"][:-1] + " and", rows[0]["answers"]["text"][0], cut_off=True))
+    drafts.append(Draft(1, "What did Zorblax Quimm find?", rows[1]["answers"]["text"][0]))
+    reader = Reader(answerer, "answers")
+    out, report = synthesise(passages, GivenPairs(drafts), reader)
+    assert [(r["answers"]["text"][0], r["generated_answer"]) for r in out] == \
+        [(r["answers"]["text"][0], w) for r, w in zip(rows, loose)]
+    for r, row in zip(out, rows):
+        assert r["answers"]["answer_start"] == row["answers"]["answer_start"] and r["roundtrip_f1"] < 1
+    assert report.answers_from_reader == 4
+    assert report.dropped == {"question_cut_off": 1, "name_not_in_passage": 1}
+    writers, report = synthesise(passages, GivenPairs(drafts), reader, reader_spans=False, check_names=False)
+    assert [r["answers"]["text"][0] for r in writers if "Zorblax" not in r["question"]] == loose
+    assert report.answers_from_reader == 0 and all("generated_answer" not in r for r in writers)
+    # unchecked, the made-up name goes on to the round trip, which alone decides
+    assert "name_not_in_passage" not in report.dropped and report.dropped["question_cut_off"] == 1
+    assert report.kept + report.dropped.get("round_trip", 0) == 5
+
+
 def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answerer, two_adapters):
     """The reader ('answers', which knows these questions) must give the pair's answer from the
     passage: a pair whose answer was swapped with another question's is dropped, as is an answer

@@ -91,6 +91,37 @@ def _base_of(run):
     return resolve_adapter(run).config.model.name
 
 
+def test_questions_the_server_cut_off_at_max_tokens_are_dropped_and_the_cache_remembers_why(
+        qg_server, store, tmp_path, monkeypatch):
+    """Asked with --max-tokens 2, loraqa serve stops every question mid-sentence (finish_reason
+    'length'): none may become training data, and the rerun from the cache (the server gone)
+    knows why. A cache written before finish reasons were kept still opens."""
+    import sqlite3
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    args = ["fixture", "--store", str(store), "--passages", "3", "--per-passage", "3", "--generator", "openai",
+            "--ask", "questions", "--model", "qg", "--cache", str(tmp_path / "cache.sqlite")]
+    res = synth(*args, "--base-url", qg_server, "--max-tokens", "2", "-o", str(tmp_path / "cut.jsonl"))
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "cut.jsonl.report.json").read_text())
+    assert report["generated"] == 9 and report["kept"] == 0 and report["dropped"] == {"question_cut_off": 9}
+    again = synth(*args, "--base-url", "http://127.0.0.1:9/v1", "--max-tokens", "2", "-o", str(tmp_path / "c2.jsonl"))
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "c2.jsonl.report.json").read_text())["dropped"] == {"question_cut_off": 9}
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, "
+                   "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)")
+    res = synth(*args[:-2], "--cache", str(old), "--base-url", qg_server, "-o", str(tmp_path / "full.jsonl"))
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "full.jsonl.report.json").read_text())
+    # with the server's own limit most questions end by themselves (this tiny writer loops on a few)
+    assert report["generated"] == 9 and report["dropped"].get("question_cut_off", 0) < 9
+    with sqlite3.connect(old) as db:
+        reasons = [r[0] for r in db.execute("SELECT finish_reason FROM replies")]
+    assert len(reasons) == 9 and "stop" in reasons
+
+
 def test_a_wrong_key_an_unknown_model_and_no_server_are_one_line_each(qg_server, store, tmp_path, monkeypatch):
     args = ["fixture", "--store", str(store), "--passages", "2", "--generator", "openai", "--ask", "questions"]
     monkeypatch.setenv("OPENAI_API_KEY", "wrong")

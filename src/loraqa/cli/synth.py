@@ -33,6 +33,8 @@ def synth(
     reader: Optional[str] = typer.Option(None, "--reader", help="The round-trip reader: a QA adapter's run directory, or 'base' (the base model). Pairs it does not answer the same way are dropped. Default: no round trip."),
     min_roundtrip_f1: float = typer.Option(0.5, "--min-roundtrip-f1", help="Keep a pair when the reader's answer has at least this F1 against the pair's answer."),
     roundtrip_margin: Optional[float] = typer.Option(None, "--roundtrip-margin", min=0, help="Also keep a pair the reader answers otherwise when it finds the pair's answer nearly as likely as its own: at most this far below it, in mean log-probability per token (e.g. 1.0). For a reader that still mixes people or places up; off by default."),
+    spans: str = typer.Option("reader", "--spans", help="Whose answer bounds a confirmed pair keeps when the reader's answer overlaps the writer's but differs (round-trip F1 below 1): reader (what the question asks, drawn as the reader's QA data draws answers, e.g. 'grey' rather than the candidate 'a grey kettle'; the writer's answer stays in the row as generated_answer) or writer."),
+    check_names: bool = typer.Option(True, "--check-names/--any-names", help="Drop a question with a capitalised word (a name) that the passage never has: a writer's made-up or garbled names."),
     unanswerable: float = typer.Option(0.0, "--unanswerable", help="Share of kept pairs also asked of another document's passage, with no answer (so adapters learn to abstain)."),
     passage_chars: int = typer.Option(1000, "--passage-chars", min=100, help="With --input: the longest passage, in characters."),
     overlap: int = typer.Option(200, "--overlap", min=0, help="With --input: characters consecutive passages share."),
@@ -58,14 +60,16 @@ def synth(
 
             return run_synth(output, collection, inputs, store, passages, per_passage, seed, generator, adapter,
                              model, reader, min_roundtrip_f1, unanswerable, passage_chars, overlap, max_file_mb,
-                             allow_pickle, endpoint, progress, roundtrip_margin)
+                             allow_pickle, endpoint, progress, roundtrip_margin, check_names, spans)
 
     written, report = run(action)
     for path, why in report.skipped_files:
         typer.echo(f"error: {why}", err=True)
     dropped = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(report.dropped.items())) or "none"
     by_likelihood = f", {report.kept_by_likelihood} of them by likelihood" if report.roundtrip_margin is not None else ""
-    typer.echo(f"{report.passages} passages, {report.generated} pairs generated, {report.kept} kept{by_likelihood} "
+    by_reader = f", {report.answers_from_reader} with the reader's answer span" if report.answers_from_reader else ""
+    typer.echo(f"{report.passages} passages, {report.generated} pairs generated, {report.kept} kept{by_likelihood}"
+               f"{by_reader} "
                f"(+{report.unanswerable} unanswerable); dropped: {dropped}", err=True)
     stats = report.generator
     if generator == "openai":

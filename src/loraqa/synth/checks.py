@@ -4,6 +4,11 @@ Each check names its reason for dropping a pair, so the report says what went wr
 the answer must be quoted from the passage (offsets recorded), the question must be new for its
 document (exact and near duplicates), and a reader must give the same answer from the passage
 (answer F1 >= min_roundtrip_f1), the round-trip consistency filter of Alberti et al. 2019.
+A question the writer did not finish (it reached its token limit: a loop, "What did Nemomomo...")
+is dropped whatever the reader makes of it.
+A question may not name what the passage never mentions: a writer that garbles a name ("Retomo"
+for "Refevi") asks about nobody, and a reader that answers it anyway teaches the wrong person's
+answer.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import re
 from loraqa.evaluation.metrics import f1_v1, normalize_answer
 from loraqa.retrieval.store import query_terms
 
-NOT_IN_PASSAGE, DUPLICATE, NEAR_DUPLICATE, EMPTY, ROUND_TRIP = (
-    "answer_not_in_passage", "duplicate_question", "near_duplicate_question", "empty", "round_trip")
+NOT_IN_PASSAGE, DUPLICATE, NEAR_DUPLICATE, EMPTY, ROUND_TRIP, UNKNOWN_NAME, CUT_OFF = (
+    "answer_not_in_passage", "duplicate_question", "near_duplicate_question", "empty", "round_trip",
+    "name_not_in_passage", "question_cut_off")
 # Share of the shorter question's content words that the other also has, from which two questions
 # count as asking the same thing ("Which river flows through Paris?" and "... through the city of Paris?").
 NEAR_DUPLICATE_OVERLAP = 0.8
@@ -34,6 +40,25 @@ def locate(answer: str, passage: str, hint: int | None = None) -> int | None:
     pattern = r"\s+".join(re.escape(w) for w in answer.split())
     m = re.search(pattern, passage, re.IGNORECASE)
     return m.start() if m else None
+
+
+# A word of letters (any script), with the apostrophes and hyphens names carry ("O'Neill", "Jean-Luc").
+_WORD = re.compile(r"[^\W\d_][\w'’-]*")
+
+
+def unknown_names(question: str, passage: str) -> list[str]:
+    """The capitalised words of the question, but for a sentence's first, that the passage never
+    has as a word (case-insensitively; a possessive "'s" aside): names the writer made up or garbled."""
+    out = []
+    for m in _WORD.finditer(question):
+        if re.fullmatch(r"[\s\"'“‘(]*", question[:m.start()]) or re.search(r"[.?!:][\s\"'“‘(]*$", question[:m.start()]):
+            continue  # a sentence's first word is capitalised whatever it is
+        word = re.sub(r"['’]s$", "", m.group()).strip("'’-")
+        if not word or not word[0].isupper() or word == "I":
+            continue
+        if not re.search(rf"(?<![\w]){re.escape(word)}(?![\w])", passage, re.IGNORECASE):
+            out.append(word)
+    return out
 
 
 class QuestionLedger:

@@ -20,6 +20,7 @@ class Draft:
     question: str
     answer: str
     hint: int | None = None  # where the generator found the answer in the passage
+    cut_off: bool = False  # the writer reached its token limit mid-question (a loop, a ramble)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class LocalGenerator:
         self.stats.requests += len(requests)
         self.stats.prompt_tokens += sum(a.prompt_tokens or 0 for a in written)
         self.stats.completion_tokens += sum(a.completion_tokens or 0 for a in written)
-        return [Draft(i, a.answer, answer, start) for (i, answer, start), a in zip(plans, written)]
+        return [Draft(i, a.answer, answer, start, cut_off=not a.stopped) for (i, answer, start), a in zip(plans, written)]
 
 
 class GivenPairs:

@@ -114,7 +114,8 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
               min_roundtrip_f1: float = 0.5, unanswerable: float = 0.0, passage_chars: int = 1000,
               overlap: int = 200, max_file_mb: float = 50, allow_pickle: bool = False,
               endpoint: Endpoint | None = None, progress: Callable[[str, int, int], None] | None = None,
-              roundtrip_margin: float | None = None) -> tuple[int, SynthReport]:
+              roundtrip_margin: float | None = None, check_names: bool = True,
+              spans: str = "reader") -> tuple[int, SynthReport]:
     """Write OUTPUT (JSONL, loraqa's data format) and its report; returns (rows, report)."""
     if (collection is None) == (not inputs):
         raise UsageError("give a COLLECTION or --input PATHS (files, folders or globs), not both")
@@ -124,6 +125,8 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
         raise UsageError(f"--roundtrip-margin must be >= 0, got {roundtrip_margin}")
     if roundtrip_margin is not None and not reader:
         raise UsageError("--roundtrip-margin loosens the round trip: it needs a --reader")
+    if spans not in ("reader", "writer"):
+        raise UsageError(f"--spans is reader or writer, got {spans!r}")
     if not 0 <= unanswerable <= 1:
         raise UsageError(f"--unanswerable must be a share between 0 and 1, got {unanswerable}")
     out = Path(output)
@@ -148,7 +151,8 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
         gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", per_passage, seed)
     if judge is not None:
         judge.margin = roundtrip_margin
-    rows, report = synthesise(picked, gen, judge, min_roundtrip_f1, unanswerable, seed, progress)
+    rows, report = synthesise(picked, gen, judge, min_roundtrip_f1, unanswerable, seed, progress,
+                              check_names=check_names, reader_spans=spans == "reader")
     report.skipped_files = skipped
     write_atomic(out, "".join(jsonl_line(r) for r in rows))
     write_json(report_path(out), report.as_dict())

@@ -113,7 +113,8 @@ class OpenAIGenerator:
             if reply is None:  # the request failed (counted)
                 continue
             if self.ask == QUESTIONS:
-                drafts.append(Draft(job.passage, reply.content.strip(), job.answer, job.hint))
+                drafts.append(Draft(job.passage, reply.content.strip(), job.answer, job.hint,
+                                    cut_off=reply.finish_reason == "length"))
                 continue
             pairs = read_pairs(reply.content)
             if pairs is None:
@@ -141,7 +142,8 @@ class OpenAIGenerator:
             return None
         usage = resp.usage
         reply = CachedReply(resp.choices[0].message.content or "" if resp.choices else "",
-                            usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+                            usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
+                            resp.choices[0].finish_reason if resp.choices else None)
         self.cache.put(reply_key(self.model, messages), reply)
         with self._stats_lock:
             self.stats.requests += 1

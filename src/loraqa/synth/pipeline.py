@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from loraqa.synth.checks import EMPTY, NOT_IN_PASSAGE, ROUND_TRIP, QuestionLedger, locate, round_trip_f1
+from loraqa.synth.checks import (CUT_OFF, EMPTY, NOT_IN_PASSAGE, ROUND_TRIP, UNKNOWN_NAME, QuestionLedger,
+                                 locate, round_trip_f1, unknown_names)
 from loraqa.synth.generators import Draft
 from loraqa.synth.sampling import SourcePassage
 
@@ -30,6 +31,7 @@ class SynthReport:
     min_roundtrip_f1: float | None = None
     roundtrip_margin: float | None = None  # pairs confirmed by the reader's likelihood: kept_by_likelihood
     kept_by_likelihood: int = 0
+    answers_from_reader: int = 0  # kept pairs whose answer span the reader drew (reader_spans)
     skipped_files: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -64,10 +66,16 @@ class Reader:
 
 def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, min_roundtrip_f1: float = 0.5,
                unanswerable: float = 0.0, seed: int = 42,
-               progress: Callable[[str, int, int], None] | None = None) -> tuple[list[dict], SynthReport]:
+               progress: Callable[[str, int, int], None] | None = None, check_names: bool = True,
+               reader_spans: bool = True) -> tuple[list[dict], SynthReport]:
     """Rows that passed every check, and the report. unanswerable: the share of kept pairs that
     also get a copy asked against a passage of another document, with no answer. progress(stage,
-    done, total)."""
+    done, total). check_names: drop a question that names what the passage never mentions.
+    reader_spans: where the reader confirms a pair but draws the answer's bounds otherwise (F1
+    below 1, its answer overlapping the pair's in the passage), keep the reader's span: the
+    writer's answer was a candidate picked by pattern or an LLM's quote ("a grey kettle" for
+    "What colour is the kettle...?"), the reader's is what the question asks ("grey"), in the
+    bounds the QA data it learned from draws. The writer's answer stays in the row."""
     report = SynthReport(passages=len(passages), min_roundtrip_f1=min_roundtrip_f1 if reader else None,
                          roundtrip_margin=reader.margin if reader else None)
     drafts = generator.generate(passages, progress=_stage(progress, "writing questions"))
@@ -79,7 +87,8 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
         doc = per_doc.setdefault(passages[d.passage].document, Counter())
         doc["generated"] += 1
         at = locate(d.answer, passages[d.passage].text, d.hint)
-        reason = EMPTY if not d.question.strip() else NOT_IN_PASSAGE if at is None else None
+        reason = EMPTY if not d.question.strip() else CUT_OFF if d.cut_off else NOT_IN_PASSAGE if at is None else \
+            UNKNOWN_NAME if check_names and unknown_names(d.question, passages[d.passage].text) else None
         if reason:  # a writer that wrote nothing (or abstained), an answer the passage does not quote
             dropped[reason] += 1
             doc["dropped"] += 1
@@ -87,11 +96,20 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
             located.append((d, at))
     scores: list[float | None] = [None] * len(located)
     gaps: list[float | None] = [None] * len(located)  # how far below the reader's own answer (margin)
+    written: dict[int, str] = {}  # the writer's answer, where the reader's span replaced it
     if reader is not None and located:
         said = reader.answers([(d.question, passages[d.passage].text) for d, _ in located],
                               progress=_stage(progress, "round trip"))
         scores = [round_trip_f1(s.answer, passages[d.passage].text[at:at + len(d.answer.strip())])
                   for s, (d, at) in zip(said, located)]
+        if reader_spans:
+            for i, (s, score) in enumerate(zip(said, scores)):
+                d, at = located[i]
+                end = at + len(d.answer.strip())
+                if min_roundtrip_f1 <= score < 1 and s.start is not None and s.start < end and at < s.end:
+                    written[i] = d.answer.strip()
+                    span = passages[d.passage].text[s.start:s.end]
+                    located[i] = (Draft(d.passage, d.question, span, s.start), s.start)
         doubtful = [i for i, score in enumerate(scores) if score < min_roundtrip_f1]
         if reader.margin is not None and doubtful:
             if progress is not None:
@@ -125,10 +143,14 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
     rows = []
     for i in sorted(kept):  # in the order they were generated
         (d, at), p = located[i], passages[located[i][0].passage]
+        extra = {"roundtrip_logprob_gap": round(gaps[i], 4)} if gaps[i] is not None else {}
+        if i in written:
+            extra["generated_answer"] = written[i]
         rows.append(_row(p, d.question.strip(), p.text[at:at + len(d.answer.strip())], at, generator.label, scores[i],
-                         **({"roundtrip_logprob_gap": round(gaps[i], 4)} if gaps[i] is not None else {})))
+                         **extra))
     report.kept = len(rows)
     report.kept_by_likelihood = sum(1 for r in rows if "roundtrip_logprob_gap" in r)
+    report.answers_from_reader = sum(1 for r in rows if "generated_answer" in r)
     rows += _unanswerable(rows, passages, unanswerable, seed)
     report.unanswerable = len(rows) - report.kept
     report.dropped = dict(dropped)

@@ -24,6 +24,7 @@ class CachedReply:
     content: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str | None = None  # "length": the reply reached the token limit
 
 
 def reply_key(model: str, messages: list[dict]) -> str:
@@ -38,21 +39,25 @@ class ReplyCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, "
-                             "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)")
+                             "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, finish_reason TEXT)")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}
+            if "finish_reason" not in columns:  # a cache written before finish reasons were kept
+                self._db.execute("ALTER TABLE replies ADD COLUMN finish_reason TEXT")
             self._db.commit()
         except sqlite3.Error as exc:
             raise UsageError(f"cannot use {self.path} as the reply cache: {exc}") from None
 
     def get(self, key: str) -> CachedReply | None:
         with self._lock:
-            row = self._db.execute("SELECT content, prompt_tokens, completion_tokens FROM replies WHERE key = ?",
-                                   (key,)).fetchone()
+            row = self._db.execute("SELECT content, prompt_tokens, completion_tokens, finish_reason FROM replies "
+                                   "WHERE key = ?", (key,)).fetchone()
         return CachedReply(*row) if row else None
 
     def put(self, key: str, reply: CachedReply) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
-                             (key, reply.content, reply.prompt_tokens, reply.completion_tokens))
+            self._db.execute("INSERT OR REPLACE INTO replies (key, content, prompt_tokens, completion_tokens, "
+                             "finish_reason) VALUES (?, ?, ?, ?, ?)",
+                             (key, reply.content, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason))
             self._db.commit()
 
     def __len__(self) -> int:
