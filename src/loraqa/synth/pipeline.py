@@ -104,12 +104,11 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
                   for s, (d, at) in zip(said, located)]
         if reader_spans:
             for i, (s, score) in enumerate(zip(said, scores)):
-                d, at = located[i]
-                end = at + len(d.answer.strip())
-                if min_roundtrip_f1 <= score < 1 and s.start is not None and s.start < end and at < s.end:
+                if min_roundtrip_f1 <= score < 1 and _overlaps(s, *located[i]):
+                    d = located[i][0]
                     written[i] = d.answer.strip()
-                    span = passages[d.passage].text[s.start:s.end]
-                    located[i] = (Draft(d.passage, d.question, span, s.start), s.start)
+                    located[i] = (Draft(d.passage, d.question, passages[d.passage].text[s.start:s.end], s.start),
+                                  s.start)
         doubtful = [i for i, score in enumerate(scores) if score < min_roundtrip_f1]
         if reader.margin is not None and doubtful:
             if progress is not None:
@@ -158,6 +157,11 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
                            for doc, c in per_doc.items()}
     report.generator = asdict(generator.stats)
     return rows, report
+
+
+def _overlaps(said, draft: Draft, at: int) -> bool:
+    """The reader's answer is quoted from the passage where it overlaps the draft's answer."""
+    return said.start is not None and said.start < at + len(draft.answer.strip()) and at < said.end
 
 
 def _row(p: SourcePassage, question: str, answer: str | None, at: int | None, generator: str,
