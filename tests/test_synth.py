@@ -233,6 +233,7 @@ def test_synth_refuses_what_it_cannot_do_in_one_line(two_adapters, question_writ
         (["nope", "--store", str(store), "-a", str(two_adapters["answers"]), "-o", str(out)], "nope"),
         (["fixture", "--store", str(store), "--unanswerable", "2", "-o", str(out)], "--unanswerable"),
         (["fixture", "--store", str(store), "-a", writer, "--roundtrip-margin", "1", "-o", str(out)], "needs a --reader"),
+        (["fixture", "--store", str(store), "-a", writer, "--spans", "both", "-o", str(out)], "--spans is reader or writer"),
     ]
     for args, says in cases:
         res = run_cli("synth", *args)
