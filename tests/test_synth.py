@@ -51,6 +51,11 @@ def test_repeated_and_near_repeated_questions_of_a_document_are_dropped():
     assert ledger.check("d1", "which river flows through Paris") == DUPLICATE
     assert ledger.check("d1", "Which river flows through the city of Paris?") == NEAR_DUPLICATE
     assert ledger.check("d2", "Which river flows through Paris?") is None  # another document may ask it
+    # the same words asking for another answer are another question
+    assert ledger.check("d3", "What did Suka Dasabo buy?", "a black clock") is None
+    assert ledger.check("d3", "Where did Suka Dasabo buy the clock?", "Osk") is None
+    assert ledger.check("d3", "When did Suka Dasabo buy the clock?", "Last spring") is None
+    assert ledger.check("d3", "What did Suka Dasabo buy at the market?", "black clock") == NEAR_DUPLICATE
     assert locate("seine", "The Seine flows") == 4 and locate("Loire", "The Seine flows") is None
     assert locate("Seine  flows", "The Seine\nflows") == 4
 

@@ -62,26 +62,39 @@ def unknown_names(question: str, passage: str) -> list[str]:
 
 
 class QuestionLedger:
-    """The questions kept so far, per document, to drop repeats."""
+    """The questions kept so far, per document, to drop repeats.
+
+    A near repeat shares most content words with a kept question and asks for the same answer
+    (one answer holding the other). Words alone are not enough: "What did Suka Dasabo buy?" and
+    "Where did Suka Dasabo buy the clock?" share every content word of the first (question words
+    are stop words) yet ask for "a black clock" and "Osk"."""
 
     def __init__(self):
-        self.seen: dict[str, list[set[str]]] = {}
+        self.seen: dict[str, list[tuple[set[str], str | None]]] = {}
         self.exact: set[tuple[str, str]] = set()
 
-    def check(self, document: str, question: str) -> str | None:
-        """A reason to drop the question, or None (and then it is remembered)."""
+    def check(self, document: str, question: str, answer: str | None = None) -> str | None:
+        """A reason to drop the question, or None (and then it is remembered). Without an answer,
+        content words alone decide a near repeat."""
         norm = normalize_answer(question)
         if not norm:
             return EMPTY
         if (document, norm) in self.exact:
             return DUPLICATE
         words = set(query_terms(norm))
-        for other in self.seen.get(document, []):
-            if len(words & other) / min(len(words), len(other)) >= NEAR_DUPLICATE_OVERLAP:
+        said = None if answer is None else normalize_answer(answer)
+        for other, other_said in self.seen.get(document, []):
+            if len(words & other) / max(1, min(len(words), len(other))) >= NEAR_DUPLICATE_OVERLAP \
+                    and _same_answer(said, other_said):
                 return NEAR_DUPLICATE
         self.exact.add((document, norm))
-        self.seen.setdefault(document, []).append(words)
+        self.seen.setdefault(document, []).append((words, said))
         return None
+
+
+def _same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two normalised answers could be one (either unknown, or one holds the other)."""
+    return a is None or b is None or f" {a} " in f" {b} " or f" {b} " in f" {a} "
 
 
 def round_trip_f1(reader_answer: str, answer: str) -> float:

@@ -132,7 +132,7 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
     for i in order:
         (d, at), score, p = located[i], scores[i], passages[located[i][0].passage]
         confirmed = score is None or score >= min_roundtrip_f1 or (gaps[i] is not None and gaps[i] <= reader.margin)
-        reason = ledger.check(p.document, d.question) if confirmed else ROUND_TRIP
+        reason = ledger.check(p.document, d.question, d.answer) if confirmed else ROUND_TRIP
         if reason:
             dropped[reason] += 1
             per_doc[p.document]["dropped"] += 1
