@@ -105,6 +105,7 @@ def test_questions_the_server_cut_off_at_max_tokens_are_dropped_and_the_cache_re
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "cut.jsonl.report.json").read_text())
     assert report["generated"] == 9 and report["kept"] == 0 and report["dropped"] == {"question_cut_off": 9}
+    assert "note: 9 of 9 questions reached the writer's token limit" in res.stderr and "--max-tokens" in res.stderr
     again = synth(*args, "--base-url", "http://127.0.0.1:9/v1", "--max-tokens", "2", "-o", str(tmp_path / "c2.jsonl"))
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "c2.jsonl.report.json").read_text())["dropped"] == {"question_cut_off": 9}

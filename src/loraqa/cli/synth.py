@@ -11,6 +11,16 @@ from rich.progress import Progress
 from loraqa.cli.options import AllowPickle, Store, run
 
 
+_HINTS = {
+    "question_cut_off": "questions reached the writer's token limit unfinished: the writer loops or rambles "
+                        "(with --generator openai, raise --max-tokens)",
+    "name_not_in_passage": "questions name somebody or something the passage never mentions: the writer does "
+                           "not copy names (--any-names keeps them)",
+    "answer_not_in_passage": "answers are not quoted from their passage: the writer paraphrases (ask it to copy "
+                             "answers word for word; --prompt-file)",
+}
+
+
 def synth(
     collection: Optional[str] = typer.Argument(None, help="The collection whose passages get questions (or use --input)."),
     output: str = typer.Option(..., "--output", "-o", help="The JSONL file to write (loraqa's data format, with provenance); its report goes beside it as OUTPUT.report.json."),
@@ -71,6 +81,9 @@ def synth(
     typer.echo(f"{report.passages} passages, {report.generated} pairs generated, {report.kept} kept{by_likelihood}"
                f"{by_reader} "
                f"(+{report.unanswerable} unanswerable); dropped: {dropped}", err=True)
+    for reason, hint in _HINTS.items():  # a check that drops most pairs says what usually causes it
+        if report.generated and report.dropped.get(reason, 0) > report.generated / 2:
+            typer.echo(f"note: {report.dropped[reason]} of {report.generated} {hint}", err=True)
     stats = report.generator
     if generator == "openai":
         typer.echo(f"endpoint: {stats['requests']} requests ({stats['cached']} answered from the cache), "
