@@ -44,6 +44,8 @@ def locate(answer: str, passage: str, hint: int | None = None) -> int | None:
 
 # A word of letters (any script), with the apostrophes and hyphens names carry ("O'Neill", "Jean-Luc").
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
+# What comes before a sentence's first word: nothing or a sentence's end, then spaces, quotes, brackets.
+_SENTENCE_START = re.compile(r"(?:^|[.?!:])[\s\"'“‘(]*$")
 
 
 def unknown_names(question: str, passage: str) -> list[str]:
@@ -51,7 +53,7 @@ def unknown_names(question: str, passage: str) -> list[str]:
     has as a word (case-insensitively; a possessive "'s" aside): names the writer made up or garbled."""
     out = []
     for m in _WORD.finditer(question):
-        if re.fullmatch(r"[\s\"'“‘(]*", question[:m.start()]) or re.search(r"[.?!:][\s\"'“‘(]*$", question[:m.start()]):
+        if _SENTENCE_START.search(question[:m.start()]):
             continue  # a sentence's first word is capitalised whatever it is
         word = re.sub(r"['’]s$", "", m.group()).strip("'’-")
         if not word or not word[0].isupper() or word == "I":
