@@ -50,6 +50,37 @@ def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250, sets: tupl
     return train(cfg, output=str(workdir / "run"))
 
 
+def as_unprivileged(fn):
+    """fn() as a user without privileges, and what it returned. As root (which ignores file
+    modes) it runs in a forked child that becomes `nobody` first; otherwise it runs here."""
+    import os
+    import pickle
+
+    if os.geteuid() != 0:
+        return fn()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            out = ("ok", fn())
+        except BaseException as exc:  # noqa: BLE001 - carried back to the test
+            out = ("error", repr(exc))
+        with os.fdopen(write, "wb") as f:
+            pickle.dump(out, f)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data)
+    assert kind == "ok", f"as an unprivileged user: {value}"
+    return value
+
+
 def local_client(app):
     """FastAPI's TestClient as a client on this machine addresses the server (Host 127.0.0.1: the
     server refuses Host names it was not told about)."""

@@ -94,7 +94,7 @@ def test_bad_files_are_named_and_the_others_still_go_in(folder, tmp_path, store_
     assert len(errors) == 3
     assert any("scan.pdf: the PDF has no text layer" in e for e in errors)
     assert any("empty.txt: the file is empty" in e for e in errors)
-    assert any("missing.docx: cannot be read" in e for e in errors)
+    assert any("missing.docx: skipped, no such file or folder" in e for e in errors)
     assert "4 added" in res.stderr and "3 files skipped" in res.stderr
 
 

@@ -141,6 +141,12 @@ class QuestionTooLong(LoraqaError):
     http_status = 413
 
 
+class QueryTooLong(LoraqaError):
+    """A search query over the store's query limits (characters or words)."""
+
+    http_status = 413
+
+
 class TooMuchWork(LoraqaError):
     """One request asks for more windows (or questions) than a server lets one request have."""
 

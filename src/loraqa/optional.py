@@ -55,9 +55,18 @@ def check(package: str, purpose: str, otherwise: str = "") -> None:
 
 
 def require(package: str, purpose: str) -> ModuleType:
-    """Import an optional package, or say in one line how to install it."""
+    """Import an optional package, or say in one line how to install it: also when the package is
+    there but something it imports is not (trafilatura asks for lxml_html_clean through an lxml
+    extra that older pips miss)."""
     check(package, purpose)
-    return importlib.import_module(package)
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        extra = EXTRAS.get(package)
+        missing = exc.name or str(exc).splitlines()[0][:120]
+        how = f"pip install 'loraqa[{extra}]'" if extra else f"pip install --force-reinstall {package}"
+        raise MissingDependency(f"{purpose} needs the '{package}' package, which cannot be imported: it needs "
+                                f"'{missing}'; install it with `{how}` (a current pip: `pip install -U pip`)") from None
 
 
 def require_extra(feature: str, purpose: str) -> dict[str, ModuleType]:

@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from loraqa.cli.options import (Adapters, AllowPickle, Collections, Engine, Model, Store, adapter_map, collection_map,
-                                run)
+from loraqa.cli.options import (Adapters, AllowPickle, Collections, DocumentSets, Engine, FileMemory, FileSeconds,
+                                FollowLinks, MaxFileMb, Model, Store, adapter_map, collection_map, document_limits, run)
+from loraqa.errors import render
 
 collection = typer.Typer(help="Collections of documents (PDF, DOCX, HTML, Markdown, text, JSONL, SQuAD) to ask questions of.",
                          no_args_is_help=True)
@@ -20,32 +21,41 @@ console = Console(soft_wrap=True)
 
 @collection.command("add")
 def add(
-    name: str = typer.Argument(..., help="The collection (made if new)."),
-    paths: List[str] = typer.Argument(..., help="Files, folders (read recursively) or globs."),
+    name: str = typer.Argument(..., help="The collection (made when its first document goes in)."),
+    paths: List[str] = typer.Argument(..., help="Files, folders (read recursively) or globs ('docs/**/*.md')."),
     store: Store = None,
     passage_chars: int = typer.Option(1000, "--passage-chars", min=100, help="Longest passage, in characters (a new collection's setting)."),
     overlap: int = typer.Option(200, "--overlap", min=0, help="Characters consecutive passages share (a new collection's setting)."),
-    max_file_mb: float = typer.Option(50, "--max-file-mb", min=0.001, help="Skip files larger than this."),
+    max_file_mb: MaxFileMb = None,
+    file_memory_mb: FileMemory = None,
+    file_seconds: FileSeconds = None,
+    follow_links: FollowLinks = False,
+    sets: DocumentSets = [],
 ):
-    """Add files to a collection: unchanged files are skipped, changed ones replace their passages."""
+    """Add files to a collection: unchanged files are skipped, changed ones replace their passages.
+    Each file is read in a separate process within a memory and time budget; a file that cannot be
+    read is one line and the others go on (exit 1 when any was skipped)."""
     def action():
+        from loraqa.documents.walk import find_files
+        from loraqa.errors import UsageError
         from loraqa.retrieval import Settings, open_store
-        from loraqa.retrieval.ingest import add_paths, expand
+        from loraqa.retrieval.ingest import add_paths
 
         if overlap >= passage_chars:
-            from loraqa.errors import UsageError
-
             raise UsageError("--overlap must be smaller than --passage-chars")
-        target = open_store(store).create(name, Settings(passage_chars, overlap))
-        files = expand(paths)
+        limits = document_limits(sets, max_file_mb=max_file_mb, file_memory_mb=file_memory_mb,
+                                 file_seconds=file_seconds)
+        target = open_store(store)
+        walk = find_files(paths, follow_links)
         with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"adding to {name}", total=len(files))
-            report = add_paths(target, paths, max_file_mb, progress=lambda _: bar.advance(task))
-        return target, report
+            task = bar.add_task(f"adding to {name}", total=len(walk.files))
+            report = add_paths(target, name, walk, Settings(passage_chars, overlap), limits,
+                               progress=lambda _: bar.advance(task))
+        return report
 
-    target, report = run(action)
-    for path, why in report.skipped:
-        typer.echo(f"error: {why}", err=True)
+    report = run(action)
+    for _, why in report.skipped:
+        typer.echo(f"error: {render(why, cli=True)}", err=True)
     typer.echo(f"{name}: {report.added} added, {report.replaced} replaced, {report.unchanged} unchanged documents"
                f"{f' ({report.files_unchanged} files unchanged since the last add)' if report.files_unchanged else ''}; "
                f"{len(report.skipped)} files skipped; {report.passages} passages written", err=True)
@@ -57,15 +67,22 @@ def add(
 def list_(store: Store = None):
     """The collections in the store, with their documents and passages."""
     def action():
+        from loraqa.errors import LoraqaError
         from loraqa.retrieval import open_store
 
-        s = open_store(store)
-        return [(n, s.open(n)) for n in s.names()]
+        s, rows = open_store(store), []
+        for n in s.names():
+            try:
+                c = s.open(n)
+                docs, passages = c.counts()
+                rows.append((n, str(docs), str(passages), str(c.settings.passage_chars), str(c.settings.overlap)))
+            except (LoraqaError, OSError) as exc:  # one damaged collection does not hide the others
+                rows.append((n, "unreadable", "", "", str(exc)[:80]))
+        return rows
 
     table = Table("collection", "documents", "passages", "passage chars", "overlap")
-    for name, c in run(action):
-        docs, passages = c.counts()
-        table.add_row(name, str(docs), str(passages), str(c.settings.passage_chars), str(c.settings.overlap))
+    for row in run(action):
+        table.add_row(*map(escape, row))
     console.print(table)
 
 

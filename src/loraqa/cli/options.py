@@ -85,3 +85,23 @@ def adapter_map(specs: List[str]) -> dict:
             raise UsageError(f"two adapters are named '{name}'; give them names with NAME=PATH")
         out[name] = path
     return out
+
+
+def document_limits(sets: List[str], **flags):
+    """documents.* settings: the defaults, then --set documents.KEY=VALUE, then the flags given."""
+    others = [s for s in sets if not s.strip().startswith("documents.")]
+    if others:
+        raise UsageError(f"--set here takes documents.* settings only (`loraqa config --keys` lists them), got "
+                         f"'{others[0]}'")
+    limits = cfgmod.load_config("default", sets=sets).documents
+    for key, value in flags.items():
+        if value is not None:
+            setattr(limits, key, value)
+    return limits
+
+
+FileMemory = Annotated[Optional[int], typer.Option("--file-memory-mb", min=1, help="Memory one file's reading may take, in MB (default 512; documents.file_memory_mb): a file that needs more is skipped in one line.")]
+FileSeconds = Annotated[Optional[float], typer.Option("--file-seconds", min=0.01, help="Seconds one file's reading may take (default 60; documents.file_seconds).")]
+MaxFileMb = Annotated[Optional[float], typer.Option("--max-file-mb", min=0.001, help="Skip files larger than this (default 50; documents.max_file_mb).")]
+FollowLinks = Annotated[bool, typer.Option("--follow-links", help="Read links to files outside the folder being added (links to folders are never followed).")]
+DocumentSets = Annotated[List[str], typer.Option("--set", "-s", help="A documents.* setting, e.g. --set documents.max_html_mb=20 (repeatable; `loraqa config --keys`).")]

@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from loraqa.cli.options import AllowPickle, Store, run
+from loraqa.cli.options import (AllowPickle, DocumentSets, FileMemory, FileSeconds, FollowLinks, MaxFileMb, Store,
+                                document_limits, run)
+from loraqa.errors import render
 
 
 _HINTS = {
@@ -48,7 +50,11 @@ def synth(
     unanswerable: float = typer.Option(0.0, "--unanswerable", help="Share of kept pairs also asked of another document's passage, with no answer (so adapters learn to abstain)."),
     passage_chars: int = typer.Option(1000, "--passage-chars", min=100, help="With --input: the longest passage, in characters."),
     overlap: int = typer.Option(200, "--overlap", min=0, help="With --input: characters consecutive passages share."),
-    max_file_mb: float = typer.Option(50, "--max-file-mb", min=0.001, help="With --input: skip files larger than this."),
+    max_file_mb: MaxFileMb = None,
+    file_memory_mb: FileMemory = None,
+    file_seconds: FileSeconds = None,
+    follow_links: FollowLinks = False,
+    sets: DocumentSets = [],
     allow_pickle: AllowPickle = False,
 ):
     """Write question-answer pairs from documents, with a question-generation adapter or any
@@ -59,6 +65,8 @@ def synth(
         from loraqa.synth.job import Endpoint, run_synth
 
         endpoint = Endpoint(base_url, ask, concurrency, retries, timeout, prompt_file, cache, max_tokens)
+        limits = document_limits(sets, max_file_mb=max_file_mb, file_memory_mb=file_memory_mb,
+                                 file_seconds=file_seconds)
 
         with Progress(console=Console(stderr=True), transient=True) as bar:
             tasks: dict = {}
@@ -69,12 +77,13 @@ def synth(
                 bar.update(tasks[stage], completed=done, total=total)
 
             return run_synth(output, collection, inputs, store, passages, per_passage, seed, generator, adapter,
-                             model, reader, min_roundtrip_f1, unanswerable, passage_chars, overlap, max_file_mb,
-                             allow_pickle, endpoint, progress, roundtrip_margin, check_names, spans)
+                             model, reader, min_roundtrip_f1, unanswerable, passage_chars, overlap, limits,
+                             allow_pickle, endpoint, progress, roundtrip_margin, check_names, spans,
+                             follow_links=follow_links)
 
     written, report = run(action)
-    for path, why in report.skipped_files:
-        typer.echo(f"error: {why}", err=True)
+    for _, why in report.skipped_files:
+        typer.echo(f"error: {render(why, cli=True)}", err=True)
     dropped = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(report.dropped.items())) or "none"
     by_likelihood = f", {report.kept_by_likelihood} of them by likelihood" if report.roundtrip_margin is not None else ""
     by_reader = f", {report.answers_from_reader} with the reader's answer span" if report.answers_from_reader else ""

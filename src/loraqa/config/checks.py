@@ -25,6 +25,9 @@ def validate(cfg: Config) -> list[str]:
             value = getattr(sec, f.name)
             if choices and value not in choices:
                 p.append(f"{sname}.{f.name} must be one of {', '.join(choices)}{suggest(str(value), list(choices))}, got {value!r}")
+    for f in dataclasses.fields(cfg.documents):
+        if not getattr(cfg.documents, f.name) > 0:
+            p.append(f"documents.{f.name} must be > 0, got {getattr(cfg.documents, f.name)}")
     if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
         p.append(f"model.dropout must be in [0, 1) or null, got {cfg.model.dropout}")
     if cfg.lora.r < 1:

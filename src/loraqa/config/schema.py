@@ -103,6 +103,20 @@ class RetrievalConfig:
 
 
 @dataclass
+class DocumentsConfig:
+    """Budgets for reading untrusted files (`collection add`, `synth --input`, `eval --retrieve`):
+    each file is read in a worker process held to them, so a file no check foresaw costs at most
+    its budget and is reported in one line while the other files go on."""
+    max_file_mb: float = _f(50.0, "Skip files larger than this (MB on disk).")
+    file_memory_mb: int = _f(512, "Memory one file's reading (and cutting into passages) may take, in MB.")
+    file_seconds: float = _f(60.0, "Seconds one file's reading (and cutting into passages) may take.")
+    max_archive_mb: float = _f(25.0, "An archive (DOCX) whose parts would unpack to more than this (MB, all parts together) is refused unread.")
+    max_archive_ratio: float = _f(100.0, "An archive (DOCX) over 1 MB unpacked that unpacks to more than this many times its packed size is refused unread (a zip bomb).")
+    max_html_mb: float = _f(10.0, "HTML pages larger than this (MB) are refused unread (extracting a page's main text costs far more than its size).")
+    max_passages: int = _f(200_000, "A document that would cut into more passages than this is refused.")
+
+
+@dataclass
 class TrackConfig:
     report_to: str = _f("wandb", "wandb (offline unless WANDB_API_KEY is set), tensorboard, mlflow or none.", ("wandb", "tensorboard", "mlflow", "none"))
     project: str = _f("loraqa", "Project / experiment name in the tracker.")
@@ -117,6 +131,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    documents: DocumentsConfig = field(default_factory=DocumentsConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     preset: Optional[str] = None
 
@@ -128,7 +143,8 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoraSection, "data": DataConfig, "train": TrainConfig,
-                             "eval": EvalConfig, "retrieval": RetrievalConfig, "track": TrackConfig}
+                             "eval": EvalConfig, "retrieval": RetrievalConfig, "documents": DocumentsConfig,
+                             "track": TrackConfig}
 
 
 def all_keys() -> list[str]:

@@ -7,6 +7,10 @@ metadata) and SQuAD JSON (each context a document, its article's title kept) -> 
 (document.py: id, source, title, text, page starts, headings, modification time) -> passages
 (passages.py: pieces cut at paragraph and heading boundaries, each with its document, page and
 character offsets in the document's text).
+
+Untrusted files: walk.py finds them without following directory links (names escaped by
+names.py), budget.py reads each in a worker process (worker.py) held to a memory and time
+budget (documents.* settings), so one hostile file costs at most its budget and one line.
 """
 
 from loraqa.documents.document import Document, DocumentError

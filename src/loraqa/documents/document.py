@@ -41,9 +41,3 @@ class Document:
         if not self.page_starts:
             return None
         return bisect.bisect_right(self.page_starts, offset)
-
-    def heading_at(self, offset: int) -> str | None:
-        """The heading of the section holding `offset`, if the document has headings."""
-        starts = [at for at, _ in self.headings]
-        i = bisect.bisect_right(starts, offset)
-        return self.headings[i - 1][1] if i else None

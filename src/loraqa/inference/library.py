@@ -13,22 +13,26 @@ from pathlib import Path
 
 from loraqa.errors import TooMuchWork
 from loraqa.inference.reading import WindowInput, plan_reading
-from loraqa.retrieval import Collection, Hit, Store, open_store
+from loraqa.retrieval import Collection, Hit, QueryLimits, Store, open_store
 
 
 class Library:
     """The collections of one store, opened once each (from any thread)."""
 
-    def __init__(self, store: "str | Path | Store | None" = None):
-        self.store = open_store(store) if store is None or isinstance(store, (str, Path)) else store
+    def __init__(self, store: "str | Path | Store | None" = None, query_limits: QueryLimits | None = None):
+        self.store = open_store(store, query_limits) if store is None or isinstance(store, (str, Path)) else store
         self.opened: dict[str, Collection] = {}
         self.lock = threading.Lock()
 
     def open(self, name: str) -> Collection:
+        """The collection, opened outside the lock (opening reads the store: one slow store must
+        not hold up every other collection); two threads opening it at once keep the first."""
+        found = self.opened.get(name)
+        if found is not None:
+            return found
+        collection = self.store.open(name)
         with self.lock:
-            if name not in self.opened:
-                self.opened[name] = self.store.open(name)
-            return self.opened[name]
+            return self.opened.setdefault(name, collection)
 
     def names(self) -> list[str]:
         return self.store.names()

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loraqa.retrieval.store import Collection, Hit, Settings, Store
+from loraqa.retrieval.store import Collection, Hit, QueryLimits, Settings, Store
 
 DEFAULT_STORE = "collections"
 
-__all__ = ["DEFAULT_STORE", "Collection", "Hit", "Settings", "Store", "open_store"]
+__all__ = ["DEFAULT_STORE", "Collection", "Hit", "QueryLimits", "Settings", "Store", "open_store"]
 
 
-def open_store(spec: str | Path | None = None) -> Store:
+def open_store(spec: str | Path | None = None, query_limits: QueryLimits | None = None) -> Store:
     """The store at `spec`: a `postgresql://` URL, or a directory of SQLite collections (default
-    `collections/`)."""
+    `collections/`); every search it serves is held to query_limits (default: 1,000 characters,
+    100 words)."""
     if isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
         from loraqa.retrieval.postgres import PostgresStore
 
-        return PostgresStore(spec)
+        return PostgresStore(spec, query_limits)
     from loraqa.retrieval.sqlite import SqliteStore
 
-    return SqliteStore(spec or DEFAULT_STORE)
+    return SqliteStore(spec or DEFAULT_STORE, query_limits)

@@ -1,21 +1,28 @@
 """`loraqa collection add`: files, folders (recursively) and globs into a collection.
 
-Each file is read (documents/), cut into passages and written document by document, each in one
-transaction. A file read whole at the same modification time and size before is skipped without
-being opened; an unchanged document is left as it is; a changed one replaces its passages. A
-file that cannot be read is reported with its reason and the others are still added.
+Files are found without following directory links (documents/walk.py) and each is read and cut
+into passages within its budget in a worker process (documents/budget.py); documents are then
+written one by one, each in one transaction. A file read whole at the same modification time and
+size before is skipped without being opened; an unchanged document is left as it is; a changed
+one replaces its passages. Whatever goes wrong with one file (it cannot be read, breaks its
+budget, gives a document id another file of this add already gave) is one line, and the other
+files are still added: only the store itself failing stops an add. The collection is made when
+its first document goes in, so an add that stores nothing leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import glob
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from loraqa.documents import SUFFIXES, DocumentError, read_path, split_document
-from loraqa.errors import UsageError
-from loraqa.retrieval.store import Collection
+from loraqa.config.schema import DocumentsConfig
+from loraqa.documents import DocumentError
+from loraqa.documents.document import content_id
+from loraqa.documents.budget import BudgetedReader
+from loraqa.documents.names import shown
+from loraqa.documents.walk import Walk, find_files
+from loraqa.errors import UnknownCollection
+from loraqa.retrieval.store import Collection, Settings, Store
 
 
 @dataclass
@@ -25,55 +32,71 @@ class IngestReport:
     unchanged: int = 0
     files_unchanged: int = 0  # files read whole before, at the same time and size: not opened
     passages: int = 0  # passages written (added or replaced documents)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    files: int = 0  # files found
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): one line each
 
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
 
 
-def expand(paths: list[str]) -> list[Path]:
-    """Every file the arguments name: files as given, folders recursively (supported suffixes,
-    hidden entries left out), globs expanded; each once, in a stable order."""
-    found: list[Path] = []
-    for given in paths:
-        matches = [Path(m) for m in sorted(glob.glob(given, recursive=True))] if glob.has_magic(given) else [Path(given)]
-        if not matches:
-            raise UsageError(f"no file matches '{given}'")
-        for path in matches:
-            if path.is_dir():
-                found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-                                and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            else:
-                found.append(path)  # a missing or unsupported file is reported when it is read
-    return list(dict.fromkeys(found))
+def _existing(store: Store, name: str) -> Collection | None:
+    try:
+        return store.open(name)
+    except UnknownCollection:
+        return None
 
 
-def add_paths(collection: Collection, paths: list[str], max_file_mb: float = 50,
+def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settings | None = None,
+              limits: DocumentsConfig | None = None, follow_links: bool = False,
               progress: Callable[[str], None] | None = None) -> IngestReport:
-    """Add every file of `paths`; progress(file) after each."""
-    report = IngestReport()
-    settings = collection.settings
-    for path in expand(paths):
-        key = str(path.resolve()) if path.exists() else str(path)
-        try:
-            stat = path.stat()
-        except OSError:
-            stat = None
-        if stat is not None and collection.file_unchanged(key, stat.st_mtime, stat.st_size):
-            report.files_unchanged += 1
-        else:
+    """Add every file `paths` names (or a Walk already made of them) to the collection `name`
+    of `store`, made with `settings` if it is new; progress(file) after each file."""
+    walk = paths if isinstance(paths, Walk) else find_files(paths, follow_links)
+    report = IngestReport(files=len(walk.files), skipped=list(walk.skipped))
+    collection = _existing(store, name)
+    settings = collection.settings if collection is not None else (settings or Settings())
+    given: dict[str, str] = {}  # document id -> the document that gave it, in this add
+    with BudgetedReader(limits, split=(settings.passage_chars, settings.overlap)) as reader:
+        for found in walk.files:
             try:
-                documents = read_path(path, max_file_mb)
-            except DocumentError as exc:
-                report.skipped.append((str(path), exc.template))
+                stat = found.path.stat()
+                key = shown(found.path.resolve())
+            except (OSError, RuntimeError):
+                stat, key = None, found.name
+            if stat is not None and collection is not None and collection.file_unchanged(key, stat.st_mtime,
+                                                                                         stat.st_size):
+                report.files_unchanged += 1
             else:
-                for doc in documents:
-                    passages = split_document(doc, settings.passage_chars, settings.overlap)
+                try:
+                    documents = reader.read(found.path, found.name)
+                except DocumentError as exc:
+                    report.skipped.append((found.name, exc.template))
+                    documents = None
+                whole = documents is not None
+                for doc, passages in documents or ():
+                    if doc.id in given and doc.id != content_id(doc.text):  # the same text twice is no conflict
+                        report.skipped.append((doc.source, f"{doc.source}: its id '{shown(doc.id)}' is already the id "
+                                                           f"of {given[doc.id]} in this add; give one of them another"))
+                        whole = False
+                        continue
+                    given[doc.id] = doc.source
+                    if collection is None:
+                        collection = store.create(name, settings)
                     outcome = collection.put(doc, passages, file=key)
+                    if outcome == "conflict":
+                        report.skipped.append((doc.source, f"{doc.source}: its id '{shown(doc.id)}' is the id of a "
+                                                           f"document from another file in {name}; remove that one "
+                                                           "first or give this one another id"))
+                        whole = False
+                        continue
                     report.count(outcome)
                     if outcome != "unchanged":
                         report.passages += len(passages)
-                collection.file_done(key, stat.st_mtime, stat.st_size)
-        if progress is not None:
-            progress(str(path))
+                # a file with a refused document is read again next time, so nothing of it is lost
+                if whole and stat is not None and collection is not None:
+                    collection.file_done(key, stat.st_mtime, stat.st_size)
+            if progress is not None:
+                progress(found.name)
+    if collection is not None:
+        collection.close()
     return report

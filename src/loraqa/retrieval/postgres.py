@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from loraqa import optional
 from loraqa.documents import Document, Passage
 from loraqa.errors import LoraqaError, UnknownCollection, UsageError, option
-from loraqa.retrieval.store import DocumentInfo, Hit, Settings, check_collection_name, query_terms
+from loraqa.retrieval.store import (DocumentInfo, Hit, QueryLimits, Settings, check_collection_name, is_conflict,
+                                    query_terms)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS loraqa_collections (
@@ -71,6 +72,9 @@ class PostgresCollection:
             self._counted = (now, self.counts()[1])
         return self._counted[1]
 
+    def close(self) -> None:
+        """Every transaction is committed as it ends: nothing to fold in."""
+
     def file_unchanged(self, path: str, modified: float, size: int) -> bool:
         row = self.store.conn.execute("SELECT modified, size FROM loraqa_files WHERE collection = %s AND path = %s",
                                       (self.name, path)).fetchone()
@@ -83,10 +87,12 @@ class PostgresCollection:
 
     def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
         with self._write() as c:
-            same = c.execute("SELECT content_hash FROM loraqa_documents WHERE collection = %s AND id = %s",
+            same = c.execute("SELECT content_hash, file FROM loraqa_documents WHERE collection = %s AND id = %s",
                              (self.name, document.id)).fetchone()
             if same is not None and same[0] == document.content_hash:
                 return "unchanged"
+            if same is not None and is_conflict(same[1], file):
+                return "conflict"
             old = c.execute("DELETE FROM loraqa_documents WHERE collection = %s AND (source = %s OR id = %s) "
                             "RETURNING id", (self.name, document.source, document.id)).fetchall()
             c.execute("INSERT INTO loraqa_documents VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -137,9 +143,7 @@ class PostgresCollection:
         """The k best passages for all the query's words; when some words are common, only the
         passages its selective words find are ranked (as in the SQLite store: ranking every
         passage that holds "bought" costs 100 ms at 20,000 passages)."""
-        terms = query_terms(query)
-        if not terms:
-            raise UsageError("the query is empty: give some words to search for")
+        terms = query_terms(query, self.store.query_limits)
         c = self.store.conn
         everything = " | ".join(f"'{t}'" for t in terms)  # \w+ words, safe inside tsquery quotes
         selective = self._selective(terms)
@@ -170,7 +174,8 @@ class PostgresCollection:
 class PostgresStore:
     """Collections as rows of one PostgreSQL database's loraqa_* tables."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, query_limits: QueryLimits | None = None):
+        self.query_limits = query_limits or QueryLimits()
         self.psycopg = optional.require("psycopg", f"the PostgreSQL store ({option('store')} postgresql://...)")
         self.url = url
         self._local = threading.local()

@@ -1,6 +1,7 @@
 """The embedded store: one SQLite database per collection (`DIR/NAME.sqlite`), BM25 by FTS5.
 
-WAL journaling, so searches go on while documents are added; every document (its row, its
+WAL journaling, so searches go on while documents are added (a search opens the database
+read-only and takes no lock; a store the process may not write is opened immutable); every document (its row, its
 passages, their index entries) is written in one transaction, so a crash never leaves half a
 document searchable. Passages are indexed with FTS5's porter stemmer (so "doses" finds "dose")
 and ranked by its BM25, the passage's own words weighing twice its document's title. Each thread
@@ -10,6 +11,7 @@ gets its own connection (a server searches from several).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from loraqa.documents import Document, Passage
 from loraqa.errors import UnknownCollection, UsageError
-from loraqa.retrieval.store import DocumentInfo, Hit, Settings, check_collection_name, query_terms
+from loraqa.retrieval.store import (NAME_PATTERN, DocumentInfo, Hit, QueryLimits, Settings, check_collection_name, is_conflict,
+                                    query_terms)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,28 +55,77 @@ CANDIDATES = 200  # passages scored with every word of the query, when some of i
 
 
 class SqliteCollection:
-    def __init__(self, path: Path, name: str):
+    """Reading opens the database read-only and writes nothing (no lock, no schema, no journal
+    setting): a search never waits behind an add, and a store this process may not write can
+    still be searched. The first write of a thread opens its writing connection."""
+
+    def __init__(self, path: Path, name: str, query_limits: QueryLimits | None = None):
         self.path, self.name = path, name
+        self.query_limits = query_limits or QueryLimits()
         self._local = threading.local()
-        with self._write() as c:
-            rows = dict(c.execute("SELECT key, value FROM settings"))
+        try:
+            rows = dict(self.conn.execute("SELECT key, value FROM settings"))
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"the collection {name} cannot be read ({exc}); is {path.name} a loraqa collection?") \
+                from None
         self.settings = Settings(**{k: json.loads(str(v)) for k, v in rows.items()
                                     if k in Settings.__dataclass_fields__})
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if getattr(self._local, "conn", None) is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps every committed transaction at a crash
-            conn.executescript(SCHEMA)
-            self._local.conn = conn
-        return self._local.conn
+        """This thread's connection: the writing one once it has written, else a read-only one."""
+        local = self._local
+        if getattr(local, "writer", None) is not None:
+            return local.writer
+        if getattr(local, "reader", None) is None:
+            local.reader = self._read_only()
+        return local.reader
+
+    def _read_only(self) -> sqlite3.Connection:
+        """mode=ro works wherever the write-ahead log's index can be opened (it exists, or the
+        folder is writable); a store the process can neither write nor find a log beside is
+        opened immutable (nothing can change it meanwhile: nobody here may write it)."""
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            if os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
+                raise
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+
+    @property
+    def writer(self) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "writer", None) is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps every committed transaction at a crash
+                conn.executescript(SCHEMA)
+            except sqlite3.OperationalError as exc:
+                raise UsageError(f"the collection {self.name} cannot be written ({exc}); check the store's "
+                                 "permissions") from None
+            local.writer = conn
+            if getattr(local, "reader", None) is not None:
+                local.reader.close()
+                local.reader = None
+        return local.writer
+
+    def close(self) -> None:
+        local = self._local
+        if getattr(local, "writer", None) is not None:
+            local.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            local.writer.close()
+            local.writer = None
 
     @contextmanager
     def _write(self):
         """One transaction, taken for writing at once (no other writer can slip in between)."""
-        c = self.conn
+        c = self.writer
         c.execute("BEGIN IMMEDIATE")
         try:
             yield c
@@ -81,12 +133,6 @@ class SqliteCollection:
             c.execute("ROLLBACK")
             raise
         c.execute("COMMIT")
-
-    def init_settings(self, settings: Settings) -> None:
-        with self._write() as c:
-            for key, value in settings.as_dict().items():
-                c.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
-        self.settings = settings
 
     # ------------------------------------------------------------ writing
 
@@ -100,9 +146,11 @@ class SqliteCollection:
 
     def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
         with self._write() as c:
-            same = c.execute("SELECT content_hash FROM documents WHERE id = ?", (document.id,)).fetchone()
+            same = c.execute("SELECT content_hash, file FROM documents WHERE id = ?", (document.id,)).fetchone()
             if same is not None and same[0] == document.content_hash:
                 return "unchanged"
+            if same is not None and is_conflict(same[1], file):
+                return "conflict"
             old = [r[0] for r in c.execute("SELECT id FROM documents WHERE source = ? OR id = ?",
                                            (document.source, document.id))]
             for old_id in old:
@@ -172,9 +220,7 @@ class SqliteCollection:
         selective words are found first (the best CANDIDATES of them), and only those are scored
         with all its words, by FTS5's own BM25 over the whole collection's statistics: the same
         scores as scoring everything, for a few hundred passages instead of all."""
-        terms = query_terms(query)
-        if not terms:
-            raise UsageError("the query is empty: give some words to search for")
+        terms = query_terms(query, self.query_limits)
         everything = " OR ".join(f'"{t}"' for t in terms)  # \w+ words, safe inside FTS5 quotes
         selective = self._selective(terms)
         if len(selective) == len(terms):
@@ -206,11 +252,26 @@ class SqliteCollection:
                 c.execute("SELECT count(*) FROM passages").fetchone()[0])
 
 
+def _make(path: Path, settings: Settings) -> None:
+    """A new collection's database: its tables and its settings."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        for key, value in settings.as_dict().items():
+            conn.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 class SqliteStore:
     """Collections as SQLite files in one directory."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, query_limits: QueryLimits | None = None):
         self.directory = Path(directory)
+        self.query_limits = query_limits or QueryLimits()
         if self.directory.exists() and not self.directory.is_dir():
             raise UsageError(f"the store {self.directory} is not a directory")
 
@@ -219,7 +280,12 @@ class SqliteStore:
         return self.directory / f"{name}.sqlite"
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in self.directory.glob("*.sqlite")) if self.directory.is_dir() else []
+        """The collections: files named NAME.sqlite with a valid name (others are not ours)."""
+        try:
+            return sorted(p.stem for p in self.directory.glob("*.sqlite") if NAME_PATTERN.fullmatch(p.stem)) \
+                if self.directory.is_dir() else []
+        except OSError as exc:
+            raise UsageError(f"the store {self.directory} cannot be listed ({exc.strerror or exc})") from None
 
     def open(self, name: str) -> SqliteCollection:
         path = self._path(name)
@@ -227,16 +293,20 @@ class SqliteStore:
             known = ", ".join(self.names()) or "none yet"
             raise UnknownCollection(f"no collection named '{name}' in {self.directory} (there are: {known}); make it "
                                     f"with `loraqa collection add {name} PATH...`")
-        return SqliteCollection(path, name)
+        return SqliteCollection(path, name, self.query_limits)
 
     def create(self, name: str, settings: Settings) -> SqliteCollection:
         path = self._path(name)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        collection = SqliteCollection(path, name)
-        if new:
-            collection.init_settings(settings)
-        return collection
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot make the store folder {self.directory} ({exc.strerror or exc})") from None
+        if not path.exists():
+            try:
+                _make(path, settings)
+            except sqlite3.Error as exc:
+                raise UsageError(f"cannot make the collection {name} in {self.directory} ({exc})") from None
+        return SqliteCollection(path, name, self.query_limits)
 
     def drop(self, name: str) -> None:
         path = self._path(name)

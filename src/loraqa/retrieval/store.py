@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from loraqa.documents import Document, Passage
-from loraqa.errors import UsageError
+from loraqa.errors import QueryTooLong, UsageError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Words too common to help ranking: left out of queries, so a question's "the" and "what" do not
@@ -29,11 +29,40 @@ def check_collection_name(name: str) -> None:
                          "letter or digit")
 
 
-def query_terms(query: str) -> list[str]:
-    """The words of a query that search for something (lower case, no stop words, each once)."""
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one search may ask of a store, the same on every surface (HTTP, MCP, the Python API,
+    the command line): each word of a query costs an index lookup, and a 40,000-word query held a
+    server thread for minutes."""
+    max_chars: int = 1_000
+    max_words: int = 100
+
+    def __post_init__(self):
+        if not (self.max_chars > 0 and self.max_words > 0):
+            raise UsageError(f"query limits must be > 0, got {self.max_chars} characters and {self.max_words} words")
+
+
+def query_terms(query: str, limits: QueryLimits | None = None) -> list[str]:
+    """The words of a query that search for something (lower case, no stop words, each once);
+    a query that is empty or over the limits is refused."""
+    limits = limits or QueryLimits()
+    if not isinstance(query, str):
+        raise UsageError("the query must be text")
+    if len(query) > limits.max_chars:
+        raise QueryTooLong(f"the query is longer than {limits.max_chars:,} characters")
     words = [w.lower() for w in _WORD.findall(query)]
+    if len(words) > limits.max_words:
+        raise QueryTooLong(f"the query has more than {limits.max_words:,} words")
     kept = [w for w in words if w not in STOPWORDS] or words
+    if not kept:
+        raise UsageError("the query is empty: give some words to search for")
     return list(dict.fromkeys(kept))
+
+
+def is_conflict(stored_file: str | None, file: str | None) -> bool:
+    """A document id already stored from another file: putting it would silently replace that
+    file's document (and a rerun would skip this file as done), so it is refused instead."""
+    return stored_file is not None and file is not None and stored_file != file
 
 
 @dataclass(frozen=True)
@@ -81,12 +110,17 @@ class Collection(Protocol):
 
     def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
         """Add a document (read from `file`) in one transaction: 'added', 'replaced' (the same
-        source or id with other text), or 'unchanged' (this text is already there)."""
+        source or id with other text), 'unchanged' (this text is already there), or 'conflict'
+        (its id is taken by a document of another file: nothing written)."""
 
     def file_unchanged(self, path: str, modified: float, size: int) -> bool:
         """Whether `path` was read whole, at this modification time and size, by an earlier add."""
 
     def file_done(self, path: str, modified: float, size: int) -> None: ...
+
+    def close(self) -> None:
+        """After writing: leave the store whole on disk for any reader (SQLite: the write-ahead
+        log folded into the database, which a user who may not write it reads immutable)."""
 
     def remove(self, document_id: str) -> bool: ...
 

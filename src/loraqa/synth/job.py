@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from loraqa.artifacts import jsonl_line, resolve_adapter, write_atomic, write_json
+from loraqa.config.schema import DocumentsConfig
 from loraqa.errors import LoraqaError, UsageError
 from loraqa.synth.generators import LocalGenerator
 from loraqa.synth.pipeline import Reader, SynthReport, synthesise
@@ -112,11 +113,12 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
               passages: int | None = None, per_passage: int = 3, seed: int = 42, generator: str = "local",
               adapter: str | None = None, model: str | None = None, reader: str | None = None,
               min_roundtrip_f1: float = 0.5, unanswerable: float = 0.0, passage_chars: int = 1000,
-              overlap: int = 200, max_file_mb: float = 50, allow_pickle: bool = False,
+              overlap: int = 200, documents: DocumentsConfig | None = None, allow_pickle: bool = False,
               endpoint: Endpoint | None = None, progress: Callable[[str, int, int], None] | None = None,
               roundtrip_margin: float | None = None, check_names: bool = True,
-              spans: str = "reader") -> tuple[int, SynthReport]:
-    """Write OUTPUT (JSONL, loraqa's data format) and its report; returns (rows, report)."""
+              spans: str = "reader", follow_links: bool = False) -> tuple[int, SynthReport]:
+    """Write OUTPUT (JSONL, loraqa's data format) and its report; returns (rows, report).
+    documents: the budgets for reading --input files (documents.*)."""
     if (collection is None) == (not inputs):
         raise UsageError("give a COLLECTION or --input PATHS (files, folders or globs), not both")
     if not 0 <= min_roundtrip_f1 <= 1:
@@ -138,7 +140,7 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
 
         by_document = collection_passages(open_store(store).open(collection))
     else:
-        by_document, skipped = file_passages(inputs, passage_chars, overlap, max_file_mb)
+        by_document, skipped = file_passages(inputs, passage_chars, overlap, documents, follow_links)
     picked = sample_passages(by_document, passages, seed)
     if not picked:
         where = f"collection {collection}" if collection else "the input files"

@@ -47,21 +47,25 @@ def collection_passages(collection) -> dict[str, list[SourcePassage]]:
     return out
 
 
-def file_passages(paths: list[str], passage_chars: int, overlap: int, max_file_mb: float) -> tuple[dict, list]:
-    """The passages of files read and cut as `collection add` would, without storing them;
-    and the (file, reason) of those that could not be read."""
-    from loraqa.documents import DocumentError, read_path, split_document
-    from loraqa.retrieval.ingest import expand
+def file_passages(paths: list[str], passage_chars: int, overlap: int, limits=None,
+                  follow_links: bool = False) -> tuple[dict, list]:
+    """The passages of files found, read and cut as `collection add` does (each file within its
+    budget, documents.*), without storing them; and the (file, line) of what was skipped."""
+    from loraqa.documents import DocumentError
+    from loraqa.documents.budget import BudgetedReader
+    from loraqa.documents.walk import find_files
 
+    walk = find_files(paths, follow_links)
     out: dict[str, list[SourcePassage]] = {}
-    skipped = []
-    for path in expand(paths):
-        try:
-            documents = read_path(path, max_file_mb)
-        except DocumentError as exc:
-            skipped.append((str(path), exc.template))
-            continue
-        for doc in documents:
-            out[doc.id] = [SourcePassage(doc.id, doc.title, doc.source, p.page, p.start, p.end, p.text)
-                           for p in split_document(doc, passage_chars, overlap)]
+    skipped = list(walk.skipped)
+    with BudgetedReader(limits, split=(passage_chars, overlap)) as reader:
+        for found in walk.files:
+            try:
+                documents = reader.read(found.path, found.name)
+            except DocumentError as exc:
+                skipped.append((found.name, exc.template))
+                continue
+            for doc, passages in documents:
+                out[doc.id] = [SourcePassage(doc.id, doc.title, doc.source, p.page, p.start, p.end, p.text)
+                               for p in passages]
     return out, skipped
