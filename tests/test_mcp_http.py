@@ -20,13 +20,13 @@ KEY = "mcp-key"
 
 @pytest.fixture(scope="module")
 def mcp_url(answerer):
-    from loraqa.serving.guard import Keys
+    from loraqa.serving.scopes import KeyRing
     from loraqa.serving.limits import ServerLimits
     from loraqa.serving.mcp_server import build_server, http_app
 
     limits = ServerLimits(max_context_chars=200_000)
     server, _ = build_server(answerer, limits=limits)
-    with live_server(http_app(server, "127.0.0.1", Keys(KEY), limits, ["qa.internal"])) as url:
+    with live_server(http_app(server, "127.0.0.1", KeyRing.build(KEY), limits, ["qa.internal"])) as url:
         yield f"{url}/mcp"
 
 

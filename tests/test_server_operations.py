@@ -26,7 +26,7 @@ def client(domain_adapters, tmp_path):
 
 def sample(text: str, name: str, **labels) -> float | None:
     """A sample's value from the Prometheus text format."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # prometheus-client sorts them
     for line in text.splitlines():
         if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
             return float(line.rsplit(" ", 1)[1])
@@ -43,11 +43,12 @@ def test_metrics_count_requests_batches_queue_and_adapters(client, domain_adapte
     assert client.post("/v1/chat/completions", json=chat, headers=KEY).status_code == 200
     assert client.get("/metrics").status_code == 401  # the API-key rule of the other routes
     text = client.get("/metrics", headers=KEY).text
-    assert sample(text, "loraqa_requests_total", adapter="science", route="/v1/answer", status="200") == 2
+    assert sample(text, "loraqa_requests_total", adapter="science", route="/v1/answer", status="200", key="LORAQA_ADMIN_KEY") == 2
     # a name that is not loaded is counted as "unknown": clients cannot grow the label set
-    assert sample(text, "loraqa_requests_total", adapter="unknown", route="/v1/answer", status="404") == 1
+    assert sample(text, "loraqa_requests_total", adapter="unknown", route="/v1/answer", status="404", key="LORAQA_ADMIN_KEY") == 1
     assert 'adapter="nope"' not in text
-    assert sample(text, "loraqa_requests_total", adapter="places", route="/v1/chat/completions", status="200") == 1
+    assert sample(text, "loraqa_requests_total", adapter="places", route="/v1/chat/completions", status="200",
+                  key="LORAQA_ADMIN_KEY") == 1
     assert sample(text, "loraqa_request_duration_seconds_count", adapter="science") == 2
     assert sample(text, "loraqa_batch_size_count") == 3  # one model call per answered request here
     assert sample(text, "loraqa_batch_size_sum") == 3

@@ -136,7 +136,7 @@ def test_concurrent_requests_are_gathered_into_batches(answerer, two_adapters):
 
 
 @pytest.mark.parametrize("body,code,message", [
-    ({"question": "Q?", "adapter": "nope"}, 404, "unknown adapter 'nope'"),
+    ({"question": "Q?", "adapter": "nope"}, 404, "no such adapter is available to this key"),
     ({"context": "no question"}, 422, "question"),
     ({"question": ""}, 422, "question"),
     ({"question": "x" * 1001}, 413, "question longer than 1000"),

@@ -19,7 +19,7 @@ from typing import List, Optional
 import typer
 
 from loraqa import config as cfgmod
-from loraqa.cli import collections, review, serving, synth
+from loraqa.cli import collections, keys, review, serving, synth
 from loraqa.cli.options import (AdapterArg, Adapters, AllowPickle, Collections, ConfigFile, Engine, Model, Output,
                                 Overwrite, Preset, Sets, SimilarityModel, Store, adapter_map, collection_map, load,
                                 run)
@@ -246,6 +246,7 @@ app.command()(serving.serve)
 app.command()(serving.mcp)
 app.add_typer(collections.collection, name="collection")
 app.add_typer(review.review, name="review")
+app.add_typer(keys.keys, name="keys")
 app.command()(collections.ask)
 app.command()(synth.synth)
 

@@ -23,16 +23,22 @@ def _limits(**values) -> ServerLimits:
 def _key(value: Optional[str], variable: str, what: str) -> Optional[str]:
     """A key from its flag or variable; an empty or blank one is refused, also when the variable
     is set to nothing (the flag then falls back to no key, which would let everyone in)."""
-    from loraqa.serving.guard import checked_key
+    from loraqa.serving.scopes import checked_key
 
     if value is None and variable in os.environ:
         value = os.environ[variable]
     return checked_key(value, what)
 
 
-def _warn_if_exposed(host: str, api_key: Optional[str]) -> None:
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+def _warn_if_exposed(host: str, api_key: Optional[str], keys_file: Optional[str] = None) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key and not keys_file:
         typer.echo(f"warning: serving on {host} without an API key: anyone who can reach it can use it", err=True)
+
+
+KeysFile = typer.Option(None, "--keys", help="A keys file (YAML): keys with scopes, each naming the adapters and collections it may use (`loraqa keys new` writes entries). LORAQA_API_KEY / LORAQA_ADMIN_KEY still work beside it.")
+ExposeCollection = typer.Option([], "--expose-collection", help="A collection keys may search and be answered from without it being bound to an adapter (repeatable); bound ones (--collection) are exposed already.")
+MaxQueryChars = typer.Option(DEFAULT.max_query_chars, "--max-query-chars", min=1, help="Longest search query, in characters (questions answered from a collection are searched with too).")
+MaxQueryWords = typer.Option(DEFAULT.max_query_words, "--max-query-words", min=1, help="Most words in a search query.")
 
 
 def serve(
@@ -47,6 +53,8 @@ def serve(
     pin: List[str] = typer.Option([], "--pin", help="With --adapter-root: an adapter of the root loaded at start and never detached (repeatable). Adapters given with --adapter stay too."),
     store: Store = None,
     collection: Collections = [],
+    keys_file: Optional[str] = KeysFile,
+    expose_collection: List[str] = ExposeCollection,
     allowed_host: AllowedHost = [],
     cors_origin: List[str] = typer.Option([], "--cors-origin", help="A web origin (e.g. https://app.example.org) whose pages may call the API from a browser (repeatable; default: none)."),
     batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
@@ -58,6 +66,8 @@ def serve(
     request_timeout: RequestTimeout = DEFAULT.request_timeout_s,
     max_adapters: int = typer.Option(DEFAULT.max_adapters, "--max-adapters", min=1, help="Most adapters loaded at once."),
     max_adapter_mb: int = typer.Option(DEFAULT.max_adapter_mb, "--max-adapter-mb", min=1, help="Largest adapter folder (its files, in MiB) a hot load may read."),
+    max_query_chars: int = MaxQueryChars,
+    max_query_words: int = MaxQueryWords,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -68,17 +78,23 @@ def serve(
                 "admin_key": _key(admin_key, "LORAQA_ADMIN_KEY", "admin key")}
         limits = _limits(max_context_chars=max_context_chars, max_request_windows=max_request_windows,
                          max_queued_windows=max_queued_windows, request_timeout_s=request_timeout,
-                         max_adapters=max_adapters, max_adapter_mb=max_adapter_mb)
+                         max_adapters=max_adapters, max_adapter_mb=max_adapter_mb, max_query_chars=max_query_chars,
+                         max_query_words=max_query_words)
+        if keys_file:
+            from loraqa.serving.scopes import read_keys_file
+
+            read_keys_file(keys_file)  # a bad file is one line before any model loads
         if adapter_root and not Path(adapter_root).is_dir():
             raise UsageError(f"--adapter-root {adapter_root} is not a folder")
         from loraqa.serving.app import run_server
 
-        _warn_if_exposed(host, keys["api_key"])
+        _warn_if_exposed(host, keys["api_key"], keys_file)
         what = ", ".join(adapters) or (f"the adapters of {adapter_root}" if adapter_root else "the base model")
         typer.echo(f"serving {what} on http://{host}:{port} (docs: /docs)", err=True)
         run_server(adapters, host, port, model, batch_window_ms, max_batch, allow_pickle, engine, limits,
                    store=store, collections=collection_map(collection, adapters), adapter_root=adapter_root, max_loaded=max_loaded, pin=pin,
-                   allowed_host=allowed_host, cors_origins=cors_origin, max_batch_tokens=max_batch_tokens, **keys)
+                   allowed_host=allowed_host, cors_origins=cors_origin, max_batch_tokens=max_batch_tokens,
+                   keys_file=keys_file, expose_collections=expose_collection, **keys)
 
     run(action)
 
@@ -90,11 +106,15 @@ def mcp(
     http: Optional[int] = typer.Option(None, "--http", min=1, max=65535, help="Serve streamable HTTP on this port (at /mcp) instead of stdio."),
     host: Host = "127.0.0.1",
     api_key: ApiKey = None,
+    keys_file: Optional[str] = KeysFile,
     allowed_host: AllowedHost = [],
     store: Store = None,
     collection: Collections = [],
+    expose_collection: List[str] = ExposeCollection,
     max_context_chars: MaxContextChars = DEFAULT.max_context_chars,
     request_timeout: RequestTimeout = DEFAULT.request_timeout_s,
+    max_query_chars: int = MaxQueryChars,
+    max_query_words: int = MaxQueryWords,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -107,20 +127,27 @@ def mcp(
         if not adapters:
             raise UsageError("give at least one adapter: --adapter NAME=PATH")
         key = _key(api_key, "LORAQA_API_KEY", "API key")
-        if key is not None and http is None:
-            raise UsageError("--api-key protects the HTTP endpoint; over stdio the host that starts the server is the client")
+        if (key is not None or keys_file) and http is None:
+            raise UsageError("--api-key and --keys protect the HTTP endpoint; over stdio the host that starts the "
+                             "server is the client")
+        if keys_file:
+            from loraqa.serving.scopes import read_keys_file
+
+            read_keys_file(keys_file)
         descriptions = {}
         for item in describe:
             name, sep, text = item.partition("=")
             if not sep or not name or not text.strip():
                 raise UsageError(f'--describe \'{item}\' must be NAME="what this adapter answers"')
             descriptions[name] = text.strip()
-        limits = _limits(max_context_chars=max_context_chars, request_timeout_s=request_timeout)
+        limits = _limits(max_context_chars=max_context_chars, request_timeout_s=request_timeout,
+                         max_query_chars=max_query_chars, max_query_words=max_query_words)
         from loraqa.serving.mcp_server import run_mcp
 
         if http is not None:
-            _warn_if_exposed(host, key)
+            _warn_if_exposed(host, key, keys_file)
         run_mcp(adapters, model, descriptions, http, host, allow_pickle, engine, key, allowed_host, limits,
-                store=store, collections=collection_map(collection, adapters))
+                store=store, collections=collection_map(collection, adapters), keys_file=keys_file,
+                expose_collections=expose_collection)
 
     run(action)

@@ -22,6 +22,7 @@ from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engin
 from loraqa.inference.reading import (Answer, Job, Reading, combine, fill, generation_batch, plan_reading,
                                       read_all)
 from loraqa.inference.library import Library, plan_passages
+from loraqa.retrieval import QueryLimits
 from loraqa.inference.registry import AdapterRegistry, LoadedAdapter, ReadingSettings, check_name
 from loraqa.inference.routing import AUTO
 from loraqa.modeling.files import load_tokenizer, load_tokenizer_file
@@ -44,7 +45,8 @@ class Answerer:
     def __init__(self, adapters: dict[str, str | Path | AdapterRef] | None = None, base_model: str | None = None,
                  device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
                  apply_threshold: bool = True, engine: str = "pytorch", max_adapters: int | None = None,
-                 store: str | Path | None = None, collections: dict[str, str] | None = None):
+                 store: str | Path | None = None, collections: dict[str, str] | None = None,
+                 query_limits: QueryLimits | None = None):
         """adapters: name -> a run directory or adapter folder, or an AdapterRef (whose config,
         e.g. with eval-time overrides, is then used as given). apply_threshold=False answers
         without the calibrated no-answer threshold (what `loraqa eval` calibrates it from).
@@ -52,7 +54,8 @@ class Answerer:
         `loraqa export`, one merged model each). allow_pickle: accept pickle weight files, for
         the base model and every adapter, including ones loaded later. store: where collections
         live (default `collections/`); collections: adapter -> the collection its questions are
-        answered from when they come without a passage (a request may also name one)."""
+        answered from when they come without a passage (a request may also name one);
+        query_limits: what one search of them may ask (default 1,000 characters, 100 words)."""
         adapters = dict(adapters or {})
         capabilities = capabilities_of(engine)  # an unknown engine is refused before anything loads
         for name in adapters:
@@ -79,7 +82,7 @@ class Answerer:
         self.engine: Engine = create_engine(engine, self.model_tokenizer, base_model, device, dtype, allow_pickle)
         self.registry = AdapterRegistry(self.engine, allow_pickle, max_adapters)
         self.lock = threading.RLock()  # the Python API's callers may share one Answerer between threads
-        self.library = Library(store)
+        self.library = Library(store, query_limits)
         bindings = dict(collections or {})
         for name in bindings:
             if name not in refs:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from loraqa.artifacts import adapter_files, resolve_adapter
 from loraqa.errors import AdapterNotFound, LoraqaError, NotAnAdapter
 from loraqa.inference.registry import NAME_PATTERN
-from loraqa.serving.context import ApiError, adapter_names, is_admin, profile_of, state
+from loraqa.serving.context import ApiError, is_admin, scope_of, state
 
 router = APIRouter()
 
@@ -54,14 +54,14 @@ def find_in_root(root: Path, given: str):
 
 @router.get("/v1/adapters")
 async def list_adapters(request: Request):
-    """The adapters; where each was loaded from only for the admin key."""
-    s, admin = state(request), is_admin(request)
+    """The adapters the key may use; where each was loaded from only for an admin key."""
+    s, admin, scope = state(request), is_admin(request), scope_of(request)
     registry = s.answerer.registry
 
     def entry(name: str) -> dict:
-        adapter, profile = registry.get(name), profile_of(s, name)
+        adapter = registry.get(name)
         item = {"name": name, "template": adapter.settings.template if adapter else None,
-                "domain": profile.describe() if profile else None,
+                "domain": s.access.describe(name, scope),
                 "collection": adapter.collection if adapter else None, "loaded": registry.is_attached(name)}
         if admin:
             where = adapter.source if adapter else (s.library.catalogue[name].folder if s.library and
@@ -69,8 +69,10 @@ async def list_adapters(request: Request):
             item["path"] = str(where) if where else None
         return item
 
-    return {"default": s.answerer.default_adapter(), "base_model": s.answerer.base_model if admin else None,
-            "adapters": [entry(n) for n in adapter_names(s)]}
+    mine = s.access.adapters(scope)
+    default = s.answerer.default_adapter()
+    return {"default": default if default in mine else (mine[0] if mine else None),
+            "base_model": s.answerer.base_model if admin else None, "adapters": [entry(n) for n in mine]}
 
 
 @router.post("/v1/adapters", status_code=201)
@@ -84,13 +86,14 @@ async def load_adapter(request: Request, req: AdapterLoad):
         ref = find_in_root(s.adapter_root, req.path)
         if req.collection is not None:
             s.answerer.library.open(req.collection)  # an unknown collection: 404 before anything loads
+            # binding it exposes it: the admin chose to
         return registry.prepare(req.name, ref, max_bytes=s.limits.max_adapter_mb * 2**20, collection=req.collection)
 
     try:
         prepared = await asyncio.to_thread(prepare)
         await s.batcher.on_model_thread(registry.attach, prepared)
     except LoraqaError as exc:
-        raise ApiError.of(exc) from None
+        raise ApiError.of(exc, request) from None
     return {"loaded": req.name, "adapters": s.answerer.names}
 
 
@@ -101,7 +104,7 @@ async def unload_adapter(request: Request, name: str):
     try:
         registry.hide(name)
     except LoraqaError as exc:
-        raise ApiError.of(exc) from None
+        raise ApiError.of(exc, request) from None
     await s.batcher.drained(name)
     await s.batcher.on_model_thread(registry.detach, name)
     return {"unloaded": name, "adapters": s.answerer.names}

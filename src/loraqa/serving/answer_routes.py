@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from loraqa.errors import LoraqaError
 from loraqa.inference.answerer import AUTO, BASE
-from loraqa.serving.context import ApiError, ask, known_models, state
+from loraqa.serving.context import ApiError, ask, scope_of, state
 
 router = APIRouter()
 
@@ -85,7 +85,8 @@ async def answer_batch(request: Request, req: BatchRequest):
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: StrictStr = Field(..., min_length=1, max_length=1000)
+    query: StrictStr = Field(..., min_length=1, description="What to look for (the server's query limits apply: "
+                                                            "1,000 characters and 100 words by default).")
     collection: StrictStr = Field(..., min_length=1, max_length=64)
     k: StrictInt = Field(5, ge=1, le=100)
 
@@ -107,20 +108,25 @@ class SearchResponse(BaseModel):
 
 @router.post("/v1/search", response_model=SearchResponse)
 async def search(request: Request, req: SearchRequest):
-    """A collection's passages that best match the query (BM25), with where each sits in its document."""
+    """A collection's passages that best match the query (BM25), with where each sits in its document.
+    Only collections the server exposes and the key's scope names can be searched."""
     s = state(request)
     try:
+        s.access.collection(scope_of(request), req.collection)
         hits = await asyncio.to_thread(lambda: s.answerer.library.open(req.collection).search(req.query, req.k))
     except LoraqaError as exc:
-        raise ApiError.of(exc) from None
+        raise ApiError.of(exc, request) from None
     return SearchResponse(results=[SearchResult(document=h.document, title=h.title, source=h.source, page=h.page,
                                                 start=h.start, end=h.end, score=h.score, text=h.text) for h in hits])
 
 
 @router.get("/health")
 async def health(request: Request):
-    """200 while the server can answer; 503 when its batcher has stopped (it cannot)."""
-    s = state(request)
-    body = {"status": "ok" if s.batcher.alive else "unavailable", "adapters": s.answerer.names,
-            "models": known_models(s), "batches": s.batcher.batches, "queued_windows": s.batcher.queued_windows}
+    """200 while the server can answer; 503 when its batcher has stopped (it cannot). Without a
+    valid key (when the server has keys) only the status; with one, the adapters it may use too."""
+    s, scope = state(request), scope_of(request)
+    body = {"status": "ok" if s.batcher.alive else "unavailable"}
+    if scope is not None:
+        body |= {"adapters": [n for n in s.answerer.names if scope.may_use(n)], "models": s.access.models(scope),
+                 "batches": s.batcher.batches, "queued_windows": s.batcher.queued_windows}
     return JSONResponse(body, status_code=200 if s.batcher.alive else 503)

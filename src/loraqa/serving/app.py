@@ -28,9 +28,11 @@ from loraqa.inference.answerer import BASE, Answerer  # noqa: E402
 from loraqa.serving import adapter_routes, answer_routes, openai_routes  # noqa: E402
 from loraqa.serving.batching import Batcher  # noqa: E402
 from loraqa.serving.context import ApiError, ServerState  # noqa: E402
-from loraqa.serving.guard import BodyTooLarge, Keys, RequestGuard, allowed_hosts  # noqa: E402
+from loraqa.serving.access import Access  # noqa: E402
+from loraqa.serving.guard import BodyTooLarge, RequestGuard, allowed_hosts  # noqa: E402
 from loraqa.serving.limits import ServerLimits  # noqa: E402
 from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics  # noqa: E402
+from loraqa.serving.scopes import KeyRing  # noqa: E402
 from loraqa.serving.memory import bound_kernel_cache  # noqa: E402
 from loraqa.serving.startup import say_ready  # noqa: E402
 
@@ -67,14 +69,20 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
                limits: ServerLimits | None = None, max_batch_tokens: int = 8192, admin_key: str | None = None, adapter_root: str | Path | None = None,
                host: str = "127.0.0.1", allowed_host: list[str] | None = None,
                cors_origins: list[str] | None = None, max_loaded: int | None = None,
-               pin: list[str] | None = None) -> FastAPI:
+               pin: list[str] | None = None, keys_file: str | Path | None = None,
+               expose_collections: list[str] | None = None, store: str | Path | None = None) -> FastAPI:
     """The app over one Answerer. api_key asks questions; admin_key also loads and unloads
-    adapters, from adapter_root only. host: the address it is served on (the Host names it
-    answers to follow from it, plus allowed_host). With adapter_root, every adapter in it can be
-    asked for and is loaded on demand, at most max_loaded attached (default: the adapter limit),
-    the least recently used detached first, those in pin (and those given at start) kept."""
+    adapters, from adapter_root only; keys_file: keys with scopes (serving/scopes.py), beside
+    them. host: the address it is served on (the Host names it answers to follow from it, plus
+    allowed_host). With adapter_root, every adapter in it can be asked for and is loaded on
+    demand, at most max_loaded attached (default: the adapter limit), the least recently used
+    detached first, those in pin (and those given at start) kept. Collections are reachable when
+    bound to an adapter or named in expose_collections (and in a key's scope); store: where
+    they are, never shown to a key that is not an admin's."""
     limits = limits or ServerLimits()
-    keys = Keys(api_key, admin_key)
+    keys = KeyRing.build(api_key, admin_key, keys_file)
+    for name in expose_collections or ():
+        answerer.library.open(name)  # an unknown collection is refused at start
     root = Path(adapter_root).resolve() if adapter_root else None
     if root is not None and not root.is_dir():
         raise UsageError(f"the adapter root {adapter_root} is not a folder")
@@ -110,7 +118,8 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
 
     app = FastAPI(title="loraqa", description="Question answering with LoRA adapters on one base model.",
                   version="1", lifespan=lifespan)
-    app.state.loraqa = ServerState(answerer, batcher, metrics, keys, limits, root, library)
+    access = Access(answerer, library, expose_collections or (), root, store)
+    app.state.loraqa = ServerState(answerer, batcher, metrics, keys, limits, root, access, library)
     app.state.batcher = batcher
 
     def adapter_label(name: str | None) -> str:
@@ -118,9 +127,9 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
             return "-"
         return name if name in ("mixed", BASE) or registry.is_attached(name) else "unknown"
 
-    def observe(route: str, adapter: str, status: int, seconds: float) -> None:
+    def observe(route: str, adapter: str, status: int, seconds: float, key: str) -> None:
         if route not in UNCOUNTED:
-            metrics.observe_request(adapter, route, status, seconds)
+            metrics.observe_request(adapter, route, status, seconds, key)
 
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "DELETE"],
@@ -197,7 +206,9 @@ def run_server(adapters: dict[str, str], host: str, port: int, base_model: str |
         base_model = root_base_model(Path(app_options["adapter_root"]), engine)
     bound_kernel_cache()
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
-                        max_adapters=limits.max_adapters, store=store, collections=collections)
-    app = create_app(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, **app_options)
+                        max_adapters=limits.max_adapters, store=store, collections=collections,
+                        query_limits=limits.query_limits)
+    app = create_app(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, store=store,
+                     **app_options)
     say_ready(answerer, "server")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -3,9 +3,10 @@
 Errors are raised as ApiError (a status, a message, an optional machine-readable code and the
 offending parameter); the app renders them as `{"detail": ...}` on loraqa's own routes and as
 OpenAI's `{"error": {"message", "type", "code", "param"}}` on the OpenAI-compatible ones, so each
-kind of client gets the shape it parses. The status always comes from the error's type. An
-error that is not a LoraqaError is the server's own fault: it propagates to the request guard,
-which logs it and answers a generic 500.
+kind of client gets the shape it parses. The status always comes from the error's type; what
+the message may say depends on the key (serving/access.py). An error that is not a LoraqaError
+is the server's own fault: it propagates to the request guard, which logs it and answers a
+generic 500.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from pathlib import Path
 
 from fastapi import Request
 
-from loraqa.errors import AdapterNotFound, LoraqaError
+from loraqa.errors import AdapterNotFound, LoraqaError, UnknownCollection
 from loraqa.inference.answerer import AUTO, Answerer
 from loraqa.inference.reading import Answer
+from loraqa.serving.access import Access
 from loraqa.serving.batching import Batcher, ClientGone
-from loraqa.serving.guard import Keys
 from loraqa.serving.limits import ServerLimits
 from loraqa.serving.metrics import ServerMetrics
+from loraqa.serving.scopes import KeyRing, Scope
 
 
 class ApiError(Exception):
@@ -31,9 +33,16 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
     @classmethod
-    def of(cls, exc: LoraqaError, code: str | None = None, param: str | None = None) -> "ApiError":
+    def of(cls, exc: LoraqaError, request: Request, code: str | None = None, param: str | None = None) -> "ApiError":
+        """The error as this request's key may see it (serving/access.py: nothing about what
+        exists beyond its scope, no server-side path unless it is an admin's)."""
         retry = getattr(exc, "retry_after", None)
-        return cls(exc.http_status, str(exc), code, param, {"Retry-After": str(retry)} if retry else None)
+        if code is None and isinstance(exc, AdapterNotFound):
+            code = "model_not_found"
+        elif code is None and isinstance(exc, UnknownCollection):
+            code = "collection_not_found"
+        message = state(request).access.error(exc, scope_of(request))
+        return cls(exc.http_status, message, code, param, {"Retry-After": str(retry)} if retry else None)
 
 
 @dataclass
@@ -41,9 +50,10 @@ class ServerState:
     answerer: Answerer
     batcher: Batcher
     metrics: ServerMetrics
-    keys: Keys
+    keys: KeyRing
     limits: ServerLimits
     adapter_root: Path | None  # where POST /v1/adapters may load from; None: hot loading is off
+    access: Access  # what each key may reach and see
     library: object = None  # AdapterLibrary: the root's adapters loaded on demand (None: off)
 
 
@@ -51,9 +61,14 @@ def state(request: Request) -> ServerState:
     return request.app.state.loraqa
 
 
+def scope_of(request: Request) -> Scope | None:
+    """The request's key's scope, found by the guard (None: no valid key, on an open route)."""
+    return request.scope.get("state", {}).get("scope")
+
+
 def is_admin(request: Request) -> bool:
-    s = state(request)
-    return s.keys.admin is not None and s.keys.role(request.headers.get("authorization", "")) == "admin"
+    scope = scope_of(request)
+    return scope is not None and scope.admin
 
 
 def check_question(s: ServerState, question: str, context: str | None) -> None:
@@ -65,33 +80,39 @@ def check_question(s: ServerState, question: str, context: str | None) -> None:
                        code="context_length_exceeded")
 
 
+def _checked(request: Request, questions: list[dict]) -> tuple[list[dict], dict[int, float]]:
+    """The questions with their adapters named (`auto` routed among the key's adapters) and
+    every adapter and collection they reach checked against the key's scope."""
+    s, scope = state(request), scope_of(request)
+    out, routed = [], {}
+    for i, q in enumerate(questions):
+        check_question(s, q["question"], q.get("context"))
+        name = s.access.adapter(scope, q.get("adapter"))
+        if name == AUTO:
+            name, routed[i] = s.access.route(scope, q["question"], q.get("context"))
+        s.access.reading(scope, name, q.get("collection"), q.get("context"))
+        out.append({**q, "adapter": name})
+    return out, routed
+
+
 async def ask(request: Request, questions: list[dict]) -> list[Answer]:
-    """Answers from the shared batcher for [{question, context?, adapter?, max_new_tokens?}];
-    the adapter that answered is noted on the request for the metrics."""
+    """Answers from the shared batcher for [{question, context?, adapter?, collection?,
+    max_new_tokens?}], within the key's scope; the adapter that answered is noted on the
+    request for the metrics."""
     s = state(request)
     if len(questions) > s.limits.max_batch_items:
         raise ApiError(413, f"more than {s.limits.max_batch_items} questions in one request", code="too_many_questions")
-    request.state.adapter = questions[0].get("adapter") or s.answerer.default_adapter()
-    for q in questions:
-        check_question(s, q["question"], q.get("context"))
-    routed: dict[int, float] = {}
-    if s.library is not None:  # `auto` chooses among every adapter of the root, loaded or not
-        questions = list(questions)
-        for i, q in enumerate(questions):
-            if q.get("adapter") == AUTO:
-                choice = s.library.route(q["question"], q.get("context"))
-                if choice is not None:
-                    questions[i], routed[i] = {**q, "adapter": choice[0]}, choice[1]
+    request.state.adapter = questions[0].get("adapter") or s.answerer.default_adapter()  # labels: see adapter_label
     try:
+        questions, routed = _checked(request, questions)
         if s.library is not None:
-            names = {q.get("adapter") or s.answerer.default_adapter() for q in questions}
-            async with s.library.hold(names, s.limits.request_timeout_s):
+            async with s.library.hold({q["adapter"] for q in questions}, s.limits.request_timeout_s):
                 answers = await s.batcher.submit(questions, request.state.request_id,
                                                  disconnected=request.is_disconnected)
         else:
             answers = await s.batcher.submit(questions, request.state.request_id, disconnected=request.is_disconnected)
-    except LoraqaError as exc:  # bad input found while planning, limits, deadline, an adapter gone
-        raise ApiError.of(exc, "model_not_found" if isinstance(exc, AdapterNotFound) else None) from None
+    except LoraqaError as exc:  # out of scope, bad input found while planning, limits, deadline, an adapter gone
+        raise ApiError.of(exc, request) from None
     except ClientGone:
         raise ApiError(499, "the client closed the request") from None
     for i, score in routed.items():
@@ -99,26 +120,3 @@ async def ask(request: Request, questions: list[dict]) -> list[Answer]:
     used = {a.adapter for a in answers}
     request.state.adapter = used.pop() if len(used) == 1 else "mixed"
     return answers
-
-
-def known_models(s: ServerState) -> list[str]:
-    """What a client may name as `model` / `adapter`: the adapters (with a library, every one of
-    the root), `base` and `auto`."""
-    return adapter_names(s) + [AUTO]
-
-
-def profile_of(s: ServerState, name: str):
-    """The adapter's domain profile, loaded or only in the library's root (None: it has none)."""
-    adapter = s.answerer.adapter(name)
-    if adapter is not None:
-        return adapter.profile
-    entry = s.library.catalogue.get(name) if s.library is not None else None
-    return entry.profile if entry is not None else None
-
-
-def adapter_names(s: ServerState) -> list[str]:
-    """The adapters and `base`: with a library also those of the root not loaded now."""
-    names = s.answerer.names
-    if s.library is None:
-        return names
-    return s.library.names + [n for n in names if n not in s.library.names]

@@ -3,7 +3,8 @@
 In order: a request id (sent back as X-Request-ID, written in every log line about the
 request); the Host header, against the names the server answers to (a web page that rebinds its
 own domain to 127.0.0.1 sends its own domain: refused); the key, from the headers alone, so an
-unauthenticated body is never read; a JSON content type on every POST (a cross-site form or
+unauthenticated body is never read, and its scope (serving/scopes.py) noted on the request for the
+routes to check; a JSON content type on every POST (a cross-site form or
 `text/plain` request, which a browser sends without asking, is refused with 415); the body's
 size, from Content-Length and again while the body is read, chunked or not. Whatever a route
 raises that nothing else handled is logged with its traceback and answered with a generic 500
@@ -19,7 +20,6 @@ client still sends (measured: all of a 50 MB chunked body); every refusal here c
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import logging
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
-from loraqa.errors import UsageError
+from loraqa.serving.scopes import ANONYMOUS, KeyRing
 
 log = logging.getLogger("loraqa.server")
 
@@ -42,40 +42,6 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 # ---------------------------------------------------------------- keys
-
-
-def checked_key(value: str | None, what: str) -> str | None:
-    """A key as given, refused when empty or only whitespace (`--api-key "$KEY"` with KEY unset
-    would otherwise start a server that lets everyone in)."""
-    if value is None:
-        return None
-    if not value.strip():
-        raise UsageError(f"the {what} is empty (an unset variable?); give a real key, or leave it out")
-    return value
-
-
-@dataclass(frozen=True)
-class Keys:
-    """The API key asks questions; the admin key loads and unloads adapters (and asks too)."""
-    api: str | None = None
-    admin: str | None = None
-
-    def __post_init__(self):
-        checked_key(self.api, "API key")
-        checked_key(self.admin, "admin key")
-
-    @staticmethod
-    def _matches(token: str, key: str | None) -> bool:
-        return key is not None and hmac.compare_digest(token.encode(), key.encode())
-
-    def role(self, authorization: str) -> str | None:
-        """'admin', 'api' or None for the bearer token of an Authorization header."""
-        token = authorization[7:] if authorization.lower().startswith("bearer ") else ""
-        if self._matches(token, self.admin):
-            return "admin"
-        if self._matches(token, self.api):
-            return "api"
-        return None
 
 
 def needed_role(method: str, path: str) -> str | None:
@@ -145,9 +111,9 @@ def _is_json(content_type: str) -> bool:
 
 
 class RequestGuard:
-    def __init__(self, app, keys: Keys, hosts: list[str], max_body: int, render_error, observe, adapter_label):
+    def __init__(self, app, keys: KeyRing, hosts: list[str], max_body: int, render_error, observe, adapter_label):
         """render_error(path, status, message, code) -> (body dict); observe(route, adapter,
-        status, seconds) counts the response; adapter_label(name) keeps metric labels bounded."""
+        status, seconds, key) counts the response; adapter_label(name) keeps metric labels bounded."""
         self.app, self.keys, self.hosts, self.max_body = app, keys, set(hosts), max_body
         self.render_error, self.observe, self.adapter_label = render_error, observe, adapter_label
 
@@ -190,7 +156,7 @@ class RequestGuard:
             return message
 
         try:
-            problem = self._check(method, path, headers)
+            problem = self._check(method, path, headers, state)
             if problem is not None:
                 await refuse(*problem)
             else:
@@ -205,21 +171,25 @@ class RequestGuard:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            self.observe(label, self.adapter_label(state.get("adapter")), status["code"], time.perf_counter() - start)
+            scope = state.get("scope")
+            self.observe(label, self.adapter_label(state.get("adapter")), status["code"], time.perf_counter() - start,
+                         scope.name if scope is not None else ANONYMOUS)
 
-    def _check(self, method: str, path: str, headers: dict[str, str]):
-        """(status, message, code, headers) of the first rule the request breaks, or None."""
+    def _check(self, method: str, path: str, headers: dict[str, str], state: dict):
+        """(status, message, code, headers) of the first rule the request breaks, or None. The
+        key's scope goes into state["scope"] (None: no valid key), also on the open routes,
+        which show more to a key than to nobody."""
         host = host_name(headers.get("host", ""))
         if host not in self.hosts:
             log.warning(f"refused a request for host '{host[:100]}' (not one of {', '.join(sorted(self.hosts))}; "
                         "start the server with --allowed-host NAME to answer to it)")
             return 400, f"this server does not answer to host '{host[:100]}'", "invalid_host"
         role = needed_role(method, path)
-        if role == "admin" and self.keys.admin is None:
+        scope = state["scope"] = self.keys.identify(headers.get("authorization", ""))
+        if role == "admin" and not self.keys.has_admin:
             return 403, "loading and unloading adapters is off: the server was started without an admin key", None
-        if role is not None and (self.keys.api or self.keys.admin):
-            have = self.keys.role(headers.get("authorization", ""))
-            if have is None or (role == "admin" and have != "admin"):
+        if role is not None and self.keys.enabled:
+            if scope is None or (role == "admin" and not scope.admin):
                 what = "the admin key" if role == "admin" else "the API key"
                 return (401, f"missing or wrong key: send 'Authorization: Bearer <key>' with {what}", "invalid_api_key",
                         [(b"www-authenticate", b"Bearer")])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loraqa.errors import UsageError
+from loraqa.retrieval.store import QueryLimits
 
 MAX_CONTEXT_CHARS = 1_000_000  # a long document is read in windows
 
@@ -26,11 +27,17 @@ class ServerLimits:
     request_timeout_s: float = 300.0  # from arrival to answer; then 504 and its windows are dropped
     max_adapters: int = 32  # adapters loaded at once (loaded at start or later)
     max_adapter_mb: int = 2_048  # files of one hot-loaded adapter folder
+    max_query_chars: int = QueryLimits.max_chars  # a search query (and a question used as one)
+    max_query_words: int = QueryLimits.max_words
 
     def __post_init__(self):
         for name, value in vars(self).items():
             if not value > 0:
                 raise UsageError(f"server limit {name} must be > 0, got {value}")
+
+    @property
+    def query_limits(self) -> QueryLimits:
+        return QueryLimits(self.max_query_chars, self.max_query_words)
 
     @property
     def max_body_bytes(self) -> int:

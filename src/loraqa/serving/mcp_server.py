@@ -5,9 +5,15 @@ Tools:
   the adapter is chosen by its training domain (`auto`); `base` means no adapter. With no context
   the domain's collection is searched and its best passages read; the answer then carries
   citations (document, page, offsets, quote).
-- search_documents(query, domain?, k?): the domain's collection's passages that best match.
+- search_documents(query, domain?, collection?, k?): the passages that best match, in a named
+  collection the server exposes, or else in the domain's collection.
 - list_domains(): each adapter with a description from its training (data source, number of
   training questions, run name), or the one given as a description when the server started.
+
+Over HTTP with keys (`--keys FILE`, `--api-key`), every tool keeps to the calling key's scope as
+the HTTP server's routes do (serving/access.py): only its adapters (`auto` chooses among them),
+only exposed collections its scope names, the same error for what is out of scope and what does
+not exist, no server-side path unless the key is an admin's.
 
 stdio by default (an MCP host starts `loraqa mcp ...` itself); over streamable HTTP (at /mcp)
 the same rules as the HTTP server hold: a key in the Authorization header when one is set, the
@@ -29,16 +35,18 @@ from loraqa.optional import require_extra
 _mcp = require_extra("mcp", "loraqa mcp")
 
 import anyio  # noqa: E402 - after the check that names the pip extra (the MCP SDK runs on it)
-from mcp.server.mcpserver import MCPServer  # noqa: E402
+from mcp.server.mcpserver import Context, MCPServer  # noqa: E402
 from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
 from mcp.server.transport_security import TransportSecuritySettings  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
 from loraqa.inference.answerer import AUTO, BASE, Answerer  # noqa: E402
+from loraqa.serving.access import Access  # noqa: E402
 from loraqa.serving.batching import Batcher  # noqa: E402
-from loraqa.serving.guard import Keys, allowed_hosts  # noqa: E402
+from loraqa.serving.guard import allowed_hosts  # noqa: E402
 from loraqa.serving.limits import ServerLimits  # noqa: E402
 from loraqa.serving.memory import bound_kernel_cache  # noqa: E402
+from loraqa.serving.scopes import OPEN, KeyRing, Scope  # noqa: E402
 from loraqa.serving.startup import say_ready  # noqa: E402
 
 log = logging.getLogger("loraqa.server")
@@ -82,29 +90,50 @@ class Domains(BaseModel):
     domains: list[Domain]
 
 
-def describe(answerer: Answerer, name: str, overrides: dict[str, str]) -> str:
-    adapter = answerer.adapter(name)
+def describe(access: Access, name: str, overrides: dict[str, str], scope: Scope) -> str:
+    adapter = access.answerer.adapter(name)
     documents = (f" Answers questions without a context from the documents of collection '{adapter.collection}' "
-                 "(search_documents searches them)." if adapter is not None and adapter.collection else "")
+                 "(search_documents searches them)." if adapter is not None and adapter.collection
+                 and scope.may_read(adapter.collection) else "")
     if name in overrides:
         return overrides[name] + documents
-    if adapter is not None and adapter.profile is not None:
-        return f"Question answering adapter {adapter.profile.describe()}." + documents
+    described = access.describe(name, scope)
+    if described is not None:
+        return f"Question answering adapter {described}." + documents
     return f"Question answering adapter '{name}'." + documents
 
 
+def scope_of(ctx: Context) -> Scope:
+    """The calling key's scope, noted on the HTTP request by BearerKey; stdio: the host that
+    started the server is the only client."""
+    request = ctx.request_context.request if ctx is not None else None
+    if request is None:
+        return OPEN
+    found = request.scope.get("state", {}).get("scope")
+    if found is None:  # BearerKey let nothing through without a key: a transport that lost it
+        raise ToolError("no key with this call")
+    return found
+
+
 def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
-                 limits: ServerLimits | None = None) -> tuple[MCPServer, Batcher]:
+                 limits: ServerLimits | None = None, exposed: list[str] | tuple[str, ...] = (),
+                 store: str | None = None) -> tuple[MCPServer, Batcher]:
     descriptions = dict(descriptions or {})
     limits = limits or ServerLimits()
     batcher = Batcher(answerer, limits=limits)
+    access = Access(answerer, exposed=exposed, store=store)
     server = MCPServer("loraqa", instructions="Answer questions from documents with domain-specific LoRA adapters. "
                                                "Call list_domains to see them; leave domain out to choose automatically.")
+
+    def refused(exc: LoraqaError, scope: Scope) -> ToolError:
+        return ToolError(access.error(exc, scope))
 
     @server.tool(description="Answer a question from a document (context) with a domain adapter. The answer comes "
                              "with a confidence score, a no_answer flag and the answer's character offsets in the "
                              "document. Leave `domain` out to pick the adapter automatically (list_domains shows them).")
-    async def answer_question(question: str, context: str | None = None, domain: str | None = None) -> Answered:
+    async def answer_question(question: str, context: str | None = None, domain: str | None = None,
+                              ctx: Context = None) -> Answered:
+        scope = scope_of(ctx)
         if not question.strip():
             raise ToolError("the question is empty")
         if len(question) > limits.max_question_chars:
@@ -115,38 +144,52 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
             await batcher.start()
         call = uuid.uuid4().hex[:16]
         try:
-            [a] = await batcher.submit([{"question": question, "context": context, "adapter": domain or AUTO}], call)
+            name, routed = access.adapter(scope, domain or AUTO), None
+            if name == AUTO:
+                name, routed = access.route(scope, question, context)
+            access.reading(scope, name, None, context)
+            [a] = await batcher.submit([{"question": question, "context": context, "adapter": name}], call)
         except LoraqaError as exc:
-            raise ToolError(str(exc)) from None
+            raise refused(exc, scope) from None
         except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no internals
             log.exception(f"tool call {call} answer_question failed")
             raise ToolError(f"internal error; the server logged it as call {call}") from None
         return Answered(answer=a.answer, domain=a.adapter, score=a.score, no_answer=a.no_answer, start=a.start,
-                        end=a.end, route_score=a.route_score, citations=a.citations)
+                        end=a.end, route_score=routed if routed is not None else a.route_score, citations=a.citations)
 
-    @server.tool(description="Search a domain's documents: the passages that best match the query, each with its "
-                             "document, title, page and character offsets. Leave `domain` out to pick it automatically.")
-    async def search_documents(query: str, domain: str | None = None, k: int = 5) -> Passages:
+    @server.tool(description="Search documents: the passages that best match the query, each with its document, "
+                             "title, page and character offsets. Name a `collection` (list_domains says which each "
+                             "domain reads), or a `domain` to search its collection; leave both out to pick the "
+                             "domain automatically.")
+    async def search_documents(query: str, domain: str | None = None, collection: str | None = None, k: int = 5,
+                               ctx: Context = None) -> Passages:
+        scope = scope_of(ctx)
         if not query.strip():
             raise ToolError("the query is empty")
         if not 1 <= k <= 100:
             raise ToolError("k must be between 1 and 100")
         try:
-            name, _ = answerer.registry.choose(domain or AUTO, query, None)
-            adapter = answerer.adapter(name)
-            if adapter is None or adapter.collection is None:
-                raise ToolError(f"the domain '{name}' has no collection of documents")
-            hits = await anyio.to_thread.run_sync(lambda: answerer.library.open(adapter.collection).search(query, k))
+            if collection is None:
+                name = access.adapter(scope, domain or AUTO)
+                if name == AUTO:
+                    name, _ = access.route(scope, query, None)
+                collection = access.bound(name)
+                if collection is None:
+                    raise ToolError(f"the domain '{name}' has no collection of documents; name a collection")
+            access.collection(scope, collection)
+            hits = await anyio.to_thread.run_sync(lambda: answerer.library.open(collection).search(query, k))
         except LoraqaError as exc:
-            raise ToolError(str(exc)) from None
-        return Passages(collection=adapter.collection, passages=[
+            raise refused(exc, scope) from None
+        return Passages(collection=collection, passages=[
             Passage(document=h.document, title=h.title, source=h.source, page=h.page, start=h.start, end=h.end,
                     score=h.score, text=h.text) for h in hits])
 
     @server.tool(description="The question-answering domains (adapters) available, with what each was trained on.")
-    def list_domains() -> Domains:
+    def list_domains(ctx: Context = None) -> Domains:
+        scope = scope_of(ctx)
         return Domains(domains=[Domain(name=n, description="The base model without an adapter." if n == BASE
-                                       else describe(answerer, n, descriptions)) for n in answerer.names])
+                                       else describe(access, n, descriptions, scope))
+                                for n in access.adapters(scope)])
 
     return server, batcher
 
@@ -163,25 +206,29 @@ def transport_security(host: str, extra_hosts: list[str]) -> TransportSecuritySe
 
 
 class BearerKey:
-    """The API key rule of the HTTP server, for the MCP endpoint (ASGI middleware)."""
+    """The key rule of the HTTP server, for the MCP endpoint (ASGI middleware): a call without a
+    valid key is refused before its body is read; a valid key's scope goes on the request, where
+    the tools read it."""
 
-    def __init__(self, app, keys: Keys):
+    def __init__(self, app, keys: KeyRing):
         self.app, self.keys = app, keys
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and (self.keys.api or self.keys.admin):
+        if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            if self.keys.role(headers.get("authorization", "")) is None:
+            found = self.keys.identify(headers.get("authorization", ""))
+            if found is None:
                 body = json.dumps({"error": "missing or wrong key: send 'Authorization: Bearer <key>'"}).encode()
                 await send({"type": "http.response.start", "status": 401,
                             "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
                                         (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
                 return
+            scope.setdefault("state", {})["scope"] = found
         await self.app(scope, receive, send)
 
 
-def http_app(server: MCPServer, host: str, keys: Keys, limits: ServerLimits, extra_hosts: list[str]):
+def http_app(server: MCPServer, host: str, keys: KeyRing, limits: ServerLimits, extra_hosts: list[str]):
     app = server.streamable_http_app(transport_security=transport_security(host, extra_hosts), host=host,
                                      max_request_body_size=limits.max_body_bytes)
     return BearerKey(app, keys)
@@ -190,17 +237,21 @@ def http_app(server: MCPServer, host: str, keys: Keys, limits: ServerLimits, ext
 def run_mcp(adapters: dict[str, str], base_model: str | None, descriptions: dict[str, str], http_port: int | None,
             host: str = "127.0.0.1", allow_pickle: bool = False, engine: str = "pytorch", api_key: str | None = None,
             allowed_host: list[str] | None = None, limits: ServerLimits | None = None, store: str | None = None,
-            collections: dict | None = None) -> None:
+            collections: dict | None = None, keys_file: str | None = None,
+            expose_collections: list[str] | None = None) -> None:
     unknown = [n for n in descriptions if n not in adapters]
     if unknown:
         raise UsageError(f"{option('describe')} names {unknown[0]}, which is not one of the adapters: "
                          f"{', '.join(adapters)}")
-    keys = Keys(api_key)
+    keys = KeyRing.build(api_key, None, keys_file)
     limits = limits or ServerLimits()
     bound_kernel_cache()
     answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
-                        max_adapters=limits.max_adapters, store=store, collections=collections)
-    server, _ = build_server(answerer, descriptions, limits)
+                        max_adapters=limits.max_adapters, store=store, collections=collections,
+                        query_limits=limits.query_limits)
+    for name in expose_collections or ():
+        answerer.library.open(name)  # an unknown collection is refused at start
+    server, _ = build_server(answerer, descriptions, limits, expose_collections or (), store)
     say_ready(answerer, "MCP server")
     if http_port is None:
         server.run("stdio")

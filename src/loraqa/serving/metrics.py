@@ -2,7 +2,7 @@
 
 Each app has its own registry, so two servers in one process (tests, benchmarks) never share
 counts. Requests are counted by adapter, route and status; durations by adapter; every model
-call observes its batch size; the queue depth (windows waiting) and the number of loaded
+call observes its batch size; requests are counted per key too; the queue depth (windows waiting) and the number of loaded
 adapters are read when scraped. Label values come from bounded sets, so no client can grow the
 exposition: routes as declared (`unmatched` for any other URL), adapters that were loaded
 (`unknown` for any other name, `mixed` for a request answered by several), status codes.
@@ -19,8 +19,10 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 class ServerMetrics:
     def __init__(self, queue_depth, adapters_loaded):
         self.registry = CollectorRegistry()
-        self.requests = Counter("loraqa_requests", "HTTP requests answered, by adapter, route and status code.",
-                                ["adapter", "route", "status"], registry=self.registry)
+        # key: the key's name from the keys file (the operator's few), LORAQA_API_KEY/LORAQA_ADMIN_KEY,
+        # or '-' for requests without a valid key
+        self.requests = Counter("loraqa_requests", "HTTP requests answered, by adapter, route, status code and key.",
+                                ["adapter", "route", "status", "key"], registry=self.registry)
         self.duration = Histogram("loraqa_request_duration_seconds", "Time from request to response, by adapter.",
                                   ["adapter"], registry=self.registry,
                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
@@ -44,8 +46,8 @@ class ServerMetrics:
         Gauge("loraqa_adapters_loaded", "Adapters loaded on the base model.",
               registry=self.registry).set_function(adapters_loaded)
 
-    def observe_request(self, adapter: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(adapter=adapter, route=route, status=str(status)).inc()
+    def observe_request(self, adapter: str, route: str, status: int, seconds: float, key: str = "-") -> None:
+        self.requests.labels(adapter=adapter, route=route, status=str(status), key=key).inc()
         self.duration.labels(adapter=adapter).observe(seconds)
 
     def exposition(self) -> bytes:

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from loraqa.inference.reading import Answer
-from loraqa.serving.context import ApiError, ask, known_models, profile_of, state
+from loraqa.serving.context import ApiError, ask, scope_of, state
 
 router = APIRouter()
 OPENAI_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
@@ -127,9 +127,8 @@ def _check(request: Request, body: OpenAIRequest) -> None:
     if body.response_format is not None and body.response_format.type != "text":
         raise ApiError(400, "'response_format': only plain-text responses are supported", code="unsupported_parameter",
                        param="response_format")
-    models = known_models(state(request))
-    if body.model not in models:
-        raise ApiError(404, f"the model '{body.model}' does not exist; loaded: {', '.join(models)}",
+    if body.model not in state(request).access.models(scope_of(request)):
+        raise ApiError(404, "no such model is available to this key; GET /v1/models lists those that are",
                        code="model_not_found", param="model")
 
 
@@ -185,14 +184,15 @@ def _sse(events) -> StreamingResponse:
 
 @router.get("/v1/models")
 async def models(request: Request):
-    s = state(request)
+    """The models (adapters, `base`, `auto`) the key may name."""
+    s, scope = state(request), scope_of(request)
 
     def domain(name: str) -> dict:
-        profile = profile_of(s, name)
-        return {"loraqa": {"domain": profile.describe()}} if profile else {}
+        described = s.access.describe(name, scope)
+        return {"loraqa": {"domain": described}} if described else {}
 
     return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "loraqa",
-                                        **domain(name)} for name in known_models(s)]}
+                                        **domain(name)} for name in s.access.models(scope)]}
 
 
 @router.post("/v1/chat/completions")
