@@ -254,3 +254,106 @@ def test_a_rate_limit_that_never_ends_stops_the_run_and_keeps_the_cache(document
         from loraqa.synth.reply_cache import ReplyCache
 
         assert len(ReplyCache(tmp_path / "pairs.jsonl.cache.sqlite")) == 1
+
+
+HOSTILE = {  # passage keyword -> (body, what the report must call it)
+    "Abacus": ('{"choices": [{"message": {"content": "[]"}, "finish_reason": "stop"}], '
+               '"usage": {"prompt_tokens": "abc", "completion_tokens": 1}}', "usage that is not token counts"),
+    "Bellows": ('{"choices": [{"message": {"content": "' + "[" * 30_000 + '"}}]}', "no question-answer pairs in it"),
+    "Cistern": ("{not json", "not JSON"),
+    "Dovecote": ("<html><body>Bad gateway</body></html>", "not JSON"),
+    "Ewer": ("[1, 2, 3]", "not a chat completion (a JSON object)"),
+    "Flagon": ('{"choices": [{"message": {"content": {"pairs": []}}}]}', "content that is not text"),
+    "Gimlet": ('{"choices": [{"message": {"content": 5}}]}', "content that is not text"),
+    "Hassock": ('{"choices": "abc"}', "no choices"),
+    "Inkwell": ('{"choices": [{"message": null}]}', "no message"),
+    "Jerkin": ('{"choices": [{"message": {"content": "[]"}}], "usage": {"prompt_tokens": -1000000000000000000000000000000,'
+               ' "completion_tokens": 1}}', "usage that is not token counts"),
+    "Kirtle": ('{"choices": [{"message": {"content": "' + "x" * 100_000 + '"}}]}', "over 64 KB (--max-reply-kb)"),
+    "Lantern": (None, "not whole after 2 s (--timeout)"),  # dripped a byte at a time
+}
+
+
+def hostile_endpoint():
+    import asyncio as aio
+
+    from fastapi.responses import Response, StreamingResponse
+
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "t"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        prompt = (await request.json())["messages"][-1]["content"]
+        for word, (body, _) in HOSTILE.items():
+            if word in prompt and body is None:
+                async def drip():
+                    for _ in range(40):
+                        yield b" "
+                        await aio.sleep(0.25)
+                return StreamingResponse(drip(), media_type="application/json")
+            if word in prompt:
+                return Response(body, media_type="application/json")
+        content = json.dumps({"pairs": [{"question": "Who mended the kettle?", "answer": "Osric"}]})
+        return {"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+    return app
+
+
+def test_hostile_replies_are_counted_as_malformed_never_cached_and_never_fatal(tmp_path, monkeypatch):
+    import time
+
+    from loraqa.synth.reply_cache import ReplyCache
+
+    monkeypatch.setenv("OPENAI_API_KEY", "any")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for word in [*HOSTILE, "Osric"]:
+        (docs / f"{word}.md").write_text(f"# {word}\n\n{word} kept the {word.lower()} in the shed. Osric mended the "
+                                         f"kettle.\n")
+    out = tmp_path / "pairs.jsonl"
+    with live_server(hostile_endpoint()) as url:
+        started = time.monotonic()
+        res = synth("--input", str(docs), "--generator", "openai", "--base-url", url + "/v1", "--model", "scripted",
+                    "--concurrency", "4", "--timeout", "2", "--max-reply-kb", "64", "--retries", "0", "-o", str(out))
+        took = time.monotonic() - started
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert took < 30  # the dripping reply is cut at its deadline, not after 40 x 0.25 s per read
+    report = json.loads((tmp_path / "pairs.jsonl.report.json").read_text())["generator"]
+    want: dict = {}
+    for _, why in HOSTILE.values():
+        want[why] = want.get(why, 0) + 1
+    assert report["malformed_reasons"] == want and report["malformed"] == len(HOSTILE)
+    assert len(read_jsonl(out)) >= 1  # the good passages still give their pairs
+    cache = ReplyCache(tmp_path / "pairs.jsonl.cache.sqlite")
+    assert len(cache) == 2  # the good replies only (Bellows' reply is well formed: its content is not pairs)
+
+
+def test_a_cache_poisoned_by_an_older_version_is_read_without_crashing(tmp_path, monkeypatch):
+    import sqlite3
+
+    from loraqa.synth.reply_cache import reply_key
+    from loraqa.synth.replies import DEFAULT_PROMPT, render_prompt
+
+    monkeypatch.setenv("OPENAI_API_KEY", "any")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "osric.md").write_text("# Osric\n\nOsric mended the kettle.\n")
+    text = "Osric mended the kettle."
+    cache = tmp_path / "old.sqlite"
+    db = sqlite3.connect(cache)  # what an older version wrote: replies cached before they were checked
+    db.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
+               "completion_tokens INTEGER NOT NULL)")
+    key = reply_key("scripted", [{"role": "user", "content": render_prompt(DEFAULT_PROMPT, text, 3)}])
+    db.execute("INSERT INTO replies VALUES (?, ?, ?, ?)", (key, "[" * 100_000, "abc", 1))
+    db.commit()
+    db.close()
+    with live_server(hostile_endpoint()) as url:
+        res = synth("--input", str(docs), "--generator", "openai", "--base-url", url + "/v1", "--model", "scripted",
+                    "--cache", str(cache), "-o", str(tmp_path / "out.jsonl"))
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert [r["answers"]["text"][0] for r in read_jsonl(tmp_path / "out.jsonl")] == ["Osric"]  # asked again

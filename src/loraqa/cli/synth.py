@@ -38,7 +38,8 @@ def synth(
     ask: str = typer.Option("pairs", "--ask", help="openai: 'pairs' asks for question-answer pairs as JSON, one request per passage (an instruction-following LLM); 'questions' sends each answer candidate as the user message and the passage as the system message, and takes the reply as its question (loraqa serve with a question-generation adapter)."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, max=256, help="openai: most requests in flight at once."),
     retries: int = typer.Option(5, "--retries", min=0, max=20, help="openai: retries of a request answered 429, 408, 409 or 5xx (or not answered), with exponential backoff."),
-    timeout: float = typer.Option(120.0, "--timeout", min=1, help="openai: seconds to wait for one reply."),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, help="openai: seconds from sending a request to its reply's last byte (each retry gets its own)."),
+    max_reply_kb: float = typer.Option(256, "--max-reply-kb", min=1, help="openai: a longer reply is counted as malformed, never cached."),
     prompt_file: Optional[str] = typer.Option(None, "--prompt-file", help="openai --ask pairs: a text file with the prompt, holding {passage} and optionally {n} (pairs wanted); default: a prompt asking for JSON pairs with answers quoted from the passage."),
     cache: Optional[str] = typer.Option(None, "--cache", help="openai: the SQLite file that keeps every reply, keyed by model and messages, so a rerun pays nothing twice (default: OUTPUT.cache.sqlite)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="openai: most tokens per reply (default: the endpoint's)."),
@@ -64,7 +65,7 @@ def synth(
     def action():
         from loraqa.synth.job import Endpoint, run_synth
 
-        endpoint = Endpoint(base_url, ask, concurrency, retries, timeout, prompt_file, cache, max_tokens)
+        endpoint = Endpoint(base_url, ask, concurrency, retries, timeout, prompt_file, cache, max_tokens, max_reply_kb)
         limits = document_limits(sets, max_file_mb=max_file_mb, file_memory_mb=file_memory_mb,
                                  file_seconds=file_seconds)
 
@@ -98,6 +99,9 @@ def synth(
         typer.echo(f"endpoint: {stats['requests']} requests ({stats['cached']} answered from the cache), "
                    f"{stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion tokens, "
                    f"{stats['malformed']} malformed replies, {stats['extra']['failed']} failed requests", err=True)
+        if stats["malformed_reasons"]:
+            typer.echo("malformed: " + "; ".join(f"{n} {why}" for why, n in sorted(stats["malformed_reasons"].items())),
+                       err=True)
     typer.echo(f"wrote {written} rows to {output} (report: {output}.report.json)", err=True)
     if report.skipped_files:
         raise typer.Exit(1)

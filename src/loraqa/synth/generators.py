@@ -27,6 +27,11 @@ class Draft:
 class GeneratorStats:
     requests: int = 0
     malformed: int = 0  # replies that could not be read as pairs
+    malformed_reasons: dict = field(default_factory=dict)  # why, for each malformed reply
+
+    def malformed_reply(self, why: str) -> None:
+        self.malformed += 1
+        self.malformed_reasons[why] = self.malformed_reasons.get(why, 0) + 1
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: int = 0

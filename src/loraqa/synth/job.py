@@ -38,6 +38,7 @@ class Endpoint:
     prompt_file: str | None = None
     cache: str | None = None  # default: OUTPUT.cache.sqlite
     max_tokens: int | None = None
+    max_reply_kb: float = 256  # a longer reply is malformed (and never cached)
 
 
 def cache_path(output: Path) -> Path:
@@ -57,7 +58,7 @@ def build_openai(endpoint: Endpoint, model: str | None, output: Path, per_passag
     # Local servers (vLLM, Ollama, loraqa serve without a key) take any key; the client needs one.
     key = os.environ.get("OPENAI_API_KEY") or "none"
     return OpenAIGenerator(endpoint.base_url, model, key, cache, endpoint.ask, per_passage, endpoint.concurrency,
-                           endpoint.retries, endpoint.timeout, prompt, seed, endpoint.max_tokens)
+                           endpoint.retries, endpoint.timeout, prompt, seed, endpoint.max_tokens, endpoint.max_reply_kb)
 
 
 def build_reader(reader: str | None, allow_pickle: bool = False):

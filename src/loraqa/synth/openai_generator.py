@@ -11,13 +11,17 @@ Two ways to ask:
 
 The official `openai` client does the HTTP, with its own retries and exponential backoff on
 429, 408, 409 and 5xx (honouring Retry-After); a thread pool bounds the requests in flight.
-Every reply goes to the ReplyCache as it arrives, so an error that stops the run loses nothing
-already paid for.
+Every reply is read as raw bytes within a deadline (`timeout` from the moment its request is
+sent to its last byte: an endpoint dripping a byte a second cannot hold a worker) and a size
+(`max_reply_kb`), checked (synth/reply_cache.py `read_reply`), and only then cached, as it
+arrives, so an error that stops the run loses nothing already paid for and nothing malformed is
+kept. A reply that fails a check is counted as malformed, with its reason, never fatal.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable
@@ -26,7 +30,7 @@ from loraqa.errors import LoraqaError, UsageError
 from loraqa.synth.candidates import answer_candidates
 from loraqa.synth.generators import Draft, GeneratorStats
 from loraqa.synth.replies import DEFAULT_PROMPT, read_pairs, render_prompt
-from loraqa.synth.reply_cache import CachedReply, ReplyCache, reply_key
+from loraqa.synth.reply_cache import CachedReply, ReplyCache, read_reply, reply_key
 from loraqa.synth.sampling import SourcePassage
 
 PAIRS, QUESTIONS = "pairs", "questions"
@@ -48,16 +52,23 @@ class EndpointError(LoraqaError):
 class OpenAIGenerator:
     def __init__(self, base_url: str, model: str, api_key: str, cache: ReplyCache, ask: str = PAIRS,
                  per_passage: int = 3, concurrency: int = 4, retries: int = 5, timeout: float = 120.0,
-                 prompt: str = DEFAULT_PROMPT, seed: int = 42, max_tokens: int | None = None):
+                 prompt: str = DEFAULT_PROMPT, seed: int = 42, max_tokens: int | None = None,
+                 max_reply_kb: float = 256):
         if ask not in (PAIRS, QUESTIONS):
             raise UsageError(f"unknown way to ask {ask!r}; use {PAIRS} or {QUESTIONS}")
         from loraqa.optional import require
 
         openai = require("openai", "--generator openai")
+        import httpx
+
         self.base_url, self.model, self.ask = base_url, model, ask
         self.cache, self.per_passage, self.concurrency = cache, per_passage, concurrency
         self.retries, self.prompt, self.seed, self.max_tokens = retries, prompt, seed, max_tokens
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=retries, timeout=timeout)
+        self.timeout, self.max_reply_bytes = timeout, int(max_reply_kb * 1024)
+        self._sent = threading.local()  # when this thread's latest attempt was sent (retries included)
+        http = httpx.Client(timeout=timeout, event_hooks={"request": [self._mark_sent]})
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=retries, timeout=timeout,
+                                    http_client=http)
         self.label = f"openai:{model}"
         self.stats = GeneratorStats(extra={"failed": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0})
         self._stats_lock = threading.Lock()
@@ -118,38 +129,58 @@ class OpenAIGenerator:
                 continue
             pairs = read_pairs(reply.content)
             if pairs is None:
-                self.stats.malformed += 1
+                self.stats.malformed_reply("no question-answer pairs in it")
                 continue
             drafts += [Draft(job.passage, q, a) for q, a in pairs[:self.per_passage]]
         return drafts
 
+    def _mark_sent(self, request) -> None:
+        self._sent.at = time.monotonic()
+
     def _ask(self, messages: list[dict]) -> CachedReply | None:
+        import httpx
         import openai
 
         if self._stop.is_set():
             return None
         extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
         try:
-            resp = self.client.chat.completions.create(model=self.model, messages=messages, **extra)
+            with self.client.chat.completions.with_streaming_response.create(model=self.model, messages=messages,
+                                                                             **extra) as raw:
+                deadline = getattr(self._sent, "at", time.monotonic()) + self.timeout
+                body, why = bytearray(), None
+                for chunk in raw.iter_bytes():
+                    body += chunk
+                    if len(body) > self.max_reply_bytes:
+                        why = f"over {self.max_reply_bytes // 1024} KB (--max-reply-kb)"
+                    elif time.monotonic() > deadline:
+                        why = f"not whole after {self.timeout:g} s (--timeout)"
+                    if why:
+                        break
         except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError,
                 openai.NotFoundError, openai.RateLimitError, openai.InternalServerError) as exc:
             raise self._fatal(exc) from None
         except openai.APIStatusError as exc:  # this request only (a passage too long, a bad parameter)
-            with self._stats_lock:
-                self.stats.requests += 1
-                self.stats.extra["failed"] += 1
-                self._first_failure = self._first_failure or f"{exc.status_code}: {_message(exc)}"
-            return None
-        usage = resp.usage
-        reply = CachedReply(resp.choices[0].message.content or "" if resp.choices else "",
-                            usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
-                            resp.choices[0].finish_reason if resp.choices else None)
-        self.cache.put(reply_key(self.model, messages), reply)
+            return self._failed(f"{exc.status_code}: {_message(exc)}")
+        except httpx.HTTPError as exc:  # the reply broke off (or stalled) after it began
+            return self._failed(f"the reply broke off ({type(exc).__name__})")
+        reply = read_reply(bytes(body)) if why is None else why
         with self._stats_lock:
             self.stats.requests += 1
+            if isinstance(reply, str):
+                self.stats.malformed_reply(reply)
+                return None
             self.stats.prompt_tokens += reply.prompt_tokens
             self.stats.completion_tokens += reply.completion_tokens
+        self.cache.put(reply_key(self.model, messages), reply)
         return reply
+
+    def _failed(self, why: str) -> None:
+        with self._stats_lock:
+            self.stats.requests += 1
+            self.stats.extra["failed"] += 1
+            self._first_failure = self._first_failure or why
+        return None
 
     def _check_model(self) -> None:
         """Ask the endpoint which models it serves before sending any passage: a wrong model name

@@ -72,6 +72,6 @@ def _json_in(reply: str):
     for text in candidates:
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's depth
             continue
     return None

@@ -27,8 +27,61 @@ class CachedReply:
     finish_reason: str | None = None  # "length": the reply reached the token limit
 
 
+MAX_TOKENS = 10**9  # a token count beyond this is no count an endpoint gives
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS else None
+
+
+def read_reply(body: bytes) -> CachedReply | str:
+    """A chat completion's body as a reply, or why it is not one. Nothing of it is trusted: an
+    endpoint (or whatever answers at its URL) may send HTML, an array, a number where a count
+    belongs or a JSON bomb, and a reply must be checked before it is cached, or every rerun
+    would read the same poison back."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except RecursionError:
+        return "JSON nested too deeply"
+    except ValueError:
+        return "not JSON"
+    if not isinstance(data, dict):
+        return "not a chat completion (a JSON object)"
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "no choices"
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        return "no message"
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        return "content that is not text"
+    finish = choices[0].get("finish_reason")
+    if finish is not None and not isinstance(finish, str):
+        return "a finish reason that is not text"
+    usage = data.get("usage")
+    if usage is None:
+        usage = {}
+    if not isinstance(usage, dict):
+        return "usage that is not token counts"
+    prompt, completion = (_count(usage.get(k, 0)) for k in ("prompt_tokens", "completion_tokens"))
+    if prompt is None or completion is None:
+        return "usage that is not token counts"
+    return CachedReply(content or "", prompt, completion, finish[:32] if finish else None)
+
+
 def reply_key(model: str, messages: list[dict]) -> str:
     return hashlib.sha256(json.dumps([model, messages], ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+def _readable(content: str) -> bool:
+    try:
+        content.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 class ReplyCache:
@@ -48,10 +101,18 @@ class ReplyCache:
             raise UsageError(f"cannot use {self.path} as the reply cache: {exc}") from None
 
     def get(self, key: str) -> CachedReply | None:
+        """The cached reply; None also for a row that is not a reply (a cache written by a
+        version that cached unchecked replies): that request is asked again."""
         with self._lock:
             row = self._db.execute("SELECT content, prompt_tokens, completion_tokens, finish_reason FROM replies "
                                    "WHERE key = ?", (key,)).fetchone()
-        return CachedReply(*row) if row else None
+        if row is None:
+            return None
+        content, prompt, completion, finish = row
+        if not isinstance(content, str) or _count(prompt) is None or _count(completion) is None \
+                or not (finish is None or isinstance(finish, str)) or not _readable(content):
+            return None
+        return CachedReply(content, prompt, completion, finish)
 
     def put(self, key: str, reply: CachedReply) -> None:
         with self._lock:
