@@ -153,3 +153,42 @@ def test_auto_sends_each_domain_to_its_own_adapter_with_a_combination_beside_the
             assert route({**parents, "all": combined}, r["question"], None)[0] == domain
             assert route({"all": combined, "other": parents["pets" if domain != "pets" else "people"]},
                          r["question"], r["context"])[0] == "all"  # where no parent is served it is chosen
+
+
+def test_a_damaged_parent_is_refused_in_one_line_and_nothing_is_written(domain_adapters, tmp_path):
+    """A parent that diverged (NaN weights), one with no LoRA tensors, a damaged weights file and
+    configs of the wrong types: each one line, and no adapter written (an all-NaN combination
+    used to be written with exit 0)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    science = domain_adapters["runs"]["science"]
+
+    def parent(name, weights=None, config=None, raw=None):
+        folder = tmp_path / name
+        shutil.copytree(science / "adapter", folder)
+        if weights is not None:
+            save_file(weights(load_file(folder / "adapter_model.safetensors")), folder / "adapter_model.safetensors")
+        if raw is not None:
+            (folder / "adapter_model.safetensors").write_bytes(raw)
+        if config is not None:
+            cfg = json.loads((folder / "adapter_config.json").read_text())
+            (folder / "adapter_config.json").write_text(json.dumps({**cfg, **config}))
+        return str(folder)
+
+    cases = [
+        (parent("nan", weights=lambda t: {k: torch.full_like(v, float("nan")) for k, v in t.items()}),
+         "NaN or infinite weights"),
+        (parent("nolora", weights=lambda t: {"base.weight": torch.zeros(2)}), "holds no LoRA weights"),
+        (parent("corrupt", raw=b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json"), "not a readable safetensors file"),
+        (parent("rank", config={"r": "abc"}), "not a rank"),
+        (parent("pattern", config={"rank_pattern": [1, 2]}), "rank_pattern"),
+        (parent("targets", config={"target_modules": 5}), "target_modules that are not layer names"),
+    ]
+    out = tmp_path / "out"
+    for bad, says in cases:
+        res = run_cli("combine", str(science), bad, "-o", str(out))
+        assert res.exit_code != 0 and says in res.stderr and "Traceback" not in res.output, (bad, res.output)
+        assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -183,3 +183,52 @@ def test_exports_that_are_not_label_studio_json_are_one_line_errors(tmp_path):
         res = run_cli("review", "import", str(path), "-o", str(out))
         assert res.exit_code != 0 and says in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
         assert not out.exists()
+
+
+def test_review_exports_of_the_wrong_shape_are_one_line_per_task(tmp_path):
+    """Types Label Studio never writes, offsets that are not offsets, answers too long to be a
+    span, deep nesting and lone surrogates: a line for each bad task, the good ones imported,
+    nothing half-written; a 200,000-word span is located in linear time."""
+    import time
+
+    good = {"id": 1, "data": {"text": PASSAGE, "question": "When did the bridge open?", "loraqa": {"id": "g"}},
+            "annotations": [annotation([span(PASSAGE, "1932")])]}
+
+    def bad(tid, **changes):
+        return {**good, "id": tid, **changes}
+
+    def one(value):
+        return [annotation([{**span(PASSAGE, "1932"), "value": value}])]
+
+    tasks = [good,
+             bad(2, annotations=5),
+             bad(3, annotations=[annotation([choice("Keep")]) | {"result": [{"from_name": "verdict", "type": "choices",
+                                                                             "value": {"choices": {}}}]}]),
+             bad(4, annotations=one([1, 2])),
+             bad(5, annotations=one({"start": -26, "end": 4, "text": "1932", "labels": ["Answer"]})),
+             bad(6, annotations=one({"start": True, "end": 4, "text": "1932", "labels": ["Answer"]})),
+             bad(7, annotations=one({"start": 10**9, "end": 4, "text": "1932", "labels": ["Answer"]})),
+             bad(8, annotations=one({"start": 0, "end": 4, "text": "x" * 1001, "labels": ["Answer"]})),
+             bad(9, data={**good["data"], "loraqa": {"id": "s", "note": "\ud800"}}),
+             bad(10, annotations=[{"result": [{"from_name": "answer", "type": "labels", "value": {"x": [[[[1]]]]}}]}])]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    out = tmp_path / "rows.jsonl"
+    res = run_cli("review", "import", str(export), "-o", str(out))
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert [line.split("task ")[1].split(":")[0] for line in lines] == ["2", "3", "4", "5", "6", "7", "8"]
+    assert "not an offset in the passage" in lines[3] and "longer than 1,000 characters" in lines[6]
+    assert [r["id"] for r in read_jsonl(out)] == ["g", "s"]  # task 10 has no span: dropped, as any such task
+    assert read_jsonl(out)[1]["note"] == "\ufffd"
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    res = run_cli("review", "import", str(deep), "-o", str(tmp_path / "deep.jsonl"))
+    assert res.exit_code == 1 and "nests too deeply" in res.stderr and "Traceback" not in res.output
+    words = " ".join(f"w{i % 97}" for i in range(200_000))
+    long_passage = f"Start. {words} End."
+    from loraqa.synth.checks import locate_span
+
+    started = time.monotonic()
+    assert locate_span(words.upper().replace(" ", "  "), long_passage) == (7, 7 + len(words))
+    assert time.monotonic() - started < 5  # the \s+ pattern of the old fallback ran past 300 s

@@ -48,7 +48,12 @@ def import_(
         return import_reviews(export_file, output, keep_unreviewed)
 
     report = run(action)
+    for line in report.bad:
+        typer.echo(f"error: {line}", err=True)
     dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in sorted(report.dropped.items())) or "none"
     typer.echo(f"{report.tasks} tasks: {report.kept} kept ({report.corrected} answers corrected, {report.rewritten} "
                f"questions rewritten, {report.unanswerable} without an answer); dropped: {dropped}", err=True)
-    typer.echo(f"wrote {report.kept} rows to {output}", err=True)
+    typer.echo(f"wrote {report.kept} rows to {output}" + (f"; {len(report.bad)} tasks left out" if report.bad else ""),
+               err=True)
+    if report.bad:
+        raise typer.Exit(1)

@@ -34,6 +34,18 @@ def one_line(text: str) -> str:
     return " ".join(_CONTROL_BUT_LAYOUT.sub("", storable(text)).split())
 
 
+def without_surrogates(value):
+    """A JSON value with every lone surrogate in its strings (and keys) replaced by U+FFFD, one
+    character for one, so offsets into its texts still hold."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def storable_value(value, depth: int = 0):
     """A JSON value (metadata) with every string storable; depth is bounded by the JSON parser."""
     if isinstance(value, str):

@@ -33,15 +33,64 @@ PRUNING = ("ties", "dare_linear", "dare_ties", "ties_svd", "dare_linear_svd", "d
 COMBINED = "combined"
 
 
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _peft_config(ref: AdapterRef) -> dict:
+    """The adapter's PEFT config, its fields the combination reads checked (a wrong type would
+    otherwise be a traceback deep inside PEFT)."""
+    path = ref.adapter_dir / "adapter_config.json"
     try:
-        return json.loads((ref.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise LoraqaError(f"{ref.adapter_dir}/adapter_config.json cannot be read; train the adapter again") from None
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        raise LoraqaError(f"{path} cannot be read; train the adapter again") from None
+    problem = None
+    if not isinstance(cfg, dict):
+        problem = "is not a JSON object"
+    elif not (_whole(cfg.get("r")) and cfg["r"] >= 1):
+        problem = f"has r = {str(cfg.get('r'))[:20]!r}, not a rank (a whole number >= 1)"
+    elif not isinstance(cfg.get("lora_alpha", 8), (int, float)) or isinstance(cfg.get("lora_alpha"), bool):
+        problem = "has a lora_alpha that is not a number"
+    elif not all(isinstance(cfg.get(k) or {}, dict) for k in ("rank_pattern", "alpha_pattern")) \
+            or not all(_whole(r) and r >= 1 for r in (cfg.get("rank_pattern") or {}).values()):
+        problem = "has a rank_pattern or alpha_pattern that is not a mapping of layer names to numbers"
+    else:
+        targets = cfg.get("target_modules")
+        if not (isinstance(targets, str) or (isinstance(targets, list) and targets
+                                             and all(isinstance(t, str) for t in targets))):
+            problem = "has target_modules that are not layer names"
+    if problem is not None:
+        raise LoraqaError(f"{path} {problem}; it is not a LoRA adapter loraqa can combine")
+    return cfg
+
+
+def check_weights(ref: AdapterRef, name: str) -> None:
+    """The parent's weights: a readable safetensors file holding LoRA tensors, every value finite
+    (a parent with NaN weights would make an all-NaN combination, silently)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = ref.adapter_dir / "adapter_model.safetensors"
+    if not path.is_file():
+        return  # pickle weights (--allow-pickle): PEFT reads them; nothing to open safely here
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            lora = [k for k in keys if "lora_" in k]
+            if not lora:
+                raise LoraqaError(f"{name}: {path.name} holds no LoRA weights; it is not an adapter to combine")
+            for key in keys:
+                tensor = f.get_tensor(key)
+                if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                    raise LoraqaError(f"{name}: {path.name} holds NaN or infinite weights ({key}); the adapter "
+                                      "diverged in training: retrain it (a lower learning rate) before combining")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise LoraqaError(f"{name}: {path.name} is not a readable safetensors file ({str(exc).splitlines()[0][:100]});"
+                          " is it damaged?") from None
 
 
 def _rank(peft_cfg: dict) -> int:
-    return max([int(peft_cfg.get("r", 0)), *map(int, (peft_cfg.get("rank_pattern") or {}).values())])
+    return max([peft_cfg["r"], *(peft_cfg.get("rank_pattern") or {}).values()])
 
 
 def check_parents(refs: list[AdapterRef], names: list[str], weights: list[float], method: str,
@@ -85,6 +134,8 @@ def check_parents(refs: list[AdapterRef], names: list[str], weights: list[float]
                          f"{', '.join(map(str, ranks))}: use svd or cat, or train them with the same lora.r")
     if any(p.get("use_dora") for p in peft):
         raise UsageError("PEFT cannot combine DoRA adapters (lora.use_dora)")
+    for ref, name in zip(refs, names):
+        check_weights(ref, name)
     return peft
 
 

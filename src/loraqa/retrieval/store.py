@@ -42,21 +42,27 @@ class QueryLimits:
             raise UsageError(f"query limits must be > 0, got {self.max_chars} characters and {self.max_words} words")
 
 
+def content_words(text: str) -> list[str]:
+    """The words of a text that search for something (lower case, no stop words, each once; all
+    of them when every one is a stop word)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    kept = [w for w in words if w not in STOPWORDS] or words
+    return list(dict.fromkeys(kept))
+
+
 def query_terms(query: str, limits: QueryLimits | None = None) -> list[str]:
-    """The words of a query that search for something (lower case, no stop words, each once);
-    a query that is empty or over the limits is refused."""
+    """A search query's content words; a query that is empty or over the limits is refused."""
     limits = limits or QueryLimits()
     if not isinstance(query, str):
         raise UsageError("the query must be text")
     if len(query) > limits.max_chars:
         raise QueryTooLong(f"the query is longer than {limits.max_chars:,} characters")
-    words = [w.lower() for w in _WORD.findall(query)]
-    if len(words) > limits.max_words:
+    if sum(1 for _ in _WORD.finditer(query)) > limits.max_words:
         raise QueryTooLong(f"the query has more than {limits.max_words:,} words")
-    kept = [w for w in words if w not in STOPWORDS] or words
-    if not kept:
+    terms = content_words(query)
+    if not terms:
         raise UsageError("the query is empty: give some words to search for")
-    return list(dict.fromkeys(kept))
+    return terms
 
 
 def is_conflict(stored_file: str | None, file: str | None) -> bool:

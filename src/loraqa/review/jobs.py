@@ -20,9 +20,10 @@ from pathlib import Path
 from loraqa.artifacts import jsonl_line, write_atomic, write_json
 from loraqa.data.loading import normalise_row, raw_rows
 from loraqa.errors import LoraqaError, UsageError
-from loraqa.review.label_studio import (ANSWER, LABEL_CONFIG, NO_ANSWER, REJECT, VERDICT, Review, latest_review,
-                                        task)
-from loraqa.synth.checks import locate
+from loraqa.review.label_studio import (ANSWER, LABEL_CONFIG, NO_ANSWER, REJECT, VERDICT, BadTask, Review,
+                                        latest_review, task)
+from loraqa.documents.names import without_surrogates
+from loraqa.synth.checks import locate, locate_span
 
 SKIPPED, UNREVIEWED, REJECTED, NO_SPAN, SPAN_NOT_IN_PASSAGE, NO_PASSAGE = (
     "skipped", "unreviewed", "rejected", "no_answer_marked", "span_not_in_passage", "no_passage")
@@ -45,6 +46,7 @@ class ImportReport:
     rewritten: int = 0  # questions the reviewer changed
     unanswerable: int = 0
     dropped: dict = field(default_factory=dict)
+    bad: list = field(default_factory=list)  # one line per task not in Label Studio's format (left out)
 
 
 def config_path(output: Path) -> Path:
@@ -138,33 +140,25 @@ def _verdict(choice: str) -> dict:
 
 
 def import_reviews(export: str, output: str, keep_unreviewed: bool = False) -> ImportReport:
-    """Training rows (loraqa's data format, JSONL) from a Label Studio JSON export."""
+    """Training rows (loraqa's data format, JSONL) from a Label Studio JSON export. A task in a
+    shape Label Studio does not write is one line in report.bad and is left out."""
     tasks = _read_export(export)
     report, dropped, rows = ImportReport(tasks=len(tasks)), Counter(), []
-    for t in tasks:
+    for n, t in enumerate(tasks, 1):
         data = t["data"]
         passage, question = data.get("text"), data.get("question")
         if not isinstance(passage, str) or not isinstance(question, str):
-            raise LoraqaError(f"{export}: task {t.get('id')} has no text and question in its data: was it exported "
+            raise LoraqaError(f"{export}: task {_task_id(t, n)} has no text and question in its data: was it exported "
                               "from a project made with `loraqa review export`?")
-        review = latest_review(t)
-        reviewed = review is not None
-        if review is None:
-            if not keep_unreviewed:
-                dropped[UNREVIEWED] += 1
-                continue
-            review = _as_review((t.get("predictions") or [{}])[-1])
-        if review == SKIPPED:
-            dropped[SKIPPED] += 1
+        try:
+            row = _import_task(t, passage, question, keep_unreviewed, dropped)
+        except BadTask as exc:
+            report.bad.append(f"{export}: task {_task_id(t, n)}: {exc}; left out")
             continue
-        if review.verdict == REJECT:
-            dropped[REJECTED] += 1
-            continue
-        row = _row(t, passage, review.question or question, review, reviewed)
         if row is None:
-            dropped[SPAN_NOT_IN_PASSAGE if review.spans else NO_SPAN] += 1
             continue
-        report.rewritten += review.question is not None and review.question != question
+        review_question, reviewed = row.pop("_review_question"), row.pop("_reviewed")
+        report.rewritten += review_question is not None and review_question != question
         report.unanswerable += not row["answers"]["text"]
         report.corrected += reviewed and row["answers"]["text"] != _predicted_texts(t)
         rows.append(row)
@@ -173,11 +167,42 @@ def import_reviews(export: str, output: str, keep_unreviewed: bool = False) -> I
     return report
 
 
+def _task_id(t: dict, n: int) -> str:
+    given = t.get("id")
+    return str(given)[:40] if isinstance(given, (int, str)) and not isinstance(given, bool) else f"#{n}"
+
+
+def _import_task(t: dict, passage: str, question: str, keep_unreviewed: bool, dropped: Counter) -> dict | None:
+    review = latest_review(t, passage)
+    reviewed = review is not None
+    if review is None:
+        if not keep_unreviewed:
+            dropped[UNREVIEWED] += 1
+            return None
+        predictions = t.get("predictions") or [{}]
+        if not isinstance(predictions, list) or not isinstance(predictions[-1], dict):
+            raise BadTask("its 'predictions' is not a list of predictions")
+        review = _as_review(predictions[-1], passage)
+    if review == SKIPPED:
+        dropped[SKIPPED] += 1
+        return None
+    if review.verdict == REJECT:
+        dropped[REJECTED] += 1
+        return None
+    row = _row(t, passage, review.question or question, review, reviewed)
+    if row is None:
+        dropped[SPAN_NOT_IN_PASSAGE if review.spans else NO_SPAN] += 1
+        return None
+    return {**row, "_review_question": review.question, "_reviewed": reviewed}
+
+
 def _read_export(path: str) -> list[dict]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = without_surrogates(json.loads(Path(path).read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise UsageError(f"file not found: {path}") from None
+    except RecursionError:
+        raise LoraqaError(f"{path} is not a Label Studio JSON export (its JSON nests too deeply)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise LoraqaError(f"{path} is not a Label Studio JSON export ({str(exc).splitlines()[0][:120]}); export the "
                           "project as JSON") from None
@@ -189,13 +214,19 @@ def _read_export(path: str) -> list[dict]:
     return data
 
 
-def _as_review(prediction: dict) -> Review:
+def _as_review(prediction: dict, passage: str | None = None) -> Review:
     """A prediction taken as the review (for --keep-unreviewed)."""
-    return latest_review({"annotations": [{"result": prediction.get("result") or []}]}) or Review()
+    return latest_review({"annotations": [{"result": prediction.get("result") or []}]}, passage) or Review()
 
 
 def _predicted_texts(t: dict) -> list[str]:
-    review = _as_review((t.get("predictions") or [{}])[-1])
+    predictions = t.get("predictions") or [{}]
+    if not isinstance(predictions, list) or not isinstance(predictions[-1], dict):
+        return []
+    try:
+        review = _as_review(predictions[-1])
+    except BadTask:
+        return []
     return [text.strip() for _, text in review.spans] if review.verdict != NO_ANSWER else []
 
 
@@ -206,12 +237,13 @@ def _row(t: dict, passage: str, question: str, review: Review, reviewed: bool) -
         if not review.spans:
             return None
         for start, text in review.spans:
-            at = locate(text, passage, start)
-            if at is None:
+            span = locate_span(text, passage, start)
+            if span is None:
                 return None
-            texts.append(passage[at:at + len(text.strip())])
-            starts.append(at)
-    prov = dict(t["data"].get("loraqa") or {})
+            texts.append(passage[span[0]:span[1]])
+            starts.append(span[0])
+    prov = t["data"].get("loraqa")
+    prov = dict(prov) if isinstance(prov, dict) else {}
     row = {**prov, "id": str(prov.get("id") or f"label-studio-{t.get('id')}"), "context": passage,
            "question": question, "answers": {"text": texts, "answer_start": starts}, "reviewed": reviewed}
     if question != t["data"]["question"]:

@@ -67,25 +67,70 @@ class Review:
     reviewer: object = None
 
 
-def latest_review(exported_task: dict) -> Review | str | None:
-    """The task's review; "skipped" when every annotation was cancelled; None when it has none."""
-    annotations = exported_task.get("annotations") or []
-    done = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
+class BadTask(ValueError):
+    """A task whose annotations are not in Label Studio's JSON format (the message says where)."""
+
+
+MAX_ANSWER_CHARS = 1_000  # a longer "answer" is not a span a reader learns to quote
+
+
+def _strings(value, what: str) -> list[str]:
+    """A list of strings (or one string), or BadTask."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadTask(f"its {what} is not text")
+    return value
+
+
+def latest_review(exported_task: dict, passage: str | None = None) -> Review | str | None:
+    """The task's review; "skipped" when every annotation was cancelled; None when it has none.
+    Every field read is checked (BadTask names the first that is wrong): a span's start must be
+    an offset in the passage (a whole number, not a boolean, 0 to its length), an answer at most
+    MAX_ANSWER_CHARS characters."""
+    annotations = exported_task.get("annotations")
+    if annotations is None:
+        annotations = []
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise BadTask("its 'annotations' is not a list of annotations")
+    done = [a for a in annotations if not a.get("was_cancelled")]
     if not done:
         return "skipped" if annotations else None
     latest = max(enumerate(done), key=lambda ia: (str(ia[1].get("updated_at") or ia[1].get("created_at") or ""), ia[0]))[1]
-    review = Review(reviewer=latest.get("completed_by"))
-    for item in latest.get("result") or []:
-        value, name = item.get("value") or {}, item.get("from_name")
+    completed_by = latest.get("completed_by")
+    review = Review(reviewer=completed_by if isinstance(completed_by, (int, str)) and not isinstance(completed_by, bool)
+                    else None)
+    results = latest.get("result")
+    if results is None:
+        results = []
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise BadTask("its annotation's 'result' is not a list of results")
+    for item in results:
+        value, name = item.get("value"), item.get("from_name")
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise BadTask(f"the value of its '{name}' result is not an object")
         if name == ANSWER and item.get("type") == "labels":
             text = value.get("text")
-            if isinstance(text, str) and text.strip():
-                review.spans.append((value.get("start") if isinstance(value.get("start"), int) else None, text))
-        elif name == VERDICT and value.get("choices"):
-            review.verdict = value["choices"][0]
-        elif name == QUESTION_FIX and value.get("text"):
-            fixed = value["text"][0] if isinstance(value["text"], list) else value["text"]
-            if isinstance(fixed, str) and fixed.strip():
-                review.question = fixed.strip()
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise BadTask("its answer span's text is not text")
+            if len(text) > MAX_ANSWER_CHARS:
+                raise BadTask(f"its answer is longer than {MAX_ANSWER_CHARS:,} characters")
+            start = value.get("start")
+            if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0
+                                      or (passage is not None and start > len(passage))):
+                raise BadTask(f"its answer's start ({str(start)[:20]}) is not an offset in the passage")
+            if text.strip():
+                review.spans.append((start, text))
+        elif name == VERDICT and value.get("choices") is not None:
+            choices = _strings(value["choices"], "verdict")
+            review.verdict = choices[0] if choices else None
+        elif name == QUESTION_FIX and value.get("text") is not None:
+            fixed = _strings(value["text"], "rewritten question")
+            if fixed and fixed[0].strip():
+                review.question = fixed[0].strip()
     review.spans.sort(key=lambda s: s[0] if s[0] is not None else -1)
     return review

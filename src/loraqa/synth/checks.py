@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from loraqa.evaluation.metrics import f1_v1, normalize_answer
-from loraqa.retrieval.store import query_terms
+from loraqa.retrieval.store import content_words
 
 NOT_IN_PASSAGE, DUPLICATE, NEAR_DUPLICATE, EMPTY, ROUND_TRIP, UNKNOWN_NAME, CUT_OFF = (
     "answer_not_in_passage", "duplicate_question", "near_duplicate_question", "empty", "round_trip",
@@ -29,17 +29,47 @@ NEAR_DUPLICATE_OVERLAP = 0.8
 def locate(answer: str, passage: str, hint: int | None = None) -> int | None:
     """Where the answer is quoted in the passage: at the hint when it is there, else its first
     occurrence, else case- and space-insensitively; None when it is not in the passage."""
+    span = locate_span(answer, passage, hint)
+    return span[0] if span else None
+
+
+def locate_span(answer: str, passage: str, hint: int | None = None) -> tuple[int, int] | None:
+    """(start, end) of the answer as the passage writes it (see locate), in linear time: the
+    loose search compares both texts lower-cased with whitespace runs as one space (a pattern
+    of the answer's words joined by \\s+ backtracks quadratically on a long answer)."""
     answer = answer.strip()
     if not answer:
         return None
-    if hint is not None and passage[hint:hint + len(answer)] == answer:
-        return hint
+    if hint is not None and 0 <= hint and passage[hint:hint + len(answer)] == answer:
+        return hint, hint + len(answer)
     at = passage.find(answer)
     if at >= 0:
-        return at
-    pattern = r"\s+".join(re.escape(w) for w in answer.split())
-    m = re.search(pattern, passage, re.IGNORECASE)
-    return m.start() if m else None
+        return at, at + len(answer)
+    loose, where = _loose(passage)
+    wanted, _ = _loose(answer)
+    i = loose.find(wanted)
+    if i < 0 or not wanted:
+        return None
+    return where[i], where[i + len(wanted) - 1] + 1
+
+
+def _loose(text: str) -> tuple[str, list[int]]:
+    """The text lower-cased (character by character, so lengths hold) with each whitespace run as
+    one space and the ends trimmed, and where each of its characters stands in the text."""
+    chars, where = [], []
+    for i, c in enumerate(text):
+        if c.isspace():
+            if chars and chars[-1] != " ":
+                chars.append(" ")
+                where.append(i)
+            continue
+        low = c.lower()
+        chars.append(low if len(low) == 1 else c)
+        where.append(i)
+    if chars and chars[-1] == " ":
+        chars.pop()
+        where.pop()
+    return "".join(chars), where
 
 
 # A word of letters (any script), with the apostrophes and hyphens names carry ("O'Neill", "Jean-Luc").
@@ -83,7 +113,7 @@ class QuestionLedger:
             return EMPTY
         if (document, norm) in self.exact:
             return DUPLICATE
-        words = set(query_terms(norm))
+        words = set(content_words(norm))
         said = None if answer is None else normalize_answer(answer)
         for other, other_said in self.seen.get(document, []):
             if len(words & other) / max(1, min(len(words), len(other))) >= NEAR_DUPLICATE_OVERLAP \
