@@ -81,6 +81,13 @@ def test_docx_bombs_are_refused_before_they_unpack(good, tmp_path):
     assert "size.docx" in line and "would unpack to 3 MB" in line and "max_archive_mb" in line, line
 
 
+def test_an_html_page_over_its_size_limit_is_refused_unread(good, tmp_path):
+    (good / "page.html").write_text("<html><body>" + "<p>Ward news.</p>" * 20_000 + "</body></html>")  # 340 kB
+    res = add(tmp_path / "store", good, options=("--set", "documents.max_html_mb=0.25"))
+    [line] = errors(res)
+    assert "page.html: an HTML page of 0.3 MB, over the limit of 0.25 MB (documents.max_html_mb)" in line, line
+
+
 def test_a_file_over_its_memory_or_time_budget_is_one_line_and_the_rest_go_on(good, tmp_path):
     (good / "huge.txt").write_text("word " * (12 * 2**20 // 5))  # 12 MB: its reading needs more than 16 MB
     res = add(tmp_path / "store", good, options=("--file-memory-mb", "16"))
