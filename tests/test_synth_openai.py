@@ -146,6 +146,17 @@ def test_a_wrong_key_an_unknown_model_and_no_server_are_one_line_each(qg_server,
     assert "--base-url" in synth(*args, "-o", str(tmp_path / "d.jsonl")).stderr
 
 
+def scripted_app() -> FastAPI:
+    """An endpoint that serves the model 'scripted'; each test adds its chat route."""
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "t"}]}
+
+    return app
+
+
 class ScriptedLLM:
     """An OpenAI-compatible chat endpoint whose replies depend on the passage in the prompt, and
     which fails its first requests with a 429 then a 500 (what a loaded hosted API does)."""
@@ -157,11 +168,7 @@ class ScriptedLLM:
         self.lock = threading.Lock()
 
     def app(self):
-        app = FastAPI()
-
-        @app.get("/v1/models")
-        def models():
-            return {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "t"}]}
+        app = scripted_app()
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
@@ -279,11 +286,7 @@ def hostile_endpoint():
 
     from fastapi.responses import Response, StreamingResponse
 
-    app = FastAPI()
-
-    @app.get("/v1/models")
-    def models():
-        return {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "t"}]}
+    app = scripted_app()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -357,3 +360,20 @@ def test_a_cache_poisoned_by_an_older_version_is_read_without_crashing(tmp_path,
                     "--cache", str(cache), "-o", str(tmp_path / "out.jsonl"))
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
     assert [r["answers"]["text"][0] for r in read_jsonl(tmp_path / "out.jsonl")] == ["Osric"]  # asked again
+
+
+def test_synth_reads_input_files_within_the_same_budgets_as_collection_add(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "any")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "osric.md").write_text("# Osric\n\nOsric mended the kettle.\n")
+    (docs / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (docs / "loop").symlink_to(docs)
+    with live_server(hostile_endpoint()) as url:
+        res = synth("--input", str(docs), "--generator", "openai", "--base-url", url + "/v1", "--model", "scripted",
+                    "-o", str(tmp_path / "out.jsonl"))
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert len(errors) == 2 and any("deep.json: JSON nested too deeply" in e for e in errors)
+    assert any("loop: skipped, a link to a folder: not followed" in e for e in errors)
+    assert [r["answers"]["text"][0] for r in read_jsonl(tmp_path / "out.jsonl")] == ["Osric"]

@@ -6,7 +6,9 @@ parent run code). While a file is read and cut into passages, the process's addr
 capped at what it held before the file plus the file's memory budget, and its CPU time at the
 file's time budget (the parent also kills it at the deadline): a reader that would take more
 gets a MemoryError (answered as such, then the worker exits so the next file starts clean) or
-dies. Nothing here is trusted by the parent beyond the shape of the answer.
+dies. Nothing here is trusted by the parent beyond the shape of the answer. The readers are
+imported with this module, before the first file's budget starts (its libraries, pypdf,
+python-docx, trafilatura, load with the first file of their kind, within that file's budget).
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ import json
 import os
 import struct
 import sys
+
+from loraqa.config.schema import DocumentsConfig
+from loraqa.documents.document import DocumentError
+from loraqa.documents.formats import read_path
+from loraqa.documents.passages import TooManyPassages, passage_spans
 
 HEADER = struct.Struct(">I")
 
@@ -70,11 +77,6 @@ class Budget:
 
 def answer(request: dict) -> dict:
     """Read one file as asked: its documents, each with its passages' spans, or why not."""
-    from loraqa.config.schema import DocumentsConfig
-    from loraqa.documents.document import DocumentError
-    from loraqa.documents.formats import read_path
-    from loraqa.documents.passages import TooManyPassages, passage_spans
-
     limits = DocumentsConfig(**request["limits"])
     name = request["name"]
     try:
@@ -107,8 +109,6 @@ def main() -> None:
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a library that prints must not write into the frames
     _die_with_parent()
-    import loraqa.documents.formats  # noqa: F401 - loaded before the first file's budget starts
-
     replies.write(encode_frame({"ready": True}))
     replies.flush()
     while True:
