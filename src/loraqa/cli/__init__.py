@@ -19,10 +19,10 @@ from typing import List, Optional
 import typer
 
 from loraqa import config as cfgmod
-from loraqa.cli import collections, keys, review, serving, synth
-from loraqa.cli.options import (AdapterArg, Adapters, AllowPickle, Collections, ConfigFile, Engine, Model, Output,
-                                Overwrite, Preset, Sets, SimilarityModel, Store, adapter_map, collection_map, load,
-                                run)
+from loraqa.cli import collection_vectors, collections, keys, review, serving, synth  # noqa: F401 - each registers its commands
+from loraqa.cli.options import (AdapterArg, Adapters, AllowPickle, Collections, ConfigFile, EmbedderOpt, Engine, Model,
+                                Output, Overwrite, Preset, SearchMode, Sets, SimilarityModel, Store, adapter_map,
+                                collection_map, load, run)
 from loraqa.errors import UsageError
 
 app = typer.Typer(
@@ -117,6 +117,8 @@ def eval_(
     holdout_contexts: float = typer.Option(0.0, "--holdout-contexts", min=0.0, max=0.99, help="With --retrieve: leave this share of the contexts out of the collection, and report how often the adapter rightly abstains on their questions."),
     track: bool = typer.Option(False, "--track", help="Log the figures and the answers (a predictions artifact) into the W&B or MLflow run the adapter was trained in."),
     similarity_model: SimilarityModel = None,
+    embedder: EmbedderOpt = None,
+    mode: SearchMode = None,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -126,7 +128,8 @@ def eval_(
 
         run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
                  sets=set_, engine=engine, allow_pickle=allow_pickle, retrieve=retrieve, collection=collection,
-                 store=store, holdout_contexts=holdout_contexts, track=track, similarity_model=similarity_model)
+                 store=store, holdout_contexts=holdout_contexts, track=track, similarity_model=similarity_model,
+                 embedder=embedder, mode=mode)
 
     run(action)
 

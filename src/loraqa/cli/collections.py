@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from loraqa.cli.options import (Adapters, AllowPickle, Collections, DocumentSets, Engine, FileMemory, FileSeconds,
-                                FollowLinks, MaxFileMb, Model, Store, adapter_map, collection_map, document_limits, run)
+from loraqa.cli.options import (Adapters, AllowPickle, Collections, DocumentSets, EmbedderEngine, EmbedderOpt, Engine,
+                                FileMemory, FileSeconds, FollowLinks, MaxFileMb, Model, SearchMode, Store, adapter_map,
+                                collection_map, document_limits, run)
 from loraqa.errors import render
 
 collection = typer.Typer(help="Collections of documents (PDF, DOCX, HTML, Markdown, text, JSONL, SQuAD) to ask questions of.",
@@ -31,6 +32,8 @@ def add(
     file_seconds: FileSeconds = None,
     follow_links: FollowLinks = False,
     sets: DocumentSets = [],
+    embedder: Optional[str] = typer.Option(None, "--embedder", help="A new collection's sentence-embedding model (a sentence-transformers folder or hub name): its passages get vectors, for dense and hybrid search. A collection that has one keeps it."),
+    embedder_engine: EmbedderEngine = None,
 ):
     """Add files to a collection: unchanged files are skipped, changed ones replace their passages.
     Each file is read in a separate process within a memory and time budget; a file that cannot be
@@ -50,7 +53,8 @@ def add(
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"adding to {name}", total=len(walk.files))
             report = add_paths(target, name, walk, Settings(passage_chars, overlap), limits,
-                               progress=lambda _: bar.advance(task))
+                               progress=lambda _: bar.advance(task), embedder=embedder,
+                               embedder_engine=embedder_engine)
         return report
 
     report = run(action)
@@ -150,13 +154,16 @@ def search(
     query: str = typer.Argument(..., help="What to look for."),
     k: int = typer.Option(5, "-k", "--top", min=1, max=1000, help="How many passages."),
     store: Store = None,
+    mode: SearchMode = None,
+    embedder: EmbedderOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON lines."),
 ):
-    """The passages that best match a query (BM25), with their document, page and a highlighted snippet."""
+    """The passages that best match a query (lexical, dense or hybrid), with their document, page
+    and a highlighted snippet."""
     def action():
-        from loraqa.retrieval import open_store
+        from loraqa.inference.library import Library
 
-        return open_store(store).open(name).search(query, k)
+        return Library(store, embedder=embedder).search(name, query, k, mode)
 
     hits = run(action)
     if as_json:
@@ -182,6 +189,8 @@ def ask(
     use: Optional[str] = typer.Option(None, "--use", help="Which adapter answers: a name, 'base', or 'auto' (chosen by its training domain). Default: the first."),
     model: Model = None,
     as_json: bool = typer.Option(False, "--json", help="Print the answer with its evidence and citations as JSON."),
+    mode: SearchMode = None,
+    embedder: EmbedderOpt = None,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -195,8 +204,9 @@ def ask(
         bindings = collection_map(collection_, adapters)
         if not bindings:
             raise UsageError("ask answers from a collection: give --collection NAME (or ADAPTER=NAME per adapter)")
-        answer, answerer = predict_one(adapters, question, None, use, base_model=model, allow_pickle=allow_pickle,
-                                       engine=engine, store=store, collections=bindings)
+        answer, answerer = predict_one(adapters, question, None, use, mode=mode, base_model=model,
+                                       allow_pickle=allow_pickle, engine=engine, store=store, collections=bindings,
+                                       embedder=embedder)
         return answer, answerer
 
     answer, answerer = run(action)

@@ -105,3 +105,6 @@ FileSeconds = Annotated[Optional[float], typer.Option("--file-seconds", min=0.01
 MaxFileMb = Annotated[Optional[float], typer.Option("--max-file-mb", min=0.001, help="Skip files larger than this (default 50; documents.max_file_mb).")]
 FollowLinks = Annotated[bool, typer.Option("--follow-links", help="Read links to files outside the folder being added (links to folders are never followed).")]
 DocumentSets = Annotated[List[str], typer.Option("--set", "-s", help="A documents.* setting, e.g. --set documents.max_html_mb=20 (repeatable; `loraqa config --keys`).")]
+SearchMode = Annotated[Optional[str], typer.Option("--mode", help="lexical (BM25), dense (the collection's vectors), hybrid (both, fused); default: hybrid when the collection has vectors, else lexical.")]
+EmbedderOpt = Annotated[Optional[str], typer.Option("--embedder", help="A sentence-transformers model (folder or hub name) for dense and hybrid search; default: the one the collection recorded.")]
+EmbedderEngine = Annotated[Optional[str], typer.Option("--embedder-engine", help="ctranslate2 (int8, fast on CPUs; the default where installed) or sentence-transformers (fp32).")]

@@ -98,8 +98,10 @@ class EvalConfig:
 @dataclass
 class RetrievalConfig:
     top_k: int = _f(5, "Passages of a collection read for a question asked without a passage (retrieved by BM25).")
-    min_score: float = _f(0.0, "Abstain without reading when no passage scores above this (BM25; 0: any match is read).")
+    min_score: float = _f(0.0, "Abstain without reading when no passage scores above this (BM25, lexical mode only; 0: any match is read).")
     passage_weight: float = _f(1.0, "How much a passage's search score counts beside its answer's: the answer chosen maximises answer log-probability + weight * log(passage score / best passage score) (0: the reader's score alone).")
+    mode: str = _f("auto", "How a collection is searched: lexical (BM25), dense (its passages' vectors), hybrid (both, fused), or auto (hybrid when the collection has vectors, else lexical).", ("auto", "lexical", "dense", "hybrid"))
+    embedder: Optional[str] = _f(None, "The sentence-embedding model to embed questions with (a folder or hub name); null: the one the collection recorded.")
 
 
 @dataclass

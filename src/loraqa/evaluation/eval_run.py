@@ -149,13 +149,16 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
              output: str | None = None, model_override: str | None = None, sets: list[str] | None = None,
              engine: str = "pytorch", allow_pickle: bool = False, retrieve: bool = False,
              collection: str | None = None, store: str | None = None, holdout_contexts: float = 0.0,
-             track: bool = False, similarity_model: str | None = None) -> dict:
+             track: bool = False, similarity_model: str | None = None, embedder: str | None = None,
+             mode: str | None = None) -> dict:
     """Score an adapter (or export) on questions; allow_pickle is the caller's choice alone, never
     read from the adapter's own saved config. retrieve: also ask each question without its
     passage, from `collection` (of `store`) or from a collection of the data's contexts, a share
     `holdout_contexts` of them left out (evaluation/retrieval_eval.py). track: log the figures and
     answers into the tracker run the adapter was trained in (run_artifacts.py). similarity_model:
-    a local model that also scores semantic answer similarity (evaluation/similarity.py)."""
+    a local model that also scores semantic answer similarity (evaluation/similarity.py).
+    embedder, mode: with retrieve, the sentence-embedding model (vectors for the collection of
+    the data's contexts, or the one to embed questions with) and the search mode to answer with."""
     if (collection or holdout_contexts) and not retrieve:
         raise UsageError("a collection and held-out contexts are for answering without passages: add "
                          f"{option('retrieve')}")
@@ -219,7 +222,8 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
     if retrieve:
         threshold = (read_calibration(ref.adapter_dir) or {}).get("no_answer_threshold")
         summary["retrieval"] = evaluate_retrieval(answerer, rows, items, collection, holdout_contexts,
-                                                  ref.config.data.seed, ref.config.eval.batch_size, threshold)
+                                                  ref.config.data.seed, ref.config.eval.batch_size, threshold,
+                                                  embedder=embedder, mode=mode)
         write_json(out / "summary.json", summary)
         print_retrieval(summary["retrieval"])
     if track:
@@ -230,12 +234,14 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
 
 
 def print_retrieval(r: dict) -> None:
-    table = Table(title=f"without their passages: {r['questions']} questions searched in collection {r['collection']}")
+    table = Table(title=f"without their passages: {r['questions']} questions searched in collection {r['collection']} "
+                        f"(answered with {r['mode']} search)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k in ("recall@1", "recall@5", "recall@20"):
-        table.add_row(k, f"{r[k]:.2f}")
-    table.add_row("MRR", f"{r['mrr']:.3f}")
+    for mode, figures in r["modes"].items():
+        for k in ("recall@1", "recall@5", "recall@20"):
+            table.add_row(f"{k} ({mode})", f"{figures[k]:.2f}")
+        table.add_row(f"MRR ({mode})", f"{figures['mrr']:.3f}")
     table.add_row("EM / F1 from retrieved passages", f"{r['exact_match']:.2f} / {r['f1']:.2f}")
     table.add_row("EM / F1 from the given passages", f"{r['given_exact_match']:.2f} / {r['given_f1']:.2f}")
     if "abstained_when_held_out" in r:

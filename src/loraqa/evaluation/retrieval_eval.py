@@ -16,35 +16,42 @@ from loraqa.documents import Document, split_document
 from loraqa.evaluation.scoring import score_rows
 from loraqa.inference.library import Library
 from loraqa.retrieval import Settings, open_store
+from loraqa.retrieval.search import MODES
 
 RECALL_AT = (1, 5, 20)
 
 
-def build_collection(rows: list[dict], store, name: str, holdout: float, seed: int):
-    """A collection of the rows' distinct contexts, a share `holdout` of them left out; returns
-    it and the ids of the documents the contexts became (None for a held-out one)."""
+def build_collection(rows: list[dict], store, name: str, holdout: float, seed: int, embedder=None):
+    """A collection of the rows' distinct contexts (with vectors when an embedder is given), a
+    share `holdout` of them left out; returns it and the ids of the documents the contexts became
+    (None for a held-out one)."""
+    from loraqa.retrieval.ingest import embedder_info
+
     contexts = list(dict.fromkeys(r["context"] for r in rows))
     rng = random.Random(seed)
     held = set(rng.sample(contexts, round(holdout * len(contexts)))) if holdout else set()
     collection = store.create(name, Settings())
+    if embedder is not None:
+        collection.set_embedder(embedder_info(embedder))
     ids = {}
     for n, context in enumerate(contexts):
         title = next(r.get("title") or "" for r in rows if r["context"] == context)
         doc = Document(f"context {n + 1}", title or f"context {n + 1}", context)
         ids[context] = None if context in held else doc.id
         if context not in held:
-            collection.put(doc, split_document(doc, collection.settings.passage_chars, collection.settings.overlap))
+            passages = split_document(doc, collection.settings.passage_chars, collection.settings.overlap)
+            collection.put(doc, passages, vectors=embedder.embed([p.text for p in passages]) if embedder else None)
     return collection, ids
 
 
-def retrieval_metrics(collection, rows: list[dict], doc_ids: dict) -> dict:
+def retrieval_metrics(library, name: str, rows: list[dict], doc_ids: dict, mode: str | None = None) -> dict:
     """recall@k and MRR over the answerable questions whose context is in the collection."""
     ranks = []
     for row in rows:
         gold = doc_ids.get(row["context"])
         if gold is None or not row["answers"]["text"]:
             continue
-        hits = collection.search(row["question"], max(RECALL_AT))
+        hits = library.search(name, row["question"], max(RECALL_AT), mode)
         rank = next((i for i, h in enumerate(hits, 1) if h.document == gold
                      and any(a in h.text for a in row["answers"]["text"])), None)
         ranks.append(rank)
@@ -57,14 +64,20 @@ def retrieval_metrics(collection, rows: list[dict], doc_ids: dict) -> dict:
 
 def evaluate_retrieval(answerer, rows: list[dict], given: list[dict], collection: str | None = None,
                        holdout: float = 0.0, seed: int = 42, batch_size: int = 16,
-                       threshold: float | None = None) -> dict:
+                       threshold: float | None = None, embedder: str | None = None, mode: str | None = None) -> dict:
     """The figures above, for the Answerer's adapter 'adapter'; `given`: the per-question items
     of answering with the passages given. Without `collection`, a temporary one is made from the
-    rows' contexts. threshold: the calibrated no-answer threshold, applied to count abstentions."""
+    rows' contexts (with vectors of `embedder`, when given). threshold: the calibrated no-answer
+    threshold, applied to count abstentions. mode: how the adapter's questions search the
+    collection (default: its retrieval.mode); recall is reported for every mode the collection
+    supports (`modes`), the top-level figures for the mode answered with."""
     if collection is None:
+        from loraqa.retrieval.embedders import load_embedder
+
         target = open_store(tempfile.mkdtemp(prefix="loraqa-eval-"))
-        coll, doc_ids = build_collection(rows, target, "eval", holdout, seed)
-        answerer.library = Library(target)
+        coll, doc_ids = build_collection(rows, target, "eval", holdout, seed,
+                                         load_embedder(embedder) if embedder else None)
+        answerer.library = Library(target, embedder=embedder)
         name = "eval"
     else:
         coll = answerer.library.open(collection)
@@ -74,9 +87,17 @@ def evaluate_retrieval(answerer, rows: list[dict], given: list[dict], collection
             by_text[doc.text] = doc.id
         doc_ids = {r["context"]: by_text.get(r["context"]) for r in rows}
         name = collection
-    figures = {"collection": name, **retrieval_metrics(coll, rows, doc_ids)}
-    answers = answerer.answer([{"question": r["question"], "adapter": "adapter", "collection": name} for r in rows],
-                              batch_size=batch_size)
+    if embedder is not None:
+        answerer.library.embedder = embedder
+    adapter = answerer.adapter("adapter")
+    answering = mode or (adapter.settings.mode if adapter is not None else "auto")
+    answering = None if answering == "auto" else answering
+    modes = list(MODES) if coll.embedder_info() is not None else ["lexical"]
+    per_mode = {m: retrieval_metrics(answerer.library, name, rows, doc_ids, m) for m in modes}
+    used = answering or ("hybrid" if coll.embedder_info() is not None else "lexical")
+    figures = {"collection": name, "mode": used, **per_mode[used], "modes": per_mode}
+    answers = answerer.answer([{"question": r["question"], "adapter": "adapter", "collection": name,
+                                "mode": answering} for r in rows], batch_size=batch_size)
     def abstained(a) -> bool:
         return a.no_answer or (threshold is not None and a.score is not None and a.score < threshold)
 

@@ -46,7 +46,7 @@ class Answerer:
                  device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
                  apply_threshold: bool = True, engine: str = "pytorch", max_adapters: int | None = None,
                  store: str | Path | None = None, collections: dict[str, str] | None = None,
-                 query_limits: QueryLimits | None = None):
+                 query_limits: QueryLimits | None = None, embedder: str | None = None):
         """adapters: name -> a run directory or adapter folder, or an AdapterRef (whose config,
         e.g. with eval-time overrides, is then used as given). apply_threshold=False answers
         without the calibrated no-answer threshold (what `loraqa eval` calibrates it from).
@@ -55,7 +55,9 @@ class Answerer:
         the base model and every adapter, including ones loaded later. store: where collections
         live (default `collections/`); collections: adapter -> the collection its questions are
         answered from when they come without a passage (a request may also name one);
-        query_limits: what one search of them may ask (default 1,000 characters, 100 words)."""
+        query_limits: what one search of them may ask (default 1,000 characters, 100 words);
+        embedder: the model that embeds questions for dense and hybrid search (default: the one
+        each collection recorded, found by its name)."""
         adapters = dict(adapters or {})
         capabilities = capabilities_of(engine)  # an unknown engine is refused before anything loads
         for name in adapters:
@@ -82,7 +84,7 @@ class Answerer:
         self.engine: Engine = create_engine(engine, self.model_tokenizer, base_model, device, dtype, allow_pickle)
         self.registry = AdapterRegistry(self.engine, allow_pickle, max_adapters)
         self.lock = threading.RLock()  # the Python API's callers may share one Answerer between threads
-        self.library = Library(store, query_limits)
+        self.library = Library(store, query_limits, embedder)
         bindings = dict(collections or {})
         for name in bindings:
             if name not in refs:
@@ -139,7 +141,8 @@ class Answerer:
         collection = request.get("collection") or (chosen.collection if chosen else None)
         tokenizer = tokenizer or self.tokenizer
         if request.get("context") is None and collection is not None and uses_context(s.template):
-            hits = self.library.retrieve(collection, request["question"], s.top_k, s.min_score)
+            hits = self.library.retrieve(collection, request["question"], s.top_k, s.min_score,
+                                         request.get("mode") or s.mode)
             inputs = plan_passages(tokenizer, request["question"], hits, s, offsets_cache, max_windows)
             return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score, hits=hits,
                            passage_weight=s.passage_weight)

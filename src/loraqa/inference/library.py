@@ -14,15 +14,20 @@ from pathlib import Path
 from loraqa.errors import TooMuchWork
 from loraqa.inference.reading import WindowInput, plan_reading
 from loraqa.retrieval import Collection, Hit, QueryLimits, Store, open_store
+from loraqa.retrieval.search import embedder_for, search
 
 
 class Library:
     """The collections of one store, opened once each (from any thread)."""
 
-    def __init__(self, store: "str | Path | Store | None" = None, query_limits: QueryLimits | None = None):
+    def __init__(self, store: "str | Path | Store | None" = None, query_limits: QueryLimits | None = None,
+                 embedder: str | None = None):
+        """embedder: the model that embeds queries (a folder or hub name) where it is not found
+        by the name a collection recorded (checked to be the same model)."""
         self.store = open_store(store, query_limits) if store is None or isinstance(store, (str, Path)) else store
         self.opened: dict[str, Collection] = {}
         self.lock = threading.Lock()
+        self.embedder = embedder
 
     def open(self, name: str) -> Collection:
         """The collection, opened outside the lock (opening reads the store: one slow store must
@@ -37,9 +42,22 @@ class Library:
     def names(self) -> list[str]:
         return self.store.names()
 
-    def retrieve(self, name: str, question: str, k: int, min_score: float = 0.0) -> list[Hit]:
-        """The collection's best passages for a question, those scoring above min_score."""
-        return [hit for hit in self.open(name).search(question, k) if hit.score > min_score]
+    def search(self, name: str, query: str, k: int, mode: str | None = None,
+               within: list[str] | None = None) -> list[Hit]:
+        """The collection's best passages for a query (mode None or 'auto': hybrid when it has
+        vectors, else lexical)."""
+        collection = self.open(name)
+        mode = None if mode in (None, "auto") else mode
+        needs_vectors = mode in ("dense", "hybrid") or (mode is None and collection.embedder_info() is not None)
+        embedder = embedder_for(collection, self.embedder) if needs_vectors else None
+        return search(collection, query, k, mode, embedder, within)
+
+    def retrieve(self, name: str, question: str, k: int, min_score: float = 0.0, mode: str | None = None) -> list[Hit]:
+        """The collection's best passages for a question; in lexical mode those scoring above
+        min_score (a BM25 value)."""
+        hits = self.search(name, question, k, mode)
+        lexical = mode == "lexical" or (mode in (None, "auto") and self.open(name).embedder_info() is None)
+        return [hit for hit in hits if hit.score > min_score] if lexical else hits
 
 
 def plan_passages(tokenizer, question: str, hits: list[Hit], settings, offsets_cache: dict | None = None,

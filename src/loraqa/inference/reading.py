@@ -153,10 +153,12 @@ def passage_prior(reading: Reading, inp: WindowInput) -> float:
     if reading.hits is None or inp.origin is None or not reading.passage_weight:
         return 0.0
     top = max(h.score for h in reading.hits)
-    score = reading.hits[inp.origin].score
-    if top <= 0 or score <= 0:
+    if top <= 0:
         return 0.0
-    return reading.passage_weight * math.log(score / top)
+    # a ratio to the best hit means the same in every search mode (BM25, cosine, fused in [0, 1]);
+    # floored, since a fused or cosine score can be 0 or below
+    ratio = max(reading.hits[inp.origin].score / top, 1e-3)
+    return reading.passage_weight * math.log(ratio)
 
 
 def citations(hits: list, read_in: int, start: int | None, end: int | None, answer: str):

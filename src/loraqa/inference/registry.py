@@ -54,13 +54,14 @@ class ReadingSettings:
     top_k: int = 5  # passages read when the question comes without one (from a collection)
     min_score: float = 0.0
     passage_weight: float = 1.0  # the search score's weight when choosing among retrieved passages' answers
+    mode: str = "auto"  # how its collection is searched (retrieval.mode)
 
     @classmethod
     def of(cls, ref: AdapterRef) -> "ReadingSettings":
         c = ref.config
         return cls(c.data.template, c.data.max_source_length, c.data.window_overlap, c.eval.max_new_tokens,
                    c.data.unanswerable_text, c.eval.extractive, ref.no_answer_threshold, c.retrieval.top_k,
-                   c.retrieval.min_score, c.retrieval.passage_weight)
+                   c.retrieval.min_score, c.retrieval.passage_weight, c.retrieval.mode)
 
     @classmethod
     def for_base(cls, has_context: bool) -> "ReadingSettings":

@@ -21,7 +21,9 @@ from loraqa.documents.document import content_id
 from loraqa.documents.budget import BudgetedReader
 from loraqa.documents.names import shown
 from loraqa.documents.walk import Walk, find_files
-from loraqa.errors import UnknownCollection
+from loraqa.errors import UnknownCollection, UsageError
+from loraqa.retrieval.embedders import Embedder, load_embedder
+from loraqa.retrieval.search import embedder_for
 from loraqa.retrieval.store import Collection, Settings, Store
 
 
@@ -46,15 +48,36 @@ def _existing(store: Store, name: str) -> Collection | None:
         return None
 
 
+def embedder_info(embedder: Embedder) -> dict:
+    return {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim}
+
+
+def _embedder(collection: Collection | None, given: str | None, engine: str | None) -> Embedder | None:
+    """The embedder an add writes vectors with: the collection's own, or for a new collection the
+    one given; a collection without vectors gets them from `collection embed`, not from an add."""
+    info = collection.embedder_info() if collection is not None else None
+    if collection is not None and info is None:
+        if given:
+            raise UsageError(f"the collection {collection.name} has no vectors; add them to all of it with `loraqa "
+                             f"collection embed {collection.name} --embedder {given}`, then add files")
+        return None
+    if info is not None:
+        return embedder_for(collection, given, engine)
+    return load_embedder(given, engine) if given else None
+
+
 def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settings | None = None,
               limits: DocumentsConfig | None = None, follow_links: bool = False,
-              progress: Callable[[str], None] | None = None) -> IngestReport:
+              progress: Callable[[str], None] | None = None, embedder: str | None = None,
+              embedder_engine: str | None = None) -> IngestReport:
     """Add every file `paths` names (or a Walk already made of them) to the collection `name`
-    of `store`, made with `settings` if it is new; progress(file) after each file."""
+    of `store`, made with `settings` (and the embedder `embedder`: its passages get vectors) if
+    it is new; progress(file) after each file."""
     walk = paths if isinstance(paths, Walk) else find_files(paths, follow_links)
     report = IngestReport(files=len(walk.files), skipped=list(walk.skipped))
     collection = _existing(store, name)
     settings = collection.settings if collection is not None else (settings or Settings())
+    model = _embedder(collection, embedder, embedder_engine)
     given: dict[str, str] = {}  # document id -> the document that gave it, in this add
     with BudgetedReader(limits, split=(settings.passage_chars, settings.overlap)) as reader:
         for found in walk.files:
@@ -82,7 +105,10 @@ def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settin
                     given[doc.id] = doc.source
                     if collection is None:
                         collection = store.create(name, settings)
-                    outcome = collection.put(doc, passages, file=key)
+                        if model is not None:
+                            collection.set_embedder(embedder_info(model))
+                    vectors = model.embed([p.text for p in passages]) if model is not None else None
+                    outcome = collection.put(doc, passages, file=key, vectors=vectors)
                     if outcome == "conflict":
                         report.skipped.append((doc.source, f"{doc.source}: its id '{shown(doc.id)}' is the id of a "
                                                            f"document from another file in {name}; remove that one "
@@ -100,3 +126,25 @@ def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settin
     if collection is not None:
         collection.close()
     return report
+
+
+def embed_collection(collection: Collection, embedder: Embedder, replace: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> int:
+    """Vectors for every passage of the collection that has none, a document per transaction (a
+    killed run keeps what it did; running it again finishes the rest). A collection embedded with
+    another model is refused unless `replace` (then every vector is made again). Returns the
+    documents embedded."""
+    info, given = collection.embedder_info(), embedder_info(embedder)
+    if info is not None and info["fingerprint"] != given["fingerprint"] and not replace:
+        raise UsageError(f"the collection {collection.name} is embedded with {info['name']}; --replace makes every "
+                         f"vector again with {embedder.name}")
+    if info is None or info["fingerprint"] != given["fingerprint"]:
+        collection.set_embedder(given)  # a new model: every old vector goes
+    todo = collection.documents_without_vectors()
+    for n, document_id in enumerate(todo, 1):
+        passages = collection.passages(document_id)
+        collection.put_vectors(document_id, embedder.embed([p.text for p in passages]))
+        if progress is not None:
+            progress(n, len(todo))
+    collection.close()
+    return len(todo)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from loraqa import optional
 from loraqa.documents import Document, Passage
+from loraqa.retrieval import postgres_vectors as pgvec
 from loraqa.errors import LoraqaError, UnknownCollection, UsageError, option
 from loraqa.retrieval.store import (DocumentInfo, Hit, QueryLimits, Settings, check_collection_name, is_conflict,
                                     query_terms)
@@ -44,11 +45,16 @@ CREATE TABLE IF NOT EXISTS loraqa_files (
 SEARCH = """
 SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", ts_rank_cd(p.tsv, q) AS score, p.text,
        ts_headline('english', p.text, q, 'StartSel=«, StopSel=», MaxWords=40, MinWords=15, MaxFragments=2'),
-       p.heading
+       p.heading, p.id
 FROM loraqa_passages p JOIN loraqa_documents d ON d.collection = p.collection AND d.id = p.document_id,
      to_tsquery('english', %s) q
 WHERE p.collection = %s AND p.tsv @@ q {only}
 ORDER BY score DESC, p.id LIMIT %s
+"""
+BY_ID = """
+SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", p.text, p.heading, p.id
+FROM loraqa_passages p JOIN loraqa_documents d ON d.collection = p.collection AND d.id = p.document_id
+WHERE p.collection = %s AND p.id = ANY(%s)
 """
 COMMON, CANDIDATES = 0.05, 200  # as in the SQLite store
 COUNT_TTL = 30.0
@@ -72,6 +78,10 @@ class PostgresCollection:
             self._counted = (now, self.counts()[1])
         return self._counted[1]
 
+    @property
+    def query_limits(self) -> QueryLimits:
+        return self.store.query_limits
+
     def close(self) -> None:
         """Every transaction is committed as it ends: nothing to fold in."""
 
@@ -85,7 +95,11 @@ class PostgresCollection:
             c.execute("INSERT INTO loraqa_files VALUES (%s, %s, %s, %s) ON CONFLICT (collection, path) "
                       "DO UPDATE SET modified = EXCLUDED.modified, size = EXCLUDED.size", (self.name, path, modified, size))
 
-    def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
+    def put(self, document: Document, passages: list[Passage], file: str | None = None, vectors=None) -> str:
+        info = self.embedder_info()
+        if info is not None and vectors is None:
+            raise UsageError(f"the collection {self.name} has an embedder ({info['name']}): its documents go in with "
+                             "their vectors")
         with self._write() as c:
             same = c.execute("SELECT content_hash, file FROM loraqa_documents WHERE collection = %s AND id = %s",
                              (self.name, document.id)).fetchone()
@@ -106,7 +120,55 @@ class PostgresCollection:
                     "setweight(to_tsvector('english', %s), 'C'))",
                     [(self.name, document.id, p.index, p.start, p.end, p.page, p.heading, p.text, p.text,
                       document.title) for p in passages])
+            if info is not None:
+                pgvec.write(c, self.name, self._passage_ids(c, document.id), vectors, info["dim"])
             return "replaced" if old else "added"
+
+    def _passage_ids(self, c, document_id: str) -> list[int]:
+        return [r[0] for r in c.execute("SELECT id FROM loraqa_passages WHERE collection = %s AND document_id = %s "
+                                        "ORDER BY idx", (self.name, document_id))]
+
+    # ------------------------------------------------------------ vectors
+
+    def embedder_info(self) -> dict | None:
+        return pgvec.embedder_info(self.store.conn, self.name)
+
+    def set_embedder(self, info: dict | None) -> None:
+        with self._write() as c:
+            pgvec.set_embedder(c, self.name, info)
+
+    def put_vectors(self, document_id: str, vectors) -> None:
+        info = self.embedder_info()
+        if info is None:
+            raise UsageError(f"the collection {self.name} has no embedder")
+        with self._write() as c:
+            pgvec.write(c, self.name, self._passage_ids(c, document_id), vectors, info["dim"])
+
+    def documents_without_vectors(self) -> list[str]:
+        info = self.embedder_info()
+        return pgvec.documents_without_vectors(self.store.conn, self.name, info["dim"]) if info else \
+            [d.id for d in self.documents()]
+
+    def nearest(self, vector, k: int = 5, within: list[str] | None = None) -> list[Hit]:
+        info = self.embedder_info()
+        if info is None:
+            raise UsageError(f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
+                             f"{self.name} --embedder MODEL`, or search it lexically")
+        return self.hits(pgvec.nearest(self.store.conn, self.name, info["dim"], vector, k, within))
+
+    def similarities(self, vector, passage_ids: list[int]) -> dict[int, float]:
+        info = self.embedder_info()
+        return pgvec.similarities(self.store.conn, self.name, info["dim"], vector, passage_ids) if info else {}
+
+    def hits(self, scored: list[tuple[int, float]]) -> list[Hit]:
+        if not scored:
+            return []
+        rows = {r[-1]: r for r in self.store.conn.execute(BY_ID, (self.name, [pid for pid, _ in scored]))}
+        out = []
+        for pid, score in scored:
+            doc, title, source, page, start, end, text, heading, _ = rows[pid]
+            out.append(Hit(doc, title, source, page, start, end, score, text, "", heading, self.name, pid))
+        return out
 
     def remove(self, document_id: str) -> bool:
         with self._write() as c:
@@ -139,23 +201,26 @@ class PostgresCollection:
                                        (self.name, document_id))
         return [Passage(document_id, i, s, e, text, page, heading) for i, s, e, page, heading, text in rows]
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
+    def search(self, query: str, k: int = 5, within: list[str] | None = None) -> list[Hit]:
         """The k best passages for all the query's words; when some words are common, only the
         passages its selective words find are ranked (as in the SQLite store: ranking every
         passage that holds "bought" costs 100 ms at 20,000 passages)."""
         terms = query_terms(query, self.store.query_limits)
         c = self.store.conn
         everything = " | ".join(f"'{t}'" for t in terms)  # \w+ words, safe inside tsquery quotes
-        selective = self._selective(terms)
-        if len(selective) == len(terms):
-            rows = c.execute(SEARCH.format(only=""), (everything, self.name, k))
+        if within is not None:
+            rows = c.execute(SEARCH.format(only="AND p.document_id = ANY(%s)"), (everything, self.name, list(within), k))
         else:
-            candidates = [r[0] for r in c.execute(
-                "SELECT id FROM loraqa_passages, to_tsquery('english', %s) q WHERE collection = %s AND tsv @@ q "
-                "ORDER BY ts_rank_cd(tsv, q) DESC LIMIT %s",
-                (" | ".join(f"'{t}'" for t in selective), self.name, max(CANDIDATES, 10 * k)))]
-            rows = c.execute(SEARCH.format(only="AND p.id = ANY(%s)"), (everything, self.name, candidates, k))
-        return [Hit(*row, collection=self.name) for row in rows]
+            selective = self._selective(terms)
+            if len(selective) == len(terms):
+                rows = c.execute(SEARCH.format(only=""), (everything, self.name, k))
+            else:
+                candidates = [r[0] for r in c.execute(
+                    "SELECT id FROM loraqa_passages, to_tsquery('english', %s) q WHERE collection = %s AND tsv @@ q "
+                    "ORDER BY ts_rank_cd(tsv, q) DESC LIMIT %s",
+                    (" | ".join(f"'{t}'" for t in selective), self.name, max(CANDIDATES, 10 * k)))]
+                rows = c.execute(SEARCH.format(only="AND p.id = ANY(%s)"), (everything, self.name, candidates, k))
+        return [Hit(*row[:10], collection=self.name, passage_id=row[10]) for row in rows]
 
     def _selective(self, terms: list[str]) -> list[str]:
         limit = max(1000, int(COMMON * self._passages_now()))

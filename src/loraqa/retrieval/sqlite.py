@@ -18,8 +18,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from loraqa.documents import Document, Passage
 from loraqa.errors import UnknownCollection, UsageError
+from loraqa.retrieval import sqlite_vectors as vec
 from loraqa.retrieval.store import (NAME_PATTERN, DocumentInfo, Hit, QueryLimits, Settings, check_collection_name, is_conflict,
                                     query_terms)
 
@@ -36,7 +39,7 @@ CREATE TABLE IF NOT EXISTS passages (
 CREATE INDEX IF NOT EXISTS passages_by_document ON passages (document_id);
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, modified REAL NOT NULL, size INTEGER NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(text, title, tokenize='porter unicode61 remove_diacritics 2');
-"""
+""" + vec.VECTOR_SCHEMA
 # BM25 weights of the indexed columns: the passage's text, its document's title
 WEIGHTS = (1.0, 0.5)
 SEARCH = f"""
@@ -44,9 +47,17 @@ WITH ranked AS (
     SELECT rowid, bm25(passages_fts, {WEIGHTS[0]}, {WEIGHTS[1]}) AS rank,
            snippet(passages_fts, 0, '«', '»', ' ... ', 32) AS snippet, text
     FROM passages_fts WHERE passages_fts MATCH ? {{only}} ORDER BY rank LIMIT ?)
-SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", -ranked.rank, ranked.text, ranked.snippet, p.heading
+SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", -ranked.rank, ranked.text, ranked.snippet, p.heading,
+       '' AS collection, p.id
 FROM ranked JOIN passages p ON p.id = ranked.rowid JOIN documents d ON d.id = p.document_id
 ORDER BY ranked.rank
+"""
+# the passages of some documents (a search within them)
+WITHIN = "AND rowid IN (SELECT id FROM passages WHERE document_id IN ({}))"
+BY_ID = """
+SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", f.text, p.heading, p.id
+FROM passages p JOIN documents d ON d.id = p.document_id JOIN passages_fts f ON f.rowid = p.id
+WHERE p.id IN ({})
 """
 
 
@@ -70,6 +81,7 @@ class SqliteCollection:
                 from None
         self.settings = Settings(**{k: json.loads(str(v)) for k, v in rows.items()
                                     if k in Settings.__dataclass_fields__})
+        self.index = vec.VectorIndex()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -144,7 +156,11 @@ class SqliteCollection:
         with self._write() as c:
             c.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (path, modified, size))
 
-    def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
+    def put(self, document: Document, passages: list[Passage], file: str | None = None, vectors=None) -> str:
+        info = self.embedder_info()
+        if info is not None and vectors is None:
+            raise UsageError(f"the collection {self.name} has an embedder ({info['name']}): its documents go in with "
+                             "their vectors")
         with self._write() as c:
             same = c.execute("SELECT content_hash, file FROM documents WHERE id = ?", (document.id,)).fetchone()
             if same is not None and same[0] == document.content_hash:
@@ -160,16 +176,23 @@ class SqliteCollection:
                        json.dumps(document.page_starts), json.dumps(document.headings), document.modified,
                        json.dumps(document.metadata, ensure_ascii=False, default=str), time.time(), file))
             self._count(c, len(passages))
+            rowids = []
             for p in passages:
                 rowid = c.execute('INSERT INTO passages (document_id, idx, start, "end", page, heading) '
                                   "VALUES (?, ?, ?, ?, ?, ?)",
                                   (document.id, p.index, p.start, p.end, p.page, p.heading)).lastrowid
                 c.execute("INSERT INTO passages_fts (rowid, text, title) VALUES (?, ?, ?)", (rowid, p.text, document.title))
+                rowids.append(rowid)
+            if info is not None:
+                vec.write(c, rowids, vectors, info["dim"])
             return "replaced" if old else "added"
 
     def _delete(self, c: sqlite3.Connection, document_id: str) -> None:
         c.execute("DELETE FROM passages_fts WHERE rowid IN (SELECT id FROM passages WHERE document_id = ?)",
                   (document_id,))
+        if c.execute("DELETE FROM vectors WHERE passage_id IN (SELECT id FROM passages WHERE document_id = ?)",
+                     (document_id,)).rowcount:
+            vec.bump(c)
         gone = c.execute("DELETE FROM passages WHERE document_id = ?", (document_id,)).rowcount
         c.execute("DELETE FROM documents WHERE id = ?", (document_id,))
         self._count(c, -gone)
@@ -187,6 +210,68 @@ class SqliteCollection:
             self._delete(c, document_id)
             c.execute("DELETE FROM files WHERE path = ?", (row[0],))  # a rerun of `add` reads the file again
             return True
+
+    # ------------------------------------------------------------ vectors
+
+    def embedder_info(self) -> dict | None:
+        try:
+            return vec.embedder_info(self.conn)
+        except sqlite3.OperationalError:  # a store made before vectors: none
+            return None
+
+    def set_embedder(self, info: dict | None) -> None:
+        with self._write() as c:
+            vec.set_embedder(c, info)
+
+    def put_vectors(self, document_id: str, vectors) -> None:
+        info = self.embedder_info()
+        if info is None:
+            raise UsageError(f"the collection {self.name} has no embedder")
+        with self._write() as c:
+            ids = [r[0] for r in c.execute("SELECT id FROM passages WHERE document_id = ? ORDER BY idx", (document_id,))]
+            vec.write(c, ids, vectors, info["dim"])
+
+    def documents_without_vectors(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT p.document_id FROM passages p LEFT JOIN vectors v ON v.passage_id = p.id "
+            "WHERE v.passage_id IS NULL ORDER BY p.document_id")]
+
+    def nearest(self, vector, k: int = 5, within: list[str] | None = None) -> list[Hit]:
+        info = self.embedder_info()
+        if info is None:
+            raise UsageError(f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
+                             f"{self.name} --embedder MODEL`, or search it lexically")
+        ids, matrix = self.index.current(self.conn, info["dim"])
+        allowed = None
+        if within is not None:
+            allowed = {r[0] for r in self.conn.execute(
+                f"SELECT id FROM passages WHERE document_id IN ({','.join('?' * len(within))})", within)}
+        found = vec.best(ids, matrix, vector, k, allowed)
+        return self.hits(found)
+
+    def similarities(self, vector, passage_ids: list[int]) -> dict[int, float]:
+        """The cosine of each passage's vector with `vector`."""
+        info = self.embedder_info()
+        if info is None or not passage_ids:
+            return {}
+        ids, matrix = self.index.current(self.conn, info["dim"])
+        at = np.searchsorted(ids, passage_ids)
+        found = [(pid, i) for pid, i in zip(passage_ids, at) if i < len(ids) and ids[i] == pid]
+        if not found:
+            return {}
+        scores = matrix[[i for _, i in found]] @ np.asarray(vector, dtype=np.float32)
+        return {int(pid): float(s) for (pid, _), s in zip(found, scores)}
+
+    def hits(self, scored: list[tuple[int, float]]) -> list[Hit]:
+        """Hits for (passage id, score) pairs, in their order."""
+        if not scored:
+            return []
+        rows = {r[-1]: r for r in self.conn.execute(BY_ID.format(",".join(str(int(i)) for i, _ in scored)))}
+        out = []
+        for pid, score in scored:
+            doc, title, source, page, start, end, text, heading, _ = rows[pid]
+            out.append(Hit(doc, title, source, page, start, end, score, text, "", heading, self.name, pid))
+        return out
 
     # ------------------------------------------------------------ reading
 
@@ -211,7 +296,7 @@ class SqliteCollection:
                                  "ORDER BY idx", (document_id,))
         return [Passage(document_id, i, s, e, doc.text[s:e], page, heading) for i, s, e, page, heading in rows]
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
+    def search(self, query: str, k: int = 5, within: list[str] | None = None) -> list[Hit]:
         """The k passages with the best BM25 over all the query's words.
 
         FTS5 scores every passage that matches any word of an OR query; a word found in most
@@ -222,16 +307,20 @@ class SqliteCollection:
         scores as scoring everything, for a few hundred passages instead of all."""
         terms = query_terms(query, self.query_limits)
         everything = " OR ".join(f'"{t}"' for t in terms)  # \w+ words, safe inside FTS5 quotes
-        selective = self._selective(terms)
-        if len(selective) == len(terms):
-            rows = self.conn.execute(SEARCH.format(only=""), (everything, k))
+        if within is not None:  # a few documents' passages: score them all
+            only = WITHIN.format(",".join("?" * len(within)))
+            rows = self.conn.execute(SEARCH.format(only=only), (everything, *within, k)) if within else []
         else:
-            candidates = [r[0] for r in self.conn.execute(
-                "SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? ORDER BY rank LIMIT ?",
-                (" OR ".join(f'"{t}"' for t in selective), max(CANDIDATES, 10 * k)))]
-            only = f"AND rowid IN ({','.join(str(int(r)) for r in candidates)})" if candidates else "AND 0"
-            rows = self.conn.execute(SEARCH.format(only=only), (everything, k))
-        return [Hit(*row, collection=self.name) for row in rows]
+            selective = self._selective(terms)
+            if len(selective) == len(terms):
+                rows = self.conn.execute(SEARCH.format(only=""), (everything, k))
+            else:
+                candidates = [r[0] for r in self.conn.execute(
+                    "SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? ORDER BY rank LIMIT ?",
+                    (" OR ".join(f'"{t}"' for t in selective), max(CANDIDATES, 10 * k)))]
+                only = f"AND rowid IN ({','.join(str(int(r)) for r in candidates)})" if candidates else "AND 0"
+                rows = self.conn.execute(SEARCH.format(only=only), (everything, k))
+        return [Hit(*row[:10], collection=self.name, passage_id=row[11]) for row in rows]
 
     def _selective(self, terms: list[str]) -> list[str]:
         """The query's words found in at most COMMON of the passages (and at most 1,000); each

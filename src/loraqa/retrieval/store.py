@@ -90,14 +90,17 @@ class Hit:
     page: int | None
     start: int  # character offsets in the document's text
     end: int
-    score: float  # BM25: higher is a better match
+    score: float  # higher is a better match: BM25 (lexical), cosine (dense), fused (hybrid)
     text: str
     snippet: str = ""  # around the query's words, each marked «like this»
     heading: str | None = None
     collection: str = ""
+    passage_id: int = -1  # the store's own id of the passage (fusing two searches' hits)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["passage_id"]
+        return out
 
 
 @dataclass
@@ -113,11 +116,13 @@ class DocumentInfo:
 class Collection(Protocol):
     name: str
     settings: Settings
+    query_limits: QueryLimits
 
-    def put(self, document: Document, passages: list[Passage], file: str | None = None) -> str:
-        """Add a document (read from `file`) in one transaction: 'added', 'replaced' (the same
-        source or id with other text), 'unchanged' (this text is already there), or 'conflict'
-        (its id is taken by a document of another file: nothing written)."""
+    def put(self, document: Document, passages: list[Passage], file: str | None = None, vectors=None) -> str:
+        """Add a document (read from `file`) in one transaction, its passages' vectors (an array,
+        one row per passage) with it: 'added', 'replaced' (the same source or id with other
+        text), 'unchanged' (this text is already there), or 'conflict' (its id is taken by a
+        document of another file: nothing written)."""
 
     def file_unchanged(self, path: str, modified: float, size: int) -> bool:
         """Whether `path` was read whole, at this modification time and size, by an earlier add."""
@@ -136,7 +141,25 @@ class Collection(Protocol):
 
     def passages(self, document_id: str) -> list[Passage]: ...
 
-    def search(self, query: str, k: int = 5) -> list[Hit]: ...
+    def search(self, query: str, k: int = 5, within: list[str] | None = None) -> list[Hit]:
+        """The k passages with the best BM25 (within: only those of these document ids)."""
+
+    def embedder_info(self) -> dict | None:
+        """{"name", "fingerprint", "dim"} of the model the collection's vectors come from (None: none)."""
+
+    def set_embedder(self, info: dict | None) -> None:
+        """Record the collection's embedder; a different one (or None) deletes every vector."""
+
+    def put_vectors(self, document_id: str, vectors) -> None:
+        """The vectors of a document's passages, in passage order, in one transaction."""
+
+    def documents_without_vectors(self) -> list[str]: ...
+
+    def nearest(self, vector, k: int = 5, within: list[str] | None = None) -> list[Hit]:
+        """The k passages whose vectors are closest to `vector` (cosine; within as in search)."""
+
+    def similarities(self, vector, passage_ids: list[int]) -> dict[int, float]:
+        """The cosine of these passages' vectors with `vector`."""
 
     def counts(self) -> tuple[int, int]:
         """(documents, passages)."""

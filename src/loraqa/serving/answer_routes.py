@@ -8,6 +8,8 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from loraqa.errors import LoraqaError
@@ -27,6 +29,9 @@ class AnswerRequest(BaseModel):
     collection: StrictStr | None = Field(None, max_length=64,
                                          description="Without a context: the collection whose passages are read "
                                                      "(default: the one bound to the adapter).")
+    mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(
+        None, description="Without a context: how the collection is searched (default: the adapter's "
+                          "retrieval.mode; auto: hybrid when the collection has vectors, else lexical).")
 
 
 class Citation(BaseModel):
@@ -68,7 +73,7 @@ class BatchResponse(BaseModel):
 async def _answer(request: Request, reqs: list[AnswerRequest]) -> list[AnswerResponse]:
     start = time.perf_counter()
     answers = await ask(request, [{"question": r.question, "context": r.context, "adapter": r.adapter,
-                                   "collection": r.collection} for r in reqs])
+                                   "collection": r.collection, "mode": r.mode} for r in reqs])
     ms = round(1000 * (time.perf_counter() - start), 1)
     return [AnswerResponse(**a.as_dict(), latency_ms=ms) for a in answers]
 
@@ -89,6 +94,9 @@ class SearchRequest(BaseModel):
                                                             "1,000 characters and 100 words by default).")
     collection: StrictStr = Field(..., min_length=1, max_length=64)
     k: StrictInt = Field(5, ge=1, le=100)
+    mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(
+        None, description="lexical (BM25), dense (vectors), hybrid (both, fused); default: hybrid when the collection "
+                          "has vectors, else lexical.")
 
 
 class SearchResult(BaseModel):
@@ -98,7 +106,7 @@ class SearchResult(BaseModel):
     page: int | None
     start: int
     end: int
-    score: float
+    score: float = Field(..., description="Higher is better: BM25 (lexical), cosine (dense), fused in [0, 1] (hybrid).")
     text: str
 
 
@@ -113,7 +121,7 @@ async def search(request: Request, req: SearchRequest):
     s = state(request)
     try:
         s.access.collection(scope_of(request), req.collection)
-        hits = await asyncio.to_thread(lambda: s.answerer.library.open(req.collection).search(req.query, req.k))
+        hits = await asyncio.to_thread(s.answerer.library.search, req.collection, req.query, req.k, req.mode)
     except LoraqaError as exc:
         raise ApiError.of(exc, request) from None
     return SearchResponse(results=[SearchResult(document=h.document, title=h.title, source=h.source, page=h.page,

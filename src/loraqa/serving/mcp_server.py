@@ -160,9 +160,10 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
     @server.tool(description="Search documents: the passages that best match the query, each with its document, "
                              "title, page and character offsets. Name a `collection` (list_domains says which each "
                              "domain reads), or a `domain` to search its collection; leave both out to pick the "
-                             "domain automatically.")
+                             "domain automatically. `mode`: lexical, dense or hybrid (default: hybrid when the "
+                             "collection has vectors).")
     async def search_documents(query: str, domain: str | None = None, collection: str | None = None, k: int = 5,
-                               ctx: Context = None) -> Passages:
+                               mode: str | None = None, ctx: Context = None) -> Passages:
         scope = scope_of(ctx)
         if not query.strip():
             raise ToolError("the query is empty")
@@ -177,7 +178,7 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
                 if collection is None:
                     raise ToolError(f"the domain '{name}' has no collection of documents; name a collection")
             access.collection(scope, collection)
-            hits = await anyio.to_thread.run_sync(lambda: answerer.library.open(collection).search(query, k))
+            hits = await anyio.to_thread.run_sync(lambda: answerer.library.search(collection, query, k, mode))
         except LoraqaError as exc:
             raise refused(exc, scope) from None
         return Passages(collection=collection, passages=[

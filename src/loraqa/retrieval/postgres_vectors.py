@@ -1,0 +1,118 @@
+"""Passage vectors in the PostgreSQL store: pgvector, one table per dimension, one HNSW index per
+collection.
+
+`loraqa_vectors_D` holds the D-dimension vectors of every collection (`passage_id` references the
+passage and goes with it); each collection with an embedder gets a partial HNSW index (cosine) on
+its own rows, which a search that names the collection uses. pgvector 0.6's HNSW filters after it
+searches its graph, so a search within a few documents scans their rows exactly instead (a few
+documents are few rows); the HNSW search itself is asked for `hnsw.ef_search` = at least twice
+the candidates wanted (its default, 40, would return fewer than a hybrid search's 50).
+
+The extension is created when a collection first gets vectors (`CREATE EXTENSION IF NOT EXISTS
+vector`: the user needs the right to, or an administrator runs it once), never by a search.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from loraqa.errors import LoraqaError, UsageError
+
+EMBEDDERS = """
+CREATE TABLE IF NOT EXISTS loraqa_embedders (
+    collection TEXT PRIMARY KEY REFERENCES loraqa_collections (name) ON DELETE CASCADE, info JSONB NOT NULL)
+"""
+
+
+def table(dim: int) -> str:
+    return f"loraqa_vectors_{int(dim)}"
+
+
+def literal(vector) -> str:
+    """pgvector's text form of a vector."""
+    return "[" + ",".join(f"{float(x):.6g}" for x in np.asarray(vector, dtype=np.float32).reshape(-1)) + "]"
+
+
+def has_embedders_table(conn) -> bool:
+    return conn.execute("SELECT to_regclass('loraqa_embedders')").fetchone()[0] is not None
+
+
+def embedder_info(conn, collection: str) -> dict | None:
+    if not has_embedders_table(conn):
+        return None
+    row = conn.execute("SELECT info FROM loraqa_embedders WHERE collection = %s", (collection,)).fetchone()
+    return (row[0] if isinstance(row[0], dict) else json.loads(row[0])) if row else None
+
+
+def _index_name(collection: str, dim: int) -> str:
+    return f"loraqa_hnsw_{dim}_" + re.sub(r"[^a-z0-9_]", "_", collection.lower())[:40]
+
+
+def set_embedder(conn, collection: str, info: dict | None) -> None:
+    """In the caller's transaction: record the embedder (its vectors' table and index made if
+    need be); another model (another fingerprint) deletes the collection's vectors."""
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except Exception as exc:  # noqa: BLE001 - psycopg raises its own types; all mean "no pgvector here"
+        raise LoraqaError(f"the PostgreSQL store cannot give collections vectors: pgvector is not available "
+                          f"({str(exc).splitlines()[0][:120]}); install pgvector in the server, or have an "
+                          "administrator run CREATE EXTENSION vector once") from None
+    conn.execute(EMBEDDERS)
+    current = embedder_info(conn, collection)
+    if current == info or (current and info and current["fingerprint"] == info["fingerprint"]):
+        return
+    if current is not None:
+        conn.execute(f"DELETE FROM {table(current['dim'])} WHERE collection = %s", (collection,))
+        conn.execute("DELETE FROM loraqa_embedders WHERE collection = %s", (collection,))
+    if info is None:
+        return
+    dim = int(info["dim"])
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table(dim)} (passage_id BIGINT PRIMARY KEY REFERENCES "
+                 f"loraqa_passages (id) ON DELETE CASCADE, collection TEXT NOT NULL, embedding vector({dim}) NOT NULL)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {_index_name(collection, dim)} ON {table(dim)} USING hnsw "
+                 f"(embedding vector_cosine_ops) WHERE collection = '{collection}'")  # a checked name: no quote in it
+    conn.execute("INSERT INTO loraqa_embedders VALUES (%s, %s)", (collection, json.dumps(info)))
+
+
+def write(conn, collection: str, passage_ids: list[int], vectors, dim: int) -> None:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(passage_ids), dim):
+        raise UsageError(f"vectors of shape {vectors.shape} for {len(passage_ids)} passages of a {dim}-dimension "
+                         "collection")
+    with conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO {table(dim)} VALUES (%s, %s, %s::vector) ON CONFLICT (passage_id) DO UPDATE "
+                        "SET embedding = EXCLUDED.embedding",
+                        [(int(pid), collection, literal(v)) for pid, v in zip(passage_ids, vectors)])
+
+
+def nearest(conn, collection: str, dim: int, vector, k: int, within: list[str] | None = None) -> list[tuple[int, float]]:
+    """(passage id, cosine) of the k nearest, best first."""
+    q = literal(vector)
+    if within is not None:  # exact, over a few documents' rows (the HNSW index would filter after its search)
+        rows = conn.execute(
+            f"SELECT v.passage_id, 1 - (v.embedding <=> %s::vector) AS score FROM {table(dim)} v JOIN loraqa_passages p "
+            "ON p.id = v.passage_id WHERE v.collection = %s AND p.collection = %s AND p.document_id = ANY(%s) "
+            "ORDER BY score DESC, v.passage_id LIMIT %s", (q, collection, collection, list(within), k)).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+    with conn.transaction():
+        conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, 2 * int(k))}")
+        rows = conn.execute(f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
+                            "ORDER BY embedding <=> %s::vector LIMIT %s", (q, collection, q, k)).fetchall()
+    return [(int(r[0]), float(r[1])) for r in rows]
+
+
+def similarities(conn, collection: str, dim: int, vector, passage_ids: list[int]) -> dict[int, float]:
+    if not passage_ids:
+        return {}
+    rows = conn.execute(f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
+                        "AND passage_id = ANY(%s)", (literal(vector), collection, [int(i) for i in passage_ids]))
+    return {int(r[0]): float(r[1]) for r in rows}
+
+
+def documents_without_vectors(conn, collection: str, dim: int) -> list[str]:
+    return [r[0] for r in conn.execute(
+        f"SELECT DISTINCT p.document_id FROM loraqa_passages p LEFT JOIN {table(dim)} v ON v.passage_id = p.id "
+        "WHERE p.collection = %s AND v.passage_id IS NULL ORDER BY p.document_id", (collection,))]

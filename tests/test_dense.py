@@ -1,0 +1,229 @@
+"""Dense and hybrid search with a real sentence-embedding model (all-MiniLM-L6-v2, from PyPI),
+in both stores. What a user would see go wrong without each: a question in other words than the
+document's finding nothing, an exact term lost to fuzzy neighbours, vectors that silently come
+from another model, a killed add leaving passages no dense search can reach."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import as_unprivileged, run_cli
+
+DOCS = {
+    "asthma.md": "# Ward notes\n\nThe physician prescribed an inhaler because the child was wheezing at night.\n",
+    "codes.md": "# Drug codes\n\nThe code XR-7 marks the slow-release tablets; the code QF-2 marks the syrup.\n",
+    "canteen.md": "# Canteen\n\nThe canteen serves lentil soup and rye bread on Fridays.\n",
+    "parking.md": "# Parking\n\nStaff park behind the east wing; visitors use the multi-storey car park.\n",
+}
+
+
+@pytest.fixture
+def docs(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in DOCS.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def add(store, folder, *options):
+    res = run_cli("collection", "add", "ward", str(folder), "--store", store, *options)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def search(store, query, mode=None, k=3, *options):
+    args = ["collection", "search", "ward", query, "--store", store, "-k", str(k), "--json", *options]
+    res = run_cli(*args, *(["--mode", mode] if mode else []))
+    assert res.exit_code == 0, res.output
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def test_dense_finds_a_question_in_other_words_and_hybrid_keeps_exact_terms(docs, store_spec, minilm):
+    add(store_spec, docs, "--embedder", minilm)
+    question = "Which doctor gave a medicine for breathing trouble?"  # no word of the asthma note
+    assert all("inhaler" not in h["text"] for h in search(store_spec, question, "lexical"))
+    [dense] = search(store_spec, question, "dense", 1)
+    assert "inhaler" in dense["text"] and dense["snippet"]
+    assert "inhaler" in search(store_spec, question)[0]["text"]  # hybrid is the default with vectors
+    assert "XR-7" in search(store_spec, "XR-7", "hybrid", 1)[0]["text"]  # a code only the words know
+
+
+def test_an_embedder_that_is_not_the_collections_model_is_refused(docs, store_spec, minilm, tmp_path):
+    add(store_spec, docs, "--embedder", minilm)
+    other = tmp_path / "other-model"
+    shutil.copytree(minilm, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-5}))
+    res = run_cli("collection", "search", "ward", "soup", "--store", store_spec, "--embedder", str(other))
+    assert res.exit_code == 2 and "is not the model this collection's vectors were made with" in res.stderr
+    assert "Traceback" not in res.output
+    same = tmp_path / "same-model"  # the same files elsewhere: the same model
+    shutil.copytree(minilm, same)
+    assert run_cli("collection", "search", "ward", "soup", "--store", store_spec, "--embedder", str(same)).exit_code == 0
+
+
+def test_a_lexical_collection_gets_vectors_later_and_resumes_a_stopped_embedding(docs, store_spec, minilm):
+    from loraqa.retrieval import open_store
+    from loraqa.retrieval.embedders import load_embedder
+    from loraqa.retrieval.ingest import embed_collection
+
+    add(store_spec, docs)
+    res = run_cli("collection", "search", "ward", "soup", "--store", store_spec, "--mode", "dense")
+    assert res.exit_code == 2 and "has no vectors" in res.stderr and "collection embed" in res.stderr
+    res = run_cli("collection", "add", "ward", str(docs), "--store", store_spec, "--embedder", minilm)
+    assert res.exit_code == 2 and "collection embed" in res.stderr
+    collection = open_store(store_spec).open("ward")
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_collection(collection, load_embedder(minilm), progress=stop_after_two)
+    assert len(collection.documents_without_vectors()) == 2  # the two embedded are kept
+    res = run_cli("collection", "embed", "ward", "--embedder", minilm, "--store", store_spec)
+    assert res.exit_code == 0 and "2 documents embedded" in res.stderr, res.output
+    assert collection.documents_without_vectors() == []
+    question = "Which doctor gave a medicine for breathing trouble?"
+    assert "inhaler" in search(store_spec, question, "dense", 1)[0]["text"]
+
+
+def test_a_killed_add_leaves_no_passage_without_its_vector(tmp_path, store_spec, minilm):
+    from loraqa.retrieval import open_store
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"note{i:02d}.txt").write_text("\n\n".join(f"Note {i}, part {j}: bed {i} had dose {j} of drug "
+                                                             f"{i * 7 % 13} at {j} o'clock." for j in range(12)))
+    proc = subprocess.Popen([sys.executable, "-m", "loraqa", "collection", "add", "many", str(folder), "--store",
+                             store_spec, "--passage-chars", "200", "--overlap", "40", "--embedder", minilm],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if open_store(store_spec).open("many").counts()[0] >= 5:
+                break
+        except Exception:  # noqa: BLE001 - the collection is being made
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    collection = open_store(store_spec).open("many")
+    assert 5 <= collection.counts()[0] < 60, "the kill came too late to test anything"
+    assert collection.documents_without_vectors() == []
+
+
+def test_a_store_made_before_vectors_still_opens_searches_and_gets_them(docs, tmp_path, minilm):
+    import sqlite3
+
+    store = str(tmp_path / "store")
+    add(store, docs)
+    db = sqlite3.connect(f"{store}/ward.sqlite")
+    db.execute("DROP TABLE vectors")  # what a store written before vectors has
+    db.commit()
+    db.close()
+    assert "soup" in search(store, "lentil soup", None, 1)[0]["text"]
+    res = run_cli("collection", "embed", "ward", "--embedder", minilm, "--store", store)
+    assert res.exit_code == 0, res.output
+    assert "inhaler" in search(store, "Which doctor gave a medicine for breathing trouble?", "dense", 1)[0]["text"]
+
+
+def test_a_read_only_store_is_searched_densely(docs, minilm):
+    import tempfile
+    from pathlib import Path
+
+    from loraqa.retrieval import open_store
+    from loraqa.retrieval.embedders import load_embedder
+
+    root = Path(tempfile.mkdtemp(prefix="loraqa-open-"))
+    try:
+        root.chmod(0o755)
+        store = root / "store"
+        add(str(store), docs, "--embedder", minilm)
+        # the question is embedded here: an encoder's threads do not survive the fork into nobody's process
+        vector = load_embedder(minilm).embed(["Which doctor gave a medicine for breathing trouble?"])[0]
+        for path in [store, *store.iterdir()]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        got = as_unprivileged(lambda: [h.text for h in open_store(store).open("ward").nearest(vector, 1)])
+        assert "inhaler" in got[0]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_both_engines_embed_alike_and_the_ctranslate2_search_needs_no_torch(docs, tmp_path, minilm):
+    from loraqa.retrieval.embedders import load_embedder
+
+    texts = list(DOCS.values())
+    a = load_embedder(minilm, "ctranslate2").embed(texts)
+    b = load_embedder(minilm, "sentence-transformers").embed(texts)
+    assert float((a * b).sum(1).min()) > 0.99
+    store = str(tmp_path / "store")
+    add(store, docs, "--embedder", minilm)
+    script = ("import sys, json; from loraqa.inference.library import Library; "
+              f"hits = Library({store!r}).search('ward', 'medicine for breathing trouble', 1, 'hybrid'); "
+              "print(json.dumps([hits[0].text, 'torch' in sys.modules, 'transformers' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ})
+    text, torch_loaded, transformers_loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "inhaler" in text and not torch_loaded and not transformers_loaded, out.stderr
+
+
+def test_evaluate_reports_each_mode_whole_and_per_document(docs, tmp_path, store_spec, minilm):
+    add(store_spec, docs, "--embedder", minilm)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"question": "Which doctor gave a medicine for breathing trouble?", "answers": ["inhaler"],
+         "document": "asthma.md"},
+        {"question": "What does XR-7 mark?", "answers": ["slow-release tablets"], "document": "Drug codes"},
+        {"question": "What is served on Fridays?", "answers": ["lentil soup"]}]) + "\n")
+    res = run_cli("collection", "evaluate", "ward", "--questions", str(questions), "--store", store_spec, "--json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert set(got) == {"lexical", "dense", "hybrid"} and all(m["questions"] == 3 for m in got.values())
+    assert got["lexical"]["recall@5"] < 100 and got["dense"]["recall@5"] == 100 and got["hybrid"]["recall@5"] == 100
+    res = run_cli("collection", "evaluate", "ward", "--questions", str(questions), "--store", store_spec,
+                  "--per-document", "--mode", "lexical")
+    assert res.exit_code == 2 and "every question must name one" in res.stderr
+    questions.write_text(json.dumps({"question": "q?", "answers": ["x"], "document": "nowhere.md"}) + "\n")
+    res = run_cli("collection", "evaluate", "ward", "--questions", str(questions), "--store", store_spec)
+    assert res.exit_code == 2 and "'nowhere.md' is in no document of ward" in res.stderr
+
+
+def test_evaluate_reads_squad_and_counts_a_hit_at_the_answers_offsets(tmp_path):
+    store = str(tmp_path / "store")
+    context = "Soup is served at noon. The soup of the day is lentil."
+    squad = {"data": [{"title": "Canteen", "paragraphs": [{"context": context, "qas": [
+        {"id": "1", "question": "What is the soup of the day?",
+         "answers": [{"text": "lentil", "answer_start": context.index("lentil")}]}]}]}]}
+    path = tmp_path / "canteen.json"
+    path.write_text(json.dumps(squad))
+    assert run_cli("collection", "add", "c", str(path), "--store", store).exit_code == 0
+    res = run_cli("collection", "evaluate", "c", "--questions", str(path), "--store", store, "--json",
+                  "--per-document")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"lexical": {"recall@1": 100.0, "recall@5": 100.0, "recall@20": 100.0,
+                                                  "mrr": 1.0, "questions": 1}}
+
+
+def test_fusion_lets_the_dense_side_reorder_what_the_words_found():
+    from loraqa.retrieval.search import fuse
+    from loraqa.retrieval.store import Hit
+
+    def hit(pid, score):
+        return Hit("d", "t", "s", None, 0, 1, score, f"passage {pid}", passage_id=pid)
+
+    lexical = [hit(1, 10.0), hit(2, 9.5), hit(3, 2.0)]
+    dense = [hit(4, 0.9), hit(2, 0.8)]
+    order = [h.passage_id for h in fuse(lexical, dense, {1: 0.1, 2: 0.8, 3: 0.2}, 4)]
+    # 2: nearly the best BM25 and the best cosine overtakes 1; 3 stays behind; 4 (dense only) comes last
+    assert order == [2, 1, 3, 4]
