@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SQUAD_V1
 from loraqa.modeling.precision import cpu_has_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,3 +200,15 @@ def test_reader_binding_script_saves_a_reader_long_documents_can_adapt(tmp_path)
     import reader_binding
 
     assert all(len(tokenizer(" " + n, add_special_tokens=False)["input_ids"]) == 1 for n in reader_binding.names())
+
+
+def test_domains_script_measures_every_mode_and_its_peers(tmp_path):
+    out = tmp_path / "domains.json"
+    res = run_script("domains.py", "--data", str(SQUAD_V1), "--quick", "--json", str(out))
+    [got] = json.loads(out.read_text())["sets"]
+    for scope in ("whole", "per_document"):
+        assert set(got[scope]) == {"lexical", "dense", "hybrid"}
+        assert all(m["recall@5"] >= 90 for m in got[scope].values())  # each fixture question shares words with its passage
+    assert set(got["peers"]) == {"bm25s", "sentence-transformers + NumPy"}
+    assert got["latency"]["hybrid"]["p95_ms"] >= got["latency"]["hybrid"]["p50_ms"] > 0
+    assert "hybrid R@5 vs the better side" in res.stdout

@@ -227,3 +227,61 @@ def test_fusion_lets_the_dense_side_reorder_what_the_words_found():
     order = [h.passage_id for h in fuse(lexical, dense, {1: 0.1, 2: 0.8, 3: 0.2}, 4)]
     # 2: nearly the best BM25 and the best cosine overtakes 1; 3 stays behind; 4 (dense only) comes last
     assert order == [2, 1, 3, 4]
+
+
+def test_filters_keep_a_search_within_part_of_the_collection_in_every_mode(tmp_path, store_spec, minilm):
+    from test_documents import write_pdf
+
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    rows = [{"id": "acme-privacy", "title": "Acme privacy", "text": "Acme keeps your data for two years.",
+             "company": "acme"},
+            {"id": "zeta-privacy", "title": "Zeta privacy", "text": "Zeta keeps your data for five years.",
+             "company": "zeta"}]
+    (folder / "acme.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    write_pdf(folder / "handbook.pdf", ["Data is kept for ten years in the archive.",
+                                        "Data of visitors is kept for one month."])
+    assert run_cli("collection", "add", "p", str(folder), "--store", store_spec, "--embedder", minilm).exit_code == 0
+
+    def found(mode, *where):
+        args = ["collection", "search", "p", "How long is data kept?", "--store", store_spec, "-k", "10", "--json",
+                "--mode", mode]
+        res = run_cli(*args, *[a for w in where for a in ("--where", w)])
+        assert res.exit_code == 0, res.output
+        return [json.loads(line)["text"] for line in res.stdout.splitlines()]
+
+    for mode in ("lexical", "dense", "hybrid"):
+        assert len(found(mode)) == 4
+        assert found(mode, "meta.company=zeta") == ["Zeta keeps your data for five years."]
+        assert found(mode, "document=acme-privacy") == ["Acme keeps your data for two years."]
+        assert found(mode, "title=Zeta*") == ["Zeta keeps your data for five years."]
+        assert found(mode, f"source={folder}/handbook.pdf", "page=2") == ["Data of visitors is kept for one month."]
+        assert found(mode, "source=*.pdf", "page=1-2") and all("Data" in t for t in found(mode, "source=*.pdf"))
+    res = run_cli("collection", "search", "p", "data", "--store", store_spec, "--where", "colour=red")
+    assert res.exit_code == 2 and "unknown filter field 'colour'" in res.stderr and "Traceback" not in res.output
+    res = run_cli("collection", "search", "p", "data", "--store", store_spec, "--where", "page=two")
+    assert res.exit_code == 2 and "give a page N or a range N-M" in res.stderr
+
+
+def test_the_http_search_takes_a_mode_and_filters(docs, tmp_path, minilm, two_adapters):
+    from helpers import local_client
+    from loraqa.inference.answerer import Answerer
+    from loraqa.serving.app import create_app
+
+    store = str(tmp_path / "store")
+    add(store, docs, "--embedder", minilm)
+    asker = Answerer({"answers": str(two_adapters["answers"])}, dtype="fp32", store=store,
+                     collections={"answers": "ward"})
+    with local_client(create_app(asker)) as client:
+        question = "Which doctor gave a medicine for breathing trouble?"
+        dense = client.post("/v1/search", json={"query": question, "collection": "ward", "mode": "dense", "k": 1})
+        assert dense.status_code == 200 and "inhaler" in dense.json()["results"][0]["text"]
+        lexical = client.post("/v1/search", json={"query": question, "collection": "ward", "mode": "lexical"})
+        assert all("inhaler" not in r["text"] for r in lexical.json()["results"])
+        only = client.post("/v1/search", json={"query": "code", "collection": "ward", "filters": {"title": "Canteen"}})
+        assert only.status_code == 200 and {r["title"] for r in only.json()["results"]} <= {"Canteen"}
+        bad = client.post("/v1/search", json={"query": "soup", "collection": "ward", "filters": {"colour": "red"}})
+        assert bad.status_code == 400 and "unknown filter field" in bad.text
+        answered = client.post("/v1/answer", json={"question": question, "adapter": "answers", "mode": "dense",
+                                                   "filters": {"title": "Ward notes"}})
+        assert answered.status_code == 200 and answered.json()["citations"][0]["title"] == "Ward notes"

@@ -11,7 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from loraqa.cli.collections import collection, console
-from loraqa.cli.options import EmbedderEngine, EmbedderOpt, Store, run
+from loraqa.cli.options import EmbedderEngine, EmbedderOpt, Store, Where, run
 
 
 @collection.command("embed")
@@ -48,6 +48,7 @@ def evaluate(
     mode: List[str] = typer.Option([], "--mode", help="lexical, dense or hybrid (repeatable; default: every mode the collection supports)."),
     per_document: bool = typer.Option(False, "--per-document", help="Search each question within its own document only."),
     embedder: EmbedderOpt = None,
+    where: Where = [],
     store: Store = None,
     as_json: bool = typer.Option(False, "--json", help='Print {"MODE": {"recall@1", "recall@5", "recall@20", "mrr", "questions"}}.'),
 ):
@@ -56,6 +57,7 @@ def evaluate(
     def action():
         from loraqa.evaluation.collection_eval import evaluate_collection, read_questions
         from loraqa.inference.library import Library
+        from loraqa.retrieval.filters import Filter
 
         library = Library(store, embedder=embedder)
         asked = read_questions(questions, library.open(name))
@@ -67,7 +69,7 @@ def evaluate(
                     tasks[m] = bar.add_task(f"{m} search", total=total)
                 bar.update(tasks[m], completed=n)
 
-            return evaluate_collection(library, name, asked, mode or None, per_document, progress)
+            return evaluate_collection(library, name, asked, mode or None, per_document, progress, Filter.parse(where))
 
     result = run(action)
     if as_json:

@@ -11,7 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from loraqa.cli.options import (Adapters, AllowPickle, Collections, DocumentSets, EmbedderEngine, EmbedderOpt, Engine,
-                                FileMemory, FileSeconds, FollowLinks, MaxFileMb, Model, SearchMode, Store, adapter_map,
+                                FileMemory, FileSeconds, FollowLinks, MaxFileMb, Model, SearchMode, Store, Where, adapter_map,
                                 collection_map, document_limits, run)
 from loraqa.errors import render
 
@@ -79,12 +79,14 @@ def list_(store: Store = None):
             try:
                 c = s.open(n)
                 docs, passages = c.counts()
-                rows.append((n, str(docs), str(passages), str(c.settings.passage_chars), str(c.settings.overlap)))
+                info = c.embedder_info()
+                rows.append((n, str(docs), str(passages), str(c.settings.passage_chars), str(c.settings.overlap),
+                             f"{info['name']} ({info['dim']})" if info else "-"))
             except (LoraqaError, OSError) as exc:  # one damaged collection does not hide the others
-                rows.append((n, "unreadable", "", "", str(exc)[:80]))
+                rows.append((n, "unreadable", "", "", str(exc)[:80], ""))
         return rows
 
-    table = Table("collection", "documents", "passages", "passage chars", "overlap")
+    table = Table("collection", "documents", "passages", "passage chars", "overlap", "embedder")
     for row in run(action):
         table.add_row(*map(escape, row))
     console.print(table)
@@ -156,14 +158,16 @@ def search(
     store: Store = None,
     mode: SearchMode = None,
     embedder: EmbedderOpt = None,
+    where: Where = [],
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON lines."),
 ):
     """The passages that best match a query (lexical, dense or hybrid), with their document, page
     and a highlighted snippet."""
     def action():
         from loraqa.inference.library import Library
+        from loraqa.retrieval.filters import Filter
 
-        return Library(store, embedder=embedder).search(name, query, k, mode)
+        return Library(store, embedder=embedder).search(name, query, k, mode, Filter.parse(where))
 
     hits = run(action)
     if as_json:
@@ -191,6 +195,7 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print the answer with its evidence and citations as JSON."),
     mode: SearchMode = None,
     embedder: EmbedderOpt = None,
+    where: Where = [],
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -204,7 +209,9 @@ def ask(
         bindings = collection_map(collection_, adapters)
         if not bindings:
             raise UsageError("ask answers from a collection: give --collection NAME (or ADAPTER=NAME per adapter)")
-        answer, answerer = predict_one(adapters, question, None, use, mode=mode, base_model=model,
+        from loraqa.retrieval.filters import dict_pairs
+
+        answer, answerer = predict_one(adapters, question, None, use, mode=mode, filters=dict_pairs(where), base_model=model,
                                        allow_pickle=allow_pickle, engine=engine, store=store, collections=bindings,
                                        embedder=embedder)
         return answer, answerer

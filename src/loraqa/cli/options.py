@@ -108,3 +108,4 @@ DocumentSets = Annotated[List[str], typer.Option("--set", "-s", help="A document
 SearchMode = Annotated[Optional[str], typer.Option("--mode", help="lexical (BM25), dense (the collection's vectors), hybrid (both, fused); default: hybrid when the collection has vectors, else lexical.")]
 EmbedderOpt = Annotated[Optional[str], typer.Option("--embedder", help="A sentence-transformers model (folder or hub name) for dense and hybrid search; default: the one the collection recorded.")]
 EmbedderEngine = Annotated[Optional[str], typer.Option("--embedder-engine", help="ctranslate2 (int8, fast on CPUs; the default where installed) or sentence-transformers (fp32).")]
+Where = Annotated[List[str], typer.Option("--where", help="Search only passages where FIELD=VALUE (repeatable, all must hold): document (an id), source or title (a glob), page (N or N-M), meta.KEY (a JSONL field).")]

@@ -21,6 +21,7 @@ from pathlib import Path
 from loraqa.data.squad_format import is_official
 from loraqa.documents.document import content_id
 from loraqa.errors import LoraqaError, UsageError
+from loraqa.retrieval.filters import Filter
 from loraqa.retrieval.search import MODES
 
 RECALL_AT = (1, 5, 20)
@@ -123,9 +124,9 @@ def holds_answer(hit, question: Question) -> bool:
 
 
 def evaluate_collection(library, name: str, questions: list[Question], modes: list[str] | None = None,
-                        per_document: bool = False, progress=None) -> dict:
+                        per_document: bool = False, progress=None, where: Filter | None = None) -> dict:
     """{mode: {"recall@1", "recall@5", "recall@20", "mrr", "questions"}} for each mode asked
-    (default: every mode the collection supports)."""
+    (default: every mode the collection supports); where: search only a filter's passages."""
     collection = library.open(name)
     modes = list(modes or (MODES if collection.embedder_info() is not None else ["lexical"]))
     for mode in modes:
@@ -137,7 +138,11 @@ def evaluate_collection(library, name: str, questions: list[Question], modes: li
     for mode in modes:
         ranks = []
         for n, q in enumerate(questions, 1):
-            hits = library.search(name, q.text, max(RECALL_AT), mode, [q.document] if per_document else None)
+            scope = Filter((q.document,)) if per_document else None
+            if where is not None:
+                scope = where if scope is None else Filter(scope.documents, where.source, where.title, where.pages,
+                                                          where.meta)
+            hits = library.search(name, q.text, max(RECALL_AT), mode, scope)
             ranks.append(next((i for i, h in enumerate(hits, 1) if holds_answer(h, q)), None))
             if progress is not None:
                 progress(mode, n, len(questions))

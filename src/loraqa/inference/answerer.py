@@ -23,6 +23,7 @@ from loraqa.inference.reading import (Answer, Job, Reading, combine, fill, gener
                                       read_all)
 from loraqa.inference.library import Library, plan_passages
 from loraqa.retrieval import QueryLimits
+from loraqa.retrieval.filters import Filter
 from loraqa.inference.registry import AdapterRegistry, LoadedAdapter, ReadingSettings, check_name
 from loraqa.inference.routing import AUTO
 from loraqa.modeling.files import load_tokenizer, load_tokenizer_file
@@ -142,7 +143,7 @@ class Answerer:
         tokenizer = tokenizer or self.tokenizer
         if request.get("context") is None and collection is not None and uses_context(s.template):
             hits = self.library.retrieve(collection, request["question"], s.top_k, s.min_score,
-                                         request.get("mode") or s.mode)
+                                         request.get("mode") or s.mode, Filter.of(request.get("filters")))
             inputs = plan_passages(tokenizer, request["question"], hits, s, offsets_cache, max_windows)
             return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score, hits=hits,
                            passage_weight=s.passage_weight)

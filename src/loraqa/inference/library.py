@@ -14,6 +14,7 @@ from pathlib import Path
 from loraqa.errors import TooMuchWork
 from loraqa.inference.reading import WindowInput, plan_reading
 from loraqa.retrieval import Collection, Hit, QueryLimits, Store, open_store
+from loraqa.retrieval.filters import Filter
 from loraqa.retrieval.search import embedder_for, search
 
 
@@ -43,19 +44,20 @@ class Library:
         return self.store.names()
 
     def search(self, name: str, query: str, k: int, mode: str | None = None,
-               within: list[str] | None = None) -> list[Hit]:
+               where: Filter | None = None) -> list[Hit]:
         """The collection's best passages for a query (mode None or 'auto': hybrid when it has
         vectors, else lexical)."""
         collection = self.open(name)
         mode = None if mode in (None, "auto") else mode
         needs_vectors = mode in ("dense", "hybrid") or (mode is None and collection.embedder_info() is not None)
         embedder = embedder_for(collection, self.embedder) if needs_vectors else None
-        return search(collection, query, k, mode, embedder, within)
+        return search(collection, query, k, mode, embedder, where)
 
-    def retrieve(self, name: str, question: str, k: int, min_score: float = 0.0, mode: str | None = None) -> list[Hit]:
-        """The collection's best passages for a question; in lexical mode those scoring above
-        min_score (a BM25 value)."""
-        hits = self.search(name, question, k, mode)
+    def retrieve(self, name: str, question: str, k: int, min_score: float = 0.0, mode: str | None = None,
+                 where: Filter | None = None) -> list[Hit]:
+        """The collection's best passages for a question (within a filter); in lexical mode those
+        scoring above min_score (a BM25 value)."""
+        hits = self.search(name, question, k, mode, where)
         lexical = mode == "lexical" or (mode in (None, "auto") and self.open(name).embedder_info() is None)
         return [hit for hit in hits if hit.score > min_score] if lexical else hits
 

@@ -24,7 +24,8 @@ CHUNK_BATCHES = 4  # rows answered (and written) together: this many generation 
 
 
 def predict_one(adapters: dict, question: str, context: str | None = None, use: str | None = None,
-                collection: str | None = None, mode: str | None = None, **answerer_options) -> tuple[Answer, Answerer]:
+                collection: str | None = None, mode: str | None = None, filters: list | None = None,
+                **answerer_options) -> tuple[Answer, Answerer]:
     """One question's answer (and the Answerer, whose collections its citations point into).
     mode: how a collection is searched; answerer_options go to Answerer (base_model,
     allow_pickle, engine, store, collections, embedder)."""
@@ -34,7 +35,8 @@ def predict_one(adapters: dict, question: str, context: str | None = None, use: 
         raise UsageError(f"{option('context')} is empty; pass the passage to read the answer from, or leave "
                          f"{option('context')} out")
     answerer = Answerer(adapters, **answerer_options)
-    request = {"question": question, "context": context, "adapter": use, "collection": collection, "mode": mode}
+    request = {"question": question, "context": context, "adapter": use, "collection": collection, "mode": mode,
+               "filters": filters}
     return answerer.answer([request])[0], answerer
 
 

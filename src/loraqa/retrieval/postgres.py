@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from loraqa import optional
 from loraqa.documents import Document, Passage
 from loraqa.retrieval import postgres_vectors as pgvec
+from loraqa.retrieval.filters import Filter, glob_to_like
 from loraqa.errors import LoraqaError, UnknownCollection, UsageError, option
 from loraqa.retrieval.store import (DocumentInfo, Hit, QueryLimits, Settings, check_collection_name, is_conflict,
                                     query_terms)
@@ -149,12 +150,31 @@ class PostgresCollection:
         return pgvec.documents_without_vectors(self.store.conn, self.name, info["dim"]) if info else \
             [d.id for d in self.documents()]
 
-    def nearest(self, vector, k: int = 5, within: list[str] | None = None) -> list[Hit]:
+    def _where(self, where: Filter) -> tuple[str, list]:
+        """The condition (on passages p and documents d) a filter puts, and its parameters."""
+        conds, params = [], []
+        if where.documents:
+            conds.append("d.id = ANY(%s)")
+            params.append(list(where.documents))
+        for column, pattern in (("source", where.source), ("title", where.title)):
+            if pattern is not None:
+                conds.append(f"d.{column} LIKE %s")
+                params.append(glob_to_like(pattern))
+        if where.pages is not None:
+            conds.append("p.page BETWEEN %s AND %s")
+            params += list(where.pages)
+        for key, value in where.meta:
+            conds.append("d.metadata ->> %s = %s")
+            params += [key, value]
+        return " AND ".join(conds) or "TRUE", params
+
+    def nearest(self, vector, k: int = 5, where: Filter | None = None) -> list[Hit]:
         info = self.embedder_info()
         if info is None:
             raise UsageError(f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
                              f"{self.name} --embedder MODEL`, or search it lexically")
-        return self.hits(pgvec.nearest(self.store.conn, self.name, info["dim"], vector, k, within))
+        return self.hits(pgvec.nearest(self.store.conn, self.name, info["dim"], vector, k,
+                                       self._where(where) if where is not None else None))
 
     def similarities(self, vector, passage_ids: list[int]) -> dict[int, float]:
         info = self.embedder_info()
@@ -201,15 +221,16 @@ class PostgresCollection:
                                        (self.name, document_id))
         return [Passage(document_id, i, s, e, text, page, heading) for i, s, e, page, heading, text in rows]
 
-    def search(self, query: str, k: int = 5, within: list[str] | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 5, where: Filter | None = None) -> list[Hit]:
         """The k best passages for all the query's words; when some words are common, only the
         passages its selective words find are ranked (as in the SQLite store: ranking every
         passage that holds "bought" costs 100 ms at 20,000 passages)."""
         terms = query_terms(query, self.store.query_limits)
         c = self.store.conn
         everything = " | ".join(f"'{t}'" for t in terms)  # \w+ words, safe inside tsquery quotes
-        if within is not None:
-            rows = c.execute(SEARCH.format(only="AND p.document_id = ANY(%s)"), (everything, self.name, list(within), k))
+        if where is not None:
+            condition, params = self._where(where)
+            rows = c.execute(SEARCH.format(only=f"AND {condition}"), (everything, self.name, *params, k))
         else:
             selective = self._selective(terms)
             if len(selective) == len(terms):

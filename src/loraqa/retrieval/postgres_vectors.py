@@ -4,8 +4,7 @@ collection.
 `loraqa_vectors_D` holds the D-dimension vectors of every collection (`passage_id` references the
 passage and goes with it); each collection with an embedder gets a partial HNSW index (cosine) on
 its own rows, which a search that names the collection uses. pgvector 0.6's HNSW filters after it
-searches its graph, so a search within a few documents scans their rows exactly instead (a few
-documents are few rows); the HNSW search itself is asked for `hnsw.ef_search` = at least twice
+searches its graph, so a filtered search scans the rows the filter keeps exactly instead; the HNSW search itself is asked for `hnsw.ef_search` = at least twice
 the candidates wanted (its default, 40, would return fewer than a hybrid search's 50).
 
 The extension is created when a collection first gets vectors (`CREATE EXTENSION IF NOT EXISTS
@@ -88,14 +87,19 @@ def write(conn, collection: str, passage_ids: list[int], vectors, dim: int) -> N
                         [(int(pid), collection, literal(v)) for pid, v in zip(passage_ids, vectors)])
 
 
-def nearest(conn, collection: str, dim: int, vector, k: int, within: list[str] | None = None) -> list[tuple[int, float]]:
-    """(passage id, cosine) of the k nearest, best first."""
+def nearest(conn, collection: str, dim: int, vector, k: int,
+            where: tuple[str, list] | None = None) -> list[tuple[int, float]]:
+    """(passage id, cosine) of the k nearest, best first; where: a condition on passages p and
+    documents d, with its parameters (then an exact scan of the rows it keeps: pgvector 0.6's
+    HNSW filters after its search, and could return fewer than k)."""
     q = literal(vector)
-    if within is not None:  # exact, over a few documents' rows (the HNSW index would filter after its search)
+    if where is not None:
+        condition, params = where
         rows = conn.execute(
             f"SELECT v.passage_id, 1 - (v.embedding <=> %s::vector) AS score FROM {table(dim)} v JOIN loraqa_passages p "
-            "ON p.id = v.passage_id WHERE v.collection = %s AND p.collection = %s AND p.document_id = ANY(%s) "
-            "ORDER BY score DESC, v.passage_id LIMIT %s", (q, collection, collection, list(within), k)).fetchall()
+            "ON p.id = v.passage_id JOIN loraqa_documents d ON d.collection = p.collection AND d.id = p.document_id "
+            f"WHERE v.collection = %s AND p.collection = %s AND {condition} ORDER BY score DESC, v.passage_id LIMIT %s",
+            (q, collection, collection, *params, k)).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
     with conn.transaction():
         conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, 2 * int(k))}")

@@ -18,13 +18,13 @@ kind of quantity in every mode (inference/reading.py).
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from loraqa.errors import UsageError
 from loraqa.retrieval.embedders import Embedder, load_embedder
-from loraqa.retrieval.store import Collection, Hit, content_words, query_terms
+from loraqa.retrieval.filters import Filter
+from loraqa.retrieval.snippets import with_snippets
+from loraqa.retrieval.store import Collection, Hit, query_terms
 
 MODES = ("lexical", "dense", "hybrid")
 POOL = 50  # lexical candidates the dense side re-scores
@@ -46,20 +46,20 @@ def embedder_for(collection: Collection, name: str | None = None, engine: str | 
 
 
 def search(collection: Collection, query: str, k: int = 5, mode: str | None = None,
-           embedder: Embedder | None = None, within: list[str] | None = None) -> list[Hit]:
-    """The k best passages for the query (within: only those of these document ids)."""
+           embedder: Embedder | None = None, where: Filter | None = None) -> list[Hit]:
+    """The k best passages for the query (where: only the passages a filter keeps)."""
     mode = mode or default_mode(collection)
     if mode not in MODES:
         raise UsageError(f"unknown search mode {mode!r}; use {', '.join(MODES)}")
     if mode == "lexical":
-        return collection.search(query, k, within)
+        return collection.search(query, k, where)
     query_terms(query, collection.query_limits)  # the same limits as a lexical search
     embedder = embedder or embedder_for(collection)
     vector = embedder.embed([query])[0]
     if mode == "dense":
-        return with_snippets(collection.nearest(vector, k, within), query)
-    lexical = collection.search(query, max(POOL, k), within)
-    dense = collection.nearest(vector, max(POOL, k), within)
+        return with_snippets(collection.nearest(vector, k, where), query)
+    lexical = collection.search(query, max(POOL, k), where)
+    dense = collection.nearest(vector, max(POOL, k), where)
     return fuse(lexical, dense, collection.similarities(vector, [h.passage_id for h in lexical]), k, query)
 
 
@@ -89,24 +89,3 @@ def fuse(lexical: list[Hit], dense: list[Hit], cosines: dict[int, float], k: int
             hit.score = floor * 0.5  # after every lexical candidate, in the dense order
             out.append(hit)
     return with_snippets(out[:k], query)
-
-
-_SNIPPET_CHARS = 240
-
-
-def with_snippets(hits: list[Hit], query: str) -> list[Hit]:
-    """Hits that have no snippet (dense ones) get one: the text around the first query word
-    found, each query word marked «like this» as FTS5's snippets are."""
-    words = [w for w in content_words(query) if len(w) > 2]
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\w*", re.IGNORECASE) if words else None
-    for hit in hits:
-        if hit.snippet:
-            continue
-        text = hit.text
-        m = pattern.search(text) if pattern else None
-        start = max(0, (m.start() if m else 0) - _SNIPPET_CHARS // 3)
-        piece = text[start:start + _SNIPPET_CHARS]
-        if pattern:
-            piece = pattern.sub(lambda x: f"«{x.group()}»", piece)
-        hit.snippet = ("... " if start else "") + piece + (" ..." if start + _SNIPPET_CHARS < len(text) else "")
-    return hits

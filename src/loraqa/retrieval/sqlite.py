@@ -23,6 +23,8 @@ import numpy as np
 from loraqa.documents import Document, Passage
 from loraqa.errors import UnknownCollection, UsageError
 from loraqa.retrieval import sqlite_vectors as vec
+from loraqa.retrieval.filters import Filter
+from loraqa.retrieval.snippets import with_snippets
 from loraqa.retrieval.store import (NAME_PATTERN, DocumentInfo, Hit, QueryLimits, Settings, check_collection_name, is_conflict,
                                     query_terms)
 
@@ -42,18 +44,19 @@ CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(text, title, tokenize
 """ + vec.VECTOR_SCHEMA
 # BM25 weights of the indexed columns: the passage's text, its document's title
 WEIGHTS = (1.0, 0.5)
+# Snippets are made for the k hits only (retrieval/search.py), not by FTS5's snippet() here: a
+# column of the ranked rows is computed for every matching row before the sort (measured: most of
+# a query's time on real text at 3,000 passages).
 SEARCH = f"""
 WITH ranked AS (
-    SELECT rowid, bm25(passages_fts, {WEIGHTS[0]}, {WEIGHTS[1]}) AS rank,
-           snippet(passages_fts, 0, '«', '»', ' ... ', 32) AS snippet, text
+    SELECT rowid, bm25(passages_fts, {WEIGHTS[0]}, {WEIGHTS[1]}) AS rank
     FROM passages_fts WHERE passages_fts MATCH ? {{only}} ORDER BY rank LIMIT ?)
-SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", -ranked.rank, ranked.text, ranked.snippet, p.heading,
+SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", -ranked.rank, f.text, '', p.heading,
        '' AS collection, p.id
 FROM ranked JOIN passages p ON p.id = ranked.rowid JOIN documents d ON d.id = p.document_id
+     JOIN passages_fts f ON f.rowid = ranked.rowid
 ORDER BY ranked.rank
 """
-# the passages of some documents (a search within them)
-WITHIN = "AND rowid IN (SELECT id FROM passages WHERE document_id IN ({}))"
 BY_ID = """
 SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", f.text, p.heading, p.id
 FROM passages p JOIN documents d ON d.id = p.document_id JOIN passages_fts f ON f.rowid = p.id
@@ -236,16 +239,36 @@ class SqliteCollection:
             "SELECT DISTINCT p.document_id FROM passages p LEFT JOIN vectors v ON v.passage_id = p.id "
             "WHERE v.passage_id IS NULL ORDER BY p.document_id")]
 
-    def nearest(self, vector, k: int = 5, within: list[str] | None = None) -> list[Hit]:
+    def _where(self, where: Filter) -> tuple[str, list]:
+        """The ids of the passages a filter keeps, as a subquery and its parameters."""
+        conds, params = [], []
+        if where.documents:
+            conds.append(f"d.id IN ({','.join('?' * len(where.documents))})")
+            params += list(where.documents)
+        for column, pattern in (("source", where.source), ("title", where.title)):
+            if pattern is not None:
+                conds.append(f"d.{column} GLOB ?")
+                params.append(pattern)
+        if where.pages is not None:
+            conds.append("p.page BETWEEN ? AND ?")
+            params += list(where.pages)
+        for key, value in where.meta:
+            conds.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
+            params += [f'$."{key}"', value]
+        sql = ("SELECT p.id FROM passages p JOIN documents d ON d.id = p.document_id WHERE "
+               + (" AND ".join(conds) or "1"))
+        return sql, params
+
+    def nearest(self, vector, k: int = 5, where: Filter | None = None) -> list[Hit]:
         info = self.embedder_info()
         if info is None:
             raise UsageError(f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
                              f"{self.name} --embedder MODEL`, or search it lexically")
         ids, matrix = self.index.current(self.conn, info["dim"])
         allowed = None
-        if within is not None:
-            allowed = {r[0] for r in self.conn.execute(
-                f"SELECT id FROM passages WHERE document_id IN ({','.join('?' * len(within))})", within)}
+        if where is not None:
+            sql, params = self._where(where)
+            allowed = {r[0] for r in self.conn.execute(sql, params)}
         found = vec.best(ids, matrix, vector, k, allowed)
         return self.hits(found)
 
@@ -296,7 +319,7 @@ class SqliteCollection:
                                  "ORDER BY idx", (document_id,))
         return [Passage(document_id, i, s, e, doc.text[s:e], page, heading) for i, s, e, page, heading in rows]
 
-    def search(self, query: str, k: int = 5, within: list[str] | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 5, where: Filter | None = None) -> list[Hit]:
         """The k passages with the best BM25 over all the query's words.
 
         FTS5 scores every passage that matches any word of an OR query; a word found in most
@@ -307,9 +330,9 @@ class SqliteCollection:
         scores as scoring everything, for a few hundred passages instead of all."""
         terms = query_terms(query, self.query_limits)
         everything = " OR ".join(f'"{t}"' for t in terms)  # \w+ words, safe inside FTS5 quotes
-        if within is not None:  # a few documents' passages: score them all
-            only = WITHIN.format(",".join("?" * len(within)))
-            rows = self.conn.execute(SEARCH.format(only=only), (everything, *within, k)) if within else []
+        if where is not None:  # the filter's passages: score them all
+            sql, params = self._where(where)
+            rows = self.conn.execute(SEARCH.format(only=f"AND rowid IN ({sql})"), (everything, *params, k))
         else:
             selective = self._selective(terms)
             if len(selective) == len(terms):
@@ -320,7 +343,7 @@ class SqliteCollection:
                     (" OR ".join(f'"{t}"' for t in selective), max(CANDIDATES, 10 * k)))]
                 only = f"AND rowid IN ({','.join(str(int(r)) for r in candidates)})" if candidates else "AND 0"
                 rows = self.conn.execute(SEARCH.format(only=only), (everything, k))
-        return [Hit(*row[:10], collection=self.name, passage_id=row[11]) for row in rows]
+        return with_snippets([Hit(*row[:10], collection=self.name, passage_id=row[11]) for row in rows], query)
 
     def _selective(self, terms: list[str]) -> list[str]:
         """The query's words found in at most COMMON of the passages (and at most 1,000); each

@@ -141,8 +141,8 @@ class Collection(Protocol):
 
     def passages(self, document_id: str) -> list[Passage]: ...
 
-    def search(self, query: str, k: int = 5, within: list[str] | None = None) -> list[Hit]:
-        """The k passages with the best BM25 (within: only those of these document ids)."""
+    def search(self, query: str, k: int = 5, where=None) -> list[Hit]:
+        """The k passages with the best BM25 (where: a retrieval.filters.Filter: only its passages)."""
 
     def embedder_info(self) -> dict | None:
         """{"name", "fingerprint", "dim"} of the model the collection's vectors come from (None: none)."""
@@ -155,8 +155,8 @@ class Collection(Protocol):
 
     def documents_without_vectors(self) -> list[str]: ...
 
-    def nearest(self, vector, k: int = 5, within: list[str] | None = None) -> list[Hit]:
-        """The k passages whose vectors are closest to `vector` (cosine; within as in search)."""
+    def nearest(self, vector, k: int = 5, where=None) -> list[Hit]:
+        """The k passages whose vectors are closest to `vector` (cosine; where as in search)."""
 
     def similarities(self, vector, passage_ids: list[int]) -> dict[int, float]:
         """The cosine of these passages' vectors with `vector`."""

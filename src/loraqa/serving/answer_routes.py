@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from loraqa.errors import LoraqaError
+from loraqa.retrieval.filters import Filter
 from loraqa.inference.answerer import AUTO, BASE
 from loraqa.serving.context import ApiError, ask, scope_of, state
 
@@ -32,6 +33,9 @@ class AnswerRequest(BaseModel):
     mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(
         None, description="Without a context: how the collection is searched (default: the adapter's "
                           "retrieval.mode; auto: hybrid when the collection has vectors, else lexical).")
+    filters: dict[StrictStr, StrictStr | StrictInt | list[StrictStr]] | None = Field(
+        None, description="Search only passages where each holds: document (an id, or a list), source or title (a "
+                          "glob), page (\"N\" or \"N-M\"), meta.KEY (a JSONL field).")
 
 
 class Citation(BaseModel):
@@ -73,7 +77,7 @@ class BatchResponse(BaseModel):
 async def _answer(request: Request, reqs: list[AnswerRequest]) -> list[AnswerResponse]:
     start = time.perf_counter()
     answers = await ask(request, [{"question": r.question, "context": r.context, "adapter": r.adapter,
-                                   "collection": r.collection, "mode": r.mode} for r in reqs])
+                                   "collection": r.collection, "mode": r.mode, "filters": r.filters} for r in reqs])
     ms = round(1000 * (time.perf_counter() - start), 1)
     return [AnswerResponse(**a.as_dict(), latency_ms=ms) for a in answers]
 
@@ -97,6 +101,9 @@ class SearchRequest(BaseModel):
     mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(
         None, description="lexical (BM25), dense (vectors), hybrid (both, fused); default: hybrid when the collection "
                           "has vectors, else lexical.")
+    filters: dict[StrictStr, StrictStr | StrictInt | list[StrictStr]] | None = Field(
+        None, description="Search only passages where each holds: document (an id, or a list), source or title (a "
+                          "glob), page (\"N\" or \"N-M\"), meta.KEY (a JSONL field).")
 
 
 class SearchResult(BaseModel):
@@ -121,7 +128,8 @@ async def search(request: Request, req: SearchRequest):
     s = state(request)
     try:
         s.access.collection(scope_of(request), req.collection)
-        hits = await asyncio.to_thread(s.answerer.library.search, req.collection, req.query, req.k, req.mode)
+        where = Filter.of(req.filters)
+        hits = await asyncio.to_thread(s.answerer.library.search, req.collection, req.query, req.k, req.mode, where)
     except LoraqaError as exc:
         raise ApiError.of(exc, request) from None
     return SearchResponse(results=[SearchResult(document=h.document, title=h.title, source=h.source, page=h.page,

@@ -41,6 +41,7 @@ from mcp.server.transport_security import TransportSecuritySettings  # noqa: E40
 from pydantic import BaseModel, Field  # noqa: E402
 
 from loraqa.inference.answerer import AUTO, BASE, Answerer  # noqa: E402
+from loraqa.retrieval.filters import Filter  # noqa: E402
 from loraqa.serving.access import Access  # noqa: E402
 from loraqa.serving.batching import Batcher  # noqa: E402
 from loraqa.serving.guard import allowed_hosts  # noqa: E402
@@ -161,9 +162,11 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
                              "title, page and character offsets. Name a `collection` (list_domains says which each "
                              "domain reads), or a `domain` to search its collection; leave both out to pick the "
                              "domain automatically. `mode`: lexical, dense or hybrid (default: hybrid when the "
-                             "collection has vectors).")
+                             "collection has vectors). `document` (an id) or `source` (a glob, e.g. "
+                             "'policies/acme*') searches within those documents.")
     async def search_documents(query: str, domain: str | None = None, collection: str | None = None, k: int = 5,
-                               mode: str | None = None, ctx: Context = None) -> Passages:
+                               mode: str | None = None, document: str | None = None, source: str | None = None,
+                               ctx: Context = None) -> Passages:
         scope = scope_of(ctx)
         if not query.strip():
             raise ToolError("the query is empty")
@@ -178,7 +181,8 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
                 if collection is None:
                     raise ToolError(f"the domain '{name}' has no collection of documents; name a collection")
             access.collection(scope, collection)
-            hits = await anyio.to_thread.run_sync(lambda: answerer.library.search(collection, query, k, mode))
+            where = Filter.of({k_: v for k_, v in (("document", document), ("source", source)) if v is not None})
+            hits = await anyio.to_thread.run_sync(lambda: answerer.library.search(collection, query, k, mode, where))
         except LoraqaError as exc:
             raise refused(exc, scope) from None
         return Passages(collection=collection, passages=[

@@ -72,6 +72,8 @@ class OpenAIRequest(BaseModel):
                                                                           "the collection to read (default: the model's).")
     mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(None, description="loraqa's extra field: how "
                                                                                          "that collection is searched.")
+    filters: dict[StrictStr, StrictStr | StrictInt | list[StrictStr]] | None = Field(
+        None, description="loraqa's extra field: search only passages where each holds (as /v1/search's filters).")
     # accepted, without effect
     temperature: Number | None = None
     top_p: Number | None = None
@@ -203,7 +205,8 @@ async def chat_completions(request: Request, body: ChatRequest):
     question, context = _chat_question(body)
     limit = body.max_completion_tokens or body.max_tokens
     [a] = await ask(request, [{"question": question, "context": context, "adapter": body.model,
-                               "collection": body.collection, "mode": body.mode, "max_new_tokens": limit}])
+                               "collection": body.collection, "mode": body.mode, "filters": body.filters,
+                               "max_new_tokens": limit}])
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": a.adapter}
     if not body.stream:
         return {**head, "object": "chat.completion", "usage": _usage([a]), "loraqa": _evidence(a),
@@ -226,7 +229,8 @@ async def completions(request: Request, body: CompletionRequest):
     if not prompts or not all(p.strip() for p in prompts):
         raise ApiError(400, "'prompt' must be the question: a non-empty string (or a list of them)", param="prompt")
     answers = await ask(request, [{"question": p.strip(), "context": body.context, "adapter": body.model,
-                                   "collection": body.collection, "mode": body.mode, "max_new_tokens": body.max_tokens}
+                                   "collection": body.collection, "mode": body.mode, "filters": body.filters,
+                                   "max_new_tokens": body.max_tokens}
                                   for p in prompts])
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": answers[0].adapter}
     if not body.stream:
