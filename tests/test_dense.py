@@ -106,7 +106,8 @@ def test_a_killed_add_leaves_no_passage_without_its_vector(tmp_path, store_spec,
         (folder / f"note{i:02d}.txt").write_text("\n\n".join(f"Note {i}, part {j}: bed {i} had dose {j} of drug "
                                                              f"{i * 7 % 13} at {j} o'clock." for j in range(12)))
     proc = subprocess.Popen([sys.executable, "-m", "loraqa", "collection", "add", "many", str(folder), "--store",
-                             store_spec, "--passage-chars", "200", "--overlap", "40", "--embedder", minilm],
+                             store_spec, "--passage-chars", "200", "--overlap", "40", "--embedder", minilm,
+                             "--set", "documents.batch_passages=30"],  # PostgreSQL: a few notes a transaction
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:

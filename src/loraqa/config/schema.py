@@ -116,6 +116,7 @@ class DocumentsConfig:
     max_archive_ratio: float = _f(100.0, "An archive (DOCX) over 1 MB unpacked that unpacks to more than this many times its packed size is refused unread (a zip bomb).")
     max_html_mb: float = _f(10.0, "HTML pages larger than this (MB) are refused unread (extracting a page's main text costs far more than its size).")
     max_passages: int = _f(200_000, "A document that would cut into more passages than this is refused.")
+    batch_passages: int = _f(2000, "PostgreSQL: passages written per transaction by an add (whole documents share one; a killed add loses at most the batch it was writing, never part of a document, and a rerun adds it).")
 
 
 @dataclass

@@ -6,12 +6,14 @@ written one by one, each in one transaction. A file read whole at the same modif
 size before is skipped without being opened; an unchanged document is left as it is; a changed
 one replaces its passages. Whatever goes wrong with one file (it cannot be read, breaks its
 budget, gives a document id another file of this add already gave) is one line, and the other
-files are still added: only the store itself failing stops an add. The collection is made when
+files are still added: only the store itself failing stops an add. Where commits are dear
+(PostgreSQL), several whole documents share a transaction (Collection.batch). The collection is made when
 its first document goes in, so an add that stores nothing leaves nothing behind.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -79,7 +81,10 @@ def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settin
     settings = collection.settings if collection is not None else (settings or Settings())
     model = _embedder(collection, embedder, embedder_engine)
     given: dict[str, str] = {}  # document id -> the document that gave it, in this add
-    with BudgetedReader(limits, split=(settings.passage_chars, settings.overlap)) as reader:
+    size = max(1, (limits or DocumentsConfig()).batch_passages)
+    with BudgetedReader(limits, split=(settings.passage_chars, settings.overlap)) as reader, ExitStack() as batch:
+        if collection is not None:
+            batch.enter_context(collection.batch(size))
         for found in walk.files:
             try:
                 stat = found.path.stat()
@@ -107,6 +112,7 @@ def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settin
                         collection = store.create(name, settings)
                         if model is not None:
                             collection.set_embedder(embedder_info(model))
+                        batch.enter_context(collection.batch(size))
                     vectors = model.embed([p.text for p in passages]) if model is not None else None
                     outcome = collection.put(doc, passages, file=key, vectors=vectors)
                     if outcome == "conflict":

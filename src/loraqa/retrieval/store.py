@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import ContextManager, Protocol
 
 from loraqa.documents import Document, Passage
 from loraqa.errors import QueryTooLong, UsageError
@@ -123,6 +123,11 @@ class Collection(Protocol):
         one row per passage) with it: 'added', 'replaced' (the same source or id with other
         text), 'unchanged' (this text is already there), or 'conflict' (its id is taken by a
         document of another file: nothing written)."""
+
+    def batch(self, passages: int = 2000) -> ContextManager[None]:
+        """Inside it, documents may share transactions of about `passages` passages (never part
+        of a document in one, another part in the next)."""
+        ...
 
     def file_unchanged(self, path: str, modified: float, size: int) -> bool:
         """Whether `path` was read whole, at this modification time and size, by an earlier add."""
