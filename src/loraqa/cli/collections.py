@@ -11,7 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from loraqa.cli.options import (Adapters, AllowPickle, Collections, DocumentSets, EmbedderEngine, EmbedderOpt, Engine,
-                                FileMemory, FileSeconds, FollowLinks, MaxFileMb, Model, SearchMode, Store, Where, adapter_map,
+                                FileMemory, FileSeconds, FollowLinks, MaxFileMb, Model, RerankCandidates, RerankModel, SearchMode, Store, Where, adapter_map,
                                 collection_map, document_limits, run)
 from loraqa.errors import render
 
@@ -159,6 +159,8 @@ def search(
     mode: SearchMode = None,
     embedder: EmbedderOpt = None,
     where: Where = [],
+    rerank_model: RerankModel = None,
+    rerank_candidates: RerankCandidates = 20,
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON lines."),
 ):
     """The passages that best match a query (lexical, dense or hybrid), with their document, page
@@ -167,7 +169,8 @@ def search(
         from loraqa.inference.library import Library
         from loraqa.retrieval.filters import Filter
 
-        return Library(store, embedder=embedder).search(name, query, k, mode, Filter.parse(where))
+        rerank = (rerank_model, rerank_candidates) if rerank_model else None
+        return Library(store, embedder=embedder).search(name, query, k, mode, Filter.parse(where), rerank)
 
     hits = run(action)
     if as_json:

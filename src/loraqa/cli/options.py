@@ -108,4 +108,6 @@ DocumentSets = Annotated[List[str], typer.Option("--set", "-s", help="A document
 SearchMode = Annotated[Optional[str], typer.Option("--mode", help="lexical (BM25), dense (the collection's vectors), hybrid (both, fused); default: hybrid when the collection has vectors, else lexical.")]
 EmbedderOpt = Annotated[Optional[str], typer.Option("--embedder", help="A sentence-transformers model (folder or hub name) for dense and hybrid search; default: the one the collection recorded.")]
 EmbedderEngine = Annotated[Optional[str], typer.Option("--embedder-engine", help="ctranslate2 (int8, fast on CPUs; the default where installed) or sentence-transformers (fp32).")]
+RerankModel = Annotated[Optional[str], typer.Option("--rerank-model", help="A cross-encoder (a sentence-transformers CrossEncoder folder or hub name) that re-scores the search's best --rerank-candidates passages; the best of them are kept.")]
+RerankCandidates = Annotated[int, typer.Option("--rerank-candidates", min=1, max=1000, help="Passages the cross-encoder re-scores (with --rerank-model).")]
 Where = Annotated[List[str], typer.Option("--where", help="Search only passages where FIELD=VALUE (repeatable, all must hold): document (an id), source or title (a glob), page (N or N-M), meta.KEY (a JSONL field).")]

@@ -102,6 +102,8 @@ class RetrievalConfig:
     passage_weight: float = _f(1.0, "How much a passage's search score counts beside its answer's: the answer chosen maximises answer log-probability + weight * log(passage score / best passage score) (0: the reader's score alone).")
     mode: str = _f("auto", "How a collection is searched: lexical (BM25), dense (its passages' vectors), hybrid (both, fused), or auto (hybrid when the collection has vectors, else lexical).", ("auto", "lexical", "dense", "hybrid"))
     embedder: Optional[str] = _f(None, "The sentence-embedding model to embed questions with (a folder or hub name); null: the one the collection recorded.")
+    rerank_model: Optional[str] = _f(None, "A cross-encoder (a sentence-transformers CrossEncoder folder or hub name) that re-scores the search's best rerank_candidates passages, of which the top_k best are read; null: no reranking.")
+    rerank_candidates: int = _f(20, "Passages the cross-encoder re-scores (rerank_model).")
 
 
 @dataclass

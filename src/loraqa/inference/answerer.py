@@ -143,7 +143,8 @@ class Answerer:
         tokenizer = tokenizer or self.tokenizer
         if request.get("context") is None and collection is not None and uses_context(s.template):
             hits = self.library.retrieve(collection, request["question"], s.top_k, s.min_score,
-                                         request.get("mode") or s.mode, Filter.of(request.get("filters")))
+                                         request.get("mode") or s.mode, Filter.of(request.get("filters")),
+                                         rerank=(s.rerank_model, s.rerank_candidates) if s.rerank_model else None)
             inputs = plan_passages(tokenizer, request["question"], hits, s, offsets_cache, max_windows)
             return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score, hits=hits,
                            passage_weight=s.passage_weight)

@@ -15,6 +15,7 @@ from loraqa.errors import TooMuchWork
 from loraqa.inference.reading import WindowInput, plan_reading
 from loraqa.retrieval import Collection, Hit, QueryLimits, Store, open_store
 from loraqa.retrieval.filters import Filter
+from loraqa.retrieval.rerank import reranker
 from loraqa.retrieval.search import embedder_for, search
 
 
@@ -44,22 +45,32 @@ class Library:
         return self.store.names()
 
     def search(self, name: str, query: str, k: int, mode: str | None = None,
-               where: Filter | None = None) -> list[Hit]:
+               where: Filter | None = None, rerank: tuple[str, int] | None = None) -> list[Hit]:
         """The collection's best passages for a query (mode None or 'auto': hybrid when it has
-        vectors, else lexical)."""
+        vectors, else lexical); rerank (cross-encoder, candidates): the search's best candidates
+        re-scored by the cross-encoder, the k best kept."""
         collection = self.open(name)
         mode = None if mode in (None, "auto") else mode
         needs_vectors = mode in ("dense", "hybrid") or (mode is None and collection.embedder_info() is not None)
         embedder = embedder_for(collection, self.embedder) if needs_vectors else None
-        return search(collection, query, k, mode, embedder, where)
+        if rerank is None:
+            return search(collection, query, k, mode, embedder, where)
+        model, candidates = rerank
+        return reranker(model).rerank(query, search(collection, query, max(k, candidates), mode, embedder, where), k)
 
     def retrieve(self, name: str, question: str, k: int, min_score: float = 0.0, mode: str | None = None,
-                 where: Filter | None = None) -> list[Hit]:
+                 where: Filter | None = None, rerank: tuple[str, int] | None = None) -> list[Hit]:
         """The collection's best passages for a question (within a filter); in lexical mode those
-        scoring above min_score (a BM25 value)."""
-        hits = self.search(name, question, k, mode, where)
+        scoring above min_score (a BM25 value, judged before any reranking)."""
         lexical = mode == "lexical" or (mode in (None, "auto") and self.open(name).embedder_info() is None)
-        return [hit for hit in hits if hit.score > min_score] if lexical else hits
+        if rerank is None:
+            hits = self.search(name, question, k, mode, where)
+            return [hit for hit in hits if hit.score > min_score] if lexical else hits
+        model, candidates = rerank
+        hits = self.search(name, question, max(k, candidates), mode, where)
+        if lexical:
+            hits = [hit for hit in hits if hit.score > min_score]
+        return reranker(model).rerank(question, hits, k)
 
 
 def plan_passages(tokenizer, question: str, hits: list[Hit], settings, offsets_cache: dict | None = None,

@@ -55,13 +55,16 @@ class ReadingSettings:
     min_score: float = 0.0
     passage_weight: float = 1.0  # the search score's weight when choosing among retrieved passages' answers
     mode: str = "auto"  # how its collection is searched (retrieval.mode)
+    rerank_model: str | None = None  # a cross-encoder re-scoring the search's best rerank_candidates
+    rerank_candidates: int = 20
 
     @classmethod
     def of(cls, ref: AdapterRef) -> "ReadingSettings":
         c = ref.config
         return cls(c.data.template, c.data.max_source_length, c.data.window_overlap, c.eval.max_new_tokens,
                    c.data.unanswerable_text, c.eval.extractive, ref.no_answer_threshold, c.retrieval.top_k,
-                   c.retrieval.min_score, c.retrieval.passage_weight, c.retrieval.mode)
+                   c.retrieval.min_score, c.retrieval.passage_weight, c.retrieval.mode, c.retrieval.rerank_model,
+                   c.retrieval.rerank_candidates)
 
     @classmethod
     def for_base(cls, has_context: bool) -> "ReadingSettings":

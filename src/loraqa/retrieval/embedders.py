@@ -46,25 +46,26 @@ class Embedder(Protocol):
         """(len(texts), dim) float32 vectors of unit length."""
 
 
-def model_folder(name: str) -> Path:
+def model_folder(name: str, what: str = "embedder", option: str = "--embedder") -> Path:
     """The local folder of a sentence-transformers model: a path, or a hub name already in the
-    local cache (nothing is downloaded here when the Hub is unreachable)."""
+    local cache (nothing is downloaded here when the Hub is unreachable). what/option: how error
+    lines name the model and where it was given."""
     folder = Path(name).expanduser()
     if folder.is_dir():
         return folder.resolve()
     from loraqa.hub import looks_like_path
 
     if looks_like_path(name):
-        raise UsageError(f"embedder not found: {name}; --embedder takes a sentence-transformers folder or a hub name")
+        raise UsageError(f"{what} not found: {name}; {option} takes a sentence-transformers folder or a hub name")
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(name, allow_patterns=[*FINGERPRINT_FILES, "*.safetensors", "1_Pooling/*",
                                                             "2_Normalize/*"]))
     except Exception as exc:  # noqa: BLE001 - the hub raises many types; all mean "not here"
-        raise LoraqaError(f"could not load the embedder '{name}' ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
+        raise LoraqaError(f"could not load the {what} '{name}' ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
                           "the Hugging Face Hub may be unreachable: pass a local sentence-transformers folder with "
-                          "--embedder PATH") from None
+                          f"{option} PATH") from None
 
 
 def fingerprint(folder: Path) -> tuple[str, int]:
