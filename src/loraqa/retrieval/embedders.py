@@ -213,16 +213,18 @@ def default_engine() -> str:
     return "ctranslate2" if optional.is_installed("ctranslate2") else "sentence-transformers"
 
 
-def load_embedder(name: str, engine: str | None = None, expect: str | None = None) -> Embedder:
+def load_embedder(name: str, engine: str | None = None, expect: str | None = None,
+                  option: str = "--embedder") -> Embedder:
     """The embedder `name` (a folder or hub name), loaded once per process and engine; expect: the
-    fingerprint a collection recorded (a model that differs is refused)."""
+    fingerprint a collection recorded (a model that differs is refused); option: where the name
+    was given, for error lines."""
     engine = engine or default_engine()
     if engine not in ENGINES:
         raise UsageError(f"unknown embedder engine {engine!r}; use {' or '.join(ENGINES)}")
     with _LOCK:
         key = (name, engine)
         if key not in _LOADED:
-            folder = model_folder(name)
+            folder = model_folder(name, option=option)
             _LOADED[key] = CT2Embedder(name, folder) if engine == "ctranslate2" else \
                 SentenceTransformersEmbedder(name, folder)
         embedder = _LOADED[key]

@@ -272,7 +272,7 @@ class PostgresCollection:
                 candidates = [r[0] for r in c.execute(
                     "SELECT id FROM loraqa_passages, to_tsquery('english', %s) q WHERE collection = %s AND tsv @@ q "
                     "ORDER BY ts_rank_cd(tsv, q) DESC LIMIT %s",
-                    (" | ".join(f"'{t}'" for t in selective), self.name, max(CANDIDATES, 10 * k)))]
+                    (" | ".join(f"'{t}'" for t in selective), self.name, max(CANDIDATES, 4 * k)))]
                 rows = c.execute(SEARCH.format(only="AND p.id = ANY(%s)"), (everything, self.name, candidates, k))
         return [Hit(*row[:10], collection=self.name, passage_id=row[10]) for row in rows]
 

@@ -59,7 +59,8 @@ def search(collection: Collection, query: str, k: int = 5, mode: str | None = No
     if mode == "dense":
         return with_snippets(collection.nearest(vector, k, where), query)
     lexical = collection.search(query, max(POOL, k), where)
-    dense = collection.nearest(vector, max(POOL, k), where)
+    # the dense side's own hits only follow the lexical candidates: wanted when those are too few
+    dense = collection.nearest(vector, max(POOL, k), where) if len(lexical) < k else []
     return fuse(lexical, dense, collection.similarities(vector, [h.passage_id for h in lexical]), k, query)
 
 

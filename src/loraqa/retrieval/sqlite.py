@@ -347,7 +347,7 @@ class SqliteCollection:
             return self._ranked("", (everything, k), query)
         candidates = list(self.conn.execute(
             "SELECT rowid, text, title FROM passages_fts WHERE passages_fts MATCH ? ORDER BY rank LIMIT ?",
-            (" OR ".join(f'"{t}"' for t in selective), max(CANDIDATES, 10 * k))))
+            (" OR ".join(f'"{t}"' for t in selective), max(CANDIDATES, 4 * k))))
         scores = self._bm25.scores(self.conn, terms, [(r[0], (r[1], r[2])) for r in candidates])
         if candidates and not scores:  # no statistics to read (an uncommitted write): FTS5 scores them
             only = f"AND rowid IN ({','.join(str(int(r[0])) for r in candidates)})"
