@@ -212,3 +212,28 @@ def test_domains_script_measures_every_mode_and_its_peers(tmp_path):
     assert set(got["peers"]) == {"bm25s", "sentence-transformers + NumPy"}
     assert got["latency"]["hybrid"]["p95_ms"] >= got["latency"]["hybrid"]["p50_ms"] > 0
     assert "hybrid R@5 vs the better side" in res.stdout
+
+
+def test_postgres_scale_script_measures_ingestion_and_every_mode_at_a_size(tmp_path):
+    """benchmarks/postgres_scale.py on the SQuAD fixture's contexts, grown to 300 passages."""
+    server = os.environ.get("LORAQA_TEST_POSTGRES")
+    if not server:
+        if os.environ.get("CI"):
+            raise RuntimeError("LORAQA_TEST_POSTGRES is not set: .ci/run must start PostgreSQL for the tests")
+        pytest.skip("no PostgreSQL server (set LORAQA_TEST_POSTGRES, as .ci/run does)")
+    rows = json.loads(SQUAD_V1.read_text())["data"]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    questions = []
+    for i, article in enumerate(rows):
+        (docs / f"a{i}.txt").write_text("\n\n".join(p["context"] for p in article["paragraphs"]))
+        questions += [{"question": qa["question"]} for p in article["paragraphs"] for qa in p["qas"]]
+    qpath = tmp_path / "questions.jsonl"
+    qpath.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    res = run_script("postgres_scale.py", "--postgres", server, "--docs", str(docs), "--questions", str(qpath),
+                     "--scale", "300", "--queries", "10")
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["ingest_lexical"]["documents"] == len(rows) and got["ingest_lexical"]["passages_per_s"] > 0
+    assert got["scaled"]["passages"] >= 300 > got["real"]["passages"]
+    for mode in ("lexical", "dense", "hybrid"):
+        assert got["scaled"][mode]["p95_ms"] >= got["scaled"][mode]["p50_ms"] > 0

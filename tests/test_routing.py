@@ -94,3 +94,6 @@ def test_serve_refuses_a_route_embedder_it_cannot_load_in_one_line(tmp_path):
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "missing" in lines[0] and "Traceback" not in res.output
     assert os.path.basename(str(tmp_path / "missing")) in lines[0]
+    from loraqa.inference import routing
+
+    assert routing._ROUTER.setting != str(tmp_path / "missing")  # the process still routes as before

@@ -136,10 +136,11 @@ def configure(embedder: str | None) -> Router:
     """How this process routes `auto` (serve/mcp --route-embedder): a model folder or hub name,
     'auto' (all-MiniLM-L6-v2 where installed) or 'none'/'tfidf'."""
     global _ROUTER
-    _ROUTER = Router(embedder)
-    if _ROUTER.setting not in (None, "none", "tfidf", DEFAULT_EMBEDDER):
-        _ROUTER.embedder()  # a model given by name is loaded now: a bad one is refused at start
-    return _ROUTER
+    router = Router(embedder)
+    if router.setting not in (None, "none", "tfidf", DEFAULT_EMBEDDER):
+        router.embedder()  # a model given by name is loaded now: a bad one is refused at start, changing nothing
+    _ROUTER = router
+    return router
 
 
 def route(profiles: dict[str, DomainProfile], question: str, context: str | None) -> tuple[str, float] | None:
