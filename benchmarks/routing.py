@@ -149,7 +149,7 @@ def main() -> None:
     from loraqa.diagnostics.synthetic import build_t5
     from loraqa.domain_profile import DomainProfile
     from loraqa.inference.answerer import Answerer
-    from loraqa.inference.routing import route
+    from loraqa.inference.routing import tfidf_route as route  # the TF-IDF profiles, whatever `auto` defaults to
 
     figures = {"questions": len(cases), "domains": list(DOMAINS), "train_and_pretrain_s": seconds}
     profiles = {d: DomainProfile.read(run / "adapter") for d, run in runs.items()}
