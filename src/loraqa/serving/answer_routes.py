@@ -20,6 +20,12 @@ from loraqa.serving.context import ApiError, ask, scope_of, state
 router = APIRouter()
 
 
+# a request's search settings, the same on /v1/answer and /v1/search
+SearchModeName = Literal["lexical", "dense", "hybrid", "auto"]
+SearchFilters = dict[StrictStr, StrictStr | StrictInt | list[StrictStr]]
+FILTERS_HELP = ("Search only passages where each holds: document (an id, or a list), source or title (a glob), "
+                "page (\"N\" or \"N-M\"), meta.KEY (a JSONL field).")
+
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: StrictStr = Field(..., min_length=1, description="The question.")
@@ -30,12 +36,10 @@ class AnswerRequest(BaseModel):
     collection: StrictStr | None = Field(None, max_length=64,
                                          description="Without a context: the collection whose passages are read "
                                                      "(default: the one bound to the adapter).")
-    mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(
+    mode: SearchModeName | None = Field(
         None, description="Without a context: how the collection is searched (default: the adapter's "
                           "retrieval.mode; auto: hybrid when the collection has vectors, else lexical).")
-    filters: dict[StrictStr, StrictStr | StrictInt | list[StrictStr]] | None = Field(
-        None, description="Search only passages where each holds: document (an id, or a list), source or title (a "
-                          "glob), page (\"N\" or \"N-M\"), meta.KEY (a JSONL field).")
+    filters: SearchFilters | None = Field(None, description=FILTERS_HELP)
 
 
 class Citation(BaseModel):
@@ -98,12 +102,10 @@ class SearchRequest(BaseModel):
                                                             "1,000 characters and 100 words by default).")
     collection: StrictStr = Field(..., min_length=1, max_length=64)
     k: StrictInt = Field(5, ge=1, le=100)
-    mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(
+    mode: SearchModeName | None = Field(
         None, description="lexical (BM25), dense (vectors), hybrid (both, fused); default: hybrid when the collection "
                           "has vectors, else lexical.")
-    filters: dict[StrictStr, StrictStr | StrictInt | list[StrictStr]] | None = Field(
-        None, description="Search only passages where each holds: document (an id, or a list), source or title (a "
-                          "glob), page (\"N\" or \"N-M\"), meta.KEY (a JSONL field).")
+    filters: SearchFilters | None = Field(None, description=FILTERS_HELP)
 
 
 class SearchResult(BaseModel):
