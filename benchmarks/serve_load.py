@@ -7,7 +7,7 @@ layer's cost and the CTranslate2 speed-up, and fails loudly if any request fails
 Model: the flan-t5-small architecture with random weights (same cost per token as the real
 checkpoint) and two LoRA adapters (q, v; r=8) built on it; SQuAD-like passages.
 
-    .venv/bin/python benchmarks/serve_load.py [--requests 200] [--concurrency 200]
+    .venv/bin/python benchmarks/serve_load.py [--requests 200] [--concurrency 200] [--quick]
 """
 
 from __future__ import annotations
@@ -170,10 +170,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of each workload (best kept)")
+    ap.add_argument("--quick", action="store_true", help="a tiny model: a smoke run of every server, not a measurement")
     ap.add_argument("--json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="loraqa-load-"))
-    adapters, rows = build(work)
+    arch = "tiny" if args.quick else "flan-t5-small"
+    adapters, rows = build(work, arch)
     batched = serve(adapters, 32, ["answer", "openai"], rows, args.requests, args.concurrency, args.rounds)
     [unbatched] = serve(adapters, 1, ["answer"], rows, args.requests, args.concurrency, 1)
     [ct2] = serve(export_int8(adapters, work), 32, ["answer"], rows, args.requests, args.concurrency, args.rounds,
@@ -183,7 +185,7 @@ def main() -> None:
               "/v1/answer, CTranslate2 int8, max 32")
     from loraqa.modeling.precision import cpu_precision_note
 
-    print(f"{args.requests} concurrent requests over 2 adapters, flan-t5-small architecture, 16-token answers")
+    print(f"{args.requests} concurrent requests over 2 adapters, {arch} architecture, 16-token answers")
     print(f"precision of the PyTorch servers: {cpu_precision_note()}; CTranslate2: int8 weights")
     print(f"{'server':38s} {'req/s':>7s} {'failed':>7s} {'model calls':>12s} {'p50 s':>7s} {'p95 s':>7s}")
     for r, label in zip(results, labels):

@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import learning_check as world  # noqa: E402 - its loraqa() stops the command when this script is stopped
 
 
-def bench(name: str, args: list[str], steps: int, out: Path, warmup: int = 3) -> dict:
+def bench(name: str, args: list[str], steps: int, out: Path, warmup: int = 3, quick: bool = False) -> dict:
     path = out / f"{name}.json"
+    if quick and "--no-generation" not in args:  # no target reads answers/s: a smoke run skips the 64 answers
+        args = [*args, "--no-generation"]
     world.loraqa("bench", "--random-init", "flan-t5-small", "--steps", str(steps), "--warmup", str(warmup),
                  "--json", str(path), "--set", "track.report_to=none", *args, stderr=subprocess.DEVNULL)
     return json.loads(path.read_text())
@@ -65,7 +67,8 @@ def main() -> None:
     for i in range(rounds):
         for name, (cli_args, step_factor) in configs.items():
             trials[name].append(bench(f"{name.replace(' ', '-')}-{i}", cli_args,
-                                      steps if args.quick else steps * step_factor, out, warmup))
+                                      steps if args.quick else steps * step_factor, out, warmup,
+                                      quick=args.quick))
     runs = {name: max(t, key=lambda r: r["examples_per_s"]) for name, t in trials.items()}
     # MFU against the highest matmul peak any run measured in the same precision: what this device can do.
     for dtype in ("bf16", "fp32"):

@@ -37,7 +37,7 @@ def read_jsonl(path: Path) -> list[dict]:
 MEMORISE = ["train.batch_size=8", "train.learning_rate=3e-3", "train.lr_scheduler=constant", "train.warmup_ratio=0",
             "lora.r=16", "lora.alpha=32", "lora.dropout=0", "data.split_by=random", "data.test_size=0.2",
             "data.num_samples=null", "train.eval_steps=0", "train.save_steps=1000", "track.report_to=none",
-            "model.dtype=fp32"]
+            "model.dtype=fp32", "train.fp32_cpu_micro_batch=null"]
 
 
 def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250, sets: tuple[str, ...] = ()):

@@ -63,7 +63,7 @@ def test_eval_speed_script_compares_batched_generation_with_the_seed(tmp_path):
 
 def test_serve_load_script_answers_every_request(tmp_path):
     out = tmp_path / "serve.json"
-    run_script("serve_load.py", "--requests", "12", "--concurrency", "12", "--rounds", "1", "--json", str(out))
+    run_script("serve_load.py", "--quick", "--requests", "12", "--concurrency", "12", "--rounds", "1", "--json", str(out))
     native, openai_chat, unbatched, ct2 = json.loads(out.read_text())
     assert native["failures"] == openai_chat["failures"] == unbatched["failures"] == ct2["failures"] == 0
     assert ct2["engine"] == "ctranslate2" and ct2["requests_per_s"] > 0
