@@ -22,12 +22,20 @@ import numpy as np
 
 from loraqa.documents import Document, Passage
 from loraqa.errors import UnknownCollection, UsageError
-from loraqa.retrieval import bm25
 from loraqa.retrieval import sqlite_vectors as vec
 from loraqa.retrieval.filters import Filter
+from loraqa.retrieval.postings import Postings
 from loraqa.retrieval.snippets import with_snippets
-from loraqa.retrieval.store import (NAME_PATTERN, DocumentInfo, Hit, QueryLimits, Settings, check_collection_name, is_conflict,
-                                    query_terms)
+from loraqa.retrieval.store import (
+    NAME_PATTERN,
+    DocumentInfo,
+    Hit,
+    QueryLimits,
+    Settings,
+    check_collection_name,
+    is_conflict,
+    query_terms,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,8 +73,6 @@ WHERE p.id IN ({})
 """
 
 
-COMMON = 0.05  # a query word in more than this share of the passages does not pick candidates
-CANDIDATES = 200  # passages scored with every word of the query, when some of its words are common
 
 
 class SqliteCollection:
@@ -86,7 +92,7 @@ class SqliteCollection:
         self.settings = Settings(**{k: json.loads(str(v)) for k, v in rows.items()
                                     if k in Settings.__dataclass_fields__})
         self.index = vec.VectorIndex()
-        self._bm25 = bm25.Scorer("passages_fts", WEIGHTS)
+        self._postings = Postings("passages_fts", WEIGHTS, ("text", "title"))
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -328,45 +334,24 @@ class SqliteCollection:
         return [Passage(document_id, i, s, e, doc.text[s:e], page, heading) for i, s, e, page, heading in rows]
 
     def search(self, query: str, k: int = 5, where: Filter | None = None) -> list[Hit]:
-        """The k passages with the best BM25 over all the query's words.
-
-        FTS5 scores every passage that matches any word of an OR query; a word found in most
-        passages ("bought", "patient") makes it score most of the collection (measured: 100 ms a
-        query at 20,000 passages, 0.3-2 s at 100,000 real ones). So when the query has such words,
-        the passages matching its selective words are found first (the best CANDIDATES of them),
-        and only those are scored with all its words, with BM25 over the whole collection's
-        statistics (retrieval/bm25.py): the same formula as scoring everything, for a few
-        hundred passages instead of all."""
+        """The k passages with the best BM25 over all the query's words: over the whole collection
+        from the index's own counts kept in memory (retrieval/postings.py; FTS5's ORDER BY rank
+        walks every matching row's positions, slow when a word is common), or by FTS5 itself
+        within a filter's passages and where those counts cannot say."""
         terms = query_terms(query, self.query_limits)
         everything = " OR ".join(f'"{t}"' for t in terms)  # \w+ words, safe inside FTS5 quotes
         if where is not None:  # the filter's passages: score them all
             sql, params = self._where(where)
             return self._ranked(f"AND rowid IN ({sql})", (everything, *params, k), query)
-        selective = self._selective(terms)
-        if len(selective) == len(terms):
+        best = self._postings.best(self.conn, terms, k)
+        if best is None:
             return self._ranked("", (everything, k), query)
-        candidates = list(self.conn.execute(
-            "SELECT rowid, text, title FROM passages_fts WHERE passages_fts MATCH ? ORDER BY rank LIMIT ?",
-            (" OR ".join(f'"{t}"' for t in selective), max(CANDIDATES, 4 * k))))
-        scores = self._bm25.scores(self.conn, terms, [(r[0], (r[1], r[2])) for r in candidates])
-        if candidates and not scores:  # no statistics to read (an uncommitted write): FTS5 scores them
-            only = f"AND rowid IN ({','.join(str(int(r[0])) for r in candidates)})"
-            return self._ranked(only, (everything, k), query)
-        best = sorted(scores, key=lambda rowid: -scores[rowid])[:k]
-        return with_snippets(self.hits([(rowid, scores[rowid]) for rowid in best]), query)
+        return with_snippets(self.hits(best), query)
 
     def _ranked(self, only: str, params: tuple, query: str) -> list[Hit]:
         """The best hits by FTS5's own BM25 among the matching rows `only` keeps."""
         rows = self.conn.execute(SEARCH.format(only=only), params)
         return with_snippets([Hit(*row[:10], collection=self.name, passage_id=row[11]) for row in rows], query)
-
-    def _selective(self, terms: list[str]) -> list[str]:
-        """The query's words found in at most COMMON of the passages (and at most 1,000); each
-        word's passages are counted only up to that limit, so the count stays cheap."""
-        limit = max(1000, int(COMMON * self.passage_count()))
-        probe = "SELECT count(*) FROM (SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? LIMIT ?)"
-        selective = [t for t in terms if self.conn.execute(probe, (f'"{t}"', limit)).fetchone()[0] < limit]
-        return selective or terms  # every word is common: score them all
 
     def passage_count(self) -> int:
         """Passages in the collection, kept by every write (counting the table scans all of it)."""
