@@ -227,7 +227,7 @@ def test_a_request_past_its_deadline_gets_504_and_its_windows_are_dropped(answer
 
     async def scenario(client):
         res = await client.post("/v1/answer/batch", json={"requests": [q] * 4})
-        queued = app.state.batcher.queued_windows
+        queued = app.state.batcher.queued
         held.gate.set()
         await asyncio.sleep(0.3)
         return res, queued, len(held.calls)
@@ -251,11 +251,11 @@ def test_a_client_that_disconnects_leaves_no_work_behind(answerer, two_adapters)
         deadline = time.time() + 10
         while not held.calls and time.time() < deadline:
             time.sleep(0.01)
-        assert app.state.batcher.queued_windows == 5
+        assert app.state.batcher.queued == 5
         s.close()
-        while app.state.batcher.queued_windows and time.time() < deadline:
+        while app.state.batcher.queued and time.time() < deadline:
             time.sleep(0.05)
-        dropped = app.state.batcher.queued_windows == 0
+        dropped = app.state.batcher.queued == 0
         held.gate.set()
         time.sleep(0.3)
     assert dropped and len(held.calls) == 1
@@ -471,7 +471,7 @@ def test_a_long_window_does_not_join_a_batch_of_short_ones(answerer, two_adapter
             await asyncio.sleep(0.001)  # 4 of its windows in the held batch, 1 waiting
         long_task = asyncio.create_task(client.post("/v1/answer", json={"question": row["question"],
                                                                         "context": document}))
-        while app.state.batcher.queued_windows < 2:
+        while app.state.batcher.queued < 2:
             await asyncio.sleep(0.001)
         held.gate.set()
         return await five, await long_task

@@ -161,6 +161,27 @@ def test_a_given_answer_is_scored_on_the_scale_of_the_readers_own(answerer, two_
         assert scored == pytest.approx([a.score for a in said], abs=1e-4)
 
 
+def test_a_given_answer_is_scored_where_its_question_was_written_about(answerer, two_adapters, squad_rows):
+    """An answer that stands twice in a long passage is scored in the window of the occurrence
+    answer_start points at: scored at the first one instead, a pair written about the second
+    would be judged on text its question never saw."""
+    row = two_adapters["rows"][0]
+    answer = row["answers"]["text"][0]
+    filler = " ".join(dict.fromkeys(r["context"] for r in squad_rows if answer not in r["context"]))
+    while len(filler) < 8000:  # several windows between the two occurrences
+        filler += " " + filler
+    context = row["context"] + " " + filler + " " + row["context"]
+    first = context.find(answer)
+    second = context.rfind(answer)
+    # the same passage with the first occurrence blotted out: its window of the second is the same text
+    blotted = context[:first] + "x" * len(answer) + context[first + len(answer):]
+    asked = {"question": row["question"], "answer": answer, "adapter": "answers", "answer_start": second}
+    at_second, in_blotted = answerer.answer_logprobs([dict(asked, context=context), dict(asked, context=blotted)])
+    assert at_second == pytest.approx(in_blotted, abs=1e-6)
+    [at_first] = answerer.answer_logprobs([dict(asked, context=context, answer_start=first)])
+    assert at_first != pytest.approx(at_second, abs=1e-6)  # the two windows differ: the test can tell them apart
+
+
 def test_the_likelihood_margin_keeps_pairs_the_reader_finds_nearly_as_likely(answerer, two_adapters):
     """A reader that answers every question otherwise ('titles' gives the passage's title) drops
     every pair by F1; with a margin, the pairs whose answer it finds within the margin of its own

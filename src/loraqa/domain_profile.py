@@ -56,7 +56,7 @@ class DomainProfile:
     questions: list[str] = field(default_factory=list)  # a sample of the training questions
 
     @classmethod
-    def from_rows(cls, rows: list[dict], source: str = "", run_name: str = "") -> "DomainProfile":
+    def from_rows(cls, rows: list[dict], source: str = "", run_name: str = "") -> DomainProfile:
         """The profile of an adapter's training rows (question and passage of each)."""
         docs = [terms(f"{r['question']} {r.get('context') or ''}") for r in rows]
         df = Counter(t for d in docs for t in d)
@@ -72,7 +72,7 @@ class DomainProfile:
                    questions=_sample([r["question"] for r in rows]))
 
     @classmethod
-    def combined(cls, parents: list[tuple["DomainProfile", float]], source: str) -> "DomainProfile":
+    def combined(cls, parents: list[tuple[DomainProfile, float]], source: str) -> DomainProfile:
         """The profile of an adapter combined from others: the centroid is the parents' centroids
         weighted by |weight| (a combination covers each parent's domain by its share), a term's
         IDF the same weighted mean (a parent without the term counts its unknown-term IDF)."""
@@ -104,7 +104,7 @@ class DomainProfile:
                            "questions": self.questions, **self.extra}, ensure_ascii=False)
 
     @classmethod
-    def read(cls, adapter_dir: Path) -> "DomainProfile | None":
+    def read(cls, adapter_dir: Path) -> DomainProfile | None:
         """The adapter's profile; None when it has none; a damaged one is refused."""
         path = Path(adapter_dir) / DOMAIN_PROFILE_NAME
         if not path.exists():

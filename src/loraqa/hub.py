@@ -42,7 +42,7 @@ def use_cache_only_if_offline() -> bool:
 
 def looks_like_path(name: str) -> bool:
     return (
-        os.path.sep in name and not _is_hub_id(name)
+        (os.path.sep in name and not _is_hub_id(name))
         or name.startswith((".", "~"))
         or os.path.exists(os.path.expanduser(name))
     )

@@ -20,9 +20,27 @@ import typer
 
 from loraqa import config as cfgmod
 from loraqa.cli import collection_vectors, collections, keys, review, serving, synth  # noqa: F401 - each registers its commands
-from loraqa.cli.options import (AdapterArg, Adapters, AllowPickle, Collections, ConfigFile, EmbedderOpt, Engine, Model,
-                                Output, Overwrite, Preset, SearchMode, Sets, SimilarityModel, Store, adapter_map,
-                                collection_map, load, run)
+from loraqa.cli.options import (
+    AdapterArg,
+    Adapters,
+    AllowPickle,
+    Collections,
+    ConfigFile,
+    EmbedderOpt,
+    Engine,
+    Model,
+    Output,
+    Overwrite,
+    Preset,
+    SearchMode,
+    Sets,
+    SimilarityModel,
+    Store,
+    adapter_map,
+    collection_map,
+    load,
+    run,
+)
 from loraqa.errors import UsageError
 
 app = typer.Typer(

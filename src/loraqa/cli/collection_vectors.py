@@ -3,7 +3,7 @@ well each search mode finds what real questions ask."""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import typer
 from rich.console import Console

@@ -10,9 +10,29 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from loraqa.cli.options import (Adapters, AllowPickle, Collections, DocumentSets, EmbedderEngine, EmbedderOpt, Engine,
-                                FileMemory, FileSeconds, FollowLinks, MaxFileMb, Model, RerankCandidates, RerankModel, SearchMode, Store, Where, adapter_map,
-                                collection_map, document_limits, run)
+from loraqa.cli.options import (
+    Adapters,
+    AllowPickle,
+    Collections,
+    DocumentSets,
+    EmbedderEngine,
+    EmbedderOpt,
+    Engine,
+    FileMemory,
+    FileSeconds,
+    FollowLinks,
+    MaxFileMb,
+    Model,
+    RerankCandidates,
+    RerankModel,
+    SearchMode,
+    Store,
+    Where,
+    adapter_map,
+    collection_map,
+    document_limits,
+    run,
+)
 from loraqa.errors import render
 
 collection = typer.Typer(help="Collections of documents (PDF, DOCX, HTML, Markdown, text, JSONL, SQuAD) to ask questions of.",

@@ -40,9 +40,12 @@ def run(action: Callable[[], T]) -> T:
         return action()
     except LoraqaError as exc:
         # the library names settings; the command line shows them as its flags
-        problems = exc.problems if isinstance(exc, ConfigError) and len(exc.problems) > 1 else [exc.template]
-        for problem in problems:
-            typer.echo(f"error: {render(problem, cli=True)}", err=True)
+        if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+            lines = [render(problem, cli=True) for problem in exc.problems]
+        else:
+            lines = [exc.cli_message()]
+        for line in lines:
+            typer.echo(f"error: {line}", err=True)
         raise typer.Exit(exc.exit_code) from None
 
 

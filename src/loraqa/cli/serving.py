@@ -8,8 +8,22 @@ from typing import List, Optional
 
 import typer
 
-from loraqa.cli.options import (AllowedHost, AllowPickle, Adapters, ApiKey, Collections, Engine, Host, MaxContextChars,
-                                Model, RequestTimeout, Store, adapter_map, collection_map, run)
+from loraqa.cli.options import (
+    Adapters,
+    AllowedHost,
+    AllowPickle,
+    ApiKey,
+    Collections,
+    Engine,
+    Host,
+    MaxContextChars,
+    Model,
+    RequestTimeout,
+    Store,
+    adapter_map,
+    collection_map,
+    run,
+)
 from loraqa.errors import UsageError
 from loraqa.serving.limits import ServerLimits
 

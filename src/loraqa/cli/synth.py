@@ -8,10 +8,18 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from loraqa.cli.options import (AllowPickle, DocumentSets, FileMemory, FileSeconds, FollowLinks, MaxFileMb, Store,
-                                document_limits, run)
+from loraqa.cli.options import (
+    AllowPickle,
+    DocumentSets,
+    FileMemory,
+    FileSeconds,
+    FollowLinks,
+    MaxFileMb,
+    Store,
+    document_limits,
+    run,
+)
 from loraqa.errors import render
-
 
 _HINTS = {
     "question_cut_off": "questions reached the writer's token limit unfinished: the writer loops or rambles "

@@ -21,7 +21,6 @@ from loraqa.config.checks import suggest, validate
 from loraqa.config.schema import SECTIONS, Config
 from loraqa.errors import ConfigError, LoraqaError, UsageError, option, setting
 
-
 # ---------------------------------------------------------------- presets and files
 
 def _presets():
@@ -99,7 +98,7 @@ def _coerce(value: Any, tp: Any, key: str) -> tuple[Any, str | None]:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None, None
-        inner = [a for a in args if a is not type(None)][0]
+        inner = next(a for a in args if a is not type(None))
         return _coerce(value, inner, key)
     if tp is bool:
         if isinstance(value, bool):

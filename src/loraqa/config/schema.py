@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 
 def _f(default: Any, help: str, choices: tuple | None = None):
@@ -25,7 +25,7 @@ class ModelConfig:
     dtype: str = _f("auto", "Weights/compute precision: auto (bf16 where the hardware has it, else fp32), fp32, bf16. fp16 is refused for T5 (NaN losses).", ("auto", "fp32", "bf16", "fp16"))
     quantization: str = _f("none", "Load the frozen base in 8bit or 4bit with bitsandbytes (CUDA only).", ("none", "8bit", "4bit"))
     device: str = _f("auto", "Where to train: auto (CUDA if present, else CPU), cpu, cuda.", ("auto", "cpu", "cuda"))
-    dropout: Optional[float] = _f(None, "Dropout inside the frozen base model; null keeps the checkpoint's (0.1 for flan-t5).")
+    dropout: float | None = _f(None, "Dropout inside the frozen base model; null keeps the checkpoint's (0.1 for flan-t5).")
     attention: str = _f("auto", "Attention kernel: auto (sdpa on CUDA; fused on CPU, measured fastest there), eager, sdpa, fused (the position bias and mask added inside the score GEMM).", ("auto", "eager", "sdpa", "fused"))
     fast_kernels: bool = _f(True, "Train through loraqa's fused LoRA, GELU and RMS-norm forwards (same results as the library's, tested; measured faster). false: the library's own code.")
     allow_pickle: bool = _f(False, "Allow loading pickle (.bin/.pt) model or adapter weights, which can run code. Only for files you trust.")
@@ -45,14 +45,14 @@ class LoraSection:
 @dataclass
 class DataConfig:
     source: str = _f("squad", "Hub dataset name (squad, squad_v2, ...) or a local file: official SQuAD JSON, JSONL, JSON, CSV or Parquet.")
-    num_samples: Optional[int] = _f(None, "How many examples to draw (seeded shuffle) before splitting; null for all.")
+    num_samples: int | None = _f(None, "How many examples to draw (seeded shuffle) before splitting; null for all.")
     test_size: float = _f(0.2, "Share of the sampled examples held out for evaluation (0 < x < 1).")
     seed: int = _f(42, "Seed for sampling and splitting.")
     task: str = _f("qa", "qa: answer questions from passages. question_generation: the rows turned around, passage + answer -> question (the squad template becomes question_generation's own), for `loraqa synth --generator local`.", ("qa", "question_generation"))
     split_by: str = _f("random", "random: split rows; context: keep all questions on one passage on the same side; document: keep each document's questions on one side (rows' `document` field, e.g. from `loraqa synth`; else their passage).", ("random", "context", "document"))
     template: str = _f("squad", "Prompt template: a name (squad, question, seed) or a string with {question} and optionally {context}.")
     max_source_length: int = _f(512, "Source window in tokens. Longer passages are read in overlapping windows (training: the window around the answer).")
-    doc_stride: Optional[int] = _f(None, "Overlap in tokens between consecutive windows of a passage longer than the window; null: a third of max_source_length (128 of 384). At most half of max_source_length.")
+    doc_stride: int | None = _f(None, "Overlap in tokens between consecutive windows of a passage longer than the window; null: a third of max_source_length (128 of 384). At most half of max_source_length.")
     negative_windows: int = _f(0, "Training: add up to N windows of a long passage that do not hold the answer, labelled with unanswerable_text, so the model learns to abstain per window.")
     max_target_length: int = _f(32, "Longest answer in tokens; longer answers are truncated (counted).")
     unanswerable_text: str = _f("unanswerable", "Target text for questions with no answer (SQuAD v2, windows without the answer).")
@@ -67,7 +67,7 @@ class DataConfig:
 class TrainConfig:
     batch_size: int = _f(16, "Examples per device per step.")
     grad_accum: int = _f(1, "Gradient accumulation steps.")
-    fp32_cpu_micro_batch: Optional[int] = _f(None, "When training in fp32 on a CPU, take each step's batch_size x grad_accum examples in micro-batches of this size (the same update; fp32 activations take twice bf16's memory). Ignored unless smaller than batch_size and dividing the step; null: batch_size as given.")
+    fp32_cpu_micro_batch: int | None = _f(None, "When training in fp32 on a CPU, take each step's batch_size x grad_accum examples in micro-batches of this size (the same update; fp32 activations take twice bf16's memory). Ignored unless smaller than batch_size and dividing the step; null: batch_size as given.")
     learning_rate: float = _f(5e-4, "Peak learning rate.")
     epochs: float = _f(3.0, "Training epochs (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 to train for `epochs`.")
@@ -91,7 +91,7 @@ class EvalConfig:
     max_new_tokens: int = _f(32, "Longest generated answer in tokens (explicit: never the silent default of 20).")
     batch_size: int = _f(16, "Windows (one per question for short passages) per generation batch (16 was fastest on a 2-core CPU; GPUs like more).")
     num_beams: int = _f(1, "Beam width for generation (1 = greedy).")
-    subset: Optional[int] = _f(200, "Held-out questions answered at each evaluation during training (null: all).")
+    subset: int | None = _f(200, "Held-out questions answered at each evaluation during training (null: all).")
     extractive: bool = _f(False, "Constrain decoding to spans of the passage window (or the no-answer text): every answer is a quote of the document.")
 
 
@@ -101,8 +101,8 @@ class RetrievalConfig:
     min_score: float = _f(0.0, "Abstain without reading when no passage scores above this (BM25, lexical mode only; 0: any match is read).")
     passage_weight: float = _f(1.0, "How much a passage's search score counts beside its answer's: the answer chosen maximises answer log-probability + weight * log(passage score / best passage score) (0: the reader's score alone).")
     mode: str = _f("auto", "How a collection is searched: lexical (BM25), dense (its passages' vectors), hybrid (both, fused), or auto (hybrid when the collection has vectors, else lexical).", ("auto", "lexical", "dense", "hybrid"))
-    embedder: Optional[str] = _f(None, "The sentence-embedding model to embed questions with (a folder or hub name); null: the one the collection recorded.")
-    rerank_model: Optional[str] = _f(None, "A cross-encoder (a sentence-transformers CrossEncoder folder or hub name) that re-scores the search's best rerank_candidates passages, of which the top_k best are read; null: no reranking.")
+    embedder: str | None = _f(None, "The sentence-embedding model to embed questions with (a folder or hub name); null: the one the collection recorded.")
+    rerank_model: str | None = _f(None, "A cross-encoder (a sentence-transformers CrossEncoder folder or hub name) that re-scores the search's best rerank_candidates passages, of which the top_k best are read; null: no reranking.")
     rerank_candidates: int = _f(20, "Passages the cross-encoder re-scores (rerank_model).")
 
 
@@ -125,7 +125,7 @@ class DocumentsConfig:
 class TrackConfig:
     report_to: str = _f("wandb", "wandb (offline unless WANDB_API_KEY is set), tensorboard, mlflow or none.", ("wandb", "tensorboard", "mlflow", "none"))
     project: str = _f("loraqa", "Project / experiment name in the tracker.")
-    run_name: Optional[str] = _f(None, "Run name; also the default run directory runs/<run_name>. Null: derived from model and preset.")
+    run_name: str | None = _f(None, "Run name; also the default run directory runs/<run_name>. Null: derived from model and preset.")
 
 
 @dataclass
@@ -138,7 +138,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     documents: DocumentsConfig = field(default_factory=DocumentsConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
-    preset: Optional[str] = None
+    preset: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -18,8 +18,14 @@ from dataclasses import dataclass
 from loraqa.config.templates import uses_context
 from loraqa.data.prompts import render_source, render_target
 from loraqa.data.tasks import QA, answer_in_passage
-from loraqa.data.windows import (answer_token_span, passage_budget, split_passage, tokenise_passage, window_around,
-                                 window_at)
+from loraqa.data.windows import (
+    answer_token_span,
+    passage_budget,
+    split_passage,
+    tokenise_passage,
+    window_around,
+    window_at,
+)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from loraqa.modeling.precision import resolve_device, resolve_dtype
 from loraqa.training.callbacks import GracefulInterrupt
 from loraqa.training.trainer import build_trainer, micro_batches
 
-SYLLABLES = "ba be bi bo bu da de di do du ka ke ki ko ku la le li lo lu ma me mi mo mu na ne ni no nu ra re ri ro ru sa se si so su ta te ti to tu".split()
+SYLLABLES = ["ba", "be", "bi", "bo", "bu", "da", "de", "di", "do", "du", "ka", "ke", "ki", "ko", "ku", "la", "le", "li", "lo", "lu", "ma", "me", "mi", "mo", "mu", "na", "ne", "ni", "no", "nu", "ra", "re", "ri", "ro", "ru", "sa", "se", "si", "so", "su", "ta", "te", "ti", "to", "tu"]
 
 
 def bench_data(n: int = 400, seed: int = 0):

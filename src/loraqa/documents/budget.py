@@ -36,7 +36,7 @@ class BudgetedReader:
         self.limits, self.split = limits or DocumentsConfig(), split
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "BudgetedReader":
+    def __enter__(self) -> BudgetedReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,14 +12,22 @@ from rich.progress import Progress
 from rich.table import Table
 from transformers import DataCollatorForSeq2Seq
 
-from loraqa.artifacts import (CALIBRATION_NAME, jsonl_line, read_calibration, resolve_adapter, write_atomic,
-                              write_calibration, write_json)
+from loraqa.artifacts import (
+    CALIBRATION_NAME,
+    jsonl_line,
+    read_calibration,
+    resolve_adapter,
+    write_atomic,
+    write_calibration,
+    write_json,
+)
 from loraqa.config import config_from_dict, merge, parse_set
 from loraqa.config.templates import uses_context
 from loraqa.data.features import FeatureCounts, encode_row
 from loraqa.data.loading import load_rows
 from loraqa.data.splitting import DataReport, clean_rows
 from loraqa.data.tasks import rows_for_task
+from loraqa.distributed import in_shares, is_main_process, process_device
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.evaluation.calibration import best_thresholds, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import token_accuracy
@@ -28,7 +36,6 @@ from loraqa.evaluation.scoring import score_rows
 from loraqa.hub import looks_like_path
 from loraqa.inference.answerer import BASE, Answerer
 from loraqa.inference.engines import capabilities_of
-from loraqa.distributed import in_shares, is_main_process, process_device
 
 console = Console(stderr=True, soft_wrap=True)
 

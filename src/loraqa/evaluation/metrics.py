@@ -126,11 +126,11 @@ def token_accuracy(predicted_ids, label_ids, ignore_index: int = -100) -> float:
     """Teacher-forced next-token accuracy over real label tokens only (padding excluded)."""
     right = total = 0
     for pred_row, label_row in zip(predicted_ids, label_ids):
-        for p, l in zip(pred_row, label_row):
-            if l == ignore_index:
+        for p, label in zip(pred_row, label_row):
+            if label == ignore_index:
                 continue
             total += 1
-            right += int(p == l)
+            right += int(p == label)
     return right / total if total else 0.0
 
 

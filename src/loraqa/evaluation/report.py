@@ -7,8 +7,8 @@ import html
 import json
 from pathlib import Path
 
-from loraqa.errors import LoraqaError
 from loraqa.artifacts import write_atomic
+from loraqa.errors import LoraqaError
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -16,7 +16,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise LoraqaError(f"{run_dir} has no metrics.jsonl; pass a run directory written by `loraqa train`")
     records = []
-    lines = [l for l in path.read_text().split("\n") if l.strip()]
+    lines = [line for line in path.read_text().split("\n") if line.strip()]
     for n, line in enumerate(lines, 1):
         try:
             records.append(json.loads(line))

@@ -13,11 +13,6 @@ from loraqa.evaluation.calibration import best_thresholds
 from loraqa.evaluation.metrics import extractiveness, rouge_l, score_one, squad_summary
 
 
-def as_official(predictions: list[str], no_answer_text: str) -> list[str]:
-    """A model trained on SQuAD v2 writes the no-answer text; the official format for it is ""."""
-    return ["" if p.strip() == no_answer_text else p for p in predictions]
-
-
 def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[dict], dict]:
     """Per-question items and the official summary for loraqa's own rows and answers."""
     version = "v2" if any(not r["answers"]["text"] for r in rows) else "v1"

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Callable
 
 from loraqa.artifacts import AdapterRef, resolve_adapter
 from loraqa.config.templates import uses_context
 from loraqa.errors import LoraqaError, UsageError, option
-from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engine
-from loraqa.inference.reading import (Answer, Job, Reading, combine, fill, generation_batch, plan_reading,
-                                      read_all)
+from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engine, engine_type
 from loraqa.inference.library import Library, plan_passages
-from loraqa.retrieval import QueryLimits
-from loraqa.retrieval.filters import Filter
+from loraqa.inference.reading import Answer, Job, Reading, combine, fill, generation_batch, plan_reading, read_all
 from loraqa.inference.registry import AdapterRegistry, LoadedAdapter, ReadingSettings, check_name
 from loraqa.inference.routing import AUTO
-from loraqa.modeling.files import load_tokenizer, load_tokenizer_file
+from loraqa.retrieval import QueryLimits
+from loraqa.retrieval.filters import Filter
 
 __all__ = ["AUTO", "BASE", "Answer", "Answerer"]
 
@@ -38,6 +36,16 @@ def trained_dtype(choice: str, refs) -> str:
     and a small model's unsure words, differ between the two). Anything else keeps the choice."""
     saved = {ref.config.model.dtype for ref in refs if ref.kind == "lora"}
     return "fp32" if choice == "auto" and saved == {"fp32"} else choice
+
+
+def answer_offset(request: dict) -> int:
+    """Where the request's answer stands in its context: its answer_start when that points at the
+    answer (the occurrence a question was written about, which may not be the first), else the
+    first occurrence."""
+    at, answer, context = request.get("answer_start"), request["answer"], request["context"]
+    if isinstance(at, int) and at >= 0 and context[at:at + len(answer)] == answer:
+        return at
+    return context.find(answer)
 
 
 class Answerer:
@@ -73,11 +81,8 @@ class Answerer:
                               "`loraqa export`")
         if first is None and base_model is None:
             raise LoraqaError(f"give at least one adapter, or a base model with {option('model')}")
-        if engine == "ctranslate2":  # an export holds its tokenizer.json: no transformers, no torch
-            # base_model, with no adapter given: an export whose tokenizer the later ones share
-            self.tokenizer = load_tokenizer_file(first.adapter_dir if first else base_model)
-        else:
-            self.tokenizer = load_tokenizer(str(first.adapter_dir) if first else base_model)  # for planning
+        # for planning; base_model, with no adapter given, is for CTranslate2 an export whose tokenizer the later ones share
+        self.tokenizer = engine_type(engine).read_tokenizer(str(first.adapter_dir) if first else base_model)
         # The model's own copy: a server plans new requests on one thread while the model decodes on
         # another, and one fast tokenizer used from two threads at once can fail ("Already borrowed").
         self.model_tokenizer = copy.deepcopy(self.tokenizer)
@@ -170,9 +175,10 @@ class Answerer:
             return self.read([self.plan(r, cache) for r in requests], batch_size, num_beams, progress)
 
     def answer_logprobs(self, requests: list[dict], batch_size: int = 16) -> list[float]:
-        """For [{question, context, answer, adapter}]: the mean log-probability per token the
-        adapter gives that answer (EOS included) in a window of the passage that holds it, the
-        scale of `Answer.score` for its own answer. Engines with teacher forcing only."""
+        """For [{question, context, answer, adapter, answer_start?}]: the mean log-probability per
+        token the adapter gives that answer (EOS included) in a window of the passage that holds
+        it (at answer_start where given, else its first occurrence), the scale of `Answer.score`
+        for its own answer. Engines with teacher forcing only."""
         if not self.engine.capabilities.teacher_forcing:
             raise LoraqaError("scoring a given answer needs the PyTorch engine (teacher forcing)")
         from loraqa.config import load_config
@@ -187,7 +193,7 @@ class Answerer:
                 if not adapter:  # the bare base model reads with the template it answers with
                     data_cfg.template = ReadingSettings.for_base(True).template
                 rows = [(i, {"id": str(i), "question": r["question"], "context": r["context"],
-                             "answers": {"text": [r["answer"]], "answer_start": [r["context"].find(r["answer"])]}})
+                             "answers": {"text": [r["answer"]], "answer_start": [answer_offset(r)]}})
                         for i, r in enumerate(requests) if r["adapter"] == name]
                 feats = [encode_row(self.tokenizer, row, data_cfg, False, FeatureCounts()) for _, row in rows]
                 with self.scoring_model(name) as model:

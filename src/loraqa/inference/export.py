@@ -14,11 +14,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from loraqa.artifacts import (ADAPTER_CONFIG_NAME, CALIBRATION_NAME, replace_dir, resolve_adapter, write_atomic)
+from loraqa.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, replace_dir, resolve_adapter, write_atomic
 from loraqa.config import dump_config
+from loraqa.domain_profile import DOMAIN_PROFILE_NAME
 from loraqa.errors import UsageError, option
 from loraqa.inference.merge import check_output, merged_model
-from loraqa.domain_profile import DOMAIN_PROFILE_NAME
 from loraqa.optional import require
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_bfloat16", "bfloat16", "float16", "float32")

@@ -11,15 +11,24 @@ would not have chosen scores low instead of looking certain. Beam search reports
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from loraqa.inference.engines.base import Generated
-from loraqa.inference.reading import (Answer, Job, Reading, WindowInput, combine, fill, generation_batch,
-                                     plan_reading, read_all)
+from loraqa.inference.reading import (
+    Answer,
+    Job,
+    Reading,
+    WindowInput,
+    combine,
+    fill,
+    generation_batch,
+    plan_reading,
+    read_all,
+)
 
 
 def prepare_for_inference(model, dtype: str):

@@ -22,7 +22,7 @@ from loraqa.retrieval.search import embedder_for, search
 class Library:
     """The collections of one store, opened once each (from any thread)."""
 
-    def __init__(self, store: "str | Path | Store | None" = None, query_limits: QueryLimits | None = None,
+    def __init__(self, store: str | Path | Store | None = None, query_limits: QueryLimits | None = None,
                  embedder: str | None = None):
         """embedder: the model that embeds queries (a folder or hub name) where it is not found
         by the name a collection recorded (checked to be the same model)."""

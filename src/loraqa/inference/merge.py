@@ -51,7 +51,7 @@ def merged_model(ref: AdapterRef, base_model: str | None = None, allow_pickle: b
     model = load_base_model(base, "fp32", "cpu", allow_pickle=allow_pickle, config=config)
     try:
         model = PeftModel.from_pretrained(model, str(ref.adapter_dir))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - PEFT raises many types for an adapter that does not fit
         raise LoraqaError(f"the adapter in {ref.adapter_dir} does not fit the base model {base} "
                           f"({str(exc).splitlines()[0][:160]}); pass its base with {option('model')}") from None
     return model.merge_and_unload(), load_tokenizer(str(ref.adapter_dir)), base

@@ -13,8 +13,8 @@ prediction (transformers #17193); here every window competes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from loraqa.config.templates import uses_context
 from loraqa.data.features import encode_prompt

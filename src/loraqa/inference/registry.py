@@ -14,10 +14,10 @@ new requests at once, `detach` frees it once nothing in flight uses it.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from loraqa.adapters.names import NAME_PATTERN
 from loraqa.artifacts import AdapterRef, check_regular_files, resolve_adapter
 from loraqa.domain_profile import DomainProfile
 from loraqa.errors import AdapterExists, AdapterNotFound, LoraqaError, UsageError
@@ -28,7 +28,6 @@ from loraqa.modeling.files import refuse_pickle
 log = logging.getLogger("loraqa")
 
 RESERVED = frozenset({BASE, AUTO, *ENGINE_MARKERS})
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_name(name: str) -> None:
@@ -59,7 +58,7 @@ class ReadingSettings:
     rerank_candidates: int = 20
 
     @classmethod
-    def of(cls, ref: AdapterRef) -> "ReadingSettings":
+    def of(cls, ref: AdapterRef) -> ReadingSettings:
         c = ref.config
         return cls(c.data.template, c.data.max_source_length, c.data.window_overlap, c.eval.max_new_tokens,
                    c.data.unanswerable_text, c.eval.extractive, ref.no_answer_threshold, c.retrieval.top_k,
@@ -67,7 +66,7 @@ class ReadingSettings:
                    c.retrieval.rerank_candidates)
 
     @classmethod
-    def for_base(cls, has_context: bool) -> "ReadingSettings":
+    def for_base(cls, has_context: bool) -> ReadingSettings:
         """The bare base model, when no adapter says how to prompt it."""
         return cls("squad" if has_context else "question", 512, 128, 32, None)
 

@@ -86,7 +86,9 @@ class Router:
         """(adapter, score in [0, 1]) of the best match, or None when there are no profiles."""
         if not profiles:
             return None
-        embedder = self.embedder() if all(p.questions for p in profiles.values()) else None
+        # one profile has no rival to outvote: no model is loaded for it
+        voting = len(profiles) > 1 and all(p.questions for p in profiles.values())
+        embedder = self.embedder() if voting else None
         if embedder is None:
             return tfidf_route(profiles, question, context)
         names = list(profiles)

@@ -41,7 +41,7 @@ def load_tokenizer(name: str):
 
     try:
         tok = AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the hub and the loaders raise many types; load_error says which case it is
         raise load_error(name, exc, online) from None
     if not getattr(tok, "is_fast", False):
         raise LoraqaError(f"the tokenizer of {name} is not a fast tokenizer; loraqa needs offsets to keep answers "

@@ -7,7 +7,7 @@ import logging
 import torch
 
 from loraqa import optional
-from loraqa.errors import LoraqaError, option
+from loraqa.errors import LoraqaError
 from loraqa.hub import use_cache_only_if_offline
 from loraqa.modeling import attention as fused_attention
 from loraqa.modeling.files import load_error, refuse_pickle
@@ -60,7 +60,7 @@ def load_base_model(name: str, dtype: str, device: str, allow_pickle: bool = Fal
             raise LoraqaError(f"{name} ({config.model_type}) has no sequence-to-sequence LM head; "
                               "use an AutoModelForSeq2SeqLM checkpoint such as google/flan-t5-small") from None
         raise load_error(name, exc, online) from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the hub and the loaders raise many types; load_error says which case it is
         raise load_error(name, exc, online) from None
     if quantization is None:
         model.to(device)

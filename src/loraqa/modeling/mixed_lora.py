@@ -21,7 +21,6 @@ import types
 import torch
 
 _STACK = "_loraqa_mixed_stack"
-BASE_MARKER = "__base__"
 
 
 def _stack(layer):

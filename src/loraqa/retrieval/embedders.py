@@ -30,7 +30,6 @@ import numpy as np
 from loraqa import optional
 from loraqa.errors import LoraqaError, UsageError
 
-ENGINES = ("ctranslate2", "sentence-transformers")
 BATCH = 32
 # what the fingerprint covers: the files that decide what a text's vector is
 FINGERPRINT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "modules.json", "sentence_bert_config.json",
@@ -165,9 +164,9 @@ def _converted(folder: Path, fp: str) -> Path:
     cache = Path(os.environ.get("LORAQA_EMBEDDER_CACHE", Path.home() / ".cache" / "loraqa" / "embedders")) / fp
     if (cache / "model.bin").is_file():
         return cache
-    import ctranslate2
-
     import shutil
+
+    import ctranslate2
 
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
     try:
@@ -209,6 +208,9 @@ _LOADED: dict[tuple[str, str], Embedder] = {}
 _LOCK = threading.Lock()
 
 
+EMBEDDERS = {"ctranslate2": CT2Embedder, "sentence-transformers": SentenceTransformersEmbedder}
+
+
 def default_engine() -> str:
     return "ctranslate2" if optional.is_installed("ctranslate2") else "sentence-transformers"
 
@@ -219,14 +221,13 @@ def load_embedder(name: str, engine: str | None = None, expect: str | None = Non
     fingerprint a collection recorded (a model that differs is refused); option: where the name
     was given, for error lines."""
     engine = engine or default_engine()
-    if engine not in ENGINES:
-        raise UsageError(f"unknown embedder engine {engine!r}; use {' or '.join(ENGINES)}")
+    if engine not in EMBEDDERS:
+        raise UsageError(f"unknown embedder engine {engine!r}; use {' or '.join(EMBEDDERS)}")
     with _LOCK:
         key = (name, engine)
         if key not in _LOADED:
             folder = model_folder(name, option=option)
-            _LOADED[key] = CT2Embedder(name, folder) if engine == "ctranslate2" else \
-                SentenceTransformersEmbedder(name, folder)
+            _LOADED[key] = EMBEDDERS[engine](name, folder)
         embedder = _LOADED[key]
     if expect is not None and embedder.fingerprint != expect:
         raise UsageError(f"the embedder {name} is not the model this collection's vectors were made with (fingerprint "

@@ -27,14 +27,14 @@ class Filter:
     meta: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def parse(cls, items: list[str] | None) -> "Filter | None":
+    def parse(cls, items: list[str] | None) -> Filter | None:
         """From FIELD=VALUE strings (None when there are none)."""
         if not items:
             return None
         return cls.of(dict_pairs(items))
 
     @classmethod
-    def of(cls, given: dict | list | None) -> "Filter | None":
+    def of(cls, given: dict | list | None) -> Filter | None:
         """From {field: value} (a value may be a list for `document`), as a request sends it."""
         if not given:
             return None

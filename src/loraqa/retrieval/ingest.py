@@ -13,14 +13,14 @@ its first document goes in, so an add that stores nothing leaves nothing behind.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable
 
 from loraqa.config.schema import DocumentsConfig
 from loraqa.documents import DocumentError
-from loraqa.documents.document import content_id
 from loraqa.documents.budget import BudgetedReader
+from loraqa.documents.document import content_id
 from loraqa.documents.names import shown
 from loraqa.documents.walk import Walk, find_files
 from loraqa.errors import UnknownCollection, UsageError

@@ -17,11 +17,18 @@ from contextlib import contextmanager
 
 from loraqa import optional
 from loraqa.documents import Document, Passage
+from loraqa.errors import LoraqaError, UnknownCollection, UsageError, option
 from loraqa.retrieval import postgres_vectors as pgvec
 from loraqa.retrieval.filters import Filter, glob_to_like
-from loraqa.errors import LoraqaError, UnknownCollection, UsageError, option
-from loraqa.retrieval.store import (DocumentInfo, Hit, QueryLimits, Settings, check_collection_name, is_conflict,
-                                    query_terms)
+from loraqa.retrieval.store import (
+    DocumentInfo,
+    Hit,
+    QueryLimits,
+    Settings,
+    check_collection_name,
+    is_conflict,
+    query_terms,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS loraqa_collections (
@@ -57,13 +64,15 @@ SELECT p.document_id, d.title, d.source, p.page, p.start, p."end", p.text, p.hea
 FROM loraqa_passages p JOIN loraqa_documents d ON d.collection = p.collection AND d.id = p.document_id
 WHERE p.collection = %s AND p.id = ANY(%s)
 """
-COMMON, CANDIDATES = 0.05, 200  # as in the SQLite store
+# a query word in more than COMMON of the passages does not pick candidates; the best CANDIDATES
+# passages by the other words are scored with all of them
+COMMON, CANDIDATES = 0.05, 200
 COUNT_TTL = 30.0
 BATCH_PASSAGES = 2000  # passages per transaction while adding files (several whole documents)
 
 
 class PostgresCollection:
-    def __init__(self, store: "PostgresStore", name: str, settings: Settings):
+    def __init__(self, store: PostgresStore, name: str, settings: Settings):
         self.store, self.name, self.settings = store, name, settings
         self._counted: tuple[float, int] | None = None
         self._wrote = None  # inside batch(): told how many passages each put wrote

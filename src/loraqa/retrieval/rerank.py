@@ -18,7 +18,7 @@ from loraqa.errors import LoraqaError
 from loraqa.retrieval.embedders import model_folder
 from loraqa.retrieval.store import Hit
 
-_LOADED: dict[str, "Reranker"] = {}
+_LOADED: dict[str, Reranker] = {}
 _LOCK = threading.Lock()
 
 

@@ -8,18 +8,17 @@ transaction, so a crash never leaves half a document searchable and a rerun fini
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from typing import ContextManager, Protocol
+from typing import Protocol
 
+from loraqa.adapters.names import NAME_PATTERN
 from loraqa.documents import Document, Passage
 from loraqa.errors import QueryTooLong, UsageError
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Words too common to help ranking: left out of queries, so a question's "the" and "what" do not
 # make the index walk half the collection (BM25 would give them almost no weight anyway).
-STOPWORDS = frozenset("""a an and are as at be but by did do does for from had has have he her his how i if in
-into is it its me my no not of on or our she so than that the their them then there these they this to
-was we were what when where which who whom why will with would you your""".split())
+STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "but", "by", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "she", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your"])
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -124,7 +123,7 @@ class Collection(Protocol):
         text), 'unchanged' (this text is already there), or 'conflict' (its id is taken by a
         document of another file: nothing written)."""
 
-    def batch(self, passages: int = 2000) -> ContextManager[None]:
+    def batch(self, passages: int = 2000) -> AbstractContextManager[None]:
         """Inside it, documents may share transactions of about `passages` passages (never part
         of a document in one, another part in the next)."""
         ...

@@ -19,10 +19,18 @@ from pathlib import Path
 
 from loraqa.artifacts import jsonl_line, write_atomic, write_json
 from loraqa.data.loading import normalise_row, raw_rows
-from loraqa.errors import LoraqaError, UsageError
-from loraqa.review.label_studio import (ANSWER, LABEL_CONFIG, NO_ANSWER, REJECT, VERDICT, BadTask, Review,
-                                        latest_review, task)
 from loraqa.documents.names import without_surrogates
+from loraqa.errors import LoraqaError, UsageError
+from loraqa.review.label_studio import (
+    LABEL_CONFIG,
+    NO_ANSWER,
+    REJECT,
+    VERDICT,
+    BadTask,
+    Review,
+    latest_review,
+    task,
+)
 from loraqa.synth.checks import locate, locate_span
 
 SKIPPED, UNREVIEWED, REJECTED, NO_SPAN, SPAN_NOT_IN_PASSAGE, NO_PASSAGE = (

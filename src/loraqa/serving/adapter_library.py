@@ -23,14 +23,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from loraqa.artifacts import resolve_adapter
+from loraqa.adapters.names import BASE, NAME_PATTERN
 from loraqa.domain_profile import DomainProfile
 from loraqa.errors import AdapterNotFound, DeadlineExceeded, LoraqaError, NotAnAdapter, UsageError
-from loraqa.inference.registry import NAME_PATTERN
 from loraqa.inference.routing import AUTO, route
 
 log = logging.getLogger("loraqa.serve")
-BASE = "base"
 
 
 @dataclass

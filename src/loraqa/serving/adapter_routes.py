@@ -20,9 +20,9 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from loraqa.adapters.names import NAME_PATTERN
 from loraqa.artifacts import adapter_files, resolve_adapter
 from loraqa.errors import AdapterNotFound, LoraqaError, NotAnAdapter
-from loraqa.inference.registry import NAME_PATTERN
 from loraqa.serving.context import ApiError, is_admin, scope_of, state
 
 router = APIRouter()

@@ -5,16 +5,15 @@ searching a collection, and health."""
 # and dependencies at run time to tell a Request or a body model from a query parameter.
 import asyncio
 import time
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from loraqa.errors import LoraqaError
-from loraqa.retrieval.filters import Filter
 from loraqa.inference.answerer import AUTO, BASE
+from loraqa.retrieval.filters import Filter
 from loraqa.serving.context import ApiError, ask, scope_of, state
 
 router = APIRouter()
@@ -146,5 +145,5 @@ async def health(request: Request):
     body = {"status": "ok" if s.batcher.alive else "unavailable"}
     if scope is not None:
         body |= {"adapters": [n for n in s.answerer.names if scope.may_use(n)], "models": s.access.models(scope),
-                 "batches": s.batcher.batches, "queued_windows": s.batcher.queued_windows}
+                 "batches": s.batcher.batches, "queued_windows": s.batcher.queued}
     return JSONResponse(body, status_code=200 if s.batcher.alive else 503)

@@ -18,23 +18,24 @@ from loraqa.optional import require_extra
 
 require_extra("serve", "loraqa's HTTP server")
 
-from fastapi import FastAPI, Request  # noqa: E402 - after the check that names the pip extra
-from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
-from fastapi.responses import HTMLResponse, JSONResponse, Response  # noqa: E402
-from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
+# the imports below come after the check that names the pip extra (E402 allowed in pyproject.toml)
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loraqa.inference.answerer import BASE, Answerer  # noqa: E402
-from loraqa.serving import adapter_routes, answer_routes, openai_routes  # noqa: E402
-from loraqa.serving.batching import Batcher  # noqa: E402
-from loraqa.serving.context import ApiError, ServerState  # noqa: E402
-from loraqa.serving.access import Access  # noqa: E402
-from loraqa.serving.guard import BodyTooLarge, RequestGuard, allowed_hosts  # noqa: E402
-from loraqa.serving.limits import ServerLimits  # noqa: E402
-from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics  # noqa: E402
-from loraqa.serving.scopes import KeyRing  # noqa: E402
-from loraqa.serving.memory import bound_kernel_cache  # noqa: E402
-from loraqa.serving.startup import say_ready  # noqa: E402
+from loraqa.inference.answerer import BASE, Answerer
+from loraqa.serving import adapter_routes, answer_routes, openai_routes
+from loraqa.serving.access import Access
+from loraqa.serving.batching import Batcher
+from loraqa.serving.context import ApiError, ServerState
+from loraqa.serving.guard import BodyTooLarge, RequestGuard, allowed_hosts
+from loraqa.serving.limits import ServerLimits
+from loraqa.serving.memory import bound_kernel_cache
+from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics
+from loraqa.serving.scopes import KeyRing
+from loraqa.serving.startup import say_ready
 
 # not API traffic: not counted in the metrics
 UNCOUNTED = {"/metrics", "/health", "/", "/docs", "/openapi.json"}
@@ -92,7 +93,7 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
     registry.max_adapters = limits.max_adapters  # the server's limit governs later loads
     batcher = Batcher(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits,
                       max_batch_tokens=max_batch_tokens)
-    metrics = ServerMetrics(queue_depth=lambda: batcher.queued_windows, adapters_loaded=lambda: len(registry.adapters))
+    metrics = ServerMetrics(queue_depth=lambda: batcher.queued, adapters_loaded=lambda: len(registry.adapters))
     batcher.on_batch = metrics.batch_size.observe
     library = None
     if root is not None:
@@ -180,16 +181,16 @@ def root_base_model(root: Path, engine: str = "pytorch") -> str | None:
     folder, which holds the tokenizer they all share."""
     from loraqa.artifacts import resolve_adapter
     from loraqa.errors import LoraqaError
+    from loraqa.inference.engines import engine_type
 
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
             ref = resolve_adapter(folder)
         except LoraqaError:
             continue
-        if ref.kind == "lora" and engine == "pytorch":
-            return ref.config.model.name
-        if ref.kind == "ctranslate2" and engine == "ctranslate2":
-            return str(ref.adapter_dir)
+        base = engine_type(engine).base_in(ref)
+        if base is not None:
+            return base
     return None
 
 

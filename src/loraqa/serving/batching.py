@@ -38,9 +38,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from loraqa.errors import AdapterNotFound, DeadlineExceeded, Overloaded, TooMuchWork
 from loraqa.inference.reading import Answer, Job, Reading
@@ -125,10 +125,6 @@ class Batcher:
     def alive(self) -> bool:
         """False when the scheduling task has died: /health must not say the server answers."""
         return self.task is not None and not self.task.done()
-
-    @property
-    def queued_windows(self) -> int:
-        return self.queued
 
     async def on_model_thread(self, fn, *args):
         """Run fn on the thread that runs the model: between batches, never during one."""
@@ -273,7 +269,7 @@ class Batcher:
                             await asyncio.sleep(self.pause_between_batches_s)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the scheduler must outlive anything a batch does
+            except Exception:  # the scheduler must outlive anything a batch does
                 log.exception("the batcher hit an unexpected error; it goes on with the next batch")
 
     async def _gather(self) -> None:

@@ -33,7 +33,7 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
     @classmethod
-    def of(cls, exc: LoraqaError, request: Request, code: str | None = None, param: str | None = None) -> "ApiError":
+    def of(cls, exc: LoraqaError, request: Request, code: str | None = None, param: str | None = None) -> ApiError:
         """The error as this request's key may see it (serving/access.py: nothing about what
         exists beyond its scope, no server-side path unless it is an admin's)."""
         retry = getattr(exc, "retry_after", None)

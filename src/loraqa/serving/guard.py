@@ -27,7 +27,6 @@ import re
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
@@ -49,7 +48,7 @@ def needed_role(method: str, path: str) -> str | None:
     adapters; else 'api'."""
     if path in OPEN_PATHS or method == "OPTIONS":
         return None
-    if path.rstrip("/") == "/v1/adapters" and method == "POST" or path.startswith("/v1/adapters/") and method == "DELETE":
+    if (path.rstrip("/") == "/v1/adapters" and method == "POST") or (path.startswith("/v1/adapters/") and method == "DELETE"):
         return "admin"
     return "api"
 
@@ -164,7 +163,7 @@ class RequestGuard:
         except BodyTooLarge:
             if not status["started"]:
                 await refuse(413, f"request body over {self.max_body} bytes", "request_too_large")
-        except Exception:  # noqa: BLE001 - the last line of defence: log it, answer without its text
+        except Exception:  # the last line of defence: log it, answer without its text
             log.exception(f"request {request_id} {method} {path} failed")
             if not status["started"]:
                 await refuse(500, f"internal error; the server logged it as request {request_id}", "internal_error")

@@ -34,21 +34,22 @@ from loraqa.optional import require_extra
 
 _mcp = require_extra("mcp", "loraqa mcp")
 
-import anyio  # noqa: E402 - after the check that names the pip extra (the MCP SDK runs on it)
-from mcp.server.mcpserver import Context, MCPServer  # noqa: E402
-from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
-from mcp.server.transport_security import TransportSecuritySettings  # noqa: E402
-from pydantic import BaseModel, Field  # noqa: E402
+# the imports below come after the check that names the pip extra (E402 allowed in pyproject.toml)
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel, Field
 
-from loraqa.inference.answerer import AUTO, BASE, Answerer  # noqa: E402
-from loraqa.retrieval.filters import Filter  # noqa: E402
-from loraqa.serving.access import Access  # noqa: E402
-from loraqa.serving.batching import Batcher  # noqa: E402
-from loraqa.serving.guard import allowed_hosts  # noqa: E402
-from loraqa.serving.limits import ServerLimits  # noqa: E402
-from loraqa.serving.memory import bound_kernel_cache  # noqa: E402
-from loraqa.serving.scopes import OPEN, KeyRing, Scope  # noqa: E402
-from loraqa.serving.startup import say_ready  # noqa: E402
+from loraqa.inference.answerer import AUTO, BASE, Answerer
+from loraqa.retrieval.filters import Filter
+from loraqa.serving.access import Access
+from loraqa.serving.batching import Batcher
+from loraqa.serving.guard import allowed_hosts
+from loraqa.serving.limits import ServerLimits
+from loraqa.serving.memory import bound_kernel_cache
+from loraqa.serving.scopes import OPEN, KeyRing, Scope
+from loraqa.serving.startup import say_ready
 
 log = logging.getLogger("loraqa.server")
 
@@ -152,7 +153,7 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
             [a] = await batcher.submit([{"question": question, "context": context, "adapter": name}], call)
         except LoraqaError as exc:
             raise refused(exc, scope) from None
-        except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no internals
+        except Exception:  # logged with its traceback; the client gets no internals
             log.exception(f"tool call {call} answer_question failed")
             raise ToolError(f"internal error; the server logged it as call {call}") from None
         return Answered(answer=a.answer, domain=a.adapter, score=a.score, no_answer=a.no_answer, start=a.start,

@@ -40,7 +40,7 @@ def locate_span(answer: str, passage: str, hint: int | None = None) -> tuple[int
     answer = answer.strip()
     if not answer:
         return None
-    if hint is not None and 0 <= hint and passage[hint:hint + len(answer)] == answer:
+    if hint is not None and hint >= 0 and passage[hint:hint + len(answer)] == answer:
         return hint, hint + len(answer)
     at = passage.find(answer)
     if at >= 0:

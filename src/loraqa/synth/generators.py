@@ -6,8 +6,8 @@ writes one question for each answer candidate of a passage, in the Answerer's ba
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from loraqa.synth.candidates import answer_candidates
 from loraqa.synth.sampling import SourcePassage

@@ -9,18 +9,17 @@ after an interruption pays only for what was not answered.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from loraqa.adapters.names import BASE
 from loraqa.artifacts import jsonl_line, resolve_adapter, write_atomic, write_json
 from loraqa.config.schema import DocumentsConfig
 from loraqa.errors import LoraqaError, UsageError
 from loraqa.synth.generators import LocalGenerator
 from loraqa.synth.pipeline import Reader, SynthReport, synthesise
 from loraqa.synth.sampling import collection_passages, file_passages, sample_passages
-
-BASE_READER = "base"
 
 
 def report_path(output: Path) -> Path:
@@ -67,7 +66,7 @@ def build_reader(reader: str | None, allow_pickle: bool = False):
 
     if not reader:
         return None
-    if reader == BASE_READER:
+    if reader == BASE:
         raise UsageError("with --generator openai, --reader names a QA adapter's run directory ('base' means the "
                          "local writer's base model, and there is none)")
     ref = resolve_adapter(reader)
@@ -93,7 +92,7 @@ def build_models(generator: str, adapter: str | None, model: str | None, reader:
                          "--set data.task=question_generation")
     adapters = {"writer": writer_ref}
     reader_ref = None
-    if reader and reader != BASE_READER:
+    if reader and reader != BASE:
         reader_ref = resolve_adapter(reader)
         if reader_ref.config.data.task != "qa":
             raise UsageError(f"the reader {reader} writes questions; the round trip needs one that answers them")
@@ -102,7 +101,7 @@ def build_models(generator: str, adapter: str | None, model: str | None, reader:
         adapters["reader"] = reader_ref
     writer = Answerer(adapters, base_model=model, allow_pickle=allow_pickle)
     judge = None
-    if reader == BASE_READER:
+    if reader == BASE:
         judge = Reader(writer, "base")
     elif reader_ref is not None:
         judge = Reader(writer, "reader") if "reader" in adapters else \

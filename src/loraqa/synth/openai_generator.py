@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Callable
 
 from loraqa.errors import LoraqaError, UsageError
 from loraqa.synth.candidates import answer_candidates

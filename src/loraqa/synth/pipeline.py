@@ -10,11 +10,20 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
-from loraqa.synth.checks import (CUT_OFF, EMPTY, NOT_IN_PASSAGE, ROUND_TRIP, UNKNOWN_NAME, QuestionLedger,
-                                 locate, round_trip_f1, unknown_names)
+from loraqa.synth.checks import (
+    CUT_OFF,
+    EMPTY,
+    NOT_IN_PASSAGE,
+    ROUND_TRIP,
+    UNKNOWN_NAME,
+    QuestionLedger,
+    locate,
+    round_trip_f1,
+    unknown_names,
+)
 from loraqa.synth.generators import Draft
 from loraqa.synth.sampling import SourcePassage
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from loraqa.errors import UsageError
 
@@ -31,7 +32,7 @@ def load_prompt(path: str | None) -> str:
     if path is None:
         return DEFAULT_PROMPT
     try:
-        text = open(path, encoding="utf-8").read()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read the prompt file {path}: {exc}") from None
     if PASSAGE not in text:

@@ -10,9 +10,9 @@ import threading
 
 from transformers import TrainerCallback
 
+from loraqa.distributed import in_shares
 from loraqa.evaluation.metrics import token_accuracy
 from loraqa.evaluation.scoring import score_rows
-from loraqa.distributed import in_shares
 from loraqa.inference.generation import read_rows
 
 

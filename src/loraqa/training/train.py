@@ -16,9 +16,18 @@ from pathlib import Path
 from rich.console import Console
 from transformers import set_seed
 
-from loraqa.artifacts import (check_run_dir, default_run_name, environment, jsonl_line, last_checkpoint,
-                              prepare_run_dir, remove_incomplete_checkpoints, save_model_folder, write_atomic,
-                              write_json)
+from loraqa.artifacts import (
+    check_run_dir,
+    default_run_name,
+    environment,
+    jsonl_line,
+    last_checkpoint,
+    prepare_run_dir,
+    remove_incomplete_checkpoints,
+    save_model_folder,
+    write_atomic,
+    write_json,
+)
 from loraqa.config import Config, dump_config, load_saved_config
 from loraqa.config.templates import uses_context
 from loraqa.data.features import build_features

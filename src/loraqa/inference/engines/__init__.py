@@ -12,8 +12,7 @@ engine by its name, and no engine implements a method by refusing it.
 from __future__ import annotations
 
 from loraqa.errors import UsageError, option
-from loraqa.inference.engines.base import (BASE, ENGINE_MARKERS, Capabilities, Engine, GenerationBatch,
-                                           TeacherForcing)
+from loraqa.inference.engines.base import BASE, ENGINE_MARKERS, Capabilities, Engine, GenerationBatch, TeacherForcing
 
 __all__ = ["BASE", "ENGINES", "ENGINE_MARKERS", "Capabilities", "Engine", "GenerationBatch", "TeacherForcing",
            "capabilities_of", "create_engine"]

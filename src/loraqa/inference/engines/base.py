@@ -6,6 +6,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from loraqa.adapters.names import BASE, ENGINE_BASE  # noqa: F401 - BASE is re-exported with the engine protocol
 from loraqa.artifacts import AdapterRef
 
 
@@ -19,7 +20,7 @@ class Generated:
     logprobs: list[float] | None = None  # per token (greedy decoding only)
     stopped: bool = True  # ended with EOS (else it hit the token limit)
 
-    def truncated(self, max_tokens: int, tokenizer) -> "Generated":
+    def truncated(self, max_tokens: int, tokenizer) -> Generated:
         """The first max_tokens tokens, for a request that asked for fewer than its batch generated."""
         if self.tokens <= max_tokens:
             return self
@@ -30,9 +31,8 @@ class Generated:
                          stopped=False)
 
 
-BASE = "base"  # the adapter name that means "the base model, no adapter"
 # names engines use inside a batch (PEFT's marker for "no adapter" in adapter_names=)
-ENGINE_MARKERS = frozenset({"__base__"})
+ENGINE_MARKERS = frozenset({ENGINE_BASE})
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,15 @@ class Engine(Protocol):
     capabilities: Capabilities
     device: str
     dtype: str
+
+    @classmethod
+    def read_tokenizer(cls, folder: str):
+        """The tokenizer an adapter folder (or a base model) holds, read as this engine needs it."""
+
+    @classmethod
+    def base_in(cls, ref: AdapterRef) -> str | None:
+        """The base model to start from when the first adapter found is `ref` (an adapter root
+        given without a base), or None when this engine does not serve such a folder."""
 
     def check(self, ref: AdapterRef) -> None:
         """Refuse an adapter this engine cannot attach, reading its files but never touching the

@@ -17,7 +17,7 @@ import threading
 from loraqa.artifacts import AdapterRef
 from loraqa.errors import LoraqaError
 from loraqa.inference.engines.base import Capabilities, Generated, GenerationBatch
-from loraqa.modeling.files import TOKENIZER_FILE, same_vocabulary
+from loraqa.modeling.files import TOKENIZER_FILE, load_tokenizer_file, same_vocabulary
 from loraqa.optional import require
 
 
@@ -43,9 +43,18 @@ class CT2Engine:
         self.lock = threading.RLock()
 
     @classmethod
-    def create(cls, tokenizer, base_model: str | None, device: str, dtype: str, allow_pickle: bool) -> "CT2Engine":
+    def create(cls, tokenizer, base_model: str | None, device: str, dtype: str, allow_pickle: bool) -> CT2Engine:
         # each export is its own merged model: there is no base model to load, and no pickle to allow
         return cls(tokenizer, device)
+
+    @classmethod
+    def read_tokenizer(cls, folder: str):
+        return load_tokenizer_file(folder)  # an export holds its tokenizer.json: no transformers, no torch
+
+    @classmethod
+    def base_in(cls, ref: AdapterRef) -> str | None:
+        # an export is a whole model: its folder holds the tokenizer every export shares
+        return str(ref.adapter_dir) if ref.kind == "ctranslate2" else None
 
     @property
     def dtype(self) -> str:

@@ -16,10 +16,12 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 
+from loraqa.adapters.names import ENGINE_BASE
 from loraqa.artifacts import AdapterRef
 from loraqa.errors import LoraqaError, option
 from loraqa.inference.engines.base import BASE, Capabilities, Generated, GenerationBatch
 from loraqa.inference.generation import generate_scored, prepare_for_inference
+from loraqa.modeling.files import load_tokenizer
 from loraqa.modeling.loading import load_base_model, load_seq2seq_config
 from loraqa.modeling.mixed_lora import forget_stacks, use_gathered_mixed_batches
 from loraqa.modeling.precision import resolve_device, resolve_dtype
@@ -41,10 +43,18 @@ class TorchEngine:
         prepare_for_inference(self.model, self.dtype)
 
     @classmethod
-    def create(cls, tokenizer, base_model: str | None, device: str, dtype: str, allow_pickle: bool) -> "TorchEngine":
+    def create(cls, tokenizer, base_model: str | None, device: str, dtype: str, allow_pickle: bool) -> TorchEngine:
         if base_model is None:
             raise LoraqaError(f"give at least one adapter, or a base model with {option('model')}")
         return cls(tokenizer, base_model, device, dtype, allow_pickle)
+
+    @classmethod
+    def read_tokenizer(cls, folder: str):
+        return load_tokenizer(folder)
+
+    @classmethod
+    def base_in(cls, ref: AdapterRef) -> str | None:
+        return ref.config.model.name if ref.kind == "lora" else None
 
     def _does_not_fit(self, ref: AdapterRef, why: str) -> LoraqaError:
         return LoraqaError(f"adapter {ref.adapter_dir} does not fit the base model {self.base_model} "
@@ -73,9 +83,9 @@ class TorchEngine:
         ranks = {**{"": config.get("r")}, **(config.get("rank_pattern") or {})}
         try:
             with safe_open(str(weights), framework="pt") as f:
-                shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+                shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - safe_open has keys(), no __iter__
         except Exception as exc:  # noqa: BLE001 - a damaged file raises several types
-            raise self._does_not_fit(ref, f"unreadable adapter_model.safetensors: {str(exc).splitlines()[0][:120]}")
+            raise self._does_not_fit(ref, f"unreadable adapter_model.safetensors: {str(exc).splitlines()[0][:120]}") from None
         for key, shape in shapes.items():
             if ".lora_A." not in key and ".lora_B." not in key:
                 continue
@@ -135,7 +145,7 @@ class TorchEngine:
         extra = {"passages": batch.passages, "no_answer": batch.no_answer}
         with self.lock:
             if self.adapters and len(set(names)) > 1:  # mixed batch (greedy only)
-                adapter_names = ["__base__" if n == BASE else n for n in names]
+                adapter_names = [ENGINE_BASE if n == BASE else n for n in names]
                 return generate_scored(self.model, *args, adapter_names=adapter_names, **extra)
             # one adapter: the plain active-adapter path, without PEFT's per-row adapter routing
             with self.scoring_model(names[0]) as model:
