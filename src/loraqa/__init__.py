@@ -3,13 +3,13 @@
 The public Python API, loaded on first use (PEP 562 module `__getattr__`) so that `import loraqa`
 and the command line start without importing torch:
 
-    from loraqa import load_config, train, Answerer, run_eval, score_files, merge
+    from loraqa import load_config, train, Answerer, run_eval, EvalOptions, score_files, merge
 
     cfg = load_config("default", sets=["train.max_steps=100"], overrides={"data": {"source": "my.jsonl"}})
     result = train(cfg, output="runs/mine")                  # TrainResult(run_dir, model, metrics)
     answerer = Answerer({"mine": "runs/mine"})               # one base model, any number of adapters
     answerer.answer([{"question": "...", "context": "...", "adapter": "mine"}])
-    run_eval("runs/mine")                                    # EM/F1 of generated answers
+    run_eval("runs/mine", EvalOptions(baseline=True))        # EM/F1 of generated answers, and the base's
     score_files("dev-v1.1.json", "predictions.json")         # the official SQuAD scores of any file
 """
 
@@ -32,6 +32,7 @@ _API = {
     "BASE": "loraqa.inference.answerer",
     "merge": "loraqa.inference.merge",
     "run_eval": "loraqa.evaluation.eval_run",
+    "EvalOptions": "loraqa.evaluation.eval_run",
     "score_files": "loraqa.evaluation.scoring",
     "score_rows": "loraqa.evaluation.scoring",
     "make_report": "loraqa.evaluation.report",

@@ -20,6 +20,7 @@ import typer
 
 from loraqa import config as cfgmod
 from loraqa.cli import collection_vectors, collections, keys, review, serving, synth  # noqa: F401 - each registers its commands
+from loraqa.cli.logs import show_progress_lines
 from loraqa.cli.options import (
     AdapterArg,
     Adapters,
@@ -58,6 +59,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    show_progress_lines()
     for name in ("datasets", "huggingface_hub", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -142,12 +144,31 @@ def eval_(
 ):
     """Answer questions with an adapter and score the answers (EM / F1 / ROUGE-L, optionally semantic similarity), optionally against the base model."""
     def action():
-        from loraqa.evaluation.eval_run import run_eval
+        from rich.console import Console
+        from rich.progress import Progress
 
-        run_eval(target, data=data, limit=limit, baseline=baseline, output=output, model_override=model,
-                 sets=set_, engine=engine, allow_pickle=allow_pickle, retrieve=retrieve, collection=collection,
-                 store=store, holdout_contexts=holdout_contexts, track=track, similarity_model=similarity_model,
-                 embedder=embedder, mode=mode)
+        from loraqa.cli.eval_tables import print_retrieval, print_table
+        from loraqa.distributed import is_main_process
+        from loraqa.evaluation.eval_run import EvalOptions, run_eval
+
+        options = EvalOptions(data=data, limit=limit, baseline=baseline, output=output, model_override=model,
+                              sets=set_, engine=engine, allow_pickle=allow_pickle, retrieve=retrieve,
+                              collection=collection, store=store, holdout_contexts=holdout_contexts, track=track,
+                              similarity_model=similarity_model, embedder=embedder, mode=mode)
+        main = is_main_process()  # under torchrun the first process reports for all
+        with Progress(console=Console(stderr=True), transient=True, disable=not main) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(task: str, done: int, total: int) -> None:
+                if task not in tasks:
+                    tasks[task] = bar.add_task(task, total=total)
+                bar.update(tasks[task], completed=done, total=total)
+
+            summary = run_eval(target, options, progress)
+        if main:
+            print_table(summary)
+            if "retrieval" in summary:
+                print_retrieval(summary["retrieval"])
 
     run(action)
 

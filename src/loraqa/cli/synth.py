@@ -71,7 +71,7 @@ def synth(
     repeated questions are dropped, and with --reader only pairs a reader answers the same way
     are kept. Train on the output with `loraqa train --data OUTPUT --set data.split_by=document`."""
     def action():
-        from loraqa.synth.job import Endpoint, run_synth
+        from loraqa.synth.job import Endpoint, SynthOptions, run_synth
 
         endpoint = Endpoint(base_url, ask, concurrency, retries, timeout, prompt_file, cache, max_tokens, max_reply_kb)
         limits = document_limits(sets, max_file_mb=max_file_mb, file_memory_mb=file_memory_mb,
@@ -85,10 +85,13 @@ def synth(
                     tasks[stage] = bar.add_task(stage, total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            return run_synth(output, collection, inputs, store, passages, per_passage, seed, generator, adapter,
-                             model, reader, min_roundtrip_f1, unanswerable, passage_chars, overlap, limits,
-                             allow_pickle, endpoint, progress, roundtrip_margin, check_names, spans,
-                             follow_links=follow_links)
+            options = SynthOptions(
+                collection=collection, inputs=inputs, store=store, passages=passages, per_passage=per_passage,
+                seed=seed, generator=generator, adapter=adapter, model=model, reader=reader,
+                min_roundtrip_f1=min_roundtrip_f1, unanswerable=unanswerable, passage_chars=passage_chars,
+                overlap=overlap, documents=limits, allow_pickle=allow_pickle, endpoint=endpoint,
+                roundtrip_margin=roundtrip_margin, check_names=check_names, spans=spans, follow_links=follow_links)
+            return run_synth(output, options, progress)
 
     written, report = run(action)
     for _, why in report.skipped_files:

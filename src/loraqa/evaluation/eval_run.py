@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 from transformers import DataCollatorForSeq2Seq
 
 from loraqa.artifacts import (
@@ -36,8 +35,7 @@ from loraqa.evaluation.scoring import score_rows
 from loraqa.hub import looks_like_path
 from loraqa.inference.answerer import BASE, Answerer
 from loraqa.inference.engines import capabilities_of
-
-console = Console(stderr=True, soft_wrap=True)
+from loraqa.reporting import say
 
 
 def eval_rows(ref, data: str | None, limit: int | None) -> tuple[list[dict], str]:
@@ -152,59 +150,78 @@ def write_eval_files(out: Path, items: list[dict], summary: dict, prefix: str = 
     write_json(out / f"{prefix}predictions.json", {i["id"]: i["prediction"] for i in items})
 
 
-def run_eval(target: str, data: str | None = None, limit: int | None = None, baseline: bool = False,
-             output: str | None = None, model_override: str | None = None, sets: list[str] | None = None,
-             engine: str = "pytorch", allow_pickle: bool = False, retrieve: bool = False,
-             collection: str | None = None, store: str | None = None, holdout_contexts: float = 0.0,
-             track: bool = False, similarity_model: str | None = None, embedder: str | None = None,
-             mode: str | None = None) -> dict:
-    """Score an adapter (or export) on questions; allow_pickle is the caller's choice alone, never
-    read from the adapter's own saved config. retrieve: also ask each question without its
-    passage, from `collection` (of `store`) or from a collection of the data's contexts, a share
+@dataclass
+class EvalOptions:
+    """What `loraqa eval` takes beside the adapter. allow_pickle is the caller's choice alone, never
+    read from the adapter's own saved config. retrieve: also ask each question without its passage,
+    from `collection` (of `store`) or from a collection of the data's contexts, a share
     `holdout_contexts` of them left out (evaluation/retrieval_eval.py). track: log the figures and
-    answers into the tracker run the adapter was trained in (run_artifacts.py). similarity_model:
-    a local model that also scores semantic answer similarity (evaluation/similarity.py).
-    embedder, mode: with retrieve, the sentence-embedding model (vectors for the collection of
-    the data's contexts, or the one to embed questions with) and the search mode to answer with."""
-    if (collection or holdout_contexts) and not retrieve:
+    answers into the tracker run the adapter was trained in (run_artifacts.py). similarity_model: a
+    local model that also scores semantic answer similarity (evaluation/similarity.py). embedder,
+    mode: with retrieve, the sentence-embedding model (vectors for the collection of the data's
+    contexts, or the one to embed questions with) and the search mode to answer with."""
+    data: str | None = None
+    limit: int | None = None
+    baseline: bool = False
+    output: str | None = None
+    model_override: str | None = None
+    sets: list[str] = field(default_factory=list)
+    engine: str = "pytorch"
+    allow_pickle: bool = False
+    retrieve: bool = False
+    collection: str | None = None
+    store: str | None = None
+    holdout_contexts: float = 0.0
+    track: bool = False
+    similarity_model: str | None = None
+    embedder: str | None = None
+    mode: str | None = None
+
+
+def run_eval(target: str, options: EvalOptions | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Score an adapter (or export) on questions: its summary (also in summary.json beside the
+    answers). progress(task, done, total) counts the windows answered; what it does is said on the
+    `loraqa.progress` logger."""
+    o = options or EvalOptions()
+    if (o.collection or o.holdout_contexts) and not o.retrieve:
         raise UsageError("a collection and held-out contexts are for answering without passages: add "
                          f"{option('retrieve')}")
-    if not 0 <= holdout_contexts < 1:
-        raise UsageError(f"the held-out share of contexts must be in [0, 1), got {holdout_contexts}")
-    if baseline and not capabilities_of(engine).base_model:
+    if not 0 <= o.holdout_contexts < 1:
+        raise UsageError(f"the held-out share of contexts must be in [0, 1), got {o.holdout_contexts}")
+    if o.baseline and not capabilities_of(o.engine).base_model:
         raise UsageError(f"{option('baseline')} needs an engine with a separate base model (pytorch): an exported "
                          "model has none")
     ref = resolve_adapter(target)
-    if track:
+    if o.track:
         from loraqa.run_artifacts import tracker_run
 
         if ref.run_dir is None or tracker_run(ref.run_dir) is None:
             raise UsageError(f"{target} has no tracker run to log to (trained with track.report_to=none or "
                              "tensorboard, or not a run directory); evaluate without --track")
-    if sets:  # eval-time overrides (e.g. eval.batch_size) apply to the adapter's own config
-        ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(sets)))
-    out = Path(output) if output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
-    rows, where = eval_rows(ref, data, limit)
+    if o.sets:  # eval-time overrides (e.g. eval.batch_size) apply to the adapter's own config
+        ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(o.sets)))
+    out = Path(o.output) if o.output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
+    rows, where = eval_rows(ref, o.data, o.limit)
     similarity = None
-    if similarity_model is not None:  # loaded first: a bad path fails before any answering
+    if o.similarity_model is not None:  # loaded first: a bad path fails before any answering
         from loraqa.evaluation.similarity import AnswerSimilarity
 
-        similarity = AnswerSimilarity(similarity_model)
+        similarity = AnswerSimilarity(o.similarity_model)
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
     # answers as the model gives them: the threshold is calibrated from them, not applied to them
-    answerer = Answerer({"adapter": ref}, base_model=model_override, device=process_device(ref.config.model.device),
-                        dtype=dtype, allow_pickle=allow_pickle, apply_threshold=False, engine=engine, store=store)
-    if collection is not None:
-        answerer.library.open(collection)  # an unknown collection is refused before any answering
+    answerer = Answerer({"adapter": ref}, base_model=o.model_override, device=process_device(ref.config.model.device),
+                        dtype=dtype, allow_pickle=o.allow_pickle, apply_threshold=False, engine=o.engine, store=o.store)
+    if o.collection is not None:
+        answerer.library.open(o.collection)  # an unknown collection is refused before any answering
     main = is_main_process()  # under torchrun: every process answers its share, the first one reports
     if main:
-        console.print(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
+        say(f"evaluating {ref.adapter_dir} on {len(rows)} questions from {where} ({answerer.dtype})")
     results = {}
-    with Progress(console=console, transient=True, disable=not main) as bar:
-        for name in ["adapter"] + ([BASE] if baseline else []):
-            task = bar.add_task(f"answering ({name}), windows", total=len(rows))
-            results[name] = evaluate_model(answerer, name, rows, ref.config,
-                                           lambda done, total, t=task: bar.update(t, completed=done, total=total))
+    for name in ["adapter"] + ([BASE] if o.baseline else []):
+        task = f"answering ({name}), windows"
+        counted = (lambda done, total, t=task: progress(t, done, total)) if progress and main else None
+        results[name] = evaluate_model(answerer, name, rows, ref.config, counted)
     if similarity is not None and main:
         from loraqa.evaluation.similarity import add_similarity
 
@@ -212,73 +229,27 @@ def run_eval(target: str, data: str | None = None, limit: int | None = None, bas
             add_similarity(found_items, found_summary, similarity)
     items, summary = results["adapter"]
     summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": answerer.device,
-                    "dtype": answerer.dtype, "engine": engine})
+                    "dtype": answerer.dtype, "engine": o.engine})
     if not main:
         return summary
     write_eval_files(out, items, summary)
-    if baseline:
+    if o.baseline:
         base_items, base_summary = results[BASE]
         write_eval_files(out, base_items, base_summary, prefix="baseline_")
         summary["baseline"] = base_summary
     write_json(out / "summary.json", summary)
-    print_table(summary)
-    console.print(f"wrote {out}/predictions.jsonl, predictions.json, summary.json")
+    say(f"wrote {out}/predictions.jsonl, predictions.json, summary.json")
     note = calibrate(ref, summary, items, where)
     if note:
-        console.print(note)
-    if retrieve:
+        say(note)
+    if o.retrieve:
         threshold = (read_calibration(ref.adapter_dir) or {}).get("no_answer_threshold")
-        summary["retrieval"] = evaluate_retrieval(answerer, rows, items, collection, holdout_contexts,
+        summary["retrieval"] = evaluate_retrieval(answerer, rows, items, o.collection, o.holdout_contexts,
                                                   ref.config.data.seed, ref.config.eval.batch_size, threshold,
-                                                  embedder=embedder, mode=mode)
+                                                  embedder=o.embedder, mode=o.mode)
         write_json(out / "summary.json", summary)
-        print_retrieval(summary["retrieval"])
-    if track:
+    if o.track:
         from loraqa.run_artifacts import log_eval
 
-        console.print(f"logged the results to {log_eval(ref.run_dir, out, summary)}")
+        say(f"logged the results to {log_eval(ref.run_dir, out, summary)}")
     return summary
-
-
-def print_retrieval(r: dict) -> None:
-    table = Table(title=f"without their passages: {r['questions']} questions searched in collection {r['collection']} "
-                        f"(answered with {r['mode']} search)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for mode, figures in r["modes"].items():
-        for k in ("recall@1", "recall@5", "recall@20"):
-            table.add_row(f"{k} ({mode})", f"{figures[k]:.2f}")
-        table.add_row(f"MRR ({mode})", f"{figures['mrr']:.3f}")
-    table.add_row("EM / F1 from retrieved passages", f"{r['exact_match']:.2f} / {r['f1']:.2f}")
-    table.add_row("EM / F1 from the given passages", f"{r['given_exact_match']:.2f} / {r['given_f1']:.2f}")
-    if "abstained_when_held_out" in r:
-        table.add_row(f"abstained, context held out ({r['held_out_questions']} questions)",
-                      f"{r['abstained_when_held_out']:.2f}%")
-    Console(soft_wrap=True).print(table)
-
-
-def print_table(summary: dict) -> None:
-    base = summary.get("baseline")
-    table = Table(title=f"{summary['total']} questions")
-    table.add_column("metric")
-    table.add_column("adapter", justify="right")
-    if base:
-        table.add_column("base model", justify="right")
-        table.add_column("difference", justify="right")
-    keys = ["exact_match", "f1", "rouge_l", "sas", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact",
-            "best_f1"]
-    shown = [(k, 1) for k in keys if k in summary] + [("token_accuracy", 100), ("extractiveness", 100)]
-    for key, scale in shown:
-        if summary[key] is None:
-            continue
-        cells = [key, f"{scale * summary[key]:.2f}"]
-        if base:
-            cells += [f"{scale * base[key]:.2f}", f"{scale * (summary[key] - base[key]):+.2f}"]
-        table.add_row(*cells)
-    for key, label in (("f1_at_50", "F1, 50% most confident"), ("f1_at_80", "F1, 80% most confident"),
-                       ("auroc", "AUROC of score, right vs wrong")):
-        values = [x["risk_coverage"][key] for x in ([summary] + ([base] if base else []))]
-        cells = [f"{v:.2f}" if v is not None else "-" for v in values]
-        table.add_row(label, *cells, *([""] if base else []))
-    table.add_row("answers/s", f"{summary['answers_per_second']}", *([f"{base['answers_per_second']}", ""] if base else []))
-    Console(soft_wrap=True).print(table)

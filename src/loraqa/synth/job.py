@@ -109,16 +109,46 @@ def build_models(generator: str, adapter: str | None, model: str | None, reader:
     return writer, judge
 
 
-def run_synth(output: str, collection: str | None = None, inputs: list[str] | None = None, store: str | None = None,
-              passages: int | None = None, per_passage: int = 3, seed: int = 42, generator: str = "local",
-              adapter: str | None = None, model: str | None = None, reader: str | None = None,
-              min_roundtrip_f1: float = 0.5, unanswerable: float = 0.0, passage_chars: int = 1000,
-              overlap: int = 200, documents: DocumentsConfig | None = None, allow_pickle: bool = False,
-              endpoint: Endpoint | None = None, progress: Callable[[str, int, int], None] | None = None,
-              roundtrip_margin: float | None = None, check_names: bool = True,
-              spans: str = "reader", follow_links: bool = False) -> tuple[int, SynthReport]:
+@dataclass
+class SynthOptions:
+    """What `loraqa synth` takes beside its output. The passages: a `collection` (of `store`) or
+    `inputs` (files, folders, globs) cut into passages of `passage_chars` sharing `overlap`, read
+    within the `documents` budgets; `passages` of them sampled with `seed`. The writer: a local
+    question-generation `adapter` (on `model`), or `generator` "openai" at `endpoint`. The checks:
+    a `reader` (an adapter, or "base") must answer alike (`min_roundtrip_f1`, or within
+    `roundtrip_margin` of its own answer's likelihood); `spans`: whose answer span a kept pair
+    carries; `unanswerable`: the share of no-answer rows added."""
+    collection: str | None = None
+    inputs: list[str] | None = None
+    store: str | None = None
+    passages: int | None = None
+    per_passage: int = 3
+    seed: int = 42
+    generator: str = "local"
+    adapter: str | None = None
+    model: str | None = None
+    reader: str | None = None
+    min_roundtrip_f1: float = 0.5
+    unanswerable: float = 0.0
+    passage_chars: int = 1000
+    overlap: int = 200
+    documents: DocumentsConfig | None = None
+    allow_pickle: bool = False
+    endpoint: Endpoint | None = None
+    roundtrip_margin: float | None = None
+    check_names: bool = True
+    spans: str = "reader"
+    follow_links: bool = False
+
+
+def run_synth(output: str, options: SynthOptions,
+              progress: Callable[[str, int, int], None] | None = None) -> tuple[int, SynthReport]:
     """Write OUTPUT (JSONL, loraqa's data format) and its report; returns (rows, report).
-    documents: the budgets for reading --input files (documents.*)."""
+    progress(stage, done, total) follows the reading, writing and checking."""
+    o = options
+    collection, inputs, store, passages, seed = o.collection, o.inputs, o.store, o.passages, o.seed
+    generator, adapter, model, reader, allow_pickle = o.generator, o.adapter, o.model, o.reader, o.allow_pickle
+    min_roundtrip_f1, roundtrip_margin, unanswerable, spans = o.min_roundtrip_f1, o.roundtrip_margin, o.unanswerable, o.spans
     if (collection is None) == (not inputs):
         raise UsageError("give a COLLECTION or --input PATHS (files, folders or globs), not both")
     if not 0 <= min_roundtrip_f1 <= 1:
@@ -140,21 +170,21 @@ def run_synth(output: str, collection: str | None = None, inputs: list[str] | No
 
         by_document = collection_passages(open_store(store).open(collection))
     else:
-        by_document, skipped = file_passages(inputs, passage_chars, overlap, documents, follow_links)
+        by_document, skipped = file_passages(inputs, o.passage_chars, o.overlap, o.documents, o.follow_links)
     picked = sample_passages(by_document, passages, seed)
     if not picked:
         where = f"collection {collection}" if collection else "the input files"
         raise LoraqaError(f"{where} holds no passages to write questions for")
     if generator == "openai":
-        gen = build_openai(endpoint or Endpoint(), model, out, per_passage, seed)
+        gen = build_openai(o.endpoint or Endpoint(), model, out, o.per_passage, seed)
         judge = build_reader(reader, allow_pickle)
     else:
         writer, judge = build_models(generator, adapter, model, reader, allow_pickle)
-        gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", per_passage, seed)
+        gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", o.per_passage, seed)
     if judge is not None:
         judge.margin = roundtrip_margin
     rows, report = synthesise(picked, gen, judge, min_roundtrip_f1, unanswerable, seed, progress,
-                              check_names=check_names, reader_spans=spans == "reader")
+                              check_names=o.check_names, reader_spans=spans == "reader")
     report.skipped_files = skipped
     write_atomic(out, "".join(jsonl_line(r) for r in rows))
     write_json(report_path(out), report.as_dict())

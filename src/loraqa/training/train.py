@@ -13,7 +13,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rich.console import Console
 from transformers import set_seed
 
 from loraqa.artifacts import (
@@ -39,13 +38,13 @@ from loraqa.modeling.files import load_tokenizer
 from loraqa.modeling.loading import configure_base, load_base_model, load_seq2seq_config, quantization_config
 from loraqa.modeling.lora import add_lora, parameter_counts
 from loraqa.modeling.precision import resolve_device, resolve_dtype
+from loraqa.reporting import say
 from loraqa.run_artifacts import TRAIN_PREDICTIONS, log_training_artifacts
 from loraqa.training import tracking
 from loraqa.training.callbacks import GracefulInterrupt
 from loraqa.training.trainer import build_trainer
 
 # long paths must not be wrapped mid-line; under torchrun only rank 0 reports
-console = Console(stderr=True, soft_wrap=True, quiet=not is_main_process())
 
 
 @dataclass
@@ -71,6 +70,11 @@ class Data:
     report: DataReport
 
 
+def _say(message: str) -> None:
+    if is_main_process():  # under torchrun the first process speaks for all
+        say(message)
+
+
 def resolve_run_dir(cfg: Config, output: str | None) -> Path:
     return Path(output) if output else Path("runs") / default_run_name(cfg)
 
@@ -93,7 +97,7 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
         check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resume:
         cfg = saved_config(run_dir)
-        console.print(f"resuming {run_dir} from {Path(last_checkpoint(run_dir)).name} with its saved config.yaml")
+        _say(f"resuming {run_dir} from {Path(last_checkpoint(run_dir)).name} with its saved config.yaml")
     tracking.check_tracker(cfg.track.report_to)
     setup = hardware_setup(cfg)
     data = load_data(cfg)
@@ -130,7 +134,7 @@ def hardware_setup(cfg: Config) -> Setup:
 
 def load_data(cfg: Config) -> Data:
     train_rows, test_rows, report = prepare_splits(cfg.data, needs_context=uses_context(cfg.data.template))
-    console.print(f"data: {report.rows_loaded} rows loaded, {report.rows_usable} usable, "
+    _say(f"data: {report.rows_loaded} rows loaded, {report.rows_usable} usable, "
                   f"{report.train_rows} train / {report.test_rows} test")
     return Data(train_rows, test_rows, report)
 
@@ -146,7 +150,7 @@ def build_model(cfg: Config, setup: Setup):
     model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing, quantized=setup.quantization is not None,
                      fast_kernels=cfg.model.fast_kernels)
     params = parameter_counts(model)
-    console.print(f"model: {cfg.model.name} on {setup.device} ({setup.dtype}); trainable parameters "
+    _say(f"model: {cfg.model.name} on {setup.device} ({setup.dtype}); trainable parameters "
                   f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']}%)")
     return model, params
 
@@ -164,7 +168,7 @@ def build_datasets(cfg: Config, tokenizer, data: Data):
 def say_micro_batches(cfg: Config, trainer) -> None:
     micro, accumulate = trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps
     if (micro, accumulate) != (cfg.train.batch_size, cfg.train.grad_accum):
-        console.print(f"fp32 on a CPU: each step's {micro * accumulate} examples as {accumulate} micro-batches of "
+        _say(f"fp32 on a CPU: each step's {micro * accumulate} examples as {accumulate} micro-batches of "
                       f"{micro} (train.fp32_cpu_micro_batch; the same update, less memory)")
 
 
@@ -190,7 +194,7 @@ def write_run_files(run_dir: Path, cfg: Config, data: Data, overwrite: bool, res
     if resume:
         removed = remove_incomplete_checkpoints(run_dir)
         if removed:
-            console.print(f"removed incomplete checkpoint(s) {', '.join(removed)} (cut short by the crash)")
+            _say(f"removed incomplete checkpoint(s) {', '.join(removed)} (cut short by the crash)")
     else:
         write_atomic(run_dir / "config.yaml", dump_config(cfg))
     write_json(run_dir / "data_report.json", asdict(data.report))
@@ -206,7 +210,7 @@ def save_adapter(trainer, tokenizer, cfg: Config, data: Data, run_dir: Path) -> 
     save_model_folder(trainer.model, tokenizer, run_dir / "adapter", cfg,
                       extra_files={DOMAIN_PROFILE_NAME: profile.to_json()})
     record_best(trainer, run_dir)
-    console.print(f"adapter saved to {run_dir / 'adapter'}")
+    _say(f"adapter saved to {run_dir / 'adapter'}")
 
 
 def save_eval_answers(trainer, run_dir: Path) -> None:
@@ -221,7 +225,7 @@ def record_best(trainer, run_dir: Path) -> None:
     best = trainer.state.best_model_checkpoint
     if not best:
         return
-    console.print(f"best F1 {trainer.state.best_metric:.2f} at {Path(best).name}: kept as the final adapter")
+    _say(f"best F1 {trainer.state.best_metric:.2f} at {Path(best).name}: kept as the final adapter")
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"step": trainer.state.global_step, "best_checkpoint": Path(best).name,
                              "best_f1": trainer.state.best_metric}) + "\n")
