@@ -60,8 +60,11 @@ def ingest(name: str, docs: Path, store: Path, embedder: str | None) -> dict:
     from loraqa.retrieval import Settings, open_store
     from loraqa.retrieval.ingest import add_paths
 
+    target = open_store(store)
+    if name in target.names():  # a rerun in the same --workdir measures the ingestion again
+        target.drop(name)
     started = time.perf_counter()
-    report = add_paths(open_store(store), name, [str(docs)], Settings(), embedder=embedder)
+    report = add_paths(target, name, [str(docs)], Settings(), embedder=embedder)
     seconds = time.perf_counter() - started
     size = sum(p.stat().st_size for p in store.glob(f"{name}.sqlite*"))
     return {"documents": report.added, "passages": report.passages, "seconds": round(seconds, 2),

@@ -194,7 +194,7 @@ def run_eval(target: str, options: EvalOptions | None = None,
                          "model has none")
     ref = resolve_adapter(target)
     if o.track:
-        from loraqa.run_artifacts import tracker_run
+        from loraqa.run_artifacts import tracker_run  # the trackers' clients (wandb, mlflow) only with --track
 
         if ref.run_dir is None or tracker_run(ref.run_dir) is None:
             raise UsageError(f"{target} has no tracker run to log to (trained with track.report_to=none or "
@@ -205,7 +205,7 @@ def run_eval(target: str, options: EvalOptions | None = None,
     rows, where = eval_rows(ref, o.data, o.limit)
     similarity = None
     if o.similarity_model is not None:  # loaded first: a bad path fails before any answering
-        from loraqa.evaluation.similarity import AnswerSimilarity
+        from loraqa.evaluation.similarity import AnswerSimilarity  # sentence-transformers only when asked
 
         similarity = AnswerSimilarity(o.similarity_model)
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
@@ -223,7 +223,7 @@ def run_eval(target: str, options: EvalOptions | None = None,
         counted = (lambda done, total, t=task: progress(t, done, total)) if progress and main else None
         results[name] = evaluate_model(answerer, name, rows, ref.config, counted)
     if similarity is not None and main:
-        from loraqa.evaluation.similarity import add_similarity
+        from loraqa.evaluation.similarity import add_similarity  # sentence-transformers only when asked
 
         for found_items, found_summary in results.values():
             add_similarity(found_items, found_summary, similarity)
@@ -249,7 +249,7 @@ def run_eval(target: str, options: EvalOptions | None = None,
                                                   embedder=o.embedder, mode=o.mode)
         write_json(out / "summary.json", summary)
     if o.track:
-        from loraqa.run_artifacts import log_eval
+        from loraqa.run_artifacts import log_eval  # the trackers' clients only with --track
 
         say(f"logged the results to {log_eval(ref.run_dir, out, summary)}")
     return summary

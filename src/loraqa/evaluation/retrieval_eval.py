@@ -16,6 +16,8 @@ from loraqa.documents import Document, split_document
 from loraqa.evaluation.scoring import score_rows
 from loraqa.inference.library import Library
 from loraqa.retrieval import Settings, open_store
+from loraqa.retrieval.embedders import load_embedder
+from loraqa.retrieval.ingest import embedder_info
 from loraqa.retrieval.search import MODES
 
 RECALL_AT = (1, 5, 20)
@@ -25,7 +27,6 @@ def build_collection(rows: list[dict], store, name: str, holdout: float, seed: i
     """A collection of the rows' distinct contexts (with vectors when an embedder is given), a
     share `holdout` of them left out; returns it and the ids of the documents the contexts became
     (None for a held-out one)."""
-    from loraqa.retrieval.ingest import embedder_info
 
     contexts = list(dict.fromkeys(r["context"] for r in rows))
     rng = random.Random(seed)
@@ -72,7 +73,6 @@ def evaluate_retrieval(answerer, rows: list[dict], given: list[dict], collection
     collection (default: its retrieval.mode); recall is reported for every mode the collection
     supports (`modes`), the top-level figures for the mode answered with."""
     if collection is None:
-        from loraqa.retrieval.embedders import load_embedder
 
         target = open_store(tempfile.mkdtemp(prefix="loraqa-eval-"))
         coll, doc_ids = build_collection(rows, target, "eval", holdout, seed,

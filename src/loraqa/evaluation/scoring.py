@@ -103,7 +103,7 @@ def score(questions: list[dict], predictions: dict[str, str], version: str,
     unknown = [k for k in predictions if k not in has_answer]
     summary = squad_summary(items, version)
     if similarity is not None:  # a missing prediction scores 0, as for the other metrics
-        from loraqa.evaluation.similarity import add_similarity
+        from loraqa.evaluation.similarity import add_similarity  # sentence-transformers only when asked
 
         answered = [i for i in items if i["prediction"] is not None]
         add_similarity(answered, summary, similarity)
@@ -124,7 +124,7 @@ def score_files(data_path: str | Path, predictions_path: str | Path, na_prob_pat
     predictions = read_predictions(predictions_path)
     similarity = None
     if similarity_model is not None:  # imported only then: scoring otherwise needs no model at all
-        from loraqa.evaluation.similarity import AnswerSimilarity
+        from loraqa.evaluation.similarity import AnswerSimilarity  # sentence-transformers only when asked
 
         similarity = AnswerSimilarity(similarity_model)
     return score(questions, predictions, version, na_probs, similarity)

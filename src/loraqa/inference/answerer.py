@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from loraqa.artifacts import AdapterRef, resolve_adapter
+from loraqa.config import load_config
 from loraqa.config.templates import uses_context
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engine, engine_type
@@ -181,7 +182,7 @@ class Answerer:
         for its own answer. Engines with teacher forcing only."""
         if not self.engine.capabilities.teacher_forcing:
             raise LoraqaError("scoring a given answer needs the PyTorch engine (teacher forcing)")
-        from loraqa.config import load_config
+        # transformers and torch: the CTranslate2 path imports this module and never scores given answers
         from loraqa.data.features import FeatureCounts, encode_row
         from loraqa.inference.generation import target_logprobs
 

@@ -16,10 +16,16 @@ import math
 import shutil
 from pathlib import Path
 
+import torch
+from peft import PeftModel
+
 from loraqa.artifacts import ADAPTER_CONFIG_NAME, AdapterRef, replace_dir, resolve_adapter, write_json
 from loraqa.config import dump_config
 from loraqa.domain_profile import DOMAIN_PROFILE_NAME, DomainProfile
 from loraqa.errors import LoraqaError, UsageError, option
+from loraqa.inference.merge import check_output
+from loraqa.modeling.files import load_tokenizer, refuse_pickle
+from loraqa.modeling.loading import load_base_model, load_seq2seq_config
 
 COMBINATION_NAME = "loraqa_combination.json"
 # PEFT's combination types (LoraModel.add_weighted_adapter, peft 0.21)
@@ -171,13 +177,6 @@ def combine(adapters: list[str], output: str, weights: list[float] | None = None
             density: float | None = None, base_model: str | None = None, overwrite: bool = False,
             allow_pickle: bool = False, seed: int = 42) -> Path:
     """Write the combination of ADAPTERS to OUTPUT (an adapter folder)."""
-    import torch
-    from peft import PeftModel
-
-    from loraqa.inference.merge import check_output
-    from loraqa.modeling.files import load_tokenizer, refuse_pickle
-    from loraqa.modeling.loading import load_base_model, load_seq2seq_config
-
     refs = [resolve_adapter(a) for a in adapters]
     weights = list(weights) if weights is not None else [1.0 / len(refs)] * len(refs)
     check_parents(refs, adapters, weights, method, density, base_model)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from loraqa.domain_profile import DomainProfile, shared_query, terms
+from loraqa.retrieval.embedders import load_embedder
 
 AUTO = "auto"  # the adapter name that means "choose for me"
 NEAREST = 10  # training questions that vote
@@ -70,7 +71,6 @@ class Router:
         if self.setting in (None, "none", "tfidf"):
             return None
         if self._embedder is None:
-            from loraqa.retrieval.embedders import load_embedder
 
             name = installed_embedder() if self.setting == DEFAULT_EMBEDDER else self.setting
             if name is None:

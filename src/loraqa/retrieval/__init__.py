@@ -21,9 +21,9 @@ def open_store(spec: str | Path | None = None, query_limits: QueryLimits | None 
     `collections/`); every search it serves is held to query_limits (default: 1,000 characters,
     100 words)."""
     if isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
-        from loraqa.retrieval.postgres import PostgresStore
+        from loraqa.retrieval.postgres import PostgresStore  # psycopg only for a PostgreSQL store
 
         return PostgresStore(spec, query_limits)
-    from loraqa.retrieval.sqlite import SqliteStore
+    from loraqa.retrieval.sqlite import SqliteStore  # loaded with the first store opened, not with the package
 
     return SqliteStore(spec or DEFAULT_STORE, query_limits)

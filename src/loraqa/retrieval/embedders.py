@@ -29,6 +29,7 @@ import numpy as np
 
 from loraqa import optional
 from loraqa.errors import LoraqaError, UsageError
+from loraqa.hub import looks_like_path
 
 BATCH = 32
 # what the fingerprint covers: the files that decide what a text's vector is
@@ -52,7 +53,6 @@ def model_folder(name: str, what: str = "embedder", option: str = "--embedder") 
     folder = Path(name).expanduser()
     if folder.is_dir():
         return folder.resolve()
-    from loraqa.hub import looks_like_path
 
     if looks_like_path(name):
         raise UsageError(f"{what} not found: {name}; {option} takes a sentence-transformers folder or a hub name")

@@ -25,9 +25,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from loraqa.artifacts import resolve_adapter
+from loraqa.errors import LoraqaError
 from loraqa.inference.answerer import BASE, Answerer
+from loraqa.inference.engines import engine_type
 from loraqa.serving import adapter_routes, answer_routes, openai_routes
 from loraqa.serving.access import Access
+from loraqa.serving.adapter_library import AdapterLibrary
 from loraqa.serving.batching import Batcher
 from loraqa.serving.context import ApiError, ServerState
 from loraqa.serving.guard import BodyTooLarge, RequestGuard, allowed_hosts
@@ -97,7 +101,6 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
     batcher.on_batch = metrics.batch_size.observe
     library = None
     if root is not None:
-        from loraqa.serving.adapter_library import AdapterLibrary
 
         if max_loaded is not None and max_loaded < 1:
             raise UsageError(f"--max-loaded must be at least 1, got {max_loaded}")
@@ -179,9 +182,6 @@ def root_base_model(root: Path, engine: str = "pytorch") -> str | None:
     """For a server started with no adapter loaded: the base model of the first LoRA adapter in
     an adapter root or, for CTranslate2 (whose exports are whole models), the first export's
     folder, which holds the tokenizer they all share."""
-    from loraqa.artifacts import resolve_adapter
-    from loraqa.errors import LoraqaError
-    from loraqa.inference.engines import engine_type
 
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:

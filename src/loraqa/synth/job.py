@@ -17,8 +17,13 @@ from loraqa.adapters.names import BASE
 from loraqa.artifacts import jsonl_line, resolve_adapter, write_atomic, write_json
 from loraqa.config.schema import DocumentsConfig
 from loraqa.errors import LoraqaError, UsageError
+from loraqa.inference.answerer import Answerer
+from loraqa.retrieval import open_store
 from loraqa.synth.generators import LocalGenerator
+from loraqa.synth.openai_generator import OpenAIGenerator
 from loraqa.synth.pipeline import Reader, SynthReport, synthesise
+from loraqa.synth.replies import load_prompt
+from loraqa.synth.reply_cache import ReplyCache
 from loraqa.synth.sampling import collection_passages, file_passages, sample_passages
 
 
@@ -45,9 +50,6 @@ def cache_path(output: Path) -> Path:
 
 
 def build_openai(endpoint: Endpoint, model: str | None, output: Path, per_passage: int, seed: int):
-    from loraqa.synth.openai_generator import OpenAIGenerator
-    from loraqa.synth.replies import load_prompt
-    from loraqa.synth.reply_cache import ReplyCache
 
     if not endpoint.base_url or not model:
         raise UsageError("--generator openai asks an OpenAI-compatible endpoint: give --base-url URL (e.g. "
@@ -62,7 +64,6 @@ def build_openai(endpoint: Endpoint, model: str | None, output: Path, per_passag
 
 def build_reader(reader: str | None, allow_pickle: bool = False):
     """The round-trip Reader for a generator that is not a local adapter (None: no round trip)."""
-    from loraqa.inference.answerer import Answerer
 
     if not reader:
         return None
@@ -79,7 +80,6 @@ def build_models(generator: str, adapter: str | None, model: str | None, reader:
                  allow_pickle: bool = False):
     """(the question writer's Answerer and adapter name, the Reader or None). Writer and reader
     share one Answerer (one base model in memory) when they sit on the same base model."""
-    from loraqa.inference.answerer import Answerer
 
     if generator != "local":
         raise UsageError(f"unknown generator {generator!r}; use local or openai")
@@ -166,7 +166,6 @@ def run_synth(output: str, options: SynthOptions,
         raise UsageError(f"--output {output} is a directory; name the JSONL file to write")
     skipped = []
     if collection is not None:
-        from loraqa.retrieval import open_store
 
         by_document = collection_passages(open_store(store).open(collection))
     else:

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from loraqa.errors import LoraqaError, UsageError
+from loraqa.optional import require
 from loraqa.synth.candidates import answer_candidates
 from loraqa.synth.generators import Draft, GeneratorStats
 from loraqa.synth.replies import DEFAULT_PROMPT, read_pairs, render_prompt
@@ -56,7 +57,6 @@ class OpenAIGenerator:
                  max_reply_kb: float = 256):
         if ask not in (PAIRS, QUESTIONS):
             raise UsageError(f"unknown way to ask {ask!r}; use {PAIRS} or {QUESTIONS}")
-        from loraqa.optional import require
 
         openai = require("openai", "--generator openai")
         import httpx

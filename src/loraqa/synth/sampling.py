@@ -5,6 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from loraqa.documents import DocumentError
+from loraqa.documents.budget import BudgetedReader
+from loraqa.documents.walk import find_files
+
 
 @dataclass
 class SourcePassage:
@@ -51,9 +55,6 @@ def file_passages(paths: list[str], passage_chars: int, overlap: int, limits=Non
                   follow_links: bool = False) -> tuple[dict, list]:
     """The passages of files found, read and cut as `collection add` does (each file within its
     budget, documents.*), without storing them; and the (file, line) of what was skipped."""
-    from loraqa.documents import DocumentError
-    from loraqa.documents.budget import BudgetedReader
-    from loraqa.documents.walk import find_files
 
     walk = find_files(paths, follow_links)
     out: dict[str, list[SourcePassage]] = {}
