@@ -51,6 +51,20 @@ def test_a_word_has_the_form_fts5_indexes_it_under(word):
     assert bm25.stem(word) == conn.execute("SELECT term FROM v").fetchone()[0]
 
 
+def test_a_passage_replaced_by_one_as_long_is_searched_as_it_now_reads(tmp_path):
+    """Same number of passages, same token counts, other words: the collection's totals do not
+    move, and words kept from before the write must not be what the search reads."""
+    store = SqliteStore(tmp_path / "store")
+    collection = store.create("c", Settings())
+    old = Document(source="a.txt", title="A", text="oseltamivir shortens influenza")
+    collection.put(old, [Passage(old.id, 0, 0, len(old.text), old.text)])
+    assert [h.source for h in collection.search("oseltamivir", 5)] == ["a.txt"]
+    new = Document(source="a.txt", title="A", text="zanamivir shortens influenza")
+    collection.put(new, [Passage(new.id, 0, 0, len(new.text), new.text)])
+    assert collection.search("oseltamivir", 5) == []
+    assert [h.source for h in collection.search("zanamivir", 5)] == ["a.txt"]
+
+
 def test_a_write_is_seen_by_the_next_search(tmp_path):
     """The counts kept in memory belong to one state of the index: a passage added after a search
     is found by the next one, with the collection's new statistics."""

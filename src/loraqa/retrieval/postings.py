@@ -43,7 +43,7 @@ def row_lengths(conn: sqlite3.Connection, table: str) -> np.ndarray:
 
 class Postings:
     """One FTS5 table's query words: their rows and weighted in-row counts, kept for the table's
-    current state (its row and token totals change with every write) up to MAX_ENTRIES rows in all,
+    current state up to MAX_ENTRIES rows in all,
     the least recently used word going first."""
 
     # 40 MB: a rowid and a weighted count (4 bytes each; counts weighted 1 and 0.5 are exact in
@@ -97,7 +97,10 @@ class Postings:
         if rows == 0:
             return None
         with self._lock:
-            state = (rows, tuple(column_tokens))
+            # FTS5's structure record changes with every write; the row and token totals alone do
+            # not (a passage replaced by one as long but of other words keeps them)
+            structure = conn.execute(f"SELECT block FROM {self.table}_data WHERE id = 10").fetchone()
+            state = (rows, tuple(column_tokens), bytes(structure[0]) if structure else b"")
             if state != self._state:
                 self._lengths, self._avgdl = row_lengths(conn, self.table), sum(column_tokens) / rows
                 self._words.clear()
