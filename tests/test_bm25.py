@@ -51,16 +51,19 @@ def test_a_word_has_the_form_fts5_indexes_it_under(word):
     assert bm25.stem(word) == conn.execute("SELECT term FROM v").fetchone()[0]
 
 
+def put_one_passage(collection, source: str, text: str) -> None:
+    doc = Document(source=source, title=source[0].upper(), text=text)
+    collection.put(doc, [Passage(doc.id, 0, 0, len(text), text)])
+
+
 def test_a_passage_replaced_by_one_as_long_is_searched_as_it_now_reads(tmp_path):
     """Same number of passages, same token counts, other words: the collection's totals do not
     move, and words kept from before the write must not be what the search reads."""
     store = SqliteStore(tmp_path / "store")
     collection = store.create("c", Settings())
-    old = Document(source="a.txt", title="A", text="oseltamivir shortens influenza")
-    collection.put(old, [Passage(old.id, 0, 0, len(old.text), old.text)])
+    put_one_passage(collection, "a.txt", "oseltamivir shortens influenza")
     assert [h.source for h in collection.search("oseltamivir", 5)] == ["a.txt"]
-    new = Document(source="a.txt", title="A", text="zanamivir shortens influenza")
-    collection.put(new, [Passage(new.id, 0, 0, len(new.text), new.text)])
+    put_one_passage(collection, "a.txt", "zanamivir shortens influenza")
     assert collection.search("oseltamivir", 5) == []
     assert [h.source for h in collection.search("zanamivir", 5)] == ["a.txt"]
 
@@ -70,11 +73,9 @@ def test_a_write_is_seen_by_the_next_search(tmp_path):
     is found by the next one, with the collection's new statistics."""
     store = SqliteStore(tmp_path / "store")
     collection = store.create("c", Settings())
-    first = Document(source="a.txt", title="A", text="Oseltamivir shortens influenza by a day.")
-    collection.put(first, [Passage(first.id, 0, 0, len(first.text), first.text)])
+    put_one_passage(collection, "a.txt", "Oseltamivir shortens influenza by a day.")
     assert [h.source for h in collection.search("oseltamivir influenza", 5)] == ["a.txt"]
-    second = Document(source="b.txt", title="B", text="Oseltamivir and oseltamivir again: oseltamivir.")
-    collection.put(second, [Passage(second.id, 0, 0, len(second.text), second.text)])
+    put_one_passage(collection, "b.txt", "Oseltamivir and oseltamivir again: oseltamivir.")
     hits = collection.search("oseltamivir", 5)
     assert [h.source for h in hits] == ["b.txt", "a.txt"]
     everything = '"oseltamivir"'

@@ -28,6 +28,15 @@ def rows_for_task(rows: list[dict], task: str) -> list[dict]:
     return [turned_around(r) for r in rows if r["answers"]["text"]]
 
 
+def quoted_at(answer: str, passage: str, hint: int | None = None) -> int:
+    """Where the answer stands verbatim in the passage: at the hint when it is there (the occurrence
+    a question was written about, which may not be the first), else its first occurrence; -1 when
+    it is not there."""
+    if hint is not None and hint >= 0 and passage[hint:hint + len(answer)] == answer:
+        return hint
+    return passage.find(answer)
+
+
 def answer_in_passage(row: dict) -> tuple[str, int] | None:
     """(text, start) of what a training window must hold: the row's answer, or for a turned row
     the answer it writes a question for; None when there is none."""

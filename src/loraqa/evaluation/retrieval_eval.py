@@ -73,7 +73,6 @@ def evaluate_retrieval(answerer, rows: list[dict], given: list[dict], collection
     collection (default: its retrieval.mode); recall is reported for every mode the collection
     supports (`modes`), the top-level figures for the mode answered with."""
     if collection is None:
-
         target = open_store(tempfile.mkdtemp(prefix="loraqa-eval-"))
         coll, doc_ids = build_collection(rows, target, "eval", holdout, seed,
                                          load_embedder(embedder) if embedder else None)

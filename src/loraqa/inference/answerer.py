@@ -18,6 +18,7 @@ from pathlib import Path
 from loraqa.artifacts import AdapterRef, resolve_adapter
 from loraqa.config import load_config
 from loraqa.config.templates import uses_context
+from loraqa.data.tasks import quoted_at
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engine, engine_type
 from loraqa.inference.library import Library, plan_passages
@@ -37,16 +38,6 @@ def trained_dtype(choice: str, refs) -> str:
     and a small model's unsure words, differ between the two). Anything else keeps the choice."""
     saved = {ref.config.model.dtype for ref in refs if ref.kind == "lora"}
     return "fp32" if choice == "auto" and saved == {"fp32"} else choice
-
-
-def answer_offset(request: dict) -> int:
-    """Where the request's answer stands in its context: its answer_start when that points at the
-    answer (the occurrence a question was written about, which may not be the first), else the
-    first occurrence."""
-    at, answer, context = request.get("answer_start"), request["answer"], request["context"]
-    if isinstance(at, int) and at >= 0 and context[at:at + len(answer)] == answer:
-        return at
-    return context.find(answer)
 
 
 class Answerer:
@@ -194,7 +185,7 @@ class Answerer:
                 if not adapter:  # the bare base model reads with the template it answers with
                     data_cfg.template = ReadingSettings.for_base(True).template
                 rows = [(i, {"id": str(i), "question": r["question"], "context": r["context"],
-                             "answers": {"text": [r["answer"]], "answer_start": [answer_offset(r)]}})
+                             "answers": {"text": [r["answer"]], "answer_start": [quoted_at(r["answer"], r["context"], r.get("answer_start"))]}})
                         for i, r in enumerate(requests) if r["adapter"] == name]
                 feats = [encode_row(self.tokenizer, row, data_cfg, False, FeatureCounts()) for _, row in rows]
                 with self.scoring_model(name) as model:

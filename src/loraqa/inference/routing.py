@@ -71,7 +71,6 @@ class Router:
         if self.setting in (None, "none", "tfidf"):
             return None
         if self._embedder is None:
-
             name = installed_embedder() if self.setting == DEFAULT_EMBEDDER else self.setting
             if name is None:
                 self.setting = None  # nothing installed: TF-IDF, without looking again

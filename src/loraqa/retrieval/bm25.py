@@ -82,14 +82,23 @@ def _varint(data: bytes, i: int) -> tuple[int, int]:
     raise ValueError("bad varint")  # unreachable: the loop returns by its ninth byte
 
 
-def averages(conn: sqlite3.Connection, table: str) -> tuple[int, list[int]]:
-    """(rows, tokens in each column) from FTS5's averages record (the row with id 1 of its data
-    table: a varint row count, then one varint token total per column), which bm25() reads too."""
-    row = conn.execute(f"SELECT block FROM {table}_data WHERE id = 1").fetchone()
-    if row is None:  # nothing committed yet
-        return 0, []
-    data, i, values = bytes(row[0]), 0, []
+def varints(blob: bytes) -> list[int]:
+    """Every varint of an FTS5 record, in order."""
+    data, i, values = bytes(blob), 0, []
     while i < len(data):
         value, i = _varint(data, i)
         values.append(value)
-    return values[0], values[1:]
+    return values
+
+
+def index_state(conn: sqlite3.Connection, table: str) -> tuple[int, list[int], bytes]:
+    """(rows, tokens in each column, the structure record) of an FTS5 table, in one read: the
+    averages record (id 1: a varint row count, then one varint token total per column) is what
+    bm25() reads too; the structure record (id 10) changes with every write, where the totals
+    need not (a passage replaced by one as long but of other words keeps them). (0, [], b"")
+    before anything is committed."""
+    blocks = dict(conn.execute(f"SELECT id, block FROM {table}_data WHERE id IN (1, 10)"))
+    if 1 not in blocks:
+        return 0, [], b""
+    values = varints(blocks[1])
+    return values[0], values[1:], bytes(blocks.get(10) or b"")

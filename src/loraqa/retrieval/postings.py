@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from loraqa.retrieval.bm25 import K1, B, averages, stem
+from loraqa.retrieval.bm25 import K1, B, index_state, stem, varints
 
 
 def row_lengths(conn: sqlite3.Connection, table: str) -> np.ndarray:
@@ -31,13 +31,7 @@ def row_lengths(conn: sqlite3.Connection, table: str) -> np.ndarray:
     # float32 holds every token count exactly (up to 16 million), at 4 bytes a passage
     out = np.zeros(max(r[0] for r in rows) + 1, dtype=np.float32)
     for rowid, blob in rows:
-        total = value = 0
-        for byte in bytes(blob):  # varints of at most a few bytes: a token count per column
-            value = (value << 7) | (byte & 0x7F)
-            if not byte & 0x80:
-                total += value
-                value = 0
-        out[rowid] = total
+        out[rowid] = sum(varints(blob))
     return out
 
 
@@ -93,14 +87,11 @@ class Postings:
         """(rowid, BM25) of the k best rows for the words, best first; None when this cannot say
         exactly (nothing committed yet, or a word the index holds under a form Snowball's Porter
         stemmer does not give: FTS5 then ranks)."""
-        rows, column_tokens = averages(conn, self.table)
+        rows, column_tokens, structure = index_state(conn, self.table)
         if rows == 0:
             return None
         with self._lock:
-            # FTS5's structure record changes with every write; the row and token totals alone do
-            # not (a passage replaced by one as long but of other words keeps them)
-            structure = conn.execute(f"SELECT block FROM {self.table}_data WHERE id = 10").fetchone()
-            state = (rows, tuple(column_tokens), bytes(structure[0]) if structure else b"")
+            state = (rows, tuple(column_tokens), structure)
             if state != self._state:
                 self._lengths, self._avgdl = row_lengths(conn, self.table), sum(column_tokens) / rows
                 self._words.clear()

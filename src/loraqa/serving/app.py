@@ -101,7 +101,6 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
     batcher.on_batch = metrics.batch_size.observe
     library = None
     if root is not None:
-
         if max_loaded is not None and max_loaded < 1:
             raise UsageError(f"--max-loaded must be at least 1, got {max_loaded}")
         cap = max_loaded or limits.max_adapters
@@ -182,13 +181,13 @@ def root_base_model(root: Path, engine: str = "pytorch") -> str | None:
     """For a server started with no adapter loaded: the base model of the first LoRA adapter in
     an adapter root or, for CTranslate2 (whose exports are whole models), the first export's
     folder, which holds the tokenizer they all share."""
-
+    kind = engine_type(engine)
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
             ref = resolve_adapter(folder)
         except LoraqaError:
             continue
-        base = engine_type(engine).base_in(ref)
+        base = kind.base_in(ref)
         if base is not None:
             return base
     return None

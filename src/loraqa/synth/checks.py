@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from loraqa.data.tasks import quoted_at
 from loraqa.evaluation.metrics import f1_v1, normalize_answer
 from loraqa.retrieval.store import content_words
 
@@ -40,9 +41,7 @@ def locate_span(answer: str, passage: str, hint: int | None = None) -> tuple[int
     answer = answer.strip()
     if not answer:
         return None
-    if hint is not None and hint >= 0 and passage[hint:hint + len(answer)] == answer:
-        return hint, hint + len(answer)
-    at = passage.find(answer)
+    at = quoted_at(answer, passage, hint)
     if at >= 0:
         return at, at + len(answer)
     loose, where = _loose(passage)

@@ -50,7 +50,6 @@ def cache_path(output: Path) -> Path:
 
 
 def build_openai(endpoint: Endpoint, model: str | None, output: Path, per_passage: int, seed: int):
-
     if not endpoint.base_url or not model:
         raise UsageError("--generator openai asks an OpenAI-compatible endpoint: give --base-url URL (e.g. "
                          "http://localhost:8000/v1) and --model NAME (the model it serves)")
@@ -166,7 +165,6 @@ def run_synth(output: str, options: SynthOptions,
         raise UsageError(f"--output {output} is a directory; name the JSONL file to write")
     skipped = []
     if collection is not None:
-
         by_document = collection_passages(open_store(store).open(collection))
     else:
         by_document, skipped = file_passages(inputs, o.passage_chars, o.overlap, o.documents, o.follow_links)

@@ -55,7 +55,6 @@ def file_passages(paths: list[str], passage_chars: int, overlap: int, limits=Non
                   follow_links: bool = False) -> tuple[dict, list]:
     """The passages of files found, read and cut as `collection add` does (each file within its
     budget, documents.*), without storing them; and the (file, line) of what was skipped."""
-
     walk = find_files(paths, follow_links)
     out: dict[str, list[SourcePassage]] = {}
     skipped = list(walk.skipped)
