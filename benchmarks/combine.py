@@ -59,18 +59,25 @@ def main() -> None:
             combined[f"{method} ({weighting})"] = out
     combine_s = time.time() - t0
 
-    answerer = Answerer({**{d: str(run) for d, run in runs.items()}, **{f"c{i}": str(p) for i, p in
-                                                                          enumerate(combined.values())}}, dtype="fp32")
+    answerer = Answerer(
+        {**{d: str(run) for d, run in runs.items()}, **{f"c{i}": str(p) for i, p in enumerate(combined.values())}},
+        dtype="fp32",
+    )
     names = {**{d: d for d in domains}, **{label: f"c{i}" for i, label in enumerate(combined)}}
 
     def scores(adapter_of) -> dict[str, dict[str, float]]:
         """EM and F1 per domain when each question goes to adapter_of(its domain, the row)."""
-        answers = answerer.answer([{"question": r["question"], "context": r["context"], "adapter": adapter_of(d, r)}
-                                   for d, r in cases], batch_size=32)
+        answers = answerer.answer(
+            [{"question": r["question"], "context": r["context"], "adapter": adapter_of(d, r)} for d, r in cases],
+            batch_size=32,
+        )
         out = {}
         for domain in domains:
             got = [score_one(a.answer, r["answers"]["text"], "v1") for a, (d, r) in zip(answers, cases) if d == domain]
-            out[domain] = {"em": 100 * float(np.mean([g[0] for g in got])), "f1": 100 * float(np.mean([g[1] for g in got]))}
+            out[domain] = {
+                "em": 100 * float(np.mean([g[0] for g in got])),
+                "f1": 100 * float(np.mean([g[1] for g in got])),
+            }
         return out
 
     # `auto` among the three domain adapters only: routing against one adapter per domain is the
@@ -86,27 +93,44 @@ def main() -> None:
     own = rows["own adapter (given)"]
 
     n = len(cases) // len(domains)
-    print(f"\n{n} held-out questions per domain ({', '.join(domains)}), people never seen in training; "
-          f"{len(combined)} combinations made in {combine_s:.0f} s")
+    print(
+        f"\n{n} held-out questions per domain ({', '.join(domains)}), people never seen in training; "
+        f"{len(combined)} combinations made in {combine_s:.0f} s"
+    )
     header = "".join(f"{d + ' EM/F1':>20s}" for d in domains)
     print(f"{'answered by':32s}{header}{'mean F1':>10s}{'kept of own F1':>16s}")
     kept = {}
     for label, by_domain in rows.items():
         mean_f1 = float(np.mean([by_domain[d]["f1"] for d in domains]))
-        share = float(np.mean([by_domain[d]["f1"] / own[d]["f1"] for d in domains if own[d]["f1"] > 0])) * 100 \
-            if any(own[d]["f1"] > 0 for d in domains) else float("nan")
+        share = (
+            float(np.mean([by_domain[d]["f1"] / own[d]["f1"] for d in domains if own[d]["f1"] > 0])) * 100
+            if any(own[d]["f1"] > 0 for d in domains)
+            else float("nan")
+        )
         kept[label] = share
         cells = "".join(f"{by_domain[d]['em']:9.1f} / {by_domain[d]['f1']:5.1f}    " for d in domains)
         print(f"{label:32s}{cells}{mean_f1:10.1f}{share:15.1f}%")
     best = max(combined, key=lambda label: kept[label])
-    print(f"\nbest combination: {best}, keeping {kept[best]:.1f}% of each domain's own-adapter F1 on average; "
-          f"auto routing keeps {kept['auto routing']:.1f}% (it picks the question's own adapter for "
-          f"{routing_accuracy:.0f}% of them)")
+    print(
+        f"\nbest combination: {best}, keeping {kept[best]:.1f}% of each domain's own-adapter F1 on average; "
+        f"auto routing keeps {kept['auto routing']:.1f}% (it picks the question's own adapter for "
+        f"{routing_accuracy:.0f}% of them)"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"questions_per_domain": n, "domains": domains, "scores": rows,
-                                               "kept_of_own_f1": kept, "best": best, "combine_s": combine_s,
-                                               "routing_accuracy": routing_accuracy},
-                                              indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "questions_per_domain": n,
+                    "domains": domains,
+                    "scores": rows,
+                    "kept_of_own_f1": kept,
+                    "best": best,
+                    "combine_s": combine_s,
+                    "routing_accuracy": routing_accuracy,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

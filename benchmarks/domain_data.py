@@ -86,8 +86,7 @@ def literature(folder: Path, splits=("train", "val")):
                 for row in csv.DictReader(f):
                     answer = (row.get("answer1") or "").strip()
                     if row.get("ex-or-im1") == "explicit" and answer and answer in text:
-                        questions.append({"question": row["question"].strip(), "answers": [answer],
-                                          "document": name})
+                        questions.append({"question": row["question"].strip(), "answers": [answer], "document": name})
     return docs, questions
 
 

@@ -67,9 +67,14 @@ def ingest(name: str, docs: Path, store: Path, embedder: str | None) -> dict:
     report = add_paths(target, name, [str(docs)], Settings(), embedder=embedder)
     seconds = time.perf_counter() - started
     size = sum(p.stat().st_size for p in store.glob(f"{name}.sqlite*"))
-    return {"documents": report.added, "passages": report.passages, "seconds": round(seconds, 2),
-            "documents_per_s": round(report.added / seconds, 2), "passages_per_s": round(report.passages / seconds, 1),
-            "store_mb": round(size / 2**20, 2)}
+    return {
+        "documents": report.added,
+        "passages": report.passages,
+        "seconds": round(seconds, 2),
+        "documents_per_s": round(report.added / seconds, 2),
+        "passages_per_s": round(report.passages / seconds, 1),
+        "store_mb": round(size / 2**20, 2),
+    }
 
 
 def passages_of(collection) -> tuple[list[str], list[str]]:
@@ -93,9 +98,16 @@ def peer_figures(questions, texts, docs, model_dir: str, quick: bool) -> tuple[d
     def figures(ranked) -> dict:
         ranks = []
         for q, order in zip(questions, ranked):
-            ranks.append(next((i for i, j in enumerate(order[:max(RECALL_AT)], 1)
-                               if (q.document is None or docs[j] == q.document)
-                               and any(a in texts[j] for a in q.answers)), None))
+            ranks.append(
+                next(
+                    (
+                        i
+                        for i, j in enumerate(order[: max(RECALL_AT)], 1)
+                        if (q.document is None or docs[j] == q.document) and any(a in texts[j] for a in q.answers)
+                    ),
+                    None,
+                )
+            )
         n = len(ranks) or 1
         out = {f"recall@{k}": round(100 * sum(1 for r in ranks if r and r <= k) / n, 2) for k in RECALL_AT}
         out["mrr"] = round(sum(1 / r for r in ranks if r) / n, 4)
@@ -103,14 +115,18 @@ def peer_figures(questions, texts, docs, model_dir: str, quick: bool) -> tuple[d
 
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-    found, _ = retriever.retrieve(bm25s.tokenize([q.text for q in questions], stopwords="en", show_progress=False),
-                                  k=min(20, len(texts)), show_progress=False)
+    found, _ = retriever.retrieve(
+        bm25s.tokenize([q.text for q in questions], stopwords="en", show_progress=False),
+        k=min(20, len(texts)),
+        show_progress=False,
+    )
     model = SentenceTransformer(model_dir, device="cpu")
     started = time.perf_counter()
     vectors = model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
     st_rate = len(texts) / (time.perf_counter() - started)
-    queries = model.encode([q.text for q in questions], batch_size=64, normalize_embeddings=True,
-                           show_progress_bar=False)
+    queries = model.encode(
+        [q.text for q in questions], batch_size=64, normalize_embeddings=True, show_progress_bar=False
+    )
     dense = np.argsort(-(queries @ vectors.T), axis=1)[:, :20]
     return figures(found.tolist()), figures(dense.tolist()), st_rate
 
@@ -166,7 +182,7 @@ def scale_latency(store: Path, base: str, questions, scale: int, quick: bool) ->
     # the next write): measured on questions of their own, then the others after a server's
     # worth of questions (the set's questions past the measured ones) has been asked
     cold = latencies(library, base, questions[n:], "lexical", n)
-    for q in questions[2 * n:]:
+    for q in questions[2 * n :]:
         library.search(base, q.text, 5, "lexical")
     out = {"passages": have, "lexical_first_questions": dict(zip(("p50_ms", "p95_ms"), cold))}
     for mode in MODES:
@@ -236,12 +252,15 @@ def run_set(name: str, docs: Path, qpath: Path, work: Path, model_dir: str, args
     bm25s_fig, st_fig, st_rate = peer_figures(questions, texts, doc_ids, model_dir, args.quick)
     result["peers"] = {"bm25s": bm25s_fig, "sentence-transformers + NumPy": st_fig}
     embedded = result["ingest_embedded"]["passages_per_s"]
-    result["embedding"] = {"loraqa passages/s (embedding included)": embedded,
-                           "sentence-transformers fp32 encode passages/s": round(st_rate, 1),
-                           "ratio": round(embedded / st_rate, 2)}
-    result["latency"] = {m: dict(zip(("p50_ms", "p95_ms"), latencies(library, name, questions, m,
-                                                                     30 if args.quick else 300)))
-                         for m in MODES}
+    result["embedding"] = {
+        "loraqa passages/s (embedding included)": embedded,
+        "sentence-transformers fp32 encode passages/s": round(st_rate, 1),
+        "ratio": round(embedded / st_rate, 2),
+    }
+    result["latency"] = {
+        m: dict(zip(("p50_ms", "p95_ms"), latencies(library, name, questions, m, 30 if args.quick else 300)))
+        for m in MODES
+    }
     if args.scale and name == args.scale_set:
         result["scaled"] = scale_latency(store, name, questions, args.scale, args.quick)
     result["_questions"] = questions
@@ -251,22 +270,30 @@ def run_set(name: str, docs: Path, qpath: Path, work: Path, model_dir: str, args
 def verdicts(results: list[dict]) -> list[str]:
     lines = []
     for scope in ("whole", "per_document"):
-        worst = min(r[scope]["hybrid"]["recall@5"] - max(r[scope]["lexical"]["recall@5"], r[scope]["dense"]["recall@5"])
-                    for r in results)
+        worst = min(
+            r[scope]["hybrid"]["recall@5"] - max(r[scope]["lexical"]["recall@5"], r[scope]["dense"]["recall@5"])
+            for r in results
+        )
         gain = float(np.mean([r[scope]["hybrid"]["recall@5"] - r[scope]["lexical"]["recall@5"] for r in results]))
-        lines.append(f"{scope}: hybrid R@5 vs the better side, worst set {worst:+.1f} (goal >= -0.5: "
-                     f"{'met' if worst >= -0.5 else 'not met'}); vs lexical on average {gain:+.2f} (goal >= +1.5: "
-                     f"{'met' if gain >= 1.5 else 'not met'})")
+        lines.append(
+            f"{scope}: hybrid R@5 vs the better side, worst set {worst:+.1f} (goal >= -0.5: "
+            f"{'met' if worst >= -0.5 else 'not met'}); vs lexical on average {gain:+.2f} (goal >= +1.5: "
+            f"{'met' if gain >= 1.5 else 'not met'})"
+        )
     for r in results:
         lex, peer = r["whole"]["lexical"]["recall@5"], r["peers"]["bm25s"]["recall@5"]
         dense, exact = r["whole"]["dense"]["recall@5"], r["peers"]["sentence-transformers + NumPy"]["recall@5"]
-        lines.append(f"{r['set']}: lexical R@5 {lex} vs bm25s {peer} ({lex - peer:+.1f}; goal >= -1); dense {dense} vs "
-                     f"exact {exact} ({dense - exact:+.1f}; goal >= -0.5); embedding {r['embedding']['ratio']}x "
-                     "sentence-transformers fp32 (goal >= 2x)")
+        lines.append(
+            f"{r['set']}: lexical R@5 {lex} vs bm25s {peer} ({lex - peer:+.1f}; goal >= -1); dense {dense} vs "
+            f"exact {exact} ({dense - exact:+.1f}; goal >= -0.5); embedding {r['embedding']['ratio']}x "
+            "sentence-transformers fp32 (goal >= 2x)"
+        )
         if "scaled" in r:
             p95 = r["scaled"]["hybrid"]["p95_ms"]
-            lines.append(f"{r['set']} at {r['scaled']['passages']:,} passages: hybrid p95 {p95} ms (goal <= 30: "
-                         f"{'met' if p95 <= 30 else 'not met'})")
+            lines.append(
+                f"{r['set']} at {r['scaled']['passages']:,} passages: hybrid p95 {p95} ms (goal <= 30: "
+                f"{'met' if p95 <= 30 else 'not met'})"
+            )
     return lines
 
 
@@ -293,8 +320,11 @@ def main() -> None:
     sources = [(n, getattr(args, n)) for n in SETS if getattr(args, n)] + [(Path(d).stem, d) for d in args.data]
     if not sources:
         parser.error("give at least one set (--clinical, --policy, --literature or --data)")
-    print("2-core CPU; all-MiniLM-L6-v2 unless --embedder; the embedder engine is loraqa's default "
-          "(CTranslate2 int8 where installed)", flush=True)
+    print(
+        "2-core CPU; all-MiniLM-L6-v2 unless --embedder; the embedder engine is loraqa's default "
+        "(CTranslate2 int8 where installed)",
+        flush=True,
+    )
     results = []
     for name, source in sources:
         if Path(source).suffix == ".json" and name not in SETS:
@@ -311,32 +341,52 @@ def main() -> None:
             folder, qpath = write_set(name, Path(source), work)
         r = run_set(name, folder, qpath, work / "stores", model_dir, args)
         results.append(r)
-        print(f"== {name}: {r['ingest_embedded']['documents']} documents, {r['ingest_embedded']['passages']} passages, "
-              f"{r['questions']} questions", flush=True)
+        print(
+            f"== {name}: {r['ingest_embedded']['documents']} documents, {r['ingest_embedded']['passages']} passages, "
+            f"{r['questions']} questions",
+            flush=True,
+        )
         for scope in ("whole", "per_document"):
             for mode in MODES:
                 f = r[scope][mode]
-                print(f"  {scope:12s} {mode:8s} R@1 {f['recall@1']:5.1f} R@5 {f['recall@5']:5.1f} "
-                      f"R@20 {f['recall@20']:5.1f} MRR {f['mrr']:.3f}", flush=True)
+                print(
+                    f"  {scope:12s} {mode:8s} R@1 {f['recall@1']:5.1f} R@5 {f['recall@5']:5.1f} "
+                    f"R@20 {f['recall@20']:5.1f} MRR {f['mrr']:.3f}",
+                    flush=True,
+                )
         for peer, f in r["peers"].items():
-            print(f"  whole        {peer:30s} R@1 {f['recall@1']:5.1f} R@5 {f['recall@5']:5.1f} R@20 "
-                  f"{f['recall@20']:5.1f} MRR {f['mrr']:.3f}", flush=True)
-        print(f"  ingestion: lexical {r['ingest_lexical']['passages_per_s']} passages/s, embedded "
-              f"{r['ingest_embedded']['passages_per_s']} passages/s ({r['embedding']['ratio']}x sentence-transformers "
-              f"fp32 encode at {r['embedding']['sentence-transformers fp32 encode passages/s']}/s); store "
-              f"{r['ingest_embedded']['store_mb']} MB", flush=True)
+            print(
+                f"  whole        {peer:30s} R@1 {f['recall@1']:5.1f} R@5 {f['recall@5']:5.1f} R@20 "
+                f"{f['recall@20']:5.1f} MRR {f['mrr']:.3f}",
+                flush=True,
+            )
+        print(
+            f"  ingestion: lexical {r['ingest_lexical']['passages_per_s']} passages/s, embedded "
+            f"{r['ingest_embedded']['passages_per_s']} passages/s ({r['embedding']['ratio']}x sentence-transformers "
+            f"fp32 encode at {r['embedding']['sentence-transformers fp32 encode passages/s']}/s); store "
+            f"{r['ingest_embedded']['store_mb']} MB",
+            flush=True,
+        )
         print("  latency ms p50/p95: " + ", ".join(f"{m} {v['p50_ms']}/{v['p95_ms']}" for m, v in r["latency"].items()))
         if "scaled" in r:
             s = r["scaled"]
             first = s["lexical_first_questions"]
-            print(f"  at {s['passages']:,} passages: " + ", ".join(f"{m} {s[m]['p50_ms']}/{s[m]['p95_ms']}"
-                                                               for m in MODES)
-                  + f" (a fresh server's first questions, lexical: {first['p50_ms']}/{first['p95_ms']})", flush=True)
+            print(
+                f"  at {s['passages']:,} passages: "
+                + ", ".join(f"{m} {s[m]['p50_ms']}/{s[m]['p95_ms']}" for m in MODES)
+                + f" (a fresh server's first questions, lexical: {first['p50_ms']}/{first['p95_ms']})",
+                flush=True,
+            )
     if len(results) > 1:
         results_routing = routing({r["set"]: r["_questions"] for r in results}, model_dir)
-        print(f"routing from the question alone ({results_routing['questions']} questions): " + "; ".join(
-            f"{m} {v['overall']}% (" + ", ".join(f"{k} {x}" for k, x in v.items() if k != "overall") + ")"
-            for m, v in results_routing.items() if m != "questions"))
+        print(
+            f"routing from the question alone ({results_routing['questions']} questions): "
+            + "; ".join(
+                f"{m} {v['overall']}% (" + ", ".join(f"{k} {x}" for k, x in v.items() if k != "overall") + ")"
+                for m, v in results_routing.items()
+                if m != "questions"
+            )
+        )
     else:
         results_routing = None
     for line in verdicts(results):

@@ -31,7 +31,9 @@ def build_model():
     from loraqa.diagnostics.synthetic import build_t5
 
     model = build_t5("flan-t5-small", dropout=0.0)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=16, target_modules=["q", "v"]))
+    model = get_peft_model(
+        model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=16, target_modules=["q", "v"])
+    )
     return model.eval()
 
 
@@ -56,8 +58,9 @@ class IdTokenizer:
         return [" ".join(map(str, row.tolist())) for row in out]
 
 
-def ctranslate2_rates(peft_model, sources: list[list[int]], n: int, batch_size: int, threads: int,
-                      device: str = "cpu") -> dict:
+def ctranslate2_rates(
+    peft_model, sources: list[list[int]], n: int, batch_size: int, threads: int, device: str = "cpu"
+) -> dict:
     """Answers/s of CTranslate2 for each quantization (peft_model is merged in place)."""
     import tempfile
     from pathlib import Path
@@ -84,15 +87,23 @@ def ctranslate2_rates(peft_model, sources: list[list[int]], n: int, batch_size: 
         # as the engine runs it (loraqa/inference/ct2_engine.py): on a CPU one single-threaded worker
         # per core, each batch split between them; batches length-sorted, as the Answerer makes them
         workers = threads if device == "cpu" else 1
-        translator = ctranslate2.Translator(str(work / q), device=device, inter_threads=workers,
-                                            intra_threads=1 if device == "cpu" else threads)
-        options = {"max_batch_size": -(-batch_size // workers), "beam_size": 1, "min_decoding_length": n,
-                   "max_decoding_length": n}
+        translator = ctranslate2.Translator(
+            str(work / q), device=device, inter_threads=workers, intra_threads=1 if device == "cpu" else threads
+        )
+        options = {
+            "max_batch_size": -(-batch_size // workers),
+            "beam_size": 1,
+            "min_decoding_length": n,
+            "max_decoding_length": n,
+        }
         translator.translate_batch(tokens[:2], **options)  # warm-up
         ordered = sorted(tokens, key=len, reverse=True)
         start = time.perf_counter()
-        out = [r for i in range(0, len(ordered), batch_size)
-               for r in translator.translate_batch(ordered[i:i + batch_size], **options)]
+        out = [
+            r
+            for i in range(0, len(ordered), batch_size)
+            for r in translator.translate_batch(ordered[i : i + batch_size], **options)
+        ]
         rates[q] = len(sources) / (time.perf_counter() - start)
         assert all(len(r.hypotheses[0]) == n for r in out), "every answer must be the same fixed length"
     return rates
@@ -103,8 +114,9 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=96)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--ct2-batch-size", type=int, default=16,
-                    help="CTranslate2's batch, split between its workers (one per core)")
+    ap.add_argument(
+        "--ct2-batch-size", type=int, default=16, help="CTranslate2's batch, split between its workers (one per core)"
+    )
     ap.add_argument("--no-ctranslate2", action="store_true", help="skip the CTranslate2 rows")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", help="also write the figures to this file")
@@ -145,17 +157,24 @@ def main() -> None:
 
     prepare_for_inference(model, "bf16" if bf16 else "fp32")
     start = time.perf_counter()
-    generate_ids(model, tok, sources, max_new_tokens=n, batch_size=args.batch_size,
-                 min_new_tokens=n)  # the same fixed answer length as above
+    generate_ids(
+        model, tok, sources, max_new_tokens=n, batch_size=args.batch_size, min_new_tokens=n
+    )  # the same fixed answer length as above
     loraqa_rate = len(sources) / (time.perf_counter() - start)
     threads = torch.get_num_threads()
     ct2 = {} if unmerged is None else ctranslate2_rates(unmerged, sources, n, args.ct2_batch_size, threads, device)
 
     rows = {
-        "questions": len(sources), "mean_source_tokens": float(lengths.mean()), "new_tokens": n,
-        "device": device, "threads": threads, "seed_style_answers_per_s": round(seed_rate, 2),
-        "loraqa_answers_per_s": round(loraqa_rate, 2), "loraqa_dtype": "bf16" if bf16 else "fp32",
-        "batch_size": args.batch_size, "speedup": round(loraqa_rate / seed_rate, 2),
+        "questions": len(sources),
+        "mean_source_tokens": float(lengths.mean()),
+        "new_tokens": n,
+        "device": device,
+        "threads": threads,
+        "seed_style_answers_per_s": round(seed_rate, 2),
+        "loraqa_answers_per_s": round(loraqa_rate, 2),
+        "loraqa_dtype": "bf16" if bf16 else "fp32",
+        "batch_size": args.batch_size,
+        "speedup": round(loraqa_rate / seed_rate, 2),
         "ctranslate2_batch_size": args.ct2_batch_size,
         "ctranslate2_answers_per_s": {q: round(r, 2) for q, r in ct2.items()},
         "ctranslate2_vs_pytorch": {q: round(r / loraqa_rate, 2) for q, r in ct2.items()},
@@ -166,14 +185,18 @@ def main() -> None:
         print(f"precision of the loraqa row: {cpu_precision_note()}")
     print(f"{'style':42s} {'answers/s':>10s}")
     print(f"{'seed: one question at a time, fp32':42s} {seed_rate:10.2f}")
-    print(f"{'loraqa: length-sorted batches of ' + str(args.batch_size) + ', ' + rows['loraqa_dtype']:42s} {loraqa_rate:10.2f}")
+    print(
+        f"{'loraqa: length-sorted batches of ' + str(args.batch_size) + ', ' + rows['loraqa_dtype']:42s} {loraqa_rate:10.2f}"
+    )
     for q, rate in ct2.items():
         print(f"{'CTranslate2 ' + q + ', batches of ' + str(args.ct2_batch_size):42s} {rate:10.2f}")
     print(f"speedup: {rows['speedup']:.2f}x  (target: at least 3x)")
     if "int8" in ct2:
         ratio = rows["ctranslate2_vs_pytorch"]["int8"]
-        print(f"CTranslate2 int8 vs the PyTorch engine: {ratio:.2f}x  (target: at least 2x) "
-              f"{'met' if ratio >= 2 else 'NOT met'}")
+        print(
+            f"CTranslate2 int8 vs the PyTorch engine: {ratio:.2f}x  (target: at least 2x) "
+            f"{'met' if ratio >= 2 else 'NOT met'}"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

@@ -62,8 +62,11 @@ def buyers(rng, name: str, other: str) -> tuple[str, list]:
     mine = f"{name} bought a {colors[0]} {thing} at the market of {places[0]}."
     theirs = f"{other} bought a {colors[1]} {thing} at the market of {places[1]}."
     first, second = (mine, theirs) if rng.integers(2) else (theirs, mine)
-    qas = [(f"What colour is the {thing} of {name}?", colors[0]), (f"Where did {name} buy the {thing}?", places[0]),
-           (f"What did {name} buy?", f"a {colors[0]} {thing}")]
+    qas = [
+        (f"What colour is the {thing} of {name}?", colors[0]),
+        (f"Where did {name} buy the {thing}?", places[0]),
+        (f"What did {name} buy?", f"a {colors[0]} {thing}"),
+    ]
     return f"Last spring {first} {second}", qas
 
 
@@ -96,8 +99,14 @@ def test_set(rng, tokenizer, rows: list[dict], pool: list[str], tokens: int) -> 
         names = [n for n in pool if n not in r["context"]]
         context, at = document(rng, tokenizer, r, names, tokens)
         start = at + r["answers"]["answer_start"][0]
-        answerable.append(dict(r, context=context, position=at / len(context),
-                               answers={"text": r["answers"]["text"], "answer_start": [start]}))
+        answerable.append(
+            dict(
+                r,
+                context=context,
+                position=at / len(context),
+                answers={"text": r["answers"]["text"], "answer_start": [start]},
+            )
+        )
     for r in rows[: len(rows) // 2]:
         names = [n for n in pool if n not in r["context"]]
         context, _ = document(rng, tokenizer, None, names, tokens)
@@ -145,10 +154,13 @@ def reader_check(answerer, rows: list[dict], absent: list[dict]) -> dict:
     finally:
         answerer.apply_threshold = keep
     other = [not a.no_answer and a.answer == other_buyers_fact(r) for a, r in zip(mine, rows)]
-    return {"questions": len(rows), "asked_persons_fact": 100 * sum(exact(mine, rows)) / len(rows),
-            "other_buyers_fact": 100 * sum(other) / len(rows),
-            "abstained_answerable": 100 * sum(a.no_answer for a in mine) / len(rows),
-            "abstained_absent": 100 * sum(a.no_answer for a in none) / len(none)}
+    return {
+        "questions": len(rows),
+        "asked_persons_fact": 100 * sum(exact(mine, rows)) / len(rows),
+        "other_buyers_fact": 100 * sum(other) / len(rows),
+        "abstained_answerable": 100 * sum(a.no_answer for a in mine) / len(rows),
+        "abstained_absent": 100 * sum(a.no_answer for a in none) / len(none),
+    }
 
 
 def answer(answerer, rows: list[dict], cut: bool = False, batch_size: int = 32):
@@ -158,15 +170,19 @@ def answer(answerer, rows: list[dict], cut: bool = False, batch_size: int = 32):
 
     readings = [answerer.plan({"question": r["question"], "context": r["context"]}) for r in rows]
     if cut:
-        readings = [Reading(x.adapter, x.inputs[:1], x.max_new_tokens, x.no_answer_text, x.threshold, x.extractive)
-                    for x in readings]
+        readings = [
+            Reading(x.adapter, x.inputs[:1], x.max_new_tokens, x.no_answer_text, x.threshold, x.extractive)
+            for x in readings
+        ]
     return answerer.read(readings, batch_size=batch_size)
 
 
 def exact(answers, rows) -> list[float]:
     from loraqa.evaluation.metrics import exact_match_v1
 
-    return [exact_match_v1(a.answer, r["answers"]["text"][0]) if not a.no_answer else 0.0 for a, r in zip(answers, rows)]
+    return [
+        exact_match_v1(a.answer, r["answers"]["text"][0]) if not a.no_answer else 0.0 for a, r in zip(answers, rows)
+    ]
 
 
 def by_decile(values: list[float], positions: list[float]) -> list[float | None]:
@@ -180,11 +196,33 @@ def train_adapter(work: Path, base: Path, train_file: Path, negatives: int, step
     run = work / f"run-neg{negatives}"
     if (run / "adapter" / "adapter_config.json").is_file():  # a rerun in the same --workdir keeps it
         return run
-    world.loraqa("train", "--preset", "default", "--model", str(base), "--data", str(train_file), "--output", str(run),
-                 "--overwrite", "--set", f"train.max_steps={steps}", "--set", "train.learning_rate=2e-3",
-                 "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
-                 "--set", "data.test_size=0.02", "--set", f"data.negative_windows={negatives}",
-                 *[x for s in WINDOW for x in ("--set", s)])
+    world.loraqa(
+        "train",
+        "--preset",
+        "default",
+        "--model",
+        str(base),
+        "--data",
+        str(train_file),
+        "--output",
+        str(run),
+        "--overwrite",
+        "--set",
+        f"train.max_steps={steps}",
+        "--set",
+        "train.learning_rate=2e-3",
+        "--set",
+        "train.eval_steps=0",
+        "--set",
+        "track.report_to=none",
+        "--set",
+        "data.num_samples=null",
+        "--set",
+        "data.test_size=0.02",
+        "--set",
+        f"data.negative_windows={negatives}",
+        *[x for s in WINDOW for x in ("--set", s)],
+    )
     return run
 
 
@@ -211,8 +249,10 @@ def cost(work: Path, tokens: int, questions: int) -> dict:
     base = work / "flan-t5-small-random"
     build_t5("flan-t5-small", dropout=0.0).save_pretrained(base)
     tok.save_pretrained(base)
-    peft = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(base),
-                          LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=16, target_modules=["q", "v"]))
+    peft = get_peft_model(
+        AutoModelForSeq2SeqLM.from_pretrained(base),
+        LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=16, target_modules=["q", "v"]),
+    )
     adapter = work / "flan-t5-small-adapter"
     peft.save_pretrained(adapter)
     tok.save_pretrained(adapter)
@@ -241,8 +281,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
-    ap.add_argument("--base", help="adapt this local pre-trained model folder (a FLAN-T5 snapshot, say) instead of "
-                    "pre-training the small stand-in reader")
+    ap.add_argument(
+        "--base",
+        help="adapt this local pre-trained model folder (a FLAN-T5 snapshot, say) instead of "
+        "pre-training the small stand-in reader",
+    )
     ap.add_argument("--negatives", default="0,1,2", help="data.negative_windows values to compare on the dev set")
     args = ap.parse_args()
     if args.base and not (Path(args.base) / "config.json").is_file():
@@ -265,7 +308,7 @@ def main() -> None:
     b_pre = world.make_rows(buyers, names, rng, per_name=10)[: 600 if q else 3000]
     b_rows = world.make_rows(buyers, names, rng, per_name=5)[: 300 if q else 1200]
     b_test = world.make_rows(buyers, names[:n_questions], rng)
-    b_dev = world.make_rows(buyers, names[-(20 if q else 100):], rng)
+    b_dev = world.make_rows(buyers, names[-(20 if q else 100) :], rng)
     for prefix, rows in (("pre", b_pre), ("train", b_rows), ("test", b_test), ("dev", b_dev)):
         for r in rows:
             r["id"] = f"{prefix}-{r['id']}"
@@ -279,14 +322,19 @@ def main() -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(args.base)
     else:
-        texts = [r["context"] + " " + r["question"] for r in a_train + b_pre + b_rows + b_test] + list(TEMPLATES.values())
+        texts = [r["context"] + " " + r["question"] for r in a_train + b_pre + b_rows + b_test] + list(
+            TEMPLATES.values()
+        )
         tokenizer = train_tokenizer(texts + ["unanswerable"], vocab_size=1200)
     one_token = sum(len(tokenizer(" " + n, add_special_tokens=False)["input_ids"]) == 1 for n in names)
     print(f"{len(names)} names, {one_token} of them one token", flush=True)
     from loraqa.modeling.precision import cpu_precision_note
 
-    print(f"precision: `loraqa train` and `loraqa eval` in {cpu_precision_note()}; the comparisons "
-          "answer in fp32 (free of bf16 rounding)", flush=True)
+    print(
+        f"precision: `loraqa train` and `loraqa eval` in {cpu_precision_note()}; the comparisons "
+        "answer in fp32 (free of bf16 rounding)",
+        flush=True,
+    )
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loraqa-long-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -302,10 +350,16 @@ def main() -> None:
     train_docs = [dict(r, id=r["id"] + "-short") for r in b_rows]  # the passages alone, and inside documents
     train_docs += absent_rows(train_docs, train_docs, set(names), rng, 1 / 3)
     for r in b_rows:
-        context, at = document(rng, tokenizer, r, [n for n in names if n not in r["context"]],
-                               int(rng.integers(50, 260)))
-        train_docs.append(dict(r, context=context, answers={"text": r["answers"]["text"],
-                                                            "answer_start": [at + r["answers"]["answer_start"][0]]}))
+        context, at = document(
+            rng, tokenizer, r, [n for n in names if n not in r["context"]], int(rng.integers(50, 260))
+        )
+        train_docs.append(
+            dict(
+                r,
+                context=context,
+                answers={"text": r["answers"]["text"], "answer_start": [at + r["answers"]["answer_start"][0]]},
+            )
+        )
     train_file = world.write_jsonl(work / "b_train.jsonl", train_docs)
     dev_answerable, dev_absent = test_set(rng, tokenizer, b_dev, names, lengths[-2] if not q else 600)
 
@@ -314,19 +368,28 @@ def main() -> None:
     for n in negatives_tried:
         run = train_adapter(work, base, train_file, n, lora_steps)
         summary = calibrate(work, run, dev_answerable + dev_absent)
-        choice[n] = {"run": run, "dev_f1": summary["f1"], "dev_best_f1": summary["best_f1"],
-                     "dev_HasAns_exact": summary.get("HasAns_exact"), "dev_NoAns_exact": summary.get("NoAns_exact")}
-        print(f"negative_windows={n}: dev F1 {summary['f1']:.1f} (with the calibrated threshold {summary['best_f1']:.1f}), "
-              f"answerable EM {summary.get('HasAns_exact', 0):.1f}, absent-person abstention {summary.get('NoAns_exact', 0):.1f}")
+        choice[n] = {
+            "run": run,
+            "dev_f1": summary["f1"],
+            "dev_best_f1": summary["best_f1"],
+            "dev_HasAns_exact": summary.get("HasAns_exact"),
+            "dev_NoAns_exact": summary.get("NoAns_exact"),
+        }
+        print(
+            f"negative_windows={n}: dev F1 {summary['f1']:.1f} (with the calibrated threshold {summary['best_f1']:.1f}), "
+            f"answerable EM {summary.get('HasAns_exact', 0):.1f}, absent-person abstention {summary.get('NoAns_exact', 0):.1f}"
+        )
     timings["lora_s"] = time.time() - t0
     best_n = max(choice, key=lambda n: choice[n]["dev_best_f1"])
     answerer = Answerer({"b": str(choice[best_n]["run"])}, dtype="fp32")
 
     check = reader_check(answerer, b_test, absent_rows(b_test, b_test, set(names), np.random.default_rng(1), 1.0))
-    print(f"reader check ({check['questions']} short passages, no threshold): the asked person's fact "
-          f"{check['asked_persons_fact']:.0f}%, the other buyer's {check['other_buyers_fact']:.0f}%, abstained "
-          f"{check['abstained_answerable']:.0f}%; asked person absent: abstained {check['abstained_absent']:.0f}%",
-          flush=True)
+    print(
+        f"reader check ({check['questions']} short passages, no threshold): the asked person's fact "
+        f"{check['asked_persons_fact']:.0f}%, the other buyer's {check['other_buyers_fact']:.0f}%, abstained "
+        f"{check['abstained_answerable']:.0f}%; asked person absent: abstained {check['abstained_absent']:.0f}%",
+        flush=True,
+    )
     short = answer(answerer, b_test)
     short_em = 100 * sum(exact(short, b_test)) / len(b_test)
     results = {}
@@ -345,54 +408,105 @@ def main() -> None:
             "windows_by_decile": by_decile(exact(windowed, docs), positions),
             "cut_by_decile": by_decile(exact(cut, docs), positions),
             "absent_abstained": 100 * sum(a.no_answer for a in none) / len(none),
-            "offsets_right": 100 * sum(a.start == d["answers"]["answer_start"][0] for a, d in zip(windowed, docs)
-                                       if not a.no_answer and a.answer == d["answers"]["text"][0])
+            "offsets_right": 100
+            * sum(
+                a.start == d["answers"]["answer_start"][0]
+                for a, d in zip(windowed, docs)
+                if not a.no_answer and a.answer == d["answers"]["text"][0]
+            )
             / max(1, sum(exact(windowed, docs))),
             "seconds": seconds,
         }
-        print(f"{tokens} tokens: {results[tokens]['windows_per_question']:.0f} windows per question, "
-              f"{len(docs) / seconds:.2f} answers/s", flush=True)
+        print(
+            f"{tokens} tokens: {results[tokens]['windows_per_question']:.0f} windows per question, "
+            f"{len(docs) / seconds:.2f} answers/s",
+            flush=True,
+        )
     t0 = time.time()
     speed = cost(work, 1000 if q else 8000, 2 if q else 8)
     timings["cost_s"] = time.time() - t0
 
-    print(f"\n{len(b_test)} questions about passages never seen in training; adapter trained with "
-          f"data.negative_windows={best_n}; no-answer threshold {answerer.adapter('b').settings.threshold}; "
-          f"short-passage EM {short_em:.1f}")
+    print(
+        f"\n{len(b_test)} questions about passages never seen in training; adapter trained with "
+        f"data.negative_windows={best_n}; no-answer threshold {answerer.adapter('b').settings.threshold}; "
+        f"short-passage EM {short_em:.1f}"
+    )
     header = "tokens  mode      " + " ".join(f"{d * 10:>3d}%" for d in range(10)) + "    all"
     print(header)
     for tokens, r in results.items():
         for mode in ("windows", "cut"):
             cells = " ".join(f"{v:4.0f}" if v is not None else "   -" for v in r[f"{mode}_by_decile"])
             print(f"{tokens:6d}  {mode:8s}  {cells}  {r[f'{mode}_em']:5.1f}")
-        print(f"{'':6s}  absent person: abstained {r['absent_abstained']:.1f}%; "
-              f"{r['windows_per_question']:.0f} windows per question")
-    print(f"\ncost, {speed['document_tokens']}-token documents, flan-t5-small architecture: "
-          f"{speed['batched']:.3f} answers/s batched vs {speed['one_window_at_a_time']:.3f} one window at a time "
-          f"({speed['speedup']:.2f}x)")
-    targets = [("short-passage EM (the adapter reads at all; a floor for the comparisons below)", short_em, 20.0,
-                short_em >= 20.0)]
+        print(
+            f"{'':6s}  absent person: abstained {r['absent_abstained']:.1f}%; "
+            f"{r['windows_per_question']:.0f} windows per question"
+        )
+    print(
+        f"\ncost, {speed['document_tokens']}-token documents, flan-t5-small architecture: "
+        f"{speed['batched']:.3f} answers/s batched vs {speed['one_window_at_a_time']:.3f} one window at a time "
+        f"({speed['speedup']:.2f}x)"
+    )
+    targets = [
+        (
+            "short-passage EM (the adapter reads at all; a floor for the comparisons below)",
+            short_em,
+            20.0,
+            short_em >= 20.0,
+        )
+    ]
     worst_gap = max(short_em - v for r in results.values() for v in r["windows_by_decile"] if v is not None)
-    targets.append(("windows EM within 5 points of short-passage EM at every decile (worst gap)", worst_gap, 5.0,
-                    worst_gap <= 5.0 and short_em >= 20.0))
+    targets.append(
+        (
+            "windows EM within 5 points of short-passage EM at every decile (worst gap)",
+            worst_gap,
+            5.0,
+            worst_gap <= 5.0 and short_em >= 20.0,
+        )
+    )
     # facts past the first window (about 140 of the 192 tokens hold passage): cutting cannot see them
-    beyond = [v for tokens, r in results.items() for d, v in enumerate(r["cut_by_decile"])
-              if v is not None and d >= math.ceil(10 * 140 / tokens)]
-    targets.append(("cutting from the start: EM past the first window (max over deciles, %)",
-                    max(beyond) if beyond else 0.0, 5.0, bool(beyond) and max(beyond) <= 5.0 and short_em >= 20.0))
+    beyond = [
+        v
+        for tokens, r in results.items()
+        for d, v in enumerate(r["cut_by_decile"])
+        if v is not None and d >= math.ceil(10 * 140 / tokens)
+    ]
+    targets.append(
+        (
+            "cutting from the start: EM past the first window (max over deciles, %)",
+            max(beyond) if beyond else 0.0,
+            5.0,
+            bool(beyond) and max(beyond) <= 5.0 and short_em >= 20.0,
+        )
+    )
     worst_abstain = min(r["absent_abstained"] for r in results.values())
-    targets.append(("abstention on absent people (worst length, %)", worst_abstain, 80.0,
-                    worst_abstain >= 80.0 and short_em >= 20.0))
+    targets.append(
+        (
+            "abstention on absent people (worst length, %)",
+            worst_abstain,
+            80.0,
+            worst_abstain >= 80.0 and short_em >= 20.0,
+        )
+    )
     targets.append(("batched vs one window at a time (x)", speed["speedup"], 2.0, speed["speedup"] >= 2.0))
     print()
     for label, value, goal, ok in targets:
         print(f"{label:78s} {value:7.2f}  goal {goal:5.1f}  {'met' if ok else 'NOT met'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "short_em": short_em, "negative_windows": {n: {k: v for k, v in c.items() if k != "run"}
-                                                       for n, c in choice.items()},
-            "chosen_negative_windows": best_n, "reader_check": check, "lengths": results, "cost": speed, "timings": timings,
-            "targets": [{"target": t, "measured": v, "goal": g, "met": ok} for t, v, g, ok in targets]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "short_em": short_em,
+                    "negative_windows": {n: {k: v for k, v in c.items() if k != "run"} for n, c in choice.items()},
+                    "chosen_negative_windows": best_n,
+                    "reader_check": check,
+                    "lengths": results,
+                    "cost": speed,
+                    "timings": timings,
+                    "targets": [{"target": t, "measured": v, "goal": g, "met": ok} for t, v, g, ok in targets],
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

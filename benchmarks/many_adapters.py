@@ -50,14 +50,16 @@ def adapter_root(work: Path, n: int, arch: str) -> tuple[Path, Path, list[dict]]
         folder = root / f"a{i:03d}"
         shutil.copytree(first, folder)
         torch.manual_seed(i)
-        save_file({k: torch.randn_like(v) * 0.02 for k, v in weights.items()}, str(folder / "adapter_model.safetensors"))
+        save_file(
+            {k: torch.randn_like(v) * 0.02 for k, v in weights.items()}, str(folder / "adapter_model.safetensors")
+        )
     return root, base, rows
 
 
 def zipf_names(n_adapters: int, n: int, exponent: float, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     ranks = np.arange(1, n_adapters + 1)
-    p = ranks ** -exponent
+    p = ranks**-exponent
     p /= p.sum()
     order = rng.permutation(n_adapters)  # which adapter is popular is arbitrary
     return [f"a{order[k]:03d}" for k in rng.choice(n_adapters, size=n, p=p)]
@@ -69,13 +71,15 @@ async def fire(url: str, rows, names: list[str], concurrency: int) -> tuple[int,
     sem = asyncio.Semaphore(concurrency)
     failures, latencies = 0, []
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=concurrency)) as c:
+
         async def one(i, name):
             nonlocal failures
             r = rows[i % len(rows)]
             async with sem:
                 t = time.perf_counter()
-                res = await c.post("/v1/answer", json={"question": r["question"], "context": r["context"],
-                                                       "adapter": name})
+                res = await c.post(
+                    "/v1/answer", json={"question": r["question"], "context": r["context"], "adapter": name}
+                )
                 latencies.append(time.perf_counter() - t)
                 failures += res.status_code != 200
 
@@ -106,7 +110,9 @@ def metric(url: str, name: str) -> float:
 def loaded_now(url: str) -> list[str]:
     import httpx
 
-    return [a["name"] for a in httpx.get(f"{url}/v1/adapters").json()["adapters"] if a["loaded"] and a["name"] != "base"]
+    return [
+        a["name"] for a in httpx.get(f"{url}/v1/adapters").json()["adapters"] if a["loaded"] and a["name"] != "base"
+    ]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -116,9 +122,25 @@ def pct(values: list[float], q: float) -> float:
 def cold_start(adapter: Path, row: dict, engine: str) -> float:
     """Seconds from process start to the first answer printed by `loraqa predict`."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "loraqa", "predict", "-a", str(adapter), "--engine", engine,
-                    "--question", row["question"], "--context", row["context"]],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loraqa",
+            "predict",
+            "-a",
+            str(adapter),
+            "--engine",
+            engine,
+            "--question",
+            row["question"],
+            "--context",
+            row["context"],
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t
 
 
@@ -127,7 +149,7 @@ def attach_seconds(root: Path, base: Path, n: int = 5) -> float:
     that misses waits for once a slot is free and the batch running has ended)."""
     from loraqa.inference.answerer import Answerer
 
-    names = sorted(p.name for p in root.iterdir())[:n + 1]
+    names = sorted(p.name for p in root.iterdir())[: n + 1]
     answerer = Answerer({names[0]: str(root / names[0])}, base_model=str(base))
     took = []
     for name in names[1:]:
@@ -165,7 +187,10 @@ def main() -> None:
         failures, lat_zipf = asyncio.run(fire(url, rows, names, args.concurrency))
         zipf_s = time.perf_counter() - t
         loads, evictions = metric(url, "loraqa_adapter_loads_total"), metric(url, "loraqa_adapter_evictions_total")
-        load_sum, load_count = metric(url, "loraqa_adapter_load_seconds_sum"), metric(url, "loraqa_adapter_load_seconds_count")
+        load_sum, load_count = (
+            metric(url, "loraqa_adapter_load_seconds_sum"),
+            metric(url, "loraqa_adapter_load_seconds_count"),
+        )
         warm = loaded_now(url)
         warm_names = [warm[i % len(warm)] for i in range(max(n // 4, 64))]
         f2, lat_warm = asyncio.run(fire(url, rows, warm_names, args.concurrency))
@@ -195,39 +220,72 @@ def main() -> None:
 
     # cold starts: process start to the first answer
     export = work / "a000-ct2"
-    subprocess.run([sys.executable, "-m", "loraqa", "export", str(root / "a000"), "--output", str(export)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cold = {engine: cold_start(root / "a000" if engine == "pytorch" else export, rows[0], engine)
-            for engine in ("pytorch", "ctranslate2")}
+    subprocess.run(
+        [sys.executable, "-m", "loraqa", "export", str(root / "a000"), "--output", str(export)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cold = {
+        engine: cold_start(root / "a000" if engine == "pytorch" else export, rows[0], engine)
+        for engine in ("pytorch", "ctranslate2")
+    }
 
     attach_s = attach_seconds(root, base)
     ratio_p50 = pct(lat_warm, 50) / pct(lat_single, 50)
     ratio_p95 = pct(lat_warm, 95) / pct(lat_single, 95)
     ratio_rss = rss_library / rss_eight
-    print(f"\nZipf run: {n} requests over {hot} of {n_adapters} adapters, {args.concurrency} clients, "
-          f"--max-loaded {args.max_loaded}: {n / zipf_s:.1f} requests/s, failures {failures + f3 + f4} (goal 0)")
-    print(f"loads per 1,000 requests: {1000 * loads / n:.0f} ({loads:.0f} loads, {evictions:.0f} evictions); "
-          f"a miss waits {load_sum / max(load_count, 1):.2f} s on average for its adapter (a free slot, the batch "
-          f"running, then the load itself: {1000 * attach_s:.0f} ms)")
+    print(
+        f"\nZipf run: {n} requests over {hot} of {n_adapters} adapters, {args.concurrency} clients, "
+        f"--max-loaded {args.max_loaded}: {n / zipf_s:.1f} requests/s, failures {failures + f3 + f4} (goal 0)"
+    )
+    print(
+        f"loads per 1,000 requests: {1000 * loads / n:.0f} ({loads:.0f} loads, {evictions:.0f} evictions); "
+        f"a miss waits {load_sum / max(load_count, 1):.2f} s on average for its adapter (a free slot, the batch "
+        f"running, then the load itself: {1000 * attach_s:.0f} ms)"
+    )
     print(f"Zipf latency (all requests, loads included): p50 {pct(lat_zipf, 50):.2f} s, p95 {pct(lat_zipf, 95):.2f} s")
-    print(f"loaded adapters' requests: p50 {pct(lat_warm, 50):.2f} s, p95 {pct(lat_warm, 95):.2f} s; one-adapter "
-          f"server: p50 {pct(lat_single, 50):.2f} s, p95 {pct(lat_single, 95):.2f} s -> {ratio_p50:.2f}x / "
-          f"{ratio_p95:.2f}x (goal <= 1.2x) {'met' if max(ratio_p50, ratio_p95) <= 1.2 else 'NOT met'}")
-    print(f"peak RSS: library server {rss_library:.0f} MB, {args.max_loaded} adapters loaded at start "
-          f"{rss_eight:.0f} MB -> {ratio_rss:.2f}x (goal <= 1.2x) {'met' if ratio_rss <= 1.2 else 'NOT met'}")
-    print(f"cold start to the first answer (loraqa predict): PyTorch {cold['pytorch']:.1f} s, "
-          f"CTranslate2 {cold['ctranslate2']:.1f} s (goal for CTranslate2 <= 1.5 s) "
-          f"{'met' if cold['ctranslate2'] <= 1.5 else 'NOT met'}")
+    print(
+        f"loaded adapters' requests: p50 {pct(lat_warm, 50):.2f} s, p95 {pct(lat_warm, 95):.2f} s; one-adapter "
+        f"server: p50 {pct(lat_single, 50):.2f} s, p95 {pct(lat_single, 95):.2f} s -> {ratio_p50:.2f}x / "
+        f"{ratio_p95:.2f}x (goal <= 1.2x) {'met' if max(ratio_p50, ratio_p95) <= 1.2 else 'NOT met'}"
+    )
+    print(
+        f"peak RSS: library server {rss_library:.0f} MB, {args.max_loaded} adapters loaded at start "
+        f"{rss_eight:.0f} MB -> {ratio_rss:.2f}x (goal <= 1.2x) {'met' if ratio_rss <= 1.2 else 'NOT met'}"
+    )
+    print(
+        f"cold start to the first answer (loraqa predict): PyTorch {cold['pytorch']:.1f} s, "
+        f"CTranslate2 {cold['ctranslate2']:.1f} s (goal for CTranslate2 <= 1.5 s) "
+        f"{'met' if cold['ctranslate2'] <= 1.5 else 'NOT met'}"
+    )
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "requests": n, "adapters": n_adapters, "distinct": hot, "failures": failures + f3 + f4,
-            "loads": loads, "evictions": evictions, "load_s": load_sum / max(load_count, 1),
-            "warm_p50": pct(lat_warm, 50), "warm_p95": pct(lat_warm, 95), "single_p50": pct(lat_single, 50),
-            "single_p95": pct(lat_single, 95), "rss_library_mb": rss_library, "rss_eight_mb": rss_eight,
-            "attach_s": attach_s, "zipf_p50": pct(lat_zipf, 50), "zipf_p95": pct(lat_zipf, 95),
-            "requests_per_s": n / zipf_s,
-            "cold_start_s": cold}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "requests": n,
+                    "adapters": n_adapters,
+                    "distinct": hot,
+                    "failures": failures + f3 + f4,
+                    "loads": loads,
+                    "evictions": evictions,
+                    "load_s": load_sum / max(load_count, 1),
+                    "warm_p50": pct(lat_warm, 50),
+                    "warm_p95": pct(lat_warm, 95),
+                    "single_p50": pct(lat_single, 50),
+                    "single_p95": pct(lat_single, 95),
+                    "rss_library_mb": rss_library,
+                    "rss_eight_mb": rss_eight,
+                    "attach_s": attach_s,
+                    "zipf_p50": pct(lat_zipf, 50),
+                    "zipf_p95": pct(lat_zipf, 95),
+                    "requests_per_s": n / zipf_s,
+                    "cold_start_s": cold,
+                },
+                indent=2,
+            )
+        )
     if failures + f3 + f4:
         raise SystemExit("requests failed")
 

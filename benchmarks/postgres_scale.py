@@ -30,7 +30,9 @@ from domains import MODES, grow, latencies, model_path  # noqa: E402 - beside th
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", required=True, help="postgresql://... (a database where CREATE EXTENSION vector works)")
+    parser.add_argument(
+        "--postgres", required=True, help="postgresql://... (a database where CREATE EXTENSION vector works)"
+    )
     parser.add_argument("--docs", required=True, help="a folder of a set's documents (benchmarks/domains.py --workdir)")
     parser.add_argument("--questions", required=True, help="its questions (JSONL with 'question')")
     parser.add_argument("--embedder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2 from PyPI)")
@@ -51,15 +53,24 @@ def main() -> None:
     name = f"bench{int(time.time())}"
     out = {}
     # a transaction per document (the baseline), then loraqa's default batches of whole documents
-    for label, batch, collection_name in (("one_document_per_transaction", 1, name + "_single"),
-                                          ("ingest_lexical", DocumentsConfig().batch_passages, name)):
+    for label, batch, collection_name in (
+        ("one_document_per_transaction", 1, name + "_single"),
+        ("ingest_lexical", DocumentsConfig().batch_passages, name),
+    ):
         started = time.perf_counter()
         report = add_paths(store, collection_name, [args.docs], Settings(), DocumentsConfig(batch_passages=batch))
         seconds = time.perf_counter() - started
-        out[label] = {"documents": report.added, "passages": report.passages, "seconds": round(seconds, 2),
-                      "passages_per_s": round(report.passages / seconds, 1)}
-        print(f"ingestion without embeddings, {label.replace('_', ' ')}: {report.passages} passages of "
-              f"{report.added} documents in {seconds:.2f} s ({report.passages / seconds:.0f} passages/s)", flush=True)
+        out[label] = {
+            "documents": report.added,
+            "passages": report.passages,
+            "seconds": round(seconds, 2),
+            "passages_per_s": round(report.passages / seconds, 1),
+        }
+        print(
+            f"ingestion without embeddings, {label.replace('_', ' ')}: {report.passages} passages of "
+            f"{report.added} documents in {seconds:.2f} s ({report.passages / seconds:.0f} passages/s)",
+            flush=True,
+        )
     store.drop(name + "_single")
     collection = store.open(name)
     embed_collection(collection, model)
@@ -70,19 +81,27 @@ def main() -> None:
     for mode in MODES:
         p50, p95 = latencies(library, name, questions, mode, args.queries)
         out["real"][mode] = {"p50_ms": p50, "p95_ms": p95}
-    print(f"at {out['real']['passages']:,} passages: " + ", ".join(
-        f"{m} {out['real'][m]['p50_ms']}/{out['real'][m]['p95_ms']}" for m in MODES), flush=True)
+    print(
+        f"at {out['real']['passages']:,} passages: "
+        + ", ".join(f"{m} {out['real'][m]['p50_ms']}/{out['real'][m]['p95_ms']}" for m in MODES),
+        flush=True,
+    )
     if args.scale:
         started = time.perf_counter()
         have = grow(collection, args.scale)
-        print(f"grown to {have:,} passages in {time.perf_counter() - started:.0f} s (with vectors and the HNSW index)",
-              flush=True)
+        print(
+            f"grown to {have:,} passages in {time.perf_counter() - started:.0f} s (with vectors and the HNSW index)",
+            flush=True,
+        )
         out["scaled"] = {"passages": have}
         for mode in MODES:
             p50, p95 = latencies(library, name, questions, mode, args.queries)
             out["scaled"][mode] = {"p50_ms": p50, "p95_ms": p95}
-        print(f"at {have:,} passages: " + ", ".join(
-            f"{m} {out['scaled'][m]['p50_ms']}/{out['scaled'][m]['p95_ms']}" for m in MODES), flush=True)
+        print(
+            f"at {have:,} passages: "
+            + ", ".join(f"{m} {out['scaled'][m]['p50_ms']}/{out['scaled'][m]['p95_ms']}" for m in MODES),
+            flush=True,
+        )
     store.drop(name)
     print(json.dumps(out))
 

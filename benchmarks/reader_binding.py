@@ -55,8 +55,9 @@ def example(rng, pool: list[str], absent: float, crowded: float) -> tuple[dict, 
         context, _ = long_documents.buyers(rng, picked[2], picked[3])
         target = NO_ANSWER
     if rng.random() < crowded:
-        parts = [long_documents.buyers(rng, picked[4 + 2 * k], picked[5 + 2 * k])[0]
-                 for k in range(int(rng.integers(1, 4)))] + [context]
+        parts = [
+            long_documents.buyers(rng, picked[4 + 2 * k], picked[5 + 2 * k])[0] for k in range(int(rng.integers(1, 4)))
+        ] + [context]
         rng.shuffle(parts)
         context = " ".join(parts)
     return {"question": question, "context": context}, target
@@ -82,18 +83,25 @@ def word_tokenizer(texts: list[str], vocab_size: int = 1200):
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("\n", " ")])
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
     tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(texts, trainer=trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                                                               special_tokens=["<pad>", "</s>", "<unk>"]))
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", 1)])
+    tok.train_from_iterator(
+        texts,
+        trainer=trainers.BpeTrainer(
+            vocab_size=vocab_size, show_progress=False, special_tokens=["<pad>", "</s>", "<unk>"]
+        ),
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
 def held_out(rng, pool: list[str], n: int) -> dict[str, list[tuple[dict, str]]]:
-    return {"present": [example(rng, pool, 0.0, 0.0) for _ in range(n)],
-            "absent": [example(rng, pool, 1.0, 0.0) for _ in range(n)],
-            "present among others": [example(rng, pool, 0.0, 1.0) for _ in range(n)],
-            "absent among others": [example(rng, pool, 1.0, 1.0) for _ in range(n)]}
+    return {
+        "present": [example(rng, pool, 0.0, 0.0) for _ in range(n)],
+        "absent": [example(rng, pool, 1.0, 0.0) for _ in range(n)],
+        "present among others": [example(rng, pool, 0.0, 1.0) for _ in range(n)],
+        "absent among others": [example(rng, pool, 1.0, 1.0) for _ in range(n)],
+    }
 
 
 def tally(model, tokenizer, rows: list[tuple[dict, str]], device: str) -> dict:
@@ -105,8 +113,10 @@ def tally(model, tokenizer, rows: list[tuple[dict, str]], device: str) -> dict:
     model.eval()
     with torch.no_grad():
         for i in range(0, len(rows), 64):
-            chunk = rows[i:i + 64]
-            src = tokenizer([render_source(TEMPLATE, r) for r, _ in chunk], padding=True, return_tensors="pt").to(device)
+            chunk = rows[i : i + 64]
+            src = tokenizer([render_source(TEMPLATE, r) for r, _ in chunk], padding=True, return_tensors="pt").to(
+                device
+            )
             ids = model.generate(**src, max_new_tokens=12, num_beams=1, do_sample=False)
             for text, (row, target) in zip(tokenizer.batch_decode(ids, skip_special_tokens=True), chunk):
                 text = text.strip()
@@ -118,7 +128,9 @@ def tally(model, tokenizer, rows: list[tuple[dict, str]], device: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Pre-train a stand-in reader on buyers passages; print whether it binds names.")
+    ap = argparse.ArgumentParser(
+        description="Pre-train a stand-in reader on buyers passages; print whether it binds names."
+    )
     ap.add_argument("--steps", type=int, default=2000, help="training steps (each on fresh passages)")
     ap.add_argument("--batch-size", type=int, default=32, help="passages per step")
     ap.add_argument("--d-model", type=int, default=128)
@@ -148,17 +160,32 @@ def main() -> None:
     tokenizer = word_tokenizer(texts + pool + list(TEMPLATES.values()) + [NO_ANSWER])
     checks = held_out(np.random.default_rng(1), pool, 20 if args.quick else 150)
     torch.manual_seed(0)
-    config = T5Config(vocab_size=len(tokenizer), d_model=args.d_model, d_ff=2 * args.d_model, num_layers=args.layers,
-                      num_decoder_layers=args.layers, num_heads=args.heads, d_kv=args.d_model // args.heads,
-                      feed_forward_proj="gated-gelu", dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0,
-                      eos_token_id=1, tie_word_embeddings=False)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=args.d_model,
+        d_ff=2 * args.d_model,
+        num_layers=args.layers,
+        num_decoder_layers=args.layers,
+        num_heads=args.heads,
+        d_kv=args.d_model // args.heads,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        tie_word_embeddings=False,
+    )
     model = T5ForConditionalGeneration(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     warmup = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / args.steps))
-    print(f"{device}; d_model {args.d_model}, {args.layers}+{args.layers} layers, batch {args.batch_size}; "
-          "held-out answers: right / abstained / another phrase of the passage (%)", flush=True)
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / args.steps)
+    )
+    print(
+        f"{device}; d_model {args.d_model}, {args.layers}+{args.layers} layers, batch {args.batch_size}; "
+        "held-out answers: right / abstained / another phrase of the passage (%)",
+        flush=True,
+    )
     history, losses, start = [], [], time.time()
     for step in range(1, args.steps + 1):
         batch = [example(rng, pool, args.absent, args.crowded) for _ in range(args.batch_size)]
@@ -175,10 +202,12 @@ def main() -> None:
         losses.append(loss.item())
         if step % args.every == 0 or step == args.steps:
             result = {name: tally(model, tokenizer, rows, device) for name, rows in checks.items()}
-            history.append({"step": step, "seconds": time.time() - start, "loss": float(np.mean(losses[-100:])),
-                            "checks": result})
-            cells = "  ".join(f"{name} {r['right']:.0f}/{r['abstained']:.0f}/{r['other_phrase']:.0f}"
-                              for name, r in result.items())
+            history.append(
+                {"step": step, "seconds": time.time() - start, "loss": float(np.mean(losses[-100:])), "checks": result}
+            )
+            cells = "  ".join(
+                f"{name} {r['right']:.0f}/{r['abstained']:.0f}/{r['other_phrase']:.0f}" for name, r in result.items()
+            )
             print(f"step {step:6d} {time.time() - start:7.0f}s loss {history[-1]['loss']:.3f}  {cells}", flush=True)
     if args.save:
         model.save_pretrained(args.save)

@@ -62,8 +62,34 @@ def squad_case(path: Path):
     return docs, passages, queries
 
 
-FIRST = ["Ada", "Bo", "Cai", "Dee", "Eli", "Fen", "Gus", "Hal", "Ivo", "Jun", "Kai", "Lux", "Mo", "Nia", "Oz",
-         "Pia", "Quin", "Rae", "Sol", "Tam", "Uma", "Vik", "Wen", "Xia", "Yul", "Zed"]
+FIRST = [
+    "Ada",
+    "Bo",
+    "Cai",
+    "Dee",
+    "Eli",
+    "Fen",
+    "Gus",
+    "Hal",
+    "Ivo",
+    "Jun",
+    "Kai",
+    "Lux",
+    "Mo",
+    "Nia",
+    "Oz",
+    "Pia",
+    "Quin",
+    "Rae",
+    "Sol",
+    "Tam",
+    "Uma",
+    "Vik",
+    "Wen",
+    "Xia",
+    "Yul",
+    "Zed",
+]
 ITEMS = ["bicycle", "kettle", "lantern", "violin", "compass", "teapot", "telescope", "umbrella", "typewriter", "clock"]
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "silver", "golden", "black", "white"]
 
@@ -98,8 +124,9 @@ def ranks_of(found: list[list[tuple[str, str]]], queries) -> list[int | None]:
     """The 1-based rank of the first hit that is the query's own passage holding an answer."""
     out = []
     for hits, (_, gold, answers) in zip(found, queries):
-        out.append(next((i for i, (key, text) in enumerate(hits, 1) if key == gold and any(a in text for a in answers)),
-                        None))
+        out.append(
+            next((i for i, (key, text) in enumerate(hits, 1) if key == gold and any(a in text for a in answers)), None)
+        )
     return out
 
 
@@ -107,10 +134,17 @@ def summary(name: str, ranks, latencies: list[float], build_s: float, peak_mb: f
     """peak_mb: the memory the built index holds in this process."""
     n = len(ranks) or 1
     lat = sorted(latencies)
-    return {"engine": name, **{f"recall@{k}": round(100 * sum(1 for r in ranks if r and r <= k) / n, 1) for k in (1, 5, 20)},
-            "mrr": round(sum(1 / r for r in ranks if r) / n, 3), "p50_ms": round(1000 * lat[len(lat) // 2], 2),
-            "p95_ms": round(1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))], 2), "build_s": round(build_s, 2),
-            "passages_per_s": round(passages / build_s) if build_s else None, "index_mb": round(peak_mb), **extra}
+    return {
+        "engine": name,
+        **{f"recall@{k}": round(100 * sum(1 for r in ranks if r and r <= k) / n, 1) for k in (1, 5, 20)},
+        "mrr": round(sum(1 / r for r in ranks if r) / n, 3),
+        "p50_ms": round(1000 * lat[len(lat) // 2], 2),
+        "p95_ms": round(1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))], 2),
+        "build_s": round(build_s, 2),
+        "passages_per_s": round(passages / build_s) if build_s else None,
+        "index_mb": round(peak_mb),
+        **extra,
+    }
 
 
 def rss_mb() -> float:
@@ -154,12 +188,19 @@ def run_loraqa(docs, queries, store_spec: str, name: str) -> dict:
 def query_process_rss(store_dir: str, name: str, queries) -> float:
     """Resident memory (MB) of a fresh process that opens the collection and runs the queries."""
     # VmHWM, not ru_maxrss: Linux carries the parent's peak over into a child's ru_maxrss at exec
-    code = ("import json, sys; from loraqa.retrieval import open_store; "
-            "c = open_store(sys.argv[1]).open(sys.argv[2]); "
-            "[c.search(q, 20) for q in json.loads(sys.stdin.read())]; "
-            "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024)")
-    res = subprocess.run([sys.executable, "-c", code, store_dir, name], input=json.dumps([q for q, _, _ in queries]),
-                         capture_output=True, text=True, check=True)
+    code = (
+        "import json, sys; from loraqa.retrieval import open_store; "
+        "c = open_store(sys.argv[1]).open(sys.argv[2]); "
+        "[c.search(q, 20) for q in json.loads(sys.stdin.read())]; "
+        "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, store_dir, name],
+        input=json.dumps([q for q, _, _ in queries]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(res.stdout.strip())
 
 
@@ -170,14 +211,14 @@ def run_bm25s(passages, queries) -> dict:
     before = rss_mb()
     t = time.perf_counter()
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([text for _, text in passages], stopwords="en", show_progress=False),
-                    show_progress=False)
+    retriever.index(
+        bm25s.tokenize([text for _, text in passages], stopwords="en", show_progress=False), show_progress=False
+    )
     build = time.perf_counter() - t
     k = min(20, len(passages))
 
     def search(q):
-        ids, _ = retriever.retrieve(bm25s.tokenize([q], stopwords="en", show_progress=False), k=k,
-                                    show_progress=False)
+        ids, _ = retriever.retrieve(bm25s.tokenize([q], stopwords="en", show_progress=False), k=k, show_progress=False)
         return [passages[i] for i in ids[0]]
 
     found, latencies = timed_queries(search, queries)
@@ -199,8 +240,7 @@ def run_rank_bm25(passages, queries) -> dict:
         return [passages[i] for i in best]
 
     found, latencies = timed_queries(search, queries)
-    return summary("rank_bm25", ranks_of(found, queries), latencies, build, max(0.0, rss_mb() - before),
-                   len(passages))
+    return summary("rank_bm25", ranks_of(found, queries), latencies, build, max(0.0, rss_mb() - before), len(passages))
 
 
 # ---------------------------------------------------------------- the run
@@ -235,38 +275,53 @@ def main() -> None:
             rows.append({"bm25s": run_bm25s, "rank_bm25": run_rank_bm25}[peer](passages, queries))
         results.append({"data": label, "passages": len(passages), "queries": len(queries), "engines": rows})
         print(f"\n{label}: {len(passages):,} passages, {len(queries)} queries")
-        print(f"{'engine':22s} {'R@1':>6s} {'R@5':>6s} {'R@20':>6s} {'MRR':>6s} {'p50 ms':>8s} {'p95 ms':>8s} "
-              f"{'build s':>8s} {'pass./s':>8s} {'index MB':>9s} {'query RSS':>9s}")
+        print(
+            f"{'engine':22s} {'R@1':>6s} {'R@5':>6s} {'R@20':>6s} {'MRR':>6s} {'p50 ms':>8s} {'p95 ms':>8s} "
+            f"{'build s':>8s} {'pass./s':>8s} {'index MB':>9s} {'query RSS':>9s}"
+        )
         for r in rows:
-            print(f"{r['engine']:22s} {r['recall@1']:6.1f} {r['recall@5']:6.1f} {r['recall@20']:6.1f} {r['mrr']:6.3f} "
-                  f"{r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['build_s']:8.2f} {r['passages_per_s'] or 0:8d} "
-                  f"{r['index_mb']:9d} {r.get('query_process_rss_mb', '-'):>9}")
+            print(
+                f"{r['engine']:22s} {r['recall@1']:6.1f} {r['recall@5']:6.1f} {r['recall@20']:6.1f} {r['mrr']:6.3f} "
+                f"{r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['build_s']:8.2f} {r['passages_per_s'] or 0:8d} "
+                f"{r['index_mb']:9d} {r.get('query_process_rss_mb', '-'):>9}"
+            )
     print("\ngoals:")
     for result in results:
         ours = result["engines"][0]
         peers = [r for r in result["engines"] if not r["engine"].startswith("loraqa")]
         if peers:
             best = max(r["recall@5"] for r in peers)
-            print(f"  {result['data']}: recall@5 {ours['recall@5']:.1f} vs best peer {best:.1f} (goal: at most 1 point "
-                  f"below) {'met' if ours['recall@5'] >= best - 1 else 'NOT met'}")
+            print(
+                f"  {result['data']}: recall@5 {ours['recall@5']:.1f} vs best peer {best:.1f} (goal: at most 1 point "
+                f"below) {'met' if ours['recall@5'] >= best - 1 else 'NOT met'}"
+            )
         if result["data"].startswith("synthetic") and result["passages"] >= 100_000:
             # the latency goal is set at 100,000 passages; larger collections are measured, not judged
-            latency = (f"{'met' if ours['p95_ms'] <= 20 else 'NOT met'}" if result["passages"] == 100_000
-                       else "(the goal is set at 100,000 passages)")
-            print(f"  {result['data']}: p95 latency {ours['p95_ms']:.1f} ms (goal <= 20 ms at 100,000) {latency}; "
-                  f"ingestion {ours['passages_per_s']} passages/s "
-                  f"(goal >= 1,000) {'met' if ours['passages_per_s'] >= 1000 else 'NOT met'}")
+            latency = (
+                f"{'met' if ours['p95_ms'] <= 20 else 'NOT met'}"
+                if result["passages"] == 100_000
+                else "(the goal is set at 100,000 passages)"
+            )
+            print(
+                f"  {result['data']}: p95 latency {ours['p95_ms']:.1f} ms (goal <= 20 ms at 100,000) {latency}; "
+                f"ingestion {ours['passages_per_s']} passages/s "
+                f"(goal >= 1,000) {'met' if ours['passages_per_s'] >= 1000 else 'NOT met'}"
+            )
         postgres = [r for r in result["engines"] if r["engine"] == "loraqa PostgreSQL"]
         if postgres:
             gap = ours["recall@5"] - postgres[0]["recall@5"]
-            print(f"  {result['data']}: PostgreSQL recall@5 {postgres[0]['recall@5']:.1f} vs SQLite {ours['recall@5']:.1f} "
-                  f"(goal: within 3 points) {'met' if abs(gap) <= 3 else 'NOT met'}; p95 {postgres[0]['p95_ms']:.1f} ms")
+            print(
+                f"  {result['data']}: PostgreSQL recall@5 {postgres[0]['recall@5']:.1f} vs SQLite {ours['recall@5']:.1f} "
+                f"(goal: within 3 points) {'met' if abs(gap) <= 3 else 'NOT met'}; p95 {postgres[0]['p95_ms']:.1f} ms"
+            )
     synthetic = [r for r in results if r["data"].startswith("synthetic")]
     if len(synthetic) > 1:
         small, large = synthetic[0]["engines"][0], synthetic[-1]["engines"][0]
-        print(f"  query process RSS: {small['query_process_rss_mb']} MB at {synthetic[0]['passages']:,} passages, "
-              f"{large['query_process_rss_mb']} MB at {synthetic[-1]['passages']:,} (goal: no growth with the "
-              f"collection) {'met' if large['query_process_rss_mb'] <= small['query_process_rss_mb'] * 1.2 + 10 else 'NOT met'}")
+        print(
+            f"  query process RSS: {small['query_process_rss_mb']} MB at {synthetic[0]['passages']:,} passages, "
+            f"{large['query_process_rss_mb']} MB at {synthetic[-1]['passages']:,} (goal: no growth with the "
+            f"collection) {'met' if large['query_process_rss_mb'] <= small['query_process_rss_mb'] * 1.2 + 10 else 'NOT met'}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -35,10 +35,14 @@ PET_NAMES = "Pip Rusty Moss Juniper Biscuit Clover Pepper Sable".split()
 
 def family_c(rng, name, other):
     animal, pet, age = rng.choice(ANIMALS), rng.choice(PET_NAMES), str(rng.integers(2, 16))
-    context = (f"{name} keeps a {animal} called {pet}, now {age} years old. "
-               f"{other} would rather have a {rng.choice(ANIMALS)}.")
-    qas = [(f"What is the name of the {animal} of {name}?", pet), (f"Which animal does {name} keep?", animal),
-           (f"How old is the {animal} of {name}?", age)]
+    context = (
+        f"{name} keeps a {animal} called {pet}, now {age} years old. {other} would rather have a {rng.choice(ANIMALS)}."
+    )
+    qas = [
+        (f"What is the name of the {animal} of {name}?", pet),
+        (f"Which animal does {name} keep?", animal),
+        (f"How old is the {animal} of {name}?", age),
+    ]
     return context, qas
 
 
@@ -50,11 +54,29 @@ def squad_articles(rows_by_domain: dict[str, list[dict]], per_article: int = 10)
     data = []
     for domain, rows in rows_by_domain.items():
         for k in range(0, len(rows), per_article):
-            data.append({"title": f"{domain}-{k // per_article}", "paragraphs": [
-                {"context": r["context"], "qas": [{"id": r["id"], "question": r["question"],
-                                                   "answers": [{"text": r["answers"]["text"][0],
-                                                                "answer_start": r["answers"]["answer_start"][0]}]}]}
-                for r in rows[k:k + per_article]]})
+            data.append(
+                {
+                    "title": f"{domain}-{k // per_article}",
+                    "paragraphs": [
+                        {
+                            "context": r["context"],
+                            "qas": [
+                                {
+                                    "id": r["id"],
+                                    "question": r["question"],
+                                    "answers": [
+                                        {
+                                            "text": r["answers"]["text"][0],
+                                            "answer_start": r["answers"]["answer_start"][0],
+                                        }
+                                    ],
+                                }
+                            ],
+                        }
+                        for r in rows[k : k + per_article]
+                    ],
+                }
+            )
     return {"version": "1.1", "data": data}
 
 
@@ -66,7 +88,7 @@ def embedder(model, tokenizer):
     def embed(texts: list[str]) -> np.ndarray:
         out = []
         for i in range(0, len(texts), 32):
-            batch = tokenizer(texts[i:i + 32], return_tensors="pt", padding=True, truncation=True, max_length=256)
+            batch = tokenizer(texts[i : i + 32], return_tensors="pt", padding=True, truncation=True, max_length=256)
             states = model.get_encoder()(**batch).last_hidden_state
             mask = batch["attention_mask"][..., None].float()
             vecs = (states * mask).sum(1) / mask.sum(1)
@@ -110,8 +132,10 @@ def build_domains(quick: bool, workdir: str | None) -> dict:
     work = Path(workdir or tempfile.mkdtemp(prefix="loraqa-routing-"))
     work.mkdir(parents=True, exist_ok=True)
     everything = [r for by in (pre, train, test) for rows in by.values() for r in rows]
-    tokenizer = train_tokenizer([r["context"] + " " + r["question"] for r in everything] + list(TEMPLATES.values())
-                                + ["unanswerable"], vocab_size=500)
+    tokenizer = train_tokenizer(
+        [r["context"] + " " + r["question"] for r in everything] + list(TEMPLATES.values()) + ["unanswerable"],
+        vocab_size=500,
+    )
     t0 = time.time()
     base = work / "base-model"
     if not (base / "config.json").is_file():
@@ -124,28 +148,68 @@ def build_domains(quick: bool, workdir: str | None) -> dict:
         runs[d] = work / f"run-{d}"
         if (runs[d] / "adapter" / "adapter_config.json").is_file():
             continue
-        world.loraqa("train", "--preset", "default", "--model", str(base), "--data", str(path), "--output", str(runs[d]),
-                     "--overwrite", "--set", f"train.max_steps={24 if q else 400}", "--set", "train.learning_rate=2e-3",
-                     "--set", "train.eval_steps=0", "--set", "track.report_to=none", "--set", "data.num_samples=null",
-                     "--set", "data.test_size=0.05", "--set", "data.max_source_length=128")
-    return {"work": work, "base": base, "tokenizer": tokenizer, "runs": runs, "train": train,
-            "cases": [(d, r) for d, rows in test.items() for r in rows], "seconds": time.time() - t0}
+        world.loraqa(
+            "train",
+            "--preset",
+            "default",
+            "--model",
+            str(base),
+            "--data",
+            str(path),
+            "--output",
+            str(runs[d]),
+            "--overwrite",
+            "--set",
+            f"train.max_steps={24 if q else 400}",
+            "--set",
+            "train.learning_rate=2e-3",
+            "--set",
+            "train.eval_steps=0",
+            "--set",
+            "track.report_to=none",
+            "--set",
+            "data.num_samples=null",
+            "--set",
+            "data.test_size=0.05",
+            "--set",
+            "data.max_source_length=128",
+        )
+    return {
+        "work": work,
+        "base": base,
+        "tokenizer": tokenizer,
+        "runs": runs,
+        "train": train,
+        "cases": [(d, r) for d, rows in test.items() for r in rows],
+        "seconds": time.time() - t0,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Routing accuracy and routed vs oracle F1 over three domains.")
     ap.add_argument("--quick", action="store_true", help="small sizes")
-    ap.add_argument("--workdir", help="keep the files here (default: a temporary folder); a base and adapters "
-                                      "it holds are reused")
+    ap.add_argument(
+        "--workdir", help="keep the files here (default: a temporary folder); a base and adapters it holds are reused"
+    )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     from loraqa.modeling.precision import cpu_precision_note
 
-    print(f"precision: `loraqa train` and `loraqa eval` in {cpu_precision_note()}; the comparisons "
-          "answer in fp32 (free of bf16 rounding)", flush=True)
+    print(
+        f"precision: `loraqa train` and `loraqa eval` in {cpu_precision_note()}; the comparisons "
+        "answer in fp32 (free of bf16 rounding)",
+        flush=True,
+    )
     w = build_domains(args.quick, args.workdir)
-    runs, train, cases, tokenizer, base, seconds = w["runs"], w["train"], w["cases"], w["tokenizer"], w["base"], w["seconds"]
+    runs, train, cases, tokenizer, base, seconds = (
+        w["runs"],
+        w["train"],
+        w["cases"],
+        w["tokenizer"],
+        w["base"],
+        w["seconds"],
+    )
     from loraqa.diagnostics.synthetic import build_t5
     from loraqa.domain_profile import DomainProfile
     from loraqa.inference.answerer import Answerer
@@ -159,8 +223,10 @@ def main() -> None:
         figures[f"tfidf_{key}"] = 100 * float(np.mean([p == d for p, (d, _) in zip(picked, cases)]))
     from transformers import AutoModelForSeq2SeqLM
 
-    models = {"trained base": AutoModelForSeq2SeqLM.from_pretrained(base).eval(),
-              "random-weight base": build_t5("tiny", vocab_size=len(tokenizer), seed=3).eval()}
+    models = {
+        "trained base": AutoModelForSeq2SeqLM.from_pretrained(base).eval(),
+        "random-weight base": build_t5("tiny", vocab_size=len(tokenizer), seed=3).eval(),
+    }
     for label, model in models.items():
         embed = embedder(model, tokenizer)
         for with_passage in (True, False):
@@ -171,22 +237,32 @@ def main() -> None:
     from loraqa.evaluation.metrics import score_one
 
     def f1(adapter_of) -> float:
-        answers = answerer.answer([{"question": r["question"], "context": r["context"], "adapter": adapter_of(d)}
-                                   for d, r in cases], batch_size=32)
-        return 100 * float(np.mean([score_one(a.answer, r["answers"]["text"], "v1")[1] for a, (_, r) in zip(answers, cases)]))
+        answers = answerer.answer(
+            [{"question": r["question"], "context": r["context"], "adapter": adapter_of(d)} for d, r in cases],
+            batch_size=32,
+        )
+        return 100 * float(
+            np.mean([score_one(a.answer, r["answers"]["text"], "v1")[1] for a, (_, r) in zip(answers, cases)])
+        )
 
     figures["f1_right_adapter"] = f1(lambda d: d)
     figures["f1_routed"] = f1(lambda d: "auto")
 
-    print(f"\n{len(cases)} held-out questions over {len(DOMAINS)} domains ({', '.join(DOMAINS)}), "
-          f"people never seen in training")
+    print(
+        f"\n{len(cases)} held-out questions over {len(DOMAINS)} domains ({', '.join(DOMAINS)}), "
+        f"people never seen in training"
+    )
     print(f"{'routing by':40s} {'with passage':>13s} {'question only':>14s}")
     for label in ["tfidf"] + [f"embedding ({m})" for m in models]:
         print(f"{label:40s} {figures[label + '_with_passage']:12.1f}% {figures[label + '_question_only']:13.1f}%")
-    print(f"\nanswer F1: routed by auto {figures['f1_routed']:.1f} vs the right adapter given {figures['f1_right_adapter']:.1f}")
+    print(
+        f"\nanswer F1: routed by auto {figures['f1_routed']:.1f} vs the right adapter given {figures['f1_right_adapter']:.1f}"
+    )
     ok = figures["tfidf_with_passage"] >= 95.0
-    print(f"\n{'routing accuracy with passages (TF-IDF, %)':60s} {figures['tfidf_with_passage']:7.2f}  goal  95.0  "
-          f"{'met' if ok else 'NOT met'}")
+    print(
+        f"\n{'routing accuracy with passages (TF-IDF, %)':60s} {figures['tfidf_with_passage']:7.2f}  goal  95.0  "
+        f"{'met' if ok else 'NOT met'}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

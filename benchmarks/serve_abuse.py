@@ -69,6 +69,7 @@ async def normal_clients(url: str, rows, clients: int, seconds: float, health: d
     latencies, failures = [], 0
     stop = time.perf_counter() + seconds
     async with httpx.AsyncClient(base_url=url, timeout=120, headers={"Authorization": f"Bearer {KEY}"}) as c:
+
         async def client(i: int):
             nonlocal failures
             n = i
@@ -76,8 +77,14 @@ async def normal_clients(url: str, rows, clients: int, seconds: float, health: d
                 r = rows[n % len(rows)]
                 t = time.perf_counter()
                 try:
-                    res = await c.post("/v1/answer", json={"question": r["question"], "context": r["context"],
-                                                           "adapter": ("clinical", "policy")[n % 2]})
+                    res = await c.post(
+                        "/v1/answer",
+                        json={
+                            "question": r["question"],
+                            "context": r["context"],
+                            "adapter": ("clinical", "policy")[n % 2],
+                        },
+                    )
                     ok = res.status_code == 200
                 except httpx.HTTPError:
                     ok = False
@@ -98,8 +105,10 @@ async def normal_clients(url: str, rows, clients: int, seconds: float, health: d
 
 async def chunked_body(host: str, port: int, megabytes: int = 50) -> None:
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(b"POST /v1/answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Authorization: Bearer " + KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(
+        b"POST /v1/answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b"x" * 65536
     try:
         for _ in range(megabytes * 16):
@@ -113,8 +122,9 @@ async def chunked_body(host: str, port: int, megabytes: int = 50) -> None:
 ATTACKS = ("chunked", "prompts", "dropped", "bad", "adapters", "urls")
 
 
-async def attackers(url: str, rows, seconds: float, counts: dict, only: tuple[str, ...] = ATTACKS,
-                    rate: float = 2.0) -> None:
+async def attackers(
+    url: str, rows, seconds: float, counts: dict, only: tuple[str, ...] = ATTACKS, rate: float = 2.0
+) -> None:
     """Each attack kind sends `rate` requests a second (one at a time), for `seconds`."""
     import httpx
 
@@ -126,6 +136,7 @@ async def attackers(url: str, rows, seconds: float, counts: dict, only: tuple[st
     auth = {"Authorization": f"Bearer {KEY}"}
 
     async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+
         async def loop(name, send):
             while time.perf_counter() < stop:
                 started = time.perf_counter()
@@ -137,25 +148,45 @@ async def attackers(url: str, rows, seconds: float, counts: dict, only: tuple[st
                 await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - started)))
 
         async def many_prompts():
-            await c.post("/v1/completions", headers=auth,
-                         json={"model": "clinical", "prompt": ["Which dose?"] * 20_000, "context": megabyte})
+            await c.post(
+                "/v1/completions",
+                headers=auth,
+                json={"model": "clinical", "prompt": ["Which dose?"] * 20_000, "context": megabyte},
+            )
 
         async def dropped_stream():
-            body = {"model": "policy", "stream": True, "context": long_doc,
-                    "messages": [{"role": "user", "content": rows[0]["question"]}]}
+            body = {
+                "model": "policy",
+                "stream": True,
+                "context": long_doc,
+                "messages": [{"role": "user", "content": rows[0]["question"]}],
+            }
             try:
                 await asyncio.wait_for(c.post("/v1/chat/completions", headers=auth, json=body), timeout=0.3)
             except asyncio.TimeoutError:
                 pass  # the client went away before the answer
 
         bad_bodies = [
-            {"json": {"model": "clinical", "max_tokens": 1.5, "max_completion_tokens": 4,
-                      "messages": [{"role": "user", "content": "Q?"}]}, "path": "/v1/chat/completions"},
+            {
+                "json": {
+                    "model": "clinical",
+                    "max_tokens": 1.5,
+                    "max_completion_tokens": 4,
+                    "messages": [{"role": "user", "content": "Q?"}],
+                },
+                "path": "/v1/chat/completions",
+            },
             {"json": {"question": 5, "context": ["x"]}, "path": "/v1/answer"},
-            {"content": b'{"question": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "path": "/v1/answer",
-             "headers": {"content-type": "application/json"}},
-            {"content": json.dumps({"question": "Q?"}).encode(), "path": "/v1/answer",
-             "headers": {"content-type": "text/plain"}},
+            {
+                "content": b'{"question": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+                "path": "/v1/answer",
+                "headers": {"content-type": "application/json"},
+            },
+            {
+                "content": json.dumps({"question": "Q?"}).encode(),
+                "path": "/v1/answer",
+                "headers": {"content-type": "text/plain"},
+            },
             {"json": {"question": "Q?", "adapter": "x" * 40}, "path": "/v1/answer"},
         ]
 
@@ -163,8 +194,11 @@ async def attackers(url: str, rows, seconds: float, counts: dict, only: tuple[st
 
         async def bad_parameters():
             b = bad_bodies[next(turn) % len(bad_bodies)]
-            await c.post(b["path"], headers={**auth, **b.get("headers", {})},
-                         **{k: v for k, v in b.items() if k in ("json", "content")})
+            await c.post(
+                b["path"],
+                headers={**auth, **b.get("headers", {})},
+                **{k: v for k, v in b.items() if k in ("json", "content")},
+            )
 
         async def adapter_changes():
             await c.delete("/v1/adapters/clinical", headers=auth)
@@ -172,14 +206,18 @@ async def attackers(url: str, rows, seconds: float, counts: dict, only: tuple[st
 
         async def random_urls():
             await c.get(f"/{random.getrandbits(64):x}/{random.getrandbits(32):x}", headers=auth)
-            await c.post("/v1/answer", headers=auth, json={"question": "Q?", "adapter": f"nope{random.getrandbits(32)}"})
+            await c.post(
+                "/v1/answer", headers=auth, json={"question": "Q?", "adapter": f"nope{random.getrandbits(32)}"}
+            )
 
-        kinds = {"chunked": ("50 MB chunked bodies", lambda: chunked_body(host, port)),
-                 "prompts": ("20,000-prompt completions", many_prompts),
-                 "dropped": ("streams dropped midway", dropped_stream),
-                 "bad": ("bad parameters", bad_parameters),
-                 "adapters": ("adapter POST/DELETE without the admin key", adapter_changes),
-                 "urls": ("random URLs and adapter names", random_urls)}
+        kinds = {
+            "chunked": ("50 MB chunked bodies", lambda: chunked_body(host, port)),
+            "prompts": ("20,000-prompt completions", many_prompts),
+            "dropped": ("streams dropped midway", dropped_stream),
+            "bad": ("bad parameters", bad_parameters),
+            "adapters": ("adapter POST/DELETE without the admin key", adapter_changes),
+            "urls": ("random URLs and adapter names", random_urls),
+        }
         await asyncio.gather(*(loop(*kinds[k]) for k in only))
 
 
@@ -203,8 +241,17 @@ def run(args) -> dict:
     adapters, rows = build(work, "tiny" if args.quick else "flan-t5-small")
     port = free_port()
     env = {**os.environ, "LORAQA_API_KEY": KEY, "LORAQA_ADMIN_KEY": ADMIN}
-    cmd = [sys.executable, "-m", "loraqa", "serve", "--port", str(port), "--adapter-root", str(work),
-           *[a for name, path in adapters.items() for a in ("--adapter", f"{name}={path}")]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loraqa",
+        "serve",
+        "--port",
+        str(port),
+        "--adapter-root",
+        str(work),
+        *[a for name, path in adapters.items() for a in ("--adapter", f"{name}={path}")],
+    ]
     proc = launch(cmd, env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -223,31 +270,51 @@ def run(args) -> dict:
                 await asyncio.sleep(args.seconds / 2)
                 sizes["mid"] = await asyncio.to_thread(metrics_size, url)
 
-            results = await asyncio.gather(normal_clients(url, rows, args.clients, args.seconds, health),
-                                           attackers(url, rows, args.seconds, counts, tuple(args.only),
-                                                     args.attack_rate), sample_metrics())
+            results = await asyncio.gather(
+                normal_clients(url, rows, args.clients, args.seconds, health),
+                attackers(url, rows, args.seconds, counts, tuple(args.only), args.attack_rate),
+                sample_metrics(),
+            )
             return results[0]
 
         rss.reset()
         loud, loud_failures = asyncio.run(attack())
         loud_rss, metrics_after = rss.peak, metrics_size(url)
-        answered_after = httpx.post(f"{url}/v1/answer", headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
-                                    json={"question": rows[0]["question"], "context": rows[0]["context"]})
+        answered_after = httpx.post(
+            f"{url}/v1/answer",
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=120,
+            json={"question": rows[0]["question"], "context": rows[0]["context"]},
+        )
         final_health = httpx.get(f"{url}/health").status_code
         rss.stop.set()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     truthful = health["non_200"] == 0 and final_health == 200 and answered_after.status_code == 200
-    return {"model": "tiny" if args.quick else "flan-t5-small", "seconds": args.seconds, "clients": args.clients,
-            "attack_rate": args.attack_rate,
-            "quiet": {"requests": len(quiet), "failures": quiet_failures, "p95_s": round(p95(quiet), 3),
-                      "peak_rss_mb": round(quiet_rss, 1)},
-            "attack": {"requests": len(loud), "failures": loud_failures, "p95_s": round(p95(loud), 3),
-                       "peak_rss_mb": round(loud_rss, 1), "attacks_sent": counts},
-            "p95_ratio": round(p95(loud) / p95(quiet), 2), "rss_growth_mb": round(loud_rss - quiet_rss, 1),
-            "metrics": {"before": metrics_before, "halfway through the attack": sizes["mid"], "after": metrics_after},
-            "health": {"checks": health["checks"], "non_200": health["non_200"], "truthful": truthful}}
+    return {
+        "model": "tiny" if args.quick else "flan-t5-small",
+        "seconds": args.seconds,
+        "clients": args.clients,
+        "attack_rate": args.attack_rate,
+        "quiet": {
+            "requests": len(quiet),
+            "failures": quiet_failures,
+            "p95_s": round(p95(quiet), 3),
+            "peak_rss_mb": round(quiet_rss, 1),
+        },
+        "attack": {
+            "requests": len(loud),
+            "failures": loud_failures,
+            "p95_s": round(p95(loud), 3),
+            "peak_rss_mb": round(loud_rss, 1),
+            "attacks_sent": counts,
+        },
+        "p95_ratio": round(p95(loud) / p95(quiet), 2),
+        "rss_growth_mb": round(loud_rss - quiet_rss, 1),
+        "metrics": {"before": metrics_before, "halfway through the attack": sizes["mid"], "after": metrics_after},
+        "health": {"checks": health["checks"], "non_200": health["non_200"], "truthful": truthful},
+    }
 
 
 def main() -> None:
@@ -263,21 +330,41 @@ def main() -> None:
     from loraqa.modeling.precision import cpu_precision_note
 
     q, a = r["quiet"], r["attack"]
-    print(f"{r['clients']} normal clients over 2 adapters, {r['seconds']:g} s quiet then {r['seconds']:g} s under "
-          f"attack, {r['model']} architecture; server precision: {cpu_precision_note()}")
-    print(f"attacks sent ({r['attack_rate']:g}/s of each kind): "
-          + ", ".join(f"{n} {k}" for k, n in a["attacks_sent"].items()))
+    print(
+        f"{r['clients']} normal clients over 2 adapters, {r['seconds']:g} s quiet then {r['seconds']:g} s under "
+        f"attack, {r['model']} architecture; server precision: {cpu_precision_note()}"
+    )
+    print(
+        f"attacks sent ({r['attack_rate']:g}/s of each kind): "
+        + ", ".join(f"{n} {k}" for k, n in a["attacks_sent"].items())
+    )
     m = r["metrics"]
     before, mid, after = m["before"], m["halfway through the attack"], m["after"]
-    rows = [("normal clients' failures", f"{q['failures']} quiet, {a['failures']} under attack", a["failures"] == 0),
-            ("normal p95 latency", f"{q['p95_s']:.3f} s quiet, {a['p95_s']:.3f} s under attack "
-                                   f"({r['p95_ratio']:.2f}x; goal <= 2x)", r["p95_ratio"] <= 2),
-            ("peak server RSS", f"{q['peak_rss_mb']:.0f} MB quiet, {a['peak_rss_mb']:.0f} MB under attack "
-                                f"({r['rss_growth_mb']:+.0f} MB; goal <= +300)", r["rss_growth_mb"] <= 300),
-            ("/metrics series", f"{before[0]} before, {mid[0]} halfway through the attack, {after[0]} after "
-                                f"({after[1]} bytes; goal: flat while the attack goes on)", after[0] == mid[0]),
-            ("/health truthful", f"{r['health']['checks']} checks, {r['health']['non_200']} not 200; answered after "
-                                 f"the attack", r["health"]["truthful"])]
+    rows = [
+        ("normal clients' failures", f"{q['failures']} quiet, {a['failures']} under attack", a["failures"] == 0),
+        (
+            "normal p95 latency",
+            f"{q['p95_s']:.3f} s quiet, {a['p95_s']:.3f} s under attack ({r['p95_ratio']:.2f}x; goal <= 2x)",
+            r["p95_ratio"] <= 2,
+        ),
+        (
+            "peak server RSS",
+            f"{q['peak_rss_mb']:.0f} MB quiet, {a['peak_rss_mb']:.0f} MB under attack "
+            f"({r['rss_growth_mb']:+.0f} MB; goal <= +300)",
+            r["rss_growth_mb"] <= 300,
+        ),
+        (
+            "/metrics series",
+            f"{before[0]} before, {mid[0]} halfway through the attack, {after[0]} after "
+            f"({after[1]} bytes; goal: flat while the attack goes on)",
+            after[0] == mid[0],
+        ),
+        (
+            "/health truthful",
+            f"{r['health']['checks']} checks, {r['health']['non_200']} not 200; answered after the attack",
+            r["health"]["truthful"],
+        ),
+    ]
     for label, figures, met in rows:
         print(f"{label:26s} {figures}  {'met' if met else 'NOT met'}")
     if args.json:

@@ -34,7 +34,9 @@ def build(work: Path, arch: str = "flan-t5-small") -> tuple[dict[str, Path], lis
     from loraqa.diagnostics.synthetic import build_t5, train_tokenizer
 
     rows = load_rows(str(Path(__file__).parents[1] / "tests" / "fixtures" / "squad_v1_mini.json"))
-    tok = train_tokenizer([r["context"] + " " + r["question"] for r in rows] + ["Read this and answer the question."], 600)
+    tok = train_tokenizer(
+        [r["context"] + " " + r["question"] for r in rows] + ["Read this and answer the question."], 600
+    )
     base = work / "base"
     model = build_t5(arch, dropout=0.0, **({"vocab_size": len(tok)} if arch == "tiny" else {}))
     model.save_pretrained(base)
@@ -43,9 +45,12 @@ def build(work: Path, arch: str = "flan-t5-small") -> tuple[dict[str, Path], lis
     for name in ("clinical", "policy"):
         from transformers import AutoModelForSeq2SeqLM
 
-        m = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(base),
-                           LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=16, target_modules=["q", "v"],
-                                      init_lora_weights=False))
+        m = get_peft_model(
+            AutoModelForSeq2SeqLM.from_pretrained(base),
+            LoraConfig(
+                task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=16, target_modules=["q", "v"], init_lora_weights=False
+            ),
+        )
         out = work / name
         m.save_pretrained(out)
         tok.save_pretrained(out)
@@ -99,6 +104,7 @@ async def fire(url: str, rows, n: int, concurrency: int, kind: str = "answer") -
     latencies = []
 
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=concurrency)) as c:
+
         async def one(i):
             nonlocal failures
             r = rows[i % len(rows)]
@@ -106,12 +112,19 @@ async def fire(url: str, rows, n: int, concurrency: int, kind: str = "answer") -
             async with sem:
                 t = time.perf_counter()
                 if kind == "answer":
-                    res = await c.post("/v1/answer", json={"question": r["question"], "context": r["context"],
-                                                           "adapter": adapter})
+                    res = await c.post(
+                        "/v1/answer", json={"question": r["question"], "context": r["context"], "adapter": adapter}
+                    )
                     ok = res.status_code == 200
                 else:
-                    body = {"model": adapter, "stream": bool(i % 4 >= 2), "messages": [
-                        {"role": "system", "content": r["context"]}, {"role": "user", "content": r["question"]}]}
+                    body = {
+                        "model": adapter,
+                        "stream": bool(i % 4 >= 2),
+                        "messages": [
+                            {"role": "system", "content": r["context"]},
+                            {"role": "user", "content": r["question"]},
+                        ],
+                    }
                     async with c.stream("POST", "/v1/chat/completions", json=body) as res:
                         text = (await res.aread()).decode()
                     ok = res.status_code == 200 and (not body["stream"] or text.rstrip().endswith("data: [DONE]"))
@@ -127,19 +140,46 @@ def export_int8(adapters: dict[str, Path], work: Path) -> dict[str, Path]:
     out = {}
     for name, path in adapters.items():
         out[name] = work / f"{name}-ct2-int8"
-        subprocess.run([sys.executable, "-m", "loraqa", "export", str(path), "--format", "ctranslate2",
-                        "--quantization", "int8", "--output", str(out[name])], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "loraqa",
+                "export",
+                str(path),
+                "--format",
+                "ctranslate2",
+                "--quantization",
+                "int8",
+                "--output",
+                str(out[name]),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return out
 
 
-def serve(adapters, max_batch: int, workloads: list[str], rows, n: int, concurrency: int, rounds: int,
-          engine: str = "pytorch") -> list[dict]:
+def serve(
+    adapters, max_batch: int, workloads: list[str], rows, n: int, concurrency: int, rounds: int, engine: str = "pytorch"
+) -> list[dict]:
     """One server; each workload fired `rounds` times, interleaved, best round kept (this shared
     machine's speed drifts between minutes)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "loraqa", "serve", "--port", str(port), "--max-batch", str(max_batch),
-           "--engine", engine, *[a for name, path in adapters.items() for a in ("--adapter", f"{name}={path}")]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loraqa",
+        "serve",
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--engine",
+        engine,
+        *[a for name, path in adapters.items() for a in ("--adapter", f"{name}={path}")],
+    ]
     proc = launch(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -154,9 +194,16 @@ def serve(adapters, max_batch: int, workloads: list[str], rows, n: int, concurre
                 rps, failures, lat = asyncio.run(fire(url, rows, n, concurrency, kind))
                 calls = httpx.get(f"{url}/health").json()["batches"] - calls
                 lat.sort()
-                result = {"workload": kind, "engine": engine, "max_batch": max_batch, "requests_per_s": round(rps, 2),
-                          "failures": failures, "model_calls": calls, "p50_s": round(lat[len(lat) // 2], 2),
-                          "p95_s": round(lat[int(len(lat) * 0.95)], 2)}
+                result = {
+                    "workload": kind,
+                    "engine": engine,
+                    "max_batch": max_batch,
+                    "requests_per_s": round(rps, 2),
+                    "failures": failures,
+                    "model_calls": calls,
+                    "p50_s": round(lat[len(lat) // 2], 2),
+                    "p95_s": round(lat[int(len(lat) * 0.95)], 2),
+                }
                 if kind not in best or rps > best[kind]["requests_per_s"] or failures:
                     best[kind] = result
     finally:
@@ -178,24 +225,40 @@ def main() -> None:
     adapters, rows = build(work, arch)
     batched = serve(adapters, 32, ["answer", "openai"], rows, args.requests, args.concurrency, args.rounds)
     [unbatched] = serve(adapters, 1, ["answer"], rows, args.requests, args.concurrency, 1)
-    [ct2] = serve(export_int8(adapters, work), 32, ["answer"], rows, args.requests, args.concurrency, args.rounds,
-                  engine="ctranslate2")
+    [ct2] = serve(
+        export_int8(adapters, work),
+        32,
+        ["answer"],
+        rows,
+        args.requests,
+        args.concurrency,
+        args.rounds,
+        engine="ctranslate2",
+    )
     results = batched + [unbatched, ct2]
-    labels = ("/v1/answer, batching (max 32)", "OpenAI chat (half streamed), max 32", "/v1/answer, batching off",
-              "/v1/answer, CTranslate2 int8, max 32")
+    labels = (
+        "/v1/answer, batching (max 32)",
+        "OpenAI chat (half streamed), max 32",
+        "/v1/answer, batching off",
+        "/v1/answer, CTranslate2 int8, max 32",
+    )
     from loraqa.modeling.precision import cpu_precision_note
 
     print(f"{args.requests} concurrent requests over 2 adapters, {arch} architecture, 16-token answers")
     print(f"precision of the PyTorch servers: {cpu_precision_note()}; CTranslate2: int8 weights")
     print(f"{'server':38s} {'req/s':>7s} {'failed':>7s} {'model calls':>12s} {'p50 s':>7s} {'p95 s':>7s}")
     for r, label in zip(results, labels):
-        print(f"{label:38s} {r['requests_per_s']:7.2f} {r['failures']:7d} {r['model_calls']:12d} {r['p50_s']:7.2f} {r['p95_s']:7.2f}")
+        print(
+            f"{label:38s} {r['requests_per_s']:7.2f} {r['failures']:7d} {r['model_calls']:12d} {r['p50_s']:7.2f} {r['p95_s']:7.2f}"
+        )
     native, compat = batched
     print(f"batching speed-up: {native['requests_per_s'] / unbatched['requests_per_s']:.2f}x")
     print(f"CTranslate2 int8 vs PyTorch engine: {ct2['requests_per_s'] / native['requests_per_s']:.2f}x requests/s")
     cost = 100 * (1 - compat["requests_per_s"] / native["requests_per_s"])
-    print(f"OpenAI compatibility layer: {cost:+.1f}% throughput cost vs /v1/answer (goal: under 5%) "
-          f"{'met' if cost < 5 else 'NOT met'}")
+    print(
+        f"OpenAI compatibility layer: {cost:+.1f}% throughput cost vs /v1/answer (goal: under 5%) "
+        f"{'met' if cost < 5 else 'NOT met'}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if any(r["failures"] for r in results):

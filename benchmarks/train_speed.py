@@ -29,8 +29,21 @@ def bench(name: str, args: list[str], steps: int, out: Path, warmup: int = 3, qu
     path = out / f"{name}.json"
     if quick and "--no-generation" not in args:  # no target reads answers/s: a smoke run skips the 64 answers
         args = [*args, "--no-generation"]
-    world.loraqa("bench", "--random-init", "flan-t5-small", "--steps", str(steps), "--warmup", str(warmup),
-                 "--json", str(path), "--set", "track.report_to=none", *args, stderr=subprocess.DEVNULL)
+    world.loraqa(
+        "bench",
+        "--random-init",
+        "flan-t5-small",
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--json",
+        str(path),
+        "--set",
+        "track.report_to=none",
+        *args,
+        stderr=subprocess.DEVNULL,
+    )
     return json.loads(path.read_text())
 
 
@@ -46,10 +59,15 @@ CONFIGS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description="loraqa training speed targets")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="run every configuration this many times, interleaved; each keeps its best round")
-    ap.add_argument("--quick", action="store_true",
-                    help="1 warm-up and 1 timed step each, one round: proves the script runs (CI)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="run every configuration this many times, interleaved; each keeps its best round",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="1 warm-up and 1 timed step each, one round: proves the script runs (CI)"
+    )
     ap.add_argument("--json", help="write all figures here")
     args = ap.parse_args()
     steps, rounds, warmup = (1, 1, 1) if args.quick else (args.steps, args.rounds, 3)
@@ -58,17 +76,30 @@ def main() -> None:
 
     bf16 = cpu_has_bf16()
     configs = {k: v for k, v in CONFIGS.items() if bf16 or k != "seed bf16"}
-    print("precision: " + ("bf16 and fp32 (this CPU has AVX512-BF16 or AMX)" if bf16 else
-                           "fp32 only: this CPU has no AVX512-BF16 or AMX, so `seed bf16` is skipped and "
-                           "`default` runs in fp32"), flush=True)
+    print(
+        "precision: "
+        + (
+            "bf16 and fp32 (this CPU has AVX512-BF16 or AMX)"
+            if bf16
+            else "fp32 only: this CPU has no AVX512-BF16 or AMX, so `seed bf16` is skipped and `default` runs in fp32"
+        ),
+        flush=True,
+    )
     # Interleaved rounds, best round per configuration: this shared 2-core VM's speed drifts
     # by tens of percent from minute to minute, and every configuration gets the same chances.
     trials: dict[str, list[dict]] = {name: [] for name in configs}
     for i in range(rounds):
         for name, (cli_args, step_factor) in configs.items():
-            trials[name].append(bench(f"{name.replace(' ', '-')}-{i}", cli_args,
-                                      steps if args.quick else steps * step_factor, out, warmup,
-                                      quick=args.quick))
+            trials[name].append(
+                bench(
+                    f"{name.replace(' ', '-')}-{i}",
+                    cli_args,
+                    steps if args.quick else steps * step_factor,
+                    out,
+                    warmup,
+                    quick=args.quick,
+                )
+            )
     runs = {name: max(t, key=lambda r: r["examples_per_s"]) for name, t in trials.items()}
     # MFU against the highest matmul peak any run measured in the same precision: what this device can do.
     for dtype in ("bf16", "fp32"):
@@ -80,8 +111,10 @@ def main() -> None:
     base = runs["seed-style"]
     print(f"{'configuration':12s} {'examples/s':>11s} {'real tok/s':>11s} {'MFU':>7s} {'peak GiB':>9s} {'dtype':>6s}")
     for name, r in runs.items():
-        print(f"{name:12s} {r['examples_per_s']:11.2f} {r['tokens_per_s']:11.0f} {r['mfu']:7.1%} "
-              f"{r['peak_memory_gb']:9.2f} {r['dtype']:>6s}")
+        print(
+            f"{name:12s} {r['examples_per_s']:11.2f} {r['tokens_per_s']:11.0f} {r['mfu']:7.1%} "
+            f"{r['peak_memory_gb']:9.2f} {r['dtype']:>6s}"
+        )
     from loraqa.config import load_config
     from loraqa.diagnostics.architectures import KNOWN_ARCHITECTURES
     from loraqa.diagnostics.memory_estimate import estimate_training_memory
@@ -89,9 +122,18 @@ def main() -> None:
     base_est = estimate_training_memory(KNOWN_ARCHITECTURES["google/flan-t5-base"], load_config("base"), "fp32", "cuda")
     default_dtype = runs["default"]["dtype"]
     targets = [
-        ("1. seed preset examples/s vs seed-style (fp32)", runs["seed"]["examples_per_s"] / base["examples_per_s"], 2.0, "x"),
-        ("1. seed preset examples/s vs seed-style (bf16)",
-         runs["seed bf16"]["examples_per_s"] / base["examples_per_s"] if bf16 else None, 3.0, "x"),
+        (
+            "1. seed preset examples/s vs seed-style (fp32)",
+            runs["seed"]["examples_per_s"] / base["examples_per_s"],
+            2.0,
+            "x",
+        ),
+        (
+            "1. seed preset examples/s vs seed-style (bf16)",
+            runs["seed bf16"]["examples_per_s"] / base["examples_per_s"] if bf16 else None,
+            3.0,
+            "x",
+        ),
         ("2. default real tokens/s vs seed-style", runs["default"]["tokens_per_s"] / base["tokens_per_s"], 20.0, "x"),
         (f"3. default MFU of the {default_dtype} matmul peak", 100 * runs["default"]["mfu"], 30.0, "%"),
         (f"4. default peak RSS, {default_dtype} (GiB, at most)", runs["default"]["peak_memory_gb"], 2.5, "GiB"),
@@ -104,11 +146,20 @@ def main() -> None:
             print(f"{label:50s} {'-':>9s} {goal:7.1f}{unit:>1s}  skipped: this CPU has no bf16")
             continue
         met = value <= goal if label.startswith("4.") else value >= goal
-        gap = "" if met else (f" (short by {goal - value:.2f}{unit})" if not label.startswith("4.")
-                              else f" (over by {value - goal:.2f}{unit})")
+        gap = (
+            ""
+            if met
+            else (
+                f" (short by {goal - value:.2f}{unit})"
+                if not label.startswith("4.")
+                else f" (over by {value - goal:.2f}{unit})"
+            )
+        )
         print(f"{label:50s} {value:8.2f}{unit:>1s} {goal:7.1f}{unit:>1s}  {'met' if met else 'NOT met' + gap}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "trials": trials, "targets": [t[:3] for t in targets]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"runs": runs, "trials": trials, "targets": [t[:3] for t in targets]}, indent=2)
+        )
 
 
 if __name__ == "__main__":

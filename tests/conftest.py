@@ -25,6 +25,7 @@ if "LORAQA_EMBEDDER_CACHE" not in os.environ:
 
 from helpers import SQUAD_V1, train_memoriser  # noqa: E402 - after the environment above
 
+
 @pytest.fixture(scope="session")
 def squad_rows():
     from loraqa.data.loading import load_rows
@@ -75,8 +76,13 @@ def question_writer(tmp_path_factory, nodrop_model_dir, squad_rows):
     """A question-generation adapter that memorised the fixture's first ten questions from their
     passages and answers (data.task=question_generation)."""
     rows = squad_rows[:10]
-    run = train_memoriser(nodrop_model_dir, rows, tmp_path_factory.mktemp("questions"), steps=400,
-                          sets=("data.task=question_generation", "data.max_target_length=48")).run_dir
+    run = train_memoriser(
+        nodrop_model_dir,
+        rows,
+        tmp_path_factory.mktemp("questions"),
+        steps=400,
+        sets=("data.task=question_generation", "data.max_target_length=48"),
+    ).run_dir
     train_ids = set(json.loads((run / "split.json").read_text())["train"])
     return {"run": run, "rows": [r for r in rows if r["id"] in train_ids]}
 
@@ -94,10 +100,14 @@ def domain_adapters(tmp_path_factory, nodrop_model_dir, squad_rows):
     on photosynthesis, Marie Curie and insulin; 'places' those on Paris, the Amazon and Zürich."""
     science = [r for r in squad_rows if r["title"] in ("Photosynthesis", "Marie Curie", "Insulin")]
     places = [r for r in squad_rows if r["title"] in ("Paris", "Amazon", "Zürich")]
-    runs = {name: train_memoriser(nodrop_model_dir, rows, tmp_path_factory.mktemp(name), steps=300).run_dir
-            for name, rows in (("science", science), ("places", places))}
-    known = {name: [r for r in rows if r["id"] in json.loads((runs[name] / "split.json").read_text())["train"]]
-             for name, rows in (("science", science), ("places", places))}
+    runs = {
+        name: train_memoriser(nodrop_model_dir, rows, tmp_path_factory.mktemp(name), steps=300).run_dir
+        for name, rows in (("science", science), ("places", places))
+    }
+    known = {
+        name: [r for r in rows if r["id"] in json.loads((runs[name] / "split.json").read_text())["train"]]
+        for name, rows in (("science", science), ("places", places))
+    }
     return {"runs": runs, "rows": known}
 
 
@@ -124,8 +134,12 @@ def asker(two_adapters, store):
     """The two adapters, 'answers' bound to the collection 'fixture'."""
     from loraqa.inference.answerer import Answerer
 
-    return Answerer({"answers": str(two_adapters["answers"]), "titles": str(two_adapters["titles"])}, dtype="fp32",
-                    store=store, collections={"answers": "fixture"})
+    return Answerer(
+        {"answers": str(two_adapters["answers"]), "titles": str(two_adapters["titles"])},
+        dtype="fp32",
+        store=store,
+        collections={"answers": "fixture"},
+    )
 
 
 @pytest.fixture(scope="session")

@@ -34,10 +34,23 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-MEMORISE = ["train.batch_size=8", "train.learning_rate=3e-3", "train.lr_scheduler=constant", "train.warmup_ratio=0",
-            "lora.r=16", "lora.alpha=32", "lora.dropout=0", "data.split_by=random", "data.test_size=0.2",
-            "data.num_samples=null", "train.eval_steps=0", "train.save_steps=1000", "track.report_to=none",
-            "model.dtype=fp32", "train.fp32_cpu_micro_batch=null"]
+MEMORISE = [
+    "train.batch_size=8",
+    "train.learning_rate=3e-3",
+    "train.lr_scheduler=constant",
+    "train.warmup_ratio=0",
+    "lora.r=16",
+    "lora.alpha=32",
+    "lora.dropout=0",
+    "data.split_by=random",
+    "data.test_size=0.2",
+    "data.num_samples=null",
+    "train.eval_steps=0",
+    "train.save_steps=1000",
+    "track.report_to=none",
+    "model.dtype=fp32",
+    "train.fp32_cpu_micro_batch=null",
+]
 
 
 def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250, sets: tuple[str, ...] = ()):
@@ -45,8 +58,11 @@ def train_memoriser(model_dir, rows, workdir: Path, steps: int = 250, sets: tupl
     from loraqa.training.train import train
 
     data = write_jsonl(workdir / "data.jsonl", rows)
-    cfg = load_config("default", sets=[f"train.max_steps={steps}", *MEMORISE, *sets],
-                      overrides={"model": {"name": str(model_dir)}, "data": {"source": str(data)}})
+    cfg = load_config(
+        "default",
+        sets=[f"train.max_steps={steps}", *MEMORISE, *sets],
+        overrides={"model": {"name": str(model_dir)}, "data": {"source": str(data)}},
+    )
     return train(cfg, output=str(workdir / "run"))
 
 
@@ -135,8 +151,8 @@ def wandb_offline_records(run_file: Path) -> list:
         if left < 7:  # the block's tail is padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        piece = data[pos + 7:pos + 7 + length]
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        piece = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 0 and length == 0:
             continue

@@ -102,6 +102,7 @@ def test_the_least_recently_used_goes_first_never_a_pinned_or_a_held_one(root):
             await ask(lib, "c")  # a is now the least recently used, but held: c must go for d
             await ask(lib, "d")
             assert set(engine.attached) == {"p", "a", "d"}
+
     asyncio.run(run())
     assert ("detach", "p") not in engine.log  # pinned: never evicted
     assert [n for op, n in engine.log if op == "detach"] == ["b", "c"]
@@ -115,6 +116,7 @@ def test_an_adapter_queued_in_the_batcher_is_not_evicted(root):
         await ask(lib, "b")
         lib.batcher.in_use.add("a")  # a's windows wait for the model although a is the least recently used
         await ask(lib, "c")
+
     asyncio.run(run())
     assert [n for op, n in engine.log if op == "detach"] == ["b"]
 
@@ -130,6 +132,7 @@ def test_a_load_waits_for_a_held_adapter_to_be_let_go_and_times_out_if_it_never_
             assert "c" not in engine.attached  # nothing was evicted for it
         waiting = asyncio.ensure_future(ask(lib, "d"))  # both let go now: d finds room
         await asyncio.wait_for(waiting, 5)
+
     asyncio.run(run())
     assert "d" in engine.attached and len(engine.attached) == 2
 
@@ -139,6 +142,7 @@ def test_concurrent_requests_for_one_adapter_share_one_load(root):
 
     async def run():
         await asyncio.gather(*(ask(lib, "a") for _ in range(8)))
+
     asyncio.run(run())
     assert engine.log.count(("attach", "a")) == 1
 

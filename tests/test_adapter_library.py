@@ -38,14 +38,19 @@ def server(root, nodrop_model_dir, **options):
 
 async def ask_all(url: str, asks: list[tuple[str, dict]]) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as client:
-        return await asyncio.gather(*(client.post("/v1/answer", json={"question": r["question"], "context": r["context"],
-                                                                       "adapter": name}) for name, r in asks))
+        return await asyncio.gather(
+            *(
+                client.post("/v1/answer", json={"question": r["question"], "context": r["context"], "adapter": name})
+                for name, r in asks
+            )
+        )
 
 
 def counts(url: str, metric: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
-    return {m.group(1): float(m.group(2)) for m in re.finditer(rf'^{metric}_total{{adapter="([^"]+)"}} (\S+)$',
-                                                               text, re.M)}
+    return {
+        m.group(1): float(m.group(2)) for m in re.finditer(rf'^{metric}_total{{adapter="([^"]+)"}} (\S+)$', text, re.M)
+    }
 
 
 def loaded(url: str) -> set[str]:
@@ -61,12 +66,18 @@ def in_order(url, asks):
 def test_adapters_load_on_demand_and_the_least_recently_used_goes_first(root, nodrop_model_dir, domain_adapters):
     science, places = domain_adapters["rows"]["science"][0], domain_adapters["rows"]["places"][0]
     with server(root, nodrop_model_dir, max_loaded=2) as url:
-        models = [m["id"] for m in httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()["data"]]
+        models = [
+            m["id"] for m in httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()["data"]
+        ]
         assert set(models) == {"s1", "s2", "s3", "p1", "p2", "p3", "base", "auto"} and loaded(url) == set()
         got = in_order(url, [("s1", science), ("p1", places), ("s1", science), ("s2", science)])
         assert [r.status_code for r in got] == [200] * 4
-        assert [r.json()["answer"] for r in got] == [science["answers"]["text"][0], places["answers"]["text"][0],
-                                                    science["answers"]["text"][0], science["answers"]["text"][0]]
+        assert [r.json()["answer"] for r in got] == [
+            science["answers"]["text"][0],
+            places["answers"]["text"][0],
+            science["answers"]["text"][0],
+            science["answers"]["text"][0],
+        ]
         assert loaded(url) == {"s1", "s2"}  # p1 was the least recently used when s2 needed room
         assert counts(url, "loraqa_adapter_evictions") == {"p1": 1.0}
         assert counts(url, "loraqa_adapter_loads") == {"s1": 1.0, "p1": 1.0, "s2": 1.0}
@@ -77,8 +88,14 @@ def test_adapters_load_on_demand_and_the_least_recently_used_goes_first(root, no
             assert in_order(url, [("late", places)])[0].json()["answer"] == places["answers"]["text"][0]
         finally:
             shutil.rmtree(root / "late")
-        assert httpx.post(f"{url}/v1/answer", json={"question": "q", "context": "c", "adapter": "nope"},
-                          headers={"Authorization": f"Bearer {KEY}"}).status_code == 404
+        assert (
+            httpx.post(
+                f"{url}/v1/answer",
+                json={"question": "q", "context": "c", "adapter": "nope"},
+                headers={"Authorization": f"Bearer {KEY}"},
+            ).status_code
+            == 404
+        )
 
 
 def test_a_pinned_adapter_stays_and_concurrent_requests_share_one_load(root, nodrop_model_dir, domain_adapters):
@@ -100,8 +117,9 @@ def test_evictions_never_fail_a_request_in_flight(root, nodrop_model_dir, domain
     with server(root, nodrop_model_dir, max_loaded=1) as url:
         got = asyncio.run(ask_all(url, asks))
         assert [r.status_code for r in got] == [200] * len(asks), [r.text for r in got if r.status_code != 200]
-        assert [(r.json()["adapter"], r.json()["answer"]) for r in got] == \
-            [(name, row["answers"]["text"][0]) for name, row in asks]
+        assert [(r.json()["adapter"], r.json()["answer"]) for r in got] == [
+            (name, row["answers"]["text"][0]) for name, row in asks
+        ]
         assert len(loaded(url)) == 1
 
 
@@ -119,7 +137,10 @@ def test_pins_and_limits_without_a_root_are_refused(root, nodrop_model_dir):
     from loraqa.serving.app import create_app
 
     answerer = Answerer({}, base_model=str(nodrop_model_dir), dtype="fp32")
-    for options, says in (({"pin": ["s1"]}, "give --adapter-root"), ({"adapter_root": root, "pin": ["zz"]}, "--pin zz"),
-                          ({"adapter_root": root, "pin": ["s1", "s2"], "max_loaded": 2}, "raise --max-loaded")):
+    for options, says in (
+        ({"pin": ["s1"]}, "give --adapter-root"),
+        ({"adapter_root": root, "pin": ["zz"]}, "--pin zz"),
+        ({"adapter_root": root, "pin": ["s1", "s2"], "max_loaded": 2}, "raise --max-loaded"),
+    ):
         with pytest.raises(UsageError, match=re.escape(says)):
             create_app(answerer, **options)

@@ -24,7 +24,7 @@ def test_a_question_without_a_passage_is_answered_from_the_collection(asker, two
     first = a.citations[0]
     document = open_store(store).open("fixture").document(first["document"])
     assert document.text == row["context"] and first["title"] == row["title"]
-    assert document.text[a.start:a.end] == a.answer == first["quote"]
+    assert document.text[a.start : a.end] == a.answer == first["quote"]
     assert (first["start"], first["end"]) == (a.start, a.end)
     assert a.windows >= 1 and all(c["passage_score"] > 0 for c in a.citations)
     # the same question with its passage: no retrieval, no citations
@@ -39,8 +39,16 @@ def test_nothing_found_is_no_answer_without_reading(asker):
 
 def test_loraqa_ask_shows_the_answer_in_its_passage(two_adapters, store):
     row = two_adapters["rows"][1]
-    args = ["ask", row["question"], "-a", f"answers={two_adapters['answers']}", "--collection", "fixture",
-            "--store", str(store)]
+    args = [
+        "ask",
+        row["question"],
+        "-a",
+        f"answers={two_adapters['answers']}",
+        "--collection",
+        "fixture",
+        "--store",
+        str(store),
+    ]
     res = run_cli(*args)
     assert res.exit_code == 0, res.output
     assert row["answers"]["text"][0] in res.stdout and row["title"] in res.stdout
@@ -53,8 +61,19 @@ def test_loraqa_ask_shows_the_answer_in_its_passage(two_adapters, store):
 def test_predict_rows_without_a_context_read_the_collection(two_adapters, store, tmp_path):
     rows = two_adapters["rows"][:3]
     src = write_jsonl(tmp_path / "q.jsonl", [{"id": r["id"], "question": r["question"]} for r in rows])
-    res = run_cli("predict", "-a", f"answers={two_adapters['answers']}", "--collection", "fixture", "--store",
-                  str(store), "--input", str(src), "--output", str(tmp_path / "a.jsonl"))
+    res = run_cli(
+        "predict",
+        "-a",
+        f"answers={two_adapters['answers']}",
+        "--collection",
+        "fixture",
+        "--store",
+        str(store),
+        "--input",
+        str(src),
+        "--output",
+        str(tmp_path / "a.jsonl"),
+    )
     assert res.exit_code == 0, res.output
     out = read_jsonl(tmp_path / "a.jsonl")
     assert [o["answer"] for o in out] == [r["answers"]["text"][0] for r in rows]
@@ -118,8 +137,17 @@ def test_the_mcp_tools_search_and_answer_without_a_context(asker, two_adapters):
 def test_eval_retrieve_scores_answers_without_their_passages(two_adapters, tmp_path):
     data = write_jsonl(tmp_path / "known.jsonl", two_adapters["rows"])
     out = tmp_path / "ev"
-    res = run_cli("eval", str(two_adapters["answers"]), "--data", str(data), "--output", str(out), "--retrieve",
-                  "--holdout-contexts", "0.3")
+    res = run_cli(
+        "eval",
+        str(two_adapters["answers"]),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--retrieve",
+        "--holdout-contexts",
+        "0.3",
+    )
     assert res.exit_code == 0, res.output
     r = json.loads((out / "summary.json").read_text())["retrieval"]
     assert r["questions"] + r["held_out_questions"] == len(two_adapters["rows"]) and r["held_out_questions"] > 0
@@ -141,10 +169,19 @@ def test_a_confident_answer_from_a_poorly_matching_passage_does_not_win(tmp_path
     from loraqa.retrieval.store import Hit
 
     def reading(weight: float) -> Reading:
-        hits = [Hit("d1", "", "a.txt", None, 0, 40, 10.0, "Rere Talomo bought a clock at Istra."),
-                Hit("d2", "", "b.txt", None, 0, 40, 2.0, "Vipe Nereli bought a clock at Elst.")]
-        r = Reading("a", [WindowInput([1], None, None, origin=0), WindowInput([1], None, None, origin=1)], 8, None,
-                    threshold=-0.65, hits=hits, passage_weight=weight)
+        hits = [
+            Hit("d1", "", "a.txt", None, 0, 40, 10.0, "Rere Talomo bought a clock at Istra."),
+            Hit("d2", "", "b.txt", None, 0, 40, 2.0, "Vipe Nereli bought a clock at Elst."),
+        ]
+        r = Reading(
+            "a",
+            [WindowInput([1], None, None, origin=0), WindowInput([1], None, None, origin=1)],
+            8,
+            None,
+            threshold=-0.65,
+            hits=hits,
+            passage_weight=weight,
+        )
         r.results = [Generated("Istra", -0.6, 2), Generated("Elst", -0.3, 2)]
         return r
 

@@ -19,8 +19,9 @@ def bert_dir(tmp_path_factory):
     from transformers import BertConfig
 
     d = tmp_path_factory.mktemp("bert")
-    BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-               intermediate_size=32).save_pretrained(d)
+    BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    ).save_pretrained(d)
     return d
 
 
@@ -47,8 +48,13 @@ def files(tmp_path, tiny_model_dir, bert_dir, pickle_model_dir):
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("earlier work")
-    return {"tiny": str(tiny_model_dir), "bert": str(bert_dir), "pickle": str(pickle_model_dir), "tmp": tmp_path,
-            "data": str(SQUAD_V1)}
+    return {
+        "tiny": str(tiny_model_dir),
+        "bert": str(bert_dir),
+        "pickle": str(pickle_model_dir),
+        "tmp": tmp_path,
+        "data": str(SQUAD_V1),
+    }
 
 
 # name: (arguments after `loraqa train --output OUT`, expected exit code, message)
@@ -60,21 +66,30 @@ TRAIN_CASES = {
     "malformed --set": (["--set", "batch_size"], 2, "must look like section.key=value"),
     "missing --config file": (["--config", "{tmp}/nope.yaml"], 2, "config file not found"),
     "--config not YAML": (["--config", "{tmp}/bad.yaml"], 2, "is not valid YAML"),
-    "save not a multiple of eval": (["--set", "train.eval_steps=3", "--set", "train.save_steps=4"], 2,
-                                    "must be a multiple of train.eval_steps"),
+    "save not a multiple of eval": (
+        ["--set", "train.eval_steps=3", "--set", "train.save_steps=4"],
+        2,
+        "must be a multiple of train.eval_steps",
+    ),
     "missing data file": (["--data", "{tmp}/nope.json"], 1, "data file not found"),
     "malformed data file": (["--data", "{tmp}/bad.json"], 1, "is not a readable JSON file"),
     "data without QA columns": (["--data", "{tmp}/columns.csv"], 1, "are not a QA layout"),
     "no usable rows": (["--data", "{tmp}/unusable.jsonl"], 1, "has no usable rows"),
     "missing model path": (["--model", "{tmp}/no-model"], 1, "model path not found"),
     "model not seq2seq": (["--model", "{bert}"], 1, "not an encoder-decoder (seq2seq) model"),
-    "target modules the model lacks": (["--set", "lora.target_modules=[q,query]"], 1,
-                                       "lora.target_modules ['query'] not found in this model; its linear layers are:"),
+    "target modules the model lacks": (
+        ["--set", "lora.target_modules=[q,query]"],
+        1,
+        "lora.target_modules ['query'] not found in this model; its linear layers are:",
+    ),
     "fp16 with T5": (["--set", "model.dtype=fp16"], 1, "model.dtype=fp16 is refused for t5"),
     "quantization without CUDA": (["--set", "model.quantization=8bit"], 1, "needs a CUDA GPU"),
-    "hub unreachable": (["--model", "google/flan-t5-small"], 1,
-                        "the Hugging Face Hub is unreachable and the model is not in the local cache; "
-                        "pass a local model directory with --model PATH"),
+    "hub unreachable": (
+        ["--model", "google/flan-t5-small"],
+        1,
+        "the Hugging Face Hub is unreachable and the model is not in the local cache; "
+        "pass a local model directory with --model PATH",
+    ),
     "pickle weights": (["--model", "{pickle}"], 1, "holds only pickle weights (pytorch_model.bin)"),
     "resume with nothing to resume": (["--resume"], 1, "nothing to resume"),
 }
@@ -99,8 +114,19 @@ def test_train_bad_input(case, files, monkeypatch):
 
 
 def test_several_config_problems_are_listed_together(files):
-    res = run_cli("train", "--model", files["tiny"], "--data", files["data"], "--output", str(files["tmp"] / "r"),
-                  "--set", "lora.r=0", "--set", "train.batch_size=-1")
+    res = run_cli(
+        "train",
+        "--model",
+        files["tiny"],
+        "--data",
+        files["data"],
+        "--output",
+        str(files["tmp"] / "r"),
+        "--set",
+        "lora.r=0",
+        "--set",
+        "train.batch_size=-1",
+    )
     assert res.exit_code == 2
     errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 2 and "lora.r" in errors[0] and "train.batch_size" in errors[1]
@@ -119,28 +145,53 @@ def test_missing_tracker_package_is_caught_before_compute(files, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     out = files["tmp"] / "run"
-    res = run_cli("train", "--model", files["tiny"], "--data", files["data"], "--output", str(out),
-                  "--set", "track.report_to=mlflow")
+    res = run_cli(
+        "train",
+        "--model",
+        files["tiny"],
+        "--data",
+        files["data"],
+        "--output",
+        str(out),
+        "--set",
+        "track.report_to=mlflow",
+    )
     assert res.exit_code == 1 and "needs the 'mlflow' package" in res.stderr and not out.exists()
 
 
 def test_pickle_weights_load_when_the_user_opts_in(files):
     out = files["tmp"] / "run"
-    res = run_cli("train", "--model", files["pickle"], "--data", files["data"], "--output", str(out),
-                  "--allow-pickle", "--set", "train.max_steps=1", "--set", "train.eval_steps=0", *FAST)
+    res = run_cli(
+        "train",
+        "--model",
+        files["pickle"],
+        "--data",
+        files["data"],
+        "--output",
+        str(out),
+        "--allow-pickle",
+        "--set",
+        "train.max_steps=1",
+        "--set",
+        "train.eval_steps=0",
+        *FAST,
+    )
     assert res.exit_code == 0, res.output
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("args,code,message", [
-    (["train", "--no-such-option"], 2, "No such option"),
-    (["eval", "{tmp}/nowhere"], 1, "does not exist"),
-    (["eval", "{tmp}"], 1, "holds no adapter"),
-    (["eval", "{tmp}", "--limit", "0"], 2, "Invalid value for '--limit'"),
-    (["score", str(FIXTURES / "score_v1.json"), "{tmp}/bad.json"], 1, "is not valid JSON"),
-    (["score", "{tmp}/columns.csv", str(FIXTURES / "score_v1_pred.json")], 1, "is not valid JSON"),
-    (["report", "{tmp}"], 1, "has no metrics.jsonl"),
-])
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["train", "--no-such-option"], 2, "No such option"),
+        (["eval", "{tmp}/nowhere"], 1, "does not exist"),
+        (["eval", "{tmp}"], 1, "holds no adapter"),
+        (["eval", "{tmp}", "--limit", "0"], 2, "Invalid value for '--limit'"),
+        (["score", str(FIXTURES / "score_v1.json"), "{tmp}/bad.json"], 1, "is not valid JSON"),
+        (["score", "{tmp}/columns.csv", str(FIXTURES / "score_v1_pred.json")], 1, "is not valid JSON"),
+        (["report", "{tmp}"], 1, "has no metrics.jsonl"),
+    ],
+)
 def test_other_commands_bad_input(files, args, code, message):
     res = run_cli(*[a.format(**files) for a in args])
     assert res.exit_code == code, res.output
@@ -148,13 +199,25 @@ def test_other_commands_bad_input(files, args, code, message):
     assert "Traceback" not in res.output
 
 
-
 # ---------------------------------------------------------------- --overwrite deletes only a run
 
 
 def _train(files, out, *extra):
-    return run_cli("train", "--model", files["tiny"], "--data", files["data"], "--output", str(out), *FAST,
-                   "--set", "train.max_steps=1", "--set", "train.eval_steps=0", *extra)
+    return run_cli(
+        "train",
+        "--model",
+        files["tiny"],
+        "--data",
+        files["data"],
+        "--output",
+        str(out),
+        *FAST,
+        "--set",
+        "train.max_steps=1",
+        "--set",
+        "train.eval_steps=0",
+        *extra,
+    )
 
 
 def test_overwrite_never_deletes_the_working_directory(files, monkeypatch):

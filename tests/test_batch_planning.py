@@ -29,6 +29,7 @@ def reading(windows: int, length: int = 10, adapter: str = "a") -> Reading:
 
 def batches(max_batch=8, max_batch_tokens=10_000, *requests):
     """Each batch as a list of request indexes, one per window, until every window is taken."""
+
     async def run():
         batcher = Batcher(Names(), max_batch=max_batch, max_batch_tokens=max_batch_tokens)
         batcher.arrived = asyncio.Event()
@@ -39,6 +40,7 @@ def batches(max_batch=8, max_batch_tokens=10_000, *requests):
         batcher.model_thread.shutdown(wait=False)
         batcher.planner.shutdown(wait=False)
         return out
+
     return asyncio.run(run())
 
 
@@ -80,4 +82,5 @@ def test_a_batch_stops_at_its_token_budget():
         batcher.model_thread.shutdown(wait=False)
         batcher.planner.shutdown(wait=False)
         return sizes
+
     assert all(padded <= 1000 for padded in asyncio.run(run()))

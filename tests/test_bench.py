@@ -12,8 +12,19 @@ from helpers import run_cli
 @pytest.mark.parametrize("seed_style", [False, True])
 def test_bench_reports_throughput_mfu_and_memory(tiny_model_dir, tmp_path, seed_style):
     out = tmp_path / "b.json"
-    args = ["bench", "--preset", "seed", "--model", str(tiny_model_dir), "--steps", "2", "--warmup", "1",
-            "--json", str(out)] + (["--seed-style", "--no-generation"] if seed_style else [])
+    args = [
+        "bench",
+        "--preset",
+        "seed",
+        "--model",
+        str(tiny_model_dir),
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        str(out),
+    ] + (["--seed-style", "--no-generation"] if seed_style else [])
     res = run_cli(*args)
     assert res.exit_code == 0, res.output
     r = json.loads(out.read_text())
@@ -39,8 +50,9 @@ def test_seed_style_pads_labels_with_pad_ids_like_the_seed(tokenizer, tiny_model
     from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir)
-    collate = DataCollatorForSeq2Seq(tokenizer, model=model, padding="max_length", max_length=64,
-                                     label_pad_token_id=tokenizer.pad_token_id)
+    collate = DataCollatorForSeq2Seq(
+        tokenizer, model=model, padding="max_length", max_length=64, label_pad_token_id=tokenizer.pad_token_id
+    )
     batch = collate([{"input_ids": [5, 6, 1], "attention_mask": [1, 1, 1], "labels": [7, 1]}])
     assert batch["input_ids"].shape[1] == 64 and batch["labels"].shape[1] == 64
     assert (batch["labels"][0, 2:] == tokenizer.pad_token_id).all()  # counted in the loss, as in the seed

@@ -22,8 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(name: str, *args: str, timeout: int = 420, env: dict | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
@@ -34,7 +40,9 @@ def test_train_speed_script_prints_every_target_with_a_verdict(tmp_path):
     CPU on one that has bf16)."""
     cpu_bf16 = os.environ.get("LORAQA_CPU_BF16", "1" if cpu_has_bf16() else "0")
     out = tmp_path / "train.json"
-    res = run_script("train_speed.py", "--quick", "--json", str(out), timeout=900)  # five processes, one per configuration
+    res = run_script(
+        "train_speed.py", "--quick", "--json", str(out), timeout=900
+    )  # five processes, one per configuration
     figures = json.loads(out.read_text())
     expected = {"seed-style", "seed", "default", "default fp32"} | ({"seed bf16"} if cpu_bf16 == "1" else set())
     assert set(figures["runs"]) == expected
@@ -63,7 +71,9 @@ def test_eval_speed_script_compares_batched_generation_with_the_seed(tmp_path):
 
 def test_serve_load_script_answers_every_request(tmp_path):
     out = tmp_path / "serve.json"
-    run_script("serve_load.py", "--quick", "--requests", "12", "--concurrency", "12", "--rounds", "1", "--json", str(out))
+    run_script(
+        "serve_load.py", "--quick", "--requests", "12", "--concurrency", "12", "--rounds", "1", "--json", str(out)
+    )
     native, openai_chat, unbatched, ct2 = json.loads(out.read_text())
     assert native["failures"] == openai_chat["failures"] == unbatched["failures"] == ct2["failures"] == 0
     assert ct2["engine"] == "ctranslate2" and ct2["requests_per_s"] > 0
@@ -74,8 +84,9 @@ def test_serve_load_script_answers_every_request(tmp_path):
 
 def test_many_adapters_script_loads_and_evicts_without_failing_a_request(tmp_path):
     out = tmp_path / "many.json"
-    run_script("many_adapters.py", "--quick", "--adapters", "10", "--requests", "24", "--max-loaded", "3",
-               "--json", str(out))
+    run_script(
+        "many_adapters.py", "--quick", "--adapters", "10", "--requests", "24", "--max-loaded", "3", "--json", str(out)
+    )
     figures = json.loads(out.read_text())
     assert figures["failures"] == 0
     # every adapter asked for was loaded, and never more than 3 stayed: each load past 3 evicted one
@@ -91,10 +102,14 @@ def test_serve_abuse_script_keeps_normal_clients_answered_under_attack(tmp_path)
     figures = json.loads(out.read_text())
     assert figures["quiet"]["failures"] == figures["attack"]["failures"] == 0
     assert figures["quiet"]["requests"] > 0 and figures["attack"]["requests"] > 0
-    assert set(figures["attack"]["attacks_sent"]) == {"50 MB chunked bodies", "20,000-prompt completions",
-                                                      "streams dropped midway", "bad parameters",
-                                                      "adapter POST/DELETE without the admin key",
-                                                      "random URLs and adapter names"}
+    assert set(figures["attack"]["attacks_sent"]) == {
+        "50 MB chunked bodies",
+        "20,000-prompt completions",
+        "streams dropped midway",
+        "bad parameters",
+        "adapter POST/DELETE without the admin key",
+        "random URLs and adapter names",
+    }
     assert figures["health"]["truthful"] and figures["health"]["checks"] > 0
     assert figures["metrics"]["after"][0] < figures["metrics"]["before"][0] + 150  # not one series per URL
     verdicts = [line for line in res.stdout.splitlines() if re.search(r"  (met|NOT met)$", line)]
@@ -143,8 +158,14 @@ def test_routing_script_measures_both_profiles(tmp_path, domains_workdir):
     out = tmp_path / "routing.json"
     res = run_script("routing.py", "--quick", "--workdir", str(domains_workdir), "--json", str(out))
     figures = json.loads(out.read_text())
-    for key in ("tfidf_with_passage", "tfidf_question_only", "embedding (trained base)_with_passage",
-                "embedding (random-weight base)_question_only", "f1_routed", "f1_right_adapter"):
+    for key in (
+        "tfidf_with_passage",
+        "tfidf_question_only",
+        "embedding (trained base)_with_passage",
+        "embedding (random-weight base)_question_only",
+        "f1_routed",
+        "f1_right_adapter",
+    ):
         assert 0 <= figures[key] <= 100, key
     assert "routing accuracy with passages" in res.stdout
 
@@ -152,11 +173,21 @@ def test_routing_script_measures_both_profiles(tmp_path, domains_workdir):
 def test_combine_script_compares_every_method_with_the_own_adapters_and_routing(tmp_path, domains_workdir):
     """Reuses the routing test's world (its base and three adapters): only the combinations are new."""
     out = tmp_path / "combine.json"
-    res = run_script("combine.py", "--quick", "--workdir", str(domains_workdir), "--methods", "cat", "ties",
-                     "--json", str(out))
+    res = run_script(
+        "combine.py", "--quick", "--workdir", str(domains_workdir), "--methods", "cat", "ties", "--json", str(out)
+    )
     figures = json.loads(out.read_text())
-    assert set(figures["scores"]) == {"people adapter", "purchases adapter", "pets adapter", "own adapter (given)",
-                                      "auto routing", "cat (average)", "cat (sum)", "ties (average)", "ties (sum)"}
+    assert set(figures["scores"]) == {
+        "people adapter",
+        "purchases adapter",
+        "pets adapter",
+        "own adapter (given)",
+        "auto routing",
+        "cat (average)",
+        "cat (sum)",
+        "ties (average)",
+        "ties (sum)",
+    }
     assert figures["kept_of_own_f1"]["own adapter (given)"] == pytest.approx(100.0)
     for by_domain in figures["scores"].values():
         assert set(by_domain) == {"people", "purchases", "pets"}
@@ -170,16 +201,28 @@ def test_long_documents_reader_check_knows_the_other_buyers_fact():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import long_documents
 
-    context = ("Last spring Lire bought a red bicycle at the market of Jorvik. "
-               "Kamo bought a yellow bicycle at the market of Hollin.")
-    for question, mine, theirs in (("What colour is the bicycle of Kamo?", "yellow", "red"),
-                                   ("Where did Lire buy the bicycle?", "Jorvik", "Hollin"),
-                                   ("What did Kamo buy?", "a yellow bicycle", "a red bicycle")):
+    context = (
+        "Last spring Lire bought a red bicycle at the market of Jorvik. "
+        "Kamo bought a yellow bicycle at the market of Hollin."
+    )
+    for question, mine, theirs in (
+        ("What colour is the bicycle of Kamo?", "yellow", "red"),
+        ("Where did Lire buy the bicycle?", "Jorvik", "Hollin"),
+        ("What did Kamo buy?", "a yellow bicycle", "a red bicycle"),
+    ):
         row = {"context": context, "question": question, "answers": {"text": [mine], "answer_start": [0]}}
         assert long_documents.other_buyers_fact(row) == theirs
     # not a buyers passage: nothing to compare with
-    assert long_documents.other_buyers_fact({"context": "Kamo was born in Elst.", "question": "Where was Kamo born?",
-                                             "answers": {"text": ["Elst"], "answer_start": [16]}}) is None
+    assert (
+        long_documents.other_buyers_fact(
+            {
+                "context": "Kamo was born in Elst.",
+                "question": "Where was Kamo born?",
+                "answers": {"text": ["Elst"], "answer_start": [16]},
+            }
+        )
+        is None
+    )
 
 
 def test_reader_binding_script_saves_a_reader_long_documents_can_adapt(tmp_path):
@@ -208,7 +251,9 @@ def test_domains_script_measures_every_mode_and_its_peers(tmp_path):
     [got] = json.loads(out.read_text())["sets"]
     for scope in ("whole", "per_document"):
         assert set(got[scope]) == {"lexical", "dense", "hybrid"}
-        assert all(m["recall@5"] >= 90 for m in got[scope].values())  # each fixture question shares words with its passage
+        assert all(
+            m["recall@5"] >= 90 for m in got[scope].values()
+        )  # each fixture question shares words with its passage
     assert set(got["peers"]) == {"bm25s", "sentence-transformers + NumPy"}
     assert got["latency"]["hybrid"]["p95_ms"] >= got["latency"]["hybrid"]["p50_ms"] > 0
     assert "hybrid R@5 vs the better side" in res.stdout
@@ -230,8 +275,19 @@ def test_postgres_scale_script_measures_ingestion_and_every_mode_at_a_size(tmp_p
         questions += [{"question": qa["question"]} for p in article["paragraphs"] for qa in p["qas"]]
     qpath = tmp_path / "questions.jsonl"
     qpath.write_text("".join(json.dumps(q) + "\n" for q in questions))
-    res = run_script("postgres_scale.py", "--postgres", server, "--docs", str(docs), "--questions", str(qpath),
-                     "--scale", "300", "--queries", "10")
+    res = run_script(
+        "postgres_scale.py",
+        "--postgres",
+        server,
+        "--docs",
+        str(docs),
+        "--questions",
+        str(qpath),
+        "--scale",
+        "300",
+        "--queries",
+        "10",
+    )
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["ingest_lexical"]["documents"] == len(rows) and got["ingest_lexical"]["passages_per_s"] > 0
     assert got["scaled"]["passages"] >= 300 > got["real"]["passages"]

@@ -31,16 +31,34 @@ def test_scores_equal_fts5s_own_bm25_with_diacritics_plurals_and_titles():
         conn.execute("INSERT INTO t (text, title) VALUES (?, ?)", (text, title))
     conn.commit()  # FTS5 writes its statistics when a transaction ends
     words = ["cafe", "studies", "fever", "relational", "says", "technology", "possibly"]
-    expected = {rowid: -score for rowid, score in conn.execute(
-        "SELECT rowid, bm25(t, 1.0, 0.5) FROM t WHERE t MATCH ?", (" OR ".join(f'"{w}"' for w in words),))}
+    expected = {
+        rowid: -score
+        for rowid, score in conn.execute(
+            "SELECT rowid, bm25(t, 1.0, 0.5) FROM t WHERE t MATCH ?", (" OR ".join(f'"{w}"' for w in words),)
+        )
+    }
     got = dict(Postings("t", (1.0, 0.5), ("text", "title")).best(conn, words, 10))
     assert set(got) == set(expected)
     for rowid, score in expected.items():
         assert got[rowid] == pytest.approx(score, rel=1e-9), rowid
 
 
-@pytest.mark.parametrize("word", ["technology", "technologies", "biology", "possibly", "reversibly", "assembly",
-                                  "is", "us", "studies", "naïve", "relational"])
+@pytest.mark.parametrize(
+    "word",
+    [
+        "technology",
+        "technologies",
+        "biology",
+        "possibly",
+        "reversibly",
+        "assembly",
+        "is",
+        "us",
+        "studies",
+        "naïve",
+        "relational",
+    ],
+)
 def test_a_word_has_the_form_fts5_indexes_it_under(word):
     """Snowball's Porter lacks the revised algorithm's BLI and LOGI rules that FTS5 follows, and
     FTS5 leaves words under three letters alone: without stem()'s care such words would find no rows."""
@@ -94,8 +112,11 @@ def test_a_search_with_common_words_ranks_as_scoring_every_passage_would(tmp_pat
         passages = []
         text = ""
         for i in range(25):
-            words = ["patient", "study"] + rng.sample(rare, 1) * rng.randint(0, 2) + \
-                    [rng.choice(["dose", "trial", "week", "fever", "cough", "adults"]) for _ in range(12)]
+            words = (
+                ["patient", "study"]
+                + rng.sample(rare, 1) * rng.randint(0, 2)
+                + [rng.choice(["dose", "trial", "week", "fever", "cough", "adults"]) for _ in range(12)]
+            )
             rng.shuffle(words)
             sentence = " ".join(words) + ". "
             passages.append(Passage("", i, len(text), len(text) + len(sentence), sentence))

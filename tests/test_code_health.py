@@ -12,8 +12,23 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_ruff_finds_nothing_in_the_package():
-    res = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "src"],
-                         cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--output-format", "concise", "src"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_package_is_formatted():
+    """Code laid out by one formatter: a change's diff shows what it changes, not whose editor it came from."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 

@@ -21,8 +21,9 @@ from test_documents import PAGE, write_docx, write_pdf
 def folder(tmp_path):
     docs = tmp_path / "docs"
     (docs / "ward").mkdir(parents=True)
-    write_pdf(docs / "ward" / "letter.pdf", ["Patient: Jane Roe\nDiagnosis: asthma",
-                                             "Dose: 5 mg salbutamol twice daily"])
+    write_pdf(
+        docs / "ward" / "letter.pdf", ["Patient: Jane Roe\nDiagnosis: asthma", "Dose: 5 mg salbutamol twice daily"]
+    )
     write_docx(docs / "policy.docx")
     (docs / "notes.html").write_text(PAGE)
     (docs / "guide.md").write_text("# Triage guide\n\nRed means the patient is seen now.\n")
@@ -66,7 +67,7 @@ def test_offsets_point_into_the_document(folder, store_spec):
     assert add(store, folder).exit_code == 0
     collection = open_store(store).open("clinic")
     for hit in collection.search("chloroplasts light energy", k=3):
-        assert collection.document(hit.document).text[hit.start:hit.end] == hit.text
+        assert collection.document(hit.document).text[hit.start : hit.end] == hit.text
 
 
 def test_rerunning_does_nothing_and_a_changed_file_replaces_its_passages(folder, store_spec):
@@ -98,13 +99,16 @@ def test_bad_files_are_named_and_the_others_still_go_in(folder, tmp_path, store_
     assert "4 added" in res.stderr and "3 files skipped" in res.stderr
 
 
-@pytest.mark.parametrize("args,message", [
-    (["search", "nothere", "dose"], "no collection named 'nothere'"),
-    (["search", "clinic", "?? !"], "the query is empty"),
-    (["add", "bad name", "x.txt"], "collection name 'bad name'"),
-    (["show", "clinic", "no-such-id"], "no document 'no-such-id'"),
-    (["remove", "clinic", "--document", "no-such-id"], "no document 'no-such-id'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["search", "nothere", "dose"], "no collection named 'nothere'"),
+        (["search", "clinic", "?? !"], "the query is empty"),
+        (["add", "bad name", "x.txt"], "collection name 'bad name'"),
+        (["show", "clinic", "no-such-id"], "no document 'no-such-id'"),
+        (["remove", "clinic", "--document", "no-such-id"], "no document 'no-such-id'"),
+    ],
+)
 def test_bad_collection_commands_are_one_line(folder, store_spec, args, message):
     store = store_spec
     assert add(store, folder / "guide.md").exit_code == 0
@@ -133,11 +137,31 @@ def test_a_killed_ingest_leaves_whole_documents_and_the_rerun_finishes(tmp_path,
     docs = tmp_path / "many"
     docs.mkdir()
     for i in range(400):
-        (docs / f"note{i:03d}.txt").write_text("\n\n".join(f"Note {i} paragraph {j}: the patient in bed {i} "
-                                                          f"was given dose {j} of drug {i * 7 % 13}." for j in range(30)))
-    proc = subprocess.Popen([sys.executable, "-m", "loraqa", "collection", "add", "many", str(docs), "--store",
-                             store_spec, "--passage-chars", "200", "--overlap", "50"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (docs / f"note{i:03d}.txt").write_text(
+            "\n\n".join(
+                f"Note {i} paragraph {j}: the patient in bed {i} was given dose {j} of drug {i * 7 % 13}."
+                for j in range(30)
+            )
+        )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loraqa",
+            "collection",
+            "add",
+            "many",
+            str(docs),
+            "--store",
+            store_spec,
+            "--passage-chars",
+            "200",
+            "--overlap",
+            "50",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -155,8 +179,10 @@ def test_a_killed_ingest_leaves_whole_documents_and_the_rerun_finishes(tmp_path,
         assert info.passages == len(split_document(read_path(info.source)[0], 200, 50))
     if not store_spec.startswith("postgresql"):
         conn = sqlite3.connect(f"{store_spec}/many.sqlite")
-        assert (conn.execute("SELECT count(*) FROM passages").fetchone()[0]
-                == conn.execute("SELECT count(*) FROM passages_fts").fetchone()[0])
+        assert (
+            conn.execute("SELECT count(*) FROM passages").fetchone()[0]
+            == conn.execute("SELECT count(*) FROM passages_fts").fetchone()[0]
+        )
         conn.close()
     res = run_cli("collection", "add", "many", str(docs), "--store", store_spec)
     assert res.exit_code == 0, res.output

@@ -29,8 +29,9 @@ def peft_combination(adapters: list, weights: list[float], method: str, density:
     return get_peft_model_state_dict(model, adapter_name="mine")
 
 
-@pytest.mark.parametrize("method,density", [("linear", None), ("cat", None), ("svd", None), ("ties", 0.5),
-                                            ("dare_linear", 0.7)])
+@pytest.mark.parametrize(
+    "method,density", [("linear", None), ("cat", None), ("svd", None), ("ties", 0.5), ("dare_linear", 0.7)]
+)
 def test_the_combination_is_peft_s_own(domain_adapters, tmp_path, method, density):
     from safetensors.torch import load_file
 
@@ -59,8 +60,9 @@ def test_a_combination_answers_predicts_merges_and_routes(domain_adapters, tmp_p
     out = tmp_path / "science-only"
     res = run_cli("combine", str(runs["science"]), str(runs["places"]), "--weights", "1,0", "-o", str(out))
     assert res.exit_code == 0, res.output
-    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": r["id"], "question": r["question"], "context": r["context"]}
-                                                   for r in rows])
+    questions = write_jsonl(
+        tmp_path / "q.jsonl", [{"id": r["id"], "question": r["question"], "context": r["context"]} for r in rows]
+    )
     res = run_cli("predict", "-a", str(out), "--input", str(questions), "--output", str(tmp_path / "a.jsonl"))
     assert res.exit_code == 0, res.output
     assert [a["answer"] for a in read_jsonl(tmp_path / "a.jsonl")] == [r["answers"]["text"][0] for r in rows]
@@ -84,14 +86,16 @@ def test_a_combination_answers_predicts_merges_and_routes(domain_adapters, tmp_p
     assert chosen == "both"  # auto routing sees it
 
 
-def test_what_cannot_be_combined_is_refused_in_one_line(domain_adapters, question_writer, nodrop_model_dir,
-                                                        tiny_model_dir, squad_rows, tmp_path):
+def test_what_cannot_be_combined_is_refused_in_one_line(
+    domain_adapters, question_writer, nodrop_model_dir, tiny_model_dir, squad_rows, tmp_path
+):
     science = str(domain_adapters["runs"]["science"])
     for name in ("r8", "qkv", "tiny"):
         (tmp_path / name).mkdir()
     rank8 = train_memoriser(nodrop_model_dir, squad_rows[:4], tmp_path / "r8", steps=2, sets=("lora.r=8",)).run_dir
-    qkv = train_memoriser(nodrop_model_dir, squad_rows[:4], tmp_path / "qkv", steps=2,
-                          sets=("lora.target_modules=[q,k,v]",)).run_dir
+    qkv = train_memoriser(
+        nodrop_model_dir, squad_rows[:4], tmp_path / "qkv", steps=2, sets=("lora.target_modules=[q,k,v]",)
+    ).run_dir
     other_base = train_memoriser(tiny_model_dir, squad_rows[:4], tmp_path / "tiny", steps=2).run_dir
     out = tmp_path / "out"
     cases = [
@@ -131,19 +135,29 @@ def test_auto_sends_each_domain_to_its_own_adapter_with_a_combination_beside_the
     rng = random.Random(0)
 
     def rows(question, passage, fills, n):
-        names = ["".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3)).title()
-                 for _ in range(n)]
-        return [{"question": question.format(name=m), "context": passage.format(name=m, x=rng.choice(fills))}
-                for m in names]
+        names = [
+            "".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3)).title() for _ in range(n)
+        ]
+        return [
+            {"question": question.format(name=m), "context": passage.format(name=m, x=rng.choice(fills))} for m in names
+        ]
 
     templates = {
-        "people": ("Where was {name} born?", "{name} was born in {x} and grew up in the north of the country.",
-                   ["Elst", "Tarn", "Lorn", "Vede"]),
-        "pets": ("What is the name of the pet of {name}?",
-                 "{name} keeps a dog called {x}; the dog is old now and lives in the house of the family.",
-                 ["Rex", "Bo", "Tip"]),
-        "purchases": ("What did {name} buy?", "Last spring {name} bought a {x} at the market of the town.",
-                      ["coat", "lamp", "clock"]),
+        "people": (
+            "Where was {name} born?",
+            "{name} was born in {x} and grew up in the north of the country.",
+            ["Elst", "Tarn", "Lorn", "Vede"],
+        ),
+        "pets": (
+            "What is the name of the pet of {name}?",
+            "{name} keeps a dog called {x}; the dog is old now and lives in the house of the family.",
+            ["Rex", "Bo", "Tip"],
+        ),
+        "purchases": (
+            "What did {name} buy?",
+            "Last spring {name} bought a {x} at the market of the town.",
+            ["coat", "lamp", "clock"],
+        ),
     }
     parents = {d: DomainProfile.from_rows(rows(*t, 200)) for d, t in templates.items()}
     combined = DomainProfile.combined([(p, 1 / 3) for p in parents.values()], "all three")
@@ -151,8 +165,14 @@ def test_auto_sends_each_domain_to_its_own_adapter_with_a_combination_beside_the
         for r in rows(*t, 20):
             assert route({**parents, "all": combined}, r["question"], r["context"])[0] == domain
             assert route({**parents, "all": combined}, r["question"], None)[0] == domain
-            assert route({"all": combined, "other": parents["pets" if domain != "pets" else "people"]},
-                         r["question"], r["context"])[0] == "all"  # where no parent is served it is chosen
+            assert (
+                route(
+                    {"all": combined, "other": parents["pets" if domain != "pets" else "people"]},
+                    r["question"],
+                    r["context"],
+                )[0]
+                == "all"
+            )  # where no parent is served it is chosen
 
 
 def test_a_damaged_parent_is_refused_in_one_line_and_nothing_is_written(domain_adapters, tmp_path):
@@ -179,8 +199,10 @@ def test_a_damaged_parent_is_refused_in_one_line_and_nothing_is_written(domain_a
         return str(folder)
 
     cases = [
-        (parent("nan", weights=lambda t: {k: torch.full_like(v, float("nan")) for k, v in t.items()}),
-         "NaN or infinite weights"),
+        (
+            parent("nan", weights=lambda t: {k: torch.full_like(v, float("nan")) for k, v in t.items()}),
+            "NaN or infinite weights",
+        ),
         (parent("nolora", weights=lambda t: {"base.weight": torch.zeros(2)}), "holds no LoRA weights"),
         (parent("corrupt", raw=b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json"), "not a readable safetensors file"),
         (parent("rank", config={"r": "abc"}), "not a rank"),

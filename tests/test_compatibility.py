@@ -16,9 +16,20 @@ OLD = FIXTURES / "old_layout_adapter"
 
 def test_an_adapter_written_by_the_old_layout_answers_as_it_did(tmp_path):
     expected = json.loads((OLD / "expected_answers.json").read_text())
-    questions = write_jsonl(tmp_path / "q.jsonl", [{"question": e["question"], "context": e["context"]} for e in expected])
-    res = run_cli("predict", "-a", f"old={OLD / 'adapter'}", "--model", str(OLD / "base"),
-                  "--input", str(questions), "--output", str(tmp_path / "a.jsonl"))
+    questions = write_jsonl(
+        tmp_path / "q.jsonl", [{"question": e["question"], "context": e["context"]} for e in expected]
+    )
+    res = run_cli(
+        "predict",
+        "-a",
+        f"old={OLD / 'adapter'}",
+        "--model",
+        str(OLD / "base"),
+        "--input",
+        str(questions),
+        "--output",
+        str(tmp_path / "a.jsonl"),
+    )
     assert res.exit_code == 0, res.output
     answers = [row["answer"] for row in read_jsonl(tmp_path / "a.jsonl")]
     assert answers == [e["answer"] for e in expected]

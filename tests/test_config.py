@@ -40,7 +40,11 @@ def test_seed_preset_matches_the_seed_experiment():
     assert (c.train.eval_steps, c.train.save_steps, c.train.logging_steps) == (500, 500, 50)
     # the seed's checkpointing changes no result; the preset leaves it off (faster, fits easily)
     assert c.train.gradient_checkpointing is False
-    assert (c.track.report_to, c.track.project, c.track.run_name) == ("wandb", "plain-text-lora", "flan-t5-small-lora-5000")
+    assert (c.track.report_to, c.track.project, c.track.run_name) == (
+        "wandb",
+        "plain-text-lora",
+        "flan-t5-small-lora-5000",
+    )
 
 
 def test_default_preset_reads_the_passage_and_uses_a_lora_learning_rate():
@@ -56,8 +60,16 @@ def test_presets_for_small_cards_avoid_bf16_or_fit():
 
 
 def test_set_overrides_are_parsed_as_yaml_and_typed():
-    c = load_config("default", sets=["lora.target_modules=[q,k,v]", "train.learning_rate=1e-4",
-                                     "train.batch_size=4", "data.num_samples=null", "train.gradient_checkpointing=true"])
+    c = load_config(
+        "default",
+        sets=[
+            "lora.target_modules=[q,k,v]",
+            "train.learning_rate=1e-4",
+            "train.batch_size=4",
+            "data.num_samples=null",
+            "train.gradient_checkpointing=true",
+        ],
+    )
     assert c.lora.target_modules == ["q", "k", "v"]
     assert c.train.learning_rate == 1e-4 and c.train.batch_size == 4
     assert c.data.num_samples is None and c.train.gradient_checkpointing is True
@@ -89,8 +101,12 @@ def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as info:
         load_config("default", sets=["train.batch_size=0", "lora.r=0", "data.test_size=1.5", "model.dtype=fp8"])
     text = str(info.value)
-    for part in ("train.batch_size must be >= 1", "lora.r must be >= 1", "data.test_size must be between 0 and 1",
-                 "model.dtype must be one of auto, fp32, bf16, fp16"):
+    for part in (
+        "train.batch_size must be >= 1",
+        "lora.r must be >= 1",
+        "data.test_size must be between 0 and 1",
+        "model.dtype must be one of auto, fp32, bf16, fp16",
+    ):
         assert part in text
     assert len(info.value.problems) == 4
 
@@ -134,8 +150,10 @@ def test_default_preset_takes_fp32_cpu_steps_in_smaller_micro_batches(tmp_path):
         assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == expected, (dtype, device)
     seed = load_config("seed")  # not set: the seed preset trains exactly as written
     args = training_arguments(seed, tmp_path, "fp32", "cpu", [], has_eval=False)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (seed.train.batch_size,
-                                                                                   seed.train.grad_accum)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
+        seed.train.batch_size,
+        seed.train.grad_accum,
+    )
 
 
 def test_a_micro_batch_that_does_not_split_the_step_leaves_the_batch_as_given(tmp_path):
@@ -144,7 +162,9 @@ def test_a_micro_batch_that_does_not_split_the_step_leaves_the_batch_as_given(tm
     for sets in (["train.fp32_cpu_micro_batch=3"], ["train.fp32_cpu_micro_batch=16"], ["train.batch_size=5"]):
         cfg = load_config("default", sets=sets)
         args = training_arguments(cfg, tmp_path, "fp32", "cpu", [], has_eval=False)
-        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (cfg.train.batch_size,
-                                                                                       cfg.train.grad_accum)
+        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
+            cfg.train.batch_size,
+            cfg.train.grad_accum,
+        )
     with pytest.raises(ConfigError, match="train.fp32_cpu_micro_batch must be >= 1"):
         load_config("default", sets=["train.fp32_cpu_micro_batch=0"])

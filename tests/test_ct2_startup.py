@@ -50,9 +50,13 @@ def test_the_exported_tokenizer_reads_text_as_transformers_does(exports, squad_r
     texts = [r["context"] for r in squad_rows] + [r["question"] for r in squad_rows] + ["Zürich's café, isn't it ?"]
     for text in texts:
         for special in (True, False):
-            assert light(text, add_special_tokens=special)["input_ids"] == full(text, add_special_tokens=special)["input_ids"]
-        assert light(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"] == \
-            [tuple(o) for o in full(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+            assert (
+                light(text, add_special_tokens=special)["input_ids"]
+                == full(text, add_special_tokens=special)["input_ids"]
+            )
+        assert light(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"] == [
+            tuple(o) for o in full(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        ]
         ids = full(text)["input_ids"]
         assert light.decode(ids, skip_special_tokens=True) == full.decode(ids, skip_special_tokens=True)
         assert light.decode(ids) == full.decode(ids)
@@ -62,16 +66,50 @@ def test_the_exported_tokenizer_reads_text_as_transformers_does(exports, squad_r
 
 def test_predict_with_ctranslate2_imports_neither_torch_nor_transformers(exports, two_adapters):
     row = two_adapters["rows"][0]
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "loraqa", "predict", "-a", str(exports / "a1"),
-                          "--engine", "ctranslate2", "-q", row["question"], "--context", row["context"]],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "loraqa",
+            "predict",
+            "-a",
+            str(exports / "a1"),
+            "--engine",
+            "ctranslate2",
+            "-q",
+            row["question"],
+            "--context",
+            row["context"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == row["answers"]["text"][0]
     assert heavy_imports(res.stderr) == set()
     # the PyTorch engine does import them (the check above can see them)
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "loraqa", "predict", "-a",
-                          str(two_adapters["answers"]), "-q", row["question"], "--context", row["context"]],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "loraqa",
+            "predict",
+            "-a",
+            str(two_adapters["answers"]),
+            "-q",
+            row["question"],
+            "--context",
+            row["context"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0 and {"torch", "transformers"} <= heavy_imports(res.stderr)
 
 
@@ -85,9 +123,26 @@ def test_a_root_of_exports_is_a_library_served_without_torch(exports, two_adapte
         port = s.getsockname()[1]
     log = tmp_path / "server.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "loraqa", "serve", "--engine", "ctranslate2",
-                                 "--adapter-root", str(exports), "--max-loaded", "1", "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                "loraqa",
+                "serve",
+                "--engine",
+                "ctranslate2",
+                "--adapter-root",
+                str(exports),
+                "--max-loaded",
+                "1",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -103,8 +158,14 @@ def test_a_root_of_exports_is_a_library_served_without_torch(exports, two_adapte
 
         async def ask(names):
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-                return await asyncio.gather(*(client.post("/v1/answer", json={
-                    "question": row["question"], "context": row["context"], "adapter": n}) for n in names))
+                return await asyncio.gather(
+                    *(
+                        client.post(
+                            "/v1/answer", json={"question": row["question"], "context": row["context"], "adapter": n}
+                        )
+                        for n in names
+                    )
+                )
 
         names = ["a1", "t1", "a2", "t1", "a1", "a2"]
         got = asyncio.run(ask(names))
@@ -114,8 +175,8 @@ def test_a_root_of_exports_is_a_library_served_without_torch(exports, two_adapte
         models = {m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]}
         assert {"a1", "a2", "t1"} <= models and "base" not in models
         metrics = httpx.get(f"{url}/metrics").text
-        loads = sum(float(v) for v in re.findall(r'^loraqa_adapter_loads_total\{[^}]*\} (\S+)$', metrics, re.M))
-        evictions = sum(float(v) for v in re.findall(r'^loraqa_adapter_evictions_total\{[^}]*\} (\S+)$', metrics, re.M))
+        loads = sum(float(v) for v in re.findall(r"^loraqa_adapter_loads_total\{[^}]*\} (\S+)$", metrics, re.M))
+        evictions = sum(float(v) for v in re.findall(r"^loraqa_adapter_evictions_total\{[^}]*\} (\S+)$", metrics, re.M))
         assert loads >= 3 and evictions == loads - 1  # one slot: every load but the first made room
     finally:
         proc.terminate()
@@ -130,8 +191,9 @@ def test_the_mcp_server_on_ctranslate2_answers_without_torch(exports, two_adapte
 
     row = two_adapters["rows"][1]
     log = tmp_path / "mcp.log"
-    command = (f"exec {sys.executable} -X importtime -m loraqa mcp --engine ctranslate2 -a answers={exports / 'a1'} "
-               f"2>{log}")
+    command = (
+        f"exec {sys.executable} -X importtime -m loraqa mcp --engine ctranslate2 -a answers={exports / 'a1'} 2>{log}"
+    )
     params = StdioServerParameters(command="sh", args=["-c", command], env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     async def session():
@@ -161,8 +223,9 @@ def test_exports_of_another_tokenizer_are_refused_beside_the_first(exports, two_
         shutil.copytree(exports / "a1", folder)
     data = json.loads((exports / "a1" / "tokenizer.json").read_text())
     (respaced / "tokenizer.json").write_text(json.dumps(data, indent=4))
-    data["added_tokens"].append({**data["added_tokens"][-1], "id": len(data["added_tokens"]) + 90000,
-                                 "content": "<clinic>"})
+    data["added_tokens"].append(
+        {**data["added_tokens"][-1], "id": len(data["added_tokens"]) + 90000, "content": "<clinic>"}
+    )
     (other / "tokenizer.json").write_text(json.dumps(data))
 
     row = two_adapters["rows"][0]

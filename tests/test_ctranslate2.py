@@ -28,14 +28,18 @@ def random_adapter(tmp_path_factory, tokenizer):
     base.lm_head.weight.data.normal_(0.0, 1.0)
     base.save_pretrained(work / "base")
     tokenizer.save_pretrained(work / "base")
-    model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(work / "base"),
-                           LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, target_modules=["q", "v", "wo"],
-                                      init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForSeq2SeqLM.from_pretrained(work / "base"),
+        LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, target_modules=["q", "v", "wo"], init_lora_weights=False),
+    )
     out = work / "adapter"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    cfg = load_config("default", sets=["eval.max_new_tokens=12", "data.max_source_length=96", "model.dtype=fp32"],
-                      overrides={"model": {"name": str(work / "base")}})
+    cfg = load_config(
+        "default",
+        sets=["eval.max_new_tokens=12", "data.max_source_length=96", "model.dtype=fp32"],
+        overrides={"model": {"name": str(work / "base")}},
+    )
     (out / "loraqa_config.yaml").write_text(dump_config(cfg))
     return out
 
@@ -71,8 +75,10 @@ def test_export_writes_a_self_contained_folder(exported, random_adapter):
 def test_float32_export_answers_like_pytorch_fp32(exported, random_adapter, squad_rows, long):
     from loraqa.inference.answerer import Answerer
 
-    contexts = [(" ".join(x["context"] for x in squad_rows[:6]) + " " + r["context"]) if long else r["context"]
-                for r in squad_rows]
+    contexts = [
+        (" ".join(x["context"] for x in squad_rows[:6]) + " " + r["context"]) if long else r["context"]
+        for r in squad_rows
+    ]
     requests = [{"question": r["question"], "context": c} for r, c in zip(squad_rows, contexts)]
     torch_answers = Answerer({"x": str(random_adapter)}, dtype="fp32").answer(requests)
     ct2_answers = Answerer({"x": str(exported["float32"])}, engine="ctranslate2").answer(requests)
@@ -101,8 +107,21 @@ def test_eval_with_ctranslate2_scores_the_runs_held_out_questions(tiny_model_dir
     from helpers import SQUAD_V1
 
     run = tmp_path / "run"
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(run),
-                  "--set", "train.max_steps=4", "--set", "train.eval_steps=0", "--set", "track.report_to=none")
+    res = run_cli(
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(SQUAD_V1),
+        "--output",
+        str(run),
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.eval_steps=0",
+        "--set",
+        "track.report_to=none",
+    )
     assert res.exit_code == 0, res.output
     exported = tmp_path / "exported"
     assert run_cli("export", str(run), "--output", str(exported)).exit_code == 0
@@ -122,12 +141,16 @@ def test_serve_with_ctranslate2_batches_adapters_together(two_adapters, tmp_path
     folders = {}
     for name in ("answers", "titles"):
         folders[name] = tmp_path / name
-        assert run_cli("export", str(two_adapters[name]), "--output", str(folders[name]), "-q", "float32").exit_code == 0
+        assert (
+            run_cli("export", str(two_adapters[name]), "--output", str(folders[name]), "-q", "float32").exit_code == 0
+        )
     answerer = Answerer({n: str(p) for n, p in folders.items()}, engine="ctranslate2")
     row = two_adapters["rows"][0]
     q = {"question": row["question"], "context": row["context"]}
     with local_client(create_app(answerer)) as client:
-        res = client.post("/v1/answer/batch", json={"requests": [{**q, "adapter": "answers"}, {**q, "adapter": "titles"}]})
+        res = client.post(
+            "/v1/answer/batch", json={"requests": [{**q, "adapter": "answers"}, {**q, "adapter": "titles"}]}
+        )
         assert res.status_code == 200, res.text
         got = [a["answer"] for a in res.json()["answers"]]
         assert got == [row["answers"]["text"][0], row["title"]]
@@ -135,22 +158,37 @@ def test_serve_with_ctranslate2_batches_adapters_together(two_adapters, tmp_path
         assert client.post("/v1/answer", json={**q, "adapter": "base"}).status_code == 404  # no base model here
 
 
-@pytest.mark.parametrize("args,code,message", [
-    (["--quantization", "int4"], 2, "--quantization must be one of"),
-    (["--format", "onnx"], 2, "--format must be ctranslate2"),
-])
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--quantization", "int4"], 2, "--quantization must be one of"),
+        (["--format", "onnx"], 2, "--format must be ctranslate2"),
+    ],
+)
 def test_export_bad_options(random_adapter, tmp_path, args, code, message):
     res = run_cli("export", str(random_adapter), "--output", str(tmp_path / "x"), *args)
     assert res.exit_code == code and message in res.stderr and not (tmp_path / "x").exists()
 
 
 def test_a_lora_adapter_given_to_the_ctranslate2_engine_says_what_to_do(random_adapter):
-    res = run_cli("predict", "--engine", "ctranslate2", "-a", str(random_adapter), "--question", "Q?", "--context", "Text.")
+    res = run_cli(
+        "predict", "--engine", "ctranslate2", "-a", str(random_adapter), "--question", "Q?", "--context", "Text."
+    )
     assert res.exit_code == 1 and "loraqa export" in res.stderr and "Traceback" not in res.output
 
 
 def test_extractive_decoding_needs_the_pytorch_engine(exported, squad_rows, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", squad_rows[:3])
-    res = run_cli("eval", str(exported["float32"]), "--engine", "ctranslate2", "--data", str(data),
-                  "--set", "eval.extractive=true", "--output", str(tmp_path / "ev"))
+    res = run_cli(
+        "eval",
+        str(exported["float32"]),
+        "--engine",
+        "ctranslate2",
+        "--data",
+        str(data),
+        "--set",
+        "eval.extractive=true",
+        "--output",
+        str(tmp_path / "ev"),
+    )
     assert res.exit_code == 1 and "needs the PyTorch engine" in res.stderr

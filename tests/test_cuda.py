@@ -14,8 +14,9 @@ import pytest
 import torch
 from helpers import read_jsonl, run_cli, train_memoriser, write_jsonl
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these on one)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these on one)"
+)
 
 
 def test_training_on_the_gpu_memorises_and_answers(nodrop_model_dir, squad_rows, tmp_path):
@@ -38,9 +39,17 @@ def test_quantized_base_trains_twenty_steps(nodrop_model_dir, squad_rows, tmp_pa
     from loraqa.training.train import train
 
     data = write_jsonl(tmp_path / "d.jsonl", squad_rows)
-    cfg = load_config("default", sets=["train.max_steps=20", "train.eval_steps=0", "track.report_to=none",
-                                       f"model.quantization={bits}", "train.logging_steps=5"],
-                      overrides={"model": {"name": str(nodrop_model_dir)}, "data": {"source": str(data)}})
+    cfg = load_config(
+        "default",
+        sets=[
+            "train.max_steps=20",
+            "train.eval_steps=0",
+            "track.report_to=none",
+            f"model.quantization={bits}",
+            "train.logging_steps=5",
+        ],
+        overrides={"model": {"name": str(nodrop_model_dir)}, "data": {"source": str(data)}},
+    )
     result = train(cfg, output=str(tmp_path / "run"))
     losses = [r["loss"] for r in read_jsonl(result.run_dir / "metrics.jsonl") if "loss" in r]
     assert losses and all(math.isfinite(loss) for loss in losses)

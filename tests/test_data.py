@@ -14,12 +14,34 @@ from loraqa.errors import LoraqaError
 
 from helpers import SQUAD_V1
 
-V2 = {"version": "v2.0", "data": [{"title": "T", "paragraphs": [{"context": "Bern is the Swiss capital.", "qas": [
-    {"id": "a", "question": "What is the Swiss capital?", "is_impossible": False,
-     "answers": [{"text": "Bern", "answer_start": 0}]},
-    {"id": "b", "question": "What is the Swiss king called?", "is_impossible": True, "answers": [],
-     "plausible_answers": [{"text": "Bern", "answer_start": 0}]},
-]}]}]}
+V2 = {
+    "version": "v2.0",
+    "data": [
+        {
+            "title": "T",
+            "paragraphs": [
+                {
+                    "context": "Bern is the Swiss capital.",
+                    "qas": [
+                        {
+                            "id": "a",
+                            "question": "What is the Swiss capital?",
+                            "is_impossible": False,
+                            "answers": [{"text": "Bern", "answer_start": 0}],
+                        },
+                        {
+                            "id": "b",
+                            "question": "What is the Swiss king called?",
+                            "is_impossible": True,
+                            "answers": [],
+                            "plausible_answers": [{"text": "Bern", "answer_start": 0}],
+                        },
+                    ],
+                }
+            ],
+        }
+    ],
+}
 
 
 def test_official_v1_file_is_flattened(squad_rows):
@@ -48,13 +70,16 @@ def test_flat_jsonl_csv_parquet_and_simple_columns_load_to_the_same_rows(tmp_pat
     pq = tmp_path / "d.parquet"
     pd.DataFrame(rows).to_parquet(pq)
     csv = tmp_path / "d.csv"
-    pd.DataFrame([{"question": r["question"], "context": r["context"], "answer": r["answers"]["text"][0]}
-                  for r in rows]).to_csv(csv, index=False)
+    pd.DataFrame(
+        [{"question": r["question"], "context": r["context"], "answer": r["answers"]["text"][0]} for r in rows]
+    ).to_csv(csv, index=False)
     jlist = tmp_path / "d.json"
     jlist.write_text(json.dumps(rows))
     for path in (jsonl, pq, jlist):
         loaded = load_rows(str(path))
-        assert [(r["question"], r["answers"]["text"]) for r in loaded] == [(r["question"], r["answers"]["text"]) for r in rows]
+        assert [(r["question"], r["answers"]["text"]) for r in loaded] == [
+            (r["question"], r["answers"]["text"]) for r in rows
+        ]
     simple = load_rows(str(csv))
     assert [r["answers"]["text"][0] for r in simple] == [r["answers"]["text"][0] for r in rows]
     assert simple[0]["answers"]["answer_start"] == [rows[0]["context"].find(rows[0]["answers"]["text"][0])]
@@ -113,14 +138,17 @@ def test_prepare_splits_reports_counts():
     assert (report.rows_loaded, report.rows_sampled, report.train_rows, report.test_rows) == (24, 24, 19, 5)
 
 
-@pytest.mark.parametrize("content,suffix,message", [
-    (None, ".json", "data file not found"),
-    ("{not json", ".json", "is not a readable JSON file"),
-    ('{"a": 1}', ".json", "must be an official SQuAD file"),
-    ('{"title": "x"}\n', ".jsonl", "are not a QA layout"),
-    ("", ".jsonl", "holds no rows"),
-    ("\x00\x01garbage", ".parquet", "is not a readable PARQUET file"),
-])
+@pytest.mark.parametrize(
+    "content,suffix,message",
+    [
+        (None, ".json", "data file not found"),
+        ("{not json", ".json", "is not a readable JSON file"),
+        ('{"a": 1}', ".json", "must be an official SQuAD file"),
+        ('{"title": "x"}\n', ".jsonl", "are not a QA layout"),
+        ("", ".jsonl", "holds no rows"),
+        ("\x00\x01garbage", ".parquet", "is not a readable PARQUET file"),
+    ],
+)
 def test_bad_data_files_are_explained(tmp_path, content, suffix, message):
     f = tmp_path / f"data{suffix}"
     if content is not None:

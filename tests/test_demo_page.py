@@ -31,9 +31,19 @@ def page(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         pg = browser.new_page()
         yield pg
         browser.close()
@@ -60,8 +70,10 @@ def test_adapters_compared_side_by_side(page, server, two_adapters):
     page.fill("#question", row["question"])
     page.click("#ask")
     page.wait_for_selector(".result[data-adapter=titles]")
-    answers = {el.get_attribute("data-adapter"): el.query_selector(".answer").inner_text()
-               for el in page.query_selector_all(".result")}
+    answers = {
+        el.get_attribute("data-adapter"): el.query_selector(".answer").inner_text()
+        for el in page.query_selector_all(".result")
+    }
     assert answers == {"answers": row["answers"]["text"][0], "titles": row["title"]}
 
 
@@ -77,4 +89,7 @@ def test_an_empty_passage_searches_the_collection_and_shows_where_the_answer_was
         result = page.wait_for_selector(".result[data-adapter=answers]")
         assert result.query_selector(".answer").inner_text() == row["answers"]["text"][0]
         cited = result.query_selector(".citation")
-        assert row["title"] in cited.inner_text() and cited.query_selector("mark").inner_text() == row["answers"]["text"][0]
+        assert (
+            row["title"] in cited.inner_text()
+            and cited.query_selector("mark").inner_text() == row["answers"]["text"][0]
+        )

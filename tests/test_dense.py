@@ -68,7 +68,9 @@ def test_an_embedder_that_is_not_the_collections_model_is_refused(docs, store_sp
     assert "Traceback" not in res.output
     same = tmp_path / "same-model"  # the same files elsewhere: the same model
     shutil.copytree(minilm, same)
-    assert run_cli("collection", "search", "ward", "soup", "--store", store_spec, "--embedder", str(same)).exit_code == 0
+    assert (
+        run_cli("collection", "search", "ward", "soup", "--store", store_spec, "--embedder", str(same)).exit_code == 0
+    )
 
 
 def test_a_lexical_collection_gets_vectors_later_and_resumes_a_stopped_embedding(docs, store_spec, minilm):
@@ -103,12 +105,34 @@ def test_a_killed_add_leaves_no_passage_without_its_vector(tmp_path, store_spec,
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(60):
-        (folder / f"note{i:02d}.txt").write_text("\n\n".join(f"Note {i}, part {j}: bed {i} had dose {j} of drug "
-                                                             f"{i * 7 % 13} at {j} o'clock." for j in range(12)))
-    proc = subprocess.Popen([sys.executable, "-m", "loraqa", "collection", "add", "many", str(folder), "--store",
-                             store_spec, "--passage-chars", "200", "--overlap", "40", "--embedder", minilm,
-                             "--set", "documents.batch_passages=30"],  # PostgreSQL: a few notes a transaction
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (folder / f"note{i:02d}.txt").write_text(
+            "\n\n".join(
+                f"Note {i}, part {j}: bed {i} had dose {j} of drug {i * 7 % 13} at {j} o'clock." for j in range(12)
+            )
+        )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loraqa",
+            "collection",
+            "add",
+            "many",
+            str(folder),
+            "--store",
+            store_spec,
+            "--passage-chars",
+            "200",
+            "--overlap",
+            "40",
+            "--embedder",
+            minilm,
+            "--set",
+            "documents.batch_passages=30",
+        ],  # PostgreSQL: a few notes a transaction
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -170,11 +194,14 @@ def test_both_engines_embed_alike_and_the_ctranslate2_search_needs_no_torch(docs
     assert float((a * b).sum(1).min()) > 0.99
     store = str(tmp_path / "store")
     add(store, docs, "--embedder", minilm)
-    script = ("import sys, json; from loraqa.inference.library import Library; "
-              f"hits = Library({store!r}).search('ward', 'medicine for breathing trouble', 1, 'hybrid'); "
-              "print(json.dumps([hits[0].text, 'torch' in sys.modules, 'transformers' in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ})
+    script = (
+        "import sys, json; from loraqa.inference.library import Library; "
+        f"hits = Library({store!r}).search('ward', 'medicine for breathing trouble', 1, 'hybrid'); "
+        "print(json.dumps([hits[0].text, 'torch' in sys.modules, 'transformers' in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ}
+    )
     text, torch_loaded, transformers_loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert "inhaler" in text and not torch_loaded and not transformers_loaded, out.stderr
 
@@ -182,18 +209,38 @@ def test_both_engines_embed_alike_and_the_ctranslate2_search_needs_no_torch(docs
 def test_evaluate_reports_each_mode_whole_and_per_document(docs, tmp_path, store_spec, minilm):
     add(store_spec, docs, "--embedder", minilm)
     questions = tmp_path / "q.jsonl"
-    questions.write_text("\n".join(json.dumps(q) for q in [
-        {"question": "Which doctor gave a medicine for breathing trouble?", "answers": ["inhaler"],
-         "document": "asthma.md"},
-        {"question": "What does XR-7 mark?", "answers": ["slow-release tablets"], "document": "Drug codes"},
-        {"question": "What is served on Fridays?", "answers": ["lentil soup"]}]) + "\n")
+    questions.write_text(
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {
+                    "question": "Which doctor gave a medicine for breathing trouble?",
+                    "answers": ["inhaler"],
+                    "document": "asthma.md",
+                },
+                {"question": "What does XR-7 mark?", "answers": ["slow-release tablets"], "document": "Drug codes"},
+                {"question": "What is served on Fridays?", "answers": ["lentil soup"]},
+            ]
+        )
+        + "\n"
+    )
     res = run_cli("collection", "evaluate", "ward", "--questions", str(questions), "--store", store_spec, "--json")
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
     assert set(got) == {"lexical", "dense", "hybrid"} and all(m["questions"] == 3 for m in got.values())
     assert got["lexical"]["recall@5"] < 100 and got["dense"]["recall@5"] == 100 and got["hybrid"]["recall@5"] == 100
-    res = run_cli("collection", "evaluate", "ward", "--questions", str(questions), "--store", store_spec,
-                  "--per-document", "--mode", "lexical")
+    res = run_cli(
+        "collection",
+        "evaluate",
+        "ward",
+        "--questions",
+        str(questions),
+        "--store",
+        store_spec,
+        "--per-document",
+        "--mode",
+        "lexical",
+    )
     assert res.exit_code == 2 and "every question must name one" in res.stderr
     questions.write_text(json.dumps({"question": "q?", "answers": ["x"], "document": "nowhere.md"}) + "\n")
     res = run_cli("collection", "evaluate", "ward", "--questions", str(questions), "--store", store_spec)
@@ -203,17 +250,33 @@ def test_evaluate_reports_each_mode_whole_and_per_document(docs, tmp_path, store
 def test_evaluate_reads_squad_and_counts_a_hit_at_the_answers_offsets(tmp_path):
     store = str(tmp_path / "store")
     context = "Soup is served at noon. The soup of the day is lentil."
-    squad = {"data": [{"title": "Canteen", "paragraphs": [{"context": context, "qas": [
-        {"id": "1", "question": "What is the soup of the day?",
-         "answers": [{"text": "lentil", "answer_start": context.index("lentil")}]}]}]}]}
+    squad = {
+        "data": [
+            {
+                "title": "Canteen",
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {
+                                "id": "1",
+                                "question": "What is the soup of the day?",
+                                "answers": [{"text": "lentil", "answer_start": context.index("lentil")}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     path = tmp_path / "canteen.json"
     path.write_text(json.dumps(squad))
     assert run_cli("collection", "add", "c", str(path), "--store", store).exit_code == 0
-    res = run_cli("collection", "evaluate", "c", "--questions", str(path), "--store", store, "--json",
-                  "--per-document")
+    res = run_cli("collection", "evaluate", "c", "--questions", str(path), "--store", store, "--json", "--per-document")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout) == {"lexical": {"recall@1": 100.0, "recall@5": 100.0, "recall@20": 100.0,
-                                                  "mrr": 1.0, "questions": 1}}
+    assert json.loads(res.stdout) == {
+        "lexical": {"recall@1": 100.0, "recall@5": 100.0, "recall@20": 100.0, "mrr": 1.0, "questions": 1}
+    }
 
 
 def test_fusion_lets_the_dense_side_reorder_what_the_words_found():
@@ -235,18 +298,41 @@ def test_filters_keep_a_search_within_part_of_the_collection_in_every_mode(tmp_p
 
     folder = tmp_path / "policies"
     folder.mkdir()
-    rows = [{"id": "acme-privacy", "title": "Acme privacy", "text": "Acme keeps your data for two years.",
-             "company": "acme"},
-            {"id": "zeta-privacy", "title": "Zeta privacy", "text": "Zeta keeps your data for five years.",
-             "company": "zeta"}]
+    rows = [
+        {
+            "id": "acme-privacy",
+            "title": "Acme privacy",
+            "text": "Acme keeps your data for two years.",
+            "company": "acme",
+        },
+        {
+            "id": "zeta-privacy",
+            "title": "Zeta privacy",
+            "text": "Zeta keeps your data for five years.",
+            "company": "zeta",
+        },
+    ]
     (folder / "acme.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    write_pdf(folder / "handbook.pdf", ["Data is kept for ten years in the archive.",
-                                        "Data of visitors is kept for one month."])
+    write_pdf(
+        folder / "handbook.pdf",
+        ["Data is kept for ten years in the archive.", "Data of visitors is kept for one month."],
+    )
     assert run_cli("collection", "add", "p", str(folder), "--store", store_spec, "--embedder", minilm).exit_code == 0
 
     def found(mode, *where):
-        args = ["collection", "search", "p", "How long is data kept?", "--store", store_spec, "-k", "10", "--json",
-                "--mode", mode]
+        args = [
+            "collection",
+            "search",
+            "p",
+            "How long is data kept?",
+            "--store",
+            store_spec,
+            "-k",
+            "10",
+            "--json",
+            "--mode",
+            mode,
+        ]
         res = run_cli(*args, *[a for w in where for a in ("--where", w)])
         assert res.exit_code == 0, res.output
         return [json.loads(line)["text"] for line in res.stdout.splitlines()]
@@ -271,8 +357,9 @@ def test_the_http_search_takes_a_mode_and_filters(docs, tmp_path, minilm, two_ad
 
     store = str(tmp_path / "store")
     add(store, docs, "--embedder", minilm)
-    asker = Answerer({"answers": str(two_adapters["answers"])}, dtype="fp32", store=store,
-                     collections={"answers": "ward"})
+    asker = Answerer(
+        {"answers": str(two_adapters["answers"])}, dtype="fp32", store=store, collections={"answers": "ward"}
+    )
     with local_client(create_app(asker)) as client:
         question = "Which doctor gave a medicine for breathing trouble?"
         dense = client.post("/v1/search", json={"query": question, "collection": "ward", "mode": "dense", "k": 1})
@@ -283,13 +370,18 @@ def test_the_http_search_takes_a_mode_and_filters(docs, tmp_path, minilm, two_ad
         assert only.status_code == 200 and {r["title"] for r in only.json()["results"]} <= {"Canteen"}
         bad = client.post("/v1/search", json={"query": "soup", "collection": "ward", "filters": {"colour": "red"}})
         assert bad.status_code == 400 and "unknown filter field" in bad.text
-        answered = client.post("/v1/answer", json={"question": question, "adapter": "answers", "mode": "dense",
-                                                   "filters": {"title": "Ward notes"}})
+        answered = client.post(
+            "/v1/answer",
+            json={"question": question, "adapter": "answers", "mode": "dense", "filters": {"title": "Ward notes"}},
+        )
         # what the tiny adapter answers (or whether it abstains) is its own affair; what it read is the filter's
         assert answered.status_code == 200 and {c["title"] for c in answered.json()["citations"]} <= {"Ward notes"}
-        refused = client.post("/v1/answer", json={"question": question, "adapter": "answers",
-                                                  "filters": {"colour": "red"}})
+        refused = client.post(
+            "/v1/answer", json={"question": question, "adapter": "answers", "filters": {"colour": "red"}}
+        )
         assert refused.status_code == 400 and "unknown filter field" in refused.text
-        within = client.post("/v1/search", json={"query": question, "collection": "ward", "mode": "dense",
-                                                 "filters": {"title": "Ward notes"}, "k": 3})
+        within = client.post(
+            "/v1/search",
+            json={"query": question, "collection": "ward", "mode": "dense", "filters": {"title": "Ward notes"}, "k": 3},
+        )
         assert [r["title"] for r in within.json()["results"]] == ["Ward notes"]

@@ -22,8 +22,18 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
@@ -52,8 +62,13 @@ def test_eval_under_torchrun_splits_the_questions_and_scores_like_one_process(tw
 def test_training_em_f1_hook_under_torchrun_shares_the_questions(two_adapters, tmp_path):
     run = str(two_adapters["answers"])
     out_one, out_two = tmp_path / "one.json", tmp_path / "two.json"
-    subprocess.run([sys.executable, str(SCRIPTS / "answer_metrics_in_shares.py"), run, str(SQUAD_V1), str(out_one)],
-                   check=True, capture_output=True, env={**os.environ, "WANDB_MODE": "offline"}, timeout=300)
+    subprocess.run(
+        [sys.executable, str(SCRIPTS / "answer_metrics_in_shares.py"), run, str(SQUAD_V1), str(out_one)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "WANDB_MODE": "offline"},
+        timeout=300,
+    )
     torchrun(str(SCRIPTS / "answer_metrics_in_shares.py"), run, str(SQUAD_V1), str(out_two))
     single, shared = json.loads(out_one.read_text()), json.loads(out_two.read_text())
     total = single["answered_per_process"][0]

@@ -93,9 +93,12 @@ def test_markdown_text_jsonl_and_squad(tmp_path):
 
     (tmp_path / "guide.md").write_text("# Triage guide\n\nRed means now.\n\n## Yellow\n\nWithin an hour.\n")
     (tmp_path / "memo.txt").write_text("The office closes at five on Fridays.\n")
-    (tmp_path / "kb.jsonl").write_text(json.dumps({"id": "kb-1", "text": "Reset the router first.", "title": "Wi-Fi",
-                                                   "url": "https://kb.example/1"}) + "\n"
-                                       + json.dumps({"text": "Call IT on 555."}) + "\n")
+    (tmp_path / "kb.jsonl").write_text(
+        json.dumps({"id": "kb-1", "text": "Reset the router first.", "title": "Wi-Fi", "url": "https://kb.example/1"})
+        + "\n"
+        + json.dumps({"text": "Call IT on 555."})
+        + "\n"
+    )
     [md] = read_path(tmp_path / "guide.md")
     assert md.title == "Triage guide" and [h for _, h in md.headings] == ["Triage guide", "Yellow"]
     [txt] = read_path(tmp_path / "memo.txt")
@@ -116,22 +119,25 @@ def test_the_same_text_gets_the_same_id(tmp_path):
     assert read_path(tmp_path / "a.txt")[0].id == read_path(tmp_path / "b.txt")[0].id
 
 
-@pytest.mark.parametrize("case,message", [
-    ("encrypted.pdf", "the PDF is encrypted"),
-    ("corrupt.pdf", "not a readable PDF"),
-    ("scanned.pdf", "no text layer (scanned pages need OCR first"),
-    ("empty.txt", "the file is empty"),
-    ("binary.txt", "binary content, not text"),
-    ("latin1.md", "not UTF-8 text"),
-    ("data.xyz", "unsupported file type '.xyz'"),
-    ("big.txt", "over the limit of 0.001 MB (max_file_mb=)"),
-    ("fifo.txt", "not a regular file"),
-    ("gone.txt", "cannot be read"),
-    ("broken.docx", "not a readable DOCX"),
-    ("nothing.html", "no main text found"),
-    ("rows.jsonl", "line 2: no 'text'"),
-    ("other.json", "not SQuAD JSON"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("encrypted.pdf", "the PDF is encrypted"),
+        ("corrupt.pdf", "not a readable PDF"),
+        ("scanned.pdf", "no text layer (scanned pages need OCR first"),
+        ("empty.txt", "the file is empty"),
+        ("binary.txt", "binary content, not text"),
+        ("latin1.md", "not UTF-8 text"),
+        ("data.xyz", "unsupported file type '.xyz'"),
+        ("big.txt", "over the limit of 0.001 MB (max_file_mb=)"),
+        ("fifo.txt", "not a regular file"),
+        ("gone.txt", "cannot be read"),
+        ("broken.docx", "not a readable DOCX"),
+        ("nothing.html", "no main text found"),
+        ("rows.jsonl", "line 2: no 'text'"),
+        ("other.json", "not SQuAD JSON"),
+    ],
+)
 def test_a_file_that_cannot_be_read_says_why(tmp_path, case, message):
     from loraqa.documents import DocumentError, read_path
 
@@ -145,11 +151,20 @@ def test_a_file_that_cannot_be_read_says_why(tmp_path, case, message):
     elif case == "gone.txt":
         path.symlink_to(tmp_path / "missing.txt")
     else:
-        path.write_bytes({"corrupt.pdf": b"%PDF-1.4 this is not a pdf", "empty.txt": b"  \n", "binary.txt": b"ab\x00\x01cd",
-                          "latin1.md": "caf\xe9".encode("latin-1"), "data.xyz": b"x", "big.txt": b"x" * 2000,
-                          "broken.docx": b"PK not a zip", "nothing.html": b"<html><head><title>x</title></head><body><script>var a = 1;</script></body></html>",
-                          "rows.jsonl": b'{"text": "ok"}\n{"title": "no text"}\n',
-                          "other.json": b'{"rows": []}'}[case])
+        path.write_bytes(
+            {
+                "corrupt.pdf": b"%PDF-1.4 this is not a pdf",
+                "empty.txt": b"  \n",
+                "binary.txt": b"ab\x00\x01cd",
+                "latin1.md": "caf\xe9".encode("latin-1"),
+                "data.xyz": b"x",
+                "big.txt": b"x" * 2000,
+                "broken.docx": b"PK not a zip",
+                "nothing.html": b"<html><head><title>x</title></head><body><script>var a = 1;</script></body></html>",
+                "rows.jsonl": b'{"text": "ok"}\n{"title": "no text"}\n',
+                "other.json": b'{"rows": []}',
+            }[case]
+        )
     with pytest.raises(DocumentError) as info:
         read_path(path, max_file_mb=0.001 if case == "big.txt" else 50)
     assert message in str(info.value) and str(path) in str(info.value)
@@ -158,12 +173,14 @@ def test_a_file_that_cannot_be_read_says_why(tmp_path, case, message):
 def test_passages_cover_the_document_and_point_into_it():
     from loraqa.documents import Document, split_document
 
-    paragraphs = [" ".join(f"Sentence {i}.{j} says something about item {i * 10 + j}." for j in range(i % 7 + 1))
-                  for i in range(40)]
+    paragraphs = [
+        " ".join(f"Sentence {i}.{j} says something about item {i * 10 + j}." for j in range(i % 7 + 1))
+        for i in range(40)
+    ]
     text = "\n\n".join(paragraphs) + "\n\n" + "word " * 700  # and one paragraph with no sentence end
     doc = Document("d.txt", "d", text)
     passages = split_document(doc, max_chars=400, overlap=100)
-    assert all(p.text == text[p.start:p.end] and len(p.text) <= 400 for p in passages)
+    assert all(p.text == text[p.start : p.end] and len(p.text) <= 400 for p in passages)
     covered = set()
     for p in passages:
         covered.update(range(p.start, p.end))

@@ -13,9 +13,25 @@ from helpers import read_jsonl, run_cli
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("evalrun") / "run"
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
-                  "--set", "train.max_steps=20", "--set", "train.learning_rate=3e-3", "--set", "train.eval_steps=0",
-                  "--set", "track.report_to=none", "--set", "train.batch_size=8")
+    res = run_cli(
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(SQUAD_V1),
+        "--output",
+        str(out),
+        "--set",
+        "train.max_steps=20",
+        "--set",
+        "train.learning_rate=3e-3",
+        "--set",
+        "train.eval_steps=0",
+        "--set",
+        "track.report_to=none",
+        "--set",
+        "train.batch_size=8",
+    )
     assert res.exit_code == 0, res.output
     return out
 
@@ -40,11 +56,16 @@ def test_eval_writes_predictions_and_summary(trained_run):
 
 def test_eval_predictions_score_the_same_with_loraqa_score(trained_run, tmp_path):
     out = tmp_path / "ev"
-    assert run_cli("eval", str(trained_run), "--data", str(FIXTURES / "score_v1.json"), "--output", str(out)).exit_code == 0
+    assert (
+        run_cli("eval", str(trained_run), "--data", str(FIXTURES / "score_v1.json"), "--output", str(out)).exit_code
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     res = run_cli("score", str(FIXTURES / "score_v1.json"), str(out / "predictions.json"))
     scored = json.loads(res.stdout)
-    assert scored["exact_match"] == pytest.approx(summary["exact_match"]) and scored["f1"] == pytest.approx(summary["f1"])
+    assert scored["exact_match"] == pytest.approx(summary["exact_match"]) and scored["f1"] == pytest.approx(
+        summary["f1"]
+    )
 
 
 def test_baseline_compares_adapter_and_base_on_the_same_questions(trained_run, tmp_path):
@@ -65,10 +86,13 @@ def test_eval_on_a_bare_adapter_folder_uses_its_saved_template(trained_run, tmp_
     assert json.loads((out / "summary.json").read_text())["total"] == 3
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda p: p, "does not exist"),
-    (lambda p: (p.mkdir(), p)[1], "holds no adapter"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p, "does not exist"),
+        (lambda p: (p.mkdir(), p)[1], "holds no adapter"),
+    ],
+)
 def test_eval_without_an_adapter_is_explained(tmp_path, make, message):
     target = make(tmp_path / "run")
     res = run_cli("eval", str(target))
@@ -92,10 +116,29 @@ def test_best_f1_checkpoint_becomes_the_final_adapter(tiny_model_dir, tmp_path, 
 
     monkeypatch.setattr(AnswerMetrics, "__call__", fake_call)
     out = tmp_path / "best"
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
-                  "--set", "train.max_steps=6", "--set", "train.eval_steps=2", "--set", "train.save_steps=2",
-                  "--set", "train.save_total_limit=2", "--set", "train.learning_rate=1e-2",
-                  "--set", "track.report_to=none", "--set", "eval.subset=2")
+    res = run_cli(
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(SQUAD_V1),
+        "--output",
+        str(out),
+        "--set",
+        "train.max_steps=6",
+        "--set",
+        "train.eval_steps=2",
+        "--set",
+        "train.save_steps=2",
+        "--set",
+        "train.save_total_limit=2",
+        "--set",
+        "train.learning_rate=1e-2",
+        "--set",
+        "track.report_to=none",
+        "--set",
+        "eval.subset=2",
+    )
     assert res.exit_code == 0, res.output
     assert "best F1 90.00 at checkpoint-4" in res.stderr
     final = load_file(out / "adapter" / "adapter_model.safetensors")
@@ -107,9 +150,27 @@ def test_best_f1_checkpoint_becomes_the_final_adapter(tiny_model_dir, tmp_path, 
 
 def test_report_draws_the_curves(tiny_model_dir, tmp_path):
     out = tmp_path / "rep"
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
-                  "--set", "train.max_steps=4", "--set", "train.eval_steps=2", "--set", "train.save_steps=2",
-                  "--set", "train.logging_steps=1", "--set", "track.report_to=none", "--set", "eval.subset=2")
+    res = run_cli(
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(SQUAD_V1),
+        "--output",
+        str(out),
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.eval_steps=2",
+        "--set",
+        "train.save_steps=2",
+        "--set",
+        "train.logging_steps=1",
+        "--set",
+        "track.report_to=none",
+        "--set",
+        "eval.subset=2",
+    )
     assert res.exit_code == 0, res.output
     res = run_cli("report", str(out))
     assert res.exit_code == 0, res.output

@@ -10,11 +10,19 @@ def long_row(squad_rows, position: str):
     """A passage far longer than the window, with the answer at its start, middle or end."""
     filler = " ".join(r["context"] for r in squad_rows[3:15])
     answer = "Guido van Rossum"
-    parts = {"start": f"{answer} wrote it. {filler}", "middle": f"{filler} {answer} wrote it. {filler}",
-             "end": f"{filler} It was {answer}."}
+    parts = {
+        "start": f"{answer} wrote it. {filler}",
+        "middle": f"{filler} {answer} wrote it. {filler}",
+        "end": f"{filler} It was {answer}.",
+    }
     context = parts[position]
-    return {"id": position, "title": "", "question": "Who created Python?", "context": context,
-            "answers": {"text": [answer], "answer_start": [context.find(answer)]}}
+    return {
+        "id": position,
+        "title": "",
+        "question": "Who created Python?",
+        "context": context,
+        "answers": {"text": [answer], "answer_start": [context.find(answer)]},
+    }
 
 
 def test_training_window_keeps_the_answer_wherever_it_is(tokenizer, squad_rows):

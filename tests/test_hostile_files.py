@@ -92,8 +92,10 @@ def test_a_file_over_its_memory_or_time_budget_is_one_line_and_the_rest_go_on(go
     (good / "huge.txt").write_text("word " * (12 * 2**20 // 5))  # 12 MB: its reading needs more than 16 MB
     res = add(tmp_path / "store", good, options=("--file-memory-mb", "16"))
     [line] = errors(res)
-    assert "huge.txt: reading it needed more than 16 MB (--file-memory-mb)" in line or \
-        "huge.txt: reading it needed more than 16 MB (documents.file_memory_mb)" in line, line
+    assert (
+        "huge.txt: reading it needed more than 16 MB (--file-memory-mb)" in line
+        or "huge.txt: reading it needed more than 16 MB (documents.file_memory_mb)" in line
+    ), line
     assert "1 added" in res.stderr
     (good / "huge.txt").write_text("a. " * (6 * 2**20 // 3))  # 2 million sentences: seconds of work
     started = time.monotonic()
@@ -133,11 +135,14 @@ def test_folder_links_are_never_followed_and_outside_files_only_when_asked(tmp_p
         res = add(tmp_path / "store", *args)
         lines = errors(res)
         assert sorted(line.rsplit("skipped, ", 1)[1] for line in lines) == [
-            "a link to a file outside the folder (--follow-links reads it)", "a link to a folder: not followed",
-            "a link to a folder: not followed"], res.output
+            "a link to a file outside the folder (--follow-links reads it)",
+            "a link to a folder: not followed",
+            "a link to a folder: not followed",
+        ], res.output
         assert "2 added" in res.stderr or "2 unchanged" in res.stderr or "files unchanged" in res.stderr
-    found = run_cli("collection", "search", "hostile", "password swordfish", "--store", str(tmp_path / "store"),
-                    "--json")
+    found = run_cli(
+        "collection", "search", "hostile", "password swordfish", "--store", str(tmp_path / "store"), "--json"
+    )
     assert found.stdout.strip() == ""
     res = add(tmp_path / "store", docs, options=("--follow-links",))
     assert "1 added" in res.stderr
@@ -161,13 +166,20 @@ def test_names_that_are_not_utf8_or_hold_control_characters_are_escaped(tmp_path
     assert info.source == f"{docs}/caf\\udce9\\nnote.txt"
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("deep.json", "[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
-    ("deep.jsonl", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "line 1: JSON nested too deeply"),
-    ("articles.json", '{"data": [1]}', "article 1 is not an object"),
-    ("context.json", '{"data": [{"title": "t", "paragraphs": [{"context": 5}]}]}', "'context' that is not a string"),
-    ("ids.jsonl", '{"text": "x", "id": {"a": 1}}\n', "'id' must be a string or a whole number"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+        ("deep.jsonl", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "line 1: JSON nested too deeply"),
+        ("articles.json", '{"data": [1]}', "article 1 is not an object"),
+        (
+            "context.json",
+            '{"data": [{"title": "t", "paragraphs": [{"context": 5}]}]}',
+            "'context' that is not a string",
+        ),
+        ("ids.jsonl", '{"text": "x", "id": {"a": 1}}\n', "'id' must be a string or a whole number"),
+    ],
+)
 def test_json_of_the_wrong_shape_is_one_line(good, tmp_path, name, content, message):
     (good / name).write_text(content)
     res = add(tmp_path / "store", good)
@@ -188,31 +200,39 @@ def test_nothing_goes_in_and_no_collection_is_left_behind(tmp_path):
 def test_a_lone_surrogate_is_stored_as_a_replacement_character(tmp_path, store_spec):
     from loraqa.retrieval import open_store
 
-    (tmp_path / "rows.jsonl").write_text('{"text": "Ward \\ud800 seven has beds.", "title": "t\\udcff", '
-                                         '"meta": {"k": "v\\ud800\\u0000"}}\n')
+    (tmp_path / "rows.jsonl").write_text(
+        '{"text": "Ward \\ud800 seven has beds.", "title": "t\\udcff", "meta": {"k": "v\\ud800\\u0000"}}\n'
+    )
     res = run_cli("collection", "add", "rows", str(tmp_path / "rows.jsonl"), "--store", store_spec)
     assert res.exit_code == 0, res.output
     collection = open_store(store_spec).open("rows")
     [info] = collection.documents()
     doc = collection.document(info.id)
-    assert doc.text == "Ward \ufffd seven has beds." and doc.title == "t\ufffd" and doc.metadata == {"meta": {"k": "v\ufffd"}}
+    assert (
+        doc.text == "Ward \ufffd seven has beds."
+        and doc.title == "t\ufffd"
+        and doc.metadata == {"meta": {"k": "v\ufffd"}}
+    )
 
 
 def test_shared_ids_are_refused_naming_both_and_nothing_is_lost(tmp_path, store_spec):
     from loraqa.retrieval import open_store
 
-    (tmp_path / "a.jsonl").write_text('{"id": "p1", "text": "Ward one has four beds."}\n'
-                                      '{"id": "p1", "text": "Ward two has six beds."}\n')
-    (tmp_path / "b.jsonl").write_text('{"id": "p1", "text": "Ward three has nine beds."}\n'
-                                      '{"id": "p2", "text": "Ward four is closed."}\n')
+    (tmp_path / "a.jsonl").write_text(
+        '{"id": "p1", "text": "Ward one has four beds."}\n{"id": "p1", "text": "Ward two has six beds."}\n'
+    )
+    (tmp_path / "b.jsonl").write_text(
+        '{"id": "p1", "text": "Ward three has nine beds."}\n{"id": "p2", "text": "Ward four is closed."}\n'
+    )
     args = ("collection", "add", "wards", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--store", store_spec)
     for _ in range(2):  # the rerun reads both files again (they are not done) and says the same
         res = run_cli(*args)
         lines = errors(res)
         assert res.exit_code == 1 and len(lines) == 2, res.output
         assert all(f"{tmp_path}/a.jsonl:1" in line and "its id 'p1'" in line for line in lines)
-        assert any(f"{tmp_path}/a.jsonl:2" in line for line in lines) and any(f"{tmp_path}/b.jsonl:1" in line
-                                                                              for line in lines)
+        assert any(f"{tmp_path}/a.jsonl:2" in line for line in lines) and any(
+            f"{tmp_path}/b.jsonl:1" in line for line in lines
+        )
     collection = open_store(store_spec).open("wards")
     assert collection.document("p1").text == "Ward one has four beds."
     assert collection.document("p2").text == "Ward four is closed."

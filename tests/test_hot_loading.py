@@ -30,8 +30,7 @@ def server(two_adapters, root):
     from loraqa.serving.app import create_app
 
     answerer = Answerer({"answers": str(two_adapters["answers"])}, dtype="fp32")
-    with local_client(create_app(answerer, admin_key="admin", adapter_root=root,
-                                 limits=_limits(max_adapters=3))) as c:
+    with local_client(create_app(answerer, admin_key="admin", adapter_root=root, limits=_limits(max_adapters=3))) as c:
         yield c
 
 
@@ -56,9 +55,17 @@ def test_paths_outside_the_root_get_the_same_answer_as_missing_ones(server, root
     shutil.copytree(two_adapters["titles"] / "adapter", outside)
     (root / "link").symlink_to(outside, target_is_directory=True)
     (root / "empty").mkdir()
-    answers = {what: load(server, "x", path) for what, path in {
-        "missing": "nothing-here", "absolute outside": outside, "dot-dot": "../outside", "symlink out": "link",
-        "holds no adapter": "empty", "the filesystem root": "/"}.items()}
+    answers = {
+        what: load(server, "x", path)
+        for what, path in {
+            "missing": "nothing-here",
+            "absolute outside": outside,
+            "dot-dot": "../outside",
+            "symlink out": "link",
+            "holds no adapter": "empty",
+            "the filesystem root": "/",
+        }.items()
+    }
     for what, res in answers.items():
         assert res.status_code == 404, (what, res.text)
     messages = {res.json()["detail"].split("'")[0] for res in answers.values()}
@@ -93,11 +100,14 @@ def test_pickle_beside_safetensors_is_refused_without_allow_pickle(server, root,
     assert still_answers(server, two_adapters)
 
 
-@pytest.mark.parametrize("file,content,message", [
-    ("loraqa_calibration.json", {"no_answer_threshold": "0.5"}, "is damaged"),
-    ("loraqa_calibration.json", "{not json", "is damaged"),
-    ("loraqa_domain.json", {"tfidf": {"centroid": {"x": "big"}, "idf": {}, "unknown_idf": 1.0}}, "is damaged"),
-])
+@pytest.mark.parametrize(
+    "file,content,message",
+    [
+        ("loraqa_calibration.json", {"no_answer_threshold": "0.5"}, "is damaged"),
+        ("loraqa_calibration.json", "{not json", "is damaged"),
+        ("loraqa_domain.json", {"tfidf": {"centroid": {"x": "big"}, "idf": {}, "unknown_idf": 1.0}}, "is damaged"),
+    ],
+)
 def test_a_damaged_calibration_or_profile_is_refused_at_load(server, root, two_adapters, file, content, message):
     """Before, a string threshold killed the batcher at the first answer; now it never loads."""
     path = root / "titles" / file
@@ -130,8 +140,12 @@ def test_reserved_and_odd_names_are_refused(server, name):
     res = load(server, name, "titles")
     assert res.status_code in (400, 422), res.text
     # the root's own adapter ('titles') is listed too: the root is a library of adapters loaded on demand
-    assert [m["id"] for m in server.get("/v1/models", headers=ADMIN).json()["data"]] == ["answers", "titles", "base",
-                                                                                        "auto"]
+    assert [m["id"] for m in server.get("/v1/models", headers=ADMIN).json()["data"]] == [
+        "answers",
+        "titles",
+        "base",
+        "auto",
+    ]
 
 
 def test_eval_takes_allow_pickle_from_the_command_line_only(two_adapters, tmp_path):

@@ -41,19 +41,29 @@ def reader(tmp_path_factory, nodrop_model_dir, squad_rows):
     def rotated(k):
         return fillers[k:] + fillers[:k]
 
-    rows = [dict(document(q, rotated(k), answer_last=bool(k % 2)), id=f"{q['id']}-{k}")
-            for q in questions for k in range(4)]
+    rows = [
+        dict(document(q, rotated(k), answer_last=bool(k % 2)), id=f"{q['id']}-{k}") for q in questions for k in range(4)
+    ]
     work = tmp_path_factory.mktemp("reader")
     data = write_jsonl(work / "train.jsonl", rows)
-    cfg = load_config("default", sets=["train.max_steps=300", *MEMORISE, *WINDOW, "data.negative_windows=8",
-                                       "data.test_size=0.05"],
-                      overrides={"model": {"name": str(nodrop_model_dir)}, "data": {"source": str(data)}})
+    cfg = load_config(
+        "default",
+        sets=["train.max_steps=300", *MEMORISE, *WINDOW, "data.negative_windows=8", "data.test_size=0.05"],
+        overrides={"model": {"name": str(nodrop_model_dir)}, "data": {"source": str(data)}},
+    )
     run = train(cfg, output=str(work / "run")).run_dir
     tests = [document(q, rotated(1)) for q in questions]  # the answer's passage last
-    absent = [dict(q, id=f"{q['id']}-absent", context=" ".join(rotated(2)), answers={"text": [], "answer_start": []})
-              for q in questions]
-    return {"run": run, "documents": tests, "absent": absent, "fillers": fillers,
-            "passages": [q["context"] for q in questions]}
+    absent = [
+        dict(q, id=f"{q['id']}-absent", context=" ".join(rotated(2)), answers={"text": [], "answer_start": []})
+        for q in questions
+    ]
+    return {
+        "run": run,
+        "documents": tests,
+        "absent": absent,
+        "fillers": fillers,
+        "passages": [q["context"] for q in questions],
+    }
 
 
 def test_training_adds_windows_without_the_answer_and_counts_them(reader):
@@ -72,11 +82,16 @@ def test_an_answer_only_in_the_last_window_is_found_with_its_offsets(reader, tmp
     for d in docs:  # the answer's passage is in the last window only: cutting from the start never sees it
         windows = plan_reading(tok, d["question"], d["context"], "squad", 96, 24)
         assert len(windows) > 8
-        holding = [w for w in windows if d["answers"]["answer_start"][0] >= w.window.start
-                   and d["answers"]["answer_start"][0] + len(d["answers"]["text"][0]) <= w.window.end]
+        holding = [
+            w
+            for w in windows
+            if d["answers"]["answer_start"][0] >= w.window.start
+            and d["answers"]["answer_start"][0] + len(d["answers"]["text"][0]) <= w.window.end
+        ]
         assert holding and windows[0] not in holding
-    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": d["id"], "question": d["question"], "context": d["context"]}
-                                                  for d in docs])
+    questions = write_jsonl(
+        tmp_path / "q.jsonl", [{"id": d["id"], "question": d["question"], "context": d["context"]} for d in docs]
+    )
     res = run_cli("predict", "-a", str(reader["run"]), "--input", str(questions), "--output", str(tmp_path / "a.jsonl"))
     assert res.exit_code == 0, res.output
     out = read_jsonl(tmp_path / "a.jsonl")
@@ -85,7 +100,7 @@ def test_an_answer_only_in_the_last_window_is_found_with_its_offsets(reader, tmp
     assert len(found) >= 3, [o["answer"] for o in out]
     for o, d in found:
         # the offsets point at the answer where it stands in the document: the last passage
-        assert o["start"] == d["answers"]["answer_start"][0] and d["context"][o["start"]:o["end"]] == o["answer"]
+        assert o["start"] == d["answers"]["answer_start"][0] and d["context"][o["start"] : o["end"]] == o["answer"]
         assert o["no_answer"] is False and o["score"] < 0 and o["windows"] > 8
 
 
@@ -128,8 +143,13 @@ def test_eval_saves_the_no_answer_threshold_and_predict_uses_it(reader, tmp_path
     assert "saved to" in res.stderr
 
     # later use applies it: an answer scored below the threshold becomes "no answer"
-    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": i["id"], "question": d["question"], "context": d["context"]}
-                                                  for i, d in zip(items, reader["documents"] + reader["absent"])])
+    questions = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"id": i["id"], "question": d["question"], "context": d["context"]}
+            for i, d in zip(items, reader["documents"] + reader["absent"])
+        ],
+    )
     res = run_cli("predict", "-a", str(reader["run"]), "--input", str(questions), "--output", str(tmp_path / "a.jsonl"))
     assert res.exit_code == 0, res.output
     threshold = saved["no_answer_threshold"]
@@ -159,15 +179,23 @@ def test_extractive_decoding_only_quotes_the_document(reader, tmp_path):
     data = write_jsonl(tmp_path / "dev.jsonl", reader["documents"] + reader["absent"])
     for extractive in ("false", "true"):
         out = tmp_path / extractive
-        res = run_cli("eval", str(reader["run"]), "--data", str(data), "--output", str(out),
-                      "--set", f"eval.extractive={extractive}")
+        res = run_cli(
+            "eval",
+            str(reader["run"]),
+            "--data",
+            str(data),
+            "--output",
+            str(out),
+            "--set",
+            f"eval.extractive={extractive}",
+        )
         assert res.exit_code == 0, res.output
     items = read_jsonl(tmp_path / "true" / "predictions.jsonl")
     contexts = {d["id"]: d["context"] for d in reader["documents"] + reader["absent"]}
     for i in items:
         assert i["no_answer"] or i["prediction"] in contexts[i["id"]]
         if not i["no_answer"]:
-            assert contexts[i["id"]][i["start"]:i["end"]] == i["prediction"]
+            assert contexts[i["id"]][i["start"] : i["end"]] == i["prediction"]
 
 
 def test_the_server_reads_a_100k_character_document(reader):
@@ -176,7 +204,7 @@ def test_the_server_reads_a_100k_character_document(reader):
 
     d, passage = reader["documents"][1], reader["passages"][1]
     filler = " ".join(reader["fillers"] * (100_000 // len(" ".join(reader["fillers"])) + 1))
-    context = filler[:100_000 - len(passage) - 1].rsplit(" ", 1)[0] + " " + passage
+    context = filler[: 100_000 - len(passage) - 1].rsplit(" ", 1)[0] + " " + passage
     context = " " * (100_000 - len(context)) + context
     assert len(context) == 100_000
     with local_client(create_app(Answerer({"r": str(reader["run"])}, dtype="fp32"))) as client:
@@ -186,7 +214,7 @@ def test_the_server_reads_a_100k_character_document(reader):
     assert {"answer", "adapter", "score", "no_answer", "start", "end", "windows", "latency_ms"} <= set(body)
     assert body["windows"] > 100 and body["adapter"] == "r"
     if body["start"] is not None:
-        assert context[body["start"]:body["end"]] == body["answer"]
+        assert context[body["start"] : body["end"]] == body["answer"]
 
 
 def test_a_long_document_does_not_hold_a_short_request_back(reader):
@@ -223,10 +251,13 @@ def test_a_long_document_does_not_hold_a_short_request_back(reader):
     assert done_at["long"] > done_at["short"] + 5  # the document still had many windows to go
 
 
-@pytest.mark.parametrize("context,question,code,message", [
-    ("   ", "Q?", 2, "--context is empty"),
-    ("Some text.", "why " * 200, 1, "leaving 0 tokens for the passage"),
-])
+@pytest.mark.parametrize(
+    "context,question,code,message",
+    [
+        ("   ", "Q?", 2, "--context is empty"),
+        ("Some text.", "why " * 200, 1, "leaving 0 tokens for the passage"),
+    ],
+)
 def test_bad_documents_on_the_command_line(reader, context, question, code, message):
     res = run_cli("predict", "-a", str(reader["run"]), "--question", question, "--context", context)
     assert res.exit_code == code and "Traceback" not in res.output
@@ -234,10 +265,13 @@ def test_bad_documents_on_the_command_line(reader, context, question, code, mess
     assert len(errors) == 1 and message in errors[0]
 
 
-@pytest.mark.parametrize("body,code,message", [
-    ({"question": "Q?", "context": " \n\t "}, 422, "empty or only whitespace"),
-    ({"question": "why " * 200, "context": "Some text."}, 413, "shorten the question"),
-])
+@pytest.mark.parametrize(
+    "body,code,message",
+    [
+        ({"question": "Q?", "context": " \n\t "}, 422, "empty or only whitespace"),
+        ({"question": "why " * 200, "context": "Some text."}, 413, "shorten the question"),
+    ],
+)
 def test_bad_documents_at_the_server(reader, body, code, message):
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
@@ -248,7 +282,9 @@ def test_bad_documents_at_the_server(reader, body, code, message):
 
 
 def test_a_file_row_with_an_empty_document_names_its_line(reader, tmp_path):
-    rows = write_jsonl(tmp_path / "q.jsonl", [{"question": "Q?", "context": "Text."}, {"question": "Q?", "context": ""}])
+    rows = write_jsonl(
+        tmp_path / "q.jsonl", [{"question": "Q?", "context": "Text."}, {"question": "Q?", "context": ""}]
+    )
     res = run_cli("predict", "-a", str(reader["run"]), "--input", str(rows), "--output", str(tmp_path / "a.jsonl"))
     assert res.exit_code == 1 and "line 2" in res.stderr and "empty" in res.stderr
     assert not (tmp_path / "a.jsonl").exists()

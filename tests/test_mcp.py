@@ -31,10 +31,12 @@ def test_tools_answer_and_list_domains_over_stdio(server_params, domain_adapters
         async with Client(server_params, read_timeout_seconds=120) as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
             domains = await client.call_tool("list_domains", {})
-            routed = await client.call_tool("answer_question", {"question": science["question"],
-                                                                "context": science["context"]})
-            chosen = await client.call_tool("answer_question", {"question": places["question"],
-                                                                "context": places["context"], "domain": "places"})
+            routed = await client.call_tool(
+                "answer_question", {"question": science["question"], "context": science["context"]}
+            )
+            chosen = await client.call_tool(
+                "answer_question", {"question": places["question"], "context": places["context"], "domain": "places"}
+            )
             empty = await client.call_tool("answer_question", {"question": "Q?", "context": "   "})
             return tools, domains, routed, chosen, empty
 
@@ -49,7 +51,7 @@ def test_tools_answer_and_list_domains_over_stdio(server_params, domain_adapters
 
     got = routed.structured_content
     assert not routed.is_error and got["domain"] == "science" and got["answer"] == science["answers"]["text"][0]
-    assert got["no_answer"] is False and science["context"][got["start"]:got["end"]] == got["answer"]
+    assert got["no_answer"] is False and science["context"][got["start"] : got["end"]] == got["answer"]
     assert got["score"] < 0 and 0 < got["route_score"] <= 1
     assert chosen.structured_content["domain"] == "places"
     assert chosen.structured_content["answer"] == places["answers"]["text"][0]

@@ -32,8 +32,9 @@ def mcp_url(answerer):
 
 def client(url: str, key: str | None = KEY) -> Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return Client(streamable_http_client(url, http_client=create_mcp_http_client(headers=headers)),
-                  read_timeout_seconds=120)
+    return Client(
+        streamable_http_client(url, http_client=create_mcp_http_client(headers=headers)), read_timeout_seconds=120
+    )
 
 
 def test_the_key_is_required(mcp_url, two_adapters):
@@ -41,26 +42,42 @@ def test_the_key_is_required(mcp_url, two_adapters):
 
     async def with_key():
         async with client(mcp_url) as c:
-            return await c.call_tool("answer_question", {"question": row["question"], "context": row["context"],
-                                                         "domain": "answers"})
+            return await c.call_tool(
+                "answer_question", {"question": row["question"], "context": row["context"], "domain": "answers"}
+            )
 
     got = asyncio.run(with_key())
     assert not got.is_error and got.structured_content["answer"] == row["answers"]["text"][0]
     for key in (None, "wrong"):
-        res = httpx.post(mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                         headers={"Accept": "application/json, text/event-stream",
-                                  **({"Authorization": f"Bearer {key}"} if key else {})})
+        res = httpx.post(
+            mcp_url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={
+                "Accept": "application/json, text/event-stream",
+                **({"Authorization": f"Bearer {key}"} if key else {}),
+            },
+        )
         assert res.status_code == 401
 
 
 @pytest.mark.parametrize("host,allowed", [("evil.example", False), ("127.0.0.1", True), ("qa.internal", True)])
 def test_dns_rebinding_protection_checks_the_host(mcp_url, host, allowed):
     port = mcp_url.split(":")[2].split("/")[0]
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "t", "version": "1"}}}
-    res = httpx.post(mcp_url, json=init, headers={"Host": f"{host}:{port}", "Authorization": f"Bearer {KEY}",
-                                                  "Accept": "application/json, text/event-stream"})
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    res = httpx.post(
+        mcp_url,
+        json=init,
+        headers={
+            "Host": f"{host}:{port}",
+            "Authorization": f"Bearer {KEY}",
+            "Accept": "application/json, text/event-stream",
+        },
+    )
     assert (res.status_code == 200) == allowed, (res.status_code, res.text[:200])
 
 
@@ -83,8 +100,9 @@ def test_a_long_document_does_not_hold_a_short_call_back(mcp_url, two_adapters, 
 
     async def ask(name, context, done):
         async with client(mcp_url) as c:
-            got = await c.call_tool("answer_question", {"question": row["question"], "context": context,
-                                                        "domain": "answers"})
+            got = await c.call_tool(
+                "answer_question", {"question": row["question"], "context": context, "domain": "answers"}
+            )
         assert not got.is_error, got.content
         done[name] = time.perf_counter()
 

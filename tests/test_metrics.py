@@ -56,11 +56,14 @@ def test_rouge_l_is_rouge_score_s_on_hand_checked_pairs():
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    pairs = [("the Eiffel tower", ["Eiffel tower in Paris"], 4 / 7),  # LCS 2: P 2/3, R 2/4
-             ("in the 17th century", ["17th century"], 2 / 3),
-             ("cat dog cat", ["a cat"], 0.4),
-             ("The Seine River", ["the Seine", "Seine river"], 0.8),  # the best reference
-             ("Zürich", ["Zürich"], 1.0), ("", ["Bern"], 0.0)]
+    pairs = [
+        ("the Eiffel tower", ["Eiffel tower in Paris"], 4 / 7),  # LCS 2: P 2/3, R 2/4
+        ("in the 17th century", ["17th century"], 2 / 3),
+        ("cat dog cat", ["a cat"], 0.4),
+        ("The Seine River", ["the Seine", "Seine river"], 0.8),  # the best reference
+        ("Zürich", ["Zürich"], 1.0),
+        ("", ["Bern"], 0.0),
+    ]
     for prediction, refs, by_hand in pairs:
         assert rouge_l(prediction, refs) == pytest.approx(by_hand)
         assert rouge_l(prediction, refs) == max(scorer.score(r, prediction)["rougeL"].fmeasure for r in refs)
@@ -86,8 +89,18 @@ def test_score_v2_matches_hand_values():
     res = run_cli("score", str(FIXTURES / "score_v2.json"), str(FIXTURES / "score_v2_pred.json"))
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert list(out) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
-                         "NoAns_exact", "NoAns_f1", "NoAns_total", "rouge_l"]
+    assert list(out) == [
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+        "rouge_l",
+    ]
     assert out["rouge_l"] == pytest.approx(50.0)
     assert out["exact"] == 40.0 and out["f1"] == 50.0 and out["total"] == 5
     assert round(out["HasAns_exact"], 4) == 33.3333 and out["HasAns_f1"] == 50.0 and out["HasAns_total"] == 3
@@ -95,8 +108,13 @@ def test_score_v2_matches_hand_values():
 
 
 def test_na_prob_adds_the_official_best_thresholds():
-    res = run_cli("score", str(FIXTURES / "score_v2.json"), str(FIXTURES / "score_v2_pred.json"),
-                  "--na-prob", str(FIXTURES / "score_v2_na_prob.json"))
+    res = run_cli(
+        "score",
+        str(FIXTURES / "score_v2.json"),
+        str(FIXTURES / "score_v2_pred.json"),
+        "--na-prob",
+        str(FIXTURES / "score_v2_na_prob.json"),
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["exact"] == 40.0 and out["f1"] == 50.0  # the plain scores do not move
@@ -114,7 +132,8 @@ def test_na_prob_must_cover_every_prediction(tmp_path):
 def test_confidence_summary_by_hand():
     # right answers outrank wrong ones in 5 of 6 pairs, the sixth a tie (half): AUROC 5.5 / 6
     assert auroc([-0.1, -0.2, -0.5, -0.5, -0.9], [True, True, False, True, False]) == pytest.approx(
-        (2 + 2 + 0.5 + 1) / 6)
+        (2 + 2 + 0.5 + 1) / 6
+    )
     rc = risk_coverage([-0.1, -0.4, -0.2, -0.9], f1=[1.0, 0.0, 0.5, 0.0], exact=[1, 0, 0, 0])
     assert rc["f1_at_50"] == pytest.approx(75.0)  # the two surest: 1.0 and 0.5
     assert rc["f1_at_100"] == pytest.approx(37.5)
@@ -139,11 +158,14 @@ def test_missing_and_unknown_ids_are_counted(tmp_path):
     assert round(json.loads(res.stdout)["exact_match"], 4) == round(200 / 7, 4)  # two fewer right, same total
 
 
-@pytest.mark.parametrize("content,message", [
-    ("{not json", "is not valid JSON (line 1"),
-    ('["a list"]', "must be a JSON object"),
-    ('{"v1a": 3}', "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{not json", "is not valid JSON (line 1"),
+        ('["a list"]', "must be a JSON object"),
+        ('{"v1a": 3}', "must be a JSON object"),
+    ],
+)
 def test_bad_predictions_file(tmp_path, content, message):
     f = tmp_path / "p.json"
     f.write_text(content)

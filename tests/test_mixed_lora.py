@@ -16,10 +16,19 @@ def model():
 
     torch.manual_seed(0)
     base = build_t5("tiny", vocab_size=300, dropout=0.0).eval()
-    peft = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8, init_lora_weights=False,
-                                           target_modules=["q", "v"]), adapter_name="small")
-    peft.add_adapter("large", LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=32, init_lora_weights=False,
-                                         target_modules=["q", "v", "o"]))
+    peft = get_peft_model(
+        base,
+        LoraConfig(
+            task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q", "v"]
+        ),
+        adapter_name="small",
+    )
+    peft.add_adapter(
+        "large",
+        LoraConfig(
+            task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=32, init_lora_weights=False, target_modules=["q", "v", "o"]
+        ),
+    )
     return peft.eval()
 
 
@@ -72,9 +81,15 @@ def test_stacks_follow_adapters_that_come_and_go(model):
     x = torch.randn(2, 3, layer.in_features)
     before = _gathered_mixed_forward(layer, x, adapter_names=["small", "small"])
     model.delete_adapter("small")
-    model.add_adapter("small", LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8, init_lora_weights=False,
-                                          target_modules=["q", "v"]))
+    model.add_adapter(
+        "small",
+        LoraConfig(
+            task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q", "v"]
+        ),
+    )
     use_gathered_mixed_batches(model)  # what the engine does after every attach
     after = _gathered_mixed_forward(layer, x, adapter_names=["small", "small"])
     assert not torch.allclose(before, after)
-    assert torch.allclose(after, type(layer)._mixed_batch_forward(layer, x, adapter_names=["small", "small"]), atol=1e-5)
+    assert torch.allclose(
+        after, type(layer)._mixed_batch_forward(layer, x, adapter_names=["small", "small"]), atol=1e-5
+    )

@@ -28,8 +28,12 @@ def client(server):
 
 def native(server, question, context, adapter):
     """What loraqa's own route answers for the same question, passage and adapter."""
-    res = httpx.post(f"{server}/v1/answer", json={"question": question, "context": context, "adapter": adapter},
-                     headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    res = httpx.post(
+        f"{server}/v1/answer",
+        json={"question": question, "context": context, "adapter": adapter},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    )
     assert res.status_code == 200, res.text
     return res.json()
 
@@ -41,8 +45,10 @@ def test_models_list_the_adapters_base_and_auto(client):
 
 def test_chat_answers_like_the_native_route_with_usage_and_evidence(client, server, domain_adapters):
     row = domain_adapters["rows"]["science"][0]
-    resp = client.chat.completions.create(model="science", messages=[
-        {"role": "system", "content": row["context"]}, {"role": "user", "content": row["question"]}])
+    resp = client.chat.completions.create(
+        model="science",
+        messages=[{"role": "system", "content": row["context"]}, {"role": "user", "content": row["question"]}],
+    )
     want = native(server, row["question"], row["context"], "science")
     answer = resp.choices[0].message.content
     assert answer == want["answer"] == row["answers"]["text"][0]
@@ -51,7 +57,7 @@ def test_chat_answers_like_the_native_route_with_usage_and_evidence(client, serv
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
     evidence = resp.model_extra["loraqa"]
     assert evidence["adapter"] == "science" and evidence["no_answer"] is False
-    assert row["context"][evidence["start"]:evidence["end"]] == answer
+    assert row["context"][evidence["start"] : evidence["end"]] == answer
     assert evidence["score"] == pytest.approx(want["score"], abs=1e-4)
 
 
@@ -59,8 +65,11 @@ def test_streaming_reassembles_to_the_same_answer(client, domain_adapters):
     row = domain_adapters["rows"]["places"][0]
     messages = [{"role": "system", "content": row["context"]}, {"role": "user", "content": row["question"]}]
     whole = client.chat.completions.create(model="places", messages=messages).choices[0].message.content
-    chunks = list(client.chat.completions.create(model="places", messages=messages, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="places", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole == row["answers"]["text"][0]
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -78,17 +87,23 @@ def test_completions_take_the_prompt_as_question_and_context_from_the_body(clien
 def test_the_body_context_takes_precedence_over_system_messages(client, domain_adapters):
     row = domain_adapters["rows"]["science"][0]
     resp = client.chat.completions.create(
-        model="science", extra_body={"context": row["context"]},
-        messages=[{"role": "system", "content": "You are a helpful assistant."},
-                  {"role": "user", "content": row["question"]}])
+        model="science",
+        extra_body={"context": row["context"]},
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": row["question"]},
+        ],
+    )
     assert resp.choices[0].message.content == row["answers"]["text"][0]
 
 
 def test_auto_routes_to_the_adapter_of_the_domain(client, domain_adapters):
     for domain in ("science", "places"):
         row = domain_adapters["rows"][domain][0]
-        resp = client.chat.completions.create(model="auto", messages=[
-            {"role": "system", "content": row["context"]}, {"role": "user", "content": row["question"]}])
+        resp = client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "system", "content": row["context"]}, {"role": "user", "content": row["question"]}],
+        )
         assert resp.model == domain and resp.model_extra["loraqa"]["adapter"] == domain
         assert 0 < resp.model_extra["loraqa"]["route_score"] <= 1
         assert resp.choices[0].message.content == row["answers"]["text"][0]
@@ -127,14 +142,17 @@ def test_an_unknown_model_is_not_found(client):
     assert "science" not in info.value.message
 
 
-@pytest.mark.parametrize("extra,param", [
-    ({"n": 2}, "n"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
-    ({"logprobs": True}, "logprobs"),
-    ({"stop": ["."]}, "stop"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-])
+@pytest.mark.parametrize(
+    "extra,param",
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+        ({"stop": ["."]}, "stop"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+    ],
+)
 def test_parameters_that_cannot_be_honoured_are_refused(client, extra, param):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="science", messages=[{"role": "user", "content": "Q?"}], **extra)
@@ -149,6 +167,7 @@ def test_a_chat_without_a_user_message_is_a_bad_request(client):
 
 def test_a_document_over_the_limit_is_refused_with_413(client):
     with pytest.raises(openai.APIStatusError) as info:
-        client.chat.completions.create(model="science", messages=[
-            {"role": "system", "content": "x " * 3_000}, {"role": "user", "content": "Q?"}])
+        client.chat.completions.create(
+            model="science", messages=[{"role": "system", "content": "x " * 3_000}, {"role": "user", "content": "Q?"}]
+        )
     assert info.value.status_code == 413 and info.value.code == "context_length_exceeded"

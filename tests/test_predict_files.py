@@ -15,16 +15,19 @@ def predict(two_adapters, src, out, *extra):
     return run_cli("predict", "-a", str(two_adapters["answers"]), "--input", str(src), "--output", str(out), *extra)
 
 
-@pytest.mark.parametrize("content,message", [
-    (b'{"question": "Q?"}\n{"question": "caf\xe9?"}\n', "line 2 is not UTF-8 text"),
-    (b'{"question": 5}\n', "line 1 has a 'question' that is not a non-empty string"),
-    (b'{"question": "Q?"}\n{"question": "Q?", "context": NaN}\n', "line 2: NaN is not a JSON value"),
-    (b'{"question": "Q?", "context": ["a", "b"]}\n', "line 1 has a 'context' that is not a string"),
-    (b'{"question": "Q?", "id": 1.5}\n', "line 1 has an 'id' that is not a string or an integer"),
-    (b'[1, 2]\n', "line 1 is not an object"),
-    (b'{"question": ' + b"[" * 50_000 + b"]" * 50_000 + b"}\n", "line 1: nested too deeply"),
-    (b'{"question": "Q?", "adapter": "nope"}\n', "line 1: unknown adapter 'nope'"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b'{"question": "Q?"}\n{"question": "caf\xe9?"}\n', "line 2 is not UTF-8 text"),
+        (b'{"question": 5}\n', "line 1 has a 'question' that is not a non-empty string"),
+        (b'{"question": "Q?"}\n{"question": "Q?", "context": NaN}\n', "line 2: NaN is not a JSON value"),
+        (b'{"question": "Q?", "context": ["a", "b"]}\n', "line 1 has a 'context' that is not a string"),
+        (b'{"question": "Q?", "id": 1.5}\n', "line 1 has an 'id' that is not a string or an integer"),
+        (b"[1, 2]\n", "line 1 is not an object"),
+        (b'{"question": ' + b"[" * 50_000 + b"]" * 50_000 + b"}\n", "line 1: nested too deeply"),
+        (b'{"question": "Q?", "adapter": "nope"}\n', "line 1: unknown adapter 'nope'"),
+    ],
+)
 def test_a_bad_row_is_one_line_naming_the_file_and_row(two_adapters, tmp_path, content, message):
     src = tmp_path / "q.jsonl"
     src.write_bytes(content)
@@ -40,8 +43,9 @@ def test_a_line_separator_inside_a_passage_does_not_split_the_row(two_adapters, 
     row = two_adapters["rows"][0]
     src = tmp_path / "q.jsonl"
     context = row["context"] + "\u2028Second paragraph.\u2029"
-    src.write_text(json.dumps({"question": row["question"], "context": context}, ensure_ascii=False) + "\n",
-                   encoding="utf-8")
+    src.write_text(
+        json.dumps({"question": row["question"], "context": context}, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     out = tmp_path / "a.jsonl"
     assert predict(two_adapters, src, out).exit_code == 0
     text = out.read_text(encoding="utf-8")
@@ -51,8 +55,10 @@ def test_a_line_separator_inside_a_passage_does_not_split_the_row(two_adapters, 
 
 def test_answers_are_written_as_they_come_and_resume_skips_them(two_adapters, tmp_path):
     rows = two_adapters["rows"]
-    lines = [{"id": f"r{i}", "question": rows[i % len(rows)]["question"], "context": rows[i % len(rows)]["context"]}
-             for i in range(11)]
+    lines = [
+        {"id": f"r{i}", "question": rows[i % len(rows)]["question"], "context": rows[i % len(rows)]["context"]}
+        for i in range(11)
+    ]
     lines[9]["question"] = "why " * 300  # leaves no room for the passage: found when its chunk is planned
     src, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in lines))

@@ -16,19 +16,26 @@ from hypothesis import strategies as st
 from loraqa.errors import LoraqaError
 
 # LORAQA_HYPOTHESIS_EXAMPLES=3000 for a longer hunt than the suite's
-SETTINGS = settings(max_examples=int(os.environ.get("LORAQA_HYPOTHESIS_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("LORAQA_HYPOTHESIS_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 # text made of the characters that matter to the parsers: breaks, heading and sentence marks, JSON
 # punctuation, controls, a surrogate, and letters
-MARKUP = st.text(alphabet=st.sampled_from(list("ab #.!?:;\n\t\r{}[]\",0\\\x00\x1b\u2028é") + ["\ud800"]),
-                 max_size=400)
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | MARKUP,
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(MARKUP, inner, max_size=4),
-                           max_leaves=20)
+MARKUP = st.text(alphabet=st.sampled_from(list('ab #.!?:;\n\t\r{}[]",0\\\x00\x1b\u2028é') + ["\ud800"]), max_size=400)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | MARKUP,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(MARKUP, inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @SETTINGS
-@given(content=st.one_of(MARKUP, st.binary(max_size=300), JSON_VALUES.map(json.dumps)),
-       suffix=st.sampled_from([".md", ".txt", ".jsonl", ".json"]))
+@given(
+    content=st.one_of(MARKUP, st.binary(max_size=300), JSON_VALUES.map(json.dumps)),
+    suffix=st.sampled_from([".md", ".txt", ".jsonl", ".json"]),
+)
 def test_a_reader_gives_documents_or_one_line(content, suffix):
     from loraqa.documents import read_path
 
@@ -47,8 +54,9 @@ def test_a_reader_gives_documents_or_one_line(content, suffix):
 
 
 @SETTINGS
-@given(text=MARKUP, chars=st.integers(20, 300), overlap=st.integers(0, 19),
-       cuts=st.lists(st.integers(0, 400), max_size=5))
+@given(
+    text=MARKUP, chars=st.integers(20, 300), overlap=st.integers(0, 19), cuts=st.lists(st.integers(0, 400), max_size=5)
+)
 def test_passages_point_into_the_document_and_cover_its_text(text, chars, overlap, cuts):
     from loraqa.documents import Document, split_document
 
@@ -58,7 +66,7 @@ def test_passages_point_into_the_document_and_cover_its_text(text, chars, overla
     passages = split_document(doc, chars, overlap)
     covered = set()
     for p in passages:
-        assert p.text == text[p.start:p.end] and p.text.strip()
+        assert p.text == text[p.start : p.end] and p.text.strip()
         assert p.end - p.start <= chars
         covered.update(range(p.start, p.end))
     assert [p.start for p in passages] == sorted(p.start for p in passages)
@@ -82,7 +90,7 @@ def test_a_query_gives_search_words_or_one_line(query):
 def test_a_located_span_is_the_answer_as_the_passage_writes_it(passage, start, length, hint):
     from loraqa.synth.checks import locate_span
 
-    answer = passage[start:start + length]
+    answer = passage[start : start + length]
     span = locate_span(answer, passage, hint)
     if answer.strip():
         assert span is not None
@@ -93,9 +101,19 @@ def test_a_located_span_is_the_answer_as_the_passage_writes_it(passage, start, l
 
 
 @SETTINGS
-@given(export=JSON_VALUES | st.lists(st.fixed_dictionaries(
-    {"id": st.integers(), "data": st.fixed_dictionaries({"text": MARKUP, "question": MARKUP}, optional={
-        "loraqa": JSON_VALUES})}, optional={"annotations": JSON_VALUES, "predictions": JSON_VALUES}), max_size=4))
+@given(
+    export=JSON_VALUES
+    | st.lists(
+        st.fixed_dictionaries(
+            {
+                "id": st.integers(),
+                "data": st.fixed_dictionaries({"text": MARKUP, "question": MARKUP}, optional={"loraqa": JSON_VALUES}),
+            },
+            optional={"annotations": JSON_VALUES, "predictions": JSON_VALUES},
+        ),
+        max_size=4,
+    )
+)
 def test_a_review_export_gives_rows_or_one_line_per_bad_task(export):
     from loraqa.review.jobs import import_reviews
 
@@ -110,4 +128,4 @@ def test_a_review_export_gives_rows_or_one_line_per_bad_task(export):
     assert len(rows) == report.kept and all("\n" not in line for line in report.bad)
     for row in rows:
         for text, at in zip(row["answers"]["text"], row["answers"]["answer_start"]):
-            assert row["context"][at:at + len(text)] == text and at >= 0
+            assert row["context"][at : at + len(text)] == text and at >= 0

@@ -11,8 +11,10 @@ import pytest
 
 from helpers import run_cli
 
-NOTES = {f"note{i}.txt": f"Ward note {i}: the patient in bed {i} was given dose {i} of the drug at {i} o'clock."
-         for i in range(8)}
+NOTES = {
+    f"note{i}.txt": f"Ward note {i}: the patient in bed {i} was given dose {i} of the drug at {i} o'clock."
+    for i in range(8)
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,14 @@ def cross_encoder(tmp_path_factory, minilm):
 
     folder = tmp_path_factory.mktemp("cross-encoder")
     tokenizer = AutoTokenizer.from_pretrained(minilm)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
     import torch
 
     torch.manual_seed(1)  # the same weights whatever ran before (the tests below need it to disagree with BM25)
@@ -69,8 +77,9 @@ def test_no_passage_from_beyond_the_candidates_is_kept(store, cross_encoder):
     assert sorted(got) == sorted(lexical[:3])
 
 
-def test_an_adapter_configured_with_a_cross_encoder_answers_from_the_passages_it_keeps(store, cross_encoder,
-                                                                                     two_adapters, tmp_path):
+def test_an_adapter_configured_with_a_cross_encoder_answers_from_the_passages_it_keeps(
+    store, cross_encoder, two_adapters, tmp_path
+):
     """retrieval.rerank_model in an adapter's config: its answers cite only passages the
     cross-encoder kept (top_k 1 of 8 candidates, where the plain search's best is another)."""
     import shutil

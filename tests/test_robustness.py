@@ -16,18 +16,50 @@ import pytest
 from helpers import SQUAD_V1
 from helpers import read_jsonl, run_cli
 
-ARGS = ["--set", "train.max_steps=40", "--set", "train.save_steps=4", "--set", "train.eval_steps=0",
-        "--set", "train.batch_size=4", "--set", "track.report_to=none", "--set", "model.dtype=fp32",
-        "--set", "train.logging_steps=4", "--set", "train.grad_accum=2"]
+ARGS = [
+    "--set",
+    "train.max_steps=40",
+    "--set",
+    "train.save_steps=4",
+    "--set",
+    "train.eval_steps=0",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "track.report_to=none",
+    "--set",
+    "model.dtype=fp32",
+    "--set",
+    "train.logging_steps=4",
+    "--set",
+    "train.grad_accum=2",
+]
 # With accumulation 2 the first checkpoint (step 4) falls in the second epoch: the resumed run
 # must draw that epoch's length-grouped order exactly as the uninterrupted run did.
 
 
 def start_training(model_dir, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "loraqa", "train", "--model", str(model_dir), "--data",
-                             str(SQUAD_V1), "--output", str(out), *ARGS, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loraqa",
+            "train",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(SQUAD_V1),
+            "--output",
+            str(out),
+            *ARGS,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for_checkpoint(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -45,7 +77,10 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, timeout: float = 120)
 def adapter_difference(a: Path, b: Path) -> float:
     from safetensors.torch import load_file
 
-    x, y = load_file(a / "adapter" / "adapter_model.safetensors"), load_file(b / "adapter" / "adapter_model.safetensors")
+    x, y = (
+        load_file(a / "adapter" / "adapter_model.safetensors"),
+        load_file(b / "adapter" / "adapter_model.safetensors"),
+    )
     assert x.keys() == y.keys()
     return max((x[k] - y[k]).abs().max().item() for k in x)
 
@@ -87,8 +122,9 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tiny_model_dir,
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_full_disk_fails_clearly_and_keeps_the_last_good_checkpoint(tiny_model_dir, tmp_path, monkeypatch,
-                                                                    straight_run):
+def test_full_disk_fails_clearly_and_keeps_the_last_good_checkpoint(
+    tiny_model_dir, tmp_path, monkeypatch, straight_run
+):
     from transformers import Trainer
 
     real_save = Trainer._save_checkpoint
@@ -120,13 +156,45 @@ def test_full_disk_fails_clearly_and_keeps_the_last_good_checkpoint(tiny_model_d
 def test_two_process_ddp_writes_one_run(tiny_model_dir, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     out = tmp_path / "ddp"
-    res = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "loraqa", "train",
-                          "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
-                          "--set", "train.max_steps=6", "--set", "train.batch_size=4", "--set", "train.eval_steps=3",
-                          "--set", "train.save_steps=3", "--set", "train.logging_steps=1", "--set", "eval.subset=2",
-                          "--set", "track.report_to=none", "--set", "data.test_size=0.125", "--set", "train.grad_accum=1"],
-                         capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # 2 processes on 2 cores
+    res = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "loraqa",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(SQUAD_V1),
+            "--output",
+            str(out),
+            "--set",
+            "train.max_steps=6",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.eval_steps=3",
+            "--set",
+            "train.save_steps=3",
+            "--set",
+            "train.logging_steps=1",
+            "--set",
+            "eval.subset=2",
+            "--set",
+            "track.report_to=none",
+            "--set",
+            "data.test_size=0.125",
+            "--set",
+            "train.grad_accum=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # 2 processes on 2 cores
     assert res.returncode == 0, res.stderr[-3000:]
     records = read_jsonl(out / "metrics.jsonl")
     losses = [r for r in records if "loss" in r]

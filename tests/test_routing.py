@@ -15,10 +15,18 @@ from helpers import run_cli
 from loraqa.domain_profile import DomainProfile
 from loraqa.inference.routing import Router, tfidf_route
 
-CLINICAL = ["What dose of amoxicillin was given to the patient?", "Which symptoms did the infected children show?",
-            "How long did the fever last after vaccination?", "What was the mortality rate in the ward?"]
-STORIES = ["Why did the fox trick the crow?", "What did the princess find in the forest?",
-           "Who helped the miller's daughter spin the straw?", "Where did the giant hide his gold?"]
+CLINICAL = [
+    "What dose of amoxicillin was given to the patient?",
+    "Which symptoms did the infected children show?",
+    "How long did the fever last after vaccination?",
+    "What was the mortality rate in the ward?",
+]
+STORIES = [
+    "Why did the fox trick the crow?",
+    "What did the princess find in the forest?",
+    "Who helped the miller's daughter spin the straw?",
+    "Where did the giant hide his gold?",
+]
 
 
 def profiles(with_questions: bool = True) -> dict[str, DomainProfile]:
@@ -35,8 +43,10 @@ def test_a_question_in_other_words_goes_to_its_domain(minilm):
     """No word of these questions is in either profile: TF-IDF has nothing to go on, the
     embedding vote sends each to its domain."""
     router = Router(minilm)
-    asked = {"Which medicine did the doctor prescribe for the infection?": "clinical",
-             "What happened to the wolf at the end of the tale?": "stories"}
+    asked = {
+        "Which medicine did the doctor prescribe for the infection?": "clinical",
+        "What happened to the wolf at the end of the tale?": "stories",
+    }
     for question, domain in asked.items():
         name, score = router.route(profiles(), question, None)
         assert name == domain and 0.5 < score <= 1.0

@@ -38,37 +38,53 @@ def world(tmp_path_factory, domain_adapters):
     keys.write_text(
         f"- {{name: sci, sha256: {digest(SCI)}, adapters: [science], collections: [fixture]}}\n"
         f"- {{name: all, sha256: {digest(ALL)}, adapters: ['*'], collections: ['*']}}\n"
-        f"- {{name: boss, sha256: {digest(ADMIN)}, adapters: ['*'], collections: ['*'], admin: true}}\n")
+        f"- {{name: boss, sha256: {digest(ADMIN)}, adapters: ['*'], collections: ['*'], admin: true}}\n"
+    )
     root = tmp / "root"
     root.mkdir()
     broken = root / "broken"
     shutil.copytree(domain_adapters["runs"]["places"] / "adapter", broken)
     (broken / "loraqa_calibration.json").write_text("{not json")
-    return {"store": store, "keys": keys, "root": root, "runs": domain_adapters["runs"],
-            "rows": domain_adapters["rows"]}
+    return {
+        "store": store,
+        "keys": keys,
+        "root": root,
+        "runs": domain_adapters["runs"],
+        "rows": domain_adapters["rows"],
+    }
 
 
 @pytest.fixture(scope="module")
 def answerer(world):
     from loraqa.inference.answerer import Answerer
 
-    return Answerer({n: str(p) for n, p in world["runs"].items()}, dtype="fp32", store=world["store"],
-                    collections={"science": "fixture"})
+    return Answerer(
+        {n: str(p) for n, p in world["runs"].items()},
+        dtype="fp32",
+        store=world["store"],
+        collections={"science": "fixture"},
+    )
 
 
 @pytest.fixture(scope="module")
 def server(world, answerer):
     from loraqa.serving.app import create_app
 
-    app = create_app(answerer, keys_file=world["keys"], expose_collections=["shared"], adapter_root=world["root"],
-                     store=world["store"])
+    app = create_app(
+        answerer,
+        keys_file=world["keys"],
+        expose_collections=["shared"],
+        adapter_root=world["root"],
+        store=world["store"],
+    )
     with live_server(app) as url:
         yield url
 
 
 def post(server, path, body, key):
-    return httpx.post(f"{server}{path}", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {key}"} if key else {})
+    return httpx.post(
+        f"{server}{path}", json=body, timeout=60, headers={"Authorization": f"Bearer {key}"} if key else {}
+    )
 
 
 def get(server, path, key=None):
@@ -83,8 +99,10 @@ def test_out_of_scope_and_missing_get_the_same_404_naming_nothing(server, world)
     assert "places" not in refused[0].text and "science" not in refused[0].text
     assert post(server, "/v1/answer", {**ask, "adapter": "places"}, ALL).json()["adapter"] == "places"
     assert post(server, "/v1/answer", {**ask, "adapter": "base"}, ALL).status_code == 200
-    searches = [post(server, "/v1/search", {"query": "salary director", "collection": c}, key)
-                for c, key in (("private", SCI), ("private", ALL), ("shared", SCI), ("nowhere", ALL))]
+    searches = [
+        post(server, "/v1/search", {"query": "salary director", "collection": c}, key)
+        for c, key in (("private", SCI), ("private", ALL), ("shared", SCI), ("nowhere", ALL))
+    ]
     assert {r.status_code for r in searches} == {404} and len({r.text for r in searches}) == 1, searches[0].text
     assert "private" not in searches[0].text and "store" not in searches[0].text
     found = post(server, "/v1/search", {"query": "soup canteen", "collection": "shared"}, ALL)
@@ -118,8 +136,12 @@ def test_no_server_path_reaches_a_key_that_is_not_an_admins(server, world, answe
     broken = post(server, "/v1/answer", {"question": "Where?", "context": "Here.", "adapter": "broken"}, ALL)
     replies.append(broken.text)
     assert broken.status_code == 400 and "<server path>" in broken.text and "is damaged" in broken.text
-    secrets = [str(world["store"]), str(world["root"]), *(str(p) for p in world["runs"].values()),
-               str(answerer.base_model)]
+    secrets = [
+        str(world["store"]),
+        str(world["root"]),
+        *(str(p) for p in world["runs"].values()),
+        str(answerer.base_model),
+    ]
     for reply in replies:
         assert not any(s in reply for s in secrets), reply
     # the domain description keeps what the data was, not where it lies
@@ -127,8 +149,10 @@ def test_no_server_path_reaches_a_key_that_is_not_an_admins(server, world, answe
     assert "data.jsonl" in domain and "/" not in domain
     admin = get(server, "/v1/adapters", ADMIN).json()
     assert admin["adapters"][0]["path"].startswith(str(world["runs"]["science"]))
-    assert str(world["root"]) in post(server, "/v1/answer", {"question": "W?", "context": "H.", "adapter": "broken"},
-                                      ADMIN).text
+    assert (
+        str(world["root"])
+        in post(server, "/v1/answer", {"question": "W?", "context": "H.", "adapter": "broken"}, ADMIN).text
+    )
 
 
 def test_requests_are_counted_per_key(server, world):
@@ -181,8 +205,10 @@ def mcp_url(world, answerer):
 
 def call(url: str, key: str, tool: str, arguments: dict):
     async def go():
-        async with Client(streamable_http_client(url, http_client=create_mcp_http_client(
-                headers={"Authorization": f"Bearer {key}"})), read_timeout_seconds=120) as c:
+        async with Client(
+            streamable_http_client(url, http_client=create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})),
+            read_timeout_seconds=120,
+        ) as c:
             return await c.call_tool(tool, arguments)
 
     return asyncio.run(go())
@@ -193,13 +219,17 @@ def test_mcp_tools_keep_to_the_callers_scope(mcp_url, world):
     assert [d["name"] for d in domains] == ["science"]
     assert "/" not in json.dumps(domains)
     row = world["rows"]["places"][0]
-    refused = [call(mcp_url, SCI, "answer_question", {"question": row["question"], "context": row["context"],
-                                                      "domain": d}) for d in ("places", "nope")]
+    refused = [
+        call(mcp_url, SCI, "answer_question", {"question": row["question"], "context": row["context"], "domain": d})
+        for d in ("places", "nope")
+    ]
     assert all(r.is_error for r in refused) and refused[0].content[0].text == refused[1].content[0].text
     auto = call(mcp_url, SCI, "answer_question", {"question": row["question"], "context": row["context"]})
     assert not auto.is_error and auto.structured_content["domain"] == "science"
-    searches = [call(mcp_url, key, "search_documents", {"query": "director salary", "collection": c})
-                for key, c in ((SCI, "private"), (ALL, "private"), (SCI, "shared"), (ALL, "nowhere"))]
+    searches = [
+        call(mcp_url, key, "search_documents", {"query": "director salary", "collection": c})
+        for key, c in ((SCI, "private"), (ALL, "private"), (SCI, "shared"), (ALL, "nowhere"))
+    ]
     assert all(r.is_error for r in searches) and len({r.content[0].text for r in searches}) == 1
     shared = call(mcp_url, ALL, "search_documents", {"query": "soup", "collection": "shared"})
     assert not shared.is_error and shared.structured_content["passages"][0]["title"] == "Canteen"
@@ -226,14 +256,17 @@ def test_keys_new_prints_a_key_once_and_its_entry_works(tmp_path):
     assert again.exit_code == 2 and "already has a key named 'tutor'" in again.stderr
 
 
-@pytest.mark.parametrize("content,message", [
-    ("name: x", "must be a list of entries"),
-    ("- {name: a, sha256: abc}", "'sha256' must be the 64 hex digits"),
-    ("- {name: a, sha256: " + "a" * 64 + ", adapters: 5}", "'adapters' must be a list"),
-    ("- {name: a, sha256: " + "a" * 64 + ", role: admin}", "unknown field 'role'"),
-    ("- {name: a, sha256: " + "a" * 64 + "}\n- {name: a, sha256: " + "b" * 64 + "}", "two keys are named 'a'"),
-    ("[" * 5000, "is not YAML"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("name: x", "must be a list of entries"),
+        ("- {name: a, sha256: abc}", "'sha256' must be the 64 hex digits"),
+        ("- {name: a, sha256: " + "a" * 64 + ", adapters: 5}", "'adapters' must be a list"),
+        ("- {name: a, sha256: " + "a" * 64 + ", role: admin}", "unknown field 'role'"),
+        ("- {name: a, sha256: " + "a" * 64 + "}\n- {name: a, sha256: " + "b" * 64 + "}", "two keys are named 'a'"),
+        ("[" * 5000, "is not YAML"),
+    ],
+)
 def test_a_bad_keys_file_is_one_line_before_anything_loads(tmp_path, content, message):
     keys = tmp_path / "keys.yaml"
     keys.write_text(content)

@@ -76,8 +76,10 @@ def test_a_50_mb_chunked_body_is_refused_while_it_is_read(answerer):
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            s.sendall(b"POST /v1/answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n")
+            s.sendall(
+                b"POST /v1/answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
             sent = 0
             try:
                 while sent < 50 * 2**20:
@@ -121,8 +123,9 @@ def test_deeply_nested_json_is_a_400_not_a_500(answerer, path):
 def test_a_body_that_is_not_json_is_refused_with_415(answerer, path, content_type):
     """A web page can send text/plain or a form without asking the browser's permission (no
     preflight): such a request must not be read as JSON."""
-    body = json.dumps({"question": "Q?", "model": "answers", "prompt": "Q?",
-                       "messages": [{"role": "user", "content": "Q?"}]})
+    body = json.dumps(
+        {"question": "Q?", "model": "answers", "prompt": "Q?", "messages": [{"role": "user", "content": "Q?"}]}
+    )
     headers = {"content-type": content_type} if content_type else {}
     with local_client(app_of(answerer)) as c:
         res = c.post(path, content=body, headers=headers)
@@ -143,8 +146,11 @@ def test_requests_for_another_host_are_refused(answerer):
 
 
 def test_no_cross_origin_access_unless_an_origin_is_allowed(answerer):
-    preflight = {"origin": "https://app.example.org", "access-control-request-method": "POST",
-                 "access-control-request-headers": "content-type"}
+    preflight = {
+        "origin": "https://app.example.org",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    }
     with local_client(app_of(answerer)) as c:
         res = c.options("/v1/answer", headers=preflight)
         assert "access-control-allow-origin" not in res.headers
@@ -187,8 +193,9 @@ def test_a_completion_with_20000_prompts_is_refused_before_any_planning(answerer
     held.gate.set()
     with local_client(app) as c:
         start = time.perf_counter()
-        res = c.post("/v1/completions", json={"model": "answers", "prompt": ["Q?"] * 20_000,
-                                              "context": "word " * 200_000})
+        res = c.post(
+            "/v1/completions", json={"model": "answers", "prompt": ["Q?"] * 20_000, "context": "word " * 200_000}
+        )
         took = time.perf_counter() - start
     assert res.status_code == 413 and "64" in res.json()["error"]["message"]
     assert held.calls == [] and took < 5
@@ -246,8 +253,10 @@ def test_a_client_that_disconnects_leaves_no_work_behind(answerer, two_adapters)
     with live_server(app) as url:
         port = int(url.rsplit(":", 1)[1])
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"POST /v1/answer/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        s.sendall(
+            b"POST /v1/answer/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         deadline = time.time() + 10
         while not held.calls and time.time() < deadline:
             time.sleep(0.01)
@@ -307,8 +316,15 @@ def test_planning_does_not_wait_behind_a_model_call(answerer):
 
 def test_wrong_number_types_are_refused_at_the_edge(answerer):
     with local_client(app_of(answerer)) as c:
-        res = c.post("/v1/chat/completions", json={"model": "answers", "max_tokens": 1.5, "max_completion_tokens": 4,
-                                                   "messages": [{"role": "user", "content": "Q?"}]})
+        res = c.post(
+            "/v1/chat/completions",
+            json={
+                "model": "answers",
+                "max_tokens": 1.5,
+                "max_completion_tokens": 4,
+                "messages": [{"role": "user", "content": "Q?"}],
+            },
+        )
         assert res.status_code == 400 and res.json()["error"]["param"] == "max_tokens"
         res = c.post("/v1/answer", json={"question": 5})
         assert res.status_code == 422
@@ -343,8 +359,10 @@ def test_a_failing_window_fails_only_its_own_request(answerer, two_adapters):
             held_batch = asyncio.create_task(client.post("/v1/answer", json=good))
             while not held.calls:
                 await asyncio.sleep(0.01)
-            tasks = [asyncio.create_task(client.post("/v1/answer", json=good)),
-                     asyncio.create_task(client.post("/v1/answer", json={**good, "question": poisoned}))]
+            tasks = [
+                asyncio.create_task(client.post("/v1/answer", json=good)),
+                asyncio.create_task(client.post("/v1/answer", json={**good, "question": poisoned})),
+            ]
             await asyncio.sleep(0.2)  # both planned and queued: they share the next batch
             held.gate.set()
             return await held_batch, *[await t for t in tasks]
@@ -416,8 +434,9 @@ def test_unloading_waits_for_windows_in_flight_without_blocking_the_server(two_a
     assert unload.status_code == 200 and "titles" not in answerer.names
 
 
-def test_batches_keep_short_windows_apart_from_long_ones_and_new_documents_start_small(answerer, two_adapters,
-                                                                                         squad_rows):
+def test_batches_keep_short_windows_apart_from_long_ones_and_new_documents_start_small(
+    answerer, two_adapters, squad_rows
+):
     """A short question is not padded to a long document's full-length windows (that would make
     its batch cost several times more), and a new document starts with two windows a batch, so
     one whose client goes away at once has cost two windows, not a full batch."""
@@ -435,8 +454,9 @@ def test_batches_keep_short_windows_apart_from_long_ones_and_new_documents_start
     short = {"question": row["question"], "context": row["context"][:80]}
 
     async def scenario(client):
-        long_task = asyncio.create_task(client.post("/v1/answer", json={"question": row["question"],
-                                                                        "context": document}))
+        long_task = asyncio.create_task(
+            client.post("/v1/answer", json={"question": row["question"], "context": document})
+        )
         while len(lengths) < 1:
             await asyncio.sleep(0.001)
         small = await client.post("/v1/answer", json=short)
@@ -469,8 +489,9 @@ def test_a_long_window_does_not_join_a_batch_of_short_ones(answerer, two_adapter
         five = asyncio.create_task(client.post("/v1/answer/batch", json={"requests": [short] * 5}))
         while not held.calls:
             await asyncio.sleep(0.001)  # 4 of its windows in the held batch, 1 waiting
-        long_task = asyncio.create_task(client.post("/v1/answer", json={"question": row["question"],
-                                                                        "context": document}))
+        long_task = asyncio.create_task(
+            client.post("/v1/answer", json={"question": row["question"], "context": document})
+        )
         while app.state.batcher.queued < 2:
             await asyncio.sleep(0.001)
         held.gate.set()

@@ -43,12 +43,31 @@ def test_metrics_count_requests_batches_queue_and_adapters(client, domain_adapte
     assert client.post("/v1/chat/completions", json=chat, headers=KEY).status_code == 200
     assert client.get("/metrics").status_code == 401  # the API-key rule of the other routes
     text = client.get("/metrics", headers=KEY).text
-    assert sample(text, "loraqa_requests_total", adapter="science", route="/v1/answer", status="200", key="LORAQA_ADMIN_KEY") == 2
+    assert (
+        sample(
+            text, "loraqa_requests_total", adapter="science", route="/v1/answer", status="200", key="LORAQA_ADMIN_KEY"
+        )
+        == 2
+    )
     # a name that is not loaded is counted as "unknown": clients cannot grow the label set
-    assert sample(text, "loraqa_requests_total", adapter="unknown", route="/v1/answer", status="404", key="LORAQA_ADMIN_KEY") == 1
+    assert (
+        sample(
+            text, "loraqa_requests_total", adapter="unknown", route="/v1/answer", status="404", key="LORAQA_ADMIN_KEY"
+        )
+        == 1
+    )
     assert 'adapter="nope"' not in text
-    assert sample(text, "loraqa_requests_total", adapter="places", route="/v1/chat/completions", status="200",
-                  key="LORAQA_ADMIN_KEY") == 1
+    assert (
+        sample(
+            text,
+            "loraqa_requests_total",
+            adapter="places",
+            route="/v1/chat/completions",
+            status="200",
+            key="LORAQA_ADMIN_KEY",
+        )
+        == 1
+    )
     assert sample(text, "loraqa_request_duration_seconds_count", adapter="science") == 2
     assert sample(text, "loraqa_batch_size_count") == 3  # one model call per answered request here
     assert sample(text, "loraqa_batch_size_sum") == 3
@@ -76,10 +95,17 @@ def test_a_failing_hot_load_leaves_the_loaded_adapters_answering(client, domain_
     res = client.post("/v1/adapters", json={"name": "alien", "path": str(other)}, headers=KEY)
     assert res.status_code == 400 and "does not fit" in res.text
 
-    assert [m["id"] for m in client.get("/v1/models", headers=KEY).json()["data"]] == ["science", "places", "base", "auto"]
+    assert [m["id"] for m in client.get("/v1/models", headers=KEY).json()["data"]] == [
+        "science",
+        "places",
+        "base",
+        "auto",
+    ]
     after = {n: client.post("/v1/answer", json=q, headers=KEY).json() for n, q in asks.items()}
     for n in rows:
-        assert after[n]["answer"] == before[n]["answer"] and after[n]["score"] == pytest.approx(before[n]["score"], abs=1e-5)
+        assert after[n]["answer"] == before[n]["answer"] and after[n]["score"] == pytest.approx(
+            before[n]["score"], abs=1e-5
+        )
 
 
 def make_adapter_for_another_base(out, like):
@@ -87,8 +113,19 @@ def make_adapter_for_another_base(out, like):
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-    model = T5ForConditionalGeneration(T5Config(vocab_size=600, d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
-                                                decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+    model = T5ForConditionalGeneration(
+        T5Config(
+            vocab_size=600,
+            d_model=32,
+            d_ff=64,
+            num_layers=1,
+            num_heads=2,
+            d_kv=16,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
     peft = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=16, target_modules=["q", "v"]))
     peft.save_pretrained(out)
     AutoTokenizer.from_pretrained(like).save_pretrained(out)
@@ -96,7 +133,9 @@ def make_adapter_for_another_base(out, like):
 
 
 def test_hot_loaded_adapters_show_in_the_model_list_at_once(client, domain_adapters, tmp_path):
-    shutil.copytree(domain_adapters["runs"]["science"], tmp_path / "science", ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(
+        domain_adapters["runs"]["science"], tmp_path / "science", ignore=shutil.ignore_patterns("checkpoints")
+    )
     res = client.post("/v1/adapters", json={"name": "science2", "path": "science"}, headers=KEY)
     assert res.status_code == 201, res.text
     assert "science2" in [m["id"] for m in client.get("/v1/models", headers=KEY).json()["data"]]
@@ -114,8 +153,9 @@ def test_training_writes_a_domain_profile_that_describes_the_adapter(domain_adap
 
 def test_predict_rows_choose_their_adapter_by_domain(domain_adapters, tmp_path):
     rows = [r for n in ("science", "places") for r in domain_adapters["rows"][n][:2]]
-    src = write_jsonl(tmp_path / "q.jsonl", [{"question": r["question"], "context": r["context"], "adapter": "auto"}
-                                             for r in rows])
+    src = write_jsonl(
+        tmp_path / "q.jsonl", [{"question": r["question"], "context": r["context"], "adapter": "auto"} for r in rows]
+    )
     args = [x for n, p in domain_adapters["runs"].items() for x in ("-a", f"{n}={p}")]
     res = run_cli("predict", *args, "--input", str(src), "--output", str(tmp_path / "a.jsonl"))
     assert res.exit_code == 0, res.output
@@ -136,7 +176,10 @@ def test_adapters_without_a_profile_are_not_candidates(domain_adapters, tmp_path
         answerer = Answerer({"science": str(domain_adapters["runs"]["science"]), "bare": str(bare)}, dtype="fp32")
     assert "adapter 'bare' has no domain profile" in caplog.text
     row = domain_adapters["rows"]["places"][0]  # a places question: only science can be chosen
-    assert answerer.answer([{"question": row["question"], "context": row["context"], "adapter": "auto"}])[0].adapter == "science"
+    assert (
+        answerer.answer([{"question": row["question"], "context": row["context"], "adapter": "auto"}])[0].adapter
+        == "science"
+    )
     alone = Answerer({"bare": str(bare)}, dtype="fp32")
     with pytest.raises(AdapterNotFound, match="domain profile"):
         alone.answer([{"question": row["question"], "adapter": "auto"}])

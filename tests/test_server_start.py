@@ -12,8 +12,9 @@ import time
 import httpx
 
 # the CLI in a fresh interpreter where the `mcp` package cannot be imported (as if not installed)
-WITHOUT_MCP = "import sys; sys.modules['mcp'] = None; sys.argv = ['loraqa', *sys.argv[1:]]; " \
-              "from loraqa.cli import main; main()"
+WITHOUT_MCP = (
+    "import sys; sys.modules['mcp'] = None; sys.argv = ['loraqa', *sys.argv[1:]]; from loraqa.cli import main; main()"
+)
 
 
 def free_port() -> int:
@@ -25,8 +26,13 @@ def free_port() -> int:
 def test_serve_runs_without_mcp_and_takes_its_keys_from_the_environment(two_adapters):
     port = free_port()
     env = {**os.environ, "LORAQA_API_KEY": "ask-key", "LORAQA_ADMIN_KEY": "admin-key", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", WITHOUT_MCP, "serve", "-a", f"answers={two_adapters['answers']}",
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_MCP, "serve", "-a", f"answers={two_adapters['answers']}", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -55,7 +61,11 @@ def test_serve_runs_without_mcp_and_takes_its_keys_from_the_environment(two_adap
 
 
 def test_mcp_without_its_package_says_how_to_install_it(two_adapters):
-    res = subprocess.run([sys.executable, "-c", WITHOUT_MCP, "mcp", "-a", f"answers={two_adapters['answers']}"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", WITHOUT_MCP, "mcp", "-a", f"answers={two_adapters['answers']}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "needs the 'mcp' package; install it with `pip install 'loraqa[mcp]'`" in res.stderr

@@ -12,21 +12,34 @@ from helpers import local_client, read_jsonl, run_cli
 
 def test_predict_one_question(two_adapters):
     row = two_adapters["rows"][0]
-    res = run_cli("predict", "--adapter", str(two_adapters["answers"]), "--question", row["question"],
-                  "--context", row["context"])
+    res = run_cli(
+        "predict", "--adapter", str(two_adapters["answers"]), "--question", row["question"], "--context", row["context"]
+    )
     assert res.exit_code == 0, res.output
     assert res.stdout.strip() == row["answers"]["text"][0]
 
 
 def test_predict_file_mixes_adapters_in_one_batch(two_adapters, tmp_path):
     rows = two_adapters["rows"][:3]
-    lines = [{"id": r["id"], "question": r["question"], "context": r["context"], "adapter": name}
-             for r in rows for name in ("answers", "titles")]
+    lines = [
+        {"id": r["id"], "question": r["question"], "context": r["context"], "adapter": name}
+        for r in rows
+        for name in ("answers", "titles")
+    ]
     src = tmp_path / "q.jsonl"
     src.write_text("".join(json.dumps(l) + "\n" for l in lines))
     out = tmp_path / "a.jsonl"
-    res = run_cli("predict", "-a", f"answers={two_adapters['answers']}", "-a", f"titles={two_adapters['titles']}",
-                  "--input", str(src), "--output", str(out))
+    res = run_cli(
+        "predict",
+        "-a",
+        f"answers={two_adapters['answers']}",
+        "-a",
+        f"titles={two_adapters['titles']}",
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     got = read_jsonl(out)
     want = [r["answers"]["text"][0] if n == "answers" else r["title"] for r in rows for n in ("answers", "titles")]
@@ -55,8 +68,12 @@ def test_merged_model_answers_like_base_plus_adapter(two_adapters, tmp_path, ans
             ids = plan_reading(tok, r["question"], r["context"], "squad", 384, 128)[0].source
             gen = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=32, do_sample=False)
             merged.append(tok.decode(gen[0], skip_special_tokens=True).strip())
-    via_adapter = [a.answer for a in answerer.answer([{"question": r["question"], "context": r["context"],
-                                                       "adapter": "answers"} for r in rows])]
+    via_adapter = [
+        a.answer
+        for a in answerer.answer(
+            [{"question": r["question"], "context": r["context"], "adapter": "answers"} for r in rows]
+        )
+    ]
     assert merged == via_adapter == [r["answers"]["text"][0] for r in rows]
 
 
@@ -69,6 +86,7 @@ def test_merge_refuses_to_overwrite(two_adapters, tmp_path):
 
 
 # ---------------------------------------------------------------- HTTP API
+
 
 @pytest.fixture
 def client(answerer):
@@ -99,8 +117,10 @@ def test_two_adapters_answer_differently_in_one_batch(client, two_adapters):
     row = two_adapters["rows"][1]
     q = {"question": row["question"], "context": row["context"]}
     before = client.get("/health").json()["batches"]
-    res = client.post("/v1/answer/batch", json={"requests": [{**q, "adapter": "answers"}, {**q, "adapter": "titles"},
-                                                             {**q, "adapter": "base"}]})
+    res = client.post(
+        "/v1/answer/batch",
+        json={"requests": [{**q, "adapter": "answers"}, {**q, "adapter": "titles"}, {**q, "adapter": "base"}]},
+    )
     assert res.status_code == 200, res.text
     answers = res.json()["answers"]
     assert answers[0]["answer"] == row["answers"]["text"][0] and answers[0]["adapter"] == "answers"
@@ -123,9 +143,17 @@ def test_concurrent_requests_are_gathered_into_batches(answerer, two_adapters):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-                reqs = [c.post("/v1/answer", json={"question": r["question"], "context": r["context"],
-                                                   "adapter": ("answers", "titles")[i % 2]})
-                        for i, r in enumerate(rows * 2)]
+                reqs = [
+                    c.post(
+                        "/v1/answer",
+                        json={
+                            "question": r["question"],
+                            "context": r["context"],
+                            "adapter": ("answers", "titles")[i % 2],
+                        },
+                    )
+                    for i, r in enumerate(rows * 2)
+                ]
                 return await asyncio.gather(*reqs), app.state.batcher.batches
 
     responses, batches = asyncio.run(fire())
@@ -135,20 +163,25 @@ def test_concurrent_requests_are_gathered_into_batches(answerer, two_adapters):
     assert batches < len(responses)  # 16 requests, fewer model calls
 
 
-@pytest.mark.parametrize("body,code,message", [
-    ({"question": "Q?", "adapter": "nope"}, 404, "no such adapter is available to this key"),
-    ({"context": "no question"}, 422, "question"),
-    ({"question": ""}, 422, "question"),
-    ({"question": "x" * 1001}, 413, "question longer than 1000"),
-    ({"question": "Q?", "context": "x" * 1_000_001}, 413, "context longer than 1000000"),
-])
+@pytest.mark.parametrize(
+    "body,code,message",
+    [
+        ({"question": "Q?", "adapter": "nope"}, 404, "no such adapter is available to this key"),
+        ({"context": "no question"}, 422, "question"),
+        ({"question": ""}, 422, "question"),
+        ({"question": "x" * 1001}, 413, "question longer than 1000"),
+        ({"question": "Q?", "context": "x" * 1_000_001}, 413, "context longer than 1000000"),
+    ],
+)
 def test_bad_requests(client, body, code, message):
     res = client.post("/v1/answer", json=body)
     assert res.status_code == code and message in res.text
 
 
 def test_oversized_body_is_refused(client):
-    res = client.post("/v1/answer", content=b"{" + b" " * 3_000_000 + b"}", headers={"content-type": "application/json"})
+    res = client.post(
+        "/v1/answer", content=b"{" + b" " * 3_000_000 + b"}", headers={"content-type": "application/json"}
+    )
     assert res.status_code == 413
 
 
@@ -239,10 +272,13 @@ def test_beam_search_runs_one_adapter_per_batch(answerer, two_adapters):
     """Mixed-adapter batches support greedy decoding only; with beams each adapter gets its own
     batches and the answers still come back in request order."""
     rows = two_adapters["rows"][:3]
-    reqs = [{"question": r["question"], "context": r["context"], "adapter": n}
-            for r in rows for n in ("titles", "answers")]
+    reqs = [
+        {"question": r["question"], "context": r["context"], "adapter": n} for r in rows for n in ("titles", "answers")
+    ]
     got = [a.answer for a in answerer.answer(reqs, num_beams=2)]
-    assert got == [r["title"] if n == "titles" else r["answers"]["text"][0] for r in rows for n in ("titles", "answers")]
+    assert got == [
+        r["title"] if n == "titles" else r["answers"]["text"][0] for r in rows for n in ("titles", "answers")
+    ]
 
 
 def test_adapters_trained_in_fp32_answer_in_fp32_on_a_bf16_machine(two_adapters, monkeypatch):

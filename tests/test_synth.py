@@ -38,7 +38,7 @@ def test_answer_candidates_are_quoted_names_and_numbers_first():
 
     text = "The Seine flows through Paris. Most people visit in 1903 and later. It has 17 bridges."
     got = answer_candidates(text, 4, seed=1)
-    assert all(text[s:s + len(a)] == a for a, s in got)  # offsets into the passage
+    assert all(text[s : s + len(a)] == a for a, s in got)  # offsets into the passage
     assert {a for a, _ in got} == {"Seine", "Paris", "1903", "17 bridges"}  # no "The", no "and", no "Most"
     assert answer_candidates(text, 4, seed=1) == got  # the same for a seed
 
@@ -88,20 +88,23 @@ def test_the_readers_span_replaces_loose_answer_bounds_and_unfinished_or_unknown
         a, c = r["answers"]["text"][0], r["context"]
         if c.count(a) != 1 or len(rows) == 4:
             continue
-        nxt = c[c.find(a) + len(a):].split()
+        nxt = c[c.find(a) + len(a) :].split()
         if nxt and nxt[0].isalpha():  # the word after the answer: F1 2/3 against the answer alone
             rows.append(r)
             loose.append(f"{a} {nxt[0]}")
     assert len(rows) == 4, "the fixture has answers followed by a word"
-    passages = [SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
-                for i, r in enumerate(rows)]
+    passages = [
+        SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
+        for i, r in enumerate(rows)
+    ]
     drafts = [Draft(i, r["question"], w) for i, (r, w) in enumerate(zip(rows, loose))]
     drafts.append(Draft(0, rows[0]["question"][:-1] + " and", rows[0]["answers"]["text"][0], cut_off=True))
     drafts.append(Draft(1, "What did Zorblax Quimm find?", rows[1]["answers"]["text"][0]))
     reader = Reader(answerer, "answers")
     out, report = synthesise(passages, GivenPairs(drafts), reader)
-    assert [(r["answers"]["text"][0], r["generated_answer"]) for r in out] == \
-        [(r["answers"]["text"][0], w) for r, w in zip(rows, loose)]
+    assert [(r["answers"]["text"][0], r["generated_answer"]) for r in out] == [
+        (r["answers"]["text"][0], w) for r, w in zip(rows, loose)
+    ]
     for r, row in zip(out, rows):
         assert r["answers"]["answer_start"] == row["answers"]["answer_start"] and r["roundtrip_f1"] < 1
     assert report.answers_from_reader == 4
@@ -123,8 +126,10 @@ def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answer
     from loraqa.synth.sampling import SourcePassage
 
     rows = [r for r in two_adapters["rows"] if r["context"].count(r["answers"]["text"][0]) == 1][:6]
-    passages = [SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
-                for i, r in enumerate(rows)]
+    passages = [
+        SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
+        for i, r in enumerate(rows)
+    ]
     good = [Draft(i, r["question"], r["answers"]["text"][0]) for i, r in enumerate(rows)]
     # The answer of another question on the same passage: quoted from it, so only the round trip can
     # tell. Each is filed under a document of its own, so that it is not dropped as a repeated question.
@@ -132,8 +137,11 @@ def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answer
     for i, r in enumerate(rows):
         for o in rows:
             if o["context"] == r["context"] and o["answers"]["text"][0] != r["answers"]["text"][0]:
-                passages.append(SourcePassage(f"swap{len(swapped)}", r["title"], "fixture", None, 0,
-                                              len(r["context"]), r["context"]))
+                passages.append(
+                    SourcePassage(
+                        f"swap{len(swapped)}", r["title"], "fixture", None, 0, len(r["context"]), r["context"]
+                    )
+                )
                 swapped.append(Draft(len(passages) - 1, r["question"], o["answers"]["text"][0]))
     missing = [Draft(0, "What is never said?", "a phrase the passage lacks")]
     assert swapped, "the fixture has passages with two questions"
@@ -142,7 +150,7 @@ def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answer
     assert {r["document"] for r in out} == {f"doc{i}" for i in range(len(rows))}
     for row in out:
         at = row["answers"]["answer_start"][0]
-        assert row["context"][at:at + len(row["answers"]["text"][0])] == row["answers"]["text"][0]
+        assert row["context"][at : at + len(row["answers"]["text"][0])] == row["answers"]["text"][0]
         assert row["roundtrip_f1"] >= 0.5 and row["generator"] == "planted"
     assert report.dropped == {"round_trip": len(swapped), "answer_not_in_passage": 1}
     assert report.generated == len(good) + len(swapped) + 1 and report.kept == len(rows)
@@ -154,10 +162,15 @@ def test_a_given_answer_is_scored_on_the_scale_of_the_readers_own(answerer, two_
     rows = two_adapters["rows"][:4]
     for name in ("answers", "titles"):
         said = answerer.answer([{"question": r["question"], "context": r["context"], "adapter": name} for r in rows])
-        scored = answerer.answer_logprobs([{"question": r["question"], "context": r["context"], "answer": a.answer,
-                                            "adapter": name} for r, a in zip(rows, said)])
-        assert [a.answer for a in said] == ([r["answers"]["text"][0] for r in rows] if name == "answers"
-                                            else [r["title"] for r in rows])
+        scored = answerer.answer_logprobs(
+            [
+                {"question": r["question"], "context": r["context"], "answer": a.answer, "adapter": name}
+                for r, a in zip(rows, said)
+            ]
+        )
+        assert [a.answer for a in said] == (
+            [r["answers"]["text"][0] for r in rows] if name == "answers" else [r["title"] for r in rows]
+        )
         assert scored == pytest.approx([a.score for a in said], abs=1e-4)
 
 
@@ -174,7 +187,7 @@ def test_a_given_answer_is_scored_where_its_question_was_written_about(answerer,
     first = context.find(answer)
     second = context.rfind(answer)
     # the same passage with the first occurrence blotted out: its window of the second is the same text
-    blotted = context[:first] + "x" * len(answer) + context[first + len(answer):]
+    blotted = context[:first] + "x" * len(answer) + context[first + len(answer) :]
     asked = {"question": row["question"], "answer": answer, "adapter": "answers", "answer_start": second}
     at_second, in_blotted = answerer.answer_logprobs([dict(asked, context=context), dict(asked, context=blotted)])
     assert at_second == pytest.approx(in_blotted, abs=1e-6)
@@ -191,8 +204,10 @@ def test_the_likelihood_margin_keeps_pairs_the_reader_finds_nearly_as_likely(ans
     from loraqa.synth.sampling import SourcePassage
 
     rows = [r for r in two_adapters["rows"] if r["answers"]["text"][0] not in r["title"]][:6]
-    passages = [SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
-                for i, r in enumerate(rows)]
+    passages = [
+        SourcePassage(f"doc{i}", r["title"], "fixture", None, 0, len(r["context"]), r["context"])
+        for i, r in enumerate(rows)
+    ]
     pairs = GivenPairs([Draft(i, r["question"], r["answers"]["text"][0]) for i, r in enumerate(rows)], "given")
     none, report = synthesise(passages, pairs, Reader(answerer, "titles"))
     assert none == [] and report.dropped == {"round_trip": len(rows)}
@@ -206,8 +221,9 @@ def test_the_likelihood_margin_keeps_pairs_the_reader_finds_nearly_as_likely(ans
     assert report.roundtrip_margin == margin
 
 
-def test_loraqa_synth_writes_checked_pairs_that_training_can_split_by_document(question_writer, two_adapters, store,
-                                                                                 tmp_path):
+def test_loraqa_synth_writes_checked_pairs_that_training_can_split_by_document(
+    question_writer, two_adapters, store, tmp_path
+):
     """From the collection 'fixture': the question writer writes a question per answer candidate,
     the 'answers' adapter reads them back; the known questions survive, each row points into its
     document, and unanswerable copies are set against other documents' passages."""
@@ -216,8 +232,22 @@ def test_loraqa_synth_writes_checked_pairs_that_training_can_split_by_document(q
     from loraqa.synth.candidates import answer_candidates
 
     out = tmp_path / "synth.jsonl"
-    res = run_cli("synth", "fixture", "--store", str(store), "-a", str(question_writer["run"]), "--reader",
-                  str(two_adapters["answers"]), "--per-passage", "200", "--unanswerable", "0.5", "-o", str(out))
+    res = run_cli(
+        "synth",
+        "fixture",
+        "--store",
+        str(store),
+        "-a",
+        str(question_writer["run"]),
+        "--reader",
+        str(two_adapters["answers"]),
+        "--per-passage",
+        "200",
+        "--unanswerable",
+        "0.5",
+        "-o",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     rows = load_rows(str(out))
     raw = read_jsonl(out)
@@ -227,12 +257,15 @@ def test_loraqa_synth_writes_checked_pairs_that_training_can_split_by_document(q
     assert report["kept"] + sum(report["dropped"].values()) == report["generated"]
     assert f"{report['kept']} kept" in res.stderr
     known = {r["question"] for r in question_writer["rows"]} & {r["question"] for r in two_adapters["rows"]}
-    expected = {r["question"] for r in question_writer["rows"] if r["question"] in known
-                and r["answers"]["text"][0] in [a for a, _ in answer_candidates(r["context"], 200, 0)]}
+    expected = {
+        r["question"]
+        for r in question_writer["rows"]
+        if r["question"] in known and r["answers"]["text"][0] in [a for a, _ in answer_candidates(r["context"], 200, 0)]
+    }
     assert expected and expected <= {r["question"] for r in answerable}
     for r in answerable:
         at = r["answers"]["answer_start"][0]
-        assert r["context"][at:at + len(r["answers"]["text"][0])] == r["answers"]["text"][0]
+        assert r["context"][at : at + len(r["answers"]["text"][0])] == r["answers"]["text"][0]
         assert r["roundtrip_f1"] >= 0.5 and r["generator"].startswith("local:")
     by_id = {r["id"]: r for r in raw}
     for r in raw:
@@ -258,8 +291,14 @@ def test_synth_refuses_what_it_cannot_do_in_one_line(two_adapters, question_writ
         (["fixture", "--input", "x.txt", "--store", str(store), "-o", str(out)], "not both"),
         (["nope", "--store", str(store), "-a", str(two_adapters["answers"]), "-o", str(out)], "nope"),
         (["fixture", "--store", str(store), "--unanswerable", "2", "-o", str(out)], "--unanswerable"),
-        (["fixture", "--store", str(store), "-a", writer, "--roundtrip-margin", "1", "-o", str(out)], "needs a --reader"),
-        (["fixture", "--store", str(store), "-a", writer, "--spans", "both", "-o", str(out)], "--spans is reader or writer"),
+        (
+            ["fixture", "--store", str(store), "-a", writer, "--roundtrip-margin", "1", "-o", str(out)],
+            "needs a --reader",
+        ),
+        (
+            ["fixture", "--store", str(store), "-a", writer, "--spans", "both", "-o", str(out)],
+            "--spans is reader or writer",
+        ),
     ]
     for args, says in cases:
         res = run_cli("synth", *args)

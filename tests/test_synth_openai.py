@@ -32,20 +32,45 @@ def synth(*args):
     return run_cli("synth", *args)
 
 
-def test_loraqa_serve_writes_the_same_questions_as_the_local_generator(qg_server, question_writer, two_adapters,
-                                                                         store, tmp_path, monkeypatch):
+def test_loraqa_serve_writes_the_same_questions_as_the_local_generator(
+    qg_server, question_writer, two_adapters, store, tmp_path, monkeypatch
+):
     """The question-generation adapter served by loraqa and asked through the openai client
     writes, for the same passages and answer candidates, the questions the local generator
     writes; the pairs pass the same checks, come with token counts, train, and a rerun is
     answered from the cache."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    common = ["fixture", "--store", str(store), "--passages", "6", "--per-passage", "4",
-              "--reader", str(two_adapters["answers"]), "--min-roundtrip-f1", "0"]
+    common = [
+        "fixture",
+        "--store",
+        str(store),
+        "--passages",
+        "6",
+        "--per-passage",
+        "4",
+        "--reader",
+        str(two_adapters["answers"]),
+        "--min-roundtrip-f1",
+        "0",
+    ]
     local = synth(*common, "-a", str(question_writer["run"]), "-o", str(tmp_path / "local.jsonl"))
     assert local.exit_code == 0, local.output
     out = tmp_path / "served.jsonl"
-    served = synth(*common, "--generator", "openai", "--ask", "questions", "--base-url", qg_server, "--model", "qg",
-                   "--concurrency", "3", "-o", str(out))
+    served = synth(
+        *common,
+        "--generator",
+        "openai",
+        "--ask",
+        "questions",
+        "--base-url",
+        qg_server,
+        "--model",
+        "qg",
+        "--concurrency",
+        "3",
+        "-o",
+        str(out),
+    )
     assert served.exit_code == 0, served.output
     got, want = read_jsonl(out), read_jsonl(tmp_path / "local.jsonl")
     # The same candidates were asked for; where the writer learned the passage its question is
@@ -64,17 +89,44 @@ def test_loraqa_serve_writes_the_same_questions_as_the_local_generator(qg_server
     assert stats["prompt_tokens"] > 10 * stats["requests"] and stats["completion_tokens"] >= stats["requests"]
     assert f"{stats['requests']} requests" in served.stderr
     # The rerun asks nothing: with the server gone it still writes the same rows.
-    again = synth(*common, "--generator", "openai", "--ask", "questions", "--base-url", "http://127.0.0.1:9/v1",
-                  "--model", "qg", "--cache", str(tmp_path / "served.jsonl.cache.sqlite"),
-                  "-o", str(tmp_path / "again.jsonl"))
+    again = synth(
+        *common,
+        "--generator",
+        "openai",
+        "--ask",
+        "questions",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "qg",
+        "--cache",
+        str(tmp_path / "served.jsonl.cache.sqlite"),
+        "-o",
+        str(tmp_path / "again.jsonl"),
+    )
     assert again.exit_code == 0, again.output
     assert read_jsonl(tmp_path / "again.jsonl") == got
     assert json.loads((tmp_path / "again.jsonl.report.json").read_text())["generator"]["requests"] == 0
     # `loraqa train` takes the output as it is, a document's questions on one side of the split.
-    sets = ["data.split_by=document", "data.test_size=0.3", "data.num_samples=null", "train.max_steps=2",
-            "train.eval_steps=0", "track.report_to=none", "model.dtype=fp32"]
-    trained = run_cli("train", "--data", str(out), "--model", _base_of(question_writer["run"]),
-                      "--output", str(tmp_path / "run"), *[a for s in sets for a in ("--set", s)])
+    sets = [
+        "data.split_by=document",
+        "data.test_size=0.3",
+        "data.num_samples=null",
+        "train.max_steps=2",
+        "train.eval_steps=0",
+        "track.report_to=none",
+        "model.dtype=fp32",
+    ]
+    trained = run_cli(
+        "train",
+        "--data",
+        str(out),
+        "--model",
+        _base_of(question_writer["run"]),
+        "--output",
+        str(tmp_path / "run"),
+        *[a for s in sets for a in ("--set", s)],
+    )
     assert trained.exit_code == 0, trained.output
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     docs = {r["id"]: r["document"] for r in got}
@@ -92,15 +144,31 @@ def _base_of(run):
 
 
 def test_questions_the_server_cut_off_at_max_tokens_are_dropped_and_the_cache_remembers_why(
-        qg_server, store, tmp_path, monkeypatch):
+    qg_server, store, tmp_path, monkeypatch
+):
     """Asked with --max-tokens 2, loraqa serve stops every question mid-sentence (finish_reason
     'length'): none may become training data, and the rerun from the cache (the server gone)
     knows why. A cache written before finish reasons were kept still opens."""
     import sqlite3
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    args = ["fixture", "--store", str(store), "--passages", "3", "--per-passage", "3", "--generator", "openai",
-            "--ask", "questions", "--model", "qg", "--cache", str(tmp_path / "cache.sqlite")]
+    args = [
+        "fixture",
+        "--store",
+        str(store),
+        "--passages",
+        "3",
+        "--per-passage",
+        "3",
+        "--generator",
+        "openai",
+        "--ask",
+        "questions",
+        "--model",
+        "qg",
+        "--cache",
+        str(tmp_path / "cache.sqlite"),
+    ]
     res = synth(*args, "--base-url", qg_server, "--max-tokens", "2", "-o", str(tmp_path / "cut.jsonl"))
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "cut.jsonl.report.json").read_text())
@@ -111,8 +179,10 @@ def test_questions_the_server_cut_off_at_max_tokens_are_dropped_and_the_cache_re
     assert json.loads((tmp_path / "c2.jsonl.report.json").read_text())["dropped"] == {"question_cut_off": 9}
     old = tmp_path / "old.sqlite"
     with sqlite3.connect(old) as db:
-        db.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, "
-                   "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, "
+            "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)"
+        )
     res = synth(*args[:-2], "--cache", str(old), "--base-url", qg_server, "-o", str(tmp_path / "full.jsonl"))
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "full.jsonl.report.json").read_text())
@@ -134,14 +204,34 @@ def test_a_wrong_key_an_unknown_model_and_no_server_are_one_line_each(qg_server,
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    res = synth(*args, "--base-url", f"http://127.0.0.1:{closed}/v1", "--model", "qg", "--retries", "0",
-                "-o", str(tmp_path / "c.jsonl"))
+    res = synth(
+        *args,
+        "--base-url",
+        f"http://127.0.0.1:{closed}/v1",
+        "--model",
+        "qg",
+        "--retries",
+        "0",
+        "-o",
+        str(tmp_path / "c.jsonl"),
+    )
     assert res.exit_code == 1 and f"cannot reach http://127.0.0.1:{closed}/v1" in res.stderr
     for name in ("a", "b", "c"):
         assert not (tmp_path / f"{name}.jsonl").exists()
-    for res in (synth(*args, "-o", str(tmp_path / "d.jsonl")),
-                synth(*args, "--base-url", qg_server, "--model", "qg", "--prompt-file", str(tmp_path / "none.txt"),
-                      "-o", str(tmp_path / "d.jsonl"))):
+    for res in (
+        synth(*args, "-o", str(tmp_path / "d.jsonl")),
+        synth(
+            *args,
+            "--base-url",
+            qg_server,
+            "--model",
+            "qg",
+            "--prompt-file",
+            str(tmp_path / "none.txt"),
+            "-o",
+            str(tmp_path / "d.jsonl"),
+        ),
+    ):
         assert res.exit_code != 0 and "Traceback" not in res.output
     assert "--base-url" in synth(*args, "-o", str(tmp_path / "d.jsonl")).stderr
 
@@ -177,26 +267,44 @@ class ScriptedLLM:
                 self.hits += 1
                 failure = "429" if self.always_429 else (self.failures.pop(0) if self.failures else None)
             if failure == "429":
-                return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, status_code=429,
-                                    headers={"retry-after": "0"})
+                return JSONResponse(
+                    {"error": {"message": "slow down", "type": "rate_limit"}},
+                    status_code=429,
+                    headers={"retry-after": "0"},
+                )
             if failure == "500":
                 return JSONResponse({"error": {"message": "overloaded"}}, status_code=500)
             prompt = body["messages"][-1]["content"]
             if "Zanzibar" in prompt:
                 content = "Sure! Here are some questions about Zanzibar: what is its capital?"  # no JSON at all
             elif "Ottoline" in prompt:
-                content = ('```json\n{"pairs": [{"question": "Who painted the barn?", "answer": "Ottoline"}, '
-                           '{"question": "What colour was the barn?", "answer": "bright green"}]}\n```')
+                content = (
+                    '```json\n{"pairs": [{"question": "Who painted the barn?", "answer": "Ottoline"}, '
+                    '{"question": "What colour was the barn?", "answer": "bright green"}]}\n```'
+                )
             else:
-                content = json.dumps([{"question": "When did the bridge open?", "answer": "1932"},
-                                      {"question": "Who built the bridge?", "answer": "Ada Brunel"},
-                                      {"question": "Who built it?", "answer": "Ada Brunel"},
-                                      {"q": "", "a": "nothing"}])
-            return {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split()),
-                              "total_tokens": len(prompt.split()) + len(content.split())}}
+                content = json.dumps(
+                    [
+                        {"question": "When did the bridge open?", "answer": "1932"},
+                        {"question": "Who built the bridge?", "answer": "Ada Brunel"},
+                        {"question": "Who built it?", "answer": "Ada Brunel"},
+                        {"q": "", "a": "nothing"},
+                    ]
+                )
+            return {
+                "id": "c1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                ],
+                "usage": {
+                    "prompt_tokens": len(prompt.split()),
+                    "completion_tokens": len(content.split()),
+                    "total_tokens": len(prompt.split()) + len(content.split()),
+                },
+            }
 
         return app
 
@@ -205,11 +313,13 @@ class ScriptedLLM:
 def documents(tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
-    (folder / "bridge.md").write_text("# The bridge\n\nThe bridge over the Tarn opened in 1932. Ada Brunel built it "
-                                      "from local granite.\n")
+    (folder / "bridge.md").write_text(
+        "# The bridge\n\nThe bridge over the Tarn opened in 1932. Ada Brunel built it from local granite.\n"
+    )
     (folder / "barn.md").write_text("# The barn\n\nOttoline painted the barn a pale blue in the spring.\n")
-    (folder / "island.md").write_text("# The island\n\nZanzibar lies off the coast; its old town is built of coral "
-                                      "stone.\n")
+    (folder / "island.md").write_text(
+        "# The island\n\nZanzibar lies off the coast; its old town is built of coral stone.\n"
+    )
     return folder
 
 
@@ -220,25 +330,54 @@ def test_retries_malformed_replies_and_unquoted_answers_are_counted_not_fatal(do
     llm = ScriptedLLM()
     out = tmp_path / "pairs.jsonl"
     with live_server(llm.app()) as url:
-        res = synth("--input", str(documents), "--generator", "openai", "--base-url", url + "/v1", "--model",
-                    "scripted", "--concurrency", "1", "--per-passage", "5", "-o", str(out))
+        res = synth(
+            "--input",
+            str(documents),
+            "--generator",
+            "openai",
+            "--base-url",
+            url + "/v1",
+            "--model",
+            "scripted",
+            "--concurrency",
+            "1",
+            "--per-passage",
+            "5",
+            "-o",
+            str(out),
+        )
         assert res.exit_code == 0, res.output
         assert llm.hits == 3 + 2  # three passages, two of the requests retried once each
         rows = read_jsonl(out)
         report = json.loads((tmp_path / "pairs.jsonl.report.json").read_text())
         assert sorted((r["question"], r["answers"]["text"][0]) for r in rows) == [
-            ("When did the bridge open?", "1932"), ("Who built the bridge?", "Ada Brunel"),
-            ("Who painted the barn?", "Ottoline")]
+            ("When did the bridge open?", "1932"),
+            ("Who built the bridge?", "Ada Brunel"),
+            ("Who painted the barn?", "Ottoline"),
+        ]
         for r in rows:
             at = r["answers"]["answer_start"][0]
-            assert r["context"][at:at + len(r["answers"]["text"][0])] == r["answers"]["text"][0]
+            assert r["context"][at : at + len(r["answers"]["text"][0])] == r["answers"]["text"][0]
         assert report["generator"]["malformed"] == 1 and report["generator"]["requests"] == 3
         assert report["dropped"] == {"answer_not_in_passage": 1, "near_duplicate_question": 1}
         assert report["generator"]["prompt_tokens"] > 0
         hits = llm.hits
-        again = synth("--input", str(documents), "--generator", "openai", "--base-url", url + "/v1", "--model",
-                      "scripted", "--per-passage", "5", "-o", str(tmp_path / "again.jsonl"),
-                      "--cache", str(tmp_path / "pairs.jsonl.cache.sqlite"))
+        again = synth(
+            "--input",
+            str(documents),
+            "--generator",
+            "openai",
+            "--base-url",
+            url + "/v1",
+            "--model",
+            "scripted",
+            "--per-passage",
+            "5",
+            "-o",
+            str(tmp_path / "again.jsonl"),
+            "--cache",
+            str(tmp_path / "pairs.jsonl.cache.sqlite"),
+        )
         assert again.exit_code == 0 and llm.hits == hits
         assert read_jsonl(tmp_path / "again.jsonl") == rows
 
@@ -248,8 +387,22 @@ def test_a_rate_limit_that_never_ends_stops_the_run_and_keeps_the_cache(document
     llm = ScriptedLLM(failures=())
     out = tmp_path / "pairs.jsonl"
     with live_server(llm.app()) as url:
-        args = ["--input", str(documents), "--generator", "openai", "--base-url", url + "/v1", "--model", "scripted",
-                "--concurrency", "1", "--retries", "1", "-o", str(out)]
+        args = [
+            "--input",
+            str(documents),
+            "--generator",
+            "openai",
+            "--base-url",
+            url + "/v1",
+            "--model",
+            "scripted",
+            "--concurrency",
+            "1",
+            "--retries",
+            "1",
+            "-o",
+            str(out),
+        ]
         # a first run with one passage fills the cache with its reply
         assert synth(*args, "--passages", "1").exit_code == 0
         out.unlink()
@@ -264,8 +417,11 @@ def test_a_rate_limit_that_never_ends_stops_the_run_and_keeps_the_cache(document
 
 
 HOSTILE = {  # passage keyword -> (body, what the report must call it)
-    "Abacus": ('{"choices": [{"message": {"content": "[]"}, "finish_reason": "stop"}], '
-               '"usage": {"prompt_tokens": "abc", "completion_tokens": 1}}', "usage that is not token counts"),
+    "Abacus": (
+        '{"choices": [{"message": {"content": "[]"}, "finish_reason": "stop"}], '
+        '"usage": {"prompt_tokens": "abc", "completion_tokens": 1}}',
+        "usage that is not token counts",
+    ),
     "Bellows": ('{"choices": [{"message": {"content": "' + "[" * 30_000 + '"}}]}', "no question-answer pairs in it"),
     "Cistern": ("{not json", "not JSON"),
     "Dovecote": ("<html><body>Bad gateway</body></html>", "not JSON"),
@@ -274,8 +430,11 @@ HOSTILE = {  # passage keyword -> (body, what the report must call it)
     "Gimlet": ('{"choices": [{"message": {"content": 5}}]}', "content that is not text"),
     "Hassock": ('{"choices": "abc"}', "no choices"),
     "Inkwell": ('{"choices": [{"message": null}]}', "no message"),
-    "Jerkin": ('{"choices": [{"message": {"content": "[]"}}], "usage": {"prompt_tokens": -1000000000000000000000000000000,'
-               ' "completion_tokens": 1}}', "usage that is not token counts"),
+    "Jerkin": (
+        '{"choices": [{"message": {"content": "[]"}}], "usage": {"prompt_tokens": -1000000000000000000000000000000,'
+        ' "completion_tokens": 1}}',
+        "usage that is not token counts",
+    ),
     "Kirtle": ('{"choices": [{"message": {"content": "' + "x" * 100_000 + '"}}]}', "over 64 KB (--max-reply-kb)"),
     "Lantern": (None, "not whole after 2 s (--timeout)"),  # dripped a byte at a time
 }
@@ -293,16 +452,20 @@ def hostile_endpoint():
         prompt = (await request.json())["messages"][-1]["content"]
         for word, (body, _) in HOSTILE.items():
             if word in prompt and body is None:
+
                 async def drip():
                     for _ in range(40):
                         yield b" "
                         await aio.sleep(0.25)
+
                 return StreamingResponse(drip(), media_type="application/json")
             if word in prompt:
                 return Response(body, media_type="application/json")
         content = json.dumps({"pairs": [{"question": "Who mended the kettle?", "answer": "Osric"}]})
-        return {"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+        return {
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+        }
 
     return app
 
@@ -316,13 +479,32 @@ def test_hostile_replies_are_counted_as_malformed_never_cached_and_never_fatal(t
     docs = tmp_path / "docs"
     docs.mkdir()
     for word in [*HOSTILE, "Osric"]:
-        (docs / f"{word}.md").write_text(f"# {word}\n\n{word} kept the {word.lower()} in the shed. Osric mended the "
-                                         f"kettle.\n")
+        (docs / f"{word}.md").write_text(
+            f"# {word}\n\n{word} kept the {word.lower()} in the shed. Osric mended the kettle.\n"
+        )
     out = tmp_path / "pairs.jsonl"
     with live_server(hostile_endpoint()) as url:
         started = time.monotonic()
-        res = synth("--input", str(docs), "--generator", "openai", "--base-url", url + "/v1", "--model", "scripted",
-                    "--concurrency", "4", "--timeout", "2", "--max-reply-kb", "64", "--retries", "0", "-o", str(out))
+        res = synth(
+            "--input",
+            str(docs),
+            "--generator",
+            "openai",
+            "--base-url",
+            url + "/v1",
+            "--model",
+            "scripted",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "2",
+            "--max-reply-kb",
+            "64",
+            "--retries",
+            "0",
+            "-o",
+            str(out),
+        )
         took = time.monotonic() - started
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
     assert took < 30  # the dripping reply is cut at its deadline, not after 40 x 0.25 s per read
@@ -349,15 +531,29 @@ def test_a_cache_poisoned_by_an_older_version_is_read_without_crashing(tmp_path,
     text = "Osric mended the kettle."
     cache = tmp_path / "old.sqlite"
     db = sqlite3.connect(cache)  # what an older version wrote: replies cached before they were checked
-    db.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
-               "completion_tokens INTEGER NOT NULL)")
+    db.execute(
+        "CREATE TABLE replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
+        "completion_tokens INTEGER NOT NULL)"
+    )
     key = reply_key("scripted", [{"role": "user", "content": render_prompt(DEFAULT_PROMPT, text, 3)}])
     db.execute("INSERT INTO replies VALUES (?, ?, ?, ?)", (key, "[" * 100_000, "abc", 1))
     db.commit()
     db.close()
     with live_server(hostile_endpoint()) as url:
-        res = synth("--input", str(docs), "--generator", "openai", "--base-url", url + "/v1", "--model", "scripted",
-                    "--cache", str(cache), "-o", str(tmp_path / "out.jsonl"))
+        res = synth(
+            "--input",
+            str(docs),
+            "--generator",
+            "openai",
+            "--base-url",
+            url + "/v1",
+            "--model",
+            "scripted",
+            "--cache",
+            str(cache),
+            "-o",
+            str(tmp_path / "out.jsonl"),
+        )
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
     assert [r["answers"]["text"][0] for r in read_jsonl(tmp_path / "out.jsonl")] == ["Osric"]  # asked again
 
@@ -370,8 +566,18 @@ def test_synth_reads_input_files_within_the_same_budgets_as_collection_add(tmp_p
     (docs / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (docs / "loop").symlink_to(docs)
     with live_server(hostile_endpoint()) as url:
-        res = synth("--input", str(docs), "--generator", "openai", "--base-url", url + "/v1", "--model", "scripted",
-                    "-o", str(tmp_path / "out.jsonl"))
+        res = synth(
+            "--input",
+            str(docs),
+            "--generator",
+            "openai",
+            "--base-url",
+            url + "/v1",
+            "--model",
+            "scripted",
+            "-o",
+            str(tmp_path / "out.jsonl"),
+        )
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert len(errors) == 2 and any("deep.json: JSON nested too deeply" in e for e in errors)

@@ -15,18 +15,43 @@ from helpers import SQUAD_V1, read_jsonl, run_cli, write_jsonl
 @pytest.fixture(scope="module")
 def seed_run(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("runs") / "seedrun"
-    res = run_cli("train", "--preset", "seed", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1),
-                  "--output", str(out), "--set", "train.max_steps=6", "--set", "train.eval_steps=3",
-                  "--set", "train.save_steps=3", "--set", "train.logging_steps=2")
+    res = run_cli(
+        "train",
+        "--preset",
+        "seed",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(SQUAD_V1),
+        "--output",
+        str(out),
+        "--set",
+        "train.max_steps=6",
+        "--set",
+        "train.eval_steps=3",
+        "--set",
+        "train.save_steps=3",
+        "--set",
+        "train.logging_steps=2",
+    )
     assert res.exit_code == 0, res.output
     return out, res
 
 
 def test_run_directory_holds_everything_the_user_needs(seed_run):
     out, _ = seed_run
-    for name in ("config.yaml", "metrics.jsonl", "data_report.json", "env.json", "split.json",
-                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/tokenizer.json",
-                 "checkpoints/checkpoint-6/adapter_model.safetensors", "checkpoints/checkpoint-6/optimizer.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "data_report.json",
+        "env.json",
+        "split.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/tokenizer.json",
+        "checkpoints/checkpoint-6/adapter_model.safetensors",
+        "checkpoints/checkpoint-6/optimizer.pt",
+    ):
         assert (out / name).is_file(), name
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["preset"] == "seed" and cfg["train"]["max_steps"] == 6 and cfg["lora"]["target_modules"] == ["q", "v"]
@@ -62,10 +87,15 @@ def test_adapter_loads_with_plain_peft_and_generates(seed_run, tiny_model_dir):
     base = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir)
     model = PeftModel.from_pretrained(base, str(out / "adapter"))
     tok = AutoTokenizer.from_pretrained(str(out / "adapter"))
-    ids = model.generate(**tok(["Instruction: 'Who created Python?'\n\nResponse:"], return_tensors="pt"),
-                         max_new_tokens=5, do_sample=False)
+    ids = model.generate(
+        **tok(["Instruction: 'Who created Python?'\n\nResponse:"], return_tensors="pt"),
+        max_new_tokens=5,
+        do_sample=False,
+    )
     assert ids.shape[0] == 1 and ids.shape[1] >= 2
-    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        tiny_model_dir
+    )
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
@@ -77,13 +107,22 @@ def test_only_lora_weights_change(tiny_model_dir, tmp_path, checkpointing):
     from loraqa.training.train import train
 
     before = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir).state_dict()
-    cfg = load_config("default", sets=["train.max_steps=5", "track.report_to=none", "train.eval_steps=0",
-                                       "train.learning_rate=1e-2", "model.dtype=fp32",
-                                       f"train.gradient_checkpointing={str(checkpointing).lower()}"],
-                      overrides={"model": {"name": str(tiny_model_dir)}, "data": {"source": str(SQUAD_V1)}})
+    cfg = load_config(
+        "default",
+        sets=[
+            "train.max_steps=5",
+            "track.report_to=none",
+            "train.eval_steps=0",
+            "train.learning_rate=1e-2",
+            "model.dtype=fp32",
+            f"train.gradient_checkpointing={str(checkpointing).lower()}",
+        ],
+        overrides={"model": {"name": str(tiny_model_dir)}, "data": {"source": str(SQUAD_V1)}},
+    )
     result = train(cfg, output=str(tmp_path / "run"))
-    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-             for k, v in result.model.state_dict().items()}
+    after = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in result.model.state_dict().items()
+    }
     lora = {k: v for k, v in after.items() if "lora_" in k}
     assert lora and any(torch.count_nonzero(v) for k, v in lora.items() if "lora_B" in k)  # B starts at zero
     for name, value in before.items():
@@ -112,9 +151,19 @@ def test_lora_memorises_eight_examples(nodrop_model_dir, squad_rows, tmp_path):
 def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
-    args = ["train", "--preset", "default", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), *(
-        "--set train.max_steps=6 --set train.save_steps=3 --set train.eval_steps=0 --set train.batch_size=4 "
-        "--set track.report_to=none --set model.dtype=fp32").split()]
+    args = [
+        "train",
+        "--preset",
+        "default",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(SQUAD_V1),
+        *(
+            "--set train.max_steps=6 --set train.save_steps=3 --set train.eval_steps=0 --set train.batch_size=4 "
+            "--set track.report_to=none --set model.dtype=fp32"
+        ).split(),
+    ]
     straight = tmp_path / "straight"
     assert run_cli(*args, "--output", str(straight)).exit_code == 0
     crashed = tmp_path / "crashed"
@@ -133,9 +182,23 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tmp_path):
 
 def test_tensorboard_tracking_writes_inside_the_run_directory(tiny_model_dir, tmp_path):
     out = tmp_path / "tb"
-    res = run_cli("train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1), "--output", str(out),
-                  "--set", "track.report_to=tensorboard", "--set", "train.max_steps=2", "--set", "train.eval_steps=0",
-                  "--set", "train.logging_steps=1")
+    res = run_cli(
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(SQUAD_V1),
+        "--output",
+        str(out),
+        "--set",
+        "track.report_to=tensorboard",
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "train.eval_steps=0",
+        "--set",
+        "train.logging_steps=1",
+    )
     assert res.exit_code == 0, res.output
     events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert events
@@ -169,10 +232,18 @@ def test_gradient_accumulation_reports_and_trains_like_one_big_batch(nodrop_mode
     data = write_jsonl(tmp_path / "data.jsonl", squad_rows[:5])  # 4 train, 1 held out
     losses = {}
     for batch, accum in ((4, 1), (2, 2)):
-        cfg = load_config("default", sets=[*MEMORISE, "train.max_steps=1", "train.logging_steps=1",
-                                           f"train.batch_size={batch}", f"train.grad_accum={accum}",
-                                           "train.group_by_length=false"],
-                          overrides={"model": {"name": str(nodrop_model_dir)}, "data": {"source": str(data)}})
+        cfg = load_config(
+            "default",
+            sets=[
+                *MEMORISE,
+                "train.max_steps=1",
+                "train.logging_steps=1",
+                f"train.batch_size={batch}",
+                f"train.grad_accum={accum}",
+                "train.group_by_length=false",
+            ],
+            overrides={"model": {"name": str(nodrop_model_dir)}, "data": {"source": str(data)}},
+        )
         out = tmp_path / f"run-{batch}x{accum}"
         train(cfg, output=str(out))
         losses[accum] = [r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r][0]

@@ -52,12 +52,16 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     not_empty = run_dir.is_dir() and any(run_dir.iterdir())
     if resume:
         if not last_checkpoint(run_dir):
-            raise LoraqaError(f"nothing to resume in {run_dir}: it has no checkpoints/checkpoint-*; "
-                              f"drop {option('resume')} to start a new run")
+            raise LoraqaError(
+                f"nothing to resume in {run_dir}: it has no checkpoints/checkpoint-*; "
+                f"drop {option('resume')} to start a new run"
+            )
         return
     if not_empty and not overwrite:
-        raise LoraqaError(f"run directory {run_dir} already exists and is not empty; pass {option('overwrite')} to "
-                          f"replace it, {option('resume')} to continue it, or {option('output')} for a new one")
+        raise LoraqaError(
+            f"run directory {run_dir} already exists and is not empty; pass {option('overwrite')} to "
+            f"replace it, {option('resume')} to continue it, or {option('output')} for a new one"
+        )
     if not_empty:
         check_replaceable(run_dir)
 
@@ -68,12 +72,16 @@ def check_replaceable(run_dir: Path) -> None:
     target = run_dir.resolve()
     for keep, what in ((Path.cwd().resolve(), "the working directory"), (Path.home().resolve(), "your home directory")):
         if keep == target or keep.is_relative_to(target):
-            raise LoraqaError(f"{run_dir} is (or holds) {what}; {option('overwrite')} would delete it. Choose another "
-                              f"{option('output')}")
+            raise LoraqaError(
+                f"{run_dir} is (or holds) {what}; {option('overwrite')} would delete it. Choose another "
+                f"{option('output')}"
+            )
     if not is_run_dir(run_dir):
-        raise LoraqaError(f"{run_dir} is not a loraqa run directory (no config.yaml beside adapter/, checkpoints/ or "
-                          f"metrics.jsonl), so {option('overwrite')} will not delete it; choose another "
-                          f"{option('output')} or empty it yourself")
+        raise LoraqaError(
+            f"{run_dir} is not a loraqa run directory (no config.yaml beside adapter/, checkpoints/ or "
+            f"metrics.jsonl), so {option('overwrite')} will not delete it; choose another "
+            f"{option('output')} or empty it yourself"
+        )
 
 
 def checkpoint_is_complete(path: Path) -> bool:
@@ -185,6 +193,7 @@ def environment(device: str, dtype: str) -> dict:
 
 # ---------------------------------------------------------------- the adapter folder
 
+
 @dataclass
 class AdapterRef:
     adapter_dir: Path
@@ -215,8 +224,9 @@ def read_calibration(adapter_dir: Path) -> dict | None:
     except (OSError, ValueError):
         raise damaged from None
     threshold = data.get("no_answer_threshold") if isinstance(data, dict) else "missing"
-    if threshold is not None and not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-                                      and math.isfinite(threshold)):
+    if threshold is not None and not (
+        isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and math.isfinite(threshold)
+    ):
         raise damaged
     return data
 
@@ -235,16 +245,20 @@ def resolve_adapter(path: str | Path) -> AdapterRef:
             if cfg_path.is_file():
                 run_dir = p.parent if cfg_path.name == "config.yaml" else None
                 return AdapterRef(p, run_dir, load_saved_config(cfg_path))
-        raise LoraqaError(f"{p} has no {ADAPTER_CONFIG_NAME}: loraqa cannot tell which prompt template it was "
-                          "trained with; use an adapter written by `loraqa train`")
+        raise LoraqaError(
+            f"{p} has no {ADAPTER_CONFIG_NAME}: loraqa cannot tell which prompt template it was "
+            "trained with; use an adapter written by `loraqa train`"
+        )
     if (p / CTRANSLATE2_MARKER).is_file() and (p / ADAPTER_CONFIG_NAME).is_file():
         # an export keeps its run's held-out split, so `loraqa eval EXPORT` scores the same questions
         run_dir = p if (p / "split.json").is_file() else None
         return AdapterRef(p, run_dir, load_saved_config(p / ADAPTER_CONFIG_NAME), kind="ctranslate2")
     if not p.exists():
         raise NotAnAdapter(f"{p} does not exist; pass a run directory (runs/NAME) or its adapter/ folder")
-    raise NotAnAdapter(f"{p} holds no adapter (adapter_config.json); pass a run directory whose training finished, "
-                      "or an adapter folder")
+    raise NotAnAdapter(
+        f"{p} holds no adapter (adapter_config.json); pass a run directory whose training finished, "
+        "or an adapter folder"
+    )
 
 
 def adapter_files(ref: AdapterRef) -> list[Path]:
@@ -269,12 +283,16 @@ def check_regular_files(ref: AdapterRef, max_bytes: int | None = None) -> None:
         if stat.S_ISDIR(mode):
             continue
         if not stat.S_ISREG(mode):
-            raise LoraqaError(f"{path} is not a regular file; an adapter folder holds only files written by "
-                              "`loraqa train` or `loraqa export`")
+            raise LoraqaError(
+                f"{path} is not a regular file; an adapter folder holds only files written by "
+                "`loraqa train` or `loraqa export`"
+            )
         total += path.stat().st_size
     if max_bytes is not None and total > max_bytes:
-        raise LoraqaError(f"the adapter in {ref.adapter_dir} has {total / 2**20:.0f} MiB of files, over the limit of "
-                          f"{max_bytes / 2**20:.0f} MiB")
+        raise LoraqaError(
+            f"the adapter in {ref.adapter_dir} has {total / 2**20:.0f} MiB of files, over the limit of "
+            f"{max_bytes / 2**20:.0f} MiB"
+        )
 
 
 def save_model_folder(model, tokenizer, target: Path, cfg: Config, extra_files: dict[str, str] | None = None) -> None:

@@ -68,8 +68,15 @@ class DomainProfile:
             for t, w in _normalised(_tfidf(d, idf, unknown)).items():
                 total[t] += w / n
         top = dict(total.most_common(TOP_TERMS))
-        return cls(_normalised(top), {t: idf[t] for t in top}, unknown, source, len(rows), run_name,
-                   questions=_sample([r["question"] for r in rows]))
+        return cls(
+            _normalised(top),
+            {t: idf[t] for t in top},
+            unknown,
+            source,
+            len(rows),
+            run_name,
+            questions=_sample([r["question"] for r in rows]),
+        )
 
     @classmethod
     def combined(cls, parents: list[tuple[DomainProfile, float]], source: str) -> DomainProfile:
@@ -87,21 +94,31 @@ class DomainProfile:
         unknown = sum(share * p.unknown_idf for p, share in shares)
         # each parent's questions by its share (a parent weighted 0 asks none)
         questions = [q for p, share in shares for q in _sample(p.questions, round(share * ROUTING_QUESTIONS))]
-        return cls(_normalised(top), idf, unknown, source, sum(p.train_questions for p, _ in parents), "",
-                   questions=questions)
+        return cls(
+            _normalised(top), idf, unknown, source, sum(p.train_questions for p, _ in parents), "", questions=questions
+        )
 
     def cosine(self, query: dict[str, float]) -> float:
         """Cosine similarity of a unit-length TF-IDF vector (`shared_query`) to the profile, in [0, 1]."""
         return sum(w * self.centroid.get(t, 0.0) for t, w in query.items())
 
     def describe(self) -> str:
-        return (f"trained on {self.train_questions} questions from {self.source}"
-                + (f" (run {self.run_name})" if self.run_name else ""))
+        return f"trained on {self.train_questions} questions from {self.source}" + (
+            f" (run {self.run_name})" if self.run_name else ""
+        )
 
     def to_json(self) -> str:
-        return json.dumps({"source": self.source, "train_questions": self.train_questions, "run_name": self.run_name,
-                           "tfidf": {"centroid": self.centroid, "idf": self.idf, "unknown_idf": self.unknown_idf},
-                           "questions": self.questions, **self.extra}, ensure_ascii=False)
+        return json.dumps(
+            {
+                "source": self.source,
+                "train_questions": self.train_questions,
+                "run_name": self.run_name,
+                "tfidf": {"centroid": self.centroid, "idf": self.idf, "unknown_idf": self.unknown_idf},
+                "questions": self.questions,
+                **self.extra,
+            },
+            ensure_ascii=False,
+        )
 
     @classmethod
     def read(cls, adapter_dir: Path) -> DomainProfile | None:
@@ -115,23 +132,40 @@ class DomainProfile:
             data = json.loads(path.read_text(encoding="utf-8"))
             t = data.pop("tfidf")
             questions = data.pop("questions", [])  # profiles written before have none
-            profile = cls(t["centroid"], t["idf"], t["unknown_idf"], data.pop("source", ""),
-                          data.pop("train_questions", 0), data.pop("run_name", ""), data, questions)
+            profile = cls(
+                t["centroid"],
+                t["idf"],
+                t["unknown_idf"],
+                data.pop("source", ""),
+                data.pop("train_questions", 0),
+                data.pop("run_name", ""),
+                data,
+                questions,
+            )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             profile = None
         if profile is None or not profile.is_valid():
-            raise LoraqaError(f"{path} is damaged; delete it (the adapter then takes no part in automatic choice) "
-                              "or train the adapter again")
+            raise LoraqaError(
+                f"{path} is damaged; delete it (the adapter then takes no part in automatic choice) "
+                "or train the adapter again"
+            )
         return profile
 
     def is_valid(self) -> bool:
         def weights(d) -> bool:
             return isinstance(d, dict) and all(isinstance(k, str) and _finite(v) for k, v in d.items())
 
-        return (weights(self.centroid) and weights(self.idf) and _finite(self.unknown_idf)
-                and isinstance(self.source, str) and isinstance(self.run_name, str)
-                and isinstance(self.train_questions, int) and not isinstance(self.train_questions, bool)
-                and isinstance(self.questions, list) and all(isinstance(q, str) for q in self.questions))
+        return (
+            weights(self.centroid)
+            and weights(self.idf)
+            and _finite(self.unknown_idf)
+            and isinstance(self.source, str)
+            and isinstance(self.run_name, str)
+            and isinstance(self.train_questions, int)
+            and not isinstance(self.train_questions, bool)
+            and isinstance(self.questions, list)
+            and all(isinstance(q, str) for q in self.questions)
+        )
 
 
 def _sample(questions: list[str], n: int = ROUTING_QUESTIONS) -> list[str]:

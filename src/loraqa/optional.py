@@ -50,8 +50,9 @@ def check(package: str, purpose: str, otherwise: str = "") -> None:
     if not is_installed(package):
         extra = EXTRAS.get(package)
         how = f"pip install 'loraqa[{extra}]'" if extra else f"pip install {package}"
-        raise MissingDependency(f"{purpose} needs the '{package}' package; install it with `{how}`"
-                                + (f" {otherwise}" if otherwise else ""))
+        raise MissingDependency(
+            f"{purpose} needs the '{package}' package; install it with `{how}`" + (f" {otherwise}" if otherwise else "")
+        )
 
 
 def require(package: str, purpose: str) -> ModuleType:
@@ -65,8 +66,10 @@ def require(package: str, purpose: str) -> ModuleType:
         extra = EXTRAS.get(package)
         missing = exc.name or str(exc).splitlines()[0][:120]
         how = f"pip install 'loraqa[{extra}]'" if extra else f"pip install --force-reinstall {package}"
-        raise MissingDependency(f"{purpose} needs the '{package}' package, which cannot be imported: it needs "
-                                f"'{missing}'; install it with `{how}` (a current pip: `pip install -U pip`)") from None
+        raise MissingDependency(
+            f"{purpose} needs the '{package}' package, which cannot be imported: it needs "
+            f"'{missing}'; install it with `{how}` (a current pip: `pip install -U pip`)"
+        ) from None
 
 
 def require_extra(feature: str, purpose: str) -> dict[str, ModuleType]:

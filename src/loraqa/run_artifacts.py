@@ -46,9 +46,14 @@ def _name(run_dir: Path, suffix: str) -> str:
 
 def training_artifacts(run_dir: Path) -> list[tuple[str, str, list[Path]]]:
     """(name, type, files or folders) of what a finished training run logs."""
-    out = [(_name(run_dir, "adapter"), MODEL, [run_dir / "adapter"]),
-           (_name(run_dir, "data"), DATASET, [p for p in (run_dir / "data_report.json", run_dir / "split.json",
-                                                          run_dir / "config.yaml") if p.is_file()])]
+    out = [
+        (_name(run_dir, "adapter"), MODEL, [run_dir / "adapter"]),
+        (
+            _name(run_dir, "data"),
+            DATASET,
+            [p for p in (run_dir / "data_report.json", run_dir / "split.json", run_dir / "config.yaml") if p.is_file()],
+        ),
+    ]
     if (run_dir / TRAIN_PREDICTIONS).is_file():
         out.append((_name(run_dir, "predictions"), PREDICTIONS, [run_dir / TRAIN_PREDICTIONS]))
     return out
@@ -75,18 +80,31 @@ def log_eval(run_dir: Path, eval_dir: Path, summary: dict) -> str:
     tracker run. Returns where they went, for the user."""
     note = tracker_run(run_dir) if run_dir is not None else None
     if not note:
-        raise LoraqaError(f"{run_dir} has no tracker run to log to (it was trained with track.report_to=none or "
-                          "tensorboard, or before runs noted theirs); evaluate without --track")
-    metrics = {f"final_eval/{k}": v for k, v in summary.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    items = [(_name(run_dir, f"eval-{eval_dir.name}"), PREDICTIONS,
-              [p for p in (eval_dir / "predictions.jsonl", eval_dir / "summary.json") if p.is_file()])]
+        raise LoraqaError(
+            f"{run_dir} has no tracker run to log to (it was trained with track.report_to=none or "
+            "tensorboard, or before runs noted theirs); evaluate without --track"
+        )
+    metrics = {
+        f"final_eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    items = [
+        (
+            _name(run_dir, f"eval-{eval_dir.name}"),
+            PREDICTIONS,
+            [p for p in (eval_dir / "predictions.jsonl", eval_dir / "summary.json") if p.is_file()],
+        )
+    ]
     if note["report_to"] == "wandb":
         import wandb
 
         os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
-        run = wandb.init(project=note.get("project"), id=note["id"], resume="allow", dir=str(run_dir),
-                         settings=wandb.Settings(silent=True))
+        run = wandb.init(
+            project=note.get("project"),
+            id=note["id"],
+            resume="allow",
+            dir=str(run_dir),
+            settings=wandb.Settings(silent=True),
+        )
         run.summary.update(metrics)
         _to_wandb(run, items)
         wandb.finish()

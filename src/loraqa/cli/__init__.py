@@ -76,10 +76,13 @@ def train(
     data: Optional[str] = typer.Option(None, "--data", help="Dataset name or local file (sets data.source)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<run_name>)."),
     overwrite: Overwrite = False,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in the output directory from its last checkpoint."
+    ),
     allow_pickle: AllowPickle = False,
 ):
     """Train a LoRA adapter and record the run (config, adapter, checkpoints, metrics, data report)."""
+
     def action():
         from loraqa.training.train import train as run_training
 
@@ -111,9 +114,14 @@ def doctor(
     preset: Preset = "default",
     set_: Sets = [],
     model: Model = None,
-    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="Size the preset for a card with this many GiB (e.g. 4 for a GTX 1650) instead of this machine."),
+    gpu_memory: Optional[float] = typer.Option(
+        None,
+        "--gpu-memory",
+        help="Size the preset for a card with this many GiB (e.g. 4 for a GTX 1650) instead of this machine.",
+    ),
 ):
     """Check torch, the GPU (or CPU fallback), bf16, bitsandbytes, and whether a preset fits in memory."""
+
     def action():
         from loraqa.diagnostics.doctor import run_doctor
 
@@ -125,17 +133,35 @@ def doctor(
 @app.command("eval")
 def eval_(
     target: AdapterArg,
-    data: Optional[str] = typer.Option(None, "--data", help="Questions to answer (default: the run's held-out questions)."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="Questions to answer (default: the run's held-out questions)."
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
     baseline: bool = typer.Option(False, "--baseline", help="Also score the base model without the adapter."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the results (default RUN/eval)."),
     model: Model = None,
     set_: Sets = [],
-    retrieve: bool = typer.Option(False, "--retrieve", help="Also ask every question without its passage, from a collection of the data's contexts (or --collection): retrieval recall@1/5/20 and MRR, and EM/F1 from retrieved passages beside EM/F1 from the given ones."),
-    collection: Optional[str] = typer.Option(None, "--collection", help="With --retrieve: search this collection instead of one made of the data's contexts."),
+    retrieve: bool = typer.Option(
+        False,
+        "--retrieve",
+        help="Also ask every question without its passage, from a collection of the data's contexts (or --collection): retrieval recall@1/5/20 and MRR, and EM/F1 from retrieved passages beside EM/F1 from the given ones.",
+    ),
+    collection: Optional[str] = typer.Option(
+        None, "--collection", help="With --retrieve: search this collection instead of one made of the data's contexts."
+    ),
     store: Store = None,
-    holdout_contexts: float = typer.Option(0.0, "--holdout-contexts", min=0.0, max=0.99, help="With --retrieve: leave this share of the contexts out of the collection, and report how often the adapter rightly abstains on their questions."),
-    track: bool = typer.Option(False, "--track", help="Log the figures and the answers (a predictions artifact) into the W&B or MLflow run the adapter was trained in."),
+    holdout_contexts: float = typer.Option(
+        0.0,
+        "--holdout-contexts",
+        min=0.0,
+        max=0.99,
+        help="With --retrieve: leave this share of the contexts out of the collection, and report how often the adapter rightly abstains on their questions.",
+    ),
+    track: bool = typer.Option(
+        False,
+        "--track",
+        help="Log the figures and the answers (a predictions artifact) into the W&B or MLflow run the adapter was trained in.",
+    ),
     similarity_model: SimilarityModel = None,
     embedder: EmbedderOpt = None,
     mode: SearchMode = None,
@@ -143,6 +169,7 @@ def eval_(
     allow_pickle: AllowPickle = False,
 ):
     """Answer questions with an adapter and score the answers (EM / F1 / ROUGE-L, optionally semantic similarity), optionally against the base model."""
+
     def action():
         from rich.console import Console
         from rich.progress import Progress
@@ -151,10 +178,24 @@ def eval_(
         from loraqa.distributed import is_main_process
         from loraqa.evaluation.eval_run import EvalOptions, run_eval
 
-        options = EvalOptions(data=data, limit=limit, baseline=baseline, output=output, model_override=model,
-                              sets=set_, engine=engine, allow_pickle=allow_pickle, retrieve=retrieve,
-                              collection=collection, store=store, holdout_contexts=holdout_contexts, track=track,
-                              similarity_model=similarity_model, embedder=embedder, mode=mode)
+        options = EvalOptions(
+            data=data,
+            limit=limit,
+            baseline=baseline,
+            output=output,
+            model_override=model,
+            sets=set_,
+            engine=engine,
+            allow_pickle=allow_pickle,
+            retrieve=retrieve,
+            collection=collection,
+            store=store,
+            holdout_contexts=holdout_contexts,
+            track=track,
+            similarity_model=similarity_model,
+            embedder=embedder,
+            mode=mode,
+        )
         main = is_main_process()  # under torchrun the first process reports for all
         with Progress(console=Console(stderr=True), transient=True, disable=not main) as bar:
             tasks: dict[str, int] = {}
@@ -178,13 +219,31 @@ def predict(
     adapter: Adapters = [],
     question: Optional[str] = typer.Option(None, "--question", "-q", help="One question to answer."),
     context: Optional[str] = typer.Option(None, "--context", help="The passage to read the answer from."),
-    input_file: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL of {question, context?, adapter?, id?} rows (UTF-8, one object per line)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Where --input answers go (JSONL), written as they are answered."),
-    resume: bool = typer.Option(False, "--resume", help="With --input: keep the answers already in --output and answer only the rows whose id is not there yet."),
+    input_file: Optional[str] = typer.Option(
+        None, "--input", "-i", help="JSONL of {question, context?, adapter?, id?} rows (UTF-8, one object per line)."
+    ),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="Where --input answers go (JSONL), written as they are answered."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="With --input: keep the answers already in --output and answer only the rows whose id is not there yet.",
+    ),
     model: Model = None,
-    use: Optional[str] = typer.Option(None, "--use", help="Which adapter answers --question: a name, 'base', or 'auto' (chosen by its training domain). Default: the first."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per generation batch (a short passage is one window)."),
-    as_json: bool = typer.Option(False, "--json", help="For --question: print the answer with its evidence (score, no_answer, start, end, windows) as JSON."),
+    use: Optional[str] = typer.Option(
+        None,
+        "--use",
+        help="Which adapter answers --question: a name, 'base', or 'auto' (chosen by its training domain). Default: the first.",
+    ),
+    batch_size: int = typer.Option(
+        16, "--batch-size", min=1, help="Windows per generation batch (a short passage is one window)."
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="For --question: print the answer with its evidence (score, no_answer, start, end, windows) as JSON.",
+    ),
     store: Store = None,
     collection: Collections = [],
     engine: Engine = "pytorch",
@@ -195,6 +254,7 @@ def predict(
     A file's rows may name their adapter ('adapter': NAME, 'base' or 'auto') and their collection
     ('collection': NAME, for rows without a context); output rows name the adapter that answered. Passages of any length are read in overlapping windows; output rows carry the answer's score
     (mean log-probability), no_answer, its character offsets in the passage and the windows read."""
+
     def action():
         if (question is None) == (input_file is None):
             raise UsageError("give either --question (one question) or --input FILE.jsonl with --output FILE.jsonl")
@@ -205,15 +265,23 @@ def predict(
         from loraqa.inference.predict import predict_file, predict_one
 
         adapters = adapter_map(adapter)
-        options = {"base_model": model, "allow_pickle": allow_pickle, "engine": engine, "store": store,
-                   "collections": collection_map(collection, adapters)}
+        options = {
+            "base_model": model,
+            "allow_pickle": allow_pickle,
+            "engine": engine,
+            "store": store,
+            "collections": collection_map(collection, adapters),
+        }
         if question is not None:
             answer, _ = predict_one(adapters, question, context, use, **options)
             typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False) if as_json else answer.answer)
         else:
             done = predict_file(adapters, input_file, output, batch_size, resume, **options)
-            typer.echo(f"wrote {done.written} answers to {output}"
-                       + (f" ({done.skipped} already there)" if done.skipped else ""), err=True)
+            typer.echo(
+                f"wrote {done.written} answers to {output}"
+                + (f" ({done.skipped} already there)" if done.skipped else ""),
+                err=True,
+            )
 
     run(action)
 
@@ -227,6 +295,7 @@ def merge(
     allow_pickle: AllowPickle = False,
 ):
     """Fold an adapter into its base model: a standard model folder for from_pretrained and pipeline()."""
+
     def action():
         from loraqa.inference.merge import merge as do_merge
 
@@ -237,11 +306,25 @@ def merge(
 
 @app.command()
 def combine(
-    adapters: List[str] = typer.Argument(..., help="Two adapters or more: run directories or adapter folders of one base model."),
+    adapters: List[str] = typer.Argument(
+        ..., help="Two adapters or more: run directories or adapter folders of one base model."
+    ),
     output: Output = ...,
-    weights: Optional[str] = typer.Option(None, "--weights", help="One weight per adapter, comma-separated (e.g. 0.7,0.3); default: equal weights summing to 1."),
-    method: str = typer.Option("linear", "--method", help="PEFT's combination: linear, ties, dare_linear, dare_ties, svd, cat (also ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune, magnitude_prune_svd). linear, ties and dare_* need adapters of one rank; cat's rank is the sum of theirs."),
-    density: Optional[float] = typer.Option(None, "--density", help="ties, dare_* and magnitude_prune: the share of each adapter's weights kept (default 0.5)."),
+    weights: Optional[str] = typer.Option(
+        None,
+        "--weights",
+        help="One weight per adapter, comma-separated (e.g. 0.7,0.3); default: equal weights summing to 1.",
+    ),
+    method: str = typer.Option(
+        "linear",
+        "--method",
+        help="PEFT's combination: linear, ties, dare_linear, dare_ties, svd, cat (also ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune, magnitude_prune_svd). linear, ties and dare_* need adapters of one rank; cat's rank is the sum of theirs.",
+    ),
+    density: Optional[float] = typer.Option(
+        None,
+        "--density",
+        help="ties, dare_* and magnitude_prune: the share of each adapter's weights kept (default 0.5).",
+    ),
     seed: int = typer.Option(42, "--seed", help="Seed of DARE's random pruning."),
     model: Model = None,
     overwrite: Overwrite = False,
@@ -249,6 +332,7 @@ def combine(
 ):
     """Make one adapter out of several with PEFT's add_weighted_adapter: usable by predict, eval,
     serve, merge, export and auto routing (its domain profile is its parents' weighted union)."""
+
     def action():
         from loraqa.inference.combine import combine as do_combine
 
@@ -268,7 +352,12 @@ def export(
     adapter: AdapterArg,
     output: Output,
     fmt: str = typer.Option("ctranslate2", "--format", help="Export format: ctranslate2."),
-    quantization: str = typer.Option("int8", "--quantization", "-q", help="Weights: int8 (default), int8_float32, int8_bfloat16, bfloat16, float16, float32."),
+    quantization: str = typer.Option(
+        "int8",
+        "--quantization",
+        "-q",
+        help="Weights: int8 (default), int8_float32, int8_bfloat16, bfloat16, float16, float32.",
+    ),
     model: Model = None,
     overwrite: Overwrite = False,
     allow_pickle: AllowPickle = False,
@@ -276,6 +365,7 @@ def export(
     """Merge an adapter into its base and convert it for CTranslate2 (fast int8 answering on CPUs).
 
     Answer with it through `--engine ctranslate2` in predict, eval, serve and mcp."""
+
     def action():
         from loraqa.inference.export import export as do_export
 
@@ -298,14 +388,23 @@ def bench(
     preset: Preset = "default",
     set_: Sets = [],
     model: Model = None,
-    random_init: Optional[str] = typer.Option(None, "--random-init", help="Build the published architecture with random weights instead: flan-t5-small or flan-t5-base (same cost, no download)."),
-    seed_style: bool = typer.Option(False, "--seed-style", help="Pad inputs and labels to 64 with pad ids in the loss, as the seed script did (the baseline)."),
+    random_init: Optional[str] = typer.Option(
+        None,
+        "--random-init",
+        help="Build the published architecture with random weights instead: flan-t5-small or flan-t5-base (same cost, no download).",
+    ),
+    seed_style: bool = typer.Option(
+        False,
+        "--seed-style",
+        help="Pad inputs and labels to 64 with pad ids in the loss, as the seed script did (the baseline).",
+    ),
     steps: int = typer.Option(20, "--steps", min=1, help="Timed optimizer steps."),
     warmup: int = typer.Option(3, "--warmup", min=1, help="Untimed steps first."),
     generation: bool = typer.Option(True, "--generation/--no-generation", help="Also time batched answer generation."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the figures to this JSON file."),
 ):
     """Measure training speed (examples/s, real tokens/s, MFU), peak memory and generation speed."""
+
     def action():
         if random_init and random_init not in ("flan-t5-small", "flan-t5-base"):
             raise UsageError(f"--random-init must be flan-t5-small or flan-t5-base, got '{random_init}'")
@@ -324,6 +423,7 @@ def bench(
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="A run directory written by `loraqa train`.")):
     """Draw the run's loss curves, EM/F1 over steps and token accuracy into report.png and report.html."""
+
     def action():
         from loraqa.evaluation.report import make_report
 
@@ -337,10 +437,15 @@ def report(run_dir: str = typer.Argument(..., help="A run directory written by `
 def score(
     data: str = typer.Argument(..., help="Official-format SQuAD file (v1.1 or v2.0, detected)."),
     predictions: str = typer.Argument(..., help='Predictions JSON: {"question id": "answer text"}.'),
-    na_prob: Optional[str] = typer.Option(None, "--na-prob", help='No-answer probabilities JSON {"question id": p}: adds the v2.0 script\'s best_exact, best_exact_thresh, best_f1, best_f1_thresh.'),
+    na_prob: Optional[str] = typer.Option(
+        None,
+        "--na-prob",
+        help='No-answer probabilities JSON {"question id": p}: adds the v2.0 script\'s best_exact, best_exact_thresh, best_f1, best_f1_thresh.',
+    ),
     similarity_model: SimilarityModel = None,
 ):
     """Score a predictions file exactly like the official SQuAD evaluation scripts; prints their JSON with ROUGE-L (rouge-score's, percent) added as rouge_l."""
+
     def action():
         from loraqa.evaluation.scoring import score_files
 
@@ -348,11 +453,16 @@ def score(
 
     result = run(action)
     if result.missing:
-        typer.echo(f"warning: {len(result.missing)} question(s) have no prediction and score 0 "
-                   f"(first: {result.missing[0]})", err=True)
+        typer.echo(
+            f"warning: {len(result.missing)} question(s) have no prediction and score 0 (first: {result.missing[0]})",
+            err=True,
+        )
     if result.unknown:
-        typer.echo(f"warning: {len(result.unknown)} prediction id(s) are not in {data} and were ignored "
-                   f"(first: {result.unknown[0]})", err=True)
+        typer.echo(
+            f"warning: {len(result.unknown)} prediction id(s) are not in {data} and were ignored "
+            f"(first: {result.unknown[0]})",
+            err=True,
+        )
     typer.echo(json.dumps(result.summary))
 
 

@@ -35,8 +35,10 @@ from loraqa.cli.options import (
 )
 from loraqa.errors import render
 
-collection = typer.Typer(help="Collections of documents (PDF, DOCX, HTML, Markdown, text, JSONL, SQuAD) to ask questions of.",
-                         no_args_is_help=True)
+collection = typer.Typer(
+    help="Collections of documents (PDF, DOCX, HTML, Markdown, text, JSONL, SQuAD) to ask questions of.",
+    no_args_is_help=True,
+)
 console = Console(soft_wrap=True)
 
 
@@ -45,19 +47,28 @@ def add(
     name: str = typer.Argument(..., help="The collection (made when its first document goes in)."),
     paths: List[str] = typer.Argument(..., help="Files, folders (read recursively) or globs ('docs/**/*.md')."),
     store: Store = None,
-    passage_chars: int = typer.Option(1000, "--passage-chars", min=100, help="Longest passage, in characters (a new collection's setting)."),
-    overlap: int = typer.Option(200, "--overlap", min=0, help="Characters consecutive passages share (a new collection's setting)."),
+    passage_chars: int = typer.Option(
+        1000, "--passage-chars", min=100, help="Longest passage, in characters (a new collection's setting)."
+    ),
+    overlap: int = typer.Option(
+        200, "--overlap", min=0, help="Characters consecutive passages share (a new collection's setting)."
+    ),
     max_file_mb: MaxFileMb = None,
     file_memory_mb: FileMemory = None,
     file_seconds: FileSeconds = None,
     follow_links: FollowLinks = False,
     sets: DocumentSets = [],
-    embedder: Optional[str] = typer.Option(None, "--embedder", help="A new collection's sentence-embedding model (a sentence-transformers folder or hub name): its passages get vectors, for dense and hybrid search. A collection that has one keeps it."),
+    embedder: Optional[str] = typer.Option(
+        None,
+        "--embedder",
+        help="A new collection's sentence-embedding model (a sentence-transformers folder or hub name): its passages get vectors, for dense and hybrid search. A collection that has one keeps it.",
+    ),
     embedder_engine: EmbedderEngine = None,
 ):
     """Add files to a collection: unchanged files are skipped, changed ones replace their passages.
     Each file is read in a separate process within a memory and time budget; a file that cannot be
     read is one line and the others go on (exit 1 when any was skipped)."""
+
     def action():
         from loraqa.documents.walk import find_files
         from loraqa.errors import UsageError
@@ -66,23 +77,34 @@ def add(
 
         if overlap >= passage_chars:
             raise UsageError("--overlap must be smaller than --passage-chars")
-        limits = document_limits(sets, max_file_mb=max_file_mb, file_memory_mb=file_memory_mb,
-                                 file_seconds=file_seconds)
+        limits = document_limits(
+            sets, max_file_mb=max_file_mb, file_memory_mb=file_memory_mb, file_seconds=file_seconds
+        )
         target = open_store(store)
         walk = find_files(paths, follow_links)
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"adding to {name}", total=len(walk.files))
-            report = add_paths(target, name, walk, Settings(passage_chars, overlap), limits,
-                               progress=lambda _: bar.advance(task), embedder=embedder,
-                               embedder_engine=embedder_engine)
+            report = add_paths(
+                target,
+                name,
+                walk,
+                Settings(passage_chars, overlap),
+                limits,
+                progress=lambda _: bar.advance(task),
+                embedder=embedder,
+                embedder_engine=embedder_engine,
+            )
         return report
 
     report = run(action)
     for _, why in report.skipped:
         typer.echo(f"error: {render(why, cli=True)}", err=True)
-    typer.echo(f"{name}: {report.added} added, {report.replaced} replaced, {report.unchanged} unchanged documents"
-               f"{f' ({report.files_unchanged} files unchanged since the last add)' if report.files_unchanged else ''}; "
-               f"{len(report.skipped)} files skipped; {report.passages} passages written", err=True)
+    typer.echo(
+        f"{name}: {report.added} added, {report.replaced} replaced, {report.unchanged} unchanged documents"
+        f"{f' ({report.files_unchanged} files unchanged since the last add)' if report.files_unchanged else ''}; "
+        f"{len(report.skipped)} files skipped; {report.passages} passages written",
+        err=True,
+    )
     if report.skipped:
         raise typer.Exit(1)
 
@@ -90,6 +112,7 @@ def add(
 @collection.command("list")
 def list_(store: Store = None):
     """The collections in the store, with their documents and passages."""
+
     def action():
         from loraqa.errors import LoraqaError
         from loraqa.retrieval import open_store
@@ -100,8 +123,16 @@ def list_(store: Store = None):
                 c = s.open(n)
                 docs, passages = c.counts()
                 info = c.embedder_info()
-                rows.append((n, str(docs), str(passages), str(c.settings.passage_chars), str(c.settings.overlap),
-                             f"{info['name']} ({info['dim']})" if info else "-"))
+                rows.append(
+                    (
+                        n,
+                        str(docs),
+                        str(passages),
+                        str(c.settings.passage_chars),
+                        str(c.settings.overlap),
+                        f"{info['name']} ({info['dim']})" if info else "-",
+                    )
+                )
             except (LoraqaError, OSError) as exc:  # one damaged collection does not hide the others
                 rows.append((n, "unreadable", "", "", str(exc)[:80], ""))
         return rows
@@ -119,6 +150,7 @@ def show(
     store: Store = None,
 ):
     """A collection's documents, or one document's passages."""
+
     def action():
         from loraqa.errors import UsageError
         from loraqa.retrieval import open_store
@@ -139,8 +171,11 @@ def show(
         console.print(table)
         return
     doc, passages = shown
-    console.print(f"[bold]{escape(doc.title)}[/] ({escape(doc.source)}), {len(doc.text)} characters"
-                  + (f", {len(doc.page_starts)} pages" if doc.page_starts else "") + f", {len(passages)} passages")
+    console.print(
+        f"[bold]{escape(doc.title)}[/] ({escape(doc.source)}), {len(doc.text)} characters"
+        + (f", {len(doc.page_starts)} pages" if doc.page_starts else "")
+        + f", {len(passages)} passages"
+    )
     for p in passages:
         where = f"page {p.page}, " if p.page else ""
         head = f" [{escape(p.heading)}]" if p.heading else ""
@@ -155,6 +190,7 @@ def remove(
     store: Store = None,
 ):
     """Remove one document from a collection, or the whole collection."""
+
     def action():
         from loraqa.errors import UsageError
         from loraqa.retrieval import open_store
@@ -185,6 +221,7 @@ def search(
 ):
     """The passages that best match a query (lexical, dense or hybrid), with their document, page
     and a highlighted snippet."""
+
     def action():
         from loraqa.inference.library import Library
         from loraqa.retrieval.filters import Filter
@@ -204,8 +241,10 @@ def search(
     for rank, hit in enumerate(hits, 1):
         where = f"page {hit.page}, " if hit.page else ""
         snippet = escape(hit.snippet).replace("«", "[bold yellow]").replace("»", "[/]")
-        console.print(f"[bold]{rank}. {escape(hit.title)}[/] ({where}{escape(hit.source)}, characters "
-                      f"{hit.start}-{hit.end}) score {hit.score:.2f}\n   {snippet}")
+        console.print(
+            f"[bold]{rank}. {escape(hit.title)}[/] ({where}{escape(hit.source)}, characters "
+            f"{hit.start}-{hit.end}) score {hit.score:.2f}\n   {snippet}"
+        )
 
 
 def ask(
@@ -213,7 +252,11 @@ def ask(
     adapter: Adapters = [],
     collection_: Collections = [],
     store: Store = None,
-    use: Optional[str] = typer.Option(None, "--use", help="Which adapter answers: a name, 'base', or 'auto' (chosen by its training domain). Default: the first."),
+    use: Optional[str] = typer.Option(
+        None,
+        "--use",
+        help="Which adapter answers: a name, 'base', or 'auto' (chosen by its training domain). Default: the first.",
+    ),
     model: Model = None,
     as_json: bool = typer.Option(False, "--json", help="Print the answer with its evidence and citations as JSON."),
     mode: SearchMode = None,
@@ -224,6 +267,7 @@ def ask(
 ):
     """Ask a collection a question: the passages that match are read, the best answer is shown
     in the passage it was read from, with its document and page."""
+
     def action():
         from loraqa.errors import UsageError
         from loraqa.inference.predict import predict_one
@@ -234,9 +278,20 @@ def ask(
             raise UsageError("ask answers from a collection: give --collection NAME (or ADAPTER=NAME per adapter)")
         from loraqa.retrieval.filters import dict_pairs
 
-        answer, answerer = predict_one(adapters, question, None, use, mode=mode, filters=dict_pairs(where), base_model=model,
-                                       allow_pickle=allow_pickle, engine=engine, store=store, collections=bindings,
-                                       embedder=embedder)
+        answer, answerer = predict_one(
+            adapters,
+            question,
+            None,
+            use,
+            mode=mode,
+            filters=dict_pairs(where),
+            base_model=model,
+            allow_pickle=allow_pickle,
+            engine=engine,
+            store=store,
+            collections=bindings,
+            embedder=embedder,
+        )
         return answer, answerer
 
     answer, answerer = run(action)
@@ -246,8 +301,10 @@ def ask(
         typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False))
         return
     if answer.no_answer or not answer.citations:
-        console.print("no answer in the collection" + (f" (read {answer.windows} windows)" if answer.windows else
-                                                        " (no passage matched)"))
+        console.print(
+            "no answer in the collection"
+            + (f" (read {answer.windows} windows)" if answer.windows else " (no passage matched)")
+        )
         return
     first, others = answer.citations[0], answer.citations[1:]
     console.print(f"[bold]{escape(answer.answer)}[/]  (adapter {answer.adapter}, score {answer.score:.2f})")
@@ -257,8 +314,18 @@ def ask(
     if document is not None and answer.start is not None:
         text, s, e = document.text, answer.start, answer.end
         lo, hi = max(0, s - 240), min(len(text), e + 240)
-        console.print("   " + ("..." if lo else "") + escape(text[lo:s]) + "[bold yellow]" + escape(text[s:e]) + "[/]"
-                      + escape(text[e:hi]) + ("..." if hi < len(text) else ""))
+        console.print(
+            "   "
+            + ("..." if lo else "")
+            + escape(text[lo:s])
+            + "[bold yellow]"
+            + escape(text[s:e])
+            + "[/]"
+            + escape(text[e:hi])
+            + ("..." if hi < len(text) else "")
+        )
     if others:
-        console.print("also read: " + "; ".join(f"{escape(c['title'])}" + (f" p. {c['page']}" if c["page"] else "")
-                                                for c in others))
+        console.print(
+            "also read: "
+            + "; ".join(f"{escape(c['title'])}" + (f" p. {c['page']}" if c["page"] else "") for c in others)
+        )

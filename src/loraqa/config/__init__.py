@@ -4,26 +4,26 @@ Imports run schema/templates -> checks -> loading; this package re-exports what 
 """
 
 from loraqa.config.loading import (
-                                   config_from_dict,
-                                   dump_config,
-                                   load_config,
-                                   load_saved_config,
-                                   merge,
-                                   parse_set,
-                                   preset_names,
+    config_from_dict,
+    dump_config,
+    load_config,
+    load_saved_config,
+    merge,
+    parse_set,
+    preset_names,
 )
 from loraqa.config.schema import SECTIONS, Config, all_keys, key_help
 
 __all__ = [
-                                   "SECTIONS",
-                                   "Config",
-                                   "all_keys",
-                                   "config_from_dict",
-                                   "dump_config",
-                                   "key_help",
-                                   "load_config",
-                                   "load_saved_config",
-                                   "merge",
-                                   "parse_set",
-                                   "preset_names",
+    "SECTIONS",
+    "Config",
+    "all_keys",
+    "config_from_dict",
+    "dump_config",
+    "key_help",
+    "load_config",
+    "load_saved_config",
+    "merge",
+    "parse_set",
+    "preset_names",
 ]

@@ -24,7 +24,9 @@ def validate(cfg: Config) -> list[str]:
             choices = f.metadata.get("choices")
             value = getattr(sec, f.name)
             if choices and value not in choices:
-                p.append(f"{sname}.{f.name} must be one of {', '.join(choices)}{suggest(str(value), list(choices))}, got {value!r}")
+                p.append(
+                    f"{sname}.{f.name} must be one of {', '.join(choices)}{suggest(str(value), list(choices))}, got {value!r}"
+                )
     for f in dataclasses.fields(cfg.documents):
         if not getattr(cfg.documents, f.name) > 0:
             p.append(f"documents.{f.name} must be > 0, got {getattr(cfg.documents, f.name)}")
@@ -47,9 +49,11 @@ def validate(cfg: Config) -> list[str]:
     # A negative overlap would skip text between windows; more than half the window would read
     # most of the passage twice (and a window whose question is long shrinks it further).
     if cfg.data.doc_stride is not None and not 0 <= cfg.data.doc_stride <= cfg.data.max_source_length // 2:
-        p.append(f"data.doc_stride (the overlap between windows, in tokens) must be between 0 and half of "
-                 f"data.max_source_length ({cfg.data.max_source_length // 2}), got {cfg.data.doc_stride}; "
-                 f"e.g. {setting(f'data.doc_stride={cfg.data.max_source_length // 4}')}")
+        p.append(
+            f"data.doc_stride (the overlap between windows, in tokens) must be between 0 and half of "
+            f"data.max_source_length ({cfg.data.max_source_length // 2}), got {cfg.data.doc_stride}; "
+            f"e.g. {setting(f'data.doc_stride={cfg.data.max_source_length // 4}')}"
+        )
     if cfg.data.negative_windows < 0:
         p.append(f"data.negative_windows must be >= 0, got {cfg.data.negative_windows}")
     if cfg.data.max_target_length < 1:
@@ -60,8 +64,10 @@ def validate(cfg: Config) -> list[str]:
     if err:
         p.append(err)
     elif cfg.data.task == "question_generation" and not uses_context(cfg.data.template):
-        p.append("data.task=question_generation writes questions about a passage, but data.template has no "
-                 "{context}; use the question_generation template")
+        p.append(
+            "data.task=question_generation writes questions about a passage, but data.template has no "
+            "{context}; use the question_generation template"
+        )
     t = cfg.train
     for key in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
         if getattr(t, key) < 1:
@@ -77,8 +83,10 @@ def validate(cfg: Config) -> list[str]:
     if t.max_steps == -1 and t.epochs <= 0:
         p.append(f"train.epochs must be > 0 when train.max_steps is -1, got {t.epochs}")
     if t.eval_steps > 0 and t.save_steps % t.eval_steps:
-        p.append(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps ({t.eval_steps}) so the "
-                 f"best-F1 checkpoint is saved; e.g. {setting(f'train.save_steps={t.eval_steps}')}")
+        p.append(
+            f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps ({t.eval_steps}) so the "
+            f"best-F1 checkpoint is saved; e.g. {setting(f'train.save_steps={t.eval_steps}')}"
+        )
     if t.early_stopping_patience < 0 or (t.early_stopping_patience and t.eval_steps == 0):
         p.append("train.early_stopping_patience needs train.eval_steps > 0 (and must be >= 0)")
     if cfg.retrieval.top_k < 1:
@@ -91,8 +99,10 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     schedulers = [] if t.lr_scheduler in COMMON_SCHEDULERS else _scheduler_names()
     if schedulers and t.lr_scheduler not in schedulers:
-        p.append(f"train.lr_scheduler '{t.lr_scheduler}' is not a transformers scheduler"
-                 f"{suggest(t.lr_scheduler, schedulers)}; choose from {', '.join(schedulers)}")
+        p.append(
+            f"train.lr_scheduler '{t.lr_scheduler}' is not a transformers scheduler"
+            f"{suggest(t.lr_scheduler, schedulers)}; choose from {', '.join(schedulers)}"
+        )
     if cfg.eval.max_new_tokens < 1:
         p.append(f"eval.max_new_tokens must be >= 1, got {cfg.eval.max_new_tokens}")
     if cfg.eval.batch_size < 1:
@@ -105,8 +115,9 @@ def validate(cfg: Config) -> list[str]:
 # Every config read is checked, an adapter's saved one too; asking transformers for its scheduler
 # names imports transformers and torch (about 3 s on two cores), which answering with CTranslate2
 # otherwise never pays. These common names are transformers' own; any other name is checked there.
-COMMON_SCHEDULERS = frozenset({"linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                               "constant_with_warmup", "inverse_sqrt"})
+COMMON_SCHEDULERS = frozenset(
+    {"linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"}
+)
 
 
 def _scheduler_names() -> list[str]:

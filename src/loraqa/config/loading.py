@@ -23,6 +23,7 @@ from loraqa.errors import ConfigError, LoraqaError, UsageError, option, setting
 
 # ---------------------------------------------------------------- presets and files
 
+
 def _presets():
     return resources.files("loraqa.config").joinpath("presets")
 
@@ -36,7 +37,8 @@ def read_preset(name: str) -> dict:
     if name not in names:
         hint = difflib.get_close_matches(name, names, n=1)
         raise UsageError(
-            f"unknown preset '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            f"unknown preset '{name}'"
+            + (f" (did you mean '{hint[0]}'?)" if hint else "")
             + f"; available presets: {', '.join(names)}"
         )
     text = _presets().joinpath(f"{name}.yaml").read_text()
@@ -92,6 +94,7 @@ def merge(base: dict, override: dict) -> dict:
 
 # ---------------------------------------------------------------- typing and validation
 
+
 def _coerce(value: Any, tp: Any, key: str) -> tuple[Any, str | None]:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -140,7 +143,9 @@ def build_config(raw: dict, preset: str | None = None) -> Config:
     sections = {}
     for sname in raw:
         if sname not in SECTIONS and sname != "preset":
-            problems.append(f"unknown section '{sname}'{suggest(sname, list(SECTIONS))}; sections are {', '.join(SECTIONS)}")
+            problems.append(
+                f"unknown section '{sname}'{suggest(sname, list(SECTIONS))}; sections are {', '.join(SECTIONS)}"
+            )
     for sname, cls in SECTIONS.items():
         given = raw.get(sname) or {}
         if not isinstance(given, dict):

@@ -37,8 +37,7 @@ def template_problem(template: str) -> str | None:
         return f"data.template '{template}' has unbalanced braces; use {{question}} and {{context}} as placeholders"
     if "question" not in fields:
         names = ", ".join(TEMPLATES)
-        return (f"data.template '{template}' is neither a template name ({names}) "
-                "nor a string containing {question}")
+        return f"data.template '{template}' is neither a template name ({names}) nor a string containing {{question}}"
     unknown = fields - {"question", "context", "title"}
     if unknown:
         return f"data.template uses unknown placeholder(s) {sorted(unknown)}; only {{question}}, {{context}} and {{title}} exist"

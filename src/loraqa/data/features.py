@@ -31,6 +31,7 @@ from loraqa.data.windows import (
 @dataclass
 class FeatureCounts:
     """What tokenising did to the rows (data_report.json's `features`)."""
+
     rows: int = 0
     context_truncated: int = 0  # passages longer than the window: the row reads one window of it
     source_truncated: int = 0  # sources still too long after re-tokenising the window: cut at the end
@@ -42,8 +43,9 @@ class FeatureCounts:
         return dict(self.__dict__)
 
 
-def encode_prompt(tokenizer, template: str, row: dict, window: str | None, max_source: int,
-                  counts: FeatureCounts | None = None) -> list[int]:
+def encode_prompt(
+    tokenizer, template: str, row: dict, window: str | None, max_source: int, counts: FeatureCounts | None = None
+) -> list[int]:
     """Source token ids for a row with `window` as its passage (None: the row's own)."""
     source = tokenizer(render_source(template, row, context=window))["input_ids"]
     if len(source) > max_source:  # only when the margin for re-tokenising was not enough
@@ -71,8 +73,11 @@ def _answer_window(tokenizer, row: dict, data_cfg, train: bool) -> tuple[str | N
     first, last = answer_token_span(context, offsets, *span)
     if last - first + 1 > budget:
         return (None if train else window_at(context, offsets, 0, budget).text), True
-    holding = [w for w in split_passage(context, offsets, budget, data_cfg.window_overlap)
-               if w.first_token <= first and last < w.last_token]
+    holding = [
+        w
+        for w in split_passage(context, offsets, budget, data_cfg.window_overlap)
+        if w.first_token <= first and last < w.last_token
+    ]
     if not holding:  # an answer longer than the windows' overlap, across a window edge
         return window_around(context, offsets, budget, first, last).text, True
     return random.Random(f"{data_cfg.seed}:{row.get('id')}").choice(holding).text, True
@@ -97,7 +102,9 @@ def encode_row(tokenizer, row: dict, data_cfg, train: bool, counts: FeatureCount
             return None
         counts.context_truncated += int(cut)
     source = encode_prompt(tokenizer, data_cfg.template, row, window, data_cfg.max_source_length, counts)
-    return _feature(tokenizer, source, render_target(row, data_cfg.unanswerable_text), data_cfg.max_target_length, counts)
+    return _feature(
+        tokenizer, source, render_target(row, data_cfg.unanswerable_text), data_cfg.max_target_length, counts
+    )
 
 
 def negative_features(tokenizer, row: dict, data_cfg, counts: FeatureCounts) -> list[dict]:
@@ -120,9 +127,16 @@ def negative_features(tokenizer, row: dict, data_cfg, counts: FeatureCounts) -> 
         windows = windows[1:]
     picked = random.Random(f"{data_cfg.seed}:{row['id']}").sample(windows, min(n, len(windows)))
     counts.negative_windows += len(picked)
-    return [_feature(tokenizer, encode_prompt(tokenizer, data_cfg.template, row, w.text, data_cfg.max_source_length,
-                                              counts), data_cfg.unanswerable_text, data_cfg.max_target_length, counts)
-            for w in picked]
+    return [
+        _feature(
+            tokenizer,
+            encode_prompt(tokenizer, data_cfg.template, row, w.text, data_cfg.max_source_length, counts),
+            data_cfg.unanswerable_text,
+            data_cfg.max_target_length,
+            counts,
+        )
+        for w in picked
+    ]
 
 
 def build_features(tokenizer, rows: list[dict], data_cfg, train: bool):

@@ -22,6 +22,7 @@ SIMPLE_COLUMNS = "question, context, answer"
 
 # ---------------------------------------------------------------- loading
 
+
 def load_rows(source: str, split: str = "train") -> list[dict]:
     """All rows of a source, normalised. `split` applies to hub datasets only."""
     path = Path(source).expanduser()
@@ -85,8 +86,11 @@ def _read_hub(name: str, split: str) -> list[dict]:
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:  # noqa: BLE001 - the hub raises many types; all mean "not loadable"
-        why = "the Hugging Face Hub is unreachable and it is not in the local cache" if not online else (
-            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        why = (
+            "the Hugging Face Hub is unreachable and it is not in the local cache"
+            if not online
+            else (str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        )
         raise LoraqaError(
             f"could not load dataset '{name}' (split '{split}'): {why}; "
             f"pass a local file with {option('data')} (official SQuAD JSON, JSONL, JSON, CSV or Parquet)"
@@ -100,8 +104,7 @@ def normalise_row(raw: dict, index: int, where: str) -> dict:
     cols = set(raw)
     if "question" not in cols or not ({"answers", "answer"} & cols):
         raise LoraqaError(
-            f"{where}: columns {sorted(cols)} are not a QA layout; expected {FLAT_COLUMNS} "
-            f"or {SIMPLE_COLUMNS}"
+            f"{where}: columns {sorted(cols)} are not a QA layout; expected {FLAT_COLUMNS} or {SIMPLE_COLUMNS}"
         )
     context = _text(raw.get("context"))
     question = _text(raw.get("question"))
@@ -109,11 +112,19 @@ def normalise_row(raw: dict, index: int, where: str) -> dict:
         answers = _parse_answers(raw["answers"], where, index)
     else:
         answer = _text(raw.get("answer"))
-        answers = {"text": [answer], "answer_start": [context.find(answer)]} if answer else {"text": [], "answer_start": []}
+        answers = (
+            {"text": [answer], "answer_start": [context.find(answer)]} if answer else {"text": [], "answer_start": []}
+        )
     rid = raw.get("id")
     if rid is None or rid == "":
         rid = hashlib.sha1(f"{question}\x00{context}".encode()).hexdigest()[:16]
-    row = {"id": str(rid), "title": _text(raw.get("title")), "context": context, "question": question, "answers": answers}
+    row = {
+        "id": str(rid),
+        "title": _text(raw.get("title")),
+        "context": context,
+        "question": question,
+        "answers": answers,
+    }
     if raw.get("document") not in (None, ""):  # the document a passage came from (data.split_by=document)
         row["document"] = _text(raw["document"])
     return row
@@ -134,8 +145,9 @@ def _parse_answers(value, where: str, index: int) -> dict:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise LoraqaError(f"{where}: row {index + 1} column 'answers' is not JSON like "
-                              '{"text": [...], "answer_start": [...]}') from None
+            raise LoraqaError(
+                f'{where}: row {index + 1} column \'answers\' is not JSON like {{"text": [...], "answer_start": [...]}}'
+            ) from None
     if isinstance(value, list):  # [{text, answer_start}, ...]
         value = {"text": [a.get("text", "") for a in value], "answer_start": [a.get("answer_start", -1) for a in value]}
     if not isinstance(value, dict) or "text" not in value:

@@ -79,8 +79,10 @@ def split_rows(rows: list[dict], test_size: float, seed: int, by: str, report: D
     n = len(rows)
     n_test = math.ceil(test_size * n)
     if n_test < 1 or n - n_test < 1:
-        raise LoraqaError(f"{n} rows cannot be split with data.test_size={test_size}; "
-                          "use more rows (data.num_samples) or another test_size")
+        raise LoraqaError(
+            f"{n} rows cannot be split with data.test_size={test_size}; "
+            "use more rows (data.num_samples) or another test_size"
+        )
     rng = np.random.default_rng(seed)
     if by in ("context", "document"):
         groups: dict[str, list[int]] = {}
@@ -95,8 +97,10 @@ def split_rows(rows: list[dict], test_size: float, seed: int, by: str, report: D
             test_idx += groups[keys[g]]
         test_set = set(test_idx)
         if len(test_set) == n:
-            raise LoraqaError(f"every row shares one {'passage' if by == 'context' else 'document'}, so a split by "
-                              f"{by} leaves no training rows; set data.split_by=random")
+            raise LoraqaError(
+                f"every row shares one {'passage' if by == 'context' else 'document'}, so a split by "
+                f"{by} leaves no training rows; set data.split_by=random"
+            )
         train = [r for i, r in enumerate(rows) if i not in test_set]
         test = [rows[i] for i in sorted(test_set)]
     else:

@@ -26,16 +26,18 @@ def official_rows(data: dict, impossible_means_no_answer: bool = True) -> list[d
     rows = []
     for title, context, qa in _questions(data):
         answers = [] if impossible_means_no_answer and qa.get("is_impossible") else qa.get("answers", [])
-        rows.append({
-            "id": qa.get("id"),
-            "title": title,
-            "context": context,
-            "question": qa.get("question", ""),
-            "answers": {
-                "text": [a.get("text", "") for a in answers],
-                "answer_start": [a.get("answer_start", -1) for a in answers],
-            },
-        })
+        rows.append(
+            {
+                "id": qa.get("id"),
+                "title": title,
+                "context": context,
+                "question": qa.get("question", ""),
+                "answers": {
+                    "text": [a.get("text", "") for a in answers],
+                    "answer_start": [a.get("answer_start", -1) for a in answers],
+                },
+            }
+        )
     return rows
 
 

@@ -16,8 +16,12 @@ QA, QUESTION_GENERATION = "qa", "question_generation"
 def turned_around(row: dict) -> dict:
     """A QA row as a question-generation row (answerable rows only)."""
     answer, start = row["answers"]["text"][0], row["answers"]["answer_start"][0]
-    return {**row, "question": answer, "answers": {"text": [row["question"]], "answer_start": [-1]},
-            "anchor": {"text": answer, "start": start}}
+    return {
+        **row,
+        "question": answer,
+        "answers": {"text": [row["question"]], "answer_start": [-1]},
+        "anchor": {"text": answer, "start": start},
+    }
 
 
 def rows_for_task(rows: list[dict], task: str) -> list[dict]:
@@ -32,7 +36,7 @@ def quoted_at(answer: str, passage: str, hint: int | None = None) -> int:
     """Where the answer stands verbatim in the passage: at the hint when it is there (the occurrence
     a question was written about, which may not be the first), else its first occurrence; -1 when
     it is not there."""
-    if hint is not None and hint >= 0 and passage[hint:hint + len(answer)] == answer:
+    if hint is not None and hint >= 0 and passage[hint : hint + len(answer)] == answer:
         return hint
     return passage.find(answer)
 

@@ -38,9 +38,11 @@ def passage_budget(tokenizer, template: str, row: dict, max_source: int) -> int:
 
 def check_budget(budget: int, max_source: int) -> None:
     if budget < MIN_PASSAGE_TOKENS:
-        raise QuestionTooLong(f"the question and instruction take nearly all of the {max_source}-token window, "
-                              f"leaving {max(budget, 0)} tokens for the passage; shorten the question "
-                              "(or raise data.max_source_length)")
+        raise QuestionTooLong(
+            f"the question and instruction take nearly all of the {max_source}-token window, "
+            f"leaving {max(budget, 0)} tokens for the passage; shorten the question "
+            "(or raise data.max_source_length)"
+        )
 
 
 def window_starts(n_tokens: int, budget: int, overlap: int) -> list[int]:
@@ -72,7 +74,7 @@ def split_passage(context: str, offsets: list[tuple[int, int]], budget: int, ove
 
 def answer_token_span(context: str, offsets: list[tuple[int, int]], answer: str, answer_start: int) -> tuple[int, int]:
     """Token range (first, last inclusive) of the answer in the passage."""
-    if answer_start < 0 or context[answer_start:answer_start + len(answer)] != answer:
+    if answer_start < 0 or context[answer_start : answer_start + len(answer)] != answer:
         answer_start = context.find(answer)
     answer_end = answer_start + len(answer)
     first = next(i for i, (s, e) in enumerate(offsets) if e > answer_start)

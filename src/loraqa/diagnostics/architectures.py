@@ -37,8 +37,14 @@ class Arch:
 
     def layer_shapes(self) -> dict:
         """The T5Config keywords of the layer shapes (vocabulary and head tying are set apart)."""
-        return dict(d_model=self.d_model, d_ff=self.d_ff, num_layers=self.num_layers,
-                    num_decoder_layers=self.num_decoder_layers, num_heads=self.num_heads, d_kv=self.d_kv)
+        return dict(
+            d_model=self.d_model,
+            d_ff=self.d_ff,
+            num_layers=self.num_layers,
+            num_decoder_layers=self.num_decoder_layers,
+            num_heads=self.num_heads,
+            d_kv=self.d_kv,
+        )
 
 
 KNOWN_ARCHITECTURES = {
@@ -50,9 +56,13 @@ KNOWN_ARCHITECTURES = {
 
 def arch_from_config(c) -> Arch:
     return Arch(
-        d_model=c.d_model, d_ff=c.d_ff, num_layers=c.num_layers,
+        d_model=c.d_model,
+        d_ff=c.d_ff,
+        num_layers=c.num_layers,
         num_decoder_layers=getattr(c, "num_decoder_layers", None) or c.num_layers,
-        num_heads=c.num_heads, d_kv=c.d_kv, vocab_size=c.vocab_size,
+        num_heads=c.num_heads,
+        d_kv=c.d_kv,
+        vocab_size=c.vocab_size,
         gated="gated" in getattr(c, "feed_forward_proj", "relu"),
         # transformers 5 forces T5Config.tie_word_embeddings=True and keeps the file's value in
         # scale_decoder_outputs: false there (T5 v1.1, flan-t5) means a separate lm_head.

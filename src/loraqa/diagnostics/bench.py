@@ -30,7 +30,53 @@ from loraqa.modeling.precision import resolve_device, resolve_dtype
 from loraqa.training.callbacks import GracefulInterrupt
 from loraqa.training.trainer import build_trainer, micro_batches
 
-SYLLABLES = ["ba", "be", "bi", "bo", "bu", "da", "de", "di", "do", "du", "ka", "ke", "ki", "ko", "ku", "la", "le", "li", "lo", "lu", "ma", "me", "mi", "mo", "mu", "na", "ne", "ni", "no", "nu", "ra", "re", "ri", "ro", "ru", "sa", "se", "si", "so", "su", "ta", "te", "ti", "to", "tu"]
+SYLLABLES = [
+    "ba",
+    "be",
+    "bi",
+    "bo",
+    "bu",
+    "da",
+    "de",
+    "di",
+    "do",
+    "du",
+    "ka",
+    "ke",
+    "ki",
+    "ko",
+    "ku",
+    "la",
+    "le",
+    "li",
+    "lo",
+    "lu",
+    "ma",
+    "me",
+    "mi",
+    "mo",
+    "mu",
+    "na",
+    "ne",
+    "ni",
+    "no",
+    "nu",
+    "ra",
+    "re",
+    "ri",
+    "ro",
+    "ru",
+    "sa",
+    "se",
+    "si",
+    "so",
+    "su",
+    "ta",
+    "te",
+    "ti",
+    "to",
+    "tu",
+]
 
 
 def bench_data(n: int = 400, seed: int = 0):
@@ -44,11 +90,18 @@ def bench_data(n: int = 400, seed: int = 0):
         ctx = list(rng.choice(words, ctx_len))
         a_len = int(rng.integers(1, 6))
         start = int(rng.integers(0, ctx_len - a_len))
-        answer = " ".join(ctx[start:start + a_len])
+        answer = " ".join(ctx[start : start + a_len])
         context = " ".join(ctx)
         question = " ".join(rng.choice(words, int(rng.integers(8, 16)))) + "?"
-        rows.append({"id": str(i), "title": "", "context": context, "question": question,
-                     "answers": {"text": [answer], "answer_start": [context.find(answer)]}})
+        rows.append(
+            {
+                "id": str(i),
+                "title": "",
+                "context": context,
+                "question": question,
+                "answers": {"text": [answer], "answer_start": [context.find(answer)]},
+            }
+        )
     texts = [" ".join(words)] * 3 + list(TEMPLATES.values()) + ["unanswerable"]
     return rows, train_tokenizer(texts, vocab_size=len(words) + 400)
 
@@ -74,8 +127,12 @@ def forward_flops(arch: Arch, src: int, tgt: int) -> float:
     d, inner, ff, v = arch.d_model, arch.inner, arch.d_ff, arch.vocab_size
     ffn = (3 if arch.gated else 2) * d * ff
     enc = arch.num_layers * (src * (4 * d * inner + ffn) + 2 * src * src * inner)
-    dec = arch.num_decoder_layers * (tgt * (4 * d * inner + 2 * d * inner + ffn) + src * 2 * d * inner
-                                     + 2 * tgt * tgt * inner + 2 * tgt * src * inner)
+    dec = arch.num_decoder_layers * (
+        tgt * (4 * d * inner + 2 * d * inner + ffn)
+        + src * 2 * d * inner
+        + 2 * tgt * tgt * inner
+        + 2 * tgt * src * inner
+    )
     return 2.0 * (enc + dec + tgt * d * v)
 
 
@@ -96,11 +153,15 @@ class CountingCollator:
         self.inner, self.batches = inner, []
 
     def __call__(self, features):
-        self.batches.append((len(features), [len(f["input_ids"]) for f in features], [len(f["labels"]) for f in features]))
+        self.batches.append(
+            (len(features), [len(f["input_ids"]) for f in features], [len(f["labels"]) for f in features])
+        )
         return self.inner(features)
 
 
-def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmup: int, device: str, dtype: str) -> dict:
+def train_bench(
+    cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmup: int, device: str, dtype: str
+) -> dict:
     configure_base(model, cfg.model.dropout, cfg.model.attention, device)
     model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing, fast_kernels=cfg.model.fast_kernels)
     feats, _ = build_features(tokenizer, rows, cfg.data, train=True)
@@ -109,8 +170,9 @@ def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmu
     run_dir = Path(tempfile.mkdtemp(prefix="loraqa-bench-"))
     trainer = build_trainer(cfg, model, tokenizer, feats, None, [], run_dir, dtype, device, [], GracefulInterrupt())
     if seed_style:  # the seed: everything padded to 64, labels padded with the pad id (counted in the loss)
-        trainer.data_collator = DataCollatorForSeq2Seq(tokenizer, model=model, padding="max_length", max_length=64,
-                                                       label_pad_token_id=tokenizer.pad_token_id)
+        trainer.data_collator = DataCollatorForSeq2Seq(
+            tokenizer, model=model, padding="max_length", max_length=64, label_pad_token_id=tokenizer.pad_token_id
+        )
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     timer = StepTimer(warmup)
@@ -121,27 +183,51 @@ def train_bench(cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmu
     trainer.train()
     seconds = timer.end - timer.start
     ga = trainer.args.gradient_accumulation_steps  # fp32 on a CPU may split steps finer (train.fp32_cpu_micro_batch)
-    timed = counter.batches[warmup * ga:(warmup + steps) * ga]
+    timed = counter.batches[warmup * ga : (warmup + steps) * ga]
     examples = sum(b[0] for b in timed)
     tokens = sum(sum(b[1]) + sum(b[2]) for b in timed)
     arch = arch_from_config(model.get_base_model().config)
     # Model FLOPs of a frozen-base LoRA step: forward + backward through activations (2x the
     # forward); frozen weights need no weight gradients, and recomputation is not counted.
     flops = sum(2 * forward_flops(arch, s, t) for b in timed for s, t in zip(b[1], b[2]))
-    peak_mem = (torch.cuda.max_memory_allocated() / 2**30 if device == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-    return {"examples_per_s": examples / seconds, "tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
-            "seconds": seconds, "steps": steps, "peak_memory_gb": peak_mem,
-            "memory_kind": "cuda allocated" if device == "cuda" else "process RSS"}
+    peak_mem = (
+        torch.cuda.max_memory_allocated() / 2**30
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    return {
+        "examples_per_s": examples / seconds,
+        "tokens_per_s": tokens / seconds,
+        "flops_per_s": flops / seconds,
+        "seconds": seconds,
+        "steps": steps,
+        "peak_memory_gb": peak_mem,
+        "memory_kind": "cuda allocated" if device == "cuda" else "process RSS",
+    }
 
 
 def generation_bench(model, tokenizer, rows, cfg, dtype: str, n: int = 64) -> float:
     prepare_for_inference(model, dtype)
-    sources = [plan_reading(tokenizer, r["question"], r["context"], cfg.data.template, cfg.data.max_source_length,
-                            cfg.data.window_overlap)[0].source for r in rows[:n]]
+    sources = [
+        plan_reading(
+            tokenizer,
+            r["question"],
+            r["context"],
+            cfg.data.template,
+            cfg.data.max_source_length,
+            cfg.data.window_overlap,
+        )[0].source
+        for r in rows[:n]
+    ]
     start = time.perf_counter()
-    generate_ids(model, tokenizer, sources, cfg.eval.max_new_tokens, cfg.eval.batch_size,
-                 min_new_tokens=min(8, cfg.eval.max_new_tokens))
+    generate_ids(
+        model,
+        tokenizer,
+        sources,
+        cfg.eval.max_new_tokens,
+        cfg.eval.batch_size,
+        min_new_tokens=min(8, cfg.eval.max_new_tokens),
+    )
     return len(sources) / (time.perf_counter() - start)
 
 
@@ -151,8 +237,9 @@ def use_seed_setup(cfg) -> None:
     cfg.train.gradient_checkpointing, cfg.model.fast_kernels, cfg.model.attention = True, False, "eager"
 
 
-def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup: int, generation: bool,
-              examples: int = 400) -> dict:
+def run_bench(
+    cfg, random_init: str | None, seed_style: bool, steps: int, warmup: int, generation: bool, examples: int = 400
+) -> dict:
     if seed_style:
         use_seed_setup(cfg)
     rows, tokenizer = bench_data(examples)
@@ -171,10 +258,19 @@ def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup
         model = load_base_model(cfg.model.name, dtype, device, allow_pickle=cfg.model.allow_pickle, config=config)
     torch.manual_seed(cfg.train.seed)
     peak = matmul_peak_flops(device, torch.bfloat16 if dtype == "bf16" else torch.float32)
-    result = {"model": name, "preset": cfg.preset, "seed_style": seed_style, "device": device, "dtype": dtype,
-              "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
-              "micro_batch": micro_batches(cfg.train, dtype, device)[0],
-              "gradient_checkpointing": cfg.train.gradient_checkpointing, "matmul_peak_tflops": peak / 1e12}
+    result = {
+        "model": name,
+        "preset": cfg.preset,
+        "seed_style": seed_style,
+        "device": device,
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "batch_size": cfg.train.batch_size,
+        "grad_accum": cfg.train.grad_accum,
+        "micro_batch": micro_batches(cfg.train, dtype, device)[0],
+        "gradient_checkpointing": cfg.train.gradient_checkpointing,
+        "matmul_peak_tflops": peak / 1e12,
+    }
     train = train_bench(cfg, model, tokenizer, rows, seed_style, steps, warmup, device, dtype)
     # Measured again afterwards and the higher kept: on a shared or throttling machine one
     # measurement can read far below what the device does (seen here: 0.4 to 2.1 TFLOP/s).
@@ -189,12 +285,17 @@ def run_bench(cfg, random_init: str | None, seed_style: bool, steps: int, warmup
 
 def format_result(result: dict) -> list[str]:
     """The lines `loraqa bench` prints."""
-    labels = [("examples/s", "examples_per_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"),
-              ("MFU (of measured matmul peak)", "mfu", "{:.1%}"),
-              ("matmul peak TFLOP/s", "matmul_peak_tflops", "{:.2f}"),
-              ("peak memory GiB (" + result["memory_kind"] + ")", "peak_memory_gb", "{:.2f}"),
-              ("answers/s (generation)", "answers_per_s", "{:.2f}")]
-    lines = [f"{result['model']} preset={result['preset']} seed_style={result['seed_style']} "
-             f"{result['device']} {result['dtype']} threads={result['threads']}"]
+    labels = [
+        ("examples/s", "examples_per_s", "{:.2f}"),
+        ("real tokens/s", "tokens_per_s", "{:.0f}"),
+        ("MFU (of measured matmul peak)", "mfu", "{:.1%}"),
+        ("matmul peak TFLOP/s", "matmul_peak_tflops", "{:.2f}"),
+        ("peak memory GiB (" + result["memory_kind"] + ")", "peak_memory_gb", "{:.2f}"),
+        ("answers/s (generation)", "answers_per_s", "{:.2f}"),
+    ]
+    lines = [
+        f"{result['model']} preset={result['preset']} seed_style={result['seed_style']} "
+        f"{result['device']} {result['dtype']} threads={result['threads']}"
+    ]
     lines += [f"  {label:36s} {fmt.format(result[key])}" for label, key, fmt in labels if key in result]
     return lines

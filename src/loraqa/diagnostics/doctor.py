@@ -36,7 +36,9 @@ def run_doctor(cfg, gpu_memory_gb: float | None = None) -> dict:
         free_gb = free / 2**30
         table.add_row("GPU", torch.cuda.get_device_name(0))
         table.add_row("GPU memory", f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB")
-        table.add_row("bf16 on GPU", "yes" if torch.cuda.is_bf16_supported() else "no (use fp32; fp16 is unsafe for T5)")
+        table.add_row(
+            "bf16 on GPU", "yes" if torch.cuda.is_bf16_supported() else "no (use fp32; fp16 is unsafe for T5)"
+        )
     else:
         table.add_row("GPU", "[bold red]none: training will run on the CPU[/] (slow for flan-t5-base and larger)")
     table.add_row("CPU threads", f"{torch.get_num_threads()} of {os.cpu_count()} cores")
@@ -48,13 +50,17 @@ def run_doctor(cfg, gpu_memory_gb: float | None = None) -> dict:
     table.add_row("bitsandbytes", ("installed" if bnb else "not installed") + ("" if cuda else " (8/4-bit needs CUDA)"))
     console.print(table)
     if not cuda:
-        console.print("[bold yellow]warning:[/] no CUDA GPU visible; `loraqa train` will fall back to the CPU. "
-                      "If you have a GPU, check the driver and that torch was installed with CUDA.")
+        console.print(
+            "[bold yellow]warning:[/] no CUDA GPU visible; `loraqa train` will fall back to the CPU. "
+            "If you have a GPU, check the driver and that torch was installed with CUDA."
+        )
 
     arch = architecture_of(cfg.model.name)
     if arch is None:
-        console.print(f"memory: cannot size {cfg.model.name} without its config (known offline: "
-                      f"{', '.join(KNOWN_ARCHITECTURES)}); pass --model PATH")
+        console.print(
+            f"memory: cannot size {cfg.model.name} without its config (known offline: "
+            f"{', '.join(KNOWN_ARCHITECTURES)}); pass --model PATH"
+        )
         return {}
     device = "cuda" if cuda or gpu_memory_gb else "cpu"
     dtype = cfg.model.dtype
@@ -68,11 +74,12 @@ def run_doctor(cfg, gpu_memory_gb: float | None = None) -> dict:
     verdict = ""
     if budget is not None:
         verdict = " - fits" if est["total_gb"] < budget * 0.9 else " - [bold red]does not fit[/]"
-    console.print(f"preset '{cfg.preset}' ({cfg.model.name}, batch {cfg.train.batch_size}, source "
-                  f"{cfg.data.max_source_length} tokens, {dtype}, checkpointing "
-                  f"{'on' if cfg.train.gradient_checkpointing else 'off'}): estimated peak "
-                  f"{est['total_gb']:.2f} GiB on {device}"
-                  + (f" ({gpu_memory_gb:g} GiB card)" if gpu_memory_gb else "") + verdict)
+    console.print(
+        f"preset '{cfg.preset}' ({cfg.model.name}, batch {cfg.train.batch_size}, source "
+        f"{cfg.data.max_source_length} tokens, {dtype}, checkpointing "
+        f"{'on' if cfg.train.gradient_checkpointing else 'off'}): estimated peak "
+        f"{est['total_gb']:.2f} GiB on {device}" + (f" ({gpu_memory_gb:g} GiB card)" if gpu_memory_gb else "") + verdict
+    )
     if budget is not None and est["total_gb"] >= budget * 0.9:
         for tip in est["advice"]:
             console.print(f"  try: {tip}")

@@ -25,8 +25,16 @@ def architecture_of(name: str) -> Arch | None:
 
 def lora_parameters(arch: Arch, targets: list[str], r: int) -> int:
     d, inner, ff = arch.d_model, arch.inner, arch.d_ff
-    shape = {"q": (d, inner), "k": (d, inner), "v": (d, inner), "o": (inner, d),
-             "wi": (d, ff), "wi_0": (d, ff), "wi_1": (d, ff), "wo": (ff, d)}
+    shape = {
+        "q": (d, inner),
+        "k": (d, inner),
+        "v": (d, inner),
+        "o": (inner, d),
+        "wi": (d, ff),
+        "wi_0": (d, ff),
+        "wi_1": (d, ff),
+        "wo": (ff, d),
+    }
     per_block_attn = {t: r * sum(shape[t]) for t in targets if t in ("q", "k", "v", "o")}
     per_block_ff = {t: r * sum(shape[t]) for t in targets if t in ("wi", "wi_0", "wi_1", "wo")}
     attn = sum(per_block_attn.values())
@@ -52,8 +60,9 @@ def estimate_training_memory(arch: Arch, cfg, dtype: str, device: str) -> dict:
     enc_layer = B * S * (10 * d + 4 * ff) * act_bytes + B * H * S * S * (2 * act_bytes + 1)
     dec_layer = B * T * (16 * d + 4 * ff) * act_bytes + B * H * (T * T + T * S) * (2 * act_bytes + 1)
     if cfg.train.gradient_checkpointing:
-        activations = (B * S * d * arch.num_layers + B * T * d * arch.num_decoder_layers) * act_bytes \
-            + max(enc_layer, dec_layer)
+        activations = (B * S * d * arch.num_layers + B * T * d * arch.num_decoder_layers) * act_bytes + max(
+            enc_layer, dec_layer
+        )
     else:
         activations = enc_layer * arch.num_layers + dec_layer * arch.num_decoder_layers
     logits = 3 * B * T * arch.vocab_size * 4
@@ -66,8 +75,10 @@ def estimate_training_memory(arch: Arch, cfg, dtype: str, device: str) -> dict:
     if not cfg.train.gradient_checkpointing:
         advice.append("--set train.gradient_checkpointing=true (recompute activations: about a third slower)")
     if B > 1:
-        advice.append(f"--set train.batch_size={max(1, B // 2)} --set train.grad_accum={cfg.train.grad_accum * 2} "
-                      "(same effective batch)")
+        advice.append(
+            f"--set train.batch_size={max(1, B // 2)} --set train.grad_accum={cfg.train.grad_accum * 2} "
+            "(same effective batch)"
+        )
     if S > 256:
         advice.append("--set data.max_source_length=256 (passages are cut around the answer)")
     if quant == "none" and device == "cuda":

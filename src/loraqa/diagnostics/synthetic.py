@@ -31,11 +31,13 @@ def train_tokenizer(texts: list[str], vocab_size: int = 800):
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
-                                      unk_token="<unk>", show_progress=False)
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", 1)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
@@ -47,8 +49,13 @@ def build_t5(arch: str = "tiny", vocab_size: int | None = None, seed: int = 0, d
         raise ValueError(f"unknown architecture {arch}; choose from {', '.join(ARCHITECTURES)}")
     torch.manual_seed(seed)
     config = T5Config(
-        vocab_size=vocab_size or FLAN_T5_VOCAB, feed_forward_proj="gated-gelu", dropout_rate=dropout,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **ARCHITECTURES[arch].layer_shapes(),
+        vocab_size=vocab_size or FLAN_T5_VOCAB,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=dropout,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        **ARCHITECTURES[arch].layer_shapes(),
         # flan-t5 (T5 v1.1) configs say false: no decoder-output rescaling, separate lm_head
         tie_word_embeddings=False,
     )
@@ -59,8 +66,15 @@ def build_t5(arch: str = "tiny", vocab_size: int | None = None, seed: int = 0, d
     return model
 
 
-def save_model_dir(out: str | Path, arch: str = "tiny", tokenizer=None, texts: list[str] | None = None,
-                   vocab_size: int = 800, seed: int = 0, dropout: float = 0.1) -> Path:
+def save_model_dir(
+    out: str | Path,
+    arch: str = "tiny",
+    tokenizer=None,
+    texts: list[str] | None = None,
+    vocab_size: int = 800,
+    seed: int = 0,
+    dropout: float = 0.1,
+) -> Path:
     """A local model directory (weights, config, tokenizer) that from_pretrained loads."""
     out = Path(out)
     if tokenizer is None:

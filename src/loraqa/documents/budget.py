@@ -65,10 +65,18 @@ class BudgetedReader:
         if self.proc is None or self.proc.poll() is not None:
             self._kill()
             try:
-                self.proc = subprocess.Popen([sys.executable, "-m", "loraqa.documents.worker"], stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
-                self._read(self.proc, HEADER.unpack(self._read(self.proc, HEADER.size, time.monotonic() + START_SECONDS))[0],
-                           time.monotonic() + START_SECONDS)  # {"ready": true}: its imports are done
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "loraqa.documents.worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    close_fds=True,
+                )
+                self._read(
+                    self.proc,
+                    HEADER.unpack(self._read(self.proc, HEADER.size, time.monotonic() + START_SECONDS))[0],
+                    time.monotonic() + START_SECONDS,
+                )  # {"ready": true}: its imports are done
             except (OSError, TimeoutError, EOFError) as exc:
                 self._kill()
                 raise LoraqaError(f"cannot start the process that reads files ({type(exc).__name__})") from None
@@ -78,8 +86,12 @@ class BudgetedReader:
         """The file's documents, each with its passages when split was given; DocumentError
         (one line naming the file) for a file that cannot be read or breaks its budget."""
         proc = self._worker()
-        request = {"path": str(path), "name": name, "limits": asdict(self.limits),
-                   "split": list(self.split) if self.split else None}
+        request = {
+            "path": str(path),
+            "name": name,
+            "limits": asdict(self.limits),
+            "split": list(self.split) if self.split else None,
+        }
         try:
             proc.stdin.write(encode_frame(request))
             proc.stdin.flush()
@@ -92,36 +104,50 @@ class BudgetedReader:
             reply = self._read(proc, HEADER.unpack(head)[0], deadline)
         except TimeoutError:
             self._kill()
-            raise DocumentError(f"{name}: reading it took longer than {self.limits.file_seconds:g} s "
-                                "(documents.file_seconds)") from None
+            raise DocumentError(
+                f"{name}: reading it took longer than {self.limits.file_seconds:g} s (documents.file_seconds)"
+            ) from None
         except EOFError:
             code = proc.wait()
             self._kill()
             if code == -signal.SIGXCPU:
-                raise DocumentError(f"{name}: reading it took longer than {self.limits.file_seconds:g} s "
-                                    "(documents.file_seconds)") from None
-            raise DocumentError(f"{name}: reading it needed more than {self.limits.file_memory_mb:g} MB "
-                                f"(documents.file_memory_mb), or the reader crashed (exit {code})") from None
+                raise DocumentError(
+                    f"{name}: reading it took longer than {self.limits.file_seconds:g} s (documents.file_seconds)"
+                ) from None
+            raise DocumentError(
+                f"{name}: reading it needed more than {self.limits.file_memory_mb:g} MB "
+                f"(documents.file_memory_mb), or the reader crashed (exit {code})"
+            ) from None
         import json
 
         answer = json.loads(reply.decode("utf-8", "surrogatepass"))
         if answer.get("memory"):
             self._kill()
-            raise DocumentError(f"{name}: reading it needed more than {self.limits.file_memory_mb:g} MB "
-                                "(documents.file_memory_mb)")
+            raise DocumentError(
+                f"{name}: reading it needed more than {self.limits.file_memory_mb:g} MB (documents.file_memory_mb)"
+            )
         if "error" in answer:
             raise DocumentError(str(answer["error"]))
         return [self._document(d) for d in answer["documents"]]
 
     @staticmethod
     def _document(d: dict) -> tuple[Document, list[Passage] | None]:
-        doc = Document(d["source"], d["title"], d["text"], d["id"], d["page_starts"],
-                       [(at, h) for at, h in d["headings"]], d["modified"], d["metadata"])
+        doc = Document(
+            d["source"],
+            d["title"],
+            d["text"],
+            d["id"],
+            d["page_starts"],
+            [(at, h) for at, h in d["headings"]],
+            d["modified"],
+            d["metadata"],
+        )
         if d["spans"] is None:
             return doc, None
         page_of, heading_of = locate(doc)
-        return doc, [Passage(doc.id, i, s, e, doc.text[s:e], page_of(s), heading_of(s))
-                     for i, (s, e) in enumerate(d["spans"])]
+        return doc, [
+            Passage(doc.id, i, s, e, doc.text[s:e], page_of(s), heading_of(s)) for i, (s, e) in enumerate(d["spans"])
+        ]
 
     @staticmethod
     def _read(proc: subprocess.Popen, size: int, deadline: float) -> bytes:

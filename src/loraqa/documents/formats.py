@@ -33,8 +33,9 @@ MB = 2**20
 RATIO_FLOOR_BYTES = 1 * MB
 
 
-def read_path(path: str | Path, max_file_mb: float | None = None, limits: DocumentsConfig | None = None,
-              name: str | None = None) -> list[Document]:
+def read_path(
+    path: str | Path, max_file_mb: float | None = None, limits: DocumentsConfig | None = None, name: str | None = None
+) -> list[Document]:
     """The documents in one file. limits: the size checks (max_file_mb overrides its own);
     name: how the file is named in documents' sources and in errors (default: the path, with
     unprintable characters escaped)."""
@@ -44,15 +45,17 @@ def read_path(path: str | Path, max_file_mb: float | None = None, limits: Docume
     name = name or shown(p)
     suffix = p.suffix.lower()
     if suffix not in SUFFIXES:
-        raise DocumentError(f"{name}: unsupported file type '{shown(suffix) or 'no suffix'}' (loraqa reads "
-                            f"{', '.join(SUFFIXES)})")
+        raise DocumentError(
+            f"{name}: unsupported file type '{shown(suffix) or 'no suffix'}' (loraqa reads {', '.join(SUFFIXES)})"
+        )
     try:
         size = p.stat().st_size
         if not p.is_file():
             raise DocumentError(f"{name}: not a regular file")
         if size > max_mb * MB:
-            raise DocumentError(f"{name}: {size / MB:.1f} MB, over the limit of {max_mb:g} MB "
-                                f"({option('max_file_mb')})")
+            raise DocumentError(
+                f"{name}: {size / MB:.1f} MB, over the limit of {max_mb:g} MB ({option('max_file_mb')})"
+            )
         data = p.read_bytes()
         modified = p.stat().st_mtime
     except OSError as exc:
@@ -144,12 +147,16 @@ def check_archive(name: str, data: bytes, limits: DocumentsConfig, what: str = "
     unpacked = sum(p.file_size for p in parts)
     packed = max(1, sum(p.compress_size for p in parts))
     if unpacked > limits.max_archive_mb * MB:
-        raise DocumentError(f"{name}: the {what} would unpack to {unpacked / MB:,.0f} MB, over the limit of "
-                            f"{limits.max_archive_mb:g} MB (documents.max_archive_mb)")
+        raise DocumentError(
+            f"{name}: the {what} would unpack to {unpacked / MB:,.0f} MB, over the limit of "
+            f"{limits.max_archive_mb:g} MB (documents.max_archive_mb)"
+        )
     if unpacked > RATIO_FLOOR_BYTES and unpacked / packed > limits.max_archive_ratio:
-        raise DocumentError(f"{name}: the {what} would unpack to {unpacked / packed:,.0f} times its size, over "
-                            f"the limit of {limits.max_archive_ratio:g}:1 (documents.max_archive_ratio; "
-                            "a zip bomb?)")
+        raise DocumentError(
+            f"{name}: the {what} would unpack to {unpacked / packed:,.0f} times its size, over "
+            f"the limit of {limits.max_archive_ratio:g}:1 (documents.max_archive_ratio; "
+            "a zip bomb?)"
+        )
 
 
 def read_docx(name: str, stem: str, data: bytes, limits: DocumentsConfig | None = None) -> Document:
@@ -189,12 +196,15 @@ def read_docx(name: str, stem: str, data: bytes, limits: DocumentsConfig | None 
 def read_html(name: str, stem: str, data: bytes, limits: DocumentsConfig | None = None) -> Document:
     limits = limits or DocumentsConfig()
     if len(data) > limits.max_html_mb * MB:
-        raise DocumentError(f"{name}: an HTML page of {len(data) / MB:.1f} MB, over the limit of "
-                            f"{limits.max_html_mb:g} MB (documents.max_html_mb)")
+        raise DocumentError(
+            f"{name}: an HTML page of {len(data) / MB:.1f} MB, over the limit of "
+            f"{limits.max_html_mb:g} MB (documents.max_html_mb)"
+        )
     trafilatura = optional.require("trafilatura", f"reading {name}")
     try:
-        text = trafilatura.extract(data, output_format="txt", include_comments=False, include_tables=True,
-                                   favor_recall=True)
+        text = trafilatura.extract(
+            data, output_format="txt", include_comments=False, include_tables=True, favor_recall=True
+        )
         meta = trafilatura.extract_metadata(data) if text else None
     except RecursionError:
         raise DocumentError(f"{name}: not a readable page (its elements nest too deeply)") from None
@@ -215,7 +225,7 @@ def markdown_headings(text: str) -> list[tuple[int, int, str]]:
     for line in text.split("\n"):
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            if level <= 6 and line[level:level + 1] in (" ", "\t"):
+            if level <= 6 and line[level : level + 1] in (" ", "\t"):
                 heading = line[level:].strip()
                 closed = heading.rstrip("#")
                 if closed != heading and (not closed or closed[-1] in " \t"):  # a closing run of hashes
@@ -258,8 +268,15 @@ def read_jsonl(name: str, stem: str, text: str) -> list[Document]:
         if title is not None and not isinstance(title, str):
             raise DocumentError(f"{name}{where}: 'title' must be a string")
         meta = storable_value({k: v for k, v in row.items() if k not in ("text", "id", "title")})
-        docs.append(Document(f"{name}:{n}", one_line(title or "")[:200] or f"{stem} {n}", _clean(row["text"]),
-                             id=storable(str(given)) if given is not None else "", metadata=meta))
+        docs.append(
+            Document(
+                f"{name}:{n}",
+                one_line(title or "")[:200] or f"{stem} {n}",
+                _clean(row["text"]),
+                id=storable(str(given)) if given is not None else "",
+                metadata=meta,
+            )
+        )
     if not docs:
         raise DocumentError(f"{name}: holds no rows")
     return docs
@@ -268,8 +285,10 @@ def read_jsonl(name: str, stem: str, text: str) -> list[Document]:
 def read_squad(name: str, stem: str, text: str) -> list[Document]:
     data = _json(name, text)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise DocumentError(f"{name}: not SQuAD JSON ({{\"data\": [{{\"title\", \"paragraphs\": [{{\"context\"}}]}}]}}); "
-                            "for your own documents use JSONL with a 'text' field")
+        raise DocumentError(
+            f'{name}: not SQuAD JSON ({{"data": [{{"title", "paragraphs": [{{"context"}}]}}]}}); '
+            "for your own documents use JSONL with a 'text' field"
+        )
     docs, seen = [], set()
     for a, article in enumerate(data["data"], 1):
         paragraphs = article.get("paragraphs", []) if isinstance(article, dict) else None
@@ -283,8 +302,13 @@ def read_squad(name: str, stem: str, text: str) -> list[Document]:
             context = _clean(context or "")
             if context.strip() and context not in seen:  # questions repeat their passage
                 seen.add(context)
-                docs.append(Document(f"{name}#{len(docs) + 1}",
-                                     one_line(title if isinstance(title, str) else "")[:200] or stem, context))
+                docs.append(
+                    Document(
+                        f"{name}#{len(docs) + 1}",
+                        one_line(title if isinstance(title, str) else "")[:200] or stem,
+                        context,
+                    )
+                )
     if not docs:
         raise DocumentError(f"{name}: holds no contexts")
     return docs

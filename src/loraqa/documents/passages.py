@@ -42,7 +42,7 @@ def _pieces(text: str, start: int, end: int, pattern: re.Pattern) -> Iterator[tu
     at = start
     for m in pattern.finditer(text, start, end):
         if m.start() > at:
-            if not text[at:m.start()].isspace():
+            if not text[at : m.start()].isspace():
                 yield at, m.start()
             at = m.end()
     if at < end and not text[at:end].isspace():
@@ -81,13 +81,14 @@ def _cut_long(text: str, start: int, end: int, max_chars: int) -> Iterator[tuple
         cut = text.rfind(" ", start + 1, start + max_chars)
         cut = cut if cut > start else start + max_chars
         yield start, cut
-        start = cut + (1 if text[cut:cut + 1] == " " else 0)
+        start = cut + (1 if text[cut : cut + 1] == " " else 0)
     if end > start:
         yield start, end
 
 
-def passage_spans(doc: Document, max_chars: int = 1000, overlap: int = 200,
-                  limit: int | None = None) -> Iterator[tuple[int, int]]:
+def passage_spans(
+    doc: Document, max_chars: int = 1000, overlap: int = 200, limit: int | None = None
+) -> Iterator[tuple[int, int]]:
     """The (start, end) of each passage, in reading order: sentences gathered up to max_chars,
     cut early at a paragraph's start once a passage is 60% full, always at a heading; each
     passage but a section's first starts with the previous one's last sentences (up to `overlap`
@@ -133,12 +134,13 @@ def locate(doc: Document):
     return doc.page_at, heading_of
 
 
-def split_document(doc: Document, max_chars: int = 1000, overlap: int = 200,
-                   limit: int | None = None) -> list[Passage]:
+def split_document(doc: Document, max_chars: int = 1000, overlap: int = 200, limit: int | None = None) -> list[Passage]:
     """The document's passages (see passage_spans), each with its text, page and heading."""
     page_of, heading_of = locate(doc)
-    return [Passage(doc.id, i, s, e, doc.text[s:e], page_of(s), heading_of(s))
-            for i, (s, e) in enumerate(passage_spans(doc, max_chars, overlap, limit))]
+    return [
+        Passage(doc.id, i, s, e, doc.text[s:e], page_of(s), heading_of(s))
+        for i, (s, e) in enumerate(passage_spans(doc, max_chars, overlap, limit))
+    ]
 
 
 def _tail(units: list[_Unit], overlap: int) -> list[_Unit]:

@@ -81,14 +81,23 @@ def _glob(pattern: str, walk: Walk, add, follow_links: bool) -> None:
     before = walk.matched
     if base.is_dir():
         root = base.resolve()
-        _walk(base, walk, add, follow_links, root, lambda rel: _could_match(wanted, rel),
-              lambda rel: _matches(wanted, rel), show_base=fixed > 0)
+        _walk(
+            base,
+            walk,
+            add,
+            follow_links,
+            root,
+            lambda rel: _could_match(wanted, rel),
+            lambda rel: _matches(wanted, rel),
+            show_base=fixed > 0,
+        )
     if walk.matched == before:
         walk.skip(pattern, "no file matches")
 
 
-def _walk(top: Path, walk: Walk, add, follow_links: bool, root: Path, descend, take=None,
-          show_base: bool = True) -> None:
+def _walk(
+    top: Path, walk: Walk, add, follow_links: bool, root: Path, descend, take=None, show_base: bool = True
+) -> None:
     """Depth-first over real directories only. descend(rel) says whether a folder may hold
     matches; take(rel): whether an entry matches (None: every supported file, as a folder
     argument); a folder that matches is taken whole."""
@@ -149,6 +158,7 @@ def _inside(path: Path, root: Path) -> bool:
 def _states(pattern: tuple[str, ...], rel: tuple[str, ...]) -> set[int]:
     """The pattern positions a path of these segments can have reached (`**` spans any number
     of segments, none hidden; other segments match one name each, as fnmatch does)."""
+
     def close(states: set[int]) -> set[int]:
         out = set(states)
         for i in sorted(states):

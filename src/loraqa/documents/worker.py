@@ -88,9 +88,19 @@ def answer(request: dict) -> dict:
                 if request.get("split"):
                     chars, overlap = request["split"]
                     spans = list(passage_spans(doc, chars, overlap, limits.max_passages))
-                out.append({"source": doc.source, "title": doc.title, "text": doc.text, "id": doc.id,
-                            "page_starts": doc.page_starts, "headings": doc.headings, "modified": doc.modified,
-                            "metadata": doc.metadata, "spans": spans})
+                out.append(
+                    {
+                        "source": doc.source,
+                        "title": doc.title,
+                        "text": doc.text,
+                        "id": doc.id,
+                        "page_starts": doc.page_starts,
+                        "headings": doc.headings,
+                        "modified": doc.modified,
+                        "metadata": doc.metadata,
+                        "spans": spans,
+                    }
+                )
             del docs
             return {"frame": encode_frame({"documents": out})}
     except DocumentError as exc:

@@ -34,8 +34,9 @@ def score_threshold(na_prob_threshold: float, answer_scores: list[float]) -> flo
     return (min(kept) + max(dropped)) / 2
 
 
-def find_best_thresh(preds: dict[str, str], scores: dict[str, float], na_probs: dict[str, float],
-                     has_answer: dict[str, bool]) -> tuple[float, float]:
+def find_best_thresh(
+    preds: dict[str, str], scores: dict[str, float], na_probs: dict[str, float], has_answer: dict[str, bool]
+) -> tuple[float, float]:
     """(best score in %, its no-answer probability threshold), as the official v2.0 script computes them."""
     num_no_ans = sum(1 for k in has_answer if not has_answer[k])
     cur_score = best_score = num_no_ans
@@ -54,11 +55,21 @@ def find_best_thresh(preds: dict[str, str], scores: dict[str, float], na_probs: 
     return 100.0 * best_score / len(scores), best_thresh
 
 
-def best_thresholds(preds: dict[str, str], exact: dict[str, float], f1: dict[str, float],
-                    na_probs: dict[str, float], has_answer: dict[str, bool]) -> dict:
+def best_thresholds(
+    preds: dict[str, str],
+    exact: dict[str, float],
+    f1: dict[str, float],
+    na_probs: dict[str, float],
+    has_answer: dict[str, bool],
+) -> dict:
     best_exact, exact_thresh = find_best_thresh(preds, exact, na_probs, has_answer)
     best_f1, f1_thresh = find_best_thresh(preds, f1, na_probs, has_answer)
-    return {"best_exact": best_exact, "best_exact_thresh": exact_thresh, "best_f1": best_f1, "best_f1_thresh": f1_thresh}
+    return {
+        "best_exact": best_exact,
+        "best_exact_thresh": exact_thresh,
+        "best_f1": best_f1,
+        "best_f1_thresh": f1_thresh,
+    }
 
 
 def auroc(scores: list[float], right: list[bool]) -> float | None:
@@ -81,8 +92,9 @@ def auroc(scores: list[float], right: list[bool]) -> float | None:
     return u / (len(pos) * len(neg))
 
 
-def risk_coverage(scores: list[float], f1: list[float], exact: list[float],
-                  coverages: tuple[float, ...] = (0.5, 0.8, 1.0)) -> dict:
+def risk_coverage(
+    scores: list[float], f1: list[float], exact: list[float], coverages: tuple[float, ...] = (0.5, 0.8, 1.0)
+) -> dict:
     """F1 (in %) when answering only the highest-scored share of the questions, the curve behind
     it, and the AUROC of the score for right (exact) vs wrong answers."""
     order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)

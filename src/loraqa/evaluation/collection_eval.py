@@ -66,13 +66,18 @@ def read_questions(path: str, collection) -> list[Question]:
         try:
             row = json.loads(line)
         except (ValueError, RecursionError):
-            raise UsageError(f"{path} line {n}: not JSON (SQuAD JSON, or JSONL rows of question, answers, "
-                             "document)") from None
+            raise UsageError(
+                f"{path} line {n}: not JSON (SQuAD JSON, or JSONL rows of question, answers, document)"
+            ) from None
         answers = row.get("answers") if isinstance(row, dict) else None
         if isinstance(answers, str):
             answers = [answers]
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(answers, list) \
-                or not all(isinstance(a, str) for a in answers):
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("question"), str)
+            or not isinstance(answers, list)
+            or not all(isinstance(a, str) for a in answers)
+        ):
             raise UsageError(f"{path} line {n}: a row needs 'question' (text) and 'answers' (a list of texts)")
         answers = [a for a in answers if a.strip()]
         if not answers or not row["question"].strip():
@@ -82,9 +87,11 @@ def read_questions(path: str, collection) -> list[Question]:
             names = names if names is not None else _documents_by_name(collection)
             ids = names.get(str(document), set())
             if len(ids) != 1:
-                raise UsageError(f"{path} line {n}: the document '{str(document)[:80]}' is "
-                                 f"{'in no document' if not ids else f'the name of {len(ids)} documents'} of "
-                                 f"{collection.name}; name it by its source, as `loraqa collection show` lists it")
+                raise UsageError(
+                    f"{path} line {n}: the document '{str(document)[:80]}' is "
+                    f"{'in no document' if not ids else f'the name of {len(ids)} documents'} of "
+                    f"{collection.name}; name it by its source, as `loraqa collection show` lists it"
+                )
             document = next(iter(ids))
         questions.append(Question(row["question"], answers, document))
     return questions
@@ -107,11 +114,19 @@ def _squad_questions(data: dict, collection, path: str) -> list[Question]:
                     missing += 1
                     continue
                 starts = [a.get("answer_start") for a in answers]
-                questions.append(Question(str(qa.get("question", "")), [str(a["text"]) for a in answers], doc,
-                                          starts if all(isinstance(s, int) for s in starts) else None))
+                questions.append(
+                    Question(
+                        str(qa.get("question", "")),
+                        [str(a["text"]) for a in answers],
+                        doc,
+                        starts if all(isinstance(s, int) for s in starts) else None,
+                    )
+                )
     if missing and not questions:
-        raise LoraqaError(f"none of the contexts of {path} is a document of {collection.name}: add the file to it "
-                          "first (`loraqa collection add`)")
+        raise LoraqaError(
+            f"none of the contexts of {path} is a document of {collection.name}: add the file to it "
+            "first (`loraqa collection add`)"
+        )
     return questions
 
 
@@ -123,8 +138,15 @@ def holds_answer(hit, question: Question) -> bool:
     return any(a in hit.text for a in question.answers)
 
 
-def evaluate_collection(library, name: str, questions: list[Question], modes: list[str] | None = None,
-                        per_document: bool = False, progress=None, where: Filter | None = None) -> dict:
+def evaluate_collection(
+    library,
+    name: str,
+    questions: list[Question],
+    modes: list[str] | None = None,
+    per_document: bool = False,
+    progress=None,
+    where: Filter | None = None,
+) -> dict:
     """{mode: {"recall@1", "recall@5", "recall@20", "mrr", "questions"}} for each mode asked
     (default: every mode the collection supports); where: search only a filter's passages."""
     collection = library.open(name)
@@ -140,15 +162,19 @@ def evaluate_collection(library, name: str, questions: list[Question], modes: li
         for n, q in enumerate(questions, 1):
             scope = Filter((q.document,)) if per_document else None
             if where is not None:
-                scope = where if scope is None else Filter(scope.documents, where.source, where.title, where.pages,
-                                                          where.meta)
+                scope = (
+                    where
+                    if scope is None
+                    else Filter(scope.documents, where.source, where.title, where.pages, where.meta)
+                )
             hits = library.search(name, q.text, max(RECALL_AT), mode, scope)
             ranks.append(next((i for i, h in enumerate(hits, 1) if holds_answer(h, q)), None))
             if progress is not None:
                 progress(mode, n, len(questions))
         total = len(ranks) or 1
-        out[mode] = {f"recall@{k}": round(100 * sum(1 for r in ranks if r is not None and r <= k) / total, 2)
-                     for k in RECALL_AT}
+        out[mode] = {
+            f"recall@{k}": round(100 * sum(1 for r in ranks if r is not None and r <= k) / total, 2) for k in RECALL_AT
+        }
         out[mode]["mrr"] = round(sum(1 / r for r in ranks if r is not None) / total, 4)
         out[mode]["questions"] = len(ranks)
     return out

@@ -52,8 +52,9 @@ def eval_rows(ref, data: str | None, limit: int | None) -> tuple[list[dict], str
         rows = [r for r in load_rows(cfg.data.source) if r["id"] in test_ids]
         where = f"held-out questions of {cfg.data.source}"
         if not rows:
-            raise LoraqaError(f"none of the run's held-out questions are in {cfg.data.source} any more; "
-                              f"pass {option('data')}")
+            raise LoraqaError(
+                f"none of the run's held-out questions are in {cfg.data.source} any more; pass {option('data')}"
+            )
     elif not looks_like_path(cfg.data.source):
         rows, where = load_rows(cfg.data.source, split="validation"), f"{cfg.data.source} (validation)"
     else:
@@ -80,7 +81,7 @@ def teacher_forced_accuracy(model, tokenizer, rows: list[dict], data_cfg, batch_
         kept = [i for i, f in enumerate(feats) if f]
         out: list[tuple[list, list] | None] = [None] * len(share)
         for i in range(0, len(kept), batch_size):
-            idx = kept[i:i + batch_size]
+            idx = kept[i : i + batch_size]
             batch = collate([{k: feats[j][k] for k in ("input_ids", "attention_mask", "labels")} for j in idx])
             batch = batch.to(device)
             preds, labels = model(**batch).logits.argmax(-1).cpu().tolist(), batch["labels"].cpu().tolist()
@@ -96,11 +97,14 @@ def evaluate_model(answerer: Answerer, name: str, rows: list[dict], cfg, progres
     """Generate, score and time answers for `rows` with one of the Answerer's adapters, or the
     base model ("base") prompted exactly as that adapter is. Under torchrun each process answers
     its share of the rows; every process gets all answers back."""
+
     def answer(share: list[dict]) -> list:
-        requests = [{"question": r["question"], "context": r["context"], "adapter": name, "like": "adapter"}
-                    for r in share]
-        return answerer.answer(requests, batch_size=cfg.eval.batch_size, progress=progress,
-                               num_beams=cfg.eval.num_beams)
+        requests = [
+            {"question": r["question"], "context": r["context"], "adapter": name, "like": "adapter"} for r in share
+        ]
+        return answerer.answer(
+            requests, batch_size=cfg.eval.batch_size, progress=progress, num_beams=cfg.eval.num_beams
+        )
 
     start = time.perf_counter()
     answers, shares = in_shares(answer, rows)
@@ -114,8 +118,9 @@ def evaluate_model(answerer: Answerer, name: str, rows: list[dict], cfg, progres
     summary["token_accuracy"] = None  # not for engines without teacher forcing (CTranslate2)
     if answerer.engine.capabilities.teacher_forcing:
         with answerer.scoring_model(name) as model:
-            summary["token_accuracy"] = teacher_forced_accuracy(model, answerer.tokenizer, rows, cfg.data,
-                                                                cfg.eval.batch_size)
+            summary["token_accuracy"] = teacher_forced_accuracy(
+                model, answerer.tokenizer, rows, cfg.data, cfg.eval.batch_size
+            )
     summary["seconds"] = round(seconds, 3)
     summary["answers_per_second"] = round(len(rows) / seconds, 3) if seconds > 0 else None
     return items, summary
@@ -125,8 +130,13 @@ def confidence_summary(items: list[dict]) -> dict:
     """The official v2 best thresholds over the answers' no-answer probabilities, and the risk-coverage summary."""
     preds = {i["id"]: i["prediction"] for i in items}
     na_probs = {i["id"]: na_prob(i["score"], i["no_answer"]) for i in items}
-    best = best_thresholds(preds, {i["id"]: i["em"] for i in items}, {i["id"]: i["f1"] for i in items}, na_probs,
-                           {i["id"]: i["has_answer"] for i in items})
+    best = best_thresholds(
+        preds,
+        {i["id"]: i["em"] for i in items},
+        {i["id"]: i["f1"] for i in items},
+        na_probs,
+        {i["id"]: i["has_answer"] for i in items},
+    )
     scores = [i["score"] if i["score"] is not None else float("-inf") for i in items]
     return best | {"risk_coverage": risk_coverage(scores, [i["f1"] for i in items], [i["em"] for i in items])}
 
@@ -138,11 +148,21 @@ def calibrate(ref, summary: dict, items: list[dict], where: str) -> str | None:
         return None
     answer_scores = [i["score"] for i in items if not i["no_answer"]]
     threshold = score_threshold(summary["best_f1_thresh"], answer_scores)
-    write_calibration(ref.adapter_dir, {"no_answer_threshold": threshold, "na_prob_threshold": summary["best_f1_thresh"],
-                                        "best_f1": summary["best_f1"], "f1_without_threshold": summary["f1"],
-                                        "questions": summary["total"], "data": where})
+    write_calibration(
+        ref.adapter_dir,
+        {
+            "no_answer_threshold": threshold,
+            "na_prob_threshold": summary["best_f1_thresh"],
+            "best_f1": summary["best_f1"],
+            "f1_without_threshold": summary["f1"],
+            "questions": summary["total"],
+            "data": where,
+        },
+    )
     shown = "never abstain" if threshold is None else f"abstain below score {threshold:.3f}"
-    return f"no-answer threshold ({shown}; best F1 {summary['best_f1']:.2f}) saved to {ref.adapter_dir / CALIBRATION_NAME}"
+    return (
+        f"no-answer threshold ({shown}; best F1 {summary['best_f1']:.2f}) saved to {ref.adapter_dir / CALIBRATION_NAME}"
+    )
 
 
 def write_eval_files(out: Path, items: list[dict], summary: dict, prefix: str = "") -> None:
@@ -160,6 +180,7 @@ class EvalOptions:
     local model that also scores semantic answer similarity (evaluation/similarity.py). embedder,
     mode: with retrieve, the sentence-embedding model (vectors for the collection of the data's
     contexts, or the one to embed questions with) and the search mode to answer with."""
+
     data: str | None = None
     limit: int | None = None
     baseline: bool = False
@@ -178,27 +199,32 @@ class EvalOptions:
     mode: str | None = None
 
 
-def run_eval(target: str, options: EvalOptions | None = None,
-             progress: Callable[[str, int, int], None] | None = None) -> dict:
+def run_eval(
+    target: str, options: EvalOptions | None = None, progress: Callable[[str, int, int], None] | None = None
+) -> dict:
     """Score an adapter (or export) on questions: its summary (also in summary.json beside the
     answers). progress(task, done, total) counts the windows answered; what it does is said on the
     `loraqa.progress` logger."""
     o = options or EvalOptions()
     if (o.collection or o.holdout_contexts) and not o.retrieve:
-        raise UsageError("a collection and held-out contexts are for answering without passages: add "
-                         f"{option('retrieve')}")
+        raise UsageError(
+            f"a collection and held-out contexts are for answering without passages: add {option('retrieve')}"
+        )
     if not 0 <= o.holdout_contexts < 1:
         raise UsageError(f"the held-out share of contexts must be in [0, 1), got {o.holdout_contexts}")
     if o.baseline and not capabilities_of(o.engine).base_model:
-        raise UsageError(f"{option('baseline')} needs an engine with a separate base model (pytorch): an exported "
-                         "model has none")
+        raise UsageError(
+            f"{option('baseline')} needs an engine with a separate base model (pytorch): an exported model has none"
+        )
     ref = resolve_adapter(target)
     if o.track:
         from loraqa.run_artifacts import tracker_run  # the trackers' clients (wandb, mlflow) only with --track
 
         if ref.run_dir is None or tracker_run(ref.run_dir) is None:
-            raise UsageError(f"{target} has no tracker run to log to (trained with track.report_to=none or "
-                             "tensorboard, or not a run directory); evaluate without --track")
+            raise UsageError(
+                f"{target} has no tracker run to log to (trained with track.report_to=none or "
+                "tensorboard, or not a run directory); evaluate without --track"
+            )
     if o.sets:  # eval-time overrides (e.g. eval.batch_size) apply to the adapter's own config
         ref.config = config_from_dict(merge(ref.config.to_dict(), parse_set(o.sets)))
     out = Path(o.output) if o.output else (ref.run_dir or ref.adapter_dir.parent) / "eval"
@@ -210,8 +236,16 @@ def run_eval(target: str, options: EvalOptions | None = None,
         similarity = AnswerSimilarity(o.similarity_model)
     dtype = ref.config.model.dtype if ref.config.model.dtype != "fp16" else "auto"
     # answers as the model gives them: the threshold is calibrated from them, not applied to them
-    answerer = Answerer({"adapter": ref}, base_model=o.model_override, device=process_device(ref.config.model.device),
-                        dtype=dtype, allow_pickle=o.allow_pickle, apply_threshold=False, engine=o.engine, store=o.store)
+    answerer = Answerer(
+        {"adapter": ref},
+        base_model=o.model_override,
+        device=process_device(ref.config.model.device),
+        dtype=dtype,
+        allow_pickle=o.allow_pickle,
+        apply_threshold=False,
+        engine=o.engine,
+        store=o.store,
+    )
     if o.collection is not None:
         answerer.library.open(o.collection)  # an unknown collection is refused before any answering
     main = is_main_process()  # under torchrun: every process answers its share, the first one reports
@@ -228,8 +262,15 @@ def run_eval(target: str, options: EvalOptions | None = None,
         for found_items, found_summary in results.values():
             add_similarity(found_items, found_summary, similarity)
     items, summary = results["adapter"]
-    summary.update({"data": where, "adapter": str(ref.adapter_dir), "device": answerer.device,
-                    "dtype": answerer.dtype, "engine": o.engine})
+    summary.update(
+        {
+            "data": where,
+            "adapter": str(ref.adapter_dir),
+            "device": answerer.device,
+            "dtype": answerer.dtype,
+            "engine": o.engine,
+        }
+    )
     if not main:
         return summary
     write_eval_files(out, items, summary)
@@ -244,9 +285,18 @@ def run_eval(target: str, options: EvalOptions | None = None,
         say(note)
     if o.retrieve:
         threshold = (read_calibration(ref.adapter_dir) or {}).get("no_answer_threshold")
-        summary["retrieval"] = evaluate_retrieval(answerer, rows, items, o.collection, o.holdout_contexts,
-                                                  ref.config.data.seed, ref.config.eval.batch_size, threshold,
-                                                  embedder=o.embedder, mode=o.mode)
+        summary["retrieval"] = evaluate_retrieval(
+            answerer,
+            rows,
+            items,
+            o.collection,
+            o.holdout_contexts,
+            ref.config.data.seed,
+            ref.config.eval.batch_size,
+            threshold,
+            embedder=o.embedder,
+            mode=o.mode,
+        )
         write_json(out / "summary.json", summary)
     if o.track:
         from loraqa.run_artifacts import log_eval  # the trackers' clients only with --track

@@ -30,6 +30,7 @@ def _tokens(s: str) -> list[str]:
 
 # ---------------------------------------------------------------- v1.1
 
+
 def exact_match_v1(prediction: str, truth: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(truth))
 
@@ -49,6 +50,7 @@ def best_over_references(fn, prediction: str, truths: list[str]) -> float:
 
 
 # ---------------------------------------------------------------- v2.0
+
 
 def exact_match_v2(prediction: str, truth: str) -> int:
     return int(normalize_answer(truth) == normalize_answer(prediction))
@@ -94,6 +96,7 @@ def rouge_l(prediction: str, answers: list[str]) -> float:
 
 # ---------------------------------------------------------------- per question and totals
 
+
 def score_one(prediction: str, answers: list[str], version: str) -> tuple[float, float]:
     """(exact, f1) of one prediction, each 0..1, the way the official script of `version` does it."""
     if version == "v2":
@@ -106,13 +109,22 @@ def squad_summary(items: list[dict], version: str) -> dict:
     """Totals in the official scripts' format (percentages), and ROUGE-L's mean (percent) when
     the items carry it. items: {em, f1, has_answer[, rouge_l]}."""
     n = len(items)
-    rouge = {"rouge_l": 100.0 * sum(i["rouge_l"] for i in items) / max(n, 1)} \
-        if items and all("rouge_l" in i for i in items) else {}
+    rouge = (
+        {"rouge_l": 100.0 * sum(i["rouge_l"] for i in items) / max(n, 1)}
+        if items and all("rouge_l" in i for i in items)
+        else {}
+    )
     if version != "v2":
-        return {"exact_match": 100.0 * sum(i["em"] for i in items) / max(n, 1),
-                "f1": 100.0 * sum(i["f1"] for i in items) / max(n, 1), **rouge}
-    out = {"exact": 100.0 * sum(i["em"] for i in items) / max(n, 1),
-           "f1": 100.0 * sum(i["f1"] for i in items) / max(n, 1), "total": n}
+        return {
+            "exact_match": 100.0 * sum(i["em"] for i in items) / max(n, 1),
+            "f1": 100.0 * sum(i["f1"] for i in items) / max(n, 1),
+            **rouge,
+        }
+    out = {
+        "exact": 100.0 * sum(i["em"] for i in items) / max(n, 1),
+        "f1": 100.0 * sum(i["f1"] for i in items) / max(n, 1),
+        "total": n,
+    }
     for prefix, want in (("HasAns", True), ("NoAns", False)):
         sub = [i for i in items if i["has_answer"] == want]
         if sub:

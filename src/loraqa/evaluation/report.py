@@ -60,14 +60,21 @@ def make_report(run_dir: str | Path) -> tuple[Path, Path]:
             ax_answers.plot(steps, values, marker="o", label=label)
     steps, values = series(records, "eval/token_accuracy")
     if steps:
-        ax_answers.plot(steps, [100 * v for v in values], linestyle="--", marker="s",
-                        label="token accuracy (%), teacher-forced")
+        ax_answers.plot(
+            steps, [100 * v for v in values], linestyle="--", marker="s", label="token accuracy (%), teacher-forced"
+        )
     ax_answers.set(xlabel="step", ylabel="%", ylim=(0, 100), title="Generated answers vs token accuracy")
     if ax_answers.lines:
         ax_answers.legend()
     else:
-        ax_answers.text(0.5, 0.5, "no evaluation during training\n(train.eval_steps = 0)", ha="center",
-                        va="center", transform=ax_answers.transAxes)
+        ax_answers.text(
+            0.5,
+            0.5,
+            "no evaluation during training\n(train.eval_steps = 0)",
+            ha="center",
+            va="center",
+            transform=ax_answers.transAxes,
+        )
     if curve:
         draw_risk_coverage(axes[2], curve, evaluation)
     fig.suptitle(run_dir.name)
@@ -96,8 +103,13 @@ def draw_risk_coverage(ax, curve: list, evaluation: dict) -> None:
     coverage, f1 = zip(*curve)
     ax.plot([100 * c for c in coverage], f1, label="F1 of the answered questions")
     auroc = evaluation["risk_coverage"].get("auroc")
-    ax.set(xlabel="coverage: questions answered, most confident first (%)", ylabel="F1 (%)", ylim=(0, 100),
-           xlim=(0, 100), title="Risk-coverage (loraqa eval)" + (f", AUROC {auroc:.2f}" if auroc is not None else ""))
+    ax.set(
+        xlabel="coverage: questions answered, most confident first (%)",
+        ylabel="F1 (%)",
+        ylim=(0, 100),
+        xlim=(0, 100),
+        title="Risk-coverage (loraqa eval)" + (f", AUROC {auroc:.2f}" if auroc is not None else ""),
+    )
     ax.legend()
 
 
@@ -109,18 +121,24 @@ def _html(run_dir: Path, records: list[dict], png: Path) -> str:
     if best:
         facts.append(f"best F1 {best['best_f1']:.2f} at {best['best_checkpoint']} (kept as the adapter)")
     if summary:
-        facts.append(f"trained {summary.get('step')} steps in {summary.get('train_runtime', 0):.0f} s, "
-                     f"{summary.get('train_samples_per_second', 0):.2f} examples/s")
+        facts.append(
+            f"trained {summary.get('step')} steps in {summary.get('train_runtime', 0):.0f} s, "
+            f"{summary.get('train_samples_per_second', 0):.2f} examples/s"
+        )
     s = read_eval_summary(run_dir)
     if s:
         rouge = f", ROUGE-L {s['rouge_l']:.2f}" if s.get("rouge_l") is not None else ""
         facts.append(f"loraqa eval: EM {s['exact_match']:.2f}, F1 {s['f1']:.2f}{rouge} on {s['total']} questions")
         rc = s.get("risk_coverage")
         if rc:
-            facts.append(f"F1 of the 50% / 80% most confident answers: {rc['f1_at_50']:.2f} / {rc['f1_at_80']:.2f}"
-                         + (f"; AUROC of the score (right vs wrong) {rc['auroc']:.2f}" if rc.get("auroc") is not None else ""))
+            facts.append(
+                f"F1 of the 50% / 80% most confident answers: {rc['f1_at_50']:.2f} / {rc['f1_at_80']:.2f}"
+                + (f"; AUROC of the score (right vs wrong) {rc['auroc']:.2f}" if rc.get("auroc") is not None else "")
+            )
     items = "".join(f"<li>{html.escape(f)}</li>" for f in facts)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_dir.name)}</title></head>"
-            f"<body style='font-family:sans-serif;max-width:1400px;margin:auto'><h1>{html.escape(run_dir.name)}</h1>"
-            f"<ul>{items}</ul><img alt='loss and answer metrics' style='max-width:100%' "
-            f"src='data:image/png;base64,{image}'></body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_dir.name)}</title></head>"
+        f"<body style='font-family:sans-serif;max-width:1400px;margin:auto'><h1>{html.escape(run_dir.name)}</h1>"
+        f"<ul>{items}</ul><img alt='loss and answer metrics' style='max-width:100%' "
+        f"src='data:image/png;base64,{image}'></body></html>\n"
+    )

@@ -53,8 +53,14 @@ def retrieval_metrics(library, name: str, rows: list[dict], doc_ids: dict, mode:
         if gold is None or not row["answers"]["text"]:
             continue
         hits = library.search(name, row["question"], max(RECALL_AT), mode)
-        rank = next((i for i, h in enumerate(hits, 1) if h.document == gold
-                     and any(a in h.text for a in row["answers"]["text"])), None)
+        rank = next(
+            (
+                i
+                for i, h in enumerate(hits, 1)
+                if h.document == gold and any(a in h.text for a in row["answers"]["text"])
+            ),
+            None,
+        )
         ranks.append(rank)
     n = len(ranks) or 1
     out = {f"recall@{k}": round(100 * sum(1 for r in ranks if r is not None and r <= k) / n, 2) for k in RECALL_AT}
@@ -63,9 +69,18 @@ def retrieval_metrics(library, name: str, rows: list[dict], doc_ids: dict, mode:
     return out
 
 
-def evaluate_retrieval(answerer, rows: list[dict], given: list[dict], collection: str | None = None,
-                       holdout: float = 0.0, seed: int = 42, batch_size: int = 16,
-                       threshold: float | None = None, embedder: str | None = None, mode: str | None = None) -> dict:
+def evaluate_retrieval(
+    answerer,
+    rows: list[dict],
+    given: list[dict],
+    collection: str | None = None,
+    holdout: float = 0.0,
+    seed: int = 42,
+    batch_size: int = 16,
+    threshold: float | None = None,
+    embedder: str | None = None,
+    mode: str | None = None,
+) -> dict:
     """The figures above, for the Answerer's adapter 'adapter'; `given`: the per-question items
     of answering with the passages given. Without `collection`, a temporary one is made from the
     rows' contexts (with vectors of `embedder`, when given). threshold: the calibrated no-answer
@@ -74,8 +89,9 @@ def evaluate_retrieval(answerer, rows: list[dict], given: list[dict], collection
     supports (`modes`), the top-level figures for the mode answered with."""
     if collection is None:
         target = open_store(tempfile.mkdtemp(prefix="loraqa-eval-"))
-        coll, doc_ids = build_collection(rows, target, "eval", holdout, seed,
-                                         load_embedder(embedder) if embedder else None)
+        coll, doc_ids = build_collection(
+            rows, target, "eval", holdout, seed, load_embedder(embedder) if embedder else None
+        )
         answerer.library = Library(target, embedder=embedder)
         name = "eval"
     else:
@@ -95,18 +111,25 @@ def evaluate_retrieval(answerer, rows: list[dict], given: list[dict], collection
     per_mode = {m: retrieval_metrics(answerer.library, name, rows, doc_ids, m) for m in modes}
     used = answering or ("hybrid" if coll.embedder_info() is not None else "lexical")
     figures = {"collection": name, "mode": used, **per_mode[used], "modes": per_mode}
-    answers = answerer.answer([{"question": r["question"], "adapter": "adapter", "collection": name,
-                                "mode": answering} for r in rows], batch_size=batch_size)
+    answers = answerer.answer(
+        [{"question": r["question"], "adapter": "adapter", "collection": name, "mode": answering} for r in rows],
+        batch_size=batch_size,
+    )
+
     def abstained(a) -> bool:
         return a.no_answer or (threshold is not None and a.score is not None and a.score < threshold)
 
     present = [i for i, r in enumerate(rows) if doc_ids.get(r["context"]) is not None]
-    _, summary = score_rows([rows[i] for i in present], ["" if abstained(answers[i]) else answers[i].answer
-                                                        for i in present])
-    figures.update(exact_match=summary["exact_match"], f1=summary["f1"],
-                   given_exact_match=round(100 * sum(given[i]["em"] for i in present) / max(len(present), 1), 2),
-                   given_f1=round(100 * sum(given[i]["f1"] for i in present) / max(len(present), 1), 2),
-                   questions_answered_from_the_collection=len(present))
+    _, summary = score_rows(
+        [rows[i] for i in present], ["" if abstained(answers[i]) else answers[i].answer for i in present]
+    )
+    figures.update(
+        exact_match=summary["exact_match"],
+        f1=summary["f1"],
+        given_exact_match=round(100 * sum(given[i]["em"] for i in present) / max(len(present), 1), 2),
+        given_f1=round(100 * sum(given[i]["f1"] for i in present) / max(len(present), 1), 2),
+        questions_answered_from_the_collection=len(present),
+    )
     absent = [i for i, r in enumerate(rows) if doc_ids.get(r["context"]) is None]
     if absent:
         figures["held_out_questions"] = len(absent)

@@ -20,9 +20,18 @@ def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[dict], di
     for row, pred in zip(rows, predictions):
         refs = row["answers"]["text"]
         em, f1 = score_one(pred, refs, version)
-        items.append({"id": row["id"], "question": row["question"], "prediction": pred, "references": refs,
-                      "em": em, "f1": round(f1, 6), "rouge_l": round(rouge_l(pred, refs), 6),
-                      "has_answer": bool(refs)})
+        items.append(
+            {
+                "id": row["id"],
+                "question": row["question"],
+                "prediction": pred,
+                "references": refs,
+                "em": em,
+                "f1": round(f1, 6),
+                "rouge_l": round(rouge_l(pred, refs), 6),
+                "has_answer": bool(refs),
+            }
+        )
     summary = squad_summary(items, version)
     if "exact" in summary:
         summary = {"exact_match": summary["exact"], **summary}
@@ -46,8 +55,9 @@ def _read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise LoraqaError(f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
-                          "fix or regenerate it") from None
+        raise LoraqaError(
+            f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}); fix or regenerate it"
+        ) from None
     except UnicodeDecodeError:
         raise LoraqaError(f"{what} file {path} is not UTF-8 text") from None
 
@@ -58,8 +68,10 @@ def read_official(path: str | Path) -> tuple[list[dict], str]:
     data = _read_json(path, "data")
     if not is_official(data):
         raise LoraqaError(f"{path} is not an official-format SQuAD file ({{'version': ..., 'data': [articles]}})")
-    questions = [{"id": r["id"], "answers": r["answers"]["text"], "context": r["context"]}
-                 for r in official_rows(data, impossible_means_no_answer=False)]
+    questions = [
+        {"id": r["id"], "answers": r["answers"]["text"], "context": r["context"]}
+        for r in official_rows(data, impossible_means_no_answer=False)
+    ]
     if not questions:
         raise LoraqaError(f"{path} holds no questions")
     return questions, official_version(data)
@@ -69,21 +81,27 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     path = Path(path)
     preds = _read_json(path, "predictions")
     if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
-        raise LoraqaError(f"predictions file {path} must be a JSON object {{\"question id\": \"answer text\"}}")
+        raise LoraqaError(f'predictions file {path} must be a JSON object {{"question id": "answer text"}}')
     return preds
 
 
 def read_na_probs(path: str | Path) -> dict[str, float]:
     path = Path(path)
     probs = _read_json(path, "no-answer probability")
-    if not isinstance(probs, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                              for v in probs.values()):
-        raise LoraqaError(f"no-answer probability file {path} must be a JSON object {{\"question id\": number}}")
+    if not isinstance(probs, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in probs.values()
+    ):
+        raise LoraqaError(f'no-answer probability file {path} must be a JSON object {{"question id": number}}')
     return {k: float(v) for k, v in probs.items()}
 
 
-def score(questions: list[dict], predictions: dict[str, str], version: str,
-          na_probs: dict[str, float] | None = None, similarity=None) -> ScoreResult:
+def score(
+    questions: list[dict],
+    predictions: dict[str, str],
+    version: str,
+    na_probs: dict[str, float] | None = None,
+    similarity=None,
+) -> ScoreResult:
     """The official summary; with no-answer probabilities also the v2.0 script's best_exact,
     best_exact_thresh, best_f1 and best_f1_thresh; with an AnswerSimilarity also `sas`."""
     items, missing = [], []
@@ -92,14 +110,29 @@ def score(questions: list[dict], predictions: dict[str, str], version: str,
         has_answer[q["id"]] = bool(q["answers"])
         if q["id"] not in predictions:
             missing.append(q["id"])
-            items.append({"em": 0.0, "f1": 0.0, "rouge_l": 0.0, "has_answer": bool(q["answers"]), "prediction": None,
-                          "references": q["answers"]})
+            items.append(
+                {
+                    "em": 0.0,
+                    "f1": 0.0,
+                    "rouge_l": 0.0,
+                    "has_answer": bool(q["answers"]),
+                    "prediction": None,
+                    "references": q["answers"],
+                }
+            )
             continue
         em, f1 = score_one(predictions[q["id"]], q["answers"], version)
         exact[q["id"]], f1s[q["id"]] = em, f1
-        items.append({"em": em, "f1": f1, "rouge_l": rouge_l(predictions[q["id"]], q["answers"]),
-                      "has_answer": bool(q["answers"]), "prediction": predictions[q["id"]],
-                      "references": q["answers"]})
+        items.append(
+            {
+                "em": em,
+                "f1": f1,
+                "rouge_l": rouge_l(predictions[q["id"]], q["answers"]),
+                "has_answer": bool(q["answers"]),
+                "prediction": predictions[q["id"]],
+                "references": q["answers"],
+            }
+        )
     unknown = [k for k in predictions if k not in has_answer]
     summary = squad_summary(items, version)
     if similarity is not None:  # a missing prediction scores 0, as for the other metrics
@@ -111,14 +144,20 @@ def score(questions: list[dict], predictions: dict[str, str], version: str,
     if na_probs is not None:
         absent = [q["id"] for q in questions if q["id"] in predictions and q["id"] not in na_probs]
         if absent:
-            raise LoraqaError(f"{len(absent)} predicted question(s) have no no-answer probability "
-                              f"(first: {absent[0]}); give one for every prediction")
+            raise LoraqaError(
+                f"{len(absent)} predicted question(s) have no no-answer probability "
+                f"(first: {absent[0]}); give one for every prediction"
+            )
         summary.update(best_thresholds(predictions, exact, f1s, na_probs, has_answer))
     return ScoreResult(version, summary, missing, unknown)
 
 
-def score_files(data_path: str | Path, predictions_path: str | Path, na_prob_path: str | Path | None = None,
-                similarity_model: str | None = None) -> ScoreResult:
+def score_files(
+    data_path: str | Path,
+    predictions_path: str | Path,
+    na_prob_path: str | Path | None = None,
+    similarity_model: str | None = None,
+) -> ScoreResult:
     questions, version = read_official(data_path)
     na_probs = read_na_probs(na_prob_path) if na_prob_path else None
     predictions = read_predictions(predictions_path)

@@ -27,8 +27,10 @@ def _is_cross_encoder(folder: Path) -> bool:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []) \
+    return (
+        any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
         and config.get("num_labels", len(config.get("id2label") or {0: 0})) == 1
+    )
 
 
 class AnswerSimilarity:
@@ -37,8 +39,10 @@ class AnswerSimilarity:
         online = use_cache_only_if_offline()
         folder = Path(name).expanduser()
         if looks_like_path(name) and not folder.is_dir():
-            raise LoraqaError(f"similarity model not found: {name}; {option('similarity_model')} takes a local "
-                              "sentence-transformers or cross-encoder folder")
+            raise LoraqaError(
+                f"similarity model not found: {name}; {option('similarity_model')} takes a local "
+                "sentence-transformers or cross-encoder folder"
+            )
         refuse_pickle(folder, "similarity model", allow_pickle=False)
         self.cross = folder.is_dir() and _is_cross_encoder(folder)
         self.name, self.batch_size = name, batch_size
@@ -48,14 +52,20 @@ class AnswerSimilarity:
             self.model = (CrossEncoder if self.cross else SentenceTransformer)(name, device=device)
         except Exception as exc:  # noqa: BLE001 - the loaders raise many types for an unusable folder
             where = "" if online or looks_like_path(name) else " (the Hugging Face Hub is unreachable)"
-            raise LoraqaError(f"could not load the similarity model {name}{where}: "
-                              f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}; pass a "
-                              f"local folder with {option('similarity_model')}") from None
+            raise LoraqaError(
+                f"could not load the similarity model {name}{where}: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}; pass a "
+                f"local folder with {option('similarity_model')}"
+            ) from None
 
     def scores(self, predictions: list[str], references: list[list[str]]) -> list[float]:
         """Each prediction's similarity (0..1) to its closest reference."""
-        pairs = [(p, r) for p, refs in zip(predictions, references) for r in refs
-                 if normalize_answer(p) and normalize_answer(r) and normalize_answer(p) != normalize_answer(r)]
+        pairs = [
+            (p, r)
+            for p, refs in zip(predictions, references)
+            for r in refs
+            if normalize_answer(p) and normalize_answer(r) and normalize_answer(p) != normalize_answer(r)
+        ]
         sims = dict(zip(pairs, self._similarities(pairs))) if pairs else {}
         out = []
         for p, refs in zip(predictions, references):
@@ -71,13 +81,13 @@ class AnswerSimilarity:
     def _similarities(self, pairs: list[tuple[str, str]]) -> list[float]:
         pairs = list(dict.fromkeys(pairs))
         if self.cross:  # one output, through a sigmoid (CrossEncoder's default for one label)
-            values = self.model.predict([(r, p) for p, r in pairs], batch_size=self.batch_size,
-                                        show_progress_bar=False)
+            values = self.model.predict([(r, p) for p, r in pairs], batch_size=self.batch_size, show_progress_bar=False)
             got = [float(v) for v in values]
         else:
             texts = list(dict.fromkeys(t for pair in pairs for t in pair))
-            vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                        show_progress_bar=False)
+            vectors = self.model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+            )
             index = {t: v for t, v in zip(texts, vectors)}
             got = [float(index[p] @ index[r]) for p, r in pairs]
         return [min(max(v, 0.0), 1.0) for v in got]

@@ -43,11 +43,21 @@ def trained_dtype(choice: str, refs) -> str:
 class Answerer:
     """One base model, many adapters; `answer()` takes [{question, context?, adapter?}]."""
 
-    def __init__(self, adapters: dict[str, str | Path | AdapterRef] | None = None, base_model: str | None = None,
-                 device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                 apply_threshold: bool = True, engine: str = "pytorch", max_adapters: int | None = None,
-                 store: str | Path | None = None, collections: dict[str, str] | None = None,
-                 query_limits: QueryLimits | None = None, embedder: str | None = None):
+    def __init__(
+        self,
+        adapters: dict[str, str | Path | AdapterRef] | None = None,
+        base_model: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        allow_pickle: bool = False,
+        apply_threshold: bool = True,
+        engine: str = "pytorch",
+        max_adapters: int | None = None,
+        store: str | Path | None = None,
+        collections: dict[str, str] | None = None,
+        query_limits: QueryLimits | None = None,
+        embedder: str | None = None,
+    ):
         """adapters: name -> a run directory or adapter folder, or an AdapterRef (whose config,
         e.g. with eval-time overrides, is then used as given). apply_threshold=False answers
         without the calibrated no-answer threshold (what `loraqa eval` calibrates it from).
@@ -69,8 +79,9 @@ class Answerer:
             base_model = first.config.model.name
         self.base_model, self.apply_threshold = base_model, apply_threshold
         if first is None and not capabilities.base_model and base_model is None:
-            raise LoraqaError("this engine has no base model of its own: give at least one adapter exported by "
-                              "`loraqa export`")
+            raise LoraqaError(
+                "this engine has no base model of its own: give at least one adapter exported by `loraqa export`"
+            )
         if first is None and base_model is None:
             raise LoraqaError(f"give at least one adapter, or a base model with {option('model')}")
         # for planning; base_model, with no adapter given, is for CTranslate2 an export whose tokenizer the later ones share
@@ -86,8 +97,9 @@ class Answerer:
         bindings = dict(collections or {})
         for name in bindings:
             if name not in refs:
-                raise UsageError(f"a collection is bound to '{name}', which is not one of the adapters: "
-                                 f"{', '.join(refs) or 'none'}")
+                raise UsageError(
+                    f"a collection is bound to '{name}', which is not one of the adapters: {', '.join(refs) or 'none'}"
+                )
             self.library.open(bindings[name])  # an unknown collection is refused before any model loads
         for name, ref in refs.items():
             self.registry.load(name, ref, collection=bindings.get(name))
@@ -124,8 +136,9 @@ class Answerer:
 
     # ------------------------------------------------------------ reading
 
-    def plan(self, request: dict, offsets_cache: dict | None = None, max_windows: int | None = None,
-             tokenizer=None) -> Reading:
+    def plan(
+        self, request: dict, offsets_cache: dict | None = None, max_windows: int | None = None, tokenizer=None
+    ) -> Reading:
         """The windows of one request, rendered as its adapter expects. Bad input raises here,
         before any model work. "like": render as that adapter would (e.g. the base model
         scored on an adapter's prompts). tokenizer: a copy of self.tokenizer for a thread of
@@ -139,15 +152,38 @@ class Answerer:
         collection = request.get("collection") or (chosen.collection if chosen else None)
         tokenizer = tokenizer or self.tokenizer
         if request.get("context") is None and collection is not None and uses_context(s.template):
-            hits = self.library.retrieve(collection, request["question"], s.top_k, s.min_score,
-                                         request.get("mode") or s.mode, Filter.of(request.get("filters")),
-                                         rerank=(s.rerank_model, s.rerank_candidates) if s.rerank_model else None)
+            hits = self.library.retrieve(
+                collection,
+                request["question"],
+                s.top_k,
+                s.min_score,
+                request.get("mode") or s.mode,
+                Filter.of(request.get("filters")),
+                rerank=(s.rerank_model, s.rerank_candidates) if s.rerank_model else None,
+            )
             inputs = plan_passages(tokenizer, request["question"], hits, s, offsets_cache, max_windows)
-            return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score, hits=hits,
-                           passage_weight=s.passage_weight)
-        inputs = plan_reading(tokenizer, request["question"], request.get("context"), s.template, s.max_source,
-                              s.overlap, extractive=s.extractive, offsets_cache=offsets_cache,
-                              max_windows=max_windows)
+            return Reading(
+                name,
+                inputs,
+                max_new,
+                s.no_answer_text,
+                threshold,
+                s.extractive,
+                route_score,
+                hits=hits,
+                passage_weight=s.passage_weight,
+            )
+        inputs = plan_reading(
+            tokenizer,
+            request["question"],
+            request.get("context"),
+            s.template,
+            s.max_source,
+            s.overlap,
+            extractive=s.extractive,
+            offsets_cache=offsets_cache,
+            max_windows=max_windows,
+        )
         return Reading(name, inputs, max_new, s.no_answer_text, threshold, s.extractive, route_score)
 
     def run(self, batch: list[Job], num_beams: int = 1) -> None:
@@ -158,8 +194,13 @@ class Answerer:
     def combine(self, reading: Reading) -> Answer:
         return combine(reading, self.apply_threshold)
 
-    def answer(self, requests: list[dict], batch_size: int = 16, num_beams: int = 1,
-               progress: Callable[[int, int], None] | None = None) -> list[Answer]:
+    def answer(
+        self,
+        requests: list[dict],
+        batch_size: int = 16,
+        num_beams: int = 1,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Answer]:
         """Answers for [{question, context?, adapter?}], in order. Unknown adapters and bad
         input raise before any model work. progress(done, total) counts windows."""
         with self.lock:
@@ -184,9 +225,22 @@ class Answerer:
                 data_cfg = adapter.ref.config.data if adapter else load_config("default").data
                 if not adapter:  # the bare base model reads with the template it answers with
                     data_cfg.template = ReadingSettings.for_base(True).template
-                rows = [(i, {"id": str(i), "question": r["question"], "context": r["context"],
-                             "answers": {"text": [r["answer"]], "answer_start": [quoted_at(r["answer"], r["context"], r.get("answer_start"))]}})
-                        for i, r in enumerate(requests) if r["adapter"] == name]
+                rows = [
+                    (
+                        i,
+                        {
+                            "id": str(i),
+                            "question": r["question"],
+                            "context": r["context"],
+                            "answers": {
+                                "text": [r["answer"]],
+                                "answer_start": [quoted_at(r["answer"], r["context"], r.get("answer_start"))],
+                            },
+                        },
+                    )
+                    for i, r in enumerate(requests)
+                    if r["adapter"] == name
+                ]
                 feats = [encode_row(self.tokenizer, row, data_cfg, False, FeatureCounts()) for _, row in rows]
                 with self.scoring_model(name) as model:
                     scores = target_logprobs(model, self.model_tokenizer, feats, batch_size)
@@ -194,8 +248,13 @@ class Answerer:
                     out[i] = score
         return out
 
-    def read(self, readings: list[Reading], batch_size: int = 16, num_beams: int = 1,
-             progress: Callable[[int, int], None] | None = None) -> list[Answer]:
+    def read(
+        self,
+        readings: list[Reading],
+        batch_size: int = 16,
+        num_beams: int = 1,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Answer]:
         """Answer planned readings: all their windows in length-sorted batches, then combine."""
         with self.lock:
             separate = num_beams > 1 and not self.engine.capabilities.mixed_beam_batches

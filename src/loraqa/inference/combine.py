@@ -29,13 +29,32 @@ from loraqa.modeling.loading import load_base_model, load_seq2seq_config
 
 COMBINATION_NAME = "loraqa_combination.json"
 # PEFT's combination types (LoraModel.add_weighted_adapter, peft 0.21)
-METHODS = ("linear", "ties", "dare_linear", "dare_ties", "svd", "cat", "ties_svd", "dare_linear_svd",
-           "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+METHODS = (
+    "linear",
+    "ties",
+    "dare_linear",
+    "dare_ties",
+    "svd",
+    "cat",
+    "ties_svd",
+    "dare_linear_svd",
+    "dare_ties_svd",
+    "magnitude_prune",
+    "magnitude_prune_svd",
+)
 # those that add the parents' A and B matrices in place, so every parent needs the same rank
 SAME_RANK = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 # those that prune to a density (the share of each parent's weights kept)
-PRUNING = ("ties", "dare_linear", "dare_ties", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune",
-           "magnitude_prune_svd")
+PRUNING = (
+    "ties",
+    "dare_linear",
+    "dare_ties",
+    "ties_svd",
+    "dare_linear_svd",
+    "dare_ties_svd",
+    "magnitude_prune",
+    "magnitude_prune_svd",
+)
 COMBINED = "combined"
 
 
@@ -58,13 +77,16 @@ def _peft_config(ref: AdapterRef) -> dict:
         problem = f"has r = {str(cfg.get('r'))[:20]!r}, not a rank (a whole number >= 1)"
     elif not isinstance(cfg.get("lora_alpha", 8), (int, float)) or isinstance(cfg.get("lora_alpha"), bool):
         problem = "has a lora_alpha that is not a number"
-    elif not all(isinstance(cfg.get(k) or {}, dict) for k in ("rank_pattern", "alpha_pattern")) \
-            or not all(_whole(r) and r >= 1 for r in (cfg.get("rank_pattern") or {}).values()):
+    elif not all(isinstance(cfg.get(k) or {}, dict) for k in ("rank_pattern", "alpha_pattern")) or not all(
+        _whole(r) and r >= 1 for r in (cfg.get("rank_pattern") or {}).values()
+    ):
         problem = "has a rank_pattern or alpha_pattern that is not a mapping of layer names to numbers"
     else:
         targets = cfg.get("target_modules")
-        if not (isinstance(targets, str) or (isinstance(targets, list) and targets
-                                             and all(isinstance(t, str) for t in targets))):
+        if not (
+            isinstance(targets, str)
+            or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))
+        ):
             problem = "has target_modules that are not layer names"
     if problem is not None:
         raise LoraqaError(f"{path} {problem}; it is not a LoRA adapter loraqa can combine")
@@ -88,19 +110,28 @@ def check_weights(ref: AdapterRef, name: str) -> None:
             for key in keys:
                 tensor = f.get_tensor(key)
                 if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
-                    raise LoraqaError(f"{name}: {path.name} holds NaN or infinite weights ({key}); the adapter "
-                                      "diverged in training: retrain it (a lower learning rate) before combining")
+                    raise LoraqaError(
+                        f"{name}: {path.name} holds NaN or infinite weights ({key}); the adapter "
+                        "diverged in training: retrain it (a lower learning rate) before combining"
+                    )
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise LoraqaError(f"{name}: {path.name} is not a readable safetensors file ({str(exc).splitlines()[0][:100]});"
-                          " is it damaged?") from None
+        raise LoraqaError(
+            f"{name}: {path.name} is not a readable safetensors file ({str(exc).splitlines()[0][:100]}); is it damaged?"
+        ) from None
 
 
 def _rank(peft_cfg: dict) -> int:
     return max([peft_cfg["r"], *(peft_cfg.get("rank_pattern") or {}).values()])
 
 
-def check_parents(refs: list[AdapterRef], names: list[str], weights: list[float], method: str,
-                  density: float | None, base_model: str | None) -> list[dict]:
+def check_parents(
+    refs: list[AdapterRef],
+    names: list[str],
+    weights: list[float],
+    method: str,
+    density: float | None,
+    base_model: str | None,
+) -> list[dict]:
     """Everything PEFT needs to combine these adapters; their PEFT configs."""
     if len(refs) < 2:
         raise UsageError("combine needs two adapters or more")
@@ -122,22 +153,34 @@ def check_parents(refs: list[AdapterRef], names: list[str], weights: list[float]
     peft = [_peft_config(r) for r in refs]
     bases = {base_model or r.config.model.name for r in refs}
     if len(bases) > 1:
-        raise UsageError(f"the adapters sit on different base models ({', '.join(sorted(bases))}); only adapters "
-                         "of one base model combine")
-    targets = {tuple(sorted(p.get("target_modules") or [])) if not isinstance(p.get("target_modules"), str)
-               else p["target_modules"] for p in peft}
+        raise UsageError(
+            f"the adapters sit on different base models ({', '.join(sorted(bases))}); only adapters "
+            "of one base model combine"
+        )
+    targets = {
+        tuple(sorted(p.get("target_modules") or []))
+        if not isinstance(p.get("target_modules"), str)
+        else p["target_modules"]
+        for p in peft
+    }
     if len(targets) > 1:
-        raise UsageError(f"the adapters adapt different layers ({' vs '.join(map(str, sorted(targets)))}); train them "
-                         "with the same lora.target_modules")
+        raise UsageError(
+            f"the adapters adapt different layers ({' vs '.join(map(str, sorted(targets)))}); train them "
+            "with the same lora.target_modules"
+        )
     for key, what in (("template", "prompt templates"), ("task", "tasks")):
         values = {getattr(r.config.data, key) for r in refs}
         if len(values) > 1:
-            raise UsageError(f"the adapters were trained with different {what} ({', '.join(sorted(values))}); "
-                             "a combination answers in one")
+            raise UsageError(
+                f"the adapters were trained with different {what} ({', '.join(sorted(values))}); "
+                "a combination answers in one"
+            )
     ranks = [_rank(p) for p in peft]
     if method in SAME_RANK and len(set(ranks)) > 1:
-        raise UsageError(f"{method} adds the adapters' matrices, which needs one rank; these have ranks "
-                         f"{', '.join(map(str, ranks))}: use svd or cat, or train them with the same lora.r")
+        raise UsageError(
+            f"{method} adds the adapters' matrices, which needs one rank; these have ranks "
+            f"{', '.join(map(str, ranks))}: use svd or cat, or train them with the same lora.r"
+        )
     if any(p.get("use_dora") for p in peft):
         raise UsageError("PEFT cannot combine DoRA adapters (lora.use_dora)")
     for ref, name in zip(refs, names):
@@ -173,9 +216,17 @@ to fit its no-answer threshold. Parents, weights and method: `{COMBINATION_NAME}
 """
 
 
-def combine(adapters: list[str], output: str, weights: list[float] | None = None, method: str = "linear",
-            density: float | None = None, base_model: str | None = None, overwrite: bool = False,
-            allow_pickle: bool = False, seed: int = 42) -> Path:
+def combine(
+    adapters: list[str],
+    output: str,
+    weights: list[float] | None = None,
+    method: str = "linear",
+    density: float | None = None,
+    base_model: str | None = None,
+    overwrite: bool = False,
+    allow_pickle: bool = False,
+    seed: int = 42,
+) -> Path:
     """Write the combination of ADAPTERS to OUTPUT (an adapter folder)."""
     refs = [resolve_adapter(a) for a in adapters]
     weights = list(weights) if weights is not None else [1.0 / len(refs)] * len(refs)
@@ -193,14 +244,18 @@ def combine(adapters: list[str], output: str, weights: list[float] | None = None
         for name, ref in zip(parents[1:], refs[1:]):
             model.load_adapter(str(ref.adapter_dir), adapter_name=name)
     except Exception as exc:  # noqa: BLE001 - PEFT raises many types for an adapter that does not fit
-        raise LoraqaError(f"an adapter does not fit the base model {base} ({str(exc).splitlines()[0][:160]}); "
-                          f"pass their base with {option('model')}") from None
+        raise LoraqaError(
+            f"an adapter does not fit the base model {base} ({str(exc).splitlines()[0][:160]}); "
+            f"pass their base with {option('model')}"
+        ) from None
     torch.manual_seed(seed)  # DARE drops weights at random
     kwargs = {"density": density if density is not None else 0.5} if method in PRUNING else {}
     try:
         model.add_weighted_adapter(parents, weights, COMBINED, combination_type=method, **kwargs)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise LoraqaError(f"PEFT cannot combine these adapters with {method}: {str(exc).splitlines()[0][:200]}") from None
+        raise LoraqaError(
+            f"PEFT cannot combine these adapters with {method}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -210,17 +265,30 @@ def combine(adapters: list[str], output: str, weights: list[float] | None = None
     shutil.move(str(saved / COMBINED), str(folder))  # PEFT saves a named adapter in a folder of that name
     load_tokenizer(str(refs[0].adapter_dir)).save_pretrained(str(folder))
     peft_cfg = json.loads((folder / "adapter_config.json").read_text())
-    description = f"combine({method}" + (f", density {kwargs['density']:g}" if kwargs else "") + "): " + \
-        ", ".join(f"{a} x {w:g}" for a, w in zip(adapters, weights))
+    description = (
+        f"combine({method}"
+        + (f", density {kwargs['density']:g}" if kwargs else "")
+        + "): "
+        + ", ".join(f"{a} x {w:g}" for a, w in zip(adapters, weights))
+    )
     cfg = copy.deepcopy(refs[0].config)
     cfg.model.name = base
     cfg.lora.r, cfg.lora.alpha = int(peft_cfg["r"]), int(peft_cfg["lora_alpha"])
     cfg.data.source = description
     (folder / ADAPTER_CONFIG_NAME).write_text(dump_config(cfg))
-    write_json(folder / COMBINATION_NAME, {
-        "method": method, "density": kwargs.get("density"), "seed": seed, "base_model": base,
-        "parents": [{"adapter": str(Path(a).resolve()), "weight": w, "rank": _rank(_peft_config(r))}
-                    for a, w, r in zip(adapters, weights, refs)]})
+    write_json(
+        folder / COMBINATION_NAME,
+        {
+            "method": method,
+            "density": kwargs.get("density"),
+            "seed": seed,
+            "base_model": base,
+            "parents": [
+                {"adapter": str(Path(a).resolve()), "weight": w, "rank": _rank(_peft_config(r))}
+                for a, w, r in zip(adapters, weights, refs)
+            ],
+        },
+    )
     profile = combined_profile(refs, weights, description)
     if profile is not None:
         (folder / DOMAIN_PROFILE_NAME).write_text(profile.to_json())

@@ -64,8 +64,15 @@ as the PyTorch engine.
 """
 
 
-def export(adapter: str, output: str, fmt: str = "ctranslate2", quantization: str = "int8",
-           base_model: str | None = None, overwrite: bool = False, allow_pickle: bool = False) -> Path:
+def export(
+    adapter: str,
+    output: str,
+    fmt: str = "ctranslate2",
+    quantization: str = "int8",
+    base_model: str | None = None,
+    overwrite: bool = False,
+    allow_pickle: bool = False,
+) -> Path:
     if fmt != "ctranslate2":
         raise UsageError(f"{option('format')} must be ctranslate2, got '{fmt}'")
     if quantization not in QUANTIZATIONS:

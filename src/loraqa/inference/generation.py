@@ -83,7 +83,11 @@ class SpanConstraint(LogitsProcessor):
             windows = np.lib.stride_tricks.sliding_window_view(passage, t + 1)
             matches = windows[(windows[:, :t] == prefix).all(axis=1)]
             allowed.update(int(x) for x in matches[:, t])
-        if t and len(passage) >= t and (np.lib.stride_tricks.sliding_window_view(passage, t) == prefix).all(axis=1).any():
+        if (
+            t
+            and len(passage) >= t
+            and (np.lib.stride_tricks.sliding_window_view(passage, t) == prefix).all(axis=1).any()
+        ):
             allowed.add(self.eos)
         if no_answer:
             if prefix == no_answer[:t] and t < len(no_answer):
@@ -108,14 +112,26 @@ def _lengths(sequences: torch.Tensor, eos: int) -> torch.Tensor:
     """Generated tokens per row, up to and including the first EOS."""
     generated = sequences[:, 1:]
     is_eos = generated == eos
-    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), torch.full_like(is_eos[:, 0], generated.shape[1] - 1, dtype=torch.long))
+    first_eos = torch.where(
+        is_eos.any(dim=1),
+        is_eos.int().argmax(dim=1),
+        torch.full_like(is_eos[:, 0], generated.shape[1] - 1, dtype=torch.long),
+    )
     return first_eos + 1
 
 
 @torch.inference_mode()
-def generate_scored(model, tokenizer, sources: list[list[int]], max_new_tokens: int, num_beams: int = 1,
-                    passages: list[list[int] | None] | None = None, no_answer: list[list[int] | None] | None = None,
-                    autocast_bf16: bool = False, **generate_kwargs) -> list[Generated]:
+def generate_scored(
+    model,
+    tokenizer,
+    sources: list[list[int]],
+    max_new_tokens: int,
+    num_beams: int = 1,
+    passages: list[list[int] | None] | None = None,
+    no_answer: list[list[int] | None] | None = None,
+    autocast_bf16: bool = False,
+    **generate_kwargs,
+) -> list[Generated]:
     """One batch: answers with their scores, in the input order. `passages` turns on the
     extractive constraint for the rows that have one. autocast_bf16: a model being trained in
     bf16 (bf16 frozen weights, fp32 adapter)."""
@@ -124,27 +140,38 @@ def generate_scored(model, tokenizer, sources: list[list[int]], max_new_tokens: 
     lse, chosen = _LogSumExp(), _ChosenLogit()
     processors = [lse]
     if passages is not None and any(p is not None for p in passages):
-        processors.append(SpanConstraint(passages, no_answer or [None] * len(sources), tokenizer.eos_token_id, num_beams))
+        processors.append(
+            SpanConstraint(passages, no_answer or [None] * len(sources), tokenizer.eos_token_id, num_beams)
+        )
     processors.append(chosen)
     # use_cache explicitly: training turns the model's KV cache off, and generating without it
     # recomputes every previous step
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                             use_cache=True, logits_processor=LogitsProcessorList(processors),
-                             return_dict_in_generate=True, output_scores=num_beams > 1, **generate_kwargs)
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            use_cache=True,
+            logits_processor=LogitsProcessorList(processors),
+            return_dict_in_generate=True,
+            output_scores=num_beams > 1,
+            **generate_kwargs,
+        )
     sequences = out.sequences.cpu()
     lengths = _lengths(sequences, tokenizer.eos_token_id)
     texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-    ids = [row[1:1 + n].tolist() for row, n in zip(sequences, lengths.tolist())]
+    ids = [row[1 : 1 + n].tolist() for row, n in zip(sequences, lengths.tolist())]
     stopped = [tokenizer.eos_token_id in row for row in ids]
     if num_beams > 1:
         scores = out.sequences_scores.float().cpu().tolist()
         return [Generated(t.strip(), s, len(i), i, None, e) for t, s, i, e in zip(texts, scores, ids, stopped)]
     steps = sequences.shape[1] - 1
     logprobs = (torch.stack(chosen.steps[:steps], dim=1) - torch.stack(lse.steps[:steps], dim=1)).float().cpu()
-    per_token = [row[:len(i)].tolist() for row, i in zip(logprobs, ids)]
-    return [Generated(t.strip(), sum(lp) / len(lp), len(i), i, lp, e)
-            for t, lp, i, e in zip(texts, per_token, ids, stopped)]
+    per_token = [row[: len(i)].tolist() for row, i in zip(logprobs, ids)]
+    return [
+        Generated(t.strip(), sum(lp) / len(lp), len(i), i, lp, e) for t, lp, i, e in zip(texts, per_token, ids, stopped)
+    ]
 
 
 @torch.inference_mode()
@@ -155,11 +182,11 @@ def target_logprobs(model, tokenizer, features: list[dict], batch_size: int = 16
     device = next(model.parameters()).device
     out: list[float] = []
     for i in range(0, len(features), batch_size):
-        chunk = features[i:i + batch_size]
+        chunk = features[i : i + batch_size]
         batch = tokenizer.pad({"input_ids": [f["input_ids"] for f in chunk]}, return_tensors="pt").to(device)
         labels = torch.full((len(chunk), max(len(f["labels"]) for f in chunk)), -100, dtype=torch.long)
         for j, f in enumerate(chunk):
-            labels[j, :len(f["labels"])] = torch.tensor(f["labels"])
+            labels[j, : len(f["labels"])] = torch.tensor(f["labels"])
         labels = labels.to(device)
         logprobs = model(**batch, labels=labels).logits.float().log_softmax(-1)
         known = labels != -100
@@ -171,10 +198,25 @@ def target_logprobs(model, tokenizer, features: list[dict], batch_size: int = 16
 def run_on_model(model, tokenizer, num_beams: int = 1, autocast_bf16: bool = False, **generate_kwargs):
     """A run_batch (inference/reading.py) on a PyTorch model held in memory, such as the one
     being trained: no engine, no adapter switching."""
+
     def run(batch: list[Job]) -> None:
         g = generation_batch(batch, tokenizer, num_beams)
-        fill(batch, generate_scored(model, tokenizer, g.sources, g.max_new_tokens, g.num_beams, passages=g.passages,
-                                    no_answer=g.no_answer, autocast_bf16=autocast_bf16, **generate_kwargs), tokenizer)
+        fill(
+            batch,
+            generate_scored(
+                model,
+                tokenizer,
+                g.sources,
+                g.max_new_tokens,
+                g.num_beams,
+                passages=g.passages,
+                no_answer=g.no_answer,
+                autocast_bf16=autocast_bf16,
+                **generate_kwargs,
+            ),
+            tokenizer,
+        )
+
     return run
 
 
@@ -184,19 +226,41 @@ def read_rows(model, tokenizer, rows: list[dict], data_cfg, eval_cfg, autocast_b
     was_training = model.training
     model.eval()
     try:
-        readings = [Reading("adapter", plan_reading(tokenizer, row["question"], row.get("context"), data_cfg.template,
-                                                    data_cfg.max_source_length, data_cfg.window_overlap,
-                                                    eval_cfg.extractive, row.get("title") or ""),
-                            eval_cfg.max_new_tokens, data_cfg.unanswerable_text, extractive=eval_cfg.extractive)
-                    for row in rows]
+        readings = [
+            Reading(
+                "adapter",
+                plan_reading(
+                    tokenizer,
+                    row["question"],
+                    row.get("context"),
+                    data_cfg.template,
+                    data_cfg.max_source_length,
+                    data_cfg.window_overlap,
+                    eval_cfg.extractive,
+                    row.get("title") or "",
+                ),
+                eval_cfg.max_new_tokens,
+                data_cfg.unanswerable_text,
+                extractive=eval_cfg.extractive,
+            )
+            for row in rows
+        ]
         read_all(readings, run_on_model(model, tokenizer, eval_cfg.num_beams, autocast_bf16), eval_cfg.batch_size)
         return [combine(r, apply_threshold=False) for r in readings]
     finally:
         model.train(was_training)
 
 
-def generate_ids(model, tokenizer, sources: list[list[int]], max_new_tokens: int, batch_size: int,
-                 num_beams: int = 1, progress: Callable[[int], None] | None = None, **generate_kwargs) -> list[str]:
+def generate_ids(
+    model,
+    tokenizer,
+    sources: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    num_beams: int = 1,
+    progress: Callable[[int], None] | None = None,
+    **generate_kwargs,
+) -> list[str]:
     """Answers (text only) to raw model inputs, in the input order, through the same loop: sorting
     keeps padding (and wasted compute) small; each batch is decoded on the host at once, so
     nothing piles up on the device."""

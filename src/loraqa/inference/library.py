@@ -22,8 +22,12 @@ from loraqa.retrieval.search import embedder_for, search
 class Library:
     """The collections of one store, opened once each (from any thread)."""
 
-    def __init__(self, store: str | Path | Store | None = None, query_limits: QueryLimits | None = None,
-                 embedder: str | None = None):
+    def __init__(
+        self,
+        store: str | Path | Store | None = None,
+        query_limits: QueryLimits | None = None,
+        embedder: str | None = None,
+    ):
         """embedder: the model that embeds queries (a folder or hub name) where it is not found
         by the name a collection recorded (checked to be the same model)."""
         self.store = open_store(store, query_limits) if store is None or isinstance(store, (str, Path)) else store
@@ -44,8 +48,15 @@ class Library:
     def names(self) -> list[str]:
         return self.store.names()
 
-    def search(self, name: str, query: str, k: int, mode: str | None = None,
-               where: Filter | None = None, rerank: tuple[str, int] | None = None) -> list[Hit]:
+    def search(
+        self,
+        name: str,
+        query: str,
+        k: int,
+        mode: str | None = None,
+        where: Filter | None = None,
+        rerank: tuple[str, int] | None = None,
+    ) -> list[Hit]:
         """The collection's best passages for a query (mode None or 'auto': hybrid when it has
         vectors, else lexical); rerank (cross-encoder, candidates): the search's best candidates
         re-scored by the cross-encoder, the k best kept."""
@@ -58,8 +69,16 @@ class Library:
         model, candidates = rerank
         return reranker(model).rerank(query, search(collection, query, max(k, candidates), mode, embedder, where), k)
 
-    def retrieve(self, name: str, question: str, k: int, min_score: float = 0.0, mode: str | None = None,
-                 where: Filter | None = None, rerank: tuple[str, int] | None = None) -> list[Hit]:
+    def retrieve(
+        self,
+        name: str,
+        question: str,
+        k: int,
+        min_score: float = 0.0,
+        mode: str | None = None,
+        where: Filter | None = None,
+        rerank: tuple[str, int] | None = None,
+    ) -> list[Hit]:
         """The collection's best passages for a question (within a filter); in lexical mode those
         scoring above min_score (a BM25 value, judged before any reranking)."""
         lexical = mode == "lexical" or (mode in (None, "auto") and self.open(name).embedder_info() is None)
@@ -73,8 +92,14 @@ class Library:
         return reranker(model).rerank(question, hits, k)
 
 
-def plan_passages(tokenizer, question: str, hits: list[Hit], settings, offsets_cache: dict | None = None,
-                  max_windows: int | None = None) -> list[WindowInput]:
+def plan_passages(
+    tokenizer,
+    question: str,
+    hits: list[Hit],
+    settings,
+    offsets_cache: dict | None = None,
+    max_windows: int | None = None,
+) -> list[WindowInput]:
     """The windows of every retrieved passage (one each, unless a passage is longer than the
     window), each knowing which passage it reads."""
     inputs: list[WindowInput] = []
@@ -82,9 +107,18 @@ def plan_passages(tokenizer, question: str, hits: list[Hit], settings, offsets_c
         budget = None if max_windows is None else max_windows - len(inputs)
         if budget is not None and budget <= 0:
             raise TooMuchWork(f"the retrieved passages need more than {max_windows} windows")
-        for window in plan_reading(tokenizer, question, hit.text, settings.template, settings.max_source,
-                                   settings.overlap, extractive=settings.extractive, title=hit.title,
-                                   offsets_cache=offsets_cache, max_windows=budget):
+        for window in plan_reading(
+            tokenizer,
+            question,
+            hit.text,
+            settings.template,
+            settings.max_source,
+            settings.overlap,
+            extractive=settings.extractive,
+            title=hit.title,
+            offsets_cache=offsets_cache,
+            max_windows=budget,
+        ):
             window.origin = n
             inputs.append(window)
     return inputs

@@ -36,14 +36,18 @@ Ask questions in the template the adapter was trained with, e.g. with `loraqa pr
 
 def check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise LoraqaError(f"{out} already exists and is not empty; pass {option('overwrite')} or choose another {option('output')}")
+        raise LoraqaError(
+            f"{out} already exists and is not empty; pass {option('overwrite')} or choose another {option('output')}"
+        )
 
 
 def merged_model(ref: AdapterRef, base_model: str | None = None, allow_pickle: bool = False):
     """(the base with the adapter folded into its weights, the adapter's tokenizer, the base's name)."""
     if ref.config.model.quantization != "none":
-        raise LoraqaError("this adapter was trained on a quantized base; merging into 8/4-bit weights loses precision. "
-                          f"Merge onto the full-precision base with {option('model')}")
+        raise LoraqaError(
+            "this adapter was trained on a quantized base; merging into 8/4-bit weights loses precision. "
+            f"Merge onto the full-precision base with {option('model')}"
+        )
     base = base_model or ref.config.model.name
     config = load_seq2seq_config(base)  # not an encoder-decoder: refused before the adapter is read
     refuse_pickle(ref.adapter_dir, "adapter", allow_pickle, any_present=True)
@@ -52,18 +56,22 @@ def merged_model(ref: AdapterRef, base_model: str | None = None, allow_pickle: b
     try:
         model = PeftModel.from_pretrained(model, str(ref.adapter_dir))
     except Exception as exc:  # noqa: BLE001 - PEFT raises many types for an adapter that does not fit
-        raise LoraqaError(f"the adapter in {ref.adapter_dir} does not fit the base model {base} "
-                          f"({str(exc).splitlines()[0][:160]}); pass its base with {option('model')}") from None
+        raise LoraqaError(
+            f"the adapter in {ref.adapter_dir} does not fit the base model {base} "
+            f"({str(exc).splitlines()[0][:160]}); pass its base with {option('model')}"
+        ) from None
     return model.merge_and_unload(), load_tokenizer(str(ref.adapter_dir)), base
 
 
-def merge(adapter: str, output: str, base_model: str | None = None, overwrite: bool = False,
-          allow_pickle: bool = False) -> Path:
+def merge(
+    adapter: str, output: str, base_model: str | None = None, overwrite: bool = False, allow_pickle: bool = False
+) -> Path:
     ref = resolve_adapter(adapter)
     out = Path(output)
     check_output(out, overwrite)
     merged, tokenizer, base = merged_model(ref, base_model, allow_pickle)
     # the prompt template travels with the merged model, so eval/predict can still render questions
-    save_model_folder(merged, tokenizer, out, ref.config,
-                      extra_files={"README.md": model_card(base, ref.adapter_dir, ref.config)})
+    save_model_folder(
+        merged, tokenizer, out, ref.config, extra_files={"README.md": model_card(base, ref.adapter_dir, ref.config)}
+    )
     return out

@@ -23,20 +23,34 @@ from loraqa.inference.answerer import Answer, Answerer
 CHUNK_BATCHES = 4  # rows answered (and written) together: this many generation batches' worth
 
 
-def predict_one(adapters: dict, question: str, context: str | None = None, use: str | None = None,
-                collection: str | None = None, mode: str | None = None, filters: list | None = None,
-                **answerer_options) -> tuple[Answer, Answerer]:
+def predict_one(
+    adapters: dict,
+    question: str,
+    context: str | None = None,
+    use: str | None = None,
+    collection: str | None = None,
+    mode: str | None = None,
+    filters: list | None = None,
+    **answerer_options,
+) -> tuple[Answer, Answerer]:
     """One question's answer (and the Answerer, whose collections its citations point into).
     mode: how a collection is searched; answerer_options go to Answerer (base_model,
     allow_pickle, engine, store, collections, embedder)."""
     if not question.strip():
         raise UsageError(f"{option('question')} is empty")
     if context is not None and not context.strip():
-        raise UsageError(f"{option('context')} is empty; pass the passage to read the answer from, or leave "
-                         f"{option('context')} out")
+        raise UsageError(
+            f"{option('context')} is empty; pass the passage to read the answer from, or leave {option('context')} out"
+        )
     answerer = Answerer(adapters, **answerer_options)
-    request = {"question": question, "context": context, "adapter": use, "collection": collection, "mode": mode,
-               "filters": filters}
+    request = {
+        "question": question,
+        "context": context,
+        "adapter": use,
+        "collection": collection,
+        "mode": mode,
+        "filters": filters,
+    }
     return answerer.answer([request])[0], answerer
 
 
@@ -74,7 +88,7 @@ def read_questions(path: str, unique_ids: bool = False) -> list[dict]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1
         raise LoraqaError(f"{p} line {line} is not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     rows, ids = [], set()
     for n, line in enumerate(text.split("\n"), 1):
@@ -83,8 +97,9 @@ def read_questions(path: str, unique_ids: bool = False) -> list[dict]:
         try:
             row = json.loads(line, parse_constant=_no_constants)
         except json.JSONDecodeError:
-            raise LoraqaError(f"{p} line {n} is not JSON; each line must be an object like "
-                              '{"question": "...", "context": "..."}') from None
+            raise LoraqaError(
+                f'{p} line {n} is not JSON; each line must be an object like {{"question": "...", "context": "..."}}'
+            ) from None
         except (ValueError, RecursionError) as exc:  # NaN / Infinity, or nesting too deep to parse
             why = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
             raise LoraqaError(f"{p} line {n}: {why}") from None
@@ -93,8 +108,10 @@ def read_questions(path: str, unique_ids: bool = False) -> list[dict]:
             raise LoraqaError(f"{p} line {n} {problem}")
         row = row | {"_line": n, "id": row.get("id", len(rows))}
         if unique_ids and row["id"] in ids:
-            raise LoraqaError(f"{p} line {n} repeats the id {row['id']!r}; resuming matches answers to rows by id, "
-                              "so ids must be unique")
+            raise LoraqaError(
+                f"{p} line {n} repeats the id {row['id']!r}; resuming matches answers to rows by id, "
+                "so ids must be unique"
+            )
         ids.add(row["id"])
         rows.append(row)
     if not rows:
@@ -107,7 +124,7 @@ def answered_ids(output: Path) -> set:
     if not output.is_file():
         return set()
     data = output.read_bytes()
-    complete = data[:data.rfind(b"\n") + 1]
+    complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):
         with open(output, "r+b") as fh:  # the line a killed run was writing
             fh.truncate(len(complete))
@@ -117,8 +134,10 @@ def answered_ids(output: Path) -> set:
             try:
                 ids.add(json.loads(line)["id"])
             except (ValueError, KeyError, TypeError):
-                raise LoraqaError(f"{output} line {n} is not an answer row written by loraqa; resume needs the "
-                                  "output of an earlier `loraqa predict` run") from None
+                raise LoraqaError(
+                    f"{output} line {n} is not an answer row written by loraqa; resume needs the "
+                    "output of an earlier `loraqa predict` run"
+                ) from None
     return ids
 
 
@@ -128,8 +147,9 @@ class PredictResult:
     skipped: int  # already in the output (resume)
 
 
-def predict_file(adapters: dict, input_path: str, output_path: str, batch_size: int = 16, resume: bool = False,
-                 **answerer_options) -> PredictResult:
+def predict_file(
+    adapters: dict, input_path: str, output_path: str, batch_size: int = 16, resume: bool = False, **answerer_options
+) -> PredictResult:
     """Answer every row; each output row carries the answer's evidence (score, no_answer, start,
     end, windows, and citations for a row answered from a collection) and names the adapter that
     answered. answerer_options go to Answerer (base_model, allow_pickle, engine, store,
@@ -151,13 +171,21 @@ def predict_file(adapters: dict, input_path: str, output_path: str, batch_size: 
     with open(output, "a" if resume else "w", encoding="utf-8") as out, Progress(transient=True) as bar:
         task = bar.add_task("answering (questions)", total=len(todo))
         for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
+            part = todo[start : start + chunk]
             readings, cache = [], {}
             for row in part:
                 try:
-                    readings.append(answerer.plan({"question": row["question"], "context": row.get("context"),
-                                                   "adapter": row.get("adapter"),
-                                                   "collection": row.get("collection")}, cache))
+                    readings.append(
+                        answerer.plan(
+                            {
+                                "question": row["question"],
+                                "context": row.get("context"),
+                                "adapter": row.get("adapter"),
+                                "collection": row.get("collection"),
+                            },
+                            cache,
+                        )
+                    )
                 except LoraqaError as exc:
                     raise LoraqaError(f"{input_path} line {row['_line']}: {exc.template}") from None
             for row, answer in zip(part, answerer.read(readings, batch_size=batch_size)):

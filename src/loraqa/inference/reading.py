@@ -61,6 +61,7 @@ class WindowInput:
 @dataclass
 class Reading:
     """One question's plan: the windows to answer and how to combine them."""
+
     adapter: str
     inputs: list[WindowInput]
     max_new_tokens: int
@@ -76,9 +77,18 @@ class Reading:
         self.results = [None] * len(self.inputs)
 
 
-def plan_reading(tokenizer, question: str, context: str | None, template: str, max_source: int, overlap: int,
-                 extractive: bool = False, title: str = "", offsets_cache: dict | None = None,
-                 max_windows: int | None = None) -> list[WindowInput]:
+def plan_reading(
+    tokenizer,
+    question: str,
+    context: str | None,
+    template: str,
+    max_source: int,
+    overlap: int,
+    extractive: bool = False,
+    title: str = "",
+    offsets_cache: dict | None = None,
+    max_windows: int | None = None,
+) -> list[WindowInput]:
     """Model inputs for every window of the passage (one when it fits the window).
 
     offsets_cache: passage -> its token offsets, shared by the questions of one request that read
@@ -99,8 +109,9 @@ def plan_reading(tokenizer, question: str, context: str | None, template: str, m
             offsets_cache[row["context"]] = offsets
     windows = split_passage(row["context"], offsets, budget, overlap)
     if max_windows is not None and len(windows) > max_windows:
-        raise TooMuchWork(f"the document needs {len(windows)} windows; this server reads at most {max_windows} "
-                          "for one request")
+        raise TooMuchWork(
+            f"the document needs {len(windows)} windows; this server reads at most {max_windows} for one request"
+        )
     inputs = []
     for w in windows:
         passage = tokenizer(w.text, add_special_tokens=False)["input_ids"] if extractive else None
@@ -122,13 +133,34 @@ def combine(reading: Reading, apply_threshold: bool = True) -> Answer:
     answered = [(g, inp) for g, inp in zip(results, reading.inputs) if not _abstains(g.text, reading.no_answer_text)]
     if not answered:
         best_abstention = max(results, key=lambda g: g.score)
-        return Answer("", reading.adapter, best_abstention.score, True, None, None, len(results),
-                      completion_tokens=best_abstention.tokens, stopped=best_abstention.stopped, citations=cited,
-                      **meta)
+        return Answer(
+            "",
+            reading.adapter,
+            best_abstention.score,
+            True,
+            None,
+            None,
+            len(results),
+            completion_tokens=best_abstention.tokens,
+            stopped=best_abstention.stopped,
+            citations=cited,
+            **meta,
+        )
     best, inp = max(answered, key=lambda pair: pair[0].score + passage_prior(reading, pair[1]))
     if apply_threshold and reading.threshold is not None and best.score < reading.threshold:
-        return Answer("", reading.adapter, best.score, True, None, None, len(results),
-                      completion_tokens=best.tokens, stopped=best.stopped, citations=cited, **meta)
+        return Answer(
+            "",
+            reading.adapter,
+            best.score,
+            True,
+            None,
+            None,
+            len(results),
+            completion_tokens=best.tokens,
+            stopped=best.stopped,
+            citations=cited,
+            **meta,
+        )
     start = end = None
     if inp.window is not None:
         at = inp.window.text.find(best.text)
@@ -137,8 +169,19 @@ def combine(reading: Reading, apply_threshold: bool = True) -> Answer:
             end = start + len(best.text)
     if reading.hits is not None:
         start, end, cited = citations(reading.hits, inp.origin, start, end, best.text)
-    return Answer(best.text, reading.adapter, best.score, False, start, end, len(results),
-                  completion_tokens=best.tokens, stopped=best.stopped, citations=cited, **meta)
+    return Answer(
+        best.text,
+        reading.adapter,
+        best.score,
+        False,
+        start,
+        end,
+        len(results),
+        completion_tokens=best.tokens,
+        stopped=best.stopped,
+        citations=cited,
+        **meta,
+    )
 
 
 def passage_prior(reading: Reading, inp: WindowInput) -> float:
@@ -164,17 +207,34 @@ def passage_prior(reading: Reading, inp: WindowInput) -> float:
 def citations(hits: list, read_in: int, start: int | None, end: int | None, answer: str):
     """(start, end in the document, the citations): first the passage the answer was read in,
     with the answer's own offsets in its document when quoted verbatim, then the other passages."""
+
     def cite(hit, s, e, quote) -> dict:
-        return {"collection": hit.collection, "document": hit.document, "title": hit.title, "source": hit.source,
-                "page": hit.page, "start": s, "end": e, "passage_score": round(hit.score, 4), "quote": quote}
+        return {
+            "collection": hit.collection,
+            "document": hit.document,
+            "title": hit.title,
+            "source": hit.source,
+            "page": hit.page,
+            "start": s,
+            "end": e,
+            "passage_score": round(hit.score, 4),
+            "quote": quote,
+        }
 
     hit = hits[read_in]
     if start is not None:
         start, end = hit.start + start, hit.start + end
-    first = cite(hit, start if start is not None else hit.start, end if end is not None else hit.end,
-                 answer if start is not None else hit.text)
-    return start, end, [first] + [cite(h, h.start, h.end, h.snippet or h.text) for i, h in enumerate(hits)
-                                  if i != read_in]
+    first = cite(
+        hit,
+        start if start is not None else hit.start,
+        end if end is not None else hit.end,
+        answer if start is not None else hit.text,
+    )
+    return (
+        start,
+        end,
+        [first] + [cite(h, h.start, h.end, h.snippet or h.text) for i, h in enumerate(hits) if i != read_in],
+    )
 
 
 # ---------------------------------------------------------------- the one loop over windows
@@ -189,17 +249,25 @@ def window_jobs(readings: list[Reading]) -> list[Job]:
     return jobs
 
 
-def read_all(readings: list[Reading], run_batch: Callable[[list[Job]], None], batch_size: int,
-             one_adapter_per_batch: bool = False, progress: Callable[[int, int], None] | None = None) -> None:
+def read_all(
+    readings: list[Reading],
+    run_batch: Callable[[list[Job]], None],
+    batch_size: int,
+    one_adapter_per_batch: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """Answer every window of the readings in length-sorted batches; run_batch fills a batch's
     results (the server's batcher calls the same run_batch with its own, fair, batches)."""
     jobs = window_jobs(readings)
-    groups = [jobs] if not one_adapter_per_batch else [[j for j in jobs if j[0].adapter == name]
-                                                       for name in dict.fromkeys(r.adapter for r in readings)]
+    groups = (
+        [jobs]
+        if not one_adapter_per_batch
+        else [[j for j in jobs if j[0].adapter == name] for name in dict.fromkeys(r.adapter for r in readings)]
+    )
     done = 0
     for group in groups:
         for start in range(0, len(group), batch_size):
-            batch = group[start:start + batch_size]
+            batch = group[start : start + batch_size]
             run_batch(batch)
             done += len(batch)
             if progress is not None:
@@ -216,10 +284,13 @@ def generation_batch(batch: list[Job], tokenizer, num_beams: int = 1) -> Generat
             no_answer_ids[text] = tokenizer(text, add_special_tokens=False)["input_ids"]
     inputs = [reading.inputs[i] for reading, i in batch]
     return GenerationBatch(
-        adapters=[reading.adapter for reading, _ in batch], sources=[x.source for x in inputs],
-        max_new_tokens=max(reading.max_new_tokens for reading, _ in batch), num_beams=num_beams,
+        adapters=[reading.adapter for reading, _ in batch],
+        sources=[x.source for x in inputs],
+        max_new_tokens=max(reading.max_new_tokens for reading, _ in batch),
+        num_beams=num_beams,
         passages=[x.passage for x in inputs],
-        no_answer=[no_answer_ids.get(r.no_answer_text) if r.extractive else None for r, _ in batch])
+        no_answer=[no_answer_ids.get(r.no_answer_text) if r.extractive else None for r, _ in batch],
+    )
 
 
 def fill(batch: list[Job], results: list[Generated], tokenizer) -> None:

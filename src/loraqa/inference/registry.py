@@ -33,16 +33,20 @@ RESERVED = frozenset({BASE, AUTO, *ENGINE_MARKERS})
 def check_name(name: str) -> None:
     """Adapter names: 1-64 letters, digits, '.', '_' or '-'; not a reserved name."""
     if name in RESERVED:
-        meaning = {BASE: "the base model without an adapter", AUTO: "automatic adapter choice"}.get(name, "used inside the engine")
+        meaning = {BASE: "the base model without an adapter", AUTO: "automatic adapter choice"}.get(
+            name, "used inside the engine"
+        )
         raise UsageError(f"'{name}' is a reserved name ({meaning}); name the adapter otherwise")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise UsageError(f"adapter name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
-                         "letter or digit")
+        raise UsageError(
+            f"adapter name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
 
 
 @dataclass(frozen=True)
 class ReadingSettings:
     """How an adapter reads a question: from the config it was trained with."""
+
     template: str
     max_source: int
     overlap: int
@@ -60,10 +64,21 @@ class ReadingSettings:
     @classmethod
     def of(cls, ref: AdapterRef) -> ReadingSettings:
         c = ref.config
-        return cls(c.data.template, c.data.max_source_length, c.data.window_overlap, c.eval.max_new_tokens,
-                   c.data.unanswerable_text, c.eval.extractive, ref.no_answer_threshold, c.retrieval.top_k,
-                   c.retrieval.min_score, c.retrieval.passage_weight, c.retrieval.mode, c.retrieval.rerank_model,
-                   c.retrieval.rerank_candidates)
+        return cls(
+            c.data.template,
+            c.data.max_source_length,
+            c.data.window_overlap,
+            c.eval.max_new_tokens,
+            c.data.unanswerable_text,
+            c.eval.extractive,
+            ref.no_answer_threshold,
+            c.retrieval.top_k,
+            c.retrieval.min_score,
+            c.retrieval.passage_weight,
+            c.retrieval.mode,
+            c.retrieval.rerank_model,
+            c.retrieval.rerank_candidates,
+        )
 
     @classmethod
     def for_base(cls, has_context: bool) -> ReadingSettings:
@@ -96,8 +111,14 @@ class AdapterRegistry:
 
     # ------------------------------------------------------------ loading
 
-    def prepare(self, name: str, target: str | Path | AdapterRef, max_bytes: int | None = None,
-                collection: str | None = None, check_room: bool = True) -> LoadedAdapter:
+    def prepare(
+        self,
+        name: str,
+        target: str | Path | AdapterRef,
+        max_bytes: int | None = None,
+        collection: str | None = None,
+        check_room: bool = True,
+    ) -> LoadedAdapter:
         """Read and check everything about an adapter without touching the engine. check_room:
         refuse it now when no room is left (a caller that makes room before attaching says no)."""
         check_name(name)
@@ -124,8 +145,10 @@ class AdapterRegistry:
         self.adapters[adapter.name] = adapter
         if adapter.profile is None and adapter.name not in self.warned:
             self.warned.add(adapter.name)
-            log.warning(f"adapter '{adapter.name}' has no domain profile ({adapter.source}/loraqa_domain.json, written "
-                        f"by `loraqa train`): `{AUTO}` will never choose it")
+            log.warning(
+                f"adapter '{adapter.name}' has no domain profile ({adapter.source}/loraqa_domain.json, written "
+                f"by `loraqa train`): `{AUTO}` will never choose it"
+            )
 
     def load(self, name: str, target: str | Path | AdapterRef, collection: str | None = None) -> LoadedAdapter:
         adapter = self.prepare(name, target, collection=collection)
@@ -180,8 +203,10 @@ class AdapterRegistry:
         if name == AUTO:
             routed = route({n: a.profile for n, a in self.adapters.items() if a.profile is not None}, question, context)
             if routed is None:
-                raise AdapterNotFound(f"'{AUTO}' needs adapters with a domain profile (written by `loraqa train`); "
-                                      f"none of the loaded ones has one: {', '.join(self.names)}")
+                raise AdapterNotFound(
+                    f"'{AUTO}' needs adapters with a domain profile (written by `loraqa train`); "
+                    f"none of the loaded ones has one: {', '.join(self.names)}"
+                )
             return routed
         if name not in self.names:
             raise AdapterNotFound(f"unknown adapter '{name}'; loaded: {', '.join(self.names + [AUTO])}")

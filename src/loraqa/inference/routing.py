@@ -80,8 +80,7 @@ class Router:
                     self._embedder = load_embedder(name, option="--route-embedder")
         return self._embedder
 
-    def route(self, profiles: dict[str, DomainProfile], question: str,
-              context: str | None) -> tuple[str, float] | None:
+    def route(self, profiles: dict[str, DomainProfile], question: str, context: str | None) -> tuple[str, float] | None:
         """(adapter, score in [0, 1]) of the best match, or None when there are no profiles."""
         if not profiles:
             return None

@@ -34,8 +34,9 @@ def _combined_bias(position_bias, mask, batch: int, heads: int, q_len: int, k_le
     return combined
 
 
-def fused_t5_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                       position_bias=None, **kwargs):
+def fused_t5_attention(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, position_bias=None, **kwargs
+):
     batch, heads, q_len, head_dim = query.shape
     k_len = key.shape[-2]
     if scaling is None:
@@ -43,8 +44,12 @@ def fused_t5_attention(module, query, key, value, attention_mask, scaling=None, 
     if position_bias is None:
         position_bias = torch.zeros(1, heads, q_len, k_len, dtype=query.dtype, device=query.device)
     bias = _combined_bias(position_bias, attention_mask, batch, heads, q_len, k_len)
-    scores = torch.baddbmm(bias, query.reshape(batch * heads, q_len, head_dim),
-                           key.reshape(batch * heads, k_len, head_dim).transpose(1, 2), alpha=scaling)
+    scores = torch.baddbmm(
+        bias,
+        query.reshape(batch * heads, q_len, head_dim),
+        key.reshape(batch * heads, k_len, head_dim).transpose(1, 2),
+        alpha=scaling,
+    )
     weights = F.softmax(scores, dim=-1)
     weights = F.dropout(weights, p=dropout, training=module.training)
     output = torch.bmm(weights, value.reshape(batch * heads, k_len, head_dim))

@@ -27,11 +27,15 @@ def load_error(name: str, exc: Exception, online: bool) -> LoraqaError:
     if looks_like_path(name):
         if not Path(name).expanduser().exists():
             return LoraqaError(f"model path not found: {name}; pass a local model directory with {option('model')}")
-        return LoraqaError(f"{name} is not a loadable model directory ({msg}); it needs config.json, weights "
-                           "and tokenizer files, as written by save_pretrained")
+        return LoraqaError(
+            f"{name} is not a loadable model directory ({msg}); it needs config.json, weights "
+            "and tokenizer files, as written by save_pretrained"
+        )
     if not online:
-        return LoraqaError(f"could not load model '{name}': the Hugging Face Hub is unreachable and the model is "
-                           f"not in the local cache; pass a local model directory with {option('model')}")
+        return LoraqaError(
+            f"could not load model '{name}': the Hugging Face Hub is unreachable and the model is "
+            f"not in the local cache; pass a local model directory with {option('model')}"
+        )
     return LoraqaError(f"could not load model '{name}' ({msg}); check the name or pass {option('model')}")
 
 
@@ -44,8 +48,10 @@ def load_tokenizer(name: str):
     except Exception as exc:  # noqa: BLE001 - the hub and the loaders raise many types; load_error says which case it is
         raise load_error(name, exc, online) from None
     if not getattr(tok, "is_fast", False):
-        raise LoraqaError(f"the tokenizer of {name} is not a fast tokenizer; loraqa needs offsets to keep answers "
-                          "inside the source window (install `tokenizers` and save a fast tokenizer)")
+        raise LoraqaError(
+            f"the tokenizer of {name} is not a fast tokenizer; loraqa needs offsets to keep answers "
+            "inside the source window (install `tokenizers` and save a fast tokenizer)"
+        )
     return tok
 
 
@@ -64,16 +70,28 @@ def refuse_pickle(folder: str | Path, what: str, allow_pickle: bool, any_present
     if not pickles or (not any_present and any(f.endswith(".safetensors") for f in files)):
         return
     held = "holds pickle weights" if any_present else "holds only pickle weights"
-    raise LoraqaError(f"{what} {folder} {held} ({pickles[0]}), which can run arbitrary code when loaded; convert "
-                      f"it to safetensors, or if you trust the file pass {option('allow_pickle')}")
+    raise LoraqaError(
+        f"{what} {folder} {held} ({pickles[0]}), which can run arbitrary code when loaded; convert "
+        f"it to safetensors, or if you trust the file pass {option('allow_pickle')}"
+    )
 
 
 def _clean_up_spaces(text: str) -> str:
     # transformers' PreTrainedTokenizerBase.clean_up_tokenization, which fast tokenizers apply
     # after decoding when their config says clean_up_tokenization_spaces (importing it would
     # import transformers)
-    for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                           (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for spaced, joined in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
         text = text.replace(spaced, joined)
     return text
 
@@ -88,11 +106,16 @@ class TokenizerFile:
         self.folder = folder
         try:
             self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")) \
-                if (folder / "tokenizer_config.json").is_file() else {}
+            config = (
+                json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+                if (folder / "tokenizer_config.json").is_file()
+                else {}
+            )
         except Exception as exc:  # noqa: BLE001 - the Rust loader raises its own exception type
-            raise LoraqaError(f"{folder}/{TOKENIZER_FILE} cannot be read ({str(exc).splitlines()[0][:120]}); "
-                              "export the adapter again with `loraqa export`") from None
+            raise LoraqaError(
+                f"{folder}/{TOKENIZER_FILE} cannot be read ({str(exc).splitlines()[0][:120]}); "
+                "export the adapter again with `loraqa export`"
+            ) from None
         self._tokenizer.no_truncation()  # transformers sets both per call; the file may hold either
         self._tokenizer.no_padding()
         self.clean_up_tokenization_spaces = bool(config.get("clean_up_tokenization_spaces", False))
@@ -103,11 +126,14 @@ class TokenizerFile:
             token = token.get("content") if isinstance(token, dict) else token
             return self._tokenizer.token_to_id(token) if isinstance(token, str) else None
 
-        self.eos_token_id, self.pad_token_id, self.unk_token_id = (special(k) for k in
-                                                                   ("eos_token", "pad_token", "unk_token"))
+        self.eos_token_id, self.pad_token_id, self.unk_token_id = (
+            special(k) for k in ("eos_token", "pad_token", "unk_token")
+        )
         if self.eos_token_id is None:
-            raise LoraqaError(f"{folder}/tokenizer_config.json names no end-of-sequence token; export the adapter "
-                              "again with `loraqa export`")
+            raise LoraqaError(
+                f"{folder}/tokenizer_config.json names no end-of-sequence token; export the adapter "
+                "again with `loraqa export`"
+            )
 
     def __len__(self) -> int:
         return self._tokenizer.get_vocab_size(with_added_tokens=True)

@@ -30,8 +30,10 @@ def load_seq2seq_config(name: str):
     """The model's config, refusing anything that is not an encoder-decoder."""
     config = load_config_only(name)
     if not getattr(config, "is_encoder_decoder", False):
-        raise LoraqaError(f"{name} is a {config.model_type} model, not an encoder-decoder (seq2seq) model; "
-                          "loraqa needs an AutoModelForSeq2SeqLM such as google/flan-t5-small")
+        raise LoraqaError(
+            f"{name} is a {config.model_type} model, not an encoder-decoder (seq2seq) model; "
+            "loraqa needs an AutoModelForSeq2SeqLM such as google/flan-t5-small"
+        )
     return config
 
 
@@ -57,8 +59,10 @@ def load_base_model(name: str, dtype: str, device: str, allow_pickle: bool = Fal
         raise
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
-            raise LoraqaError(f"{name} ({config.model_type}) has no sequence-to-sequence LM head; "
-                              "use an AutoModelForSeq2SeqLM checkpoint such as google/flan-t5-small") from None
+            raise LoraqaError(
+                f"{name} ({config.model_type}) has no sequence-to-sequence LM head; "
+                "use an AutoModelForSeq2SeqLM checkpoint such as google/flan-t5-small"
+            ) from None
         raise load_error(name, exc, online) from None
     except Exception as exc:  # noqa: BLE001 - the hub and the loaders raise many types; load_error says which case it is
         raise load_error(name, exc, online) from None
@@ -69,8 +73,10 @@ def load_base_model(name: str, dtype: str, device: str, allow_pickle: bool = Fal
 
 def quantization_config(kind: str, model_type: str):
     if not torch.cuda.is_available():
-        raise LoraqaError(f"model.quantization={kind} needs a CUDA GPU (bitsandbytes); this machine has none. "
-                          "Set model.quantization=none")
+        raise LoraqaError(
+            f"model.quantization={kind} needs a CUDA GPU (bitsandbytes); this machine has none. "
+            "Set model.quantization=none"
+        )
     optional.check("bitsandbytes", f"model.quantization={kind}", "or set model.quantization=none")
     from transformers import BitsAndBytesConfig
 
@@ -78,8 +84,12 @@ def quantization_config(kind: str, model_type: str):
     skip = ["wo", "lm_head"] if model_type in FP16_UNSAFE else ["lm_head"]
     if kind == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
-                              if torch.cuda.is_bf16_supported() else torch.float32, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32,
+        llm_int8_skip_modules=skip,
+    )
 
 
 def configure_base(model, dropout: float | None, attention: str, device: str) -> None:
@@ -102,5 +112,3 @@ def configure_base(model, dropout: float | None, attention: str, device: str) ->
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = dropout
-
-

@@ -21,8 +21,10 @@ def check_target_modules(model, targets: list[str]) -> None:
     available = linear_module_names(model)
     missing = [t for t in targets if t not in available]
     if missing:
-        raise LoraqaError(f"lora.target_modules {missing} not found in this model; its linear layers are: "
-                          f"{', '.join(available)} (e.g. {setting('lora.target_modules=[q,v]')})")
+        raise LoraqaError(
+            f"lora.target_modules {missing} not found in this model; its linear layers are: "
+            f"{', '.join(available)} (e.g. {setting('lora.target_modules=[q,v]')})"
+        )
 
 
 def add_lora(model, lora_cfg, gradient_checkpointing: bool, quantized: bool = False, fast_kernels: bool = True):

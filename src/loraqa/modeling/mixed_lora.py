@@ -39,8 +39,8 @@ def _stack(layer):
     a = torch.zeros(len(names) * rank, layer.in_features, dtype=dtype, device=device)
     b = torch.zeros(layer.out_features, len(names) * rank, dtype=dtype, device=device)
     for i, (wa, wb) in enumerate(zip(weights_a, weights_b)):
-        a[i * rank:i * rank + wa.shape[0]] = wa.detach()
-        b[:, i * rank:i * rank + wb.shape[1]] = wb.detach()
+        a[i * rank : i * rank + wa.shape[0]] = wa.detach()
+        b[:, i * rank : i * rank + wb.shape[1]] = wb.detach()
     stack = ({n: i for i, n in enumerate(names)}, rank, a, b, {})
     setattr(layer, _STACK, stack)
     return stack
@@ -66,7 +66,7 @@ def _gathered_mixed_forward(self, x, *args, adapter_names, **kwargs):
     result = self.base_layer(x)
     flat = x.reshape(x.shape[0], -1, x.shape[-1]).to(a.dtype)
     # every adapter's low-rank projection in one GEMM, each row keeping only its own adapter's
-    low = (torch.nn.functional.linear(flat, a).view(flat.shape[0], flat.shape[1], len(slots), rank) * mask)
+    low = torch.nn.functional.linear(flat, a).view(flat.shape[0], flat.shape[1], len(slots), rank) * mask
     low = low.reshape(-1, len(slots) * rank)
     if result.dtype == low.dtype and result.is_contiguous():
         # added in place by the GEMM (the base layer's output is a fresh tensor): no second

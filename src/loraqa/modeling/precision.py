@@ -34,8 +34,10 @@ def cpu_precision_note() -> str:
 
 def resolve_device(choice: str) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
-        raise LoraqaError("model.device=cuda but no CUDA GPU is visible; use model.device=auto or cpu "
-                          "(run `loraqa doctor` to see what torch finds)")
+        raise LoraqaError(
+            "model.device=cuda but no CUDA GPU is visible; use model.device=auto or cpu "
+            "(run `loraqa doctor` to see what torch finds)"
+        )
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return choice
@@ -51,8 +53,10 @@ def resolve_dtype(choice: str, device: str, model_type: str) -> str:
     """'fp32' or 'bf16' (the precision the Trainer autocasts to); fp16 is refused for T5."""
     if choice == "fp16":
         if model_type in FP16_UNSAFE:
-            raise LoraqaError(f"model.dtype=fp16 is refused for {model_type}: T5 activations overflow fp16 and "
-                              "training ends in NaN losses; use model.dtype=bf16 (Ampere+ GPUs, recent CPUs) or fp32")
+            raise LoraqaError(
+                f"model.dtype=fp16 is refused for {model_type}: T5 activations overflow fp16 and "
+                "training ends in NaN losses; use model.dtype=bf16 (Ampere+ GPUs, recent CPUs) or fp32"
+            )
         return "fp16"
     if choice == "bf16":
         if not bf16_supported(device):

@@ -52,8 +52,8 @@ def _fts5_form(word: str) -> str:
     if len(word) < 3:  # FTS5's porter leaves tokens under 3 characters as they are
         return word
     for ending, replacement in _REVISED:
-        if word.endswith(ending) and _measure(word[:-len(ending)]) > 0:
-            return _STEMMER.stemWord(word[:-len(ending)] + replacement)
+        if word.endswith(ending) and _measure(word[: -len(ending)]) > 0:
+            return _STEMMER.stemWord(word[: -len(ending)] + replacement)
     return _STEMMER.stemWord(word)
 
 

@@ -33,8 +33,16 @@ from loraqa.hub import looks_like_path
 
 BATCH = 32
 # what the fingerprint covers: the files that decide what a text's vector is
-FINGERPRINT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "modules.json", "sentence_bert_config.json",
-                     "1_Pooling/config.json", "tokenizer_config.json", "special_tokens_map.json")
+FINGERPRINT_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 class Embedder(Protocol):
@@ -59,12 +67,17 @@ def model_folder(name: str, what: str = "embedder", option: str = "--embedder") 
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name, allow_patterns=[*FINGERPRINT_FILES, "*.safetensors", "1_Pooling/*",
-                                                            "2_Normalize/*"]))
+        return Path(
+            snapshot_download(
+                name, allow_patterns=[*FINGERPRINT_FILES, "*.safetensors", "1_Pooling/*", "2_Normalize/*"]
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - the hub raises many types; all mean "not here"
-        raise LoraqaError(f"could not load the {what} '{name}' ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
-                          "the Hugging Face Hub may be unreachable: pass a local sentence-transformers folder with "
-                          f"{option} PATH") from None
+        raise LoraqaError(
+            f"could not load the {what} '{name}' ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
+            "the Hugging Face Hub may be unreachable: pass a local sentence-transformers folder with "
+            f"{option} PATH"
+        ) from None
 
 
 def fingerprint(folder: Path) -> tuple[str, int]:
@@ -86,8 +99,9 @@ def _dimension(folder: Path) -> int:
             continue
         if isinstance(value, int) and value > 0:
             return value
-    raise UsageError(f"{folder} is not a sentence-transformers model (no dimension in 1_Pooling/config.json or "
-                     "config.json)")
+    raise UsageError(
+        f"{folder} is not a sentence-transformers model (no dimension in 1_Pooling/config.json or config.json)"
+    )
 
 
 def _pooling(folder: Path) -> tuple[str, bool]:
@@ -134,8 +148,9 @@ class CT2Embedder:
         self.tokenizer.no_padding()  # a saved fixed padding would be pooled as text
         self.tokenizer.enable_truncation(_max_length(folder))
         converted = _converted(folder, self.fingerprint)
-        self.encoder = ct2.Encoder(str(converted), device="cpu", compute_type="int8",
-                                   intra_threads=threads or min(4, os.cpu_count() or 1))
+        self.encoder = ct2.Encoder(
+            str(converted), device="cpu", compute_type="int8", intra_threads=threads or min(4, os.cpu_count() or 1)
+        )
         self.lock = threading.Lock()  # one encoder call at a time (it uses every thread it was given)
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -145,7 +160,7 @@ class CT2Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))  # batches of like lengths
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for at in range(0, len(order), BATCH):
-            chunk = order[at:at + BATCH]
+            chunk = order[at : at + BATCH]
             ids = [encodings[i].ids for i in chunk]
             with self.lock:
                 hidden = np.asarray(self.encoder.forward_batch(ids).last_hidden_state, dtype=np.float32)
@@ -176,8 +191,10 @@ def _converted(folder: Path, fp: str) -> Path:
     except Exception as exc:  # noqa: BLE001 - the converter raises many types for a model it cannot take
         if (cache / "model.bin").is_file():  # another process converted it meanwhile
             return cache
-        raise LoraqaError(f"CTranslate2 cannot convert the embedder {folder.name} ({str(exc).splitlines()[0][:120]}); "
-                          "use --embedder-engine sentence-transformers") from None
+        raise LoraqaError(
+            f"CTranslate2 cannot convert the embedder {folder.name} ({str(exc).splitlines()[0][:120]}); "
+            "use --embedder-engine sentence-transformers"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return cache
@@ -199,8 +216,9 @@ class SentenceTransformersEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self.lock:
-            vectors = self.model.encode(list(texts), batch_size=BATCH, normalize_embeddings=True,
-                                        show_progress_bar=False, convert_to_numpy=True)
+            vectors = self.model.encode(
+                list(texts), batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+            )
         return vectors.astype(np.float32)
 
 
@@ -215,8 +233,9 @@ def default_engine() -> str:
     return "ctranslate2" if optional.is_installed("ctranslate2") else "sentence-transformers"
 
 
-def load_embedder(name: str, engine: str | None = None, expect: str | None = None,
-                  option: str = "--embedder") -> Embedder:
+def load_embedder(
+    name: str, engine: str | None = None, expect: str | None = None, option: str = "--embedder"
+) -> Embedder:
     """The embedder `name` (a folder or hub name), loaded once per process and engine; expect: the
     fingerprint a collection recorded (a model that differs is refused); option: where the name
     was given, for error lines."""
@@ -230,7 +249,9 @@ def load_embedder(name: str, engine: str | None = None, expect: str | None = Non
             _LOADED[key] = EMBEDDERS[engine](name, folder)
         embedder = _LOADED[key]
     if expect is not None and embedder.fingerprint != expect:
-        raise UsageError(f"the embedder {name} is not the model this collection's vectors were made with (fingerprint "
-                         f"{embedder.fingerprint}, the collection's {expect}); give that model with --embedder, or "
-                         "re-embed with `loraqa collection embed NAME --embedder MODEL --replace`")
+        raise UsageError(
+            f"the embedder {name} is not the model this collection's vectors were made with (fingerprint "
+            f"{embedder.fingerprint}, the collection's {expect}); give that model with --embedder, or "
+            "re-embed with `loraqa collection embed NAME --embedder MODEL --replace`"
+        )
     return embedder

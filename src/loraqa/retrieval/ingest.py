@@ -60,18 +60,27 @@ def _embedder(collection: Collection | None, given: str | None, engine: str | No
     info = collection.embedder_info() if collection is not None else None
     if collection is not None and info is None:
         if given:
-            raise UsageError(f"the collection {collection.name} has no vectors; add them to all of it with `loraqa "
-                             f"collection embed {collection.name} --embedder {given}`, then add files")
+            raise UsageError(
+                f"the collection {collection.name} has no vectors; add them to all of it with `loraqa "
+                f"collection embed {collection.name} --embedder {given}`, then add files"
+            )
         return None
     if info is not None:
         return embedder_for(collection, given, engine)
     return load_embedder(given, engine) if given else None
 
 
-def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settings | None = None,
-              limits: DocumentsConfig | None = None, follow_links: bool = False,
-              progress: Callable[[str], None] | None = None, embedder: str | None = None,
-              embedder_engine: str | None = None) -> IngestReport:
+def add_paths(
+    store: Store,
+    name: str,
+    paths: list[str] | Walk,
+    settings: Settings | None = None,
+    limits: DocumentsConfig | None = None,
+    follow_links: bool = False,
+    progress: Callable[[str], None] | None = None,
+    embedder: str | None = None,
+    embedder_engine: str | None = None,
+) -> IngestReport:
     """Add every file `paths` names (or a Walk already made of them) to the collection `name`
     of `store`, made with `settings` (and the embedder `embedder`: its passages get vectors) if
     it is new; progress(file) after each file."""
@@ -91,8 +100,11 @@ def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settin
                 key = shown(found.path.resolve())
             except (OSError, RuntimeError):
                 stat, key = None, found.name
-            if stat is not None and collection is not None and collection.file_unchanged(key, stat.st_mtime,
-                                                                                         stat.st_size):
+            if (
+                stat is not None
+                and collection is not None
+                and collection.file_unchanged(key, stat.st_mtime, stat.st_size)
+            ):
                 report.files_unchanged += 1
             else:
                 try:
@@ -103,8 +115,13 @@ def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settin
                 whole = documents is not None
                 for doc, passages in documents or ():
                     if doc.id in given and doc.id != content_id(doc.text):  # the same text twice is no conflict
-                        report.skipped.append((doc.source, f"{doc.source}: its id '{shown(doc.id)}' is already the id "
-                                                           f"of {given[doc.id]} in this add; give one of them another"))
+                        report.skipped.append(
+                            (
+                                doc.source,
+                                f"{doc.source}: its id '{shown(doc.id)}' is already the id "
+                                f"of {given[doc.id]} in this add; give one of them another",
+                            )
+                        )
                         whole = False
                         continue
                     given[doc.id] = doc.source
@@ -116,9 +133,14 @@ def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settin
                     vectors = model.embed([p.text for p in passages]) if model is not None else None
                     outcome = collection.put(doc, passages, file=key, vectors=vectors)
                     if outcome == "conflict":
-                        report.skipped.append((doc.source, f"{doc.source}: its id '{shown(doc.id)}' is the id of a "
-                                                           f"document from another file in {name}; remove that one "
-                                                           "first or give this one another id"))
+                        report.skipped.append(
+                            (
+                                doc.source,
+                                f"{doc.source}: its id '{shown(doc.id)}' is the id of a "
+                                f"document from another file in {name}; remove that one "
+                                "first or give this one another id",
+                            )
+                        )
                         whole = False
                         continue
                     report.count(outcome)
@@ -134,16 +156,22 @@ def add_paths(store: Store, name: str, paths: list[str] | Walk, settings: Settin
     return report
 
 
-def embed_collection(collection: Collection, embedder: Embedder, replace: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> int:
+def embed_collection(
+    collection: Collection,
+    embedder: Embedder,
+    replace: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Vectors for every passage of the collection that has none, a document per transaction (a
     killed run keeps what it did; running it again finishes the rest). A collection embedded with
     another model is refused unless `replace` (then every vector is made again). Returns the
     documents embedded."""
     info, given = collection.embedder_info(), embedder_info(embedder)
     if info is not None and info["fingerprint"] != given["fingerprint"] and not replace:
-        raise UsageError(f"the collection {collection.name} is embedded with {info['name']}; --replace makes every "
-                         f"vector again with {embedder.name}")
+        raise UsageError(
+            f"the collection {collection.name} is embedded with {info['name']}; --replace makes every "
+            f"vector again with {embedder.name}"
+        )
     if info is None or info["fingerprint"] != given["fingerprint"]:
         collection.set_embedder(given)  # a new model: every old vector goes
     todo = collection.documents_without_vectors()

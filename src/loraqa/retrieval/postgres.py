@@ -101,6 +101,7 @@ class PostgresCollection:
                 tx, state["tx"], state["pending"] = state["tx"], conn.transaction(), 0
                 tx.__exit__(None, None, None)
                 state["tx"].__enter__()
+
         self._wrote = wrote
         try:
             yield
@@ -127,40 +128,76 @@ class PostgresCollection:
         """Every transaction is committed as it ends: nothing to fold in."""
 
     def file_unchanged(self, path: str, modified: float, size: int) -> bool:
-        row = self.store.conn.execute("SELECT modified, size FROM loraqa_files WHERE collection = %s AND path = %s",
-                                      (self.name, path)).fetchone()
+        row = self.store.conn.execute(
+            "SELECT modified, size FROM loraqa_files WHERE collection = %s AND path = %s", (self.name, path)
+        ).fetchone()
         return row is not None and row[0] == modified and row[1] == size
 
     def file_done(self, path: str, modified: float, size: int) -> None:
         with self._write() as c:
-            c.execute("INSERT INTO loraqa_files VALUES (%s, %s, %s, %s) ON CONFLICT (collection, path) "
-                      "DO UPDATE SET modified = EXCLUDED.modified, size = EXCLUDED.size", (self.name, path, modified, size))
+            c.execute(
+                "INSERT INTO loraqa_files VALUES (%s, %s, %s, %s) ON CONFLICT (collection, path) "
+                "DO UPDATE SET modified = EXCLUDED.modified, size = EXCLUDED.size",
+                (self.name, path, modified, size),
+            )
 
     def put(self, document: Document, passages: list[Passage], file: str | None = None, vectors=None) -> str:
         info = self.embedder_info()
         if info is not None and vectors is None:
-            raise UsageError(f"the collection {self.name} has an embedder ({info['name']}): its documents go in with "
-                             "their vectors")
+            raise UsageError(
+                f"the collection {self.name} has an embedder ({info['name']}): its documents go in with their vectors"
+            )
         with self._write() as c:
-            same = c.execute("SELECT content_hash, file FROM loraqa_documents WHERE collection = %s AND id = %s",
-                             (self.name, document.id)).fetchone()
+            same = c.execute(
+                "SELECT content_hash, file FROM loraqa_documents WHERE collection = %s AND id = %s",
+                (self.name, document.id),
+            ).fetchone()
             if same is not None and same[0] == document.content_hash:
                 return "unchanged"
             if same is not None and is_conflict(same[1], file):
                 return "conflict"
-            old = c.execute("DELETE FROM loraqa_documents WHERE collection = %s AND (source = %s OR id = %s) "
-                            "RETURNING id", (self.name, document.source, document.id)).fetchall()
-            c.execute("INSERT INTO loraqa_documents VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                      (self.name, document.id, document.source, document.title, document.text, document.content_hash,
-                       json.dumps(document.page_starts), json.dumps(document.headings), document.modified,
-                       json.dumps(document.metadata, ensure_ascii=False, default=str), time.time(), file))
+            old = c.execute(
+                "DELETE FROM loraqa_documents WHERE collection = %s AND (source = %s OR id = %s) RETURNING id",
+                (self.name, document.source, document.id),
+            ).fetchall()
+            c.execute(
+                "INSERT INTO loraqa_documents VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    self.name,
+                    document.id,
+                    document.source,
+                    document.title,
+                    document.text,
+                    document.content_hash,
+                    json.dumps(document.page_starts),
+                    json.dumps(document.headings),
+                    document.modified,
+                    json.dumps(document.metadata, ensure_ascii=False, default=str),
+                    time.time(),
+                    file,
+                ),
+            )
             with c.cursor() as cur:
                 cur.executemany(
                     'INSERT INTO loraqa_passages (collection, document_id, idx, start, "end", page, heading, text, tsv) '
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, setweight(to_tsvector('english', %s), 'A') || "
                     "setweight(to_tsvector('english', %s), 'C'))",
-                    [(self.name, document.id, p.index, p.start, p.end, p.page, p.heading, p.text, p.text,
-                      document.title) for p in passages])
+                    [
+                        (
+                            self.name,
+                            document.id,
+                            p.index,
+                            p.start,
+                            p.end,
+                            p.page,
+                            p.heading,
+                            p.text,
+                            p.text,
+                            document.title,
+                        )
+                        for p in passages
+                    ],
+                )
             if info is not None:
                 pgvec.write(c, self.name, self._passage_ids(c, document.id), vectors, info["dim"])
         if self._wrote is not None:
@@ -168,8 +205,13 @@ class PostgresCollection:
         return "replaced" if old else "added"
 
     def _passage_ids(self, c, document_id: str) -> list[int]:
-        return [r[0] for r in c.execute("SELECT id FROM loraqa_passages WHERE collection = %s AND document_id = %s "
-                                        "ORDER BY idx", (self.name, document_id))]
+        return [
+            r[0]
+            for r in c.execute(
+                "SELECT id FROM loraqa_passages WHERE collection = %s AND document_id = %s ORDER BY idx",
+                (self.name, document_id),
+            )
+        ]
 
     # ------------------------------------------------------------ vectors
 
@@ -189,8 +231,11 @@ class PostgresCollection:
 
     def documents_without_vectors(self) -> list[str]:
         info = self.embedder_info()
-        return pgvec.documents_without_vectors(self.store.conn, self.name, info["dim"]) if info else \
-            [d.id for d in self.documents()]
+        return (
+            pgvec.documents_without_vectors(self.store.conn, self.name, info["dim"])
+            if info
+            else [d.id for d in self.documents()]
+        )
 
     def _where(self, where: Filter) -> tuple[str, list]:
         """The condition (on passages p and documents d) a filter puts, and its parameters."""
@@ -213,10 +258,15 @@ class PostgresCollection:
     def nearest(self, vector, k: int = 5, where: Filter | None = None) -> list[Hit]:
         info = self.embedder_info()
         if info is None:
-            raise UsageError(f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
-                             f"{self.name} --embedder MODEL`, or search it lexically")
-        return self.hits(pgvec.nearest(self.store.conn, self.name, info["dim"], vector, k,
-                                       self._where(where) if where is not None else None))
+            raise UsageError(
+                f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
+                f"{self.name} --embedder MODEL`, or search it lexically"
+            )
+        return self.hits(
+            pgvec.nearest(
+                self.store.conn, self.name, info["dim"], vector, k, self._where(where) if where is not None else None
+            )
+        )
 
     def similarities(self, vector, passage_ids: list[int]) -> dict[int, float]:
         info = self.embedder_info()
@@ -234,8 +284,10 @@ class PostgresCollection:
 
     def remove(self, document_id: str) -> bool:
         with self._write() as c:
-            row = c.execute("DELETE FROM loraqa_documents WHERE collection = %s AND id = %s RETURNING file",
-                            (self.name, document_id)).fetchone()
+            row = c.execute(
+                "DELETE FROM loraqa_documents WHERE collection = %s AND id = %s RETURNING file",
+                (self.name, document_id),
+            ).fetchone()
             if row is None:
                 return False
             c.execute("DELETE FROM loraqa_files WHERE collection = %s AND path = %s", (self.name, row[0]))
@@ -245,22 +297,28 @@ class PostgresCollection:
         rows = self.store.conn.execute(
             "SELECT d.id, d.title, d.source, (SELECT count(*) FROM loraqa_passages p WHERE p.collection = d.collection "
             "AND p.document_id = d.id), length(d.text), d.modified FROM loraqa_documents d WHERE d.collection = %s "
-            "ORDER BY d.source", (self.name,))
+            "ORDER BY d.source",
+            (self.name,),
+        )
         return [DocumentInfo(*row) for row in rows]
 
     def document(self, document_id: str) -> Document | None:
-        row = self.store.conn.execute("SELECT source, title, text, id, page_starts, headings, modified, metadata "
-                                      "FROM loraqa_documents WHERE collection = %s AND id = %s",
-                                      (self.name, document_id)).fetchone()
+        row = self.store.conn.execute(
+            "SELECT source, title, text, id, page_starts, headings, modified, metadata "
+            "FROM loraqa_documents WHERE collection = %s AND id = %s",
+            (self.name, document_id),
+        ).fetchone()
         if row is None:
             return None
         source, title, text, id_, pages, headings, modified, metadata = row
         return Document(source, title, text, id_, list(pages), [tuple(h) for h in headings], modified, metadata)
 
     def passages(self, document_id: str) -> list[Passage]:
-        rows = self.store.conn.execute('SELECT idx, start, "end", page, heading, text FROM loraqa_passages '
-                                       "WHERE collection = %s AND document_id = %s ORDER BY idx",
-                                       (self.name, document_id))
+        rows = self.store.conn.execute(
+            'SELECT idx, start, "end", page, heading, text FROM loraqa_passages '
+            "WHERE collection = %s AND document_id = %s ORDER BY idx",
+            (self.name, document_id),
+        )
         return [Passage(document_id, i, s, e, text, page, heading) for i, s, e, page, heading, text in rows]
 
     def search(self, query: str, k: int = 5, where: Filter | None = None) -> list[Hit]:
@@ -278,25 +336,34 @@ class PostgresCollection:
             if len(selective) == len(terms):
                 rows = c.execute(SEARCH.format(only=""), (everything, self.name, k))
             else:
-                candidates = [r[0] for r in c.execute(
-                    "SELECT id FROM loraqa_passages, to_tsquery('english', %s) q WHERE collection = %s AND tsv @@ q "
-                    "ORDER BY ts_rank_cd(tsv, q) DESC LIMIT %s",
-                    (" | ".join(f"'{t}'" for t in selective), self.name, max(CANDIDATES, 4 * k)))]
+                candidates = [
+                    r[0]
+                    for r in c.execute(
+                        "SELECT id FROM loraqa_passages, to_tsquery('english', %s) q WHERE collection = %s AND tsv @@ q "
+                        "ORDER BY ts_rank_cd(tsv, q) DESC LIMIT %s",
+                        (" | ".join(f"'{t}'" for t in selective), self.name, max(CANDIDATES, 4 * k)),
+                    )
+                ]
                 rows = c.execute(SEARCH.format(only="AND p.id = ANY(%s)"), (everything, self.name, candidates, k))
         return [Hit(*row[:10], collection=self.name, passage_id=row[10]) for row in rows]
 
     def _selective(self, terms: list[str]) -> list[str]:
         limit = max(1000, int(COMMON * self._passages_now()))
-        probe = ("SELECT count(*) FROM (SELECT 1 FROM loraqa_passages WHERE collection = %s AND "
-                 "tsv @@ to_tsquery('english', %s) LIMIT %s) found")
-        selective = [t for t in terms
-                     if self.store.conn.execute(probe, (self.name, f"'{t}'", limit)).fetchone()[0] < limit]
+        probe = (
+            "SELECT count(*) FROM (SELECT 1 FROM loraqa_passages WHERE collection = %s AND "
+            "tsv @@ to_tsquery('english', %s) LIMIT %s) found"
+        )
+        selective = [
+            t for t in terms if self.store.conn.execute(probe, (self.name, f"'{t}'", limit)).fetchone()[0] < limit
+        ]
         return selective or terms
 
     def counts(self) -> tuple[int, int]:
         c = self.store.conn
-        return (c.execute("SELECT count(*) FROM loraqa_documents WHERE collection = %s", (self.name,)).fetchone()[0],
-                c.execute("SELECT count(*) FROM loraqa_passages WHERE collection = %s", (self.name,)).fetchone()[0])
+        return (
+            c.execute("SELECT count(*) FROM loraqa_documents WHERE collection = %s", (self.name,)).fetchone()[0],
+            c.execute("SELECT count(*) FROM loraqa_passages WHERE collection = %s", (self.name,)).fetchone()[0],
+        )
 
 
 class PostgresStore:
@@ -329,8 +396,9 @@ class PostgresStore:
         return [r[0] for r in self.conn.execute("SELECT name FROM loraqa_collections ORDER BY name")]
 
     def _settings(self, name: str) -> Settings | None:
-        row = self.conn.execute("SELECT passage_chars, overlap FROM loraqa_collections WHERE name = %s",
-                                (name,)).fetchone()
+        row = self.conn.execute(
+            "SELECT passage_chars, overlap FROM loraqa_collections WHERE name = %s", (name,)
+        ).fetchone()
         return Settings(*row) if row else None
 
     def open(self, name: str) -> PostgresCollection:
@@ -338,14 +406,18 @@ class PostgresStore:
         settings = self._settings(name)
         if settings is None:
             known = ", ".join(self.names()) or "none yet"
-            raise UnknownCollection(f"no collection named '{name}' in the PostgreSQL store (there are: {known}); make "
-                                    f"it with `loraqa collection add {name} PATH...`")
+            raise UnknownCollection(
+                f"no collection named '{name}' in the PostgreSQL store (there are: {known}); make "
+                f"it with `loraqa collection add {name} PATH...`"
+            )
         return PostgresCollection(self, name, settings)
 
     def create(self, name: str, settings: Settings) -> PostgresCollection:
         check_collection_name(name)
-        self.conn.execute("INSERT INTO loraqa_collections VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
-                          (name, settings.passage_chars, settings.overlap, time.time()))
+        self.conn.execute(
+            "INSERT INTO loraqa_collections VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, settings.passage_chars, settings.overlap, time.time()),
+        )
         return self.open(name)
 
     def drop(self, name: str) -> None:

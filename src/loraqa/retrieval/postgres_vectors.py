@@ -56,9 +56,11 @@ def set_embedder(conn, collection: str, info: dict | None) -> None:
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     except Exception as exc:  # noqa: BLE001 - psycopg raises its own types; all mean "no pgvector here"
-        raise LoraqaError(f"the PostgreSQL store cannot give collections vectors: pgvector is not available "
-                          f"({str(exc).splitlines()[0][:120]}); install pgvector in the server, or have an "
-                          "administrator run CREATE EXTENSION vector once") from None
+        raise LoraqaError(
+            f"the PostgreSQL store cannot give collections vectors: pgvector is not available "
+            f"({str(exc).splitlines()[0][:120]}); install pgvector in the server, or have an "
+            "administrator run CREATE EXTENSION vector once"
+        ) from None
     conn.execute(EMBEDDERS)
     current = embedder_info(conn, collection)
     if current == info or (current and info and current["fingerprint"] == info["fingerprint"]):
@@ -69,26 +71,34 @@ def set_embedder(conn, collection: str, info: dict | None) -> None:
     if info is None:
         return
     dim = int(info["dim"])
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {table(dim)} (passage_id BIGINT PRIMARY KEY REFERENCES "
-                 f"loraqa_passages (id) ON DELETE CASCADE, collection TEXT NOT NULL, embedding vector({dim}) NOT NULL)")
-    conn.execute(f"CREATE INDEX IF NOT EXISTS {_index_name(collection, dim)} ON {table(dim)} USING hnsw "
-                 f"(embedding vector_cosine_ops) WHERE collection = '{collection}'")  # a checked name: no quote in it
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table(dim)} (passage_id BIGINT PRIMARY KEY REFERENCES "
+        f"loraqa_passages (id) ON DELETE CASCADE, collection TEXT NOT NULL, embedding vector({dim}) NOT NULL)"
+    )
+    conn.execute(
+        f"CREATE INDEX IF NOT EXISTS {_index_name(collection, dim)} ON {table(dim)} USING hnsw "
+        f"(embedding vector_cosine_ops) WHERE collection = '{collection}'"
+    )  # a checked name: no quote in it
     conn.execute("INSERT INTO loraqa_embedders VALUES (%s, %s)", (collection, json.dumps(info)))
 
 
 def write(conn, collection: str, passage_ids: list[int], vectors, dim: int) -> None:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape != (len(passage_ids), dim):
-        raise UsageError(f"vectors of shape {vectors.shape} for {len(passage_ids)} passages of a {dim}-dimension "
-                         "collection")
+        raise UsageError(
+            f"vectors of shape {vectors.shape} for {len(passage_ids)} passages of a {dim}-dimension collection"
+        )
     with conn.cursor() as cur:
-        cur.executemany(f"INSERT INTO {table(dim)} VALUES (%s, %s, %s::vector) ON CONFLICT (passage_id) DO UPDATE "
-                        "SET embedding = EXCLUDED.embedding",
-                        [(int(pid), collection, literal(v)) for pid, v in zip(passage_ids, vectors)])
+        cur.executemany(
+            f"INSERT INTO {table(dim)} VALUES (%s, %s, %s::vector) ON CONFLICT (passage_id) DO UPDATE "
+            "SET embedding = EXCLUDED.embedding",
+            [(int(pid), collection, literal(v)) for pid, v in zip(passage_ids, vectors)],
+        )
 
 
-def nearest(conn, collection: str, dim: int, vector, k: int,
-            where: tuple[str, list] | None = None) -> list[tuple[int, float]]:
+def nearest(
+    conn, collection: str, dim: int, vector, k: int, where: tuple[str, list] | None = None
+) -> list[tuple[int, float]]:
     """(passage id, cosine) of the k nearest, best first; where: a condition on passages p and
     documents d, with its parameters (then an exact scan of the rows it keeps: pgvector 0.6's
     HNSW filters after its search, and could return fewer than k)."""
@@ -99,24 +109,36 @@ def nearest(conn, collection: str, dim: int, vector, k: int,
             f"SELECT v.passage_id, 1 - (v.embedding <=> %s::vector) AS score FROM {table(dim)} v JOIN loraqa_passages p "
             "ON p.id = v.passage_id JOIN loraqa_documents d ON d.collection = p.collection AND d.id = p.document_id "
             f"WHERE v.collection = %s AND p.collection = %s AND {condition} ORDER BY score DESC, v.passage_id LIMIT %s",
-            (q, collection, collection, *params, k)).fetchall()
+            (q, collection, collection, *params, k),
+        ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
     with conn.transaction():
         conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, 2 * int(k))}")
-        rows = conn.execute(f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
-                            "ORDER BY embedding <=> %s::vector LIMIT %s", (q, collection, q, k)).fetchall()
+        rows = conn.execute(
+            f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
+            "ORDER BY embedding <=> %s::vector LIMIT %s",
+            (q, collection, q, k),
+        ).fetchall()
     return [(int(r[0]), float(r[1])) for r in rows]
 
 
 def similarities(conn, collection: str, dim: int, vector, passage_ids: list[int]) -> dict[int, float]:
     if not passage_ids:
         return {}
-    rows = conn.execute(f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
-                        "AND passage_id = ANY(%s)", (literal(vector), collection, [int(i) for i in passage_ids]))
+    rows = conn.execute(
+        f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
+        "AND passage_id = ANY(%s)",
+        (literal(vector), collection, [int(i) for i in passage_ids]),
+    )
     return {int(r[0]): float(r[1]) for r in rows}
 
 
 def documents_without_vectors(conn, collection: str, dim: int) -> list[str]:
-    return [r[0] for r in conn.execute(
-        f"SELECT DISTINCT p.document_id FROM loraqa_passages p LEFT JOIN {table(dim)} v ON v.passage_id = p.id "
-        "WHERE p.collection = %s AND v.passage_id IS NULL ORDER BY p.document_id", (collection,))]
+    return [
+        r[0]
+        for r in conn.execute(
+            f"SELECT DISTINCT p.document_id FROM loraqa_passages p LEFT JOIN {table(dim)} v ON v.passage_id = p.id "
+            "WHERE p.collection = %s AND v.passage_id IS NULL ORDER BY p.document_id",
+            (collection,),
+        )
+    ]

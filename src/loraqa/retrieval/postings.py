@@ -66,11 +66,13 @@ class Postings:
         if found is not None:
             self._words.move_to_end(key)
             return found
-        counted = conn.execute(f"SELECT doc, col, count(*) FROM temp.{self._view(conn)} WHERE term = ? "
-                               "GROUP BY doc, col", (key,)).fetchall()
+        counted = conn.execute(
+            f"SELECT doc, col, count(*) FROM temp.{self._view(conn)} WHERE term = ? GROUP BY doc, col", (key,)
+        ).fetchall()
         docs = np.fromiter((r[0] for r in counted), dtype=np.int64, count=len(counted))
-        weighted = np.fromiter((self.weights.get(r[1], 0.0) * r[2] for r in counted), dtype=np.float64,
-                               count=len(counted))
+        weighted = np.fromiter(
+            (self.weights.get(r[1], 0.0) * r[2] for r in counted), dtype=np.float64, count=len(counted)
+        )
         rowids, at = np.unique(docs, return_inverse=True)
         freq = np.bincount(at, weights=weighted, minlength=len(rowids)).astype(np.float32)
         if len(rowids) and rowids[-1] < 2**31:
@@ -105,8 +107,9 @@ class Postings:
                 seen.add(key)
                 rowids, freq = self._rows_of(conn, key)
                 if not len(rowids):
-                    if conn.execute(f"SELECT 1 FROM {self.table} WHERE {self.table} MATCH ? LIMIT 1",
-                                    (f'"{word}"',)).fetchone():
+                    if conn.execute(
+                        f"SELECT 1 FROM {self.table} WHERE {self.table} MATCH ? LIMIT 1", (f'"{word}"',)
+                    ).fetchone():
                         return None  # indexed under another form
                     continue
                 if rowids[-1] >= len(scores):  # a row the lengths were read before: read again next time

@@ -31,8 +31,10 @@ class Reranker:
         try:
             self.model = CrossEncoder(str(folder), device="cpu")
         except Exception as exc:  # noqa: BLE001 - loading raises many types for a folder that is no cross-encoder
-            raise LoraqaError(f"{name} cannot be loaded as a cross-encoder ({str(exc).splitlines()[0][:120]}); "
-                              "retrieval.rerank_model takes a sentence-transformers CrossEncoder folder") from None
+            raise LoraqaError(
+                f"{name} cannot be loaded as a cross-encoder ({str(exc).splitlines()[0][:120]}); "
+                "retrieval.rerank_model takes a sentence-transformers CrossEncoder folder"
+            ) from None
         self.name = name
         self.lock = threading.Lock()  # one model pass at a time
 

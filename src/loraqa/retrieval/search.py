@@ -40,13 +40,21 @@ def embedder_for(collection: Collection, name: str | None = None, engine: str | 
     (another path to the same model), checked by fingerprint."""
     info = collection.embedder_info()
     if info is None:
-        raise UsageError(f"the collection {collection.name} has no vectors: search it with --mode lexical, or add "
-                         f"them with `loraqa collection embed {collection.name} --embedder MODEL`")
+        raise UsageError(
+            f"the collection {collection.name} has no vectors: search it with --mode lexical, or add "
+            f"them with `loraqa collection embed {collection.name} --embedder MODEL`"
+        )
     return load_embedder(name or info["name"], engine, expect=info["fingerprint"])
 
 
-def search(collection: Collection, query: str, k: int = 5, mode: str | None = None,
-           embedder: Embedder | None = None, where: Filter | None = None) -> list[Hit]:
+def search(
+    collection: Collection,
+    query: str,
+    k: int = 5,
+    mode: str | None = None,
+    embedder: Embedder | None = None,
+    where: Filter | None = None,
+) -> list[Hit]:
     """The k best passages for the query (where: only the passages a filter keeps)."""
     mode = mode or default_mode(collection)
     if mode not in MODES:

@@ -21,7 +21,7 @@ def with_snippets(hits: list[Hit], query: str) -> list[Hit]:
         text = hit.text
         m = pattern.search(text) if pattern else None
         start = max(0, (m.start() if m else 0) - _SNIPPET_CHARS // 3)
-        piece = text[start:start + _SNIPPET_CHARS]
+        piece = text[start : start + _SNIPPET_CHARS]
         if pattern:
             piece = pattern.sub(lambda x: f"«{x.group()}»", piece)
         hit.snippet = ("... " if start else "") + piece + (" ..." if start + _SNIPPET_CHARS < len(text) else "")

@@ -37,7 +37,8 @@ from loraqa.retrieval.store import (
     query_terms,
 )
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY, source TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL,
@@ -50,7 +51,9 @@ CREATE TABLE IF NOT EXISTS passages (
 CREATE INDEX IF NOT EXISTS passages_by_document ON passages (document_id);
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, modified REAL NOT NULL, size INTEGER NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(text, title, tokenize='porter unicode61 remove_diacritics 2');
-""" + vec.VECTOR_SCHEMA
+"""
+    + vec.VECTOR_SCHEMA
+)
 # BM25 weights of the indexed columns: the passage's text, its document's title
 WEIGHTS = (1.0, 0.5)
 # Snippets are made for the k hits only (retrieval/search.py), not by FTS5's snippet() here: a
@@ -73,8 +76,6 @@ WHERE p.id IN ({})
 """
 
 
-
-
 class SqliteCollection:
     """Reading opens the database read-only and writes nothing (no lock, no schema, no journal
     setting): a search never waits behind an add, and a store this process may not write can
@@ -87,10 +88,12 @@ class SqliteCollection:
         try:
             rows = dict(self.conn.execute("SELECT key, value FROM settings"))
         except sqlite3.DatabaseError as exc:
-            raise UsageError(f"the collection {name} cannot be read ({exc}); is {path.name} a loraqa collection?") \
-                from None
-        self.settings = Settings(**{k: json.loads(str(v)) for k, v in rows.items()
-                                    if k in Settings.__dataclass_fields__})
+            raise UsageError(
+                f"the collection {name} cannot be read ({exc}); is {path.name} a loraqa collection?"
+            ) from None
+        self.settings = Settings(
+            **{k: json.loads(str(v)) for k, v in rows.items() if k in Settings.__dataclass_fields__}
+        )
         self.index = vec.VectorIndex()
         self._postings = Postings("passages_fts", WEIGHTS, ("text", "title"))
 
@@ -130,8 +133,9 @@ class SqliteCollection:
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps every committed transaction at a crash
                 conn.executescript(SCHEMA)
             except sqlite3.OperationalError as exc:
-                raise UsageError(f"the collection {self.name} cannot be written ({exc}); check the store's "
-                                 "permissions") from None
+                raise UsageError(
+                    f"the collection {self.name} cannot be written ({exc}); check the store's permissions"
+                ) from None
             local.writer = conn
             if getattr(local, "reader", None) is not None:
                 local.reader.close()
@@ -176,39 +180,61 @@ class SqliteCollection:
     def put(self, document: Document, passages: list[Passage], file: str | None = None, vectors=None) -> str:
         info = self.embedder_info()
         if info is not None and vectors is None:
-            raise UsageError(f"the collection {self.name} has an embedder ({info['name']}): its documents go in with "
-                             "their vectors")
+            raise UsageError(
+                f"the collection {self.name} has an embedder ({info['name']}): its documents go in with their vectors"
+            )
         with self._write() as c:
             same = c.execute("SELECT content_hash, file FROM documents WHERE id = ?", (document.id,)).fetchone()
             if same is not None and same[0] == document.content_hash:
                 return "unchanged"
             if same is not None and is_conflict(same[1], file):
                 return "conflict"
-            old = [r[0] for r in c.execute("SELECT id FROM documents WHERE source = ? OR id = ?",
-                                           (document.source, document.id))]
+            old = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM documents WHERE source = ? OR id = ?", (document.source, document.id)
+                )
+            ]
             for old_id in old:
                 self._delete(c, old_id)
-            c.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (document.id, document.source, document.title, document.text, document.content_hash,
-                       json.dumps(document.page_starts), json.dumps(document.headings), document.modified,
-                       json.dumps(document.metadata, ensure_ascii=False, default=str), time.time(), file))
+            c.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    document.id,
+                    document.source,
+                    document.title,
+                    document.text,
+                    document.content_hash,
+                    json.dumps(document.page_starts),
+                    json.dumps(document.headings),
+                    document.modified,
+                    json.dumps(document.metadata, ensure_ascii=False, default=str),
+                    time.time(),
+                    file,
+                ),
+            )
             self._count(c, len(passages))
             rowids = []
             for p in passages:
-                rowid = c.execute('INSERT INTO passages (document_id, idx, start, "end", page, heading) '
-                                  "VALUES (?, ?, ?, ?, ?, ?)",
-                                  (document.id, p.index, p.start, p.end, p.page, p.heading)).lastrowid
-                c.execute("INSERT INTO passages_fts (rowid, text, title) VALUES (?, ?, ?)", (rowid, p.text, document.title))
+                rowid = c.execute(
+                    'INSERT INTO passages (document_id, idx, start, "end", page, heading) VALUES (?, ?, ?, ?, ?, ?)',
+                    (document.id, p.index, p.start, p.end, p.page, p.heading),
+                ).lastrowid
+                c.execute(
+                    "INSERT INTO passages_fts (rowid, text, title) VALUES (?, ?, ?)", (rowid, p.text, document.title)
+                )
                 rowids.append(rowid)
             if info is not None:
                 vec.write(c, rowids, vectors, info["dim"])
             return "replaced" if old else "added"
 
     def _delete(self, c: sqlite3.Connection, document_id: str) -> None:
-        c.execute("DELETE FROM passages_fts WHERE rowid IN (SELECT id FROM passages WHERE document_id = ?)",
-                  (document_id,))
-        if c.execute("DELETE FROM vectors WHERE passage_id IN (SELECT id FROM passages WHERE document_id = ?)",
-                     (document_id,)).rowcount:
+        c.execute(
+            "DELETE FROM passages_fts WHERE rowid IN (SELECT id FROM passages WHERE document_id = ?)", (document_id,)
+        )
+        if c.execute(
+            "DELETE FROM vectors WHERE passage_id IN (SELECT id FROM passages WHERE document_id = ?)", (document_id,)
+        ).rowcount:
             vec.bump(c)
         gone = c.execute("DELETE FROM passages WHERE document_id = ?", (document_id,)).rowcount
         c.execute("DELETE FROM documents WHERE id = ?", (document_id,))
@@ -216,8 +242,11 @@ class SqliteCollection:
 
     @staticmethod
     def _count(c: sqlite3.Connection, change: int) -> None:
-        c.execute("INSERT INTO settings VALUES ('passages', ?) ON CONFLICT (key) DO UPDATE SET value = "
-                  "CAST(value AS INTEGER) + ?", (max(change, 0), change))
+        c.execute(
+            "INSERT INTO settings VALUES ('passages', ?) ON CONFLICT (key) DO UPDATE SET value = "
+            "CAST(value AS INTEGER) + ?",
+            (max(change, 0), change),
+        )
 
     def remove(self, document_id: str) -> bool:
         with self._write() as c:
@@ -245,13 +274,19 @@ class SqliteCollection:
         if info is None:
             raise UsageError(f"the collection {self.name} has no embedder")
         with self._write() as c:
-            ids = [r[0] for r in c.execute("SELECT id FROM passages WHERE document_id = ? ORDER BY idx", (document_id,))]
+            ids = [
+                r[0] for r in c.execute("SELECT id FROM passages WHERE document_id = ? ORDER BY idx", (document_id,))
+            ]
             vec.write(c, ids, vectors, info["dim"])
 
     def documents_without_vectors(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT p.document_id FROM passages p LEFT JOIN vectors v ON v.passage_id = p.id "
-            "WHERE v.passage_id IS NULL ORDER BY p.document_id")]
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT DISTINCT p.document_id FROM passages p LEFT JOIN vectors v ON v.passage_id = p.id "
+                "WHERE v.passage_id IS NULL ORDER BY p.document_id"
+            )
+        ]
 
     def _where(self, where: Filter) -> tuple[str, list]:
         """The ids of the passages a filter keeps, as a subquery and its parameters."""
@@ -269,15 +304,18 @@ class SqliteCollection:
         for key, value in where.meta:
             conds.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
             params += [f'$."{key}"', value]
-        sql = ("SELECT p.id FROM passages p JOIN documents d ON d.id = p.document_id WHERE "
-               + (" AND ".join(conds) or "1"))
+        sql = "SELECT p.id FROM passages p JOIN documents d ON d.id = p.document_id WHERE " + (
+            " AND ".join(conds) or "1"
+        )
         return sql, params
 
     def nearest(self, vector, k: int = 5, where: Filter | None = None) -> list[Hit]:
         info = self.embedder_info()
         if info is None:
-            raise UsageError(f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
-                             f"{self.name} --embedder MODEL`, or search it lexically")
+            raise UsageError(
+                f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
+                f"{self.name} --embedder MODEL`, or search it lexically"
+            )
         ids, matrix = self.index.current(self.conn, info["dim"])
         allowed = None
         if where is not None:
@@ -315,22 +353,34 @@ class SqliteCollection:
     def documents(self) -> list[DocumentInfo]:
         rows = self.conn.execute(
             "SELECT d.id, d.title, d.source, (SELECT count(*) FROM passages p WHERE p.document_id = d.id), "
-            "length(d.text), d.modified FROM documents d ORDER BY d.source")
+            "length(d.text), d.modified FROM documents d ORDER BY d.source"
+        )
         return [DocumentInfo(*row) for row in rows]
 
     def document(self, document_id: str) -> Document | None:
-        row = self.conn.execute("SELECT source, title, text, id, page_starts, headings, modified, metadata "
-                                "FROM documents WHERE id = ?", (document_id,)).fetchone()
+        row = self.conn.execute(
+            "SELECT source, title, text, id, page_starts, headings, modified, metadata FROM documents WHERE id = ?",
+            (document_id,),
+        ).fetchone()
         if row is None:
             return None
         source, title, text, id_, pages, headings, modified, metadata = row
-        return Document(source, title, text, id_, json.loads(pages), [tuple(h) for h in json.loads(headings)],
-                        modified, json.loads(metadata))
+        return Document(
+            source,
+            title,
+            text,
+            id_,
+            json.loads(pages),
+            [tuple(h) for h in json.loads(headings)],
+            modified,
+            json.loads(metadata),
+        )
 
     def passages(self, document_id: str) -> list[Passage]:
         doc = self.document(document_id)
-        rows = self.conn.execute('SELECT idx, start, "end", page, heading FROM passages WHERE document_id = ? '
-                                 "ORDER BY idx", (document_id,))
+        rows = self.conn.execute(
+            'SELECT idx, start, "end", page, heading FROM passages WHERE document_id = ? ORDER BY idx', (document_id,)
+        )
         return [Passage(document_id, i, s, e, doc.text[s:e], page, heading) for i, s, e, page, heading in rows]
 
     def search(self, query: str, k: int = 5, where: Filter | None = None) -> list[Hit]:
@@ -360,8 +410,10 @@ class SqliteCollection:
 
     def counts(self) -> tuple[int, int]:
         c = self.conn
-        return (c.execute("SELECT count(*) FROM documents").fetchone()[0],
-                c.execute("SELECT count(*) FROM passages").fetchone()[0])
+        return (
+            c.execute("SELECT count(*) FROM documents").fetchone()[0],
+            c.execute("SELECT count(*) FROM passages").fetchone()[0],
+        )
 
 
 def _make(path: Path, settings: Settings) -> None:
@@ -394,8 +446,11 @@ class SqliteStore:
     def names(self) -> list[str]:
         """The collections: files named NAME.sqlite with a valid name (others are not ours)."""
         try:
-            return sorted(p.stem for p in self.directory.glob("*.sqlite") if NAME_PATTERN.fullmatch(p.stem)) \
-                if self.directory.is_dir() else []
+            return (
+                sorted(p.stem for p in self.directory.glob("*.sqlite") if NAME_PATTERN.fullmatch(p.stem))
+                if self.directory.is_dir()
+                else []
+            )
         except OSError as exc:
             raise UsageError(f"the store {self.directory} cannot be listed ({exc.strerror or exc})") from None
 
@@ -403,8 +458,10 @@ class SqliteStore:
         path = self._path(name)
         if not path.is_file():
             known = ", ".join(self.names()) or "none yet"
-            raise UnknownCollection(f"no collection named '{name}' in {self.directory} (there are: {known}); make it "
-                                    f"with `loraqa collection add {name} PATH...`")
+            raise UnknownCollection(
+                f"no collection named '{name}' in {self.directory} (there are: {known}); make it "
+                f"with `loraqa collection add {name} PATH...`"
+            )
         return SqliteCollection(path, name, self.query_limits)
 
     def create(self, name: str, settings: Settings) -> SqliteCollection:

@@ -46,8 +46,9 @@ class VectorIndex:
                 rows = conn.execute("SELECT passage_id, vector FROM vectors ORDER BY passage_id").fetchall()
                 self.ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16)
-                self.matrix = matrix.reshape(len(rows), dim).astype(np.float32) if rows else \
-                    np.zeros((0, dim), dtype=np.float32)
+                self.matrix = (
+                    matrix.reshape(len(rows), dim).astype(np.float32) if rows else np.zeros((0, dim), dtype=np.float32)
+                )
                 self.version = version
             return self.ids, self.matrix
 
@@ -58,8 +59,10 @@ def stored_version(conn: sqlite3.Connection) -> int:
 
 
 def bump(conn: sqlite3.Connection) -> None:
-    conn.execute("INSERT INTO settings VALUES (?, '1') ON CONFLICT (key) DO UPDATE SET value = "
-                 "CAST(value AS INTEGER) + 1", (VERSION_KEY,))
+    conn.execute(
+        "INSERT INTO settings VALUES (?, '1') ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        (VERSION_KEY,),
+    )
 
 
 def embedder_info(conn: sqlite3.Connection) -> dict | None:
@@ -85,14 +88,19 @@ def write(conn: sqlite3.Connection, passage_ids: list[int], vectors, dim: int) -
     """In the caller's transaction: one vector per passage."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape != (len(passage_ids), dim):
-        raise UsageError(f"{vectors.shape[0] if vectors.ndim else 0} vectors of {vectors.shape[-1] if vectors.ndim > 1 else 0} "
-                         f"dimensions for {len(passage_ids)} passages of a {dim}-dimension collection")
-    conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
-                     [(int(pid), to_blob(v)) for pid, v in zip(passage_ids, vectors)])
+        raise UsageError(
+            f"{vectors.shape[0] if vectors.ndim else 0} vectors of {vectors.shape[-1] if vectors.ndim > 1 else 0} "
+            f"dimensions for {len(passage_ids)} passages of a {dim}-dimension collection"
+        )
+    conn.executemany(
+        "INSERT OR REPLACE INTO vectors VALUES (?, ?)", [(int(pid), to_blob(v)) for pid, v in zip(passage_ids, vectors)]
+    )
     bump(conn)
 
 
-def best(ids: np.ndarray, matrix: np.ndarray, vector, k: int, allowed: set[int] | None = None) -> list[tuple[int, float]]:
+def best(
+    ids: np.ndarray, matrix: np.ndarray, vector, k: int, allowed: set[int] | None = None
+) -> list[tuple[int, float]]:
     """(passage id, cosine) of the k nearest vectors, best first (allowed: only these ids)."""
     if not len(ids):
         return []

@@ -18,14 +18,82 @@ from loraqa.errors import QueryTooLong, UsageError
 
 # Words too common to help ranking: left out of queries, so a question's "the" and "what" do not
 # make the index walk half the collection (BM25 would give them almost no weight anyway).
-STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "but", "by", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "she", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your"])
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def check_collection_name(name: str) -> None:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise UsageError(f"collection name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
-                         "letter or digit")
+        raise UsageError(
+            f"collection name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
 
 
 @dataclass(frozen=True)
@@ -33,6 +101,7 @@ class QueryLimits:
     """What one search may ask of a store, the same on every surface (HTTP, MCP, the Python API,
     the command line): each word of a query costs an index lookup, and a 40,000-word query held a
     server thread for minutes."""
+
     max_chars: int = 1_000
     max_words: int = 100
 
@@ -73,6 +142,7 @@ def is_conflict(stored_file: str | None, file: str | None) -> bool:
 @dataclass(frozen=True)
 class Settings:
     """How a collection cuts its documents; fixed when the collection is made."""
+
     passage_chars: int = 1000
     overlap: int = 200
 
@@ -83,6 +153,7 @@ class Settings:
 @dataclass
 class Hit:
     """A passage found by a search, with where it sits in its document."""
+
     document: str  # the document's id
     title: str
     source: str

@@ -34,7 +34,13 @@ from loraqa.review.label_studio import (
 from loraqa.synth.checks import locate, locate_span
 
 SKIPPED, UNREVIEWED, REJECTED, NO_SPAN, SPAN_NOT_IN_PASSAGE, NO_PASSAGE = (
-    "skipped", "unreviewed", "rejected", "no_answer_marked", "span_not_in_passage", "no_passage")
+    "skipped",
+    "unreviewed",
+    "rejected",
+    "no_answer_marked",
+    "span_not_in_passage",
+    "no_passage",
+)
 # columns that are the pair itself; every other column of a row travels as provenance
 PAIR_COLUMNS = ("context", "question", "answers", "answer")
 
@@ -61,15 +67,18 @@ def config_path(output: Path) -> Path:
     return output.with_suffix(".label_config.xml")
 
 
-def export_tasks(source: str, output: str, questions: str | None = None,
-                 least_confident: int | None = None) -> ExportReport:
+def export_tasks(
+    source: str, output: str, questions: str | None = None, least_confident: int | None = None
+) -> ExportReport:
     """Write Label Studio tasks to OUTPUT (JSON) and the labelling config beside it."""
     rows = raw_rows(Path(source))
     skipped: Counter = Counter()
     if rows and _is_predictions(rows[0]):
         if not questions:
-            raise UsageError(f"{source} holds predictions: give --questions, the file they answered (its "
-                             "passages go to the reviewer)")
+            raise UsageError(
+                f"{source} holds predictions: give --questions, the file they answered (its "
+                "passages go to the reviewer)"
+            )
         scored = _prediction_tasks(rows, raw_rows(Path(questions)), skipped, source)
     else:
         if questions:
@@ -104,8 +113,9 @@ def _data_tasks(rows: list, source: str, skipped: Counter) -> list[tuple[float |
         texts, starts = row["answers"]["text"], row["answers"]["answer_start"]
         span = None
         if texts:
-            at = locate(texts[0], row["context"], starts[0] if starts and starts[0] is not None and starts[0] >= 0
-                        else None)
+            at = locate(
+                texts[0], row["context"], starts[0] if starts and starts[0] is not None and starts[0] >= 0 else None
+            )
             span = None if at is None else (at, at + len(texts[0].strip()))
         prov = {**_provenance(raw), "id": row["id"]}
         confidence = raw.get("roundtrip_f1") if isinstance(raw.get("roundtrip_f1"), (int, float)) else None
@@ -116,8 +126,9 @@ def _data_tasks(rows: list, source: str, skipped: Counter) -> list[tuple[float |
     return out
 
 
-def _prediction_tasks(predictions: list, question_rows: list, skipped: Counter,
-                      source: str) -> list[tuple[float | None, dict]]:
+def _prediction_tasks(
+    predictions: list, question_rows: list, skipped: Counter, source: str
+) -> list[tuple[float | None, dict]]:
     by_id = {str(q.get("id")): q for q in question_rows if isinstance(q, dict) and q.get("id") is not None}
     out = []
     for p in predictions:
@@ -129,8 +140,11 @@ def _prediction_tasks(predictions: list, question_rows: list, skipped: Counter,
         answer = p.get("answer") or ""
         span = None
         if answer and not p.get("no_answer"):
-            at = p["start"] if isinstance(p.get("start"), int) and passage[p["start"]:p.get("end") or 0] == answer \
+            at = (
+                p["start"]
+                if isinstance(p.get("start"), int) and passage[p["start"] : p.get("end") or 0] == answer
                 else locate(answer, passage)
+            )
             span = None if at is None else (at, at + len(answer.strip()))
         score = p.get("score")
         confidence = math.exp(score) if isinstance(score, (int, float)) else None
@@ -143,8 +157,13 @@ def _prediction_tasks(predictions: list, question_rows: list, skipped: Counter,
 
 
 def _verdict(choice: str) -> dict:
-    return {"id": "verdict-0", "from_name": VERDICT, "to_name": "text", "type": "choices",
-            "value": {"choices": [choice]}}
+    return {
+        "id": "verdict-0",
+        "from_name": VERDICT,
+        "to_name": "text",
+        "type": "choices",
+        "value": {"choices": [choice]},
+    }
 
 
 def import_reviews(export: str, output: str, keep_unreviewed: bool = False) -> ImportReport:
@@ -156,8 +175,10 @@ def import_reviews(export: str, output: str, keep_unreviewed: bool = False) -> I
         data = t["data"]
         passage, question = data.get("text"), data.get("question")
         if not isinstance(passage, str) or not isinstance(question, str):
-            raise LoraqaError(f"{export}: task {_task_id(t, n)} has no text and question in its data: was it exported "
-                              "from a project made with `loraqa review export`?")
+            raise LoraqaError(
+                f"{export}: task {_task_id(t, n)} has no text and question in its data: was it exported "
+                "from a project made with `loraqa review export`?"
+            )
         try:
             row = _import_task(t, passage, question, keep_unreviewed, dropped)
         except BadTask as exc:
@@ -212,13 +233,16 @@ def _read_export(path: str) -> list[dict]:
     except RecursionError:
         raise LoraqaError(f"{path} is not a Label Studio JSON export (its JSON nests too deeply)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise LoraqaError(f"{path} is not a Label Studio JSON export ({str(exc).splitlines()[0][:120]}); export the "
-                          "project as JSON") from None
+        raise LoraqaError(
+            f"{path} is not a Label Studio JSON export ({str(exc).splitlines()[0][:120]}); export the project as JSON"
+        ) from None
     if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
         raise LoraqaError(f"{path} is not a Label Studio JSON export (a list of tasks); export the project as JSON")
     if data and not all(isinstance(t.get("data"), dict) for t in data):
-        raise LoraqaError(f"{path} looks like Label Studio's JSON-MIN or CSV export, which drops the passages' "
-                          "provenance; export the project as JSON")
+        raise LoraqaError(
+            f"{path} looks like Label Studio's JSON-MIN or CSV export, which drops the passages' "
+            "provenance; export the project as JSON"
+        )
     return data
 
 
@@ -248,12 +272,18 @@ def _row(t: dict, passage: str, question: str, review: Review, reviewed: bool) -
             span = locate_span(text, passage, start)
             if span is None:
                 return None
-            texts.append(passage[span[0]:span[1]])
+            texts.append(passage[span[0] : span[1]])
             starts.append(span[0])
     prov = t["data"].get("loraqa")
     prov = dict(prov) if isinstance(prov, dict) else {}
-    row = {**prov, "id": str(prov.get("id") or f"label-studio-{t.get('id')}"), "context": passage,
-           "question": question, "answers": {"text": texts, "answer_start": starts}, "reviewed": reviewed}
+    row = {
+        **prov,
+        "id": str(prov.get("id") or f"label-studio-{t.get('id')}"),
+        "context": passage,
+        "question": question,
+        "answers": {"text": texts, "answer_start": starts},
+        "reviewed": reviewed,
+    }
     if question != t["data"]["question"]:
         row["original_question"] = t["data"]["question"]
     annotator = review.reviewer

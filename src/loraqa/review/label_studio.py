@@ -43,15 +43,26 @@ LABEL_CONFIG = f"""<View>
 
 
 def span_result(start: int, end: int, text: str, rid: str = "answer-0") -> dict:
-    return {"id": rid, "from_name": ANSWER, "to_name": TEXT, "type": "labels",
-            "value": {"start": start, "end": end, "text": text, "labels": [ANSWER_LABEL]}}
+    return {
+        "id": rid,
+        "from_name": ANSWER,
+        "to_name": TEXT,
+        "type": "labels",
+        "value": {"start": start, "end": end, "text": text, "labels": [ANSWER_LABEL]},
+    }
 
 
-def task(passage: str, question: str, provenance: dict, answer: tuple[int, int] | None, model_version: str,
-         score: float | None) -> dict:
+def task(
+    passage: str,
+    question: str,
+    provenance: dict,
+    answer: tuple[int, int] | None,
+    model_version: str,
+    score: float | None,
+) -> dict:
     """One task: the passage and question as data (with loraqa's provenance beside them), the
     current answer as a prediction that Label Studio pre-fills for the reviewer."""
-    result = [] if answer is None else [span_result(answer[0], answer[1], passage[answer[0]:answer[1]])]
+    result = [] if answer is None else [span_result(answer[0], answer[1], passage[answer[0] : answer[1]])]
     prediction = {"model_version": model_version, "result": result}
     if score is not None:
         prediction["score"] = round(float(score), 4)  # Label Studio sorts tasks by it
@@ -61,6 +72,7 @@ def task(passage: str, question: str, provenance: dict, answer: tuple[int, int] 
 @dataclass
 class Review:
     """What a reviewer decided for one task (the latest annotation that was not skipped)."""
+
     spans: list[tuple[int | None, str]] = field(default_factory=list)  # (start as labelled, text)
     verdict: str | None = None
     question: str | None = None  # a rewritten question
@@ -96,10 +108,13 @@ def latest_review(exported_task: dict, passage: str | None = None) -> Review | s
     done = [a for a in annotations if not a.get("was_cancelled")]
     if not done:
         return "skipped" if annotations else None
-    latest = max(enumerate(done), key=lambda ia: (str(ia[1].get("updated_at") or ia[1].get("created_at") or ""), ia[0]))[1]
+    latest = max(
+        enumerate(done), key=lambda ia: (str(ia[1].get("updated_at") or ia[1].get("created_at") or ""), ia[0])
+    )[1]
     completed_by = latest.get("completed_by")
-    review = Review(reviewer=completed_by if isinstance(completed_by, (int, str)) and not isinstance(completed_by, bool)
-                    else None)
+    review = Review(
+        reviewer=completed_by if isinstance(completed_by, (int, str)) and not isinstance(completed_by, bool) else None
+    )
     results = latest.get("result")
     if results is None:
         results = []
@@ -120,8 +135,12 @@ def latest_review(exported_task: dict, passage: str | None = None) -> Review | s
             if len(text) > MAX_ANSWER_CHARS:
                 raise BadTask(f"its answer is longer than {MAX_ANSWER_CHARS:,} characters")
             start = value.get("start")
-            if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0
-                                      or (passage is not None and start > len(passage))):
+            if start is not None and (
+                isinstance(start, bool)
+                or not isinstance(start, int)
+                or start < 0
+                or (passage is not None and start > len(passage))
+            ):
                 raise BadTask(f"its answer's start ({str(start)[:20]}) is not an offset in the passage")
             if text.strip():
                 review.spans.append((start, text))

@@ -52,8 +52,14 @@ def public_source(text: str) -> str:
 
 
 class Access:
-    def __init__(self, answerer: Answerer, library=None, exposed: list[str] | tuple[str, ...] = (),
-                 adapter_root: Path | None = None, store: str | Path | None = None):
+    def __init__(
+        self,
+        answerer: Answerer,
+        library=None,
+        exposed: list[str] | tuple[str, ...] = (),
+        adapter_root: Path | None = None,
+        store: str | Path | None = None,
+    ):
         """library: the adapter root's AdapterLibrary (None: no root); exposed: collections
         reachable without being bound to an adapter."""
         self.answerer, self.library, self.exposed = answerer, library, frozenset(exposed)
@@ -112,8 +118,10 @@ class Access:
         """`auto`: the key's adapter whose domain best matches the question."""
         chosen = route(self.profiles(scope), question, context)
         if chosen is None:
-            raise NoDomain(f"'{AUTO}' chooses among adapters with a domain profile (written by `loraqa train`), and "
-                           "none available to this key has one")
+            raise NoDomain(
+                f"'{AUTO}' chooses among adapters with a domain profile (written by `loraqa train`), and "
+                "none available to this key has one"
+            )
         return chosen
 
     def describe(self, name: str, scope: Scope) -> str | None:

@@ -39,16 +39,27 @@ class Entry:
 
 
 class AdapterLibrary:
-    def __init__(self, root: Path, registry, batcher, max_loaded: int, pinned: set[str] | None = None,
-                 find=None, max_bytes: int | None = None, metrics=None):
+    def __init__(
+        self,
+        root: Path,
+        registry,
+        batcher,
+        max_loaded: int,
+        pinned: set[str] | None = None,
+        find=None,
+        max_bytes: int | None = None,
+        metrics=None,
+    ):
         """find(root, name) -> AdapterRef: the adapter folder, checked to lie inside the root."""
         self.root, self.registry, self.batcher = root, registry, batcher
         self.max_loaded, self.max_bytes, self.metrics = max_loaded, max_bytes, metrics
         self.find = find
         self.pinned = set(pinned or ()) | set(registry.adapters)  # adapters given at start stay
         if len(self.pinned) >= max_loaded:
-            raise UsageError(f"{len(self.pinned)} adapters are pinned or given at start, and at most {max_loaded} "
-                             "may stay loaded: nothing could be loaded on demand; raise --max-loaded")
+            raise UsageError(
+                f"{len(self.pinned)} adapters are pinned or given at start, and at most {max_loaded} "
+                "may stay loaded: nothing could be loaded on demand; raise --max-loaded"
+            )
         self.catalogue: dict[str, Entry] = {}
         self.used: OrderedDict[str, float] = OrderedDict((n, time.monotonic()) for n in registry.adapters)
         self.holds: dict[str, int] = {}
@@ -84,8 +95,11 @@ class AdapterLibrary:
         return entry
 
     def knows(self, name: str) -> bool:
-        return name in self.catalogue or name in self.registry.adapters or (
-            name not in (BASE, AUTO) and self._add(name) is not None)
+        return (
+            name in self.catalogue
+            or name in self.registry.adapters
+            or (name not in (BASE, AUTO) and self._add(name) is not None)
+        )
 
     @property
     def names(self) -> list[str]:
@@ -125,8 +139,9 @@ class AdapterLibrary:
                 try:
                     await asyncio.wait_for(self._ensure(name), timeout)
                 except asyncio.TimeoutError:
-                    raise DeadlineExceeded(f"adapter '{name}' could not be loaded within the server's request "
-                                           f"timeout ({timeout:g} s)") from None
+                    raise DeadlineExceeded(
+                        f"adapter '{name}' could not be loaded within the server's request timeout ({timeout:g} s)"
+                    ) from None
             yield
         finally:
             for name in held:
@@ -191,8 +206,12 @@ class AdapterLibrary:
     def _victim(self) -> str | None:
         """The least recently used attached adapter nobody holds (None: there is none)."""
         for name in self.used:
-            if name in self.pinned or self.holds.get(name) or self.batcher.uses(name) \
-                    or name not in self.registry.adapters:
+            if (
+                name in self.pinned
+                or self.holds.get(name)
+                or self.batcher.uses(name)
+                or name not in self.registry.adapters
+            ):
                 continue
             return name
         return None

@@ -30,10 +30,18 @@ router = APIRouter()
 
 class AdapterLoad(BaseModel):
     name: str = Field(..., min_length=1, max_length=64, pattern=NAME_PATTERN.pattern)
-    path: str = Field(..., min_length=1, max_length=1024,
-                      description="A folder inside the server's adapter root (relative to it, or absolute).")
-    collection: str | None = Field(None, min_length=1, max_length=64,
-                                   description="The collection its questions without a passage are answered from.")
+    path: str = Field(
+        ...,
+        min_length=1,
+        max_length=1024,
+        description="A folder inside the server's adapter root (relative to it, or absolute).",
+    )
+    collection: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The collection its questions without a passage are answered from.",
+    )
 
 
 def find_in_root(root: Path, given: str):
@@ -60,19 +68,29 @@ async def list_adapters(request: Request):
 
     def entry(name: str) -> dict:
         adapter = registry.get(name)
-        item = {"name": name, "template": adapter.settings.template if adapter else None,
-                "domain": s.access.describe(name, scope),
-                "collection": adapter.collection if adapter else None, "loaded": registry.is_attached(name)}
+        item = {
+            "name": name,
+            "template": adapter.settings.template if adapter else None,
+            "domain": s.access.describe(name, scope),
+            "collection": adapter.collection if adapter else None,
+            "loaded": registry.is_attached(name),
+        }
         if admin:
-            where = adapter.source if adapter else (s.library.catalogue[name].folder if s.library and
-                                                    name in s.library.catalogue else None)
+            where = (
+                adapter.source
+                if adapter
+                else (s.library.catalogue[name].folder if s.library and name in s.library.catalogue else None)
+            )
             item["path"] = str(where) if where else None
         return item
 
     mine = s.access.adapters(scope)
     default = s.answerer.default_adapter()
-    return {"default": default if default in mine else (mine[0] if mine else None),
-            "base_model": s.answerer.base_model if admin else None, "adapters": [entry(n) for n in mine]}
+    return {
+        "default": default if default in mine else (mine[0] if mine else None),
+        "base_model": s.answerer.base_model if admin else None,
+        "adapters": [entry(n) for n in mine],
+    }
 
 
 @router.post("/v1/adapters", status_code=201)

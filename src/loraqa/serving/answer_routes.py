@@ -22,22 +22,34 @@ router = APIRouter()
 # a request's search settings, the same on /v1/answer and /v1/search
 SearchModeName = Literal["lexical", "dense", "hybrid", "auto"]
 SearchFilters = dict[StrictStr, StrictStr | StrictInt | list[StrictStr]]
-FILTERS_HELP = ("Search only passages where each holds: document (an id, or a list), source or title (a glob), "
-                "page (\"N\" or \"N-M\"), meta.KEY (a JSONL field).")
+FILTERS_HELP = (
+    "Search only passages where each holds: document (an id, or a list), source or title (a glob), "
+    'page ("N" or "N-M"), meta.KEY (a JSONL field).'
+)
+
 
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: StrictStr = Field(..., min_length=1, description="The question.")
-    context: StrictStr | None = Field(None, description="The document to read the answer from (any length: read in windows).")
-    adapter: StrictStr | None = Field(None, max_length=64,
-                                      description=f"Adapter name; '{BASE}' for none, '{AUTO}' to choose by domain. "
-                                                  "Default: the first loaded.")
-    collection: StrictStr | None = Field(None, max_length=64,
-                                         description="Without a context: the collection whose passages are read "
-                                                     "(default: the one bound to the adapter).")
+    context: StrictStr | None = Field(
+        None, description="The document to read the answer from (any length: read in windows)."
+    )
+    adapter: StrictStr | None = Field(
+        None,
+        max_length=64,
+        description=f"Adapter name; '{BASE}' for none, '{AUTO}' to choose by domain. Default: the first loaded.",
+    )
+    collection: StrictStr | None = Field(
+        None,
+        max_length=64,
+        description="Without a context: the collection whose passages are read "
+        "(default: the one bound to the adapter).",
+    )
     mode: SearchModeName | None = Field(
-        None, description="Without a context: how the collection is searched (default: the adapter's "
-                          "retrieval.mode; auto: hybrid when the collection has vectors, else lexical).")
+        None,
+        description="Without a context: how the collection is searched (default: the adapter's "
+        "retrieval.mode; auto: hybrid when the collection has vectors, else lexical).",
+    )
     filters: SearchFilters | None = Field(None, description=FILTERS_HELP)
 
 
@@ -47,8 +59,11 @@ class Citation(BaseModel):
     title: str
     source: str = Field(..., description="The file (or file and line) the document was read from.")
     page: int | None = Field(None, description="The page, for documents with pages (PDF).")
-    start: int = Field(..., description="Character offset in the document's text: of the answer in the first citation, "
-                                        "of the passage in the others.")
+    start: int = Field(
+        ...,
+        description="Character offset in the document's text: of the answer in the first citation, "
+        "of the passage in the others.",
+    )
     end: int
     passage_score: float = Field(..., description="How well the passage matched the question (BM25).")
     quote: str = Field(..., description="The answer as it stands in the document (first citation), or the passage.")
@@ -57,14 +72,26 @@ class Citation(BaseModel):
 class AnswerResponse(BaseModel):
     answer: str = Field(..., description="The answer; empty when no_answer is true.")
     adapter: str = Field(..., description="The adapter that answered.")
-    score: float | None = Field(None, description="Length-normalised log-probability of the answer (or of the abstention): higher is surer.")
-    no_answer: bool = Field(False, description="The model abstained in every window, or its best answer scored below the adapter's calibrated threshold.")
-    start: int | None = Field(None, description="Character offset of the answer in the context, when it is quoted verbatim.")
+    score: float | None = Field(
+        None, description="Length-normalised log-probability of the answer (or of the abstention): higher is surer."
+    )
+    no_answer: bool = Field(
+        False,
+        description="The model abstained in every window, or its best answer scored below the adapter's calibrated threshold.",
+    )
+    start: int | None = Field(
+        None, description="Character offset of the answer in the context, when it is quoted verbatim."
+    )
     end: int | None = Field(None, description="Character offset just after the answer.")
     windows: int = Field(1, description="How many windows of the context were read.")
-    route_score: float | None = Field(None, description=f"With adapter '{AUTO}': how well the chosen adapter's domain matched (cosine, 0-1).")
-    citations: list[Citation] | None = Field(None, description="Answered from a collection: where the answer was read, "
-                                                                "then the other passages read. Absent with a context.")
+    route_score: float | None = Field(
+        None, description=f"With adapter '{AUTO}': how well the chosen adapter's domain matched (cosine, 0-1)."
+    )
+    citations: list[Citation] | None = Field(
+        None,
+        description="Answered from a collection: where the answer was read, "
+        "then the other passages read. Absent with a context.",
+    )
     latency_ms: float
 
 
@@ -79,8 +106,20 @@ class BatchResponse(BaseModel):
 
 async def _answer(request: Request, reqs: list[AnswerRequest]) -> list[AnswerResponse]:
     start = time.perf_counter()
-    answers = await ask(request, [{"question": r.question, "context": r.context, "adapter": r.adapter,
-                                   "collection": r.collection, "mode": r.mode, "filters": r.filters} for r in reqs])
+    answers = await ask(
+        request,
+        [
+            {
+                "question": r.question,
+                "context": r.context,
+                "adapter": r.adapter,
+                "collection": r.collection,
+                "mode": r.mode,
+                "filters": r.filters,
+            }
+            for r in reqs
+        ],
+    )
     ms = round(1000 * (time.perf_counter() - start), 1)
     return [AnswerResponse(**a.as_dict(), latency_ms=ms) for a in answers]
 
@@ -97,13 +136,18 @@ async def answer_batch(request: Request, req: BatchRequest):
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: StrictStr = Field(..., min_length=1, description="What to look for (the server's query limits apply: "
-                                                            "1,000 characters and 100 words by default).")
+    query: StrictStr = Field(
+        ...,
+        min_length=1,
+        description="What to look for (the server's query limits apply: 1,000 characters and 100 words by default).",
+    )
     collection: StrictStr = Field(..., min_length=1, max_length=64)
     k: StrictInt = Field(5, ge=1, le=100)
     mode: SearchModeName | None = Field(
-        None, description="lexical (BM25), dense (vectors), hybrid (both, fused); default: hybrid when the collection "
-                          "has vectors, else lexical.")
+        None,
+        description="lexical (BM25), dense (vectors), hybrid (both, fused); default: hybrid when the collection "
+        "has vectors, else lexical.",
+    )
     filters: SearchFilters | None = Field(None, description=FILTERS_HELP)
 
 
@@ -133,8 +177,21 @@ async def search(request: Request, req: SearchRequest):
         hits = await asyncio.to_thread(s.answerer.library.search, req.collection, req.query, req.k, req.mode, where)
     except LoraqaError as exc:
         raise ApiError.of(exc, request) from None
-    return SearchResponse(results=[SearchResult(document=h.document, title=h.title, source=h.source, page=h.page,
-                                                start=h.start, end=h.end, score=h.score, text=h.text) for h in hits])
+    return SearchResponse(
+        results=[
+            SearchResult(
+                document=h.document,
+                title=h.title,
+                source=h.source,
+                page=h.page,
+                start=h.start,
+                end=h.end,
+                score=h.score,
+                text=h.text,
+            )
+            for h in hits
+        ]
+    )
 
 
 @router.get("/health")
@@ -144,6 +201,10 @@ async def health(request: Request):
     s, scope = state(request), scope_of(request)
     body = {"status": "ok" if s.batcher.alive else "unavailable"}
     if scope is not None:
-        body |= {"adapters": [n for n in s.answerer.names if scope.may_use(n)], "models": s.access.models(scope),
-                 "batches": s.batcher.batches, "queued_windows": s.batcher.queued}
+        body |= {
+            "adapters": [n for n in s.answerer.names if scope.may_use(n)],
+            "models": s.access.models(scope),
+            "batches": s.batcher.batches,
+            "queued_windows": s.batcher.queued,
+        }
     return JSONResponse(body, status_code=200 if s.batcher.alive else 503)

@@ -59,23 +59,39 @@ def error_body(path: str, status: int, message: str, code: str | None = None, pa
 def _validation_response(path: str, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     if path not in openai_routes.OPENAI_PATHS:
-        return JSONResponse({"detail": [{k: e.get(k) for k in ("type", "loc", "msg")} for e in errors]},
-                            status_code=422)
+        return JSONResponse(
+            {"detail": [{k: e.get(k) for k in ("type", "loc", "msg")} for e in errors]}, status_code=422
+        )
     first = errors[0] if errors else {}
     param = ".".join(str(p) for p in first.get("loc", [])[1:]) or None
     if first.get("type") == "extra_forbidden":
-        return JSONResponse(error_body(path, 400, f"unrecognised request argument: {param}", "unsupported_parameter",
-                                       param), status_code=400)
-    return JSONResponse(error_body(path, 400, f"invalid request: {first.get('msg', 'bad body')}", param=param),
-                        status_code=400)
+        return JSONResponse(
+            error_body(path, 400, f"unrecognised request argument: {param}", "unsupported_parameter", param),
+            status_code=400,
+        )
+    return JSONResponse(
+        error_body(path, 400, f"invalid request: {first.get('msg', 'bad body')}", param=param), status_code=400
+    )
 
 
-def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float = 10.0, max_batch: int = 32,
-               limits: ServerLimits | None = None, max_batch_tokens: int = 8192, admin_key: str | None = None, adapter_root: str | Path | None = None,
-               host: str = "127.0.0.1", allowed_host: list[str] | None = None,
-               cors_origins: list[str] | None = None, max_loaded: int | None = None,
-               pin: list[str] | None = None, keys_file: str | Path | None = None,
-               expose_collections: list[str] | None = None, store: str | Path | None = None) -> FastAPI:
+def create_app(
+    answerer: Answerer,
+    api_key: str | None = None,
+    window_ms: float = 10.0,
+    max_batch: int = 32,
+    limits: ServerLimits | None = None,
+    max_batch_tokens: int = 8192,
+    admin_key: str | None = None,
+    adapter_root: str | Path | None = None,
+    host: str = "127.0.0.1",
+    allowed_host: list[str] | None = None,
+    cors_origins: list[str] | None = None,
+    max_loaded: int | None = None,
+    pin: list[str] | None = None,
+    keys_file: str | Path | None = None,
+    expose_collections: list[str] | None = None,
+    store: str | Path | None = None,
+) -> FastAPI:
     """The app over one Answerer. api_key asks questions; admin_key also loads and unloads
     adapters, from adapter_root only; keys_file: keys with scopes (serving/scopes.py), beside
     them. host: the address it is served on (the Host names it answers to follow from it, plus
@@ -93,10 +109,13 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
         raise UsageError(f"the adapter root {adapter_root} is not a folder")
     registry = answerer.registry
     if len(registry.adapters) > limits.max_adapters:
-        raise UsageError(f"{len(registry.adapters)} adapters given, more than the server's limit of {limits.max_adapters}")
+        raise UsageError(
+            f"{len(registry.adapters)} adapters given, more than the server's limit of {limits.max_adapters}"
+        )
     registry.max_adapters = limits.max_adapters  # the server's limit governs later loads
-    batcher = Batcher(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits,
-                      max_batch_tokens=max_batch_tokens)
+    batcher = Batcher(
+        answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, max_batch_tokens=max_batch_tokens
+    )
     metrics = ServerMetrics(queue_depth=lambda: batcher.queued, adapters_loaded=lambda: len(registry.adapters))
     batcher.on_batch = metrics.batch_size.observe
     library = None
@@ -106,8 +125,16 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
         cap = max_loaded or limits.max_adapters
         registry.max_adapters = max(limits.max_adapters, cap)
         batcher.pause_between_batches_s = 0.002
-        library = AdapterLibrary(root, registry, batcher, cap, set(pin or ()), find=adapter_routes.find_in_root,
-                                 max_bytes=limits.max_adapter_mb * 2**20, metrics=metrics)
+        library = AdapterLibrary(
+            root,
+            registry,
+            batcher,
+            cap,
+            set(pin or ()),
+            find=adapter_routes.find_in_root,
+            max_bytes=limits.max_adapter_mb * 2**20,
+            metrics=metrics,
+        )
     elif pin or max_loaded:
         raise UsageError("--pin and --max-loaded manage the adapters of an adapter root: give --adapter-root")
 
@@ -119,8 +146,12 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
         yield
         await batcher.stop()
 
-    app = FastAPI(title="loraqa", description="Question answering with LoRA adapters on one base model.",
-                  version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="loraqa",
+        description="Question answering with LoRA adapters on one base model.",
+        version="1",
+        lifespan=lifespan,
+    )
     access = Access(answerer, library, expose_collections or (), root, store)
     app.state.loraqa = ServerState(answerer, batcher, metrics, keys, limits, root, access, library)
     app.state.batcher = batcher
@@ -135,28 +166,45 @@ def create_app(answerer: Answerer, api_key: str | None = None, window_ms: float 
             metrics.observe_request(adapter, route, status, seconds, key)
 
     if cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["authorization", "content-type", "x-request-id"],
-                           expose_headers=["x-request-id"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id"],
+        )
     # added last: the outermost of the app's own middleware, before CORS and every route
-    app.add_middleware(RequestGuard, keys=keys, hosts=allowed_hosts(host, allowed_host or []),
-                       max_body=limits.max_body_bytes, render_error=error_body, observe=observe,
-                       adapter_label=adapter_label)
+    app.add_middleware(
+        RequestGuard,
+        keys=keys,
+        hosts=allowed_hosts(host, allowed_host or []),
+        max_body=limits.max_body_bytes,
+        render_error=error_body,
+        observe=observe,
+        adapter_label=adapter_label,
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse(error_body(request.url.path, exc.status, exc.message, exc.code, exc.param),
-                            status_code=exc.status, headers=exc.headers)
+        return JSONResponse(
+            error_body(request.url.path, exc.status, exc.message, exc.code, exc.param),
+            status_code=exc.status,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         headers = dict(getattr(exc, "headers", None) or {})
         if isinstance(exc, BodyTooLarge):  # closed: the server must not read on what is still coming
-            body = error_body(request.url.path, 413, f"request body over {limits.max_body_bytes} bytes",
-                              "request_too_large")
+            body = error_body(
+                request.url.path, 413, f"request body over {limits.max_body_bytes} bytes", "request_too_large"
+            )
             return JSONResponse(body, status_code=413, headers=headers | {"Connection": "close"})
-        return JSONResponse(error_body(request.url.path, exc.status_code, str(exc.detail)),
-                            status_code=exc.status_code, headers=headers or None)
+        return JSONResponse(
+            error_body(request.url.path, exc.status_code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=headers or None,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -193,10 +241,20 @@ def root_base_model(root: Path, engine: str = "pytorch") -> str | None:
     return None
 
 
-def run_server(adapters: dict[str, str], host: str, port: int, base_model: str | None = None,
-               window_ms: float = 10.0, max_batch: int = 32, allow_pickle: bool = False, engine: str = "pytorch",
-               limits: ServerLimits | None = None, store: str | None = None, collections: dict | None = None,
-               **app_options) -> None:
+def run_server(
+    adapters: dict[str, str],
+    host: str,
+    port: int,
+    base_model: str | None = None,
+    window_ms: float = 10.0,
+    max_batch: int = 32,
+    allow_pickle: bool = False,
+    engine: str = "pytorch",
+    limits: ServerLimits | None = None,
+    store: str | None = None,
+    collections: dict | None = None,
+    **app_options,
+) -> None:
     """Load the adapters and serve them until stopped; store and collections (adapter ->
     collection) say where questions without a passage are answered from; app_options go to
     create_app (keys, adapter root, allowed hosts, CORS origins)."""
@@ -205,10 +263,18 @@ def run_server(adapters: dict[str, str], host: str, port: int, base_model: str |
     if not adapters and not base_model and app_options.get("adapter_root"):
         base_model = root_base_model(Path(app_options["adapter_root"]), engine)
     bound_kernel_cache()
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
-                        max_adapters=limits.max_adapters, store=store, collections=collections,
-                        query_limits=limits.query_limits)
-    app = create_app(answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, store=store,
-                     **app_options)
+    answerer = Answerer(
+        adapters,
+        base_model=base_model,
+        allow_pickle=allow_pickle,
+        engine=engine,
+        max_adapters=limits.max_adapters,
+        store=store,
+        collections=collections,
+        query_limits=limits.query_limits,
+    )
+    app = create_app(
+        answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, store=store, **app_options
+    )
     say_ready(answerer, "server")
     uvicorn.run(app, host=host, port=port, log_level="warning")

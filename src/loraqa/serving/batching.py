@@ -59,6 +59,7 @@ class ClientGone(Exception):
 @dataclass(eq=False)
 class Ticket:
     """One request's work: its readings, the windows not yet handed out, its answers' future."""
+
     readings: list[Reading]
     future: asyncio.Future
     request_id: str
@@ -79,8 +80,14 @@ class Ticket:
 
 
 class Batcher:
-    def __init__(self, answerer, window_ms: float = 10.0, max_batch: int = 32, limits: ServerLimits | None = None,
-                 max_batch_tokens: int = 8192):
+    def __init__(
+        self,
+        answerer,
+        window_ms: float = 10.0,
+        max_batch: int = 32,
+        limits: ServerLimits | None = None,
+        max_batch_tokens: int = 8192,
+    ):
         self.answerer = answerer
         self.run_fn: Callable[[list[Job]], None] = answerer.run  # one batch of windows -> fills their results
         self.window = window_ms / 1000.0
@@ -132,8 +139,13 @@ class Batcher:
 
     # ------------------------------------------------------------ a request's path
 
-    async def submit(self, requests: list[dict], request_id: str = "-", timeout: float | None = None,
-                     disconnected: Callable[[], Awaitable[bool]] | None = None) -> list[Answer]:
+    async def submit(
+        self,
+        requests: list[dict],
+        request_id: str = "-",
+        timeout: float | None = None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> list[Answer]:
         """Plan (bad input raises here, before queueing), queue the windows, wait for the answers,
         within the request's deadline; `disconnected()` says whether the client went away."""
         loop = asyncio.get_running_loop()
@@ -143,8 +155,9 @@ class Batcher:
         watch = asyncio.create_task(self._watch(disconnected)) if disconnected else None
         try:
             waiting = {ticket.future} | ({watch} if watch else set())
-            done, _ = await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waiting, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+            )
             if ticket.future in done:
                 return ticket.future.result()
             if watch is not None and watch in done:
@@ -173,9 +186,11 @@ class Batcher:
                 try:
                     reading = self.answerer.plan(request, cache, max_windows=budget, tokenizer=self.tokenizers.own)
                 except TooMuchWork:
-                    raise TooMuchWork(f"this request needs more than {cap} windows (its documents are read in windows "
-                                      f"of the model's input size); this server reads at most {cap} for one request: "
-                                      "send fewer questions or shorter documents") from None
+                    raise TooMuchWork(
+                        f"this request needs more than {cap} windows (its documents are read in windows "
+                        f"of the model's input size); this server reads at most {cap} for one request: "
+                        "send fewer questions or shorter documents"
+                    ) from None
                 budget -= len(reading.inputs)
                 readings.append(reading)
             return readings
@@ -189,8 +204,10 @@ class Batcher:
                 raise AdapterNotFound(f"unknown adapter '{reading.adapter}'; loaded: {', '.join(names)}")
         windows = sum(len(r.inputs) for r in readings)
         if self.queued + windows > self.limits.max_queued_windows:
-            raise Overloaded(f"the server is busy ({self.queued} windows queued, limit "
-                             f"{self.limits.max_queued_windows}); retry shortly")
+            raise Overloaded(
+                f"the server is busy ({self.queued} windows queued, limit "
+                f"{self.limits.max_queued_windows}); retry shortly"
+            )
         ticket = Ticket(readings, asyncio.get_running_loop().create_future(), request_id)
         if ticket.total == 0:  # nothing to read (a collection with no passage above its min_score)
             ticket.future.set_result([self.answerer.combine(r) for r in readings])
@@ -291,8 +308,11 @@ class Batcher:
         for ticket in list(groups):  # an adapter gone while its request waited (the Python API's remove_adapter)
             missing = [a for a in ticket.adapters if not self.answerer.registry.is_attached(a)]
             if missing:
-                self._fail(ticket, AdapterNotFound(f"adapter '{missing[0]}' was unloaded before the answer"),
-                           len(groups.pop(ticket)))
+                self._fail(
+                    ticket,
+                    AdapterNotFound(f"adapter '{missing[0]}' was unloaded before the answer"),
+                    len(groups.pop(ticket)),
+                )
         if not groups:
             return
         self.batches += 1

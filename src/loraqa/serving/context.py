@@ -27,8 +27,9 @@ from loraqa.serving.scopes import KeyRing, Scope
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 headers: dict | None = None):
+    def __init__(
+        self, status: int, message: str, code: str | None = None, param: str | None = None, headers: dict | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
@@ -76,8 +77,11 @@ def check_question(s: ServerState, question: str, context: str | None) -> None:
     if len(question) > s.limits.max_question_chars:
         raise ApiError(413, f"question longer than {s.limits.max_question_chars} characters", code="question_too_long")
     if context and len(context) > s.limits.max_context_chars:
-        raise ApiError(413, f"context longer than {s.limits.max_context_chars} characters (this server's limit)",
-                       code="context_length_exceeded")
+        raise ApiError(
+            413,
+            f"context longer than {s.limits.max_context_chars} characters (this server's limit)",
+            code="context_length_exceeded",
+        )
 
 
 def _checked(request: Request, questions: list[dict]) -> tuple[list[dict], dict[int, float]]:
@@ -107,8 +111,9 @@ async def ask(request: Request, questions: list[dict]) -> list[Answer]:
         questions, routed = _checked(request, questions)
         if s.library is not None:
             async with s.library.hold({q["adapter"] for q in questions}, s.limits.request_timeout_s):
-                answers = await s.batcher.submit(questions, request.state.request_id,
-                                                 disconnected=request.is_disconnected)
+                answers = await s.batcher.submit(
+                    questions, request.state.request_id, disconnected=request.is_disconnected
+                )
         else:
             answers = await s.batcher.submit(questions, request.state.request_id, disconnected=request.is_disconnected)
     except LoraqaError as exc:  # out of scope, bad input found while planning, limits, deadline, an adapter gone

@@ -48,7 +48,9 @@ def needed_role(method: str, path: str) -> str | None:
     adapters; else 'api'."""
     if path in OPEN_PATHS or method == "OPTIONS":
         return None
-    if (path.rstrip("/") == "/v1/adapters" and method == "POST") or (path.startswith("/v1/adapters/") and method == "DELETE"):
+    if (path.rstrip("/") == "/v1/adapters" and method == "POST") or (
+        path.startswith("/v1/adapters/") and method == "DELETE"
+    ):
         return "admin"
     return "api"
 
@@ -78,7 +80,7 @@ def host_name(header: str) -> str:
     """'Example.org:8000' -> 'example.org'; '[::1]:8000' -> '::1'."""
     header = header.strip().lower()
     if header.startswith("["):
-        return header[1:header.find("]")] if "]" in header else header
+        return header[1 : header.find("]")] if "]" in header else header
     name, _, port = header.rpartition(":")
     if name and port.isdigit():
         try:
@@ -131,16 +133,24 @@ class RequestGuard:
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = message["status"], True
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  (b"x-request-id", request_id.encode())]}
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
         async def refuse(code: int, message: str, error_code: str | None = None, extra_headers=()):
             body = json.dumps(self.render_error(path, code, message, error_code)).encode()
             # closed after the answer: otherwise the server would read on whatever body is still coming
-            await send_with_id({"type": "http.response.start", "status": code,
-                                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                            (b"content-length", str(len(body)).encode()), *extra_headers]})
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": code,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"connection", b"close"),
+                        (b"content-length", str(len(body)).encode()),
+                        *extra_headers,
+                    ],
+                }
+            )
             await send_with_id({"type": "http.response.body", "body": body})
 
         received = 0
@@ -171,8 +181,13 @@ class RequestGuard:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             scope = state.get("scope")
-            self.observe(label, self.adapter_label(state.get("adapter")), status["code"], time.perf_counter() - start,
-                         scope.name if scope is not None else ANONYMOUS)
+            self.observe(
+                label,
+                self.adapter_label(state.get("adapter")),
+                status["code"],
+                time.perf_counter() - start,
+                scope.name if scope is not None else ANONYMOUS,
+            )
 
     def _check(self, method: str, path: str, headers: dict[str, str], state: dict):
         """(status, message, code, headers) of the first rule the request breaks, or None. The
@@ -180,8 +195,10 @@ class RequestGuard:
         which show more to a key than to nobody."""
         host = host_name(headers.get("host", ""))
         if host not in self.hosts:
-            log.warning(f"refused a request for host '{host[:100]}' (not one of {', '.join(sorted(self.hosts))}; "
-                        "start the server with --allowed-host NAME to answer to it)")
+            log.warning(
+                f"refused a request for host '{host[:100]}' (not one of {', '.join(sorted(self.hosts))}; "
+                "start the server with --allowed-host NAME to answer to it)"
+            )
             return 400, f"this server does not answer to host '{host[:100]}'", "invalid_host"
         role = needed_role(method, path)
         scope = state["scope"] = self.keys.identify(headers.get("authorization", ""))
@@ -190,8 +207,12 @@ class RequestGuard:
         if role is not None and self.keys.enabled:
             if scope is None or (role == "admin" and not scope.admin):
                 what = "the admin key" if role == "admin" else "the API key"
-                return (401, f"missing or wrong key: send 'Authorization: Bearer <key>' with {what}", "invalid_api_key",
-                        [(b"www-authenticate", b"Bearer")])
+                return (
+                    401,
+                    f"missing or wrong key: send 'Authorization: Bearer <key>' with {what}",
+                    "invalid_api_key",
+                    [(b"www-authenticate", b"Bearer")],
+                )
         if method in ("POST", "PUT", "PATCH") and not _is_json(headers.get("content-type", "")):
             return 415, "send the body as JSON (Content-Type: application/json)", "unsupported_media_type"
         length = headers.get("content-length")

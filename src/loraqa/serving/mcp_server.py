@@ -57,14 +57,23 @@ log = logging.getLogger("loraqa.server")
 class Answered(BaseModel):
     answer: str = Field(description="The answer; empty when no_answer is true.")
     domain: str = Field(description="The adapter (domain) that answered.")
-    score: float | None = Field(description="Length-normalised log-probability of the answer: higher is surer (0 is certain).")
-    no_answer: bool = Field(description="True when the document does not answer the question (or not confidently enough).")
+    score: float | None = Field(
+        description="Length-normalised log-probability of the answer: higher is surer (0 is certain)."
+    )
+    no_answer: bool = Field(
+        description="True when the document does not answer the question (or not confidently enough)."
+    )
     start: int | None = Field(description="Character offset of the answer in the context, when quoted verbatim.")
     end: int | None = Field(description="Character offset just after the answer.")
-    route_score: float | None = Field(None, description="How well the chosen domain matched, when chosen automatically (0-1).")
-    citations: list[dict] | None = Field(None, description="Without a context: where the answer was read (document, "
-                                                           "title, source, page, start, end, passage_score, quote), "
-                                                           "then the other passages read.")
+    route_score: float | None = Field(
+        None, description="How well the chosen domain matched, when chosen automatically (0-1)."
+    )
+    citations: list[dict] | None = Field(
+        None,
+        description="Without a context: where the answer was read (document, "
+        "title, source, page, start, end, passage_score, quote), "
+        "then the other passages read.",
+    )
 
 
 class Passage(BaseModel):
@@ -94,9 +103,12 @@ class Domains(BaseModel):
 
 def describe(access: Access, name: str, overrides: dict[str, str], scope: Scope) -> str:
     adapter = access.answerer.adapter(name)
-    documents = (f" Answers questions without a context from the documents of collection '{adapter.collection}' "
-                 "(search_documents searches them)." if adapter is not None and adapter.collection
-                 and scope.may_read(adapter.collection) else "")
+    documents = (
+        f" Answers questions without a context from the documents of collection '{adapter.collection}' "
+        "(search_documents searches them)."
+        if adapter is not None and adapter.collection and scope.may_read(adapter.collection)
+        else ""
+    )
     if name in overrides:
         return overrides[name] + documents
     described = access.describe(name, scope)
@@ -117,24 +129,34 @@ def scope_of(ctx: Context) -> Scope:
     return found
 
 
-def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
-                 limits: ServerLimits | None = None, exposed: list[str] | tuple[str, ...] = (),
-                 store: str | None = None) -> tuple[MCPServer, Batcher]:
+def build_server(
+    answerer: Answerer,
+    descriptions: dict[str, str] | None = None,
+    limits: ServerLimits | None = None,
+    exposed: list[str] | tuple[str, ...] = (),
+    store: str | None = None,
+) -> tuple[MCPServer, Batcher]:
     descriptions = dict(descriptions or {})
     limits = limits or ServerLimits()
     batcher = Batcher(answerer, limits=limits)
     access = Access(answerer, exposed=exposed, store=store)
-    server = MCPServer("loraqa", instructions="Answer questions from documents with domain-specific LoRA adapters. "
-                                               "Call list_domains to see them; leave domain out to choose automatically.")
+    server = MCPServer(
+        "loraqa",
+        instructions="Answer questions from documents with domain-specific LoRA adapters. "
+        "Call list_domains to see them; leave domain out to choose automatically.",
+    )
 
     def refused(exc: LoraqaError, scope: Scope) -> ToolError:
         return ToolError(access.error(exc, scope))
 
-    @server.tool(description="Answer a question from a document (context) with a domain adapter. The answer comes "
-                             "with a confidence score, a no_answer flag and the answer's character offsets in the "
-                             "document. Leave `domain` out to pick the adapter automatically (list_domains shows them).")
-    async def answer_question(question: str, context: str | None = None, domain: str | None = None,
-                              ctx: Context = None) -> Answered:
+    @server.tool(
+        description="Answer a question from a document (context) with a domain adapter. The answer comes "
+        "with a confidence score, a no_answer flag and the answer's character offsets in the "
+        "document. Leave `domain` out to pick the adapter automatically (list_domains shows them)."
+    )
+    async def answer_question(
+        question: str, context: str | None = None, domain: str | None = None, ctx: Context = None
+    ) -> Answered:
         scope = scope_of(ctx)
         if not question.strip():
             raise ToolError("the question is empty")
@@ -156,18 +178,35 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
         except Exception:  # logged with its traceback; the client gets no internals
             log.exception(f"tool call {call} answer_question failed")
             raise ToolError(f"internal error; the server logged it as call {call}") from None
-        return Answered(answer=a.answer, domain=a.adapter, score=a.score, no_answer=a.no_answer, start=a.start,
-                        end=a.end, route_score=routed if routed is not None else a.route_score, citations=a.citations)
+        return Answered(
+            answer=a.answer,
+            domain=a.adapter,
+            score=a.score,
+            no_answer=a.no_answer,
+            start=a.start,
+            end=a.end,
+            route_score=routed if routed is not None else a.route_score,
+            citations=a.citations,
+        )
 
-    @server.tool(description="Search documents: the passages that best match the query, each with its document, "
-                             "title, page and character offsets. Name a `collection` (list_domains says which each "
-                             "domain reads), or a `domain` to search its collection; leave both out to pick the "
-                             "domain automatically. `mode`: lexical, dense or hybrid (default: hybrid when the "
-                             "collection has vectors). `document` (an id) or `source` (a glob, e.g. "
-                             "'policies/acme*') searches within those documents.")
-    async def search_documents(query: str, domain: str | None = None, collection: str | None = None, k: int = 5,
-                               mode: str | None = None, document: str | None = None, source: str | None = None,
-                               ctx: Context = None) -> Passages:
+    @server.tool(
+        description="Search documents: the passages that best match the query, each with its document, "
+        "title, page and character offsets. Name a `collection` (list_domains says which each "
+        "domain reads), or a `domain` to search its collection; leave both out to pick the "
+        "domain automatically. `mode`: lexical, dense or hybrid (default: hybrid when the "
+        "collection has vectors). `document` (an id) or `source` (a glob, e.g. "
+        "'policies/acme*') searches within those documents."
+    )
+    async def search_documents(
+        query: str,
+        domain: str | None = None,
+        collection: str | None = None,
+        k: int = 5,
+        mode: str | None = None,
+        document: str | None = None,
+        source: str | None = None,
+        ctx: Context = None,
+    ) -> Passages:
         scope = scope_of(ctx)
         if not query.strip():
             raise ToolError("the query is empty")
@@ -186,16 +225,37 @@ def build_server(answerer: Answerer, descriptions: dict[str, str] | None = None,
             hits = await anyio.to_thread.run_sync(lambda: answerer.library.search(collection, query, k, mode, where))
         except LoraqaError as exc:
             raise refused(exc, scope) from None
-        return Passages(collection=collection, passages=[
-            Passage(document=h.document, title=h.title, source=h.source, page=h.page, start=h.start, end=h.end,
-                    score=h.score, text=h.text) for h in hits])
+        return Passages(
+            collection=collection,
+            passages=[
+                Passage(
+                    document=h.document,
+                    title=h.title,
+                    source=h.source,
+                    page=h.page,
+                    start=h.start,
+                    end=h.end,
+                    score=h.score,
+                    text=h.text,
+                )
+                for h in hits
+            ],
+        )
 
     @server.tool(description="The question-answering domains (adapters) available, with what each was trained on.")
     def list_domains(ctx: Context = None) -> Domains:
         scope = scope_of(ctx)
-        return Domains(domains=[Domain(name=n, description="The base model without an adapter." if n == BASE
-                                       else describe(access, n, descriptions, scope))
-                                for n in access.adapters(scope)])
+        return Domains(
+            domains=[
+                Domain(
+                    name=n,
+                    description="The base model without an adapter."
+                    if n == BASE
+                    else describe(access, n, descriptions, scope),
+                )
+                for n in access.adapters(scope)
+            ]
+        )
 
     return server, batcher
 
@@ -205,10 +265,13 @@ def transport_security(host: str, extra_hosts: list[str]) -> TransportSecuritySe
     Origin) must be one of the names the server answers to, with any port."""
     names = allowed_hosts(host, extra_hosts)
     spelled = [f"[{h}]" if ":" in h else h for h in names]
-    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
-                                     allowed_hosts=[p for h in spelled for p in (h, f"{h}:*")],
-                                     allowed_origins=[f"{scheme}://{h}{port}" for h in spelled
-                                                      for scheme in ("http", "https") for port in ("", ":*")])
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[p for h in spelled for p in (h, f"{h}:*")],
+        allowed_origins=[
+            f"{scheme}://{h}{port}" for h in spelled for scheme in ("http", "https") for port in ("", ":*")
+        ],
+    )
 
 
 class BearerKey:
@@ -225,9 +288,17 @@ class BearerKey:
             found = self.keys.identify(headers.get("authorization", ""))
             if found is None:
                 body = json.dumps({"error": "missing or wrong key: send 'Authorization: Bearer <key>'"}).encode()
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
-                                        (b"content-length", str(len(body)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"www-authenticate", b"Bearer"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
             scope.setdefault("state", {})["scope"] = found
@@ -235,26 +306,46 @@ class BearerKey:
 
 
 def http_app(server: MCPServer, host: str, keys: KeyRing, limits: ServerLimits, extra_hosts: list[str]):
-    app = server.streamable_http_app(transport_security=transport_security(host, extra_hosts), host=host,
-                                     max_request_body_size=limits.max_body_bytes)
+    app = server.streamable_http_app(
+        transport_security=transport_security(host, extra_hosts), host=host, max_request_body_size=limits.max_body_bytes
+    )
     return BearerKey(app, keys)
 
 
-def run_mcp(adapters: dict[str, str], base_model: str | None, descriptions: dict[str, str], http_port: int | None,
-            host: str = "127.0.0.1", allow_pickle: bool = False, engine: str = "pytorch", api_key: str | None = None,
-            allowed_host: list[str] | None = None, limits: ServerLimits | None = None, store: str | None = None,
-            collections: dict | None = None, keys_file: str | None = None,
-            expose_collections: list[str] | None = None) -> None:
+def run_mcp(
+    adapters: dict[str, str],
+    base_model: str | None,
+    descriptions: dict[str, str],
+    http_port: int | None,
+    host: str = "127.0.0.1",
+    allow_pickle: bool = False,
+    engine: str = "pytorch",
+    api_key: str | None = None,
+    allowed_host: list[str] | None = None,
+    limits: ServerLimits | None = None,
+    store: str | None = None,
+    collections: dict | None = None,
+    keys_file: str | None = None,
+    expose_collections: list[str] | None = None,
+) -> None:
     unknown = [n for n in descriptions if n not in adapters]
     if unknown:
-        raise UsageError(f"{option('describe')} names {unknown[0]}, which is not one of the adapters: "
-                         f"{', '.join(adapters)}")
+        raise UsageError(
+            f"{option('describe')} names {unknown[0]}, which is not one of the adapters: {', '.join(adapters)}"
+        )
     keys = KeyRing.build(api_key, None, keys_file)
     limits = limits or ServerLimits()
     bound_kernel_cache()
-    answerer = Answerer(adapters, base_model=base_model, allow_pickle=allow_pickle, engine=engine,
-                        max_adapters=limits.max_adapters, store=store, collections=collections,
-                        query_limits=limits.query_limits)
+    answerer = Answerer(
+        adapters,
+        base_model=base_model,
+        allow_pickle=allow_pickle,
+        engine=engine,
+        max_adapters=limits.max_adapters,
+        store=store,
+        collections=collections,
+        query_limits=limits.query_limits,
+    )
     for name in expose_collections or ():
         answerer.library.open(name)  # an unknown collection is refused at start
     server, _ = build_server(answerer, descriptions, limits, expose_collections or (), store)
@@ -262,5 +353,6 @@ def run_mcp(adapters: dict[str, str], base_model: str | None, descriptions: dict
     if http_port is None:
         server.run("stdio")
         return
-    _mcp["uvicorn"].run(http_app(server, host, keys, limits, allowed_host or []), host=host, port=http_port,
-                        log_level="warning")
+    _mcp["uvicorn"].run(
+        http_app(server, host, keys, limits, allowed_host or []), host=host, port=http_port, log_level="warning"
+    )

@@ -31,10 +31,25 @@ OPENAI_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
 Number = StrictInt | StrictFloat
 
 # parameter -> the value that asks for nothing loraqa cannot do
-REFUSED_UNLESS = {"n": 1, "logprobs": False, "top_logprobs": None, "logit_bias": None, "stop": None,
-                  "presence_penalty": 0, "frequency_penalty": 0, "tools": None, "tool_choice": None,
-                  "functions": None, "function_call": None, "audio": None, "prediction": None,
-                  "web_search_options": None, "best_of": 1, "echo": False, "suffix": None}
+REFUSED_UNLESS = {
+    "n": 1,
+    "logprobs": False,
+    "top_logprobs": None,
+    "logit_bias": None,
+    "stop": None,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "tools": None,
+    "tool_choice": None,
+    "functions": None,
+    "function_call": None,
+    "audio": None,
+    "prediction": None,
+    "web_search_options": None,
+    "best_of": 1,
+    "echo": False,
+    "suffix": None,
+}
 
 
 class ContentPart(BaseModel):
@@ -63,17 +78,23 @@ class OpenAIRequest(BaseModel):
     """What both routes take. Unknown fields are refused (400, naming the field); sampling
     parameters are accepted and have no effect (decoding is greedy and deterministic); the
     fields of REFUSED_UNLESS are refused unless they ask for nothing."""
+
     model_config = ConfigDict(extra="forbid")
     model: StrictStr = Field(..., min_length=1, max_length=64)
     stream: StrictBool = False
     max_tokens: StrictInt | None = Field(None, ge=1)
     context: StrictStr | None = Field(None, description="loraqa's extra field: the passage to read.")
-    collection: StrictStr | None = Field(None, max_length=64, description="loraqa's extra field: with no passage, "
-                                                                          "the collection to read (default: the model's).")
-    mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(None, description="loraqa's extra field: how "
-                                                                                         "that collection is searched.")
+    collection: StrictStr | None = Field(
+        None,
+        max_length=64,
+        description="loraqa's extra field: with no passage, the collection to read (default: the model's).",
+    )
+    mode: Literal["lexical", "dense", "hybrid", "auto"] | None = Field(
+        None, description="loraqa's extra field: how that collection is searched."
+    )
     filters: dict[StrictStr, StrictStr | StrictInt | list[StrictStr]] | None = Field(
-        None, description="loraqa's extra field: search only passages where each holds (as /v1/search's filters).")
+        None, description="loraqa's extra field: search only passages where each holds (as /v1/search's filters)."
+    )
     # accepted, without effect
     temperature: Number | None = None
     top_p: Number | None = None
@@ -123,17 +144,31 @@ def _check(request: Request, body: OpenAIRequest) -> None:
     for key, allowed in REFUSED_UNLESS.items():
         value = getattr(body, key)
         if value not in (allowed, None, [], {}):
-            raise ApiError(400, f"'{key}' is not supported by loraqa (it answers one greedy, extractive-style "
-                                f"answer per question); leave it out", code="unsupported_parameter", param=key)
+            raise ApiError(
+                400,
+                f"'{key}' is not supported by loraqa (it answers one greedy, extractive-style "
+                f"answer per question); leave it out",
+                code="unsupported_parameter",
+                param=key,
+            )
     if body.modalities not in (None, ["text"]):
-        raise ApiError(400, "'modalities': only text output is supported", code="unsupported_parameter",
-                       param="modalities")
+        raise ApiError(
+            400, "'modalities': only text output is supported", code="unsupported_parameter", param="modalities"
+        )
     if body.response_format is not None and body.response_format.type != "text":
-        raise ApiError(400, "'response_format': only plain-text responses are supported", code="unsupported_parameter",
-                       param="response_format")
+        raise ApiError(
+            400,
+            "'response_format': only plain-text responses are supported",
+            code="unsupported_parameter",
+            param="response_format",
+        )
     if body.model not in state(request).access.models(scope_of(request)):
-        raise ApiError(404, "no such model is available to this key; GET /v1/models lists those that are",
-                       code="model_not_found", param="model")
+        raise ApiError(
+            404,
+            "no such model is available to this key; GET /v1/models lists those that are",
+            code="model_not_found",
+            param="model",
+        )
 
 
 def _text(content, role: str) -> str:
@@ -195,8 +230,13 @@ async def models(request: Request):
         described = s.access.describe(name, scope)
         return {"loraqa": {"domain": described}} if described else {}
 
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "loraqa",
-                                        **domain(name)} for name in s.access.models(scope)]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "loraqa", **domain(name)}
+            for name in s.access.models(scope)
+        ],
+    }
 
 
 @router.post("/v1/chat/completions")
@@ -204,19 +244,46 @@ async def chat_completions(request: Request, body: ChatRequest):
     _check(request, body)
     question, context = _chat_question(body)
     limit = body.max_completion_tokens or body.max_tokens
-    [a] = await ask(request, [{"question": question, "context": context, "adapter": body.model,
-                               "collection": body.collection, "mode": body.mode, "filters": body.filters,
-                               "max_new_tokens": limit}])
+    [a] = await ask(
+        request,
+        [
+            {
+                "question": question,
+                "context": context,
+                "adapter": body.model,
+                "collection": body.collection,
+                "mode": body.mode,
+                "filters": body.filters,
+                "max_new_tokens": limit,
+            }
+        ],
+    )
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": a.adapter}
     if not body.stream:
-        return {**head, "object": "chat.completion", "usage": _usage([a]), "loraqa": _evidence(a),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": a.answer},
-                             "finish_reason": _finish(a), "logprobs": None}]}
+        return {
+            **head,
+            "object": "chat.completion",
+            "usage": _usage([a]),
+            "loraqa": _evidence(a),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": a.answer},
+                    "finish_reason": _finish(a),
+                    "logprobs": None,
+                }
+            ],
+        }
     chunk = {**head, "object": "chat.completion.chunk"}
-    events = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
-    events += [{**chunk, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
-               for p in _pieces(a.answer)]
-    events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(a)}], "loraqa": _evidence(a)})
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    ]
+    events += [
+        {**chunk, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in _pieces(a.answer)
+    ]
+    events.append(
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(a)}], "loraqa": _evidence(a)}
+    )
     if body.stream_options is not None and body.stream_options.include_usage:
         events.append({**chunk, "choices": [], "usage": _usage([a])})
     return _sse(events)
@@ -228,19 +295,45 @@ async def completions(request: Request, body: CompletionRequest):
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if not prompts or not all(p.strip() for p in prompts):
         raise ApiError(400, "'prompt' must be the question: a non-empty string (or a list of them)", param="prompt")
-    answers = await ask(request, [{"question": p.strip(), "context": body.context, "adapter": body.model,
-                                   "collection": body.collection, "mode": body.mode, "filters": body.filters,
-                                   "max_new_tokens": body.max_tokens}
-                                  for p in prompts])
+    answers = await ask(
+        request,
+        [
+            {
+                "question": p.strip(),
+                "context": body.context,
+                "adapter": body.model,
+                "collection": body.collection,
+                "mode": body.mode,
+                "filters": body.filters,
+                "max_new_tokens": body.max_tokens,
+            }
+            for p in prompts
+        ],
+    )
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": answers[0].adapter}
     if not body.stream:
-        return {**head, "object": "text_completion", "usage": _usage(answers),
-                "loraqa": [_evidence(a) for a in answers] if len(answers) > 1 else _evidence(answers[0]),
-                "choices": [{"index": i, "text": a.answer, "finish_reason": _finish(a), "logprobs": None}
-                            for i, a in enumerate(answers)]}
+        return {
+            **head,
+            "object": "text_completion",
+            "usage": _usage(answers),
+            "loraqa": [_evidence(a) for a in answers] if len(answers) > 1 else _evidence(answers[0]),
+            "choices": [
+                {"index": i, "text": a.answer, "finish_reason": _finish(a), "logprobs": None}
+                for i, a in enumerate(answers)
+            ],
+        }
     chunk = {**head, "object": "text_completion"}
-    events = [{**chunk, "choices": [{"index": i, "text": p, "finish_reason": None, "logprobs": None}]}
-              for i, a in enumerate(answers) for p in _pieces(a.answer)]
-    events += [{**chunk, "choices": [{"index": i, "text": "", "finish_reason": _finish(a), "logprobs": None}],
-                "loraqa": _evidence(a)} for i, a in enumerate(answers)]
+    events = [
+        {**chunk, "choices": [{"index": i, "text": p, "finish_reason": None, "logprobs": None}]}
+        for i, a in enumerate(answers)
+        for p in _pieces(a.answer)
+    ]
+    events += [
+        {
+            **chunk,
+            "choices": [{"index": i, "text": "", "finish_reason": _finish(a), "logprobs": None}],
+            "loraqa": _evidence(a),
+        }
+        for i, a in enumerate(answers)
+    ]
     return _sse(events)

@@ -40,6 +40,7 @@ FIELDS = {"name", "sha256", "adapters", "collections", "admin"}
 @dataclass(frozen=True)
 class Scope:
     """What one key may do."""
+
     name: str
     adapters: tuple[str, ...] = ("*",)
     collections: tuple[str, ...] = ("*",)
@@ -149,15 +150,21 @@ def read_keys_file(path: str | Path) -> list[tuple[str, Scope]]:
             raise UsageError(f"{where}: 'name' must be 1-64 letters, digits, '.', '_' or '-'")
         hexdigest = entry.get("sha256")
         if not isinstance(hexdigest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", hexdigest):
-            raise UsageError(f"{where} ({name}): 'sha256' must be the 64 hex digits of the key's SHA-256 "
-                             "(`loraqa keys new` writes it)")
+            raise UsageError(
+                f"{where} ({name}): 'sha256' must be the 64 hex digits of the key's SHA-256 "
+                "(`loraqa keys new` writes it)"
+            )
         admin = entry.get("admin", False)
         if not isinstance(admin, bool):
             raise UsageError(f"{where} ({name}): 'admin' must be true or false")
         if name in [scope.name for _, scope in entries]:
             raise UsageError(f"{where}: two keys are named '{name}'; key names must differ")
-        entries.append((hexdigest.lower(), Scope(name, _globs(entry, "adapters", where),
-                                                 _globs(entry, "collections", where), admin)))
+        entries.append(
+            (
+                hexdigest.lower(),
+                Scope(name, _globs(entry, "adapters", where), _globs(entry, "collections", where), admin),
+            )
+        )
     return entries
 
 
@@ -166,6 +173,13 @@ def new_key(name: str, adapters: list[str], collections: list[str], admin: bool 
     if not KEY_NAME.fullmatch(name):
         raise UsageError(f"key name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
     key = "lqa_" + secrets.token_urlsafe(32)
-    entry = [{"name": name, "sha256": digest(key), "adapters": list(adapters), "collections": list(collections),
-              "admin": admin}]
+    entry = [
+        {
+            "name": name,
+            "sha256": digest(key),
+            "adapters": list(adapters),
+            "collections": list(collections),
+            "admin": admin,
+        }
+    ]
     return key, yaml.safe_dump(entry, sort_keys=False, default_flow_style=None)

@@ -26,5 +26,9 @@ def seconds_since_start() -> float:
 
 def say_ready(answerer, what: str) -> None:
     adapters = ", ".join(answerer.registry.adapters) or "no adapter yet"
-    print(f"{what} ready {seconds_since_start():.1f} s after start ({adapters}; engine {answerer.engine.kind}, "
-          f"{answerer.dtype})", file=sys.stderr, flush=True)
+    print(
+        f"{what} ready {seconds_since_start():.1f} s after start ({adapters}; engine {answerer.engine.kind}, "
+        f"{answerer.dtype})",
+        file=sys.stderr,
+        flush=True,
+    )

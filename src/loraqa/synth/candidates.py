@@ -54,8 +54,11 @@ def answer_candidates(text: str, k: int, seed: int | str) -> list[tuple[str, int
     # kept whole ("a pink clock" is the answer SQuAD-style data gives); none ends in a stop word
     phrases = [(st, t) for st, t in _spans(_PHRASE, text, trim=False) if t.split()[-1] not in STOPWORDS]
     inside = [(st, st + len(t)) for st, t in names if " " in t]  # "Nereli" of "Vipe Nereli" is not one more
-    words += [(st, t) for st, t in _spans(_WORD, text)
-              if t.lower() not in STOPWORDS and not any(a <= st < b for a, b in inside)]
+    words += [
+        (st, t)
+        for st, t in _spans(_WORD, text)
+        if t.lower() not in STOPWORDS and not any(a <= st < b for a, b in inside)
+    ]
     out, seen = [], set()
     for tier in (names + numbers, phrases, words):
         rng.shuffle(tier)

@@ -20,8 +20,14 @@ from loraqa.evaluation.metrics import f1_v1, normalize_answer
 from loraqa.retrieval.store import content_words
 
 NOT_IN_PASSAGE, DUPLICATE, NEAR_DUPLICATE, EMPTY, ROUND_TRIP, UNKNOWN_NAME, CUT_OFF = (
-    "answer_not_in_passage", "duplicate_question", "near_duplicate_question", "empty", "round_trip",
-    "name_not_in_passage", "question_cut_off")
+    "answer_not_in_passage",
+    "duplicate_question",
+    "near_duplicate_question",
+    "empty",
+    "round_trip",
+    "name_not_in_passage",
+    "question_cut_off",
+)
 # Share of the shorter question's content words that the other also has, from which two questions
 # count as asking the same thing ("Which river flows through Paris?" and "... through the city of Paris?").
 NEAR_DUPLICATE_OVERLAP = 0.8
@@ -82,7 +88,7 @@ def unknown_names(question: str, passage: str) -> list[str]:
     has as a word (case-insensitively; a possessive "'s" aside): names the writer made up or garbled."""
     out = []
     for m in _WORD.finditer(question):
-        if _SENTENCE_START.search(question[:m.start()]):
+        if _SENTENCE_START.search(question[: m.start()]):
             continue  # a sentence's first word is capitalised whatever it is
         word = re.sub(r"['’]s$", "", m.group()).strip("'’-")
         if not word or not word[0].isupper() or word == "I":
@@ -115,8 +121,9 @@ class QuestionLedger:
         words = set(content_words(norm))
         said = None if answer is None else normalize_answer(answer)
         for other, other_said in self.seen.get(document, []):
-            if len(words & other) / max(1, min(len(words), len(other))) >= NEAR_DUPLICATE_OVERLAP \
-                    and _same_answer(said, other_said):
+            if len(words & other) / max(1, min(len(words), len(other))) >= NEAR_DUPLICATE_OVERLAP and _same_answer(
+                said, other_said
+            ):
                 return NEAR_DUPLICATE
         self.exact.add((document, norm))
         self.seen.setdefault(document, []).append((words, said))

@@ -16,6 +16,7 @@ from loraqa.synth.sampling import SourcePassage
 @dataclass
 class Draft:
     """One generated pair, before any check."""
+
     passage: int  # index into the sampled passages
     question: str
     answer: str
@@ -32,6 +33,7 @@ class GeneratorStats:
     def malformed_reply(self, why: str) -> None:
         self.malformed += 1
         self.malformed_reasons[why] = self.malformed_reasons.get(why, 0) + 1
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: int = 0
@@ -46,7 +48,9 @@ class LocalGenerator:
         self.per_passage, self.seed, self.batch_size = per_passage, seed, batch_size
         self.stats = GeneratorStats()
 
-    def generate(self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None) -> list[Draft]:
+    def generate(
+        self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None
+    ) -> list[Draft]:
         plans = []
         for i, p in enumerate(passages):
             for answer, start in answer_candidates(p.text, self.per_passage, f"{self.seed}:{p.document}:{p.start}"):
@@ -56,7 +60,9 @@ class LocalGenerator:
         self.stats.requests += len(requests)
         self.stats.prompt_tokens += sum(a.prompt_tokens or 0 for a in written)
         self.stats.completion_tokens += sum(a.completion_tokens or 0 for a in written)
-        return [Draft(i, a.answer, answer, start, cut_off=not a.stopped) for (i, answer, start), a in zip(plans, written)]
+        return [
+            Draft(i, a.answer, answer, start, cut_off=not a.stopped) for (i, answer, start), a in zip(plans, written)
+        ]
 
 
 class GivenPairs:
@@ -66,5 +72,7 @@ class GivenPairs:
     def __init__(self, drafts: list[Draft], label: str = "given"):
         self.drafts, self.label, self.stats = drafts, label, GeneratorStats()
 
-    def generate(self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None) -> list[Draft]:
+    def generate(
+        self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None
+    ) -> list[Draft]:
         return list(self.drafts)

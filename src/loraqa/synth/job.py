@@ -34,6 +34,7 @@ def report_path(output: Path) -> Path:
 @dataclass
 class Endpoint:
     """Where --generator openai asks, and how."""
+
     base_url: str | None = None
     ask: str = "pairs"  # pairs | questions (see synth/openai_generator.py)
     concurrency: int = 4
@@ -51,14 +52,29 @@ def cache_path(output: Path) -> Path:
 
 def build_openai(endpoint: Endpoint, model: str | None, output: Path, per_passage: int, seed: int):
     if not endpoint.base_url or not model:
-        raise UsageError("--generator openai asks an OpenAI-compatible endpoint: give --base-url URL (e.g. "
-                         "http://localhost:8000/v1) and --model NAME (the model it serves)")
+        raise UsageError(
+            "--generator openai asks an OpenAI-compatible endpoint: give --base-url URL (e.g. "
+            "http://localhost:8000/v1) and --model NAME (the model it serves)"
+        )
     prompt = load_prompt(endpoint.prompt_file)
     cache = ReplyCache(endpoint.cache or cache_path(output))
     # Local servers (vLLM, Ollama, loraqa serve without a key) take any key; the client needs one.
     key = os.environ.get("OPENAI_API_KEY") or "none"
-    return OpenAIGenerator(endpoint.base_url, model, key, cache, endpoint.ask, per_passage, endpoint.concurrency,
-                           endpoint.retries, endpoint.timeout, prompt, seed, endpoint.max_tokens, endpoint.max_reply_kb)
+    return OpenAIGenerator(
+        endpoint.base_url,
+        model,
+        key,
+        cache,
+        endpoint.ask,
+        per_passage,
+        endpoint.concurrency,
+        endpoint.retries,
+        endpoint.timeout,
+        prompt,
+        seed,
+        endpoint.max_tokens,
+        endpoint.max_reply_kb,
+    )
 
 
 def build_reader(reader: str | None, allow_pickle: bool = False):
@@ -67,28 +83,35 @@ def build_reader(reader: str | None, allow_pickle: bool = False):
     if not reader:
         return None
     if reader == BASE:
-        raise UsageError("with --generator openai, --reader names a QA adapter's run directory ('base' means the "
-                         "local writer's base model, and there is none)")
+        raise UsageError(
+            "with --generator openai, --reader names a QA adapter's run directory ('base' means the "
+            "local writer's base model, and there is none)"
+        )
     ref = resolve_adapter(reader)
     if ref.config.data.task != "qa":
         raise UsageError(f"the reader {reader} writes questions; the round trip needs one that answers them")
     return Reader(Answerer({"reader": ref}, allow_pickle=allow_pickle), "reader")
 
 
-def build_models(generator: str, adapter: str | None, model: str | None, reader: str | None,
-                 allow_pickle: bool = False):
+def build_models(
+    generator: str, adapter: str | None, model: str | None, reader: str | None, allow_pickle: bool = False
+):
     """(the question writer's Answerer and adapter name, the Reader or None). Writer and reader
     share one Answerer (one base model in memory) when they sit on the same base model."""
 
     if generator != "local":
         raise UsageError(f"unknown generator {generator!r}; use local or openai")
     if not adapter:
-        raise UsageError("--generator local writes questions with a question-generation adapter: give --adapter "
-                         "(made by `loraqa train --set data.task=question_generation`)")
+        raise UsageError(
+            "--generator local writes questions with a question-generation adapter: give --adapter "
+            "(made by `loraqa train --set data.task=question_generation`)"
+        )
     writer_ref = resolve_adapter(adapter)
     if writer_ref.config.data.task != "question_generation":
-        raise UsageError(f"{adapter} was trained to answer questions, not to write them; train one with "
-                         "--set data.task=question_generation")
+        raise UsageError(
+            f"{adapter} was trained to answer questions, not to write them; train one with "
+            "--set data.task=question_generation"
+        )
     adapters = {"writer": writer_ref}
     reader_ref = None
     if reader and reader != BASE:
@@ -103,8 +126,11 @@ def build_models(generator: str, adapter: str | None, model: str | None, reader:
     if reader == BASE:
         judge = Reader(writer, "base")
     elif reader_ref is not None:
-        judge = Reader(writer, "reader") if "reader" in adapters else \
-            Reader(Answerer({"reader": reader_ref}, allow_pickle=allow_pickle), "reader")
+        judge = (
+            Reader(writer, "reader")
+            if "reader" in adapters
+            else Reader(Answerer({"reader": reader_ref}, allow_pickle=allow_pickle), "reader")
+        )
     return writer, judge
 
 
@@ -117,6 +143,7 @@ class SynthOptions:
     a `reader` (an adapter, or "base") must answer alike (`min_roundtrip_f1`, or within
     `roundtrip_margin` of its own answer's likelihood); `spans`: whose answer span a kept pair
     carries; `unanswerable`: the share of no-answer rows added."""
+
     collection: str | None = None
     inputs: list[str] | None = None
     store: str | None = None
@@ -140,14 +167,20 @@ class SynthOptions:
     follow_links: bool = False
 
 
-def run_synth(output: str, options: SynthOptions,
-              progress: Callable[[str, int, int], None] | None = None) -> tuple[int, SynthReport]:
+def run_synth(
+    output: str, options: SynthOptions, progress: Callable[[str, int, int], None] | None = None
+) -> tuple[int, SynthReport]:
     """Write OUTPUT (JSONL, loraqa's data format) and its report; returns (rows, report).
     progress(stage, done, total) follows the reading, writing and checking."""
     o = options
     collection, inputs, store, passages, seed = o.collection, o.inputs, o.store, o.passages, o.seed
     generator, adapter, model, reader, allow_pickle = o.generator, o.adapter, o.model, o.reader, o.allow_pickle
-    min_roundtrip_f1, roundtrip_margin, unanswerable, spans = o.min_roundtrip_f1, o.roundtrip_margin, o.unanswerable, o.spans
+    min_roundtrip_f1, roundtrip_margin, unanswerable, spans = (
+        o.min_roundtrip_f1,
+        o.roundtrip_margin,
+        o.unanswerable,
+        o.spans,
+    )
     if (collection is None) == (not inputs):
         raise UsageError("give a COLLECTION or --input PATHS (files, folders or globs), not both")
     if not 0 <= min_roundtrip_f1 <= 1:
@@ -180,8 +213,17 @@ def run_synth(output: str, options: SynthOptions,
         gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", o.per_passage, seed)
     if judge is not None:
         judge.margin = roundtrip_margin
-    rows, report = synthesise(picked, gen, judge, min_roundtrip_f1, unanswerable, seed, progress,
-                              check_names=o.check_names, reader_spans=spans == "reader")
+    rows, report = synthesise(
+        picked,
+        gen,
+        judge,
+        min_roundtrip_f1,
+        unanswerable,
+        seed,
+        progress,
+        check_names=o.check_names,
+        reader_spans=spans == "reader",
+    )
     report.skipped_files = skipped
     write_atomic(out, "".join(jsonl_line(r) for r in rows))
     write_json(report_path(out), report.as_dict())

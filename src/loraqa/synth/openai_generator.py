@@ -51,10 +51,22 @@ class EndpointError(LoraqaError):
 
 
 class OpenAIGenerator:
-    def __init__(self, base_url: str, model: str, api_key: str, cache: ReplyCache, ask: str = PAIRS,
-                 per_passage: int = 3, concurrency: int = 4, retries: int = 5, timeout: float = 120.0,
-                 prompt: str = DEFAULT_PROMPT, seed: int = 42, max_tokens: int | None = None,
-                 max_reply_kb: float = 256):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str,
+        cache: ReplyCache,
+        ask: str = PAIRS,
+        per_passage: int = 3,
+        concurrency: int = 4,
+        retries: int = 5,
+        timeout: float = 120.0,
+        prompt: str = DEFAULT_PROMPT,
+        seed: int = 42,
+        max_tokens: int | None = None,
+        max_reply_kb: float = 256,
+    ):
         if ask not in (PAIRS, QUESTIONS):
             raise UsageError(f"unknown way to ask {ask!r}; use {PAIRS} or {QUESTIONS}")
 
@@ -67,15 +79,18 @@ class OpenAIGenerator:
         self.timeout, self.max_reply_bytes = timeout, int(max_reply_kb * 1024)
         self._sent = threading.local()  # when this thread's latest attempt was sent (retries included)
         http = httpx.Client(timeout=timeout, event_hooks={"request": [self._mark_sent]})
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=retries, timeout=timeout,
-                                    http_client=http)
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=api_key, max_retries=retries, timeout=timeout, http_client=http
+        )
         self.label = f"openai:{model}"
         self.stats = GeneratorStats(extra={"failed": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0})
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
         self._first_failure: str | None = None
 
-    def generate(self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None) -> list[Draft]:
+    def generate(
+        self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None
+    ) -> list[Draft]:
         jobs = self._jobs(passages)
         replies: list[CachedReply | None] = [None] * len(jobs)
         todo = []
@@ -111,11 +126,14 @@ class OpenAIGenerator:
         jobs = []
         for i, p in enumerate(passages):
             if self.ask == PAIRS:
-                jobs.append(_Job(i, [{"role": "user", "content": render_prompt(self.prompt, p.text, self.per_passage)}]))
+                jobs.append(
+                    _Job(i, [{"role": "user", "content": render_prompt(self.prompt, p.text, self.per_passage)}])
+                )
                 continue
             for answer, start in answer_candidates(p.text, self.per_passage, f"{self.seed}:{p.document}:{p.start}"):
-                jobs.append(_Job(i, [{"role": "system", "content": p.text}, {"role": "user", "content": answer}],
-                                 answer, start))
+                jobs.append(
+                    _Job(i, [{"role": "system", "content": p.text}, {"role": "user", "content": answer}], answer, start)
+                )
         return jobs
 
     def _drafts(self, jobs: list[_Job], replies: list[CachedReply | None]) -> list[Draft]:
@@ -124,14 +142,21 @@ class OpenAIGenerator:
             if reply is None:  # the request failed (counted)
                 continue
             if self.ask == QUESTIONS:
-                drafts.append(Draft(job.passage, reply.content.strip(), job.answer, job.hint,
-                                    cut_off=reply.finish_reason == "length"))
+                drafts.append(
+                    Draft(
+                        job.passage,
+                        reply.content.strip(),
+                        job.answer,
+                        job.hint,
+                        cut_off=reply.finish_reason == "length",
+                    )
+                )
                 continue
             pairs = read_pairs(reply.content)
             if pairs is None:
                 self.stats.malformed_reply("no question-answer pairs in it")
                 continue
-            drafts += [Draft(job.passage, q, a) for q, a in pairs[:self.per_passage]]
+            drafts += [Draft(job.passage, q, a) for q, a in pairs[: self.per_passage]]
         return drafts
 
     def _mark_sent(self, request) -> None:
@@ -145,8 +170,9 @@ class OpenAIGenerator:
             return None
         extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
         try:
-            with self.client.chat.completions.with_streaming_response.create(model=self.model, messages=messages,
-                                                                             **extra) as raw:
+            with self.client.chat.completions.with_streaming_response.create(
+                model=self.model, messages=messages, **extra
+            ) as raw:
                 deadline = getattr(self._sent, "at", time.monotonic()) + self.timeout
                 body, why = bytearray(), None
                 for chunk in raw.iter_bytes():
@@ -157,8 +183,14 @@ class OpenAIGenerator:
                         why = f"not whole after {self.timeout:g} s (--timeout)"
                     if why:
                         break
-        except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError,
-                openai.NotFoundError, openai.RateLimitError, openai.InternalServerError) as exc:
+        except (
+            openai.APIConnectionError,
+            openai.AuthenticationError,
+            openai.PermissionDeniedError,
+            openai.NotFoundError,
+            openai.RateLimitError,
+            openai.InternalServerError,
+        ) as exc:
             raise self._fatal(exc) from None
         except openai.APIStatusError as exc:  # this request only (a passage too long, a bad parameter)
             return self._failed(f"{exc.status_code}: {_message(exc)}")
@@ -194,8 +226,9 @@ class OpenAIGenerator:
         except openai.APIError as exc:
             raise self._fatal(exc) from None
         if served and self.model not in served:
-            raise EndpointError(f"{self.base_url} does not serve the model '{self.model}'; it serves: "
-                                f"{', '.join(served[:20])}")
+            raise EndpointError(
+                f"{self.base_url} does not serve the model '{self.model}'; it serves: {', '.join(served[:20])}"
+            )
 
     def _fatal(self, exc) -> EndpointError:
         import openai
@@ -210,11 +243,15 @@ class OpenAIGenerator:
         elif isinstance(exc, openai.PermissionDeniedError):
             why = f"{self.base_url} refused the request (403): {_message(exc)}"
         elif isinstance(exc, openai.NotFoundError):
-            why = (f"{self.base_url} answered 404 for the model '{self.model}': it does not serve that model, or the "
-                   f"base URL is wrong (it usually ends in /v1)")
+            why = (
+                f"{self.base_url} answered 404 for the model '{self.model}': it does not serve that model, or the "
+                f"base URL is wrong (it usually ends in /v1)"
+            )
         elif isinstance(exc, openai.RateLimitError):
-            why = (f"{self.base_url} still answers 429 (rate limited) after {self.retries} retries: lower "
-                   f"--concurrency or try again later")
+            why = (
+                f"{self.base_url} still answers 429 (rate limited) after {self.retries} retries: lower "
+                f"--concurrency or try again later"
+            )
         elif isinstance(exc, openai.APIStatusError):
             why = f"{self.base_url} answered {exc.status_code} after {self.retries} retries: {_message(exc)}"
         else:

@@ -56,6 +56,7 @@ class Reader:
     cannot yet tell two people of a passage apart often gives the other person's city for
     "Where was X born?": the round trip alone then drops the right pair, while a city for a
     question about a job, or the other person's city offered as X's, stays far less likely."""
+
     answerer: object
     adapter: str
     batch_size: int = 16
@@ -63,20 +64,34 @@ class Reader:
 
     def answers(self, pairs: list[tuple[str, str]], progress=None) -> list:
         """The reader's Answer to each (question, passage); its text is "" where it abstained."""
-        return self.answerer.answer([{"question": q, "context": c, "adapter": self.adapter} for q, c in pairs],
-                                    batch_size=self.batch_size, progress=progress)
+        return self.answerer.answer(
+            [{"question": q, "context": c, "adapter": self.adapter} for q, c in pairs],
+            batch_size=self.batch_size,
+            progress=progress,
+        )
 
     def likelihoods(self, triples: list[tuple[str, str, str, int]]) -> list[float]:
         """The reader's score for a given answer to (question, passage, answer, where it is)."""
-        return self.answerer.answer_logprobs([{"question": q, "context": c, "answer": a, "answer_start": at,
-                                               "adapter": self.adapter} for q, c, a, at in triples],
-                                             batch_size=self.batch_size)
+        return self.answerer.answer_logprobs(
+            [
+                {"question": q, "context": c, "answer": a, "answer_start": at, "adapter": self.adapter}
+                for q, c, a, at in triples
+            ],
+            batch_size=self.batch_size,
+        )
 
 
-def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, min_roundtrip_f1: float = 0.5,
-               unanswerable: float = 0.0, seed: int = 42,
-               progress: Callable[[str, int, int], None] | None = None, check_names: bool = True,
-               reader_spans: bool = True) -> tuple[list[dict], SynthReport]:
+def synthesise(
+    passages: list[SourcePassage],
+    generator,
+    reader: Reader | None,
+    min_roundtrip_f1: float = 0.5,
+    unanswerable: float = 0.0,
+    seed: int = 42,
+    progress: Callable[[str, int, int], None] | None = None,
+    check_names: bool = True,
+    reader_spans: bool = True,
+) -> tuple[list[dict], SynthReport]:
     """Rows that passed every check, and the report. unanswerable: the share of kept pairs that
     also get a copy asked against a passage of another document, with no answer. progress(stage,
     done, total). check_names: drop a question that names what the passage never mentions.
@@ -85,8 +100,11 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
     writer's answer was a candidate picked by pattern or an LLM's quote ("a grey kettle" for
     "What colour is the kettle...?"), the reader's is what the question asks ("grey"), in the
     bounds the QA data it learned from draws. The writer's answer stays in the row."""
-    report = SynthReport(passages=len(passages), min_roundtrip_f1=min_roundtrip_f1 if reader else None,
-                         roundtrip_margin=reader.margin if reader else None)
+    report = SynthReport(
+        passages=len(passages),
+        min_roundtrip_f1=min_roundtrip_f1 if reader else None,
+        roundtrip_margin=reader.margin if reader else None,
+    )
     drafts = generator.generate(passages, progress=_stage(progress, "writing questions"))
     report.generated = len(drafts)
     dropped: Counter = Counter()
@@ -96,8 +114,17 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
         doc = per_doc.setdefault(passages[d.passage].document, Counter())
         doc["generated"] += 1
         at = locate(d.answer, passages[d.passage].text, d.hint)
-        reason = EMPTY if not d.question.strip() else CUT_OFF if d.cut_off else NOT_IN_PASSAGE if at is None else \
-            UNKNOWN_NAME if check_names and unknown_names(d.question, passages[d.passage].text) else None
+        reason = (
+            EMPTY
+            if not d.question.strip()
+            else CUT_OFF
+            if d.cut_off
+            else NOT_IN_PASSAGE
+            if at is None
+            else UNKNOWN_NAME
+            if check_names and unknown_names(d.question, passages[d.passage].text)
+            else None
+        )
         if reason:  # a writer that wrote nothing (or abstained), an answer the passage does not quote
             dropped[reason] += 1
             doc["dropped"] += 1
@@ -107,17 +134,22 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
     gaps: list[float | None] = [None] * len(located)  # how far below the reader's own answer (margin)
     written: dict[int, str] = {}  # the writer's answer, where the reader's span replaced it
     if reader is not None and located:
-        said = reader.answers([(d.question, passages[d.passage].text) for d, _ in located],
-                              progress=_stage(progress, "round trip"))
-        scores = [round_trip_f1(s.answer, passages[d.passage].text[at:at + len(d.answer.strip())])
-                  for s, (d, at) in zip(said, located)]
+        said = reader.answers(
+            [(d.question, passages[d.passage].text) for d, _ in located], progress=_stage(progress, "round trip")
+        )
+        scores = [
+            round_trip_f1(s.answer, passages[d.passage].text[at : at + len(d.answer.strip())])
+            for s, (d, at) in zip(said, located)
+        ]
         if reader_spans:
             for i, (s, score) in enumerate(zip(said, scores)):
                 if min_roundtrip_f1 <= score < 1 and _overlaps(s, *located[i]):
                     d = located[i][0]
                     written[i] = d.answer.strip()
-                    located[i] = (Draft(d.passage, d.question, passages[d.passage].text[s.start:s.end], s.start),
-                                  s.start)
+                    located[i] = (
+                        Draft(d.passage, d.question, passages[d.passage].text[s.start : s.end], s.start),
+                        s.start,
+                    )
         doubtful = [i for i, score in enumerate(scores) if score < min_roundtrip_f1]
         if reader.margin is not None and doubtful:
             if progress is not None:
@@ -126,7 +158,7 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
             for i in doubtful:
                 d, at = located[i]
                 text = passages[d.passage].text
-                triples.append((d.question, text, text[at:at + len(d.answer.strip())], at))
+                triples.append((d.question, text, text[at : at + len(d.answer.strip())], at))
             for i, likelihood in zip(doubtful, reader.likelihoods(triples)):
                 gaps[i] = said[i].score - likelihood
             if progress is not None:
@@ -134,8 +166,10 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
     # Repeats are judged among the pairs the reader confirmed, best confirmed first: a writer that
     # wrote one question for two answers keeps it for the answer the reader gives (or, confirmed by
     # likelihood, finds likeliest).
-    order = sorted(range(len(located)), key=lambda i: (scores[i] is not None and scores[i] < min_roundtrip_f1,
-                                                       gaps[i] or 0.0, -(scores[i] or 0.0)))
+    order = sorted(
+        range(len(located)),
+        key=lambda i: (scores[i] is not None and scores[i] < min_roundtrip_f1, gaps[i] or 0.0, -(scores[i] or 0.0)),
+    )
     ledger = QuestionLedger()
     kept = []
     for i in order:
@@ -154,16 +188,20 @@ def synthesise(passages: list[SourcePassage], generator, reader: Reader | None, 
         extra = {"roundtrip_logprob_gap": round(gaps[i], 4)} if gaps[i] is not None else {}
         if i in written:
             extra["generated_answer"] = written[i]
-        rows.append(_row(p, d.question.strip(), p.text[at:at + len(d.answer.strip())], at, generator.label, scores[i],
-                         **extra))
+        rows.append(
+            _row(
+                p, d.question.strip(), p.text[at : at + len(d.answer.strip())], at, generator.label, scores[i], **extra
+            )
+        )
     report.kept = len(rows)
     report.kept_by_likelihood = sum(1 for r in rows if "roundtrip_logprob_gap" in r)
     report.answers_from_reader = sum(1 for r in rows if "generated_answer" in r)
     rows += _unanswerable(rows, passages, unanswerable, seed)
     report.unanswerable = len(rows) - report.kept
     report.dropped = dict(dropped)
-    report.per_document = {doc: {"generated": c["generated"], "kept": c["kept"], "dropped": c["dropped"]}
-                           for doc, c in per_doc.items()}
+    report.per_document = {
+        doc: {"generated": c["generated"], "kept": c["kept"], "dropped": c["dropped"]} for doc, c in per_doc.items()
+    }
     report.generator = asdict(generator.stats)
     return rows, report
 
@@ -173,14 +211,26 @@ def _overlaps(said, draft: Draft, at: int) -> bool:
     return said.start is not None and said.start < at + len(draft.answer.strip()) and at < said.end
 
 
-def _row(p: SourcePassage, question: str, answer: str | None, at: int | None, generator: str,
-         score: float | None, **extra) -> dict:
+def _row(
+    p: SourcePassage, question: str, answer: str | None, at: int | None, generator: str, score: float | None, **extra
+) -> dict:
     rid = hashlib.sha256(f"{p.document}\x00{p.start}\x00{question}\x00{answer is None}".encode()).hexdigest()[:16]
     answers = {"text": [answer], "answer_start": [at]} if answer is not None else {"text": [], "answer_start": []}
-    return {"id": rid, "title": p.title, "context": p.text, "question": question, "answers": answers,
-            "document": p.document, "source": p.source, "page": p.page, "passage_start": p.start,
-            "passage_end": p.end, "generator": generator,
-            "roundtrip_f1": None if score is None else round(score, 4), **extra}
+    return {
+        "id": rid,
+        "title": p.title,
+        "context": p.text,
+        "question": question,
+        "answers": answers,
+        "document": p.document,
+        "source": p.source,
+        "page": p.page,
+        "passage_start": p.start,
+        "passage_end": p.end,
+        "generator": generator,
+        "roundtrip_f1": None if score is None else round(score, 4),
+        **extra,
+    }
 
 
 def _unanswerable(rows: list[dict], passages: list[SourcePassage], share: float, seed: int) -> list[dict]:

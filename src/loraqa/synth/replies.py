@@ -69,7 +69,7 @@ def _json_in(reply: str):
     for opener, closer in (("{", "}"), ("[", "]")):
         i, j = reply.find(opener), reply.rfind(closer)
         if 0 <= i < j:
-            candidates.append(reply[i:j + 1])
+            candidates.append(reply[i : j + 1])
     for text in candidates:
         try:
             return json.loads(text)

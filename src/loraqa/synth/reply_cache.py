@@ -91,8 +91,10 @@ class ReplyCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False)
-            self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, "
-                             "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, finish_reason TEXT)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, content TEXT NOT NULL, "
+                "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, finish_reason TEXT)"
+            )
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}
             if "finish_reason" not in columns:  # a cache written before finish reasons were kept
                 self._db.execute("ALTER TABLE replies ADD COLUMN finish_reason TEXT")
@@ -104,21 +106,29 @@ class ReplyCache:
         """The cached reply; None also for a row that is not a reply (a cache written by a
         version that cached unchecked replies): that request is asked again."""
         with self._lock:
-            row = self._db.execute("SELECT content, prompt_tokens, completion_tokens, finish_reason FROM replies "
-                                   "WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT content, prompt_tokens, completion_tokens, finish_reason FROM replies WHERE key = ?", (key,)
+            ).fetchone()
         if row is None:
             return None
         content, prompt, completion, finish = row
-        if not isinstance(content, str) or _count(prompt) is None or _count(completion) is None \
-                or not (finish is None or isinstance(finish, str)) or not _readable(content):
+        if (
+            not isinstance(content, str)
+            or _count(prompt) is None
+            or _count(completion) is None
+            or not (finish is None or isinstance(finish, str))
+            or not _readable(content)
+        ):
             return None
         return CachedReply(content, prompt, completion, finish)
 
     def put(self, key: str, reply: CachedReply) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO replies (key, content, prompt_tokens, completion_tokens, "
-                             "finish_reason) VALUES (?, ?, ?, ?, ?)",
-                             (key, reply.content, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason))
+            self._db.execute(
+                "INSERT OR REPLACE INTO replies (key, content, prompt_tokens, completion_tokens, "
+                "finish_reason) VALUES (?, ?, ?, ?, ?)",
+                (key, reply.content, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason),
+            )
             self._db.commit()
 
     def __len__(self) -> int:

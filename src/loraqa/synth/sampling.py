@@ -46,13 +46,16 @@ def collection_passages(collection) -> dict[str, list[SourcePassage]]:
     """Every passage of a stored collection, by document."""
     out: dict[str, list[SourcePassage]] = {}
     for info in collection.documents():
-        out[info.id] = [SourcePassage(info.id, info.title, info.source, p.page, p.start, p.end, p.text)
-                        for p in collection.passages(info.id)]
+        out[info.id] = [
+            SourcePassage(info.id, info.title, info.source, p.page, p.start, p.end, p.text)
+            for p in collection.passages(info.id)
+        ]
     return out
 
 
-def file_passages(paths: list[str], passage_chars: int, overlap: int, limits=None,
-                  follow_links: bool = False) -> tuple[dict, list]:
+def file_passages(
+    paths: list[str], passage_chars: int, overlap: int, limits=None, follow_links: bool = False
+) -> tuple[dict, list]:
     """The passages of files found, read and cut as `collection add` does (each file within its
     budget, documents.*), without storing them; and the (file, line) of what was skipped."""
     walk = find_files(paths, follow_links)
@@ -66,6 +69,7 @@ def file_passages(paths: list[str], passage_chars: int, overlap: int, limits=Non
                 skipped.append((found.name, exc.template))
                 continue
             for doc, passages in documents:
-                out[doc.id] = [SourcePassage(doc.id, doc.title, doc.source, p.page, p.start, p.end, p.text)
-                               for p in passages]
+                out[doc.id] = [
+                    SourcePassage(doc.id, doc.title, doc.source, p.page, p.start, p.end, p.text) for p in passages
+                ]
     return out, skipped

@@ -31,8 +31,10 @@ class AnswerMetrics:
         metrics = {"token_accuracy": token_accuracy(eval_pred.predictions, eval_pred.label_ids)}
         if self.rows and self.model is not None:
             # under torchrun each process answers its share; all processes get every answer
-            answers, _ = in_shares(lambda share: read_rows(self.model, self.tokenizer, share, self.cfg.data,
-                                                           self.cfg.eval, self.bf16), self.rows)
+            answers, _ = in_shares(
+                lambda share: read_rows(self.model, self.tokenizer, share, self.cfg.data, self.cfg.eval, self.bf16),
+                self.rows,
+            )
             self.last_items, summary = score_rows(self.rows, [a.answer for a in answers])
             metrics.update(exact_match=summary["exact_match"], f1=summary["f1"], rouge_l=summary["rouge_l"])
         return metrics

@@ -70,8 +70,9 @@ class ConfigLogCallback(TrainerCallback):
             import wandb
 
             if wandb.run is not None:
-                wandb.config.update({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in flat.items()},
-                                    allow_val_change=True)
+                wandb.config.update(
+                    {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in flat.items()}, allow_val_change=True
+                )
         elif self.report_to == "mlflow":
             import mlflow
 
@@ -94,8 +95,11 @@ class ConfigLogCallback(TrainerCallback):
             import mlflow
 
             if mlflow.active_run() is not None:
-                note = {"report_to": "mlflow", "id": mlflow.active_run().info.run_id,
-                        "tracking_uri": mlflow.get_tracking_uri()}
+                note = {
+                    "report_to": "mlflow",
+                    "id": mlflow.active_run().info.run_id,
+                    "tracking_uri": mlflow.get_tracking_uri(),
+                }
         if note and self.run_dir is not None:
             (Path(self.run_dir) / TRACKING_FILE).write_text(json.dumps(note) + "\n")
 

@@ -57,6 +57,7 @@ class TrainResult:
 @dataclass
 class Setup:
     """Where and how the model runs, decided once from the config."""
+
     device: str
     dtype: str
     model_config: object  # the base model's transformers config
@@ -106,13 +107,30 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     train_ds, eval_ds = build_datasets(cfg, tokenizer, data)
     # Everything is valid: only now does the run directory appear.
     if main:
-        write_run_files(run_dir, cfg, data, overwrite, resume,
-                        environment(setup.device, setup.dtype) | {"parameters": params,
-                                                                  "model_type": setup.model_config.model_type})
+        write_run_files(
+            run_dir,
+            cfg,
+            data,
+            overwrite,
+            resume,
+            environment(setup.device, setup.dtype)
+            | {"parameters": params, "model_type": setup.model_config.model_type},
+        )
     report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
     interrupt = GracefulInterrupt()
-    trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, data.test_rows, run_dir, setup.dtype,
-                            setup.device, report_to, interrupt)
+    trainer = build_trainer(
+        cfg,
+        model,
+        tokenizer,
+        train_ds,
+        eval_ds,
+        data.test_rows,
+        run_dir,
+        setup.dtype,
+        setup.device,
+        report_to,
+        interrupt,
+    )
     say_micro_batches(cfg, trainer)
     metrics = run_trainer(trainer, run_dir, resume, interrupt)
     if main:
@@ -127,15 +145,20 @@ def hardware_setup(cfg: Config) -> Setup:
     device = resolve_device(cfg.model.device)
     model_config = load_seq2seq_config(cfg.model.name)
     dtype = resolve_dtype(cfg.model.dtype, device, model_config.model_type)
-    bnb = (quantization_config(cfg.model.quantization, model_config.model_type)
-           if cfg.model.quantization != "none" else None)
+    bnb = (
+        quantization_config(cfg.model.quantization, model_config.model_type)
+        if cfg.model.quantization != "none"
+        else None
+    )
     return Setup(device, dtype, model_config, bnb)
 
 
 def load_data(cfg: Config) -> Data:
     train_rows, test_rows, report = prepare_splits(cfg.data, needs_context=uses_context(cfg.data.template))
-    _say(f"data: {report.rows_loaded} rows loaded, {report.rows_usable} usable, "
-                  f"{report.train_rows} train / {report.test_rows} test")
+    _say(
+        f"data: {report.rows_loaded} rows loaded, {report.rows_usable} usable, "
+        f"{report.train_rows} train / {report.test_rows} test"
+    )
     return Data(train_rows, test_rows, report)
 
 
@@ -144,14 +167,22 @@ def build_model(cfg: Config, setup: Setup):
     # Seed before LoRA's random init: otherwise the adapter's starting point depends on whatever
     # used the RNG earlier in the process, and the same config gives different runs.
     set_seed(cfg.train.seed)
-    model = load_base_model(cfg.model.name, setup.dtype, setup.device, cfg.model.allow_pickle, setup.model_config,
-                            setup.quantization)
+    model = load_base_model(
+        cfg.model.name, setup.dtype, setup.device, cfg.model.allow_pickle, setup.model_config, setup.quantization
+    )
     configure_base(model, cfg.model.dropout, cfg.model.attention, setup.device)
-    model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing, quantized=setup.quantization is not None,
-                     fast_kernels=cfg.model.fast_kernels)
+    model = add_lora(
+        model,
+        cfg.lora,
+        cfg.train.gradient_checkpointing,
+        quantized=setup.quantization is not None,
+        fast_kernels=cfg.model.fast_kernels,
+    )
     params = parameter_counts(model)
-    _say(f"model: {cfg.model.name} on {setup.device} ({setup.dtype}); trainable parameters "
-                  f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']}%)")
+    _say(
+        f"model: {cfg.model.name} on {setup.device} ({setup.dtype}); trainable parameters "
+        f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']}%)"
+    )
     return model, params
 
 
@@ -160,16 +191,20 @@ def build_datasets(cfg: Config, tokenizer, data: Data):
     eval_ds, eval_counts = build_features(tokenizer, data.test_rows, cfg.data, train=False)
     data.report.features = {"train": train_counts.as_dict(), "test": eval_counts.as_dict()}
     if train_ds is None:
-        raise LoraqaError(f"no training example fits data.max_source_length={cfg.data.max_source_length}; "
-                          "raise it or shorten the prompt template")
+        raise LoraqaError(
+            f"no training example fits data.max_source_length={cfg.data.max_source_length}; "
+            "raise it or shorten the prompt template"
+        )
     return train_ds, eval_ds
 
 
 def say_micro_batches(cfg: Config, trainer) -> None:
     micro, accumulate = trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps
     if (micro, accumulate) != (cfg.train.batch_size, cfg.train.grad_accum):
-        _say(f"fp32 on a CPU: each step's {micro * accumulate} examples as {accumulate} micro-batches of "
-                      f"{micro} (train.fp32_cpu_micro_batch; the same update, less memory)")
+        _say(
+            f"fp32 on a CPU: each step's {micro * accumulate} examples as {accumulate} micro-batches of "
+            f"{micro} (train.fp32_cpu_micro_batch; the same update, less memory)"
+        )
 
 
 def run_trainer(trainer, run_dir: Path, resume: bool, interrupt: GracefulInterrupt) -> dict:
@@ -179,13 +214,17 @@ def run_trainer(trainer, run_dir: Path, resume: bool, interrupt: GracefulInterru
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             last = last_checkpoint(run_dir)
-            raise LoraqaError(f"the disk filled up while writing to {run_dir}; the last complete checkpoint is "
-                              f"{Path(last).name if last else 'none'} (kept). Free some space, then resume with: "
-                              f"loraqa train --output {run_dir} --resume") from None
+            raise LoraqaError(
+                f"the disk filled up while writing to {run_dir}; the last complete checkpoint is "
+                f"{Path(last).name if last else 'none'} (kept). Free some space, then resume with: "
+                f"loraqa train --output {run_dir} --resume"
+            ) from None
         raise
     if interrupt.requested:
-        raise Interrupted(f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}/checkpoints. "
-                          f"Resume with: loraqa train --output {run_dir} --resume")
+        raise Interrupted(
+            f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}/checkpoints. "
+            f"Resume with: loraqa train --output {run_dir} --resume"
+        )
     return metrics
 
 
@@ -199,16 +238,18 @@ def write_run_files(run_dir: Path, cfg: Config, data: Data, overwrite: bool, res
         write_atomic(run_dir / "config.yaml", dump_config(cfg))
     write_json(run_dir / "data_report.json", asdict(data.report))
     # Which questions were held out: `loraqa eval` scores these by default.
-    write_json(run_dir / "split.json", {"train": [r["id"] for r in data.train_rows],
-                                        "test": [r["id"] for r in data.test_rows]})
+    write_json(
+        run_dir / "split.json", {"train": [r["id"] for r in data.train_rows], "test": [r["id"] for r in data.test_rows]}
+    )
     write_json(run_dir / "env.json", env)
 
 
 def save_adapter(trainer, tokenizer, cfg: Config, data: Data, run_dir: Path) -> None:
     """The final adapter (the best-F1 checkpoint when evaluating), its config and domain profile."""
     profile = DomainProfile.from_rows(data.train_rows, source=cfg.data.source, run_name=run_dir.name)
-    save_model_folder(trainer.model, tokenizer, run_dir / "adapter", cfg,
-                      extra_files={DOMAIN_PROFILE_NAME: profile.to_json()})
+    save_model_folder(
+        trainer.model, tokenizer, run_dir / "adapter", cfg, extra_files={DOMAIN_PROFILE_NAME: profile.to_json()}
+    )
     record_best(trainer, run_dir)
     _say(f"adapter saved to {run_dir / 'adapter'}")
 
@@ -217,8 +258,9 @@ def save_eval_answers(trainer, run_dir: Path) -> None:
     """The answers of the last evaluation during training, beside the run (and in its tracker)."""
     items = getattr(trainer.compute_metrics, "last_items", None)
     if items:
-        write_atomic(run_dir / TRAIN_PREDICTIONS, "".join(jsonl_line({"step": trainer.state.global_step, **i})
-                                                          for i in items))
+        write_atomic(
+            run_dir / TRAIN_PREDICTIONS, "".join(jsonl_line({"step": trainer.state.global_step, **i}) for i in items)
+        )
 
 
 def record_best(trainer, run_dir: Path) -> None:
@@ -227,5 +269,13 @@ def record_best(trainer, run_dir: Path) -> None:
         return
     _say(f"best F1 {trainer.state.best_metric:.2f} at {Path(best).name}: kept as the final adapter")
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"step": trainer.state.global_step, "best_checkpoint": Path(best).name,
-                             "best_f1": trainer.state.best_metric}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "step": trainer.state.global_step,
+                    "best_checkpoint": Path(best).name,
+                    "best_f1": trainer.state.best_metric,
+                }
+            )
+            + "\n"
+        )

@@ -138,7 +138,10 @@ class EpochSeededLengthGroupedSampler:
 def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to, interrupt):
     args = training_arguments(cfg, run_dir, dtype, device, report_to, has_eval=eval_ds is not None)
     collator = DataCollatorForSeq2Seq(
-        tokenizer, model=model, label_pad_token_id=-100, padding=True,
+        tokenizer,
+        model=model,
+        label_pad_token_id=-100,
+        padding=True,
         pad_to_multiple_of=8 if device == "cuda" else None,
     )
     evaluating = args.eval_strategy != "no"
@@ -150,8 +153,13 @@ def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, 
     if evaluating and cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = LoraqaTrainer(
-        model=model, args=args, data_collator=collator, train_dataset=train_ds,
-        eval_dataset=eval_ds if evaluating else None, processing_class=tokenizer, callbacks=callbacks,
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds if evaluating else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
         compute_metrics=answer_metrics if evaluating else None,
         preprocess_logits_for_metrics=logits_to_ids if evaluating else None,
     )

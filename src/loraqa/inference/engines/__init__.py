@@ -14,8 +14,17 @@ from __future__ import annotations
 from loraqa.errors import UsageError, option
 from loraqa.inference.engines.base import BASE, ENGINE_MARKERS, Capabilities, Engine, GenerationBatch, TeacherForcing
 
-__all__ = ["BASE", "ENGINES", "ENGINE_MARKERS", "Capabilities", "Engine", "GenerationBatch", "TeacherForcing",
-           "capabilities_of", "create_engine"]
+__all__ = [
+    "BASE",
+    "ENGINES",
+    "ENGINE_MARKERS",
+    "Capabilities",
+    "Engine",
+    "GenerationBatch",
+    "TeacherForcing",
+    "capabilities_of",
+    "create_engine",
+]
 
 ENGINES = ("pytorch", "ctranslate2")
 
@@ -38,9 +47,11 @@ def capabilities_of(kind: str) -> Capabilities:
     return engine_type(kind).capabilities
 
 
-def create_engine(kind: str, tokenizer, base_model: str | None, device: str = "auto", dtype: str = "auto",
-                  allow_pickle: bool = False) -> Engine:
+def create_engine(
+    kind: str, tokenizer, base_model: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False
+) -> Engine:
     """An engine of `kind`; the PyTorch one loads `base_model` now, CTranslate2 loads each adapter's
     own merged model when it is attached."""
-    return engine_type(kind).create(tokenizer=tokenizer, base_model=base_model, device=device, dtype=dtype,
-                                    allow_pickle=allow_pickle)
+    return engine_type(kind).create(
+        tokenizer=tokenizer, base_model=base_model, device=device, dtype=dtype, allow_pickle=allow_pickle
+    )

@@ -13,6 +13,7 @@ from loraqa.artifacts import AdapterRef
 @dataclass
 class Generated:
     """One window's answer as an engine generated it."""
+
     text: str
     score: float  # mean log-probability per token (EOS included)
     tokens: int  # generated tokens, EOS included
@@ -27,8 +28,9 @@ class Generated:
         ids = self.token_ids[:max_tokens]
         logprobs = self.logprobs[:max_tokens] if self.logprobs is not None else None
         score = sum(logprobs) / len(logprobs) if logprobs else self.score
-        return Generated(tokenizer.decode(ids, skip_special_tokens=True).strip(), score, max_tokens, ids, logprobs,
-                         stopped=False)
+        return Generated(
+            tokenizer.decode(ids, skip_special_tokens=True).strip(), score, max_tokens, ids, logprobs, stopped=False
+        )
 
 
 # names engines use inside a batch (PEFT's marker for "no adapter" in adapter_names=)
@@ -46,6 +48,7 @@ class Capabilities:
 @dataclass
 class GenerationBatch:
     """One model call: a row per window, each with its adapter."""
+
     adapters: list[str]
     sources: list[list[int]]  # input ids of each row
     max_new_tokens: int

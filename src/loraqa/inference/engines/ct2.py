@@ -30,8 +30,9 @@ class CT2Engine:
         self.ct2 = require("ctranslate2", "the CTranslate2 engine")
         cuda = self.ct2.get_cuda_device_count() > 0
         if device == "cuda" and not cuda:
-            raise LoraqaError("the CTranslate2 engine was asked for cuda, but CTranslate2 sees no CUDA GPU; use "
-                              "device auto or cpu")
+            raise LoraqaError(
+                "the CTranslate2 engine was asked for cuda, but CTranslate2 sees no CUDA GPU; use device auto or cpu"
+            )
         self.device = "cuda" if device in ("auto", "cuda") and cuda else "cpu"
         cores = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         # On a CPU, one single-threaded worker per core, each decoding its share of a batch: measured
@@ -62,18 +63,27 @@ class CT2Engine:
 
     def check(self, ref: AdapterRef) -> None:
         if ref.kind != "ctranslate2":
-            raise LoraqaError(f"{ref.adapter_dir} is a LoRA adapter; the CTranslate2 engine reads folders written by "
-                              f"`loraqa export RUN --format ctranslate2 --output DIR`")
+            raise LoraqaError(
+                f"{ref.adapter_dir} is a LoRA adapter; the CTranslate2 engine reads folders written by "
+                f"`loraqa export RUN --format ctranslate2 --output DIR`"
+            )
 
     def attach(self, name: str, ref: AdapterRef) -> None:
         self.check(ref)
         self.check_tokenizer(ref)
         try:
-            translator = self.ct2.Translator(str(ref.adapter_dir), device=self.device, compute_type="default",
-                                             inter_threads=self.workers, intra_threads=1)
+            translator = self.ct2.Translator(
+                str(ref.adapter_dir),
+                device=self.device,
+                compute_type="default",
+                inter_threads=self.workers,
+                intra_threads=1,
+            )
         except (RuntimeError, ValueError) as exc:
-            raise LoraqaError(f"{ref.adapter_dir} is not a loadable CTranslate2 model ({str(exc).splitlines()[0][:160]}); "
-                              "export it again with `loraqa export`") from None
+            raise LoraqaError(
+                f"{ref.adapter_dir} is not a loadable CTranslate2 model ({str(exc).splitlines()[0][:160]}); "
+                "export it again with `loraqa export`"
+            ) from None
         with self.lock:
             self.translators[name] = translator
             self.compute_types[name] = getattr(translator, "compute_type", "default")
@@ -87,10 +97,14 @@ class CT2Engine:
             return
         theirs = ref.adapter_dir / TOKENIZER_FILE
         if not theirs.is_file():
-            raise LoraqaError(f"{ref.adapter_dir} has no {TOKENIZER_FILE}; export the adapter again with `loraqa export`")
+            raise LoraqaError(
+                f"{ref.adapter_dir} has no {TOKENIZER_FILE}; export the adapter again with `loraqa export`"
+            )
         if not same_vocabulary(ours / TOKENIZER_FILE, theirs):
-            raise LoraqaError(f"{ref.adapter_dir} was exported with another tokenizer than {ours}: one server reads "
-                              "requests with one vocabulary; serve exports of the same base model together")
+            raise LoraqaError(
+                f"{ref.adapter_dir} was exported with another tokenizer than {ours}: one server reads "
+                "requests with one vocabulary; serve exports of the same base model together"
+            )
 
     def detach(self, name: str) -> None:
         with self.lock:
@@ -103,11 +117,15 @@ class CT2Engine:
         for name in dict.fromkeys(names):
             rows = [i for i, n in enumerate(names) if n == name]
             out = self.translators[name].translate_batch(
-                [tokenizer.convert_ids_to_tokens(batch.sources[i]) for i in rows], beam_size=batch.num_beams,
-                max_decoding_length=batch.max_new_tokens, return_scores=True, return_end_token=True,
+                [tokenizer.convert_ids_to_tokens(batch.sources[i]) for i in rows],
+                beam_size=batch.num_beams,
+                max_decoding_length=batch.max_new_tokens,
+                return_scores=True,
+                return_end_token=True,
                 max_batch_size=-(-len(rows) // self.workers),  # a share for each worker
                 # greedy: the plain sum of log-probabilities, normalised below; beams rank as transformers does
-                length_penalty=1.0 if batch.num_beams > 1 else 0.0)
+                length_penalty=1.0 if batch.num_beams > 1 else 0.0,
+            )
             for i, r in zip(rows, out):
                 ids = tokenizer.convert_tokens_to_ids(r.hypotheses[0])
                 score = r.scores[0] if batch.num_beams > 1 else r.scores[0] / max(len(ids), 1)

@@ -31,8 +31,9 @@ class TorchEngine:
     kind = "pytorch"
     capabilities = Capabilities(base_model=True, teacher_forcing=True, extractive=True, mixed_beam_batches=False)
 
-    def __init__(self, tokenizer, base_model: str, device: str = "auto", dtype: str = "auto",
-                 allow_pickle: bool = False):
+    def __init__(
+        self, tokenizer, base_model: str, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False
+    ):
         self.tokenizer, self.base_model = tokenizer, base_model
         self.device = resolve_device(device)
         config = load_seq2seq_config(base_model)
@@ -57,15 +58,19 @@ class TorchEngine:
         return ref.config.model.name if ref.kind == "lora" else None
 
     def _does_not_fit(self, ref: AdapterRef, why: str) -> LoraqaError:
-        return LoraqaError(f"adapter {ref.adapter_dir} does not fit the base model {self.base_model} "
-                           f"({why}); pass the base it was trained on with {option('model')}")
+        return LoraqaError(
+            f"adapter {ref.adapter_dir} does not fit the base model {self.base_model} "
+            f"({why}); pass the base it was trained on with {option('model')}"
+        )
 
     def check(self, ref: AdapterRef) -> None:
         """Read the adapter's config and weight shapes (not its weights) and check every target
         layer exists in the base with matching sizes, before anything touches the live model."""
         if ref.kind != "lora":
-            raise LoraqaError(f"{ref.adapter_dir} is a merged model exported for CTranslate2; the PyTorch engine "
-                              f"attaches LoRA adapters (answer with it through {option('engine')} ctranslate2)")
+            raise LoraqaError(
+                f"{ref.adapter_dir} is a merged model exported for CTranslate2; the PyTorch engine "
+                f"attaches LoRA adapters (answer with it through {option('engine')} ctranslate2)"
+            )
         try:
             config = json.loads((ref.adapter_dir / "adapter_config.json").read_text())
         except (OSError, ValueError) as exc:
@@ -85,7 +90,9 @@ class TorchEngine:
             with safe_open(str(weights), framework="pt") as f:
                 shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - safe_open has keys(), no __iter__
         except Exception as exc:  # noqa: BLE001 - a damaged file raises several types
-            raise self._does_not_fit(ref, f"unreadable adapter_model.safetensors: {str(exc).splitlines()[0][:120]}") from None
+            raise self._does_not_fit(
+                ref, f"unreadable adapter_model.safetensors: {str(exc).splitlines()[0][:120]}"
+            ) from None
         for key, shape in shapes.items():
             if ".lora_A." not in key and ".lora_B." not in key:
                 continue
@@ -98,8 +105,11 @@ class TorchEngine:
             r = next((v for k, v in ranks.items() if k and path.endswith(k)), ranks[""])
             want = (r, layer.in_features) if ".lora_A." in key else (layer.out_features, r)
             if shape != want:
-                raise self._does_not_fit(ref, f"{path}: the adapter's {key.rsplit('.', 2)[-2]} is {list(shape)}, "
-                                              f"the base layer needs {list(want)} (rank {r})")
+                raise self._does_not_fit(
+                    ref,
+                    f"{path}: the adapter's {key.rsplit('.', 2)[-2]} is {list(shape)}, "
+                    f"the base layer needs {list(want)} (rank {r})",
+                )
 
     def attach(self, name: str, ref: AdapterRef) -> None:
         with self.lock:
