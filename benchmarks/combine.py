@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import routing  # noqa: E402 - the three-domain world lives beside this script
+import routing
 
 METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 WEIGHTINGS = {"average": 1 / 3, "sum": 1.0}
@@ -43,10 +43,10 @@ def main() -> None:
     runs, cases, work = w["runs"], w["cases"], w["work"]
     domains = list(runs)
 
+    from loraqa.adapters.combine import Blend, combine
     from loraqa.domain_profile import DomainProfile
     from loraqa.evaluation.metrics import score_one
     from loraqa.inference.answerer import Answerer
-    from loraqa.inference.combine import combine
     from loraqa.inference.routing import route
 
     t0 = time.time()
@@ -55,7 +55,7 @@ def main() -> None:
         for weighting, weight in WEIGHTINGS.items():
             out = work / f"combined-{method}-{weighting}"
             shutil.rmtree(out, ignore_errors=True)
-            combine([str(runs[d]) for d in domains], str(out), weights=[weight] * len(domains), method=method)
+            combine([str(runs[d]) for d in domains], str(out), Blend(method, [weight] * len(domains)))
             combined[f"{method} ({weighting})"] = out
     combine_s = time.time() - t0
 

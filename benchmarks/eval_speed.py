@@ -68,7 +68,7 @@ def ctranslate2_rates(
     import ctranslate2
 
     from loraqa.diagnostics.bench import bench_data
-    from loraqa.inference.export import converter_class
+    from loraqa.adapters.export import converter_class
 
     work = Path(tempfile.mkdtemp(prefix="loraqa-eval-speed-"))
     peft_model.merge_and_unload().to("cpu").save_pretrained(work / "merged")

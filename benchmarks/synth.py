@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -157,12 +158,13 @@ def filter_check(reader_run: Path, rows: list[dict], rng, margins: list[float]) 
     round trip's F1 alone, and with each likelihood margin (one pass: every pair the F1 drops is
     scored once, and a margin keeps those within it)."""
     from loraqa.inference.answerer import Answerer
-    from loraqa.synth.generators import GivenPairs
+    from loraqa.synth.generators import GeneratorStats
     from loraqa.synth.pipeline import Reader, synthesise
 
     passages, good, bad = planted(rows, rng)
     reader = Reader(Answerer({"reader": str(reader_run)}, dtype="fp32"), "reader", margin=float("inf"))
-    kept, _ = synthesise(passages, GivenPairs(good + bad, "planted"), reader)
+    planted_pairs = SimpleNamespace(label="planted", stats=GeneratorStats(), generate=lambda *_a, **_k: good + bad)
+    kept, _ = synthesise(passages, planted_pairs, reader)
     # a pair kept with the reader's answer span is known by the answer it was planted with
     gap = {
         (r["document"], r["question"], r.get("generated_answer", r["answers"]["text"][0])): r.get(

@@ -133,12 +133,12 @@ def store(tmp_path_factory):
 def asker(two_adapters, store):
     """The two adapters, 'answers' bound to the collection 'fixture'."""
     from loraqa.inference.answerer import Answerer
+    from loraqa.inference.library import CollectionSettings
 
     return Answerer(
         {"answers": str(two_adapters["answers"]), "titles": str(two_adapters["titles"])},
         dtype="fp32",
-        store=store,
-        collections={"answers": "fixture"},
+        collections=CollectionSettings(store, {"answers": "fixture"}),
     )
 
 

@@ -161,3 +161,16 @@ def wandb_offline_records(run_file: Path) -> list:
             records.append(wandb_internal_pb2.Record.FromString(pending))
             pending = b""
     return records
+
+
+class GivenPairs:
+    """A question writer whose pairs exist already: synthesise() checks and filters them like
+    generated ones, so a test can plant good and corrupt pairs and see which are kept."""
+
+    def __init__(self, drafts, label: str = "given"):
+        from loraqa.synth.generators import GeneratorStats
+
+        self.drafts, self.label, self.stats = drafts, label, GeneratorStats()
+
+    def generate(self, passages, progress=None):
+        return list(self.drafts)

@@ -14,13 +14,12 @@ import json
 
 import pytest
 
-from loraqa.artifacts import ADAPTER_CONFIG_NAME
+from loraqa.adapters.folder import ADAPTER_CONFIG_NAME
 from loraqa.config import dump_config, load_config
 from loraqa.errors import AdapterExists, DeadlineExceeded, UsageError
 from loraqa.inference.engines import Capabilities
 from loraqa.inference.registry import AdapterRegistry, check_name
-from loraqa.serving.adapter_library import AdapterLibrary
-from loraqa.serving.adapter_routes import find_in_root
+from loraqa.serving.adapter_cache import AdapterCache
 
 
 class RecordingEngine:
@@ -80,7 +79,7 @@ def root(tmp_path):
 def library(root, max_loaded: int, pinned=()):
     engine = RecordingEngine()
     registry = AdapterRegistry(engine)
-    return AdapterLibrary(root, registry, ModelThread(), max_loaded, set(pinned), find=find_in_root), engine
+    return AdapterCache(registry, ModelThread(), root, max_loaded, set(pinned)), engine
 
 
 async def ask(lib, *names):

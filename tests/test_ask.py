@@ -165,7 +165,7 @@ def test_a_confident_answer_from_a_poorly_matching_passage_does_not_win(tmp_path
     """A small adapter is often as sure of an answer read in another person's passage; without the
     search score counting, the wrong passage's answer would be returned and cited."""
     from loraqa.inference.engines.base import Generated
-    from loraqa.inference.reading import Reading, WindowInput, combine
+    from loraqa.inference.reading import Reading, WindowInput, choose_answer
     from loraqa.retrieval.store import Hit
 
     def reading(weight: float) -> Reading:
@@ -185,7 +185,7 @@ def test_a_confident_answer_from_a_poorly_matching_passage_does_not_win(tmp_path
         r.results = [Generated("Istra", -0.6, 2), Generated("Elst", -0.3, 2)]
         return r
 
-    a = combine(reading(1.0))
+    a = choose_answer(reading(1.0))
     assert a.answer == "Istra" and a.citations[0]["document"] == "d1"
     assert a.score == -0.6  # the reader's own score, the one the threshold was calibrated on
-    assert combine(reading(0.0)).answer == "Elst"  # the reader alone
+    assert choose_answer(reading(0.0)).answer == "Elst"  # the reader alone

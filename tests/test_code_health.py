@@ -4,6 +4,8 @@ between calls. The rules and each exception to them are in pyproject.toml ([tool
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +42,72 @@ def test_every_noqa_in_the_package_says_why():
             if "# noqa" in line and " - " not in line.split("# noqa", 1)[1]:
                 bare.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not bare, "\n".join(bare)
+
+
+def _layout_table() -> list[list[str]]:
+    """The README's code layout, top to bottom: each row's modules and folders."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Code layout") :]
+    section = section[: section.index("\n## ")]
+    rows = []
+    for line in section.splitlines():
+        cells = line.split("|")
+        if len(cells) < 3 or set(cells[1].strip()) <= {"-"} or "folder / module" in cells[1]:
+            continue
+        rows.append([n.rstrip("/").removesuffix(".py") for n in re.findall(r"`([\w./]+)`", cells[1])])
+    return rows
+
+
+def test_imports_point_only_up_the_documented_layer_list():
+    """The layout table says a module may import only what sits above it (or beside it): an import
+    running down the list is how cycles start and how a light command ends up importing torch.
+    Imports inside functions count too. A new top-level module missing from the table fails here."""
+    rows = _layout_table()
+
+    def layer(module: str) -> int | None:
+        top = module.split(".")[1] if module.count(".") else None
+        if top is None or top in ("__main__", "__version__"):
+            return None  # the package root: `import loraqa` and its version, above every layer
+        return next((i for i, names in enumerate(rows) if top in names), -1)
+
+    wrong = []
+    for path in sorted((ROOT / "src" / "loraqa").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT / "src").with_suffix("").parts).removesuffix(".__init__")
+        mine = layer(module)
+        if mine is None:
+            continue
+        if mine == -1:
+            wrong.append(f"{module}: not in the README's code layout")
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "loraqa":
+                targets = [f"loraqa.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("loraqa."):
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("loraqa.")]
+            else:
+                continue
+            for target in targets:
+                theirs = layer(target)
+                if theirs is not None and theirs > mine:
+                    wrong.append(f"{module}:{node.lineno} imports {target}, which sits below it")
+    assert len(rows) > 10 and not wrong, "\n".join(wrong)
+
+
+def test_no_library_function_takes_more_than_eight_parameters():
+    """Long flat parameter lists are where two arguments of one type get swapped without anything
+    noticing; options travel as typed objects instead (ServeOptions, EvalOptions, WindowShape...).
+    cli/ is exempt: a typer command's options are its parameters."""
+    long = []
+    for path in sorted((ROOT / "src" / "loraqa").rglob("*.py")):
+        if "cli" in path.relative_to(ROOT / "src" / "loraqa").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+                count = len(names) + bool(a.vararg) + bool(a.kwarg) - (names[:1] in (["self"], ["cls"]))
+                if count > 8:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} takes {count}")
+    assert not long, "\n".join(long)

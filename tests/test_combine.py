@@ -16,7 +16,7 @@ def peft_combination(adapters: list, weights: list[float], method: str, density:
     from peft import PeftModel, get_peft_model_state_dict
     from transformers import AutoModelForSeq2SeqLM
 
-    from loraqa.artifacts import resolve_adapter
+    from loraqa.adapters.folder import resolve_adapter
 
     refs = [resolve_adapter(a) for a in adapters]
     base = AutoModelForSeq2SeqLM.from_pretrained(refs[0].config.model.name)

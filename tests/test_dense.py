@@ -353,12 +353,15 @@ def test_filters_keep_a_search_within_part_of_the_collection_in_every_mode(tmp_p
 def test_the_http_search_takes_a_mode_and_filters(docs, tmp_path, minilm, two_adapters):
     from helpers import local_client
     from loraqa.inference.answerer import Answerer
+    from loraqa.inference.library import CollectionSettings
     from loraqa.serving.app import create_app
 
     store = str(tmp_path / "store")
     add(store, docs, "--embedder", minilm)
     asker = Answerer(
-        {"answers": str(two_adapters["answers"])}, dtype="fp32", store=store, collections={"answers": "ward"}
+        {"answers": str(two_adapters["answers"])},
+        dtype="fp32",
+        collections=CollectionSettings(store, {"answers": "ward"}),
     )
     with local_client(create_app(asker)) as client:
         question = "Which doctor gave a medicine for breathing trouble?"

@@ -41,10 +41,10 @@ def test_training_window_keeps_the_answer_wherever_it_is(tokenizer, squad_rows):
 def test_reading_windows_cover_the_whole_passage_and_keep_the_question(tokenizer, squad_rows):
     """Answering reads every window: together they hold all of the passage (none skipped), each
     overlaps the next, and the question is whole in each."""
-    from loraqa.inference.reading import plan_reading
+    from loraqa.inference.reading import WindowShape, plan_reading
 
     row = long_row(squad_rows, "end")
-    inputs = plan_reading(tokenizer, row["question"], row["context"], "squad", 64, 16)
+    inputs = plan_reading(tokenizer, row["question"], row["context"], WindowShape("squad", 64, 16))
     assert len(inputs) > 3
     spans = [(x.window.start, x.window.end) for x in inputs]
     assert spans[0][0] == 0 and spans[-1][1] == len(row["context"].rstrip())

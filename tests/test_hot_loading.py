@@ -28,9 +28,12 @@ def root(tmp_path, two_adapters):
 def server(two_adapters, root):
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
     answerer = Answerer({"answers": str(two_adapters["answers"])}, dtype="fp32")
-    with local_client(create_app(answerer, admin_key="admin", adapter_root=root, limits=_limits(max_adapters=3))) as c:
+    with local_client(
+        create_app(answerer, ServeOptions(admin_key="admin", adapter_root=root, limits=_limits(max_adapters=3)))
+    ) as c:
         yield c
 
 
@@ -129,8 +132,9 @@ def test_the_adapter_count_is_limited(server, root, two_adapters):
 
 def test_hot_loading_is_off_without_an_adapter_root(answerer):
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
-    with local_client(create_app(answerer, admin_key="admin")) as c:
+    with local_client(create_app(answerer, ServeOptions(admin_key="admin"))) as c:
         res = load(c, "x", "/tmp")
     assert res.status_code == 403 and "adapter root" in res.text
 

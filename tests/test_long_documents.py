@@ -74,13 +74,13 @@ def test_training_adds_windows_without_the_answer_and_counts_them(reader):
 
 
 def test_an_answer_only_in_the_last_window_is_found_with_its_offsets(reader, tmp_path):
-    from loraqa.inference.reading import plan_reading
+    from loraqa.inference.reading import WindowShape, plan_reading
     from loraqa.modeling.files import load_tokenizer
 
     docs = reader["documents"]
     tok = load_tokenizer(str(reader["run"] / "adapter"))
     for d in docs:  # the answer's passage is in the last window only: cutting from the start never sees it
-        windows = plan_reading(tok, d["question"], d["context"], "squad", 96, 24)
+        windows = plan_reading(tok, d["question"], d["context"], WindowShape("squad", 96, 24))
         assert len(windows) > 8
         holding = [
             w

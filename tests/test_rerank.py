@@ -87,7 +87,7 @@ def test_an_adapter_configured_with_a_cross_encoder_answers_from_the_passages_it
     import yaml
 
     from loraqa.inference.answerer import Answerer
-    from loraqa.inference.library import Library
+    from loraqa.inference.library import CollectionSettings, Library
 
     adapter = tmp_path / "run"  # the run that trained 'answers', its config naming the cross-encoder
     shutil.copytree(two_adapters["answers"], adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
@@ -98,6 +98,6 @@ def test_an_adapter_configured_with_a_cross_encoder_answers_from_the_passages_it
     kept = Library(store).retrieve("ward", question, 1, rerank=(cross_encoder, 8))
     plain = Library(store).retrieve("ward", question, 1)
     assert kept[0].source != plain[0].source, "the random cross-encoder agrees with BM25: nothing is tested"
-    answerer = Answerer({"reranking": str(adapter)}, store=store, collections={"reranking": "ward"})
+    answerer = Answerer({"reranking": str(adapter)}, collections=CollectionSettings(store, {"reranking": "ward"}))
     reading = answerer.plan({"question": question, "adapter": "reranking"})
     assert [hit.source for hit in reading.hits] == [kept[0].source]  # the one passage it reads

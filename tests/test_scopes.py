@@ -57,25 +57,25 @@ def world(tmp_path_factory, domain_adapters):
 @pytest.fixture(scope="module")
 def answerer(world):
     from loraqa.inference.answerer import Answerer
+    from loraqa.inference.library import CollectionSettings
 
     return Answerer(
         {n: str(p) for n, p in world["runs"].items()},
         dtype="fp32",
-        store=world["store"],
-        collections={"science": "fixture"},
+        collections=CollectionSettings(world["store"], {"science": "fixture"}),
     )
 
 
 @pytest.fixture(scope="module")
 def server(world, answerer):
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
     app = create_app(
         answerer,
-        keys_file=world["keys"],
-        expose_collections=["shared"],
-        adapter_root=world["root"],
-        store=world["store"],
+        ServeOptions(
+            keys_file=world["keys"], expose_collections=["shared"], adapter_root=world["root"], store=world["store"]
+        ),
     )
     with live_server(app) as url:
         yield url

@@ -23,11 +23,13 @@ def app_of(answerer, **options):
     import dataclasses
 
     from loraqa.serving.app import create_app
+
+    from loraqa.serving.options import ServeOptions
     from loraqa.serving.limits import ServerLimits
 
     names = {f.name for f in dataclasses.fields(ServerLimits)}
     limits = {k: options.pop(k) for k in list(options) if k in names}
-    return create_app(answerer, window_ms=1, limits=ServerLimits(**limits), **options)
+    return create_app(answerer, ServeOptions(window_ms=1, limits=ServerLimits(**limits), **options))
 
 
 class HeldModel:

@@ -18,9 +18,10 @@ def client(domain_adapters, tmp_path):
     """The admin key k (it also asks questions); adapters load from the test's tmp_path."""
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
     answerer = Answerer({n: str(p) for n, p in domain_adapters["runs"].items()}, dtype="fp32")
-    with local_client(create_app(answerer, admin_key="k", adapter_root=tmp_path)) as c:
+    with local_client(create_app(answerer, ServeOptions(admin_key="k", adapter_root=tmp_path))) as c:
         yield c
 
 

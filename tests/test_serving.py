@@ -51,7 +51,7 @@ def test_merged_model_answers_like_base_plus_adapter(two_adapters, tmp_path, ans
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from loraqa.inference.reading import plan_reading
+    from loraqa.inference.reading import WindowShape, plan_reading
 
     out = tmp_path / "merged"
     res = run_cli("merge", str(two_adapters["answers"]), "--output", str(out))
@@ -65,7 +65,7 @@ def test_merged_model_answers_like_base_plus_adapter(two_adapters, tmp_path, ans
     merged = []
     with torch.inference_mode():
         for r in rows:
-            ids = plan_reading(tok, r["question"], r["context"], "squad", 384, 128)[0].source
+            ids = plan_reading(tok, r["question"], r["context"], WindowShape("squad", 384, 128))[0].source
             gen = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=32, do_sample=False)
             merged.append(tok.decode(gen[0], skip_special_tokens=True).strip())
     via_adapter = [
@@ -91,16 +91,18 @@ def test_merge_refuses_to_overwrite(two_adapters, tmp_path):
 @pytest.fixture
 def client(answerer):
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
-    with local_client(create_app(answerer, window_ms=20)) as c:
+    with local_client(create_app(answerer, ServeOptions(window_ms=20))) as c:
         yield c
 
 
 @pytest.fixture
 def keyed_client(answerer):
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
-    with local_client(create_app(answerer, api_key="s3cret", window_ms=5)) as c:
+    with local_client(create_app(answerer, ServeOptions(api_key="s3cret", window_ms=5))) as c:
         yield c
 
 
@@ -136,8 +138,10 @@ def test_concurrent_requests_are_gathered_into_batches(answerer, two_adapters):
 
     from loraqa.serving.app import create_app
 
+    from loraqa.serving.options import ServeOptions
+
     rows = two_adapters["rows"]
-    app = create_app(answerer, window_ms=50, max_batch=32)
+    app = create_app(answerer, ServeOptions(window_ms=50, max_batch=32))
 
     async def fire():
         async with app.router.lifespan_context(app):
@@ -227,12 +231,13 @@ def test_api_key_is_required_when_set(keyed_client):
 
 def test_adapter_management_needs_the_admin_key(client, answerer, tmp_path):
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
     res = client.post("/v1/adapters", json={"name": "x", "path": "x"})
     assert res.status_code == 403 and "admin key" in res.text
     assert client.delete("/v1/adapters/titles").status_code == 403
     # the key that asks questions does not unload adapters
-    with local_client(create_app(answerer, api_key="ask", admin_key="admin", adapter_root=tmp_path)) as c:
+    with local_client(create_app(answerer, ServeOptions(api_key="ask", admin_key="admin", adapter_root=tmp_path))) as c:
         asker = {"Authorization": "Bearer ask"}
         assert c.delete("/v1/adapters/titles", headers=asker).status_code == 401
         assert c.post("/v1/adapters", json={"name": "x", "path": "x"}, headers=asker).status_code == 401
@@ -244,6 +249,7 @@ def test_load_and_unload_adapters_at_run_time(nodrop_model_dir, two_adapters, tm
 
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
     root = tmp_path / "adapters"
     # in the root under another name: a request for 'titles' finds nothing until it is loaded as that
@@ -252,7 +258,7 @@ def test_load_and_unload_adapters_at_run_time(nodrop_model_dir, two_adapters, tm
     key = {"Authorization": "Bearer k"}
     row = two_adapters["rows"][2]
     q = {"question": row["question"], "context": row["context"]}
-    with local_client(create_app(answerer, admin_key="k", adapter_root=root)) as c:
+    with local_client(create_app(answerer, ServeOptions(admin_key="k", adapter_root=root))) as c:
         assert c.post("/v1/answer", json={**q, "adapter": "titles"}, headers=key).status_code == 404
         res = c.post("/v1/adapters", json={"name": "titles", "path": "titles-v1"}, headers=key)
         assert res.status_code == 201, res.text

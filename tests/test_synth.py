@@ -14,7 +14,7 @@ from helpers import SQUAD_V1, read_jsonl, run_cli
 def test_a_question_generation_adapter_writes_the_question_for_an_answer(question_writer, squad_rows, tmp_path):
     """Trained on the rows turned around: given a passage and an answer it writes the question
     (were the rows not turned, it would answer instead, and eval would score answers)."""
-    from loraqa.artifacts import resolve_adapter
+    from loraqa.adapters.folder import resolve_adapter
     from loraqa.inference.answerer import Answerer
 
     run, rows = question_writer["run"], question_writer["rows"]
@@ -79,7 +79,9 @@ def test_the_readers_span_replaces_loose_answer_bounds_and_unfinished_or_unknown
     (the writer's answer stays in the row); with reader_spans off it keeps the writer's. A question
     the writer did not finish, and one naming someone the passage never mentions, are dropped, the
     latter kept when check_names is off."""
-    from loraqa.synth.generators import Draft, GivenPairs
+    from loraqa.synth.generators import Draft
+
+    from helpers import GivenPairs
     from loraqa.synth.pipeline import Reader, synthesise
     from loraqa.synth.sampling import SourcePassage
 
@@ -109,7 +111,8 @@ def test_the_readers_span_replaces_loose_answer_bounds_and_unfinished_or_unknown
         assert r["answers"]["answer_start"] == row["answers"]["answer_start"] and r["roundtrip_f1"] < 1
     assert report.answers_from_reader == 4
     assert report.dropped == {"question_cut_off": 1, "name_not_in_passage": 1}
-    writers, report = synthesise(passages, GivenPairs(drafts), reader, reader_spans=False, check_names=False)
+    reader.spans = False
+    writers, report = synthesise(passages, GivenPairs(drafts), reader, check_names=False)
     assert [r["answers"]["text"][0] for r in writers if "Zorblax" not in r["question"]] == loose
     assert report.answers_from_reader == 0 and all("generated_answer" not in r for r in writers)
     # unchecked, the made-up name goes on to the round trip, which alone decides
@@ -121,7 +124,9 @@ def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answer
     """The reader ('answers', which knows these questions) must give the pair's answer from the
     passage: a pair whose answer was swapped with another question's is dropped, as is an answer
     not quoted from the passage; the good pairs are kept with their offsets."""
-    from loraqa.synth.generators import Draft, GivenPairs
+    from loraqa.synth.generators import Draft
+
+    from helpers import GivenPairs
     from loraqa.synth.pipeline import Reader, synthesise
     from loraqa.synth.sampling import SourcePassage
 
@@ -199,7 +204,9 @@ def test_the_likelihood_margin_keeps_pairs_the_reader_finds_nearly_as_likely(ans
     """A reader that answers every question otherwise ('titles' gives the passage's title) drops
     every pair by F1; with a margin, the pairs whose answer it finds within the margin of its own
     are kept, each with its gap, and no other."""
-    from loraqa.synth.generators import Draft, GivenPairs
+    from loraqa.synth.generators import Draft
+
+    from helpers import GivenPairs
     from loraqa.synth.pipeline import Reader, synthesise
     from loraqa.synth.sampling import SourcePassage
 

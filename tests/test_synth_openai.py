@@ -22,9 +22,10 @@ KEY = "qg-secret"
 def qg_server(question_writer):
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
     writer = Answerer({"qg": str(question_writer["run"])}, dtype="fp32")
-    with live_server(create_app(writer, api_key=KEY)) as url:
+    with live_server(create_app(writer, ServeOptions(api_key=KEY))) as url:
         yield url + "/v1"
 
 
@@ -138,7 +139,7 @@ def _pair(row):
 
 
 def _base_of(run):
-    from loraqa.artifacts import resolve_adapter
+    from loraqa.adapters.folder import resolve_adapter
 
     return resolve_adapter(run).config.model.name
 

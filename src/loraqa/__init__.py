@@ -30,7 +30,7 @@ _API = {
     "TrainResult": "loraqa.training.train",
     "Answerer": "loraqa.inference.answerer",
     "BASE": "loraqa.inference.answerer",
-    "merge": "loraqa.inference.merge",
+    "merge": "loraqa.adapters.merge",
     "run_eval": "loraqa.evaluation.eval_run",
     "EvalOptions": "loraqa.evaluation.eval_run",
     "score_files": "loraqa.evaluation.scoring",

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from loraqa.artifacts import resolve_adapter
+from loraqa.adapters.folder import resolve_adapter
 from loraqa.data.loading import load_rows
 from loraqa.distributed import gather_object, is_main_process
 from loraqa.training import callbacks

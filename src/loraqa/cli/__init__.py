@@ -297,7 +297,7 @@ def merge(
     """Fold an adapter into its base model: a standard model folder for from_pretrained and pipeline()."""
 
     def action():
-        from loraqa.inference.merge import merge as do_merge
+        from loraqa.adapters.merge import merge as do_merge
 
         return do_merge(adapter, output, base_model=model, overwrite=overwrite, allow_pickle=allow_pickle)
 
@@ -334,7 +334,8 @@ def combine(
     serve, merge, export and auto routing (its domain profile is its parents' weighted union)."""
 
     def action():
-        from loraqa.inference.combine import combine as do_combine
+        from loraqa.adapters.combine import Blend
+        from loraqa.adapters.combine import combine as do_combine
 
         parsed = None
         if weights is not None:
@@ -342,7 +343,7 @@ def combine(
                 parsed = [float(w) for w in weights.split(",")]
             except ValueError:
                 raise UsageError(f"--weights takes numbers separated by commas, got {weights!r}") from None
-        return do_combine(adapters, output, parsed, method, density, model, overwrite, allow_pickle, seed)
+        return do_combine(adapters, output, Blend(method, parsed, density, seed), model, overwrite, allow_pickle)
 
     typer.echo(f"combined adapter written to {run(action)} (calibrate it with `loraqa eval`)")
 
@@ -367,7 +368,7 @@ def export(
     Answer with it through `--engine ctranslate2` in predict, eval, serve and mcp."""
 
     def action():
-        from loraqa.inference.export import export as do_export
+        from loraqa.adapters.export import export as do_export
 
         return do_export(adapter, output, fmt, quantization, model, overwrite, allow_pickle)
 

@@ -182,34 +182,32 @@ def serve(
             raise UsageError(f"--adapter-root {adapter_root} is not a folder")
         from loraqa.inference.routing import configure
         from loraqa.serving.app import run_server
+        from loraqa.serving.options import ServedModels, ServeOptions
 
         configure(route_embedder)  # a model that cannot be loaded is one line before any adapter loads
 
         _warn_if_exposed(host, keys["api_key"], keys_file)
         what = ", ".join(adapters) or (f"the adapters of {adapter_root}" if adapter_root else "the base model")
         typer.echo(f"serving {what} on http://{host}:{port} (docs: /docs)", err=True)
-        run_server(
-            adapters,
-            host,
-            port,
-            model,
-            batch_window_ms,
-            max_batch,
-            allow_pickle,
-            engine,
-            limits,
-            store=store,
-            collections=collection_map(collection, adapters),
+        models = ServedModels(adapters, model, engine, allow_pickle, collection_map(collection, adapters))
+        options = ServeOptions(
+            host=host,
+            port=port,
+            allowed_host=allowed_host,
+            cors_origins=cors_origin,
+            window_ms=batch_window_ms,
+            max_batch=max_batch,
+            max_batch_tokens=max_batch_tokens,
+            limits=limits,
             adapter_root=adapter_root,
             max_loaded=max_loaded,
             pin=pin,
-            allowed_host=allowed_host,
-            cors_origins=cors_origin,
-            max_batch_tokens=max_batch_tokens,
-            keys_file=keys_file,
             expose_collections=expose_collection,
+            store=store,
+            keys_file=keys_file,
             **keys,
         )
+        run_server(models, options)
 
     run(action)
 
@@ -271,26 +269,23 @@ def mcp(
         )
         from loraqa.inference.routing import configure
         from loraqa.serving.mcp_server import run_mcp
+        from loraqa.serving.options import ServedModels, ServeOptions
 
         configure(route_embedder)
 
         if http is not None:
             _warn_if_exposed(host, key, keys_file)
-        run_mcp(
-            adapters,
-            model,
-            descriptions,
-            http,
-            host,
-            allow_pickle,
-            engine,
-            key,
-            allowed_host,
-            limits,
-            store=store,
-            collections=collection_map(collection, adapters),
+        models = ServedModels(adapters, model, engine, allow_pickle, collection_map(collection, adapters))
+        options = ServeOptions(
+            api_key=key,
             keys_file=keys_file,
+            host=host,
+            port=http,
+            allowed_host=allowed_host,
+            limits=limits,
             expose_collections=expose_collection,
+            store=store,
         )
+        run_mcp(models, options, descriptions)
 
     run(action)

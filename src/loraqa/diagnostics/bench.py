@@ -22,13 +22,12 @@ from loraqa.data.features import build_features
 from loraqa.diagnostics.architectures import Arch, arch_from_config
 from loraqa.diagnostics.synthetic import build_t5, train_tokenizer
 from loraqa.inference.generation import generate_ids, prepare_for_inference
-from loraqa.inference.reading import plan_reading
+from loraqa.inference.reading import WindowShape, plan_reading
 from loraqa.modeling.files import load_tokenizer
 from loraqa.modeling.loading import configure_base, load_base_model, load_seq2seq_config
 from loraqa.modeling.lora import add_lora
 from loraqa.modeling.precision import resolve_device, resolve_dtype
-from loraqa.training.callbacks import GracefulInterrupt
-from loraqa.training.trainer import build_trainer, micro_batches
+from loraqa.training.trainer import TrainerData, build_trainer, micro_batches
 
 SYLLABLES = [
     "ba",
@@ -159,16 +158,16 @@ class CountingCollator:
         return self.inner(features)
 
 
-def train_bench(
-    cfg, model, tokenizer, rows, seed_style: bool, steps: int, warmup: int, device: str, dtype: str
-) -> dict:
+def train_bench(cfg, model, tokenizer, rows, seed_style: bool, warmup: int, device: str, dtype: str) -> dict:
+    """Time cfg.train.max_steps steps, the first `warmup` of them not counted."""
+    steps = cfg.train.max_steps - warmup
     configure_base(model, cfg.model.dropout, cfg.model.attention, device)
     model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing, fast_kernels=cfg.model.fast_kernels)
     feats, _ = build_features(tokenizer, rows, cfg.data, train=True)
-    cfg.train.max_steps, cfg.train.eval_steps = warmup + steps, 0
+    cfg.train.eval_steps = 0
     cfg.train.save_steps = cfg.train.logging_steps = 10**6
     run_dir = Path(tempfile.mkdtemp(prefix="loraqa-bench-"))
-    trainer = build_trainer(cfg, model, tokenizer, feats, None, [], run_dir, dtype, device, [], GracefulInterrupt())
+    trainer = build_trainer(cfg, model, tokenizer, TrainerData(feats, None, []), run_dir, dtype, device, [])
     if seed_style:  # the seed: everything padded to 64, labels padded with the pad id (counted in the loss)
         trainer.data_collator = DataCollatorForSeq2Seq(
             tokenizer, model=model, padding="max_length", max_length=64, label_pad_token_id=tokenizer.pad_token_id
@@ -213,9 +212,7 @@ def generation_bench(model, tokenizer, rows, cfg, dtype: str, n: int = 64) -> fl
             tokenizer,
             r["question"],
             r["context"],
-            cfg.data.template,
-            cfg.data.max_source_length,
-            cfg.data.window_overlap,
+            WindowShape(cfg.data.template, cfg.data.max_source_length, cfg.data.window_overlap),
         )[0].source
         for r in rows[:n]
     ]
@@ -271,7 +268,8 @@ def run_bench(
         "gradient_checkpointing": cfg.train.gradient_checkpointing,
         "matmul_peak_tflops": peak / 1e12,
     }
-    train = train_bench(cfg, model, tokenizer, rows, seed_style, steps, warmup, device, dtype)
+    cfg.train.max_steps = warmup + steps
+    train = train_bench(cfg, model, tokenizer, rows, seed_style, warmup, device, dtype)
     # Measured again afterwards and the higher kept: on a shared or throttling machine one
     # measurement can read far below what the device does (seen here: 0.4 to 2.1 TFLOP/s).
     peak = max(peak, matmul_peak_flops(device, torch.bfloat16 if dtype == "bf16" else torch.float32))

@@ -11,15 +11,8 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForSeq2Seq
 
-from loraqa.artifacts import (
-    CALIBRATION_NAME,
-    jsonl_line,
-    read_calibration,
-    resolve_adapter,
-    write_atomic,
-    write_calibration,
-    write_json,
-)
+from loraqa.adapters.calibration import CALIBRATION_NAME, read_calibration, write_calibration
+from loraqa.adapters.folder import resolve_adapter
 from loraqa.config import config_from_dict, merge, parse_set
 from loraqa.config.templates import uses_context
 from loraqa.data.features import FeatureCounts, encode_row
@@ -30,11 +23,13 @@ from loraqa.distributed import in_shares, is_main_process, process_device
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.evaluation.calibration import best_thresholds, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import token_accuracy
-from loraqa.evaluation.retrieval_eval import evaluate_retrieval
+from loraqa.evaluation.retrieval_eval import PassageSource, evaluate_retrieval
 from loraqa.evaluation.scoring import score_rows
 from loraqa.hub import looks_like_path
 from loraqa.inference.answerer import BASE, Answerer
 from loraqa.inference.engines import capabilities_of
+from loraqa.inference.library import CollectionSettings
+from loraqa.output_files import jsonl_line, write_atomic, write_json
 from loraqa.reporting import say
 
 
@@ -176,7 +171,7 @@ class EvalOptions:
     read from the adapter's own saved config. retrieve: also ask each question without its passage,
     from `collection` (of `store`) or from a collection of the data's contexts, a share
     `holdout_contexts` of them left out (evaluation/retrieval_eval.py). track: log the figures and
-    answers into the tracker run the adapter was trained in (run_artifacts.py). similarity_model: a
+    answers into the tracker run the adapter was trained in (tracker_files.py). similarity_model: a
     local model that also scores semantic answer similarity (evaluation/similarity.py). embedder,
     mode: with retrieve, the sentence-embedding model (vectors for the collection of the data's
     contexts, or the one to embed questions with) and the search mode to answer with."""
@@ -218,7 +213,7 @@ def run_eval(
         )
     ref = resolve_adapter(target)
     if o.track:
-        from loraqa.run_artifacts import tracker_run  # the trackers' clients (wandb, mlflow) only with --track
+        from loraqa.tracker_files import tracker_run  # the trackers' clients (wandb, mlflow) only with --track
 
         if ref.run_dir is None or tracker_run(ref.run_dir) is None:
             raise UsageError(
@@ -242,10 +237,10 @@ def run_eval(
         device=process_device(ref.config.model.device),
         dtype=dtype,
         allow_pickle=o.allow_pickle,
-        apply_threshold=False,
         engine=o.engine,
-        store=o.store,
+        collections=CollectionSettings(o.store),
     )
+    answerer.apply_threshold = False
     if o.collection is not None:
         answerer.library.open(o.collection)  # an unknown collection is refused before any answering
     main = is_main_process()  # under torchrun: every process answers its share, the first one reports
@@ -285,21 +280,13 @@ def run_eval(
         say(note)
     if o.retrieve:
         threshold = (read_calibration(ref.adapter_dir) or {}).get("no_answer_threshold")
+        source = PassageSource(o.collection, o.holdout_contexts, ref.config.data.seed, o.embedder)
         summary["retrieval"] = evaluate_retrieval(
-            answerer,
-            rows,
-            items,
-            o.collection,
-            o.holdout_contexts,
-            ref.config.data.seed,
-            ref.config.eval.batch_size,
-            threshold,
-            embedder=o.embedder,
-            mode=o.mode,
+            answerer, rows, items, source, ref.config.eval.batch_size, threshold, mode=o.mode
         )
         write_json(out / "summary.json", summary)
     if o.track:
-        from loraqa.run_artifacts import log_eval  # the trackers' clients only with --track
+        from loraqa.tracker_files import log_eval  # the trackers' clients only with --track
 
         say(f"logged the results to {log_eval(ref.run_dir, out, summary)}")
     return summary

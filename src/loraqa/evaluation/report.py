@@ -7,8 +7,8 @@ import html
 import json
 from pathlib import Path
 
-from loraqa.artifacts import write_atomic
 from loraqa.errors import LoraqaError
+from loraqa.output_files import write_atomic
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

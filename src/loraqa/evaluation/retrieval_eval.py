@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+from dataclasses import dataclass
 
 from loraqa.documents import Document, split_document
 from loraqa.evaluation.scoring import score_rows
@@ -69,24 +70,33 @@ def retrieval_metrics(library, name: str, rows: list[dict], doc_ids: dict, mode:
     return out
 
 
+@dataclass
+class PassageSource:
+    """Where the questions' passages are searched for: a collection, or (collection None) a
+    temporary one made from the rows' contexts, a `holdout` share of them left out (picked by
+    `seed`), with vectors of `embedder` when given."""
+
+    collection: str | None = None
+    holdout: float = 0.0
+    seed: int = 42
+    embedder: str | None = None
+
+
 def evaluate_retrieval(
     answerer,
     rows: list[dict],
     given: list[dict],
-    collection: str | None = None,
-    holdout: float = 0.0,
-    seed: int = 42,
+    source: PassageSource,
     batch_size: int = 16,
     threshold: float | None = None,
-    embedder: str | None = None,
     mode: str | None = None,
 ) -> dict:
     """The figures above, for the Answerer's adapter 'adapter'; `given`: the per-question items
-    of answering with the passages given. Without `collection`, a temporary one is made from the
-    rows' contexts (with vectors of `embedder`, when given). threshold: the calibrated no-answer
+    of answering with the passages given. threshold: the calibrated no-answer
     threshold, applied to count abstentions. mode: how the adapter's questions search the
     collection (default: its retrieval.mode); recall is reported for every mode the collection
     supports (`modes`), the top-level figures for the mode answered with."""
+    collection, holdout, seed, embedder = source.collection, source.holdout, source.seed, source.embedder
     if collection is None:
         target = open_store(tempfile.mkdtemp(prefix="loraqa-eval-"))
         coll, doc_ids = build_collection(

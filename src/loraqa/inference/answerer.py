@@ -4,7 +4,7 @@ One Answerer holds the loaded adapters (inference/registry.py: prompt template, 
 text, calibrated threshold, domain profile) and an engine that runs the model
 (inference/engines/). Every question is planned into windows (inference/reading.py); the
 windows of all questions share length-sorted batches, which may mix adapters; each question's
-answer is combined from its windows' answers.
+answer is chosen among its windows' answers.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from loraqa.artifacts import AdapterRef, resolve_adapter
+from loraqa.adapters.folder import AdapterRef, resolve_adapter
 from loraqa.config import load_config
 from loraqa.config.templates import uses_context
 from loraqa.data.tasks import quoted_at
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engine, engine_type
-from loraqa.inference.library import Library, plan_passages
-from loraqa.inference.reading import Answer, Job, Reading, combine, fill, generation_batch, plan_reading, read_all
+from loraqa.inference.library import CollectionSettings, Library, plan_passages
+from loraqa.inference.reading import Answer, Job, Reading, choose_answer, fill, generation_batch, plan_reading, read_all
 from loraqa.inference.registry import AdapterRegistry, LoadedAdapter, ReadingSettings, check_name
 from loraqa.inference.routing import AUTO
-from loraqa.retrieval import QueryLimits
 from loraqa.retrieval.filters import Filter
 
 __all__ = ["AUTO", "BASE", "Answer", "Answerer"]
@@ -50,25 +49,19 @@ class Answerer:
         device: str = "auto",
         dtype: str = "auto",
         allow_pickle: bool = False,
-        apply_threshold: bool = True,
         engine: str = "pytorch",
         max_adapters: int | None = None,
-        store: str | Path | None = None,
-        collections: dict[str, str] | None = None,
-        query_limits: QueryLimits | None = None,
-        embedder: str | None = None,
+        collections: CollectionSettings | None = None,
     ):
         """adapters: name -> a run directory or adapter folder, or an AdapterRef (whose config,
-        e.g. with eval-time overrides, is then used as given). apply_threshold=False answers
-        without the calibrated no-answer threshold (what `loraqa eval` calibrates it from).
-        engine: "pytorch" (one base model, LoRA adapters) or "ctranslate2" (folders written by
-        `loraqa export`, one merged model each). allow_pickle: accept pickle weight files, for
-        the base model and every adapter, including ones loaded later. store: where collections
-        live (default `collections/`); collections: adapter -> the collection its questions are
-        answered from when they come without a passage (a request may also name one);
-        query_limits: what one search of them may ask (default 1,000 characters, 100 words);
-        embedder: the model that embeds questions for dense and hybrid search (default: the one
-        each collection recorded, found by its name)."""
+        e.g. with eval-time overrides, is then used as given). engine: "pytorch" (one base model,
+        LoRA adapters) or "ctranslate2" (folders written by `loraqa export`, one merged model each).
+        allow_pickle: accept pickle weight files, for the base model and every adapter, including
+        ones loaded later. collections: where questions that come without a passage are answered
+        from (the store, which adapter reads which collection; a request may also name one).
+        `apply_threshold` (default True) may be set to False to answer without the calibrated
+        no-answer threshold, which is what `loraqa eval` calibrates it from."""
+        collections = collections or CollectionSettings()
         adapters = dict(adapters or {})
         capabilities = capabilities_of(engine)  # an unknown engine is refused before anything loads
         for name in adapters:
@@ -77,7 +70,7 @@ class Answerer:
         first = next(iter(refs.values()), None)
         if base_model is None and first is not None:
             base_model = first.config.model.name
-        self.base_model, self.apply_threshold = base_model, apply_threshold
+        self.base_model, self.apply_threshold = base_model, True
         if first is None and not capabilities.base_model and base_model is None:
             raise LoraqaError(
                 "this engine has no base model of its own: give at least one adapter exported by `loraqa export`"
@@ -93,8 +86,8 @@ class Answerer:
         self.engine: Engine = create_engine(engine, self.model_tokenizer, base_model, device, dtype, allow_pickle)
         self.registry = AdapterRegistry(self.engine, allow_pickle, max_adapters)
         self.lock = threading.RLock()  # the Python API's callers may share one Answerer between threads
-        self.library = Library(store, query_limits, embedder)
-        bindings = dict(collections or {})
+        self.library = Library(collections.store, collections.query_limits, collections.embedder)
+        bindings = dict(collections.bound)
         for name in bindings:
             if name not in refs:
                 raise UsageError(
@@ -177,10 +170,7 @@ class Answerer:
             tokenizer,
             request["question"],
             request.get("context"),
-            s.template,
-            s.max_source,
-            s.overlap,
-            extractive=s.extractive,
+            s.shape,
             offsets_cache=offsets_cache,
             max_windows=max_windows,
         )
@@ -191,8 +181,8 @@ class Answerer:
         tokenizer = self.model_tokenizer
         fill(batch, self.engine.generate(generation_batch(batch, tokenizer, num_beams)), tokenizer)
 
-    def combine(self, reading: Reading) -> Answer:
-        return combine(reading, self.apply_threshold)
+    def choose_answer(self, reading: Reading) -> Answer:
+        return choose_answer(reading, self.apply_threshold)
 
     def answer(
         self,
@@ -255,8 +245,8 @@ class Answerer:
         num_beams: int = 1,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[Answer]:
-        """Answer planned readings: all their windows in length-sorted batches, then combine."""
+        """Answer planned readings: all their windows in length-sorted batches, then choose each answer."""
         with self.lock:
             separate = num_beams > 1 and not self.engine.capabilities.mixed_beam_batches
             read_all(readings, lambda batch: self.run(batch, num_beams), batch_size, separate, progress)
-            return [self.combine(reading) for reading in readings]
+            return [self.choose_answer(reading) for reading in readings]

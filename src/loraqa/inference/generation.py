@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from loraqa.inference.engines.base import Generated
+from loraqa.inference.engines.base import Generated, GenerationBatch
 from loraqa.inference.reading import (
     Answer,
     Job,
     Reading,
     WindowInput,
-    combine,
+    WindowShape,
+    choose_answer,
     fill,
     generation_batch,
     plan_reading,
@@ -122,19 +123,18 @@ def _lengths(sequences: torch.Tensor, eos: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def generate_scored(
-    model,
-    tokenizer,
-    sources: list[list[int]],
-    max_new_tokens: int,
-    num_beams: int = 1,
-    passages: list[list[int] | None] | None = None,
-    no_answer: list[list[int] | None] | None = None,
-    autocast_bf16: bool = False,
-    **generate_kwargs,
+    model, tokenizer, g: GenerationBatch, autocast_bf16: bool = False, **generate_kwargs
 ) -> list[Generated]:
-    """One batch: answers with their scores, in the input order. `passages` turns on the
-    extractive constraint for the rows that have one. autocast_bf16: a model being trained in
-    bf16 (bf16 frozen weights, fp32 adapter)."""
+    """One batch: answers with their scores, in the input order. The batch's `passages` turn on
+    the extractive constraint for the rows that have one. autocast_bf16: a model being trained in
+    bf16 (bf16 frozen weights, fp32 adapter). The batch's adapters are chosen by the caller."""
+    sources, max_new_tokens, num_beams, passages, no_answer = (
+        g.sources,
+        g.max_new_tokens,
+        g.num_beams,
+        g.passages,
+        g.no_answer,
+    )
     device = next(model.parameters()).device
     batch = tokenizer.pad({"input_ids": sources}, return_tensors="pt").to(device)
     lse, chosen = _LogSumExp(), _ChosenLogit()
@@ -203,17 +203,7 @@ def run_on_model(model, tokenizer, num_beams: int = 1, autocast_bf16: bool = Fal
         g = generation_batch(batch, tokenizer, num_beams)
         fill(
             batch,
-            generate_scored(
-                model,
-                tokenizer,
-                g.sources,
-                g.max_new_tokens,
-                g.num_beams,
-                passages=g.passages,
-                no_answer=g.no_answer,
-                autocast_bf16=autocast_bf16,
-                **generate_kwargs,
-            ),
+            generate_scored(model, tokenizer, g, autocast_bf16=autocast_bf16, **generate_kwargs),
             tokenizer,
         )
 
@@ -233,10 +223,9 @@ def read_rows(model, tokenizer, rows: list[dict], data_cfg, eval_cfg, autocast_b
                     tokenizer,
                     row["question"],
                     row.get("context"),
-                    data_cfg.template,
-                    data_cfg.max_source_length,
-                    data_cfg.window_overlap,
-                    eval_cfg.extractive,
+                    WindowShape(
+                        data_cfg.template, data_cfg.max_source_length, data_cfg.window_overlap, eval_cfg.extractive
+                    ),
                     row.get("title") or "",
                 ),
                 eval_cfg.max_new_tokens,
@@ -246,7 +235,7 @@ def read_rows(model, tokenizer, rows: list[dict], data_cfg, eval_cfg, autocast_b
             for row in rows
         ]
         read_all(readings, run_on_model(model, tokenizer, eval_cfg.num_beams, autocast_bf16), eval_cfg.batch_size)
-        return [combine(r, apply_threshold=False) for r in readings]
+        return [choose_answer(r, apply_threshold=False) for r in readings]
     finally:
         model.train(was_training)
 

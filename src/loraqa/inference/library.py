@@ -9,6 +9,7 @@ provenance carried through (inference/reading.py, `citations`).
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loraqa.errors import TooMuchWork
@@ -17,6 +18,16 @@ from loraqa.retrieval import Collection, Hit, QueryLimits, Store, open_store
 from loraqa.retrieval.filters import Filter
 from loraqa.retrieval.rerank import reranker
 from loraqa.retrieval.search import embedder_for, search
+
+
+@dataclass
+class CollectionSettings:
+    """Where an Answerer's questions that come without a passage are answered from."""
+
+    store: str | Path | None = None  # where collections live (default collections/)
+    bound: dict[str, str] = field(default_factory=dict)  # adapter -> the collection its questions are answered from
+    query_limits: QueryLimits | None = None  # what one search may ask (default 1,000 characters, 100 words)
+    embedder: str | None = None  # embeds questions for dense and hybrid search (default: each collection's own)
 
 
 class Library:
@@ -111,10 +122,7 @@ def plan_passages(
             tokenizer,
             question,
             hit.text,
-            settings.template,
-            settings.max_source,
-            settings.overlap,
-            extractive=settings.extractive,
+            settings.shape,
             title=hit.title,
             offsets_cache=offsets_cache,
             max_windows=budget,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from loraqa.artifacts import jsonl_line
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.inference.answerer import Answer, Answerer
+from loraqa.output_files import jsonl_line
 
 CHUNK_BATCHES = 4  # rows answered (and written) together: this many generation batches' worth
 

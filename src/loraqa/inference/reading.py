@@ -1,7 +1,7 @@
 """Reading one question over a document of any length: its windows in, one answer with evidence out.
 
 `plan_reading` turns a question and its passage into the model inputs of every window. The
-engine answers the windows (any number of questions' windows share batches). `combine` picks
+engine answers the windows (any number of questions' windows share batches). `choose_answer` picks
 the document's answer: each window's answer is scored by its length-normalised log-probability;
 windows that wrote the no-answer text abstain; the best-scored answer wins (for passages from a
 collection, their search scores count too: `passage_prior`); the document has no answer when every
@@ -60,7 +60,7 @@ class WindowInput:
 
 @dataclass
 class Reading:
-    """One question's plan: the windows to answer and how to combine them."""
+    """One question's plan: the windows to answer and how to choose among their answers."""
 
     adapter: str
     inputs: list[WindowInput]
@@ -77,14 +77,23 @@ class Reading:
         self.results = [None] * len(self.inputs)
 
 
+@dataclass(frozen=True)
+class WindowShape:
+    """How a passage is cut into model inputs: the prompt template, the tokens one input may hold,
+    how many tokens neighbouring windows share, and whether the passage's own token ids are kept
+    (extractive answering draws its answer from them)."""
+
+    template: str
+    max_source: int
+    overlap: int
+    extractive: bool = False
+
+
 def plan_reading(
     tokenizer,
     question: str,
     context: str | None,
-    template: str,
-    max_source: int,
-    overlap: int,
-    extractive: bool = False,
+    shape: WindowShape,
     title: str = "",
     offsets_cache: dict | None = None,
     max_windows: int | None = None,
@@ -94,6 +103,7 @@ def plan_reading(
     offsets_cache: passage -> its token offsets, shared by the questions of one request that read
     the same document (tokenised once). max_windows: refuse a passage needing more windows,
     before any window is encoded."""
+    template, max_source, overlap, extractive = shape.template, shape.max_source, shape.overlap, shape.extractive
     row = {"question": question, "context": context or "", "title": title, "answers": {"text": []}}
     if not uses_context(template):
         return [WindowInput(encode_prompt(tokenizer, template, row, None, max_source), None, None)]
@@ -123,7 +133,7 @@ def _abstains(text: str, no_answer_text: str | None) -> bool:
     return not text.strip() or (no_answer_text is not None and text.strip() == no_answer_text)
 
 
-def combine(reading: Reading, apply_threshold: bool = True) -> Answer:
+def choose_answer(reading: Reading, apply_threshold: bool = True) -> Answer:
     """The document's answer from its windows' answers."""
     results = reading.results
     cited = [] if reading.hits is not None else None

@@ -17,11 +17,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from loraqa.adapters.folder import AdapterRef, check_regular_files, resolve_adapter
 from loraqa.adapters.names import NAME_PATTERN
-from loraqa.artifacts import AdapterRef, check_regular_files, resolve_adapter
 from loraqa.domain_profile import DomainProfile
 from loraqa.errors import AdapterExists, AdapterNotFound, LoraqaError, UsageError
 from loraqa.inference.engines import BASE, ENGINE_MARKERS, Engine
+from loraqa.inference.reading import WindowShape
 from loraqa.inference.routing import AUTO, route
 from loraqa.modeling.files import refuse_pickle
 
@@ -60,6 +61,10 @@ class ReadingSettings:
     mode: str = "auto"  # how its collection is searched (retrieval.mode)
     rerank_model: str | None = None  # a cross-encoder re-scoring the search's best rerank_candidates
     rerank_candidates: int = 20
+
+    @property
+    def shape(self) -> WindowShape:
+        return WindowShape(self.template, self.max_source, self.overlap, self.extractive)
 
     @classmethod
     def of(cls, ref: AdapterRef) -> ReadingSettings:

@@ -34,9 +34,10 @@ def _combined_bias(position_bias, mask, batch: int, heads: int, q_len: int, k_le
     return combined
 
 
-def fused_t5_attention(
-    module, query, key, value, attention_mask, scaling=None, dropout=0.0, position_bias=None, **kwargs
-):
+def fused_t5_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' attention-function signature (AttentionInterface); T5 passes its relative
+    position bias among the keyword arguments."""
+    position_bias = kwargs.get("position_bias")
     batch, heads, q_len, head_dim = query.shape
     k_len = key.shape[-2]
     if scaling is None:

@@ -76,15 +76,15 @@ def add_paths(
     paths: list[str] | Walk,
     settings: Settings | None = None,
     limits: DocumentsConfig | None = None,
-    follow_links: bool = False,
     progress: Callable[[str], None] | None = None,
     embedder: str | None = None,
     embedder_engine: str | None = None,
 ) -> IngestReport:
-    """Add every file `paths` names (or a Walk already made of them) to the collection `name`
+    """Add every file `paths` names (or a Walk already made of them, find_files() following
+    folder links if asked) to the collection `name`
     of `store`, made with `settings` (and the embedder `embedder`: its passages get vectors) if
     it is new; progress(file) after each file."""
-    walk = paths if isinstance(paths, Walk) else find_files(paths, follow_links)
+    walk = paths if isinstance(paths, Walk) else find_files(paths)
     report = IngestReport(files=len(walk.files), skipped=list(walk.skipped))
     collection = _existing(store, name)
     settings = collection.settings if collection is not None else (settings or Settings())

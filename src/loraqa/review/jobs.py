@@ -17,10 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loraqa.artifacts import jsonl_line, write_atomic, write_json
 from loraqa.data.loading import normalise_row, raw_rows
 from loraqa.documents.names import without_surrogates
 from loraqa.errors import LoraqaError, UsageError
+from loraqa.output_files import jsonl_line, write_atomic, write_json
 from loraqa.review.label_studio import (
     LABEL_CONFIG,
     NO_ANSWER,

@@ -18,6 +18,7 @@ from pathlib import Path
 from loraqa.errors import AdapterNotFound, LoraqaError, UnknownCollection
 from loraqa.inference.answerer import AUTO, BASE, Answerer
 from loraqa.inference.routing import route
+from loraqa.serving.adapter_cache import AdapterCache
 from loraqa.serving.scopes import Scope
 
 HIDDEN_PATH = "<server path>"
@@ -55,24 +56,21 @@ class Access:
     def __init__(
         self,
         answerer: Answerer,
-        library=None,
+        adapter_cache: AdapterCache,
         exposed: list[str] | tuple[str, ...] = (),
         adapter_root: Path | None = None,
         store: str | Path | None = None,
     ):
-        """library: the adapter root's AdapterLibrary (None: no root); exposed: collections
-        reachable without being bound to an adapter."""
-        self.answerer, self.library, self.exposed = answerer, library, frozenset(exposed)
+        """exposed: collections reachable without being bound to an adapter."""
+        self.answerer, self.adapter_cache, self.exposed = answerer, adapter_cache, frozenset(exposed)
         self.adapter_root, self.store = adapter_root, store
 
     # ------------------------------------------------------------ adapters
 
     def all_adapters(self) -> list[str]:
         """The adapters and `base`: with an adapter root also those of the root not loaded now."""
-        names = self.answerer.names
-        if self.library is None:
-            return names
-        return self.library.names + [n for n in names if n not in self.library.names]
+        cached = self.adapter_cache.names
+        return cached + [n for n in self.answerer.names if n not in cached]
 
     def adapters(self, scope: Scope) -> list[str]:
         return [n for n in self.all_adapters() if scope.may_use(n)]
@@ -82,7 +80,7 @@ class Access:
         return self.adapters(scope) + [AUTO]
 
     def exists(self, name: str) -> bool:
-        return name in self.answerer.names or (self.library is not None and self.library.knows(name))
+        return name in self.answerer.names or self.adapter_cache.knows(name)
 
     def adapter(self, scope: Scope, requested: str | None) -> str:
         """The adapter a request names (default: the first the key may use), checked; `auto` is
@@ -100,10 +98,7 @@ class Access:
         return requested
 
     def profiles(self, scope: Scope) -> dict:
-        if self.library is not None:
-            found = self.library.profiles()
-        else:
-            found = {n: a.profile for n, a in self.answerer.registry.adapters.items() if a.profile is not None}
+        found = self.adapter_cache.profiles()
         return {n: p for n, p in found.items() if scope.may_use(n)}
 
     def profile(self, name: str):
@@ -111,7 +106,7 @@ class Access:
         adapter = self.answerer.adapter(name)
         if adapter is not None:
             return adapter.profile
-        entry = self.library.catalogue.get(name) if self.library is not None else None
+        entry = self.adapter_cache.catalogue.get(name)
         return entry.profile if entry is not None else None
 
     def route(self, scope: Scope, question: str, context: str | None) -> tuple[str, float]:
@@ -183,9 +178,8 @@ class Access:
         for adapter in self.answerer.registry.adapters.values():
             add(adapter.source)
             add(adapter.ref.run_dir)
-        if self.library is not None:
-            for entry in self.library.catalogue.values():
-                add(entry.folder)
+        for entry in self.adapter_cache.catalogue.values():
+            add(entry.folder)
         return sorted((f for f in found if len(f) > 1), key=len, reverse=True)
 
     def redact(self, message: str, scope: Scope | None) -> str:

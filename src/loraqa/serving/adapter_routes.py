@@ -15,14 +15,13 @@ already queued or running for it, then detaches it on the model thread, between 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of the handlers
 # at run time to tell a Request or a body model from a query parameter.
 import asyncio
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from loraqa.adapters.names import NAME_PATTERN
-from loraqa.artifacts import adapter_files, resolve_adapter
-from loraqa.errors import AdapterNotFound, LoraqaError, NotAnAdapter
+from loraqa.adapters.root import find_in_root
+from loraqa.errors import LoraqaError
 from loraqa.serving.context import ApiError, is_admin, scope_of, state
 
 router = APIRouter()
@@ -44,22 +43,6 @@ class AdapterLoad(BaseModel):
     )
 
 
-def find_in_root(root: Path, given: str):
-    """The adapter at `given` inside `root`, every file of it inside `root` too; else one message."""
-    not_found = AdapterNotFound(f"no adapter at '{given}' in the server's adapter root")
-    root = root.resolve()
-    try:
-        folder = (root / given).resolve(strict=True)  # an absolute `given` replaces root here
-        if not folder.is_relative_to(root):
-            raise not_found
-        ref = resolve_adapter(folder)
-        if any(not f.resolve(strict=True).is_relative_to(root) for f in adapter_files(ref)):
-            raise not_found
-    except (OSError, RuntimeError, ValueError, NotAnAdapter):  # missing, a link loop, a NUL in the path, no adapter
-        raise not_found from None
-    return ref
-
-
 @router.get("/v1/adapters")
 async def list_adapters(request: Request):
     """The adapters the key may use; where each was loaded from only for an admin key."""
@@ -79,7 +62,7 @@ async def list_adapters(request: Request):
             where = (
                 adapter.source
                 if adapter
-                else (s.library.catalogue[name].folder if s.library and name in s.library.catalogue else None)
+                else (s.adapter_cache.catalogue[name].folder if name in s.adapter_cache.catalogue else None)
             )
             item["path"] = str(where) if where else None
         return item

@@ -10,6 +10,7 @@ keys, content type, body size, request ids, errors: serving/guard.py), one set o
 # No `from __future__ import annotations` here: FastAPI reads the annotations of the handlers
 # and dependencies at run time to tell a Request or a body model from a query parameter.
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -25,19 +26,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loraqa.artifacts import resolve_adapter
+from loraqa.adapters.folder import resolve_adapter
 from loraqa.errors import LoraqaError
 from loraqa.inference.answerer import BASE, Answerer
 from loraqa.inference.engines import engine_type
 from loraqa.serving import adapter_routes, answer_routes, openai_routes
 from loraqa.serving.access import Access
-from loraqa.serving.adapter_library import AdapterLibrary
+from loraqa.serving.adapter_cache import AdapterCache
 from loraqa.serving.batching import Batcher
 from loraqa.serving.context import ApiError, ServerState
 from loraqa.serving.guard import BodyTooLarge, RequestGuard, allowed_hosts
-from loraqa.serving.limits import ServerLimits
 from loraqa.serving.memory import bound_kernel_cache
 from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics
+from loraqa.serving.options import ServedModels, ServeOptions
 from loraqa.serving.scopes import KeyRing
 from loraqa.serving.startup import say_ready
 
@@ -74,35 +75,16 @@ def _validation_response(path: str, exc: RequestValidationError) -> JSONResponse
     )
 
 
-def create_app(
-    answerer: Answerer,
-    api_key: str | None = None,
-    window_ms: float = 10.0,
-    max_batch: int = 32,
-    limits: ServerLimits | None = None,
-    max_batch_tokens: int = 8192,
-    admin_key: str | None = None,
-    adapter_root: str | Path | None = None,
-    host: str = "127.0.0.1",
-    allowed_host: list[str] | None = None,
-    cors_origins: list[str] | None = None,
-    max_loaded: int | None = None,
-    pin: list[str] | None = None,
-    keys_file: str | Path | None = None,
-    expose_collections: list[str] | None = None,
-    store: str | Path | None = None,
-) -> FastAPI:
-    """The app over one Answerer. api_key asks questions; admin_key also loads and unloads
-    adapters, from adapter_root only; keys_file: keys with scopes (serving/scopes.py), beside
-    them. host: the address it is served on (the Host names it answers to follow from it, plus
-    allowed_host). With adapter_root, every adapter in it can be asked for and is loaded on
-    demand, at most max_loaded attached (default: the adapter limit), the least recently used
-    detached first, those in pin (and those given at start) kept. Collections are reachable when
-    bound to an adapter or named in expose_collections (and in a key's scope); store: where
-    they are, never shown to a key that is not an admin's."""
-    limits = limits or ServerLimits()
-    keys = KeyRing.build(api_key, admin_key, keys_file)
-    for name in expose_collections or ():
+def create_app(answerer: Answerer, options: ServeOptions | None = None) -> FastAPI:
+    """The app over one Answerer (serving/options.py says what each option does). With an adapter
+    root, every adapter in it can be asked for and is loaded on demand, at most max_loaded
+    attached, the least recently used detached first, those pinned (and those given at start)
+    kept. Collections are reachable when bound to an adapter or exposed (and in a key's scope);
+    the store they are in is never shown to a key that is not an admin's."""
+    o = options or ServeOptions()
+    limits, adapter_root, max_loaded, pin = o.limits, o.adapter_root, o.max_loaded, o.pin
+    keys = KeyRing.build(o.api_key, o.admin_key, o.keys_file)
+    for name in o.expose_collections:
         answerer.library.open(name)  # an unknown collection is refused at start
     root = Path(adapter_root).resolve() if adapter_root else None
     if root is not None and not root.is_dir():
@@ -114,35 +96,32 @@ def create_app(
         )
     registry.max_adapters = limits.max_adapters  # the server's limit governs later loads
     batcher = Batcher(
-        answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, max_batch_tokens=max_batch_tokens
+        answerer, window_ms=o.window_ms, max_batch=o.max_batch, limits=limits, max_batch_tokens=o.max_batch_tokens
     )
     metrics = ServerMetrics(queue_depth=lambda: batcher.queued, adapters_loaded=lambda: len(registry.adapters))
     batcher.on_batch = metrics.batch_size.observe
-    library = None
     if root is not None:
         if max_loaded is not None and max_loaded < 1:
             raise UsageError(f"--max-loaded must be at least 1, got {max_loaded}")
         cap = max_loaded or limits.max_adapters
         registry.max_adapters = max(limits.max_adapters, cap)
         batcher.pause_between_batches_s = 0.002
-        library = AdapterLibrary(
-            root,
-            registry,
-            batcher,
-            cap,
-            set(pin or ()),
-            find=adapter_routes.find_in_root,
-            max_bytes=limits.max_adapter_mb * 2**20,
-            metrics=metrics,
-        )
     elif pin or max_loaded:
         raise UsageError("--pin and --max-loaded manage the adapters of an adapter root: give --adapter-root")
+    adapter_cache = AdapterCache(
+        registry,
+        batcher,
+        root,
+        max_loaded=cap if root is not None else None,
+        pinned=set(pin),
+        max_bytes=limits.max_adapter_mb * 2**20,
+        metrics=metrics,
+    )
 
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
-        if library is not None:
-            await library.load_pinned()
+        await adapter_cache.load_pinned()
         yield
         await batcher.stop()
 
@@ -152,8 +131,8 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
-    access = Access(answerer, library, expose_collections or (), root, store)
-    app.state.loraqa = ServerState(answerer, batcher, metrics, keys, limits, root, access, library)
+    access = Access(answerer, adapter_cache, o.expose_collections, root, o.store)
+    app.state.loraqa = ServerState(answerer, batcher, metrics, keys, limits, root, access, adapter_cache)
     app.state.batcher = batcher
 
     def adapter_label(name: str | None) -> str:
@@ -165,10 +144,10 @@ def create_app(
         if route not in UNCOUNTED:
             metrics.observe_request(adapter, route, status, seconds, key)
 
-    if cors_origins:
+    if o.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=list(cors_origins),
+            allow_origins=list(o.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type", "x-request-id"],
             expose_headers=["x-request-id"],
@@ -177,7 +156,7 @@ def create_app(
     app.add_middleware(
         RequestGuard,
         keys=keys,
-        hosts=allowed_hosts(host, allowed_host or []),
+        hosts=allowed_hosts(o.host, o.allowed_host),
         max_body=limits.max_body_bytes,
         render_error=error_body,
         observe=observe,
@@ -241,40 +220,13 @@ def root_base_model(root: Path, engine: str = "pytorch") -> str | None:
     return None
 
 
-def run_server(
-    adapters: dict[str, str],
-    host: str,
-    port: int,
-    base_model: str | None = None,
-    window_ms: float = 10.0,
-    max_batch: int = 32,
-    allow_pickle: bool = False,
-    engine: str = "pytorch",
-    limits: ServerLimits | None = None,
-    store: str | None = None,
-    collections: dict | None = None,
-    **app_options,
-) -> None:
-    """Load the adapters and serve them until stopped; store and collections (adapter ->
-    collection) say where questions without a passage are answered from; app_options go to
-    create_app (keys, adapter root, allowed hosts, CORS origins)."""
+def run_server(models: ServedModels, options: ServeOptions) -> None:
+    """Load the models and serve them until stopped."""
     uvicorn = require_extra("serve", "loraqa's HTTP server")["uvicorn"]
-    limits = limits or ServerLimits()
-    if not adapters and not base_model and app_options.get("adapter_root"):
-        base_model = root_base_model(Path(app_options["adapter_root"]), engine)
+    if not models.adapters and not models.base_model and options.adapter_root:
+        models = replace(models, base_model=root_base_model(Path(options.adapter_root), models.engine))
     bound_kernel_cache()
-    answerer = Answerer(
-        adapters,
-        base_model=base_model,
-        allow_pickle=allow_pickle,
-        engine=engine,
-        max_adapters=limits.max_adapters,
-        store=store,
-        collections=collections,
-        query_limits=limits.query_limits,
-    )
-    app = create_app(
-        answerer, window_ms=window_ms, max_batch=max_batch, limits=limits, host=host, store=store, **app_options
-    )
+    answerer = models.load(options)
+    app = create_app(answerer, options)
     say_ready(answerer, "server")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=options.host, port=options.port, log_level="warning")

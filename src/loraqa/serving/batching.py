@@ -104,7 +104,7 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self.batches = 0
         self.on_batch = None  # called with each model call's number of windows (metrics)
-        # Set by the adapter library: after each batch, let the requests it answered finish (and
+        # Set by the adapter cache: after each batch, let the requests it answered finish (and
         # let go of their adapters) so that adapter swaps reach the model thread before the next
         # batch, instead of one swap per batch.
         self.pause_between_batches_s = 0.0
@@ -210,7 +210,7 @@ class Batcher:
             )
         ticket = Ticket(readings, asyncio.get_running_loop().create_future(), request_id)
         if ticket.total == 0:  # nothing to read (a collection with no passage above its min_score)
-            ticket.future.set_result([self.answerer.combine(r) for r in readings])
+            ticket.future.set_result([self.answerer.choose_answer(r) for r in readings])
             return ticket
         self.waiting.append(ticket)
         self.tickets.add(ticket)
@@ -328,7 +328,7 @@ class Batcher:
             ticket.answered += len(jobs)
             if ticket.answered == ticket.total and not ticket.future.done():
                 try:
-                    ticket.future.set_result([self.answerer.combine(r) for r in ticket.readings])
+                    ticket.future.set_result([self.answerer.choose_answer(r) for r in ticket.readings])
                 except Exception as exc:  # noqa: BLE001 - a bad result fails its own request only
                     ticket.future.set_exception(exc)
             self._settle(ticket)

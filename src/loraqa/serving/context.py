@@ -20,6 +20,7 @@ from loraqa.errors import AdapterNotFound, LoraqaError, UnknownCollection
 from loraqa.inference.answerer import AUTO, Answerer
 from loraqa.inference.reading import Answer
 from loraqa.serving.access import Access
+from loraqa.serving.adapter_cache import AdapterCache
 from loraqa.serving.batching import Batcher, ClientGone
 from loraqa.serving.limits import ServerLimits
 from loraqa.serving.metrics import ServerMetrics
@@ -55,7 +56,7 @@ class ServerState:
     limits: ServerLimits
     adapter_root: Path | None  # where POST /v1/adapters may load from; None: hot loading is off
     access: Access  # what each key may reach and see
-    library: object = None  # AdapterLibrary: the root's adapters loaded on demand (None: off)
+    adapter_cache: AdapterCache  # the adapters requests may name, loaded on demand from the root
 
 
 def state(request: Request) -> ServerState:
@@ -109,12 +110,7 @@ async def ask(request: Request, questions: list[dict]) -> list[Answer]:
     request.state.adapter = questions[0].get("adapter") or s.answerer.default_adapter()  # labels: see adapter_label
     try:
         questions, routed = _checked(request, questions)
-        if s.library is not None:
-            async with s.library.hold({q["adapter"] for q in questions}, s.limits.request_timeout_s):
-                answers = await s.batcher.submit(
-                    questions, request.state.request_id, disconnected=request.is_disconnected
-                )
-        else:
+        async with s.adapter_cache.hold({q["adapter"] for q in questions}, s.limits.request_timeout_s):
             answers = await s.batcher.submit(questions, request.state.request_id, disconnected=request.is_disconnected)
     except LoraqaError as exc:  # out of scope, bad input found while planning, limits, deadline, an adapter gone
         raise ApiError.of(exc, request) from None

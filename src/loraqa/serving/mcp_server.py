@@ -44,10 +44,12 @@ from pydantic import BaseModel, Field
 from loraqa.inference.answerer import AUTO, BASE, Answerer
 from loraqa.retrieval.filters import Filter
 from loraqa.serving.access import Access
+from loraqa.serving.adapter_cache import AdapterCache
 from loraqa.serving.batching import Batcher
 from loraqa.serving.guard import allowed_hosts
 from loraqa.serving.limits import ServerLimits
 from loraqa.serving.memory import bound_kernel_cache
+from loraqa.serving.options import ServedModels, ServeOptions
 from loraqa.serving.scopes import OPEN, KeyRing, Scope
 from loraqa.serving.startup import say_ready
 
@@ -139,7 +141,7 @@ def build_server(
     descriptions = dict(descriptions or {})
     limits = limits or ServerLimits()
     batcher = Batcher(answerer, limits=limits)
-    access = Access(answerer, exposed=exposed, store=store)
+    access = Access(answerer, AdapterCache(answerer.registry, batcher), exposed=exposed, store=store)
     server = MCPServer(
         "loraqa",
         instructions="Answer questions from documents with domain-specific LoRA adapters. "
@@ -312,47 +314,23 @@ def http_app(server: MCPServer, host: str, keys: KeyRing, limits: ServerLimits, 
     return BearerKey(app, keys)
 
 
-def run_mcp(
-    adapters: dict[str, str],
-    base_model: str | None,
-    descriptions: dict[str, str],
-    http_port: int | None,
-    host: str = "127.0.0.1",
-    allow_pickle: bool = False,
-    engine: str = "pytorch",
-    api_key: str | None = None,
-    allowed_host: list[str] | None = None,
-    limits: ServerLimits | None = None,
-    store: str | None = None,
-    collections: dict | None = None,
-    keys_file: str | None = None,
-    expose_collections: list[str] | None = None,
-) -> None:
-    unknown = [n for n in descriptions if n not in adapters]
+def run_mcp(models: ServedModels, options: ServeOptions, descriptions: dict[str, str]) -> None:
+    """Serve the models as MCP tools until stopped: over streamable HTTP on options.port, or over
+    stdio when it is None. descriptions: adapter -> how list_domains describes it."""
+    unknown = [n for n in descriptions if n not in models.adapters]
     if unknown:
         raise UsageError(
-            f"{option('describe')} names {unknown[0]}, which is not one of the adapters: {', '.join(adapters)}"
+            f"{option('describe')} names {unknown[0]}, which is not one of the adapters: {', '.join(models.adapters)}"
         )
-    keys = KeyRing.build(api_key, None, keys_file)
-    limits = limits or ServerLimits()
+    keys = KeyRing.build(options.api_key, None, options.keys_file)
     bound_kernel_cache()
-    answerer = Answerer(
-        adapters,
-        base_model=base_model,
-        allow_pickle=allow_pickle,
-        engine=engine,
-        max_adapters=limits.max_adapters,
-        store=store,
-        collections=collections,
-        query_limits=limits.query_limits,
-    )
-    for name in expose_collections or ():
+    answerer = models.load(options)
+    for name in options.expose_collections:
         answerer.library.open(name)  # an unknown collection is refused at start
-    server, _ = build_server(answerer, descriptions, limits, expose_collections or (), store)
+    server, _ = build_server(answerer, descriptions, options.limits, options.expose_collections, options.store)
     say_ready(answerer, "MCP server")
-    if http_port is None:
+    if options.port is None:
         server.run("stdio")
         return
-    _mcp["uvicorn"].run(
-        http_app(server, host, keys, limits, allowed_host or []), host=host, port=http_port, log_level="warning"
-    )
+    app = http_app(server, options.host, keys, options.limits, options.allowed_host)
+    _mcp["uvicorn"].run(app, host=options.host, port=options.port, log_level="warning")

@@ -40,7 +40,7 @@ class ServerMetrics:
             registry=self.registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
         )
-        # the adapter library (--adapter-root): labels are the root's adapter names, a set the
+        # the adapter cache (--adapter-root): labels are the root's adapter names, a set the
         # server's operator controls, not its clients
         self.adapter_loads = Counter(
             "loraqa_adapter_loads",

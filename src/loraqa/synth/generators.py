@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from loraqa.synth.candidates import answer_candidates
 from loraqa.synth.sampling import SourcePassage
@@ -40,6 +41,18 @@ class GeneratorStats:
     extra: dict = field(default_factory=dict)
 
 
+class QuestionWriter(Protocol):
+    """What synthesise() asks questions of: a local adapter (LocalGenerator) or an
+    OpenAI-compatible endpoint (OpenAIGenerator)."""
+
+    label: str  # noted in every row it wrote
+    stats: GeneratorStats
+
+    def generate(
+        self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None
+    ) -> list[Draft]: ...
+
+
 class LocalGenerator:
     """Questions from a question-generation adapter loaded in an Answerer (as adapter `name`)."""
 
@@ -63,16 +76,3 @@ class LocalGenerator:
         return [
             Draft(i, a.answer, answer, start, cut_off=not a.stopped) for (i, answer, start), a in zip(plans, written)
         ]
-
-
-class GivenPairs:
-    """Pairs that exist already (written by people, or by another tool), to be checked and
-    filtered like generated ones."""
-
-    def __init__(self, drafts: list[Draft], label: str = "given"):
-        self.drafts, self.label, self.stats = drafts, label, GeneratorStats()
-
-    def generate(
-        self, passages: list[SourcePassage], progress: Callable[[int, int], None] | None = None
-    ) -> list[Draft]:
-        return list(self.drafts)

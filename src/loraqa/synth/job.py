@@ -13,14 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loraqa.adapters.folder import resolve_adapter
 from loraqa.adapters.names import BASE
-from loraqa.artifacts import jsonl_line, resolve_adapter, write_atomic, write_json
 from loraqa.config.schema import DocumentsConfig
 from loraqa.errors import LoraqaError, UsageError
 from loraqa.inference.answerer import Answerer
+from loraqa.output_files import jsonl_line, write_atomic, write_json
 from loraqa.retrieval import open_store
 from loraqa.synth.generators import LocalGenerator
-from loraqa.synth.openai_generator import OpenAIGenerator
+from loraqa.synth.openai_generator import Endpoint, OpenAIGenerator
 from loraqa.synth.pipeline import Reader, SynthReport, synthesise
 from loraqa.synth.replies import load_prompt
 from loraqa.synth.reply_cache import ReplyCache
@@ -29,21 +30,6 @@ from loraqa.synth.sampling import collection_passages, file_passages, sample_pas
 
 def report_path(output: Path) -> Path:
     return output.with_name(output.name + ".report.json")
-
-
-@dataclass
-class Endpoint:
-    """Where --generator openai asks, and how."""
-
-    base_url: str | None = None
-    ask: str = "pairs"  # pairs | questions (see synth/openai_generator.py)
-    concurrency: int = 4
-    retries: int = 5
-    timeout: float = 120.0
-    prompt_file: str | None = None
-    cache: str | None = None  # default: OUTPUT.cache.sqlite
-    max_tokens: int | None = None
-    max_reply_kb: float = 256  # a longer reply is malformed (and never cached)
 
 
 def cache_path(output: Path) -> Path:
@@ -60,21 +46,7 @@ def build_openai(endpoint: Endpoint, model: str | None, output: Path, per_passag
     cache = ReplyCache(endpoint.cache or cache_path(output))
     # Local servers (vLLM, Ollama, loraqa serve without a key) take any key; the client needs one.
     key = os.environ.get("OPENAI_API_KEY") or "none"
-    return OpenAIGenerator(
-        endpoint.base_url,
-        model,
-        key,
-        cache,
-        endpoint.ask,
-        per_passage,
-        endpoint.concurrency,
-        endpoint.retries,
-        endpoint.timeout,
-        prompt,
-        seed,
-        endpoint.max_tokens,
-        endpoint.max_reply_kb,
-    )
+    return OpenAIGenerator(endpoint, model, key, cache, prompt, per_passage, seed)
 
 
 def build_reader(reader: str | None, allow_pickle: bool = False):
@@ -212,18 +184,8 @@ def run_synth(
         writer, judge = build_models(generator, adapter, model, reader, allow_pickle)
         gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", o.per_passage, seed)
     if judge is not None:
-        judge.margin = roundtrip_margin
-    rows, report = synthesise(
-        picked,
-        gen,
-        judge,
-        min_roundtrip_f1,
-        unanswerable,
-        seed,
-        progress,
-        check_names=o.check_names,
-        reader_spans=spans == "reader",
-    )
+        judge.margin, judge.min_f1, judge.spans = roundtrip_margin, min_roundtrip_f1, spans == "reader"
+    rows, report = synthesise(picked, gen, judge, unanswerable, seed, progress, check_names=o.check_names)
     report.skipped_files = skipped
     write_atomic(out, "".join(jsonl_line(r) for r in rows))
     write_json(report_path(out), report.as_dict())

@@ -50,23 +50,34 @@ class EndpointError(LoraqaError):
     rate limited after the retries): the run stops, the replies cached so far stay."""
 
 
+@dataclass
+class Endpoint:
+    """Where --generator openai asks, and how."""
+
+    base_url: str | None = None
+    ask: str = PAIRS  # pairs | questions (see above)
+    concurrency: int = 4
+    retries: int = 5
+    timeout: float = 120.0
+    prompt_file: str | None = None
+    cache: str | None = None  # default: OUTPUT.cache.sqlite
+    max_tokens: int | None = None
+    max_reply_kb: float = 256  # a longer reply is malformed (and never cached)
+
+
 class OpenAIGenerator:
     def __init__(
         self,
-        base_url: str,
+        endpoint: Endpoint,
         model: str,
         api_key: str,
         cache: ReplyCache,
-        ask: str = PAIRS,
-        per_passage: int = 3,
-        concurrency: int = 4,
-        retries: int = 5,
-        timeout: float = 120.0,
         prompt: str = DEFAULT_PROMPT,
+        per_passage: int = 3,
         seed: int = 42,
-        max_tokens: int | None = None,
-        max_reply_kb: float = 256,
     ):
+        ask, base_url, retries, timeout = endpoint.ask, endpoint.base_url, endpoint.retries, endpoint.timeout
+        concurrency, max_tokens, max_reply_kb = endpoint.concurrency, endpoint.max_tokens, endpoint.max_reply_kb
         if ask not in (PAIRS, QUESTIONS):
             raise UsageError(f"unknown way to ask {ask!r}; use {PAIRS} or {QUESTIONS}")
 

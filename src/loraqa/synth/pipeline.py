@@ -24,7 +24,7 @@ from loraqa.synth.checks import (
     round_trip_f1,
     unknown_names,
 )
-from loraqa.synth.generators import Draft
+from loraqa.synth.generators import Draft, QuestionWriter
 from loraqa.synth.sampling import SourcePassage
 
 
@@ -55,12 +55,21 @@ class Reader:
     `margin` below its own answer's score (mean log-probability per token). A reader that
     cannot yet tell two people of a passage apart often gives the other person's city for
     "Where was X born?": the round trip alone then drops the right pair, while a city for a
-    question about a job, or the other person's city offered as X's, stays far less likely."""
+    question about a job, or the other person's city offered as X's, stays far less likely.
+
+    min_f1: the round trip confirms a pair whose answer the reader's matches with at least this
+    F1. spans: where the reader confirms a pair but draws the answer's bounds otherwise (F1
+    below 1, its answer overlapping the pair's in the passage), keep the reader's span: the
+    writer's answer was a candidate picked by pattern or an LLM's quote ("a grey kettle" for
+    "What colour is the kettle...?"), the reader's is what the question asks ("grey"), in the
+    bounds the QA data it learned from draws. The writer's answer stays in the row."""
 
     answerer: object
     adapter: str
     batch_size: int = 16
     margin: float | None = None
+    min_f1: float = 0.5
+    spans: bool = True
 
     def answers(self, pairs: list[tuple[str, str]], progress=None) -> list:
         """The reader's Answer to each (question, passage); its text is "" where it abstained."""
@@ -83,23 +92,18 @@ class Reader:
 
 def synthesise(
     passages: list[SourcePassage],
-    generator,
+    generator: QuestionWriter,
     reader: Reader | None,
-    min_roundtrip_f1: float = 0.5,
     unanswerable: float = 0.0,
     seed: int = 42,
     progress: Callable[[str, int, int], None] | None = None,
     check_names: bool = True,
-    reader_spans: bool = True,
 ) -> tuple[list[dict], SynthReport]:
-    """Rows that passed every check, and the report. unanswerable: the share of kept pairs that
-    also get a copy asked against a passage of another document, with no answer. progress(stage,
-    done, total). check_names: drop a question that names what the passage never mentions.
-    reader_spans: where the reader confirms a pair but draws the answer's bounds otherwise (F1
-    below 1, its answer overlapping the pair's in the passage), keep the reader's span: the
-    writer's answer was a candidate picked by pattern or an LLM's quote ("a grey kettle" for
-    "What colour is the kettle...?"), the reader's is what the question asks ("grey"), in the
-    bounds the QA data it learned from draws. The writer's answer stays in the row."""
+    """Rows that passed every check (the reader's round trip among them: see Reader), and the
+    report. unanswerable: the share of kept pairs that also get a copy asked against a passage
+    of another document, with no answer. progress(stage, done, total). check_names: drop a
+    question that names what the passage never mentions."""
+    min_roundtrip_f1 = reader.min_f1 if reader is not None else 0.0
     report = SynthReport(
         passages=len(passages),
         min_roundtrip_f1=min_roundtrip_f1 if reader else None,
@@ -141,7 +145,7 @@ def synthesise(
             round_trip_f1(s.answer, passages[d.passage].text[at : at + len(d.answer.strip())])
             for s, (d, at) in zip(said, located)
         ]
-        if reader_spans:
+        if reader.spans:
             for i, (s, score) in enumerate(zip(said, scores)):
                 if min_roundtrip_f1 <= score < 1 and _overlaps(s, *located[i]):
                     d = located[i][0]

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from loraqa import optional
 from loraqa.distributed import is_main_process
-from loraqa.run_artifacts import TRACKING_FILE, allow_file_store
+from loraqa.tracker_files import TRACKING_FILE, allow_file_store
 
 _PACKAGE = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow"}
 

@@ -15,18 +15,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from loraqa.artifacts import (
-    check_run_dir,
-    default_run_name,
-    environment,
-    jsonl_line,
-    last_checkpoint,
-    prepare_run_dir,
-    remove_incomplete_checkpoints,
-    save_model_folder,
-    write_atomic,
-    write_json,
-)
+from loraqa.adapters.folder import save_model_folder
 from loraqa.config import Config, dump_config, load_saved_config
 from loraqa.config.templates import uses_context
 from loraqa.data.features import build_features
@@ -38,11 +27,19 @@ from loraqa.modeling.files import load_tokenizer
 from loraqa.modeling.loading import configure_base, load_base_model, load_seq2seq_config, quantization_config
 from loraqa.modeling.lora import add_lora, parameter_counts
 from loraqa.modeling.precision import resolve_device, resolve_dtype
+from loraqa.output_files import jsonl_line, write_atomic, write_json
 from loraqa.reporting import say
-from loraqa.run_artifacts import TRAIN_PREDICTIONS, log_training_artifacts
+from loraqa.run_dir import (
+    check_run_dir,
+    default_run_name,
+    environment,
+    last_checkpoint,
+    prepare_run_dir,
+    remove_incomplete_checkpoints,
+)
+from loraqa.tracker_files import TRAIN_PREDICTIONS, log_training_artifacts
 from loraqa.training import tracking
-from loraqa.training.callbacks import GracefulInterrupt
-from loraqa.training.trainer import build_trainer
+from loraqa.training.trainer import LoraqaTrainer, TrainerData, build_trainer
 
 # long paths must not be wrapped mid-line; under torchrun only rank 0 reports
 
@@ -117,22 +114,18 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
             | {"parameters": params, "model_type": setup.model_config.model_type},
         )
     report_to = tracking.setup_tracking(cfg.track, run_dir, run_dir.name)
-    interrupt = GracefulInterrupt()
     trainer = build_trainer(
         cfg,
         model,
         tokenizer,
-        train_ds,
-        eval_ds,
-        data.test_rows,
+        TrainerData(train_ds, eval_ds, data.test_rows),
         run_dir,
         setup.dtype,
         setup.device,
         report_to,
-        interrupt,
     )
     say_micro_batches(cfg, trainer)
-    metrics = run_trainer(trainer, run_dir, resume, interrupt)
+    metrics = run_trainer(trainer, run_dir, resume)
     if main:
         save_adapter(trainer, tokenizer, cfg, data, run_dir)
         save_eval_answers(trainer, run_dir)
@@ -207,7 +200,7 @@ def say_micro_batches(cfg: Config, trainer) -> None:
         )
 
 
-def run_trainer(trainer, run_dir: Path, resume: bool, interrupt: GracefulInterrupt) -> dict:
+def run_trainer(trainer: LoraqaTrainer, run_dir: Path, resume: bool) -> dict:
     checkpoint = last_checkpoint(run_dir) if resume else None
     try:
         metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
@@ -220,7 +213,7 @@ def run_trainer(trainer, run_dir: Path, resume: bool, interrupt: GracefulInterru
                 f"loraqa train --output {run_dir} --resume"
             ) from None
         raise
-    if interrupt.requested:
+    if trainer.interrupt.requested:
         raise Interrupted(
             f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}/checkpoints. "
             f"Resume with: loraqa train --output {run_dir} --resume"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 
 from loraqa.config import Config
 from loraqa.training import tracking
-from loraqa.training.callbacks import AnswerMetrics, ReturnFreedMemory, logits_to_ids
+from loraqa.training.callbacks import AnswerMetrics, GracefulInterrupt, ReturnFreedMemory, logits_to_ids
 
 
 def micro_batches(t, dtype: str, device: str) -> tuple[int, int]:
@@ -135,7 +136,17 @@ class EpochSeededLengthGroupedSampler:
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
-def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, dtype, device, report_to, interrupt):
+@dataclass
+class TrainerData:
+    train: object  # the training features
+    eval: object | None  # features the loss is evaluated on (None: no evaluation during training)
+    test_rows: list[dict]  # questions whose generated answers are scored (EM/F1) at each evaluation
+
+
+def build_trainer(cfg, model, tokenizer, data: TrainerData, run_dir, dtype, device, report_to) -> LoraqaTrainer:
+    """The trainer; its `interrupt` callback says whether Ctrl-C stopped it (a checkpoint is saved first)."""
+    train_ds, eval_ds, test_rows = data.train, data.eval, data.test_rows
+    interrupt = GracefulInterrupt()
     args = training_arguments(cfg, run_dir, dtype, device, report_to, has_eval=eval_ds is not None)
     collator = DataCollatorForSeq2Seq(
         tokenizer,
@@ -164,5 +175,6 @@ def build_trainer(cfg, model, tokenizer, train_ds, eval_ds, test_rows, run_dir, 
         preprocess_logits_for_metrics=logits_to_ids if evaluating else None,
     )
     answer_metrics.model = trainer.model
+    trainer.interrupt = interrupt
     trainer.add_callback(tracking.ConfigLogCallback(cfg.to_dict(), cfg.track.report_to, trainer, run_dir))
     return trainer

@@ -6,8 +6,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from loraqa.adapters.folder import AdapterRef
 from loraqa.adapters.names import BASE, ENGINE_BASE  # noqa: F401 - BASE is re-exported with the engine protocol
-from loraqa.artifacts import AdapterRef
 
 
 @dataclass

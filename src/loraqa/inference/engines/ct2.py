@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 
-from loraqa.artifacts import AdapterRef
+from loraqa.adapters.folder import AdapterRef
 from loraqa.errors import LoraqaError
 from loraqa.inference.engines.base import Capabilities, Generated, GenerationBatch
 from loraqa.modeling.files import TOKENIZER_FILE, load_tokenizer_file, same_vocabulary

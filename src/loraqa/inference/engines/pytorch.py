@@ -16,8 +16,8 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 
+from loraqa.adapters.folder import AdapterRef
 from loraqa.adapters.names import ENGINE_BASE
-from loraqa.artifacts import AdapterRef
 from loraqa.errors import LoraqaError, option
 from loraqa.inference.engines.base import BASE, Capabilities, Generated, GenerationBatch
 from loraqa.inference.generation import generate_scored, prepare_for_inference
@@ -151,12 +151,10 @@ class TorchEngine:
 
     def generate(self, batch: GenerationBatch) -> list[Generated]:
         names = batch.adapters
-        args = (self.tokenizer, batch.sources, batch.max_new_tokens, batch.num_beams)
-        extra = {"passages": batch.passages, "no_answer": batch.no_answer}
         with self.lock:
             if self.adapters and len(set(names)) > 1:  # mixed batch (greedy only)
                 adapter_names = [ENGINE_BASE if n == BASE else n for n in names]
-                return generate_scored(self.model, *args, adapter_names=adapter_names, **extra)
+                return generate_scored(self.model, self.tokenizer, batch, adapter_names=adapter_names)
             # one adapter: the plain active-adapter path, without PEFT's per-row adapter routing
             with self.scoring_model(names[0]) as model:
-                return generate_scored(model, *args, **extra)
+                return generate_scored(model, self.tokenizer, batch)

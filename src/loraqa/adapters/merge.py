@@ -6,7 +6,7 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from loraqa.artifacts import ADAPTER_CONFIG_NAME, AdapterRef, resolve_adapter, save_model_folder
+from loraqa.adapters.folder import ADAPTER_CONFIG_NAME, AdapterRef, resolve_adapter, save_model_folder
 from loraqa.errors import LoraqaError, option
 from loraqa.modeling.files import load_tokenizer, refuse_pickle
 from loraqa.modeling.loading import load_base_model, load_seq2seq_config

@@ -14,18 +14,20 @@ import copy
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from peft import PeftModel
 
-from loraqa.artifacts import ADAPTER_CONFIG_NAME, AdapterRef, replace_dir, resolve_adapter, write_json
+from loraqa.adapters.folder import ADAPTER_CONFIG_NAME, AdapterRef, resolve_adapter
+from loraqa.adapters.merge import check_output
 from loraqa.config import dump_config
 from loraqa.domain_profile import DOMAIN_PROFILE_NAME, DomainProfile
 from loraqa.errors import LoraqaError, UsageError, option
-from loraqa.inference.merge import check_output
 from loraqa.modeling.files import load_tokenizer, refuse_pickle
 from loraqa.modeling.loading import load_base_model, load_seq2seq_config
+from loraqa.output_files import replace_dir, write_json
 
 COMBINATION_NAME = "loraqa_combination.json"
 # PEFT's combination types (LoraModel.add_weighted_adapter, peft 0.21)
@@ -216,18 +218,28 @@ to fit its no-answer threshold. Parents, weights and method: `{COMBINATION_NAME}
 """
 
 
+@dataclass
+class Blend:
+    """How adapters are combined: PEFT's combination type, each adapter's weight (default: equal
+    shares), the share of weights kept by the pruning methods, and the seed DARE drops them by."""
+
+    method: str = "linear"
+    weights: list[float] | None = None
+    density: float | None = None
+    seed: int = 42
+
+
 def combine(
     adapters: list[str],
     output: str,
-    weights: list[float] | None = None,
-    method: str = "linear",
-    density: float | None = None,
+    blend: Blend | None = None,
     base_model: str | None = None,
     overwrite: bool = False,
     allow_pickle: bool = False,
-    seed: int = 42,
 ) -> Path:
     """Write the combination of ADAPTERS to OUTPUT (an adapter folder)."""
+    blend = blend or Blend()
+    weights, method, density, seed = blend.weights, blend.method, blend.density, blend.seed
     refs = [resolve_adapter(a) for a in adapters]
     weights = list(weights) if weights is not None else [1.0 / len(refs)] * len(refs)
     check_parents(refs, adapters, weights, method, density, base_model)

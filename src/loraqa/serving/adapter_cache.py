@@ -1,4 +1,5 @@
-"""The adapter root as a library: every adapter in it can be asked for, a few stay attached.
+"""The server's adapter cache: with an adapter root, every adapter in it can be asked for and a
+few stay attached; without one, the adapters given at start, all attached, nothing loaded later.
 
 A request naming an adapter that lies in the root (`--adapter-root DIR`, one folder per adapter,
 the folder's name is the adapter's) but is not attached waits while it loads; concurrent
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraqa.adapters.names import BASE, NAME_PATTERN
+from loraqa.adapters.root import find_in_root
 from loraqa.domain_profile import DomainProfile
 from loraqa.errors import AdapterNotFound, DeadlineExceeded, LoraqaError, NotAnAdapter, UsageError
 from loraqa.inference.routing import AUTO, route
@@ -38,26 +40,26 @@ class Entry:
     profile: DomainProfile | None
 
 
-class AdapterLibrary:
+class AdapterCache:
     def __init__(
         self,
-        root: Path,
         registry,
         batcher,
-        max_loaded: int,
+        root: Path | None = None,
+        max_loaded: int | None = None,
         pinned: set[str] | None = None,
-        find=None,
         max_bytes: int | None = None,
         metrics=None,
     ):
-        """find(root, name) -> AdapterRef: the adapter folder, checked to lie inside the root."""
+        """root: the adapter root (None: only the adapters given at start); max_loaded: how many
+        may stay attached (the registry's limit when not given)."""
         self.root, self.registry, self.batcher = root, registry, batcher
-        self.max_loaded, self.max_bytes, self.metrics = max_loaded, max_bytes, metrics
-        self.find = find
+        self.max_loaded = max_loaded or registry.max_adapters
+        self.max_bytes, self.metrics = max_bytes, metrics
         self.pinned = set(pinned or ()) | set(registry.adapters)  # adapters given at start stay
-        if len(self.pinned) >= max_loaded:
+        if root is not None and self.max_loaded is not None and len(self.pinned) >= self.max_loaded:
             raise UsageError(
-                f"{len(self.pinned)} adapters are pinned or given at start, and at most {max_loaded} "
+                f"{len(self.pinned)} adapters are pinned or given at start, and at most {self.max_loaded} "
                 "may stay loaded: nothing could be loaded on demand; raise --max-loaded"
             )
         self.catalogue: dict[str, Entry] = {}
@@ -75,14 +77,16 @@ class AdapterLibrary:
 
     def scan(self) -> None:
         """Every adapter folder directly inside the root, by folder name."""
+        if self.root is None:
+            return
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             self._add(folder.name, quiet=True)
 
     def _add(self, name: str, quiet: bool = False) -> Entry | None:
-        if not NAME_PATTERN.fullmatch(name) or name in (BASE, AUTO):
+        if self.root is None or not NAME_PATTERN.fullmatch(name) or name in (BASE, AUTO):
             return None
         try:
-            ref = self.find(self.root, name)
+            ref = find_in_root(self.root, name)
             entry = Entry(name, ref.adapter_dir, DomainProfile.read(ref.adapter_dir))
         except (AdapterNotFound, NotAnAdapter):
             return None
@@ -128,7 +132,11 @@ class AdapterLibrary:
     @asynccontextmanager
     async def hold(self, names: set[str], timeout: float | None = None):
         """The named adapters attached (loaded if need be) and kept so until the block ends;
-        DeadlineExceeded when that takes longer than timeout seconds."""
+        DeadlineExceeded when that takes longer than timeout seconds. Without an adapter root every
+        adapter a request may name is attached already, and nothing is held."""
+        if self.root is None:
+            yield
+            return
         held = []
         try:
             for name in sorted(names):
@@ -167,7 +175,8 @@ class AdapterLibrary:
     async def _load(self, name: str) -> None:
         entry = self.catalogue[name]
         started = time.monotonic()
-        ref = await asyncio.to_thread(self.find, self.root, name)
+        assert self.root is not None  # only adapters of the catalogue load, and it is the root's
+        ref = await asyncio.to_thread(find_in_root, self.root, name)
         while name in self.registry.hidden:  # still being detached by an eviction
             await asyncio.sleep(0.01)
         prepared = await asyncio.to_thread(self.registry.prepare, name, ref, self.max_bytes, None, False)

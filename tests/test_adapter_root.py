@@ -1,4 +1,4 @@
-"""The server's adapter root as a library: adapters loaded on demand by the requests that name
+"""The server's adapter root: adapters loaded on demand by the requests that name
 them, at most --max-loaded attached (least recently used detached first, pinned ones never,
 never one a request holds), listings and auto routing over every adapter of the root, and
 per-adapter loads, evictions and hits in Prometheus. Driven over real HTTP, concurrently."""
@@ -31,9 +31,10 @@ def root(tmp_path_factory, domain_adapters):
 def server(root, nodrop_model_dir, **options):
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
     answerer = Answerer({}, base_model=str(nodrop_model_dir), dtype="fp32")
-    return live_server(create_app(answerer, api_key=KEY, adapter_root=root, **options))
+    return live_server(create_app(answerer, ServeOptions(api_key=KEY, adapter_root=root, **options)))
 
 
 async def ask_all(url: str, asks: list[tuple[str, dict]]) -> list[httpx.Response]:
@@ -135,6 +136,7 @@ def test_pins_and_limits_without_a_root_are_refused(root, nodrop_model_dir):
     from loraqa.errors import UsageError
     from loraqa.inference.answerer import Answerer
     from loraqa.serving.app import create_app
+    from loraqa.serving.options import ServeOptions
 
     answerer = Answerer({}, base_model=str(nodrop_model_dir), dtype="fp32")
     for options, says in (
@@ -143,4 +145,4 @@ def test_pins_and_limits_without_a_root_are_refused(root, nodrop_model_dir):
         ({"adapter_root": root, "pin": ["s1", "s2"], "max_loaded": 2}, "raise --max-loaded"),
     ):
         with pytest.raises(UsageError, match=re.escape(says)):
-            create_app(answerer, **options)
+            create_app(answerer, ServeOptions(**options))

@@ -14,12 +14,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from loraqa.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, replace_dir, resolve_adapter, write_atomic
+from loraqa.adapters.calibration import CALIBRATION_NAME
+from loraqa.adapters.folder import ADAPTER_CONFIG_NAME, resolve_adapter
+from loraqa.adapters.merge import check_output, merged_model
 from loraqa.config import dump_config
 from loraqa.domain_profile import DOMAIN_PROFILE_NAME
 from loraqa.errors import UsageError, option
-from loraqa.inference.merge import check_output, merged_model
 from loraqa.optional import require
+from loraqa.output_files import replace_dir, write_atomic
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_bfloat16", "bfloat16", "float16", "float32")
 
