@@ -18,7 +18,7 @@ import json
 import math
 import random
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,11 @@ def _normalised(vec: dict[str, float]) -> dict[str, float]:
     return {t: v / norm for t, v in vec.items()}
 
 
+def heaviest(weights: dict[str, float], n: int) -> list[tuple[str, float]]:
+    """The n heaviest terms, heaviest first, ties in insertion order (as Counter.most_common)."""
+    return sorted(weights.items(), key=lambda item: item[1], reverse=True)[:n]
+
+
 @dataclass
 class DomainProfile:
     centroid: dict[str, float]  # unit-length TF-IDF centroid of the training texts (top terms)
@@ -63,11 +68,11 @@ class DomainProfile:
         n = len(docs)
         idf = {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in df.items()}
         unknown = math.log(1 + n) + 1.0
-        total: Counter = Counter()
+        total: dict[str, float] = defaultdict(float)
         for d in docs:
             for t, w in _normalised(_tfidf(d, idf, unknown)).items():
                 total[t] += w / n
-        top = dict(total.most_common(TOP_TERMS))
+        top = dict(heaviest(total, TOP_TERMS))
         return cls(
             _normalised(top),
             {t: idf[t] for t in top},
@@ -85,11 +90,11 @@ class DomainProfile:
         IDF the same weighted mean (a parent without the term counts its unknown-term IDF)."""
         total_weight = sum(abs(w) for _, w in parents) or 1.0
         shares = [(p, abs(w) / total_weight) for p, w in parents]
-        centroid: Counter = Counter()
+        centroid: dict[str, float] = defaultdict(float)
         for p, share in shares:
             for t, v in p.centroid.items():
                 centroid[t] += share * v
-        top = dict(centroid.most_common(TOP_TERMS))
+        top = dict(heaviest(centroid, TOP_TERMS))
         idf = {t: sum(share * p.idf.get(t, p.unknown_idf) for p, share in shares) for t in top}
         unknown = sum(share * p.unknown_idf for p, share in shares)
         # each parent's questions by its share (a parent weighted 0 asks none)

@@ -116,7 +116,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
 def environment(device: str, dtype: str) -> dict:
     import torch
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("torch", "transformers", "peft", "datasets", "accelerate", "wandb"):
         try:
             from importlib.metadata import version

@@ -192,8 +192,9 @@ def check_parents(
 
 def combined_profile(refs: list[AdapterRef], weights: list[float], source: str) -> DomainProfile | None:
     """The weighted union of the parents' domain profiles (None when a parent has none)."""
-    profiles = [DomainProfile.read(r.adapter_dir) for r in refs]
-    if any(p is None for p in profiles):
+    read = [DomainProfile.read(r.adapter_dir) for r in refs]
+    profiles = [p for p in read if p is not None]
+    if len(profiles) < len(read):
         return None
     return DomainProfile.combined(list(zip(profiles, weights)), source)
 

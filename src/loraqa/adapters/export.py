@@ -35,7 +35,7 @@ def converter_class():
     (seen here: -5.4 instead of -3.0 per token)."""
     converters = require("ctranslate2", "loraqa export --format ctranslate2").converters
 
-    class Converter(converters.TransformersConverter):
+    class Converter(converters.TransformersConverter):  # type: ignore[name-defined]  # a module found at run time
         def load_model(self, model_class, model_name_or_path, **kwargs):
             model = super().load_model(model_class, model_name_or_path, **kwargs)
             if hasattr(model.config, "scale_decoder_outputs"):

@@ -196,9 +196,11 @@ def eval_(
             embedder=embedder,
             mode=mode,
         )
+        from rich.progress import TaskID
+
         main = is_main_process()  # under torchrun the first process reports for all
         with Progress(console=Console(stderr=True), transient=True, disable=not main) as bar:
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def progress(task: str, done: int, total: int) -> None:
                 if task not in tasks:
@@ -262,20 +264,23 @@ def predict(
             raise UsageError("--input needs --output FILE.jsonl for the answers")
         if resume and not input_file:
             raise UsageError("--resume continues an --input file's answers; it has no meaning with --question")
+        from loraqa.inference.answerer import AnswererOptions
+        from loraqa.inference.library import CollectionSettings
         from loraqa.inference.predict import predict_file, predict_one
 
         adapters = adapter_map(adapter)
-        options = {
+        collections = CollectionSettings(store, collection_map(collection, adapters))
+        options: AnswererOptions = {
             "base_model": model,
             "allow_pickle": allow_pickle,
             "engine": engine,
-            "store": store,
-            "collections": collection_map(collection, adapters),
+            "collections": collections,
         }
         if question is not None:
             answer, _ = predict_one(adapters, question, context, use, **options)
             typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False) if as_json else answer.answer)
         else:
+            assert input_file is not None and output is not None  # checked above
             done = predict_file(adapters, input_file, output, batch_size, resume, **options)
             typer.echo(
                 f"wrote {done.written} answers to {output}"
@@ -309,7 +314,7 @@ def combine(
     adapters: List[str] = typer.Argument(
         ..., help="Two adapters or more: run directories or adapter folders of one base model."
     ),
-    output: Output = ...,
+    output: Output = ...,  # type: ignore[assignment]  # typer: ... marks a required option
     weights: Optional[str] = typer.Option(
         None,
         "--weights",

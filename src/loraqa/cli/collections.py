@@ -239,10 +239,10 @@ def search(
     if not hits:
         console.print("no passage matches")
     for rank, hit in enumerate(hits, 1):
-        where = f"page {hit.page}, " if hit.page else ""
+        page = f"page {hit.page}, " if hit.page else ""
         snippet = escape(hit.snippet).replace("«", "[bold yellow]").replace("»", "[/]")
         console.print(
-            f"[bold]{rank}. {escape(hit.title)}[/] ({where}{escape(hit.source)}, characters "
+            f"[bold]{rank}. {escape(hit.title)}[/] ({page}{escape(hit.source)}, characters "
             f"{hit.start}-{hit.end}) score {hit.score:.2f}\n   {snippet}"
         )
 
@@ -270,6 +270,7 @@ def ask(
 
     def action():
         from loraqa.errors import UsageError
+        from loraqa.inference.library import CollectionSettings
         from loraqa.inference.predict import predict_one
 
         adapters = adapter_map(adapter)
@@ -288,9 +289,7 @@ def ask(
             base_model=model,
             allow_pickle=allow_pickle,
             engine=engine,
-            store=store,
-            collections=bindings,
-            embedder=embedder,
+            collections=CollectionSettings(store, bindings, embedder=embedder),
         )
         return answer, answerer
 
@@ -308,8 +307,8 @@ def ask(
         return
     first, others = answer.citations[0], answer.citations[1:]
     console.print(f"[bold]{escape(answer.answer)}[/]  (adapter {answer.adapter}, score {answer.score:.2f})")
-    where = f"page {first['page']}, " if first["page"] else ""
-    console.print(f"from [bold]{escape(first['title'])}[/] ({where}{escape(first['source'])})")
+    page = f"page {first['page']}, " if first["page"] else ""
+    console.print(f"from [bold]{escape(first['title'])}[/] ({page}{escape(first['source'])})")
     document = answerer.library.open(first["collection"]).document(first["document"])
     if document is not None and answer.start is not None:
         text, s, e = document.text, answer.start, answer.end

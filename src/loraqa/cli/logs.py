@@ -11,7 +11,7 @@ class CurrentStderr(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a line comes: a progress bar that redirects stderr
     (Rich's) keeps its display whole, and a test runner capturing stderr sees the lines."""
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override]  # the handler's stream attribute, made to follow sys.stderr
     def stream(self):
         return sys.stderr
 

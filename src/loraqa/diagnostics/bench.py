@@ -137,7 +137,7 @@ def forward_flops(arch: Arch, src: int, tgt: int) -> float:
 
 class StepTimer(TrainerCallback):
     def __init__(self, warmup: int):
-        self.warmup, self.start, self.end = warmup, None, None
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:

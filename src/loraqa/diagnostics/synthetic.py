@@ -48,7 +48,7 @@ def build_t5(arch: str = "tiny", vocab_size: int | None = None, seed: int = 0, d
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch}; choose from {', '.join(ARCHITECTURES)}")
     torch.manual_seed(seed)
-    config = T5Config(
+    config = T5Config(  # type: ignore[call-arg]  # decoder_start_token_id, tie_word_embeddings: PretrainedConfig's, taken by **kwargs
         vocab_size=vocab_size or FLAN_T5_VOCAB,
         feed_forward_proj="gated-gelu",
         dropout_rate=dropout,

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import IO
 
 from loraqa.config.schema import DocumentsConfig
 from loraqa.documents.document import Document, DocumentError
@@ -27,6 +28,12 @@ from loraqa.errors import LoraqaError
 
 START_SECONDS = 30.0  # for the worker to start (an interpreter and loraqa's document modules)
 SLACK_SECONDS = 1.0  # beyond a file's own time: its answer's way back
+
+
+def pipes(proc: subprocess.Popen) -> tuple[IO[bytes], IO[bytes]]:
+    """The worker's stdin and stdout: it is always started with both piped."""
+    assert proc.stdin is not None and proc.stdout is not None
+    return proc.stdin, proc.stdout
 
 
 class BudgetedReader:
@@ -45,20 +52,21 @@ class BudgetedReader:
     def close(self) -> None:
         if self.proc is not None:
             proc, self.proc = self.proc, None
+            stdin, stdout = pipes(proc)
             try:
-                proc.stdin.close()
+                stdin.close()
                 proc.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired):
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
+            stdout.close()
 
     def _kill(self) -> None:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
-            self.proc.stdin.close()
-            self.proc.stdout.close()
+            for pipe in pipes(self.proc):
+                pipe.close()
             self.proc = None
 
     def _worker(self) -> subprocess.Popen:
@@ -93,8 +101,9 @@ class BudgetedReader:
             "split": list(self.split) if self.split else None,
         }
         try:
-            proc.stdin.write(encode_frame(request))
-            proc.stdin.flush()
+            stdin = pipes(proc)[0]
+            stdin.write(encode_frame(request))
+            stdin.flush()
         except OSError:
             self._kill()
             raise DocumentError(f"{name}: the process that reads files stopped; try again") from None
@@ -152,7 +161,7 @@ class BudgetedReader:
     @staticmethod
     def _read(proc: subprocess.Popen, size: int, deadline: float) -> bytes:
         """Exactly `size` bytes of the worker's answer, by the deadline."""
-        fd, chunks, got = proc.stdout.fileno(), [], 0
+        fd, chunks, got = pipes(proc)[1].fileno(), [], 0
         while got < size:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -289,7 +289,8 @@ def read_squad(name: str, stem: str, text: str) -> list[Document]:
             f'{name}: not SQuAD JSON ({{"data": [{{"title", "paragraphs": [{{"context"}}]}}]}}); '
             "for your own documents use JSONL with a 'text' field"
         )
-    docs, seen = [], set()
+    docs: list[Document] = []
+    seen: set[str] = set()
     for a, article in enumerate(data["data"], 1):
         paragraphs = article.get("paragraphs", []) if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):

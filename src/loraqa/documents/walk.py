@@ -101,8 +101,8 @@ def _walk(
     """Depth-first over real directories only. descend(rel) says whether a folder may hold
     matches; take(rel): whether an entry matches (None: every supported file, as a folder
     argument); a folder that matches is taken whole."""
-    visited = set()
-    stack = [(top, ())]
+    visited: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, tuple[str, ...]]] = [(top, ())]
     while stack:
         folder, rel = stack.pop()
         try:
@@ -115,7 +115,7 @@ def _walk(
         except OSError as exc:
             walk.skip(folder, f"folder not readable ({exc.strerror or type(exc).__name__})")
             continue
-        subfolders = []
+        subfolders: list[tuple[Path, tuple[str, ...]]] = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue

@@ -17,6 +17,7 @@ import json
 import os
 import struct
 import sys
+from typing import Any
 
 from loraqa.config.schema import DocumentsConfig
 from loraqa.documents.document import DocumentError
@@ -50,6 +51,7 @@ class Budget:
 
     def __init__(self, memory_mb: float, seconds: float):
         self.memory, self.seconds = int(memory_mb * 2**20), seconds
+        self.resource: Any = None  # the resource module, where the platform has it
 
     def __enter__(self):
         try:

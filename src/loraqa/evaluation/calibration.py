@@ -39,7 +39,8 @@ def find_best_thresh(
 ) -> tuple[float, float]:
     """(best score in %, its no-answer probability threshold), as the official v2.0 script computes them."""
     num_no_ans = sum(1 for k in has_answer if not has_answer[k])
-    cur_score = best_score = num_no_ans
+    cur_score: float = num_no_ans
+    best_score: float = num_no_ans
     best_thresh = 0.0
     for qid in sorted(na_probs, key=lambda k: na_probs[k]):
         if qid not in scores:
@@ -103,7 +104,7 @@ def risk_coverage(
     for k, i in enumerate(order, 1):
         total += f1[i]
         curve.append((k / len(order), 100.0 * total / k))
-    out = {}
+    out: dict[str, object] = {}
     for c in coverages:
         k = max(1, math.ceil(c * len(order)))
         out[f"f1_at_{round(100 * c)}"] = curve[k - 1][1] if curve else 0.0

@@ -113,13 +113,14 @@ def _squad_questions(data: dict, collection, path: str) -> list[Question]:
                 if doc not in present:
                     missing += 1
                     continue
-                starts = [a.get("answer_start") for a in answers]
+                given = [a.get("answer_start") for a in answers]
+                starts = [s for s in given if isinstance(s, int)]
                 questions.append(
                     Question(
                         str(qa.get("question", "")),
                         [str(a["text"]) for a in answers],
                         doc,
-                        starts if all(isinstance(s, int) for s in starts) else None,
+                        starts if len(starts) == len(given) else None,
                     )
                 )
     if missing and not questions:
@@ -160,7 +161,7 @@ def evaluate_collection(
     for mode in modes:
         ranks = []
         for n, q in enumerate(questions, 1):
-            scope = Filter((q.document,)) if per_document else None
+            scope = Filter((q.document,)) if per_document and q.document is not None else None
             if where is not None:
                 scope = (
                     where

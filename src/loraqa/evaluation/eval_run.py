@@ -72,7 +72,7 @@ def teacher_forced_accuracy(model, tokenizer, rows: list[dict], data_cfg, batch_
     def predict(share: list[dict]) -> list[tuple[list, list] | None]:
         """Per row: argmax ids and labels, or None for a row that gives no features."""
         counts = FeatureCounts()
-        feats = [encode_row(tokenizer, r, data_cfg, False, counts) for r in share]
+        feats = [encode_row(tokenizer, r, data_cfg, False, counts) or {} for r in share]
         kept = [i for i, f in enumerate(feats) if f]
         out: list[tuple[list, list] | None] = [None] * len(share)
         for i in range(0, len(kept), batch_size):
@@ -285,7 +285,7 @@ def run_eval(
             answerer, rows, items, source, ref.config.eval.batch_size, threshold, mode=o.mode
         )
         write_json(out / "summary.json", summary)
-    if o.track:
+    if o.track and ref.run_dir is not None:
         from loraqa.tracker_files import log_eval  # the trackers' clients only with --track
 
         say(f"logged the results to {log_eval(ref.run_dir, out, summary)}")

@@ -75,7 +75,7 @@ def make_report(run_dir: str | Path) -> tuple[Path, Path]:
             va="center",
             transform=ax_answers.transAxes,
         )
-    if curve:
+    if curve and evaluation is not None:
         draw_risk_coverage(axes[2], curve, evaluation)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
@@ -116,7 +116,7 @@ def draw_risk_coverage(ax, curve: list, evaluation: dict) -> None:
 def _html(run_dir: Path, records: list[dict], png: Path) -> str:
     image = base64.b64encode(png.read_bytes()).decode()
     best = next((r for r in reversed(records) if "best_checkpoint" in r), None)
-    summary = next((r for r in reversed(records) if "train_runtime" in r), {})
+    summary: dict = next((r for r in reversed(records) if "train_runtime" in r), {})
     facts = []
     if best:
         facts.append(f"best F1 {best['best_f1']:.2f} at {best['best_checkpoint']} (kept as the adapter)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from loraqa.errors import LoraqaError, option
 from loraqa.evaluation.metrics import normalize_answer
@@ -49,7 +50,7 @@ class AnswerSimilarity:
         from sentence_transformers import CrossEncoder, SentenceTransformer
 
         try:
-            self.model = (CrossEncoder if self.cross else SentenceTransformer)(name, device=device)
+            self.model: Any = (CrossEncoder if self.cross else SentenceTransformer)(name, device=device)
         except Exception as exc:  # noqa: BLE001 - the loaders raise many types for an unusable folder
             where = "" if online or looks_like_path(name) else " (the Hugging Face Hub is unreachable)"
             raise LoraqaError(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TypedDict, cast
 
 from loraqa.adapters.folder import AdapterRef, resolve_adapter
 from loraqa.config import load_config
@@ -21,6 +22,7 @@ from loraqa.config.templates import uses_context
 from loraqa.data.tasks import quoted_at
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.inference.engines import BASE, Engine, capabilities_of, create_engine, engine_type
+from loraqa.inference.engines.base import TeacherForcing
 from loraqa.inference.library import CollectionSettings, Library, plan_passages
 from loraqa.inference.reading import Answer, Job, Reading, choose_answer, fill, generation_batch, plan_reading, read_all
 from loraqa.inference.registry import AdapterRegistry, LoadedAdapter, ReadingSettings, check_name
@@ -39,12 +41,24 @@ def trained_dtype(choice: str, refs) -> str:
     return "fp32" if choice == "auto" and saved == {"fp32"} else choice
 
 
+class AnswererOptions(TypedDict, total=False):
+    """Answerer's keyword arguments, for a function that loads one for its caller."""
+
+    base_model: str | None
+    device: str
+    dtype: str
+    allow_pickle: bool
+    engine: str
+    max_adapters: int | None
+    collections: CollectionSettings | None
+
+
 class Answerer:
     """One base model, many adapters; `answer()` takes [{question, context?, adapter?}]."""
 
     def __init__(
         self,
-        adapters: dict[str, str | Path | AdapterRef] | None = None,
+        adapters: Mapping[str, str | Path | AdapterRef] | None = None,
         base_model: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
@@ -78,7 +92,7 @@ class Answerer:
         if first is None and base_model is None:
             raise LoraqaError(f"give at least one adapter, or a base model with {option('model')}")
         # for planning; base_model, with no adapter given, is for CTranslate2 an export whose tokenizer the later ones share
-        self.tokenizer = engine_type(engine).read_tokenizer(str(first.adapter_dir) if first else base_model)
+        self.tokenizer = engine_type(engine).read_tokenizer(str(first.adapter_dir) if first else str(base_model))
         # The model's own copy: a server plans new requests on one thread while the model decodes on
         # another, and one fast tokenizer used from two threads at once can fail ("Already borrowed").
         self.model_tokenizer = copy.deepcopy(self.tokenizer)
@@ -125,7 +139,7 @@ class Answerer:
 
     def scoring_model(self, name: str) -> AbstractContextManager:
         """The model with only adapter `name` active, for engines with capabilities.teacher_forcing."""
-        return self.engine.scoring_model(name)
+        return cast(TeacherForcing, self.engine).scoring_model(name)
 
     # ------------------------------------------------------------ reading
 
@@ -231,12 +245,15 @@ class Answerer:
                     for i, r in enumerate(requests)
                     if r["adapter"] == name
                 ]
-                feats = [encode_row(self.tokenizer, row, data_cfg, False, FeatureCounts()) for _, row in rows]
+                # not training: every row gets its feature (None only drops a training row that cannot fit)
+                feats = [
+                    cast(dict, encode_row(self.tokenizer, row, data_cfg, False, FeatureCounts())) for _, row in rows
+                ]
                 with self.scoring_model(name) as model:
                     scores = target_logprobs(model, self.model_tokenizer, feats, batch_size)
                 for (i, _), score in zip(rows, scores):
                     out[i] = score
-        return out
+        return cast(list[float], out)  # every request belongs to one of the adapters scored
 
     def read(
         self,

@@ -12,6 +12,7 @@ would not have chosen scores low instead of looking certain. Beam search reports
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -76,8 +77,9 @@ class SpanConstraint(LogitsProcessor):
 
     def allowed(self, row: int, prefix: list[int]) -> list[int]:
         passage, no_answer = self.passages[row], self.no_answer[row]
+        assert passage is not None  # rows without a passage are never constrained (see __call__)
         t = len(prefix)
-        allowed = set()
+        allowed: set[int] = set()
         if t == 0:
             allowed.update(int(x) for x in passage)
         elif len(passage) > t:
@@ -138,7 +140,7 @@ def generate_scored(
     device = next(model.parameters()).device
     batch = tokenizer.pad({"input_ids": sources}, return_tensors="pt").to(device)
     lse, chosen = _LogSumExp(), _ChosenLogit()
-    processors = [lse]
+    processors: list[LogitsProcessor] = [lse]
     if passages is not None and any(p is not None for p in passages):
         processors.append(
             SpanConstraint(passages, no_answer or [None] * len(sources), tokenizer.eos_token_id, num_beams)
@@ -262,4 +264,4 @@ def generate_ids(
         done[0] = done_windows
 
     read_all(readings, run_on_model(model, tokenizer, num_beams, **generate_kwargs), batch_size, progress=counted)
-    return [r.results[0].text for r in readings]
+    return [cast(Generated, r.results[0]).text for r in readings]  # read_all answered every window

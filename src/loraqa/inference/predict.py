@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress
 
 from loraqa.errors import LoraqaError, UsageError, option
-from loraqa.inference.answerer import Answer, Answerer
+from loraqa.inference.answerer import Answer, Answerer, AnswererOptions
 from loraqa.output_files import jsonl_line
+
+if TYPE_CHECKING:  # Unpack is in typing from Python 3.12
+    from typing_extensions import Unpack
 
 CHUNK_BATCHES = 4  # rows answered (and written) together: this many generation batches' worth
 
@@ -31,11 +35,11 @@ def predict_one(
     collection: str | None = None,
     mode: str | None = None,
     filters: list | None = None,
-    **answerer_options,
+    **answerer_options: Unpack[AnswererOptions],
 ) -> tuple[Answer, Answerer]:
     """One question's answer (and the Answerer, whose collections its citations point into).
     mode: how a collection is searched; answerer_options go to Answerer (base_model,
-    allow_pickle, engine, store, collections, embedder)."""
+    allow_pickle, engine, collections)."""
     if not question.strip():
         raise UsageError(f"{option('question')} is empty")
     if context is not None and not context.strip():
@@ -88,9 +92,10 @@ def read_questions(path: str, unique_ids: bool = False) -> list[dict]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise LoraqaError(f"{p} line {line} is not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    rows, ids = [], set()
+        at_line = raw[: exc.start].count(b"\n") + 1
+        raise LoraqaError(f"{p} line {at_line} is not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    rows: list[dict] = []
+    ids: set[str] = set()
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
@@ -148,7 +153,12 @@ class PredictResult:
 
 
 def predict_file(
-    adapters: dict, input_path: str, output_path: str, batch_size: int = 16, resume: bool = False, **answerer_options
+    adapters: dict,
+    input_path: str,
+    output_path: str,
+    batch_size: int = 16,
+    resume: bool = False,
+    **answerer_options: Unpack[AnswererOptions],
 ) -> PredictResult:
     """Answer every row; each output row carries the answer's evidence (score, no_answer, start,
     end, windows, and citations for a row answered from a collection) and names the adapter that
@@ -172,7 +182,8 @@ def predict_file(
         task = bar.add_task("answering (questions)", total=len(todo))
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            readings, cache = [], {}
+            readings: list = []
+            cache: dict = {}
             for row in part:
                 try:
                     readings.append(

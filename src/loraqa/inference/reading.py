@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from loraqa.config.templates import uses_context
 from loraqa.data.features import encode_prompt
@@ -104,20 +105,21 @@ def plan_reading(
     the same document (tokenised once). max_windows: refuse a passage needing more windows,
     before any window is encoded."""
     template, max_source, overlap, extractive = shape.template, shape.max_source, shape.overlap, shape.extractive
-    row = {"question": question, "context": context or "", "title": title, "answers": {"text": []}}
+    passage_text = context or ""
+    row: dict[str, Any] = {"question": question, "context": passage_text, "title": title, "answers": {"text": []}}
     if not uses_context(template):
         return [WindowInput(encode_prompt(tokenizer, template, row, None, max_source), None, None)]
     if context is not None and not context.strip():
         raise EmptyDocument("the passage (context) is empty or only whitespace; send the text to read the answer from")
     budget = passage_budget(tokenizer, template, row, max_source)
     check_budget(budget, max_source)
-    if offsets_cache is not None and row["context"] in offsets_cache:
-        offsets = offsets_cache[row["context"]]
+    if offsets_cache is not None and passage_text in offsets_cache:
+        offsets = offsets_cache[passage_text]
     else:
-        offsets = tokenise_passage(tokenizer, row["context"])
+        offsets = tokenise_passage(tokenizer, passage_text)
         if offsets_cache is not None:
-            offsets_cache[row["context"]] = offsets
-    windows = split_passage(row["context"], offsets, budget, overlap)
+            offsets_cache[passage_text] = offsets
+    windows = split_passage(passage_text, offsets, budget, overlap)
     if max_windows is not None and len(windows) > max_windows:
         raise TooMuchWork(
             f"the document needs {len(windows)} windows; this server reads at most {max_windows} for one request"
@@ -135,9 +137,12 @@ def _abstains(text: str, no_answer_text: str | None) -> bool:
 
 def choose_answer(reading: Reading, apply_threshold: bool = True) -> Answer:
     """The document's answer from its windows' answers."""
-    results = reading.results
-    cited = [] if reading.hits is not None else None
-    meta = {"route_score": reading.route_score, "prompt_tokens": sum(len(x.source) for x in reading.inputs)}
+    results = cast(list[Generated], reading.results)  # every window has been answered by now
+    cited: list | None = [] if reading.hits is not None else None
+    meta: dict[str, Any] = {
+        "route_score": reading.route_score,
+        "prompt_tokens": sum(len(x.source) for x in reading.inputs),
+    }
     if not results:  # a collection with no passage worth reading: nothing was read
         return Answer("", reading.adapter, None, True, None, None, 0, citations=cited, **meta)
     answered = [(g, inp) for g, inp in zip(results, reading.inputs) if not _abstains(g.text, reading.no_answer_text)]
@@ -178,6 +183,7 @@ def choose_answer(reading: Reading, apply_threshold: bool = True) -> Answer:
             start = inp.window.start + at
             end = start + len(best.text)
     if reading.hits is not None:
+        assert inp.origin is not None  # a retrieved passage's windows know which passage they read
         start, end, cited = citations(reading.hits, inp.origin, start, end, best.text)
     return Answer(
         best.text,
@@ -299,7 +305,9 @@ def generation_batch(batch: list[Job], tokenizer, num_beams: int = 1) -> Generat
         max_new_tokens=max(reading.max_new_tokens for reading, _ in batch),
         num_beams=num_beams,
         passages=[x.passage for x in inputs],
-        no_answer=[no_answer_ids.get(r.no_answer_text) if r.extractive else None for r, _ in batch],
+        no_answer=[
+            no_answer_ids[r.no_answer_text] if r.extractive and r.no_answer_text is not None else None for r, _ in batch
+        ],
     )
 
 

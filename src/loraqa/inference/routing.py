@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from loraqa.domain_profile import DomainProfile, shared_query, terms
-from loraqa.retrieval.embedders import load_embedder
+from loraqa.retrieval.embedders import Embedder, load_embedder
 
 AUTO = "auto"  # the adapter name that means "choose for me"
 NEAREST = 10  # training questions that vote
@@ -38,7 +38,7 @@ def tfidf_route(profiles: dict[str, DomainProfile], question: str, context: str 
         return None
     query = shared_query(list(profiles.values()), terms(f"{question} {context or ''}"))
     scores = {name: p.cosine(query) for name, p in profiles.items()}
-    best = max(scores, key=scores.get)
+    best = max(scores, key=scores.__getitem__)
     return best, scores[best]
 
 
@@ -59,7 +59,7 @@ class Router:
 
     def __init__(self, embedder: str | None = DEFAULT_EMBEDDER):
         self.setting = embedder
-        self._embedder = None
+        self._embedder: Embedder | None = None
         self._vectors: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
 

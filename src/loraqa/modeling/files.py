@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 from loraqa.errors import LoraqaError, option
 from loraqa.hub import looks_like_path, use_cache_only_if_offline
@@ -140,7 +141,7 @@ class TokenizerFile:
 
     def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False) -> dict:
         encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
-        out = {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask}
+        out: dict[str, list] = {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask}
         if return_offsets_mapping:
             out["offset_mapping"] = encoding.offsets
         return out
@@ -149,12 +150,13 @@ class TokenizerFile:
         text = self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
         return _clean_up_spaces(text) if self.clean_up_tokenization_spaces else text
 
-    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str | None]:
+        """None for an id outside the vocabulary, as transformers' tokenizers give."""
         return [self._tokenizer.id_to_token(i) for i in ids]
 
     def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
         ids = [self._tokenizer.token_to_id(t) for t in tokens]
-        return [self.unk_token_id if i is None else i for i in ids]
+        return [cast(int, self.unk_token_id) if i is None else i for i in ids]
 
 
 def same_vocabulary(a: str | Path, b: str | Path) -> bool:

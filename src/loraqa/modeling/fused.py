@@ -83,7 +83,7 @@ def use_fused_lora(peft_model) -> int:
     patched = 0
     for module in peft_model.modules():
         if type(module) is LoraLinear:
-            module.forward = types.MethodType(_fused_lora_forward, module)
+            module.forward = types.MethodType(_fused_lora_forward, module)  # type: ignore[method-assign]  # the patch itself
             patched += 1
     return patched
 
@@ -101,7 +101,7 @@ def keep_input_dtype(peft_model) -> None:
 
     for module in peft_model.modules():
         if isinstance(module, BaseTunerLayer):
-            module.cast_input_dtype_enabled = False
+            module.cast_input_dtype_enabled = False  # type: ignore[attr-defined]  # PEFT sets it in LoraLayer.__init__
 
 
 def speed_up_training(peft_model) -> None:

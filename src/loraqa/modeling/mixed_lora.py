@@ -41,7 +41,13 @@ def _stack(layer):
     for i, (wa, wb) in enumerate(zip(weights_a, weights_b)):
         a[i * rank : i * rank + wa.shape[0]] = wa.detach()
         b[:, i * rank : i * rank + wb.shape[1]] = wb.detach()
-    stack = ({n: i for i, n in enumerate(names)}, rank, a, b, {})
+    stack: tuple[dict[str, int], int, torch.Tensor, torch.Tensor, dict] = (
+        {n: i for i, n in enumerate(names)},
+        rank,
+        a,
+        b,
+        {},
+    )
     setattr(layer, _STACK, stack)
     return stack
 
@@ -84,7 +90,7 @@ def use_gathered_mixed_batches(peft_model) -> int:
     patched = 0
     for module in peft_model.modules():
         if type(module) is LoraLinear:
-            module._mixed_batch_forward = types.MethodType(_gathered_mixed_forward, module)
+            module._mixed_batch_forward = types.MethodType(_gathered_mixed_forward, module)  # type: ignore[method-assign]  # the patch itself
             patched += 1
     forget_stacks(peft_model)
     return patched

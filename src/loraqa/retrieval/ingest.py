@@ -65,7 +65,7 @@ def _embedder(collection: Collection | None, given: str | None, engine: str | No
                 f"collection embed {collection.name} --embedder {given}`, then add files"
             )
         return None
-    if info is not None:
+    if collection is not None and info is not None:
         return embedder_for(collection, given, engine)
     return load_embedder(given, engine) if given else None
 
@@ -125,6 +125,7 @@ def add_paths(
                         whole = False
                         continue
                     given[doc.id] = doc.source
+                    assert passages is not None  # a reader made with split= cuts every document
                     if collection is None:
                         collection = store.create(name, settings)
                         if model is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from loraqa import optional
@@ -75,7 +76,7 @@ class PostgresCollection:
     def __init__(self, store: PostgresStore, name: str, settings: Settings):
         self.store, self.name, self.settings = store, name, settings
         self._counted: tuple[float, int] | None = None
-        self._wrote = None  # inside batch(): told how many passages each put wrote
+        self._wrote: Callable[[int], None] | None = None  # inside batch(): told how many passages each put wrote
 
     @contextmanager
     def _write(self):
@@ -239,7 +240,8 @@ class PostgresCollection:
 
     def _where(self, where: Filter) -> tuple[str, list]:
         """The condition (on passages p and documents d) a filter puts, and its parameters."""
-        conds, params = [], []
+        conds: list[str] = []
+        params: list = []
         if where.documents:
             conds.append("d.id = ANY(%s)")
             params.append(list(where.documents))
@@ -345,7 +347,7 @@ class PostgresCollection:
                     )
                 ]
                 rows = c.execute(SEARCH.format(only="AND p.id = ANY(%s)"), (everything, self.name, candidates, k))
-        return [Hit(*row[:10], collection=self.name, passage_id=row[10]) for row in rows]
+        return [Hit.of_row(row, self.name, row[10]) for row in rows]
 
     def _selective(self, terms: list[str]) -> list[str]:
         limit = max(1000, int(COMMON * self._passages_now()))

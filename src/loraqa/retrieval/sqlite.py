@@ -290,7 +290,8 @@ class SqliteCollection:
 
     def _where(self, where: Filter) -> tuple[str, list]:
         """The ids of the passages a filter keeps, as a subquery and its parameters."""
-        conds, params = [], []
+        conds: list[str] = []
+        params: list = []
         if where.documents:
             conds.append(f"d.id IN ({','.join('?' * len(where.documents))})")
             params += list(where.documents)
@@ -378,6 +379,8 @@ class SqliteCollection:
 
     def passages(self, document_id: str) -> list[Passage]:
         doc = self.document(document_id)
+        if doc is None:
+            return []
         rows = self.conn.execute(
             'SELECT idx, start, "end", page, heading FROM passages WHERE document_id = ? ORDER BY idx', (document_id,)
         )
@@ -401,7 +404,7 @@ class SqliteCollection:
     def _ranked(self, only: str, params: tuple, query: str) -> list[Hit]:
         """The best hits by FTS5's own BM25 among the matching rows `only` keeps."""
         rows = self.conn.execute(SEARCH.format(only=only), params)
-        return with_snippets([Hit(*row[:10], collection=self.name, passage_id=row[11]) for row in rows], query)
+        return with_snippets([Hit.of_row(row, self.name, row[11]) for row in rows], query)
 
     def passage_count(self) -> int:
         """Passages in the collection, kept by every write (counting the table scans all of it)."""

@@ -8,6 +8,7 @@ transaction, so a crash never leaves half a document searchable and a rerun fini
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -172,6 +173,12 @@ class Hit:
         del out["passage_id"]
         return out
 
+    @classmethod
+    def of_row(cls, row: Sequence, collection: str, passage_id: int) -> Hit:
+        """A hit from a search's row, whose first ten columns are the fields document to heading."""
+        document, title, source, page, start, end, score, text, snippet, heading = row[:10]
+        return cls(document, title, source, page, start, end, score, text, snippet, heading, collection, passage_id)
+
 
 @dataclass
 class DocumentInfo:
@@ -186,7 +193,10 @@ class DocumentInfo:
 class Collection(Protocol):
     name: str
     settings: Settings
-    query_limits: QueryLimits
+
+    @property
+    def query_limits(self) -> QueryLimits:
+        """What one search may ask (the store's limits)."""
 
     def put(self, document: Document, passages: list[Passage], file: str | None = None, vectors=None) -> str:
         """Add a document (read from `file`) in one transaction, its passages' vectors (an array,

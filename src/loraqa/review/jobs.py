@@ -134,7 +134,7 @@ def _prediction_tasks(
     for p in predictions:
         q = by_id.get(str(p.get("id")))
         passage = q.get("context") if q else None
-        if not isinstance(passage, str) or not passage.strip():
+        if q is None or not isinstance(passage, str) or not passage.strip():
             skipped[NO_PASSAGE] += 1  # unknown id, or answered from a collection (no passage given)
             continue
         answer = p.get("answer") or ""
@@ -170,7 +170,8 @@ def import_reviews(export: str, output: str, keep_unreviewed: bool = False) -> I
     """Training rows (loraqa's data format, JSONL) from a Label Studio JSON export. A task in a
     shape Label Studio does not write is one line in report.bad and is left out."""
     tasks = _read_export(export)
-    report, dropped, rows = ImportReport(tasks=len(tasks)), Counter(), []
+    report, rows = ImportReport(tasks=len(tasks)), []
+    dropped: Counter[str] = Counter()
     for n, t in enumerate(tasks, 1):
         data = t["data"]
         passage, question = data.get("text"), data.get("question")
@@ -212,7 +213,7 @@ def _import_task(t: dict, passage: str, question: str, keep_unreviewed: bool, dr
         if not isinstance(predictions, list) or not isinstance(predictions[-1], dict):
             raise BadTask("its 'predictions' is not a list of predictions")
         review = _as_review(predictions[-1], passage)
-    if review == SKIPPED:
+    if not isinstance(review, Review):  # SKIPPED: every annotation was cancelled
         dropped[SKIPPED] += 1
         return None
     if review.verdict == REJECT:
@@ -248,7 +249,8 @@ def _read_export(path: str) -> list[dict]:
 
 def _as_review(prediction: dict, passage: str | None = None) -> Review:
     """A prediction taken as the review (for --keep-unreviewed)."""
-    return latest_review({"annotations": [{"result": prediction.get("result") or []}]}, passage) or Review()
+    found = latest_review({"annotations": [{"result": prediction.get("result") or []}]}, passage)
+    return found if isinstance(found, Review) else Review()
 
 
 def _predicted_texts(t: dict) -> list[str]:

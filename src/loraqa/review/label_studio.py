@@ -63,7 +63,7 @@ def task(
     """One task: the passage and question as data (with loraqa's provenance beside them), the
     current answer as a prediction that Label Studio pre-fills for the reviewer."""
     result = [] if answer is None else [span_result(answer[0], answer[1], passage[answer[0] : answer[1]])]
-    prediction = {"model_version": model_version, "result": result}
+    prediction: dict[str, object] = {"model_version": model_version, "result": result}
     if score is not None:
         prediction["score"] = round(float(score), 4)  # Label Studio sorts tasks by it
     return {"data": {TEXT: passage, QUESTION: question, "loraqa": provenance}, "predictions": [prediction]}

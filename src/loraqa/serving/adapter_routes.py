@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from loraqa.adapters.names import NAME_PATTERN
 from loraqa.adapters.root import find_in_root
 from loraqa.errors import LoraqaError
-from loraqa.serving.context import ApiError, is_admin, scope_of, state
+from loraqa.serving.context import ApiError, is_admin, key_scope, state
 
 router = APIRouter()
 
@@ -46,7 +46,7 @@ class AdapterLoad(BaseModel):
 @router.get("/v1/adapters")
 async def list_adapters(request: Request):
     """The adapters the key may use; where each was loaded from only for an admin key."""
-    s, admin, scope = state(request), is_admin(request), scope_of(request)
+    s, admin, scope = state(request), is_admin(request), key_scope(request)
     registry = s.answerer.registry
 
     def entry(name: str) -> dict:
@@ -79,12 +79,13 @@ async def list_adapters(request: Request):
 @router.post("/v1/adapters", status_code=201)
 async def load_adapter(request: Request, req: AdapterLoad):
     s = state(request)
-    if s.adapter_root is None:
+    root = s.adapter_root
+    if root is None:
         raise ApiError(403, "hot loading is off: the server was started without an adapter root")
     registry = s.answerer.registry
 
     def prepare():
-        ref = find_in_root(s.adapter_root, req.path)
+        ref = find_in_root(root, req.path)
         if req.collection is not None:
             s.answerer.library.open(req.collection)  # an unknown collection: 404 before anything loads
             # binding it exposes it: the admin chose to

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from loraqa.errors import LoraqaError
 from loraqa.inference.answerer import AUTO, BASE
 from loraqa.retrieval.filters import Filter
-from loraqa.serving.context import ApiError, ask, scope_of, state
+from loraqa.serving.context import ApiError, ask, key_scope, scope_of, state
 
 router = APIRouter()
 
@@ -172,7 +172,7 @@ async def search(request: Request, req: SearchRequest):
     Only collections the server exposes and the key's scope names can be searched."""
     s = state(request)
     try:
-        s.access.collection(scope_of(request), req.collection)
+        s.access.collection(key_scope(request), req.collection)
         where = Filter.of(req.filters)
         hits = await asyncio.to_thread(s.answerer.library.search, req.collection, req.query, req.k, req.mode, where)
     except LoraqaError as exc:
@@ -199,7 +199,7 @@ async def health(request: Request):
     """200 while the server can answer; 503 when its batcher has stopped (it cannot). Without a
     valid key (when the server has keys) only the status; with one, the adapters it may use too."""
     s, scope = state(request), scope_of(request)
-    body = {"status": "ok" if s.batcher.alive else "unavailable"}
+    body: dict[str, object] = {"status": "ok" if s.batcher.alive else "unavailable"}
     if scope is not None:
         body |= {
             "adapters": [n for n in s.answerer.names if scope.may_use(n)],

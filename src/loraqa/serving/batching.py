@@ -99,11 +99,15 @@ class Batcher:
         self.waiting: deque[Ticket] = deque()  # tickets with windows not yet handed out
         self.tickets: set[Ticket] = set()  # every ticket not finished (waiting or with windows in flight)
         self.queued = 0  # windows of waiting tickets not yet handed out
-        self.arrived: asyncio.Event | None = None
-        self.changed: asyncio.Event | None = None  # set (and replaced) whenever windows finish or drop
+        # made again by start(): an Event binds to the event loop of its first wait, and a server
+        # may be started again in another loop (a test client's)
+        self.arrived = asyncio.Event()
+        self.changed = asyncio.Event()  # set (and replaced) whenever windows finish or drop
         self.task: asyncio.Task | None = None
         self.batches = 0
-        self.on_batch = None  # called with each model call's number of windows (metrics)
+        self.on_batch: Callable[[int], object] | None = (
+            None  # called with each model call's number of windows (metrics)
+        )
         # Set by the adapter cache: after each batch, let the requests it answered finish (and
         # let go of their adapters) so that adapter swaps reach the model thread before the next
         # batch, instead of one swap per batch.
@@ -248,7 +252,11 @@ class Batcher:
         ticket in turn, each ticket at most its share. A window much longer than the batch's
         longest waits to lead the next batch: padding every short window of the batch to its
         length would cost more than a batch of its own (rows x longest row)."""
-        batch, longest, taken, full, deferred = [], 0, {}, [], []
+        batch: list = []
+        longest = 0
+        taken: dict = {}
+        full: list = []
+        deferred: list = []
         while self.waiting and len(batch) < self.max_batch:
             ticket = self.waiting.popleft()
             if not ticket.pending:
@@ -360,6 +368,5 @@ class Batcher:
     def _settle(self, ticket: Ticket) -> None:
         if ticket.finished:
             self.tickets.discard(ticket)
-        if self.changed is not None:
-            self.changed.set()
-            self.changed = asyncio.Event()
+        self.changed.set()
+        self.changed = asyncio.Event()

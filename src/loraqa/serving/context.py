@@ -68,6 +68,15 @@ def scope_of(request: Request) -> Scope | None:
     return request.scope.get("state", {}).get("scope")
 
 
+def key_scope(request: Request) -> Scope:
+    """The scope of a request to a protected route: the guard let it through, so it came with a
+    valid key (or the server has none: OPEN)."""
+    scope = scope_of(request)
+    if scope is None:  # a route missing from the guard's open paths would be answered without a key
+        raise ApiError(401, "missing or invalid API key")
+    return scope
+
+
 def is_admin(request: Request) -> bool:
     scope = scope_of(request)
     return scope is not None and scope.admin
@@ -88,8 +97,9 @@ def check_question(s: ServerState, question: str, context: str | None) -> None:
 def _checked(request: Request, questions: list[dict]) -> tuple[list[dict], dict[int, float]]:
     """The questions with their adapters named (`auto` routed among the key's adapters) and
     every adapter and collection they reach checked against the key's scope."""
-    s, scope = state(request), scope_of(request)
-    out, routed = [], {}
+    s, scope = state(request), key_scope(request)
+    out: list[dict] = []
+    routed: dict[int, float] = {}
     for i, q in enumerate(questions):
         check_question(s, q["question"], q.get("context"))
         name = s.access.adapter(scope, q.get("adapter"))

@@ -69,7 +69,7 @@ def allowed_hosts(bind: str, extra: list[str] | tuple[str, ...] = ()) -> list[st
         name = socket.gethostname()
         hosts.append(name)
         try:
-            hosts += [info[4][0] for info in socket.getaddrinfo(name, None)]
+            hosts += [str(info[4][0]) for info in socket.getaddrinfo(name, None)]
         except OSError:
             pass
     hosts += [h.strip().lower() for h in extra if h.strip()]

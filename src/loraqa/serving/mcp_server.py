@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from pathlib import Path
 
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.optional import require_extra
@@ -136,7 +137,7 @@ def build_server(
     descriptions: dict[str, str] | None = None,
     limits: ServerLimits | None = None,
     exposed: list[str] | tuple[str, ...] = (),
-    store: str | None = None,
+    store: str | Path | None = None,
 ) -> tuple[MCPServer, Batcher]:
     descriptions = dict(descriptions or {})
     limits = limits or ServerLimits()
@@ -157,7 +158,10 @@ def build_server(
         "document. Leave `domain` out to pick the adapter automatically (list_domains shows them)."
     )
     async def answer_question(
-        question: str, context: str | None = None, domain: str | None = None, ctx: Context = None
+        question: str,
+        context: str | None = None,
+        domain: str | None = None,
+        ctx: Context = None,  # type: ignore[assignment]  # the SDK injects ctx; None only when called directly
     ) -> Answered:
         scope = scope_of(ctx)
         if not question.strip():
@@ -207,7 +211,7 @@ def build_server(
         mode: str | None = None,
         document: str | None = None,
         source: str | None = None,
-        ctx: Context = None,
+        ctx: Context = None,  # type: ignore[assignment]  # the SDK injects ctx; None only when called directly
     ) -> Passages:
         scope = scope_of(ctx)
         if not query.strip():
@@ -245,7 +249,9 @@ def build_server(
         )
 
     @server.tool(description="The question-answering domains (adapters) available, with what each was trained on.")
-    def list_domains(ctx: Context = None) -> Domains:
+    def list_domains(
+        ctx: Context = None,  # type: ignore[assignment]  # the SDK injects ctx; None only when called directly
+    ) -> Domains:
         scope = scope_of(ctx)
         return Domains(
             domains=[

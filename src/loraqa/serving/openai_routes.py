@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from loraqa.inference.reading import Answer
-from loraqa.serving.context import ApiError, ask, scope_of, state
+from loraqa.serving.context import ApiError, ask, key_scope, state
 
 router = APIRouter()
 OPENAI_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
@@ -162,7 +162,7 @@ def _check(request: Request, body: OpenAIRequest) -> None:
             code="unsupported_parameter",
             param="response_format",
         )
-    if body.model not in state(request).access.models(scope_of(request)):
+    if body.model not in state(request).access.models(key_scope(request)):
         raise ApiError(
             404,
             "no such model is available to this key; GET /v1/models lists those that are",
@@ -224,7 +224,7 @@ def _sse(events) -> StreamingResponse:
 @router.get("/v1/models")
 async def models(request: Request):
     """The models (adapters, `base`, `auto`) the key may name."""
-    s, scope = state(request), scope_of(request)
+    s, scope = state(request), key_scope(request)
 
     def domain(name: str) -> dict:
         described = s.access.describe(name, scope)

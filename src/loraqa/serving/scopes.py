@@ -83,9 +83,10 @@ class KeyRing:
     @classmethod
     def build(cls, api_key: str | None = None, admin_key: str | None = None, keys_file: str | Path | None = None):
         entries = read_keys_file(keys_file) if keys_file else []
-        if checked_key(api_key, "API key") is not None:
+        api_key, admin_key = checked_key(api_key, "API key"), checked_key(admin_key, "admin key")
+        if api_key is not None:
             entries.append((digest(api_key), Scope(API_KEY_NAME)))
-        if checked_key(admin_key, "admin key") is not None:
+        if admin_key is not None:
             entries.append((digest(admin_key), Scope(ADMIN_KEY_NAME, admin=True)))
         return cls(entries)
 
@@ -137,7 +138,7 @@ def read_keys_file(path: str | Path) -> list[tuple[str, Scope]]:
         data = []
     if not isinstance(data, list):
         raise UsageError(f"the keys file {path} must be a list of entries (- name: ..., sha256: ...)")
-    entries = []
+    entries: list[tuple[str, Scope]] = []
     for n, entry in enumerate(data, 1):
         where = f"{path} entry {n}"
         if not isinstance(entry, dict):

@@ -46,7 +46,8 @@ def _spans(pattern: re.Pattern, text: str, trim: bool = True) -> list[tuple[int,
 def answer_candidates(text: str, k: int, seed: int | str) -> list[tuple[str, int]]:
     """Up to k (answer, start) pairs from the passage, names and numbers first, each text once."""
     rng = random.Random(seed)
-    names, words = [], []
+    names: list[tuple[int, str]] = []  # (start, text)
+    words: list[tuple[int, str]] = []
     for start, name in _spans(_NAME, text):
         # A lone capitalised word at a sentence start ("Most", "Last") is as likely a plain word.
         (words if " " not in name and _SENTENCE_START.search(text[:start]) else names).append((start, name))
@@ -59,7 +60,8 @@ def answer_candidates(text: str, k: int, seed: int | str) -> list[tuple[str, int
         for st, t in _spans(_WORD, text)
         if t.lower() not in STOPWORDS and not any(a <= st < b for a, b in inside)
     ]
-    out, seen = [], set()
+    out: list[tuple[str, int]] = []
+    seen: set[str] = set()
     for tier in (names + numbers, phrases, words):
         rng.shuffle(tier)
         for start, answer in tier:

@@ -61,7 +61,8 @@ def locate_span(answer: str, passage: str, hint: int | None = None) -> tuple[int
 def _loose(text: str) -> tuple[str, list[int]]:
     """The text lower-cased (character by character, so lengths hold) with each whitespace run as
     one space and the ends trimmed, and where each of its characters stands in the text."""
-    chars, where = [], []
+    chars: list[str] = []
+    where: list[int] = []
     for i, c in enumerate(text):
         if c.isspace():
             if chars and chars[-1] != " ":

@@ -168,11 +168,11 @@ def run_synth(
     out = Path(output)
     if out.is_dir():
         raise UsageError(f"--output {output} is a directory; name the JSONL file to write")
-    skipped = []
+    skipped: list[tuple[str, str]] = []
     if collection is not None:
         by_document = collection_passages(open_store(store).open(collection))
     else:
-        by_document, skipped = file_passages(inputs, o.passage_chars, o.overlap, o.documents, o.follow_links)
+        by_document, skipped = file_passages(inputs or [], o.passage_chars, o.overlap, o.documents, o.follow_links)
     picked = sample_passages(by_document, passages, seed)
     if not picked:
         where = f"collection {collection}" if collection else "the input files"
@@ -182,7 +182,7 @@ def run_synth(
         judge = build_reader(reader, allow_pickle)
     else:
         writer, judge = build_models(generator, adapter, model, reader, allow_pickle)
-        gen = LocalGenerator(writer, "writer", f"local:{Path(adapter).resolve().name}", o.per_passage, seed)
+        gen = LocalGenerator(writer, "writer", f"local:{Path(adapter or '').resolve().name}", o.per_passage, seed)
     if judge is not None:
         judge.margin, judge.min_f1, judge.spans = roundtrip_margin, min_roundtrip_f1, spans == "reader"
     rows, report = synthesise(picked, gen, judge, unanswerable, seed, progress, check_names=o.check_names)

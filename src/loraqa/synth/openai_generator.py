@@ -157,7 +157,7 @@ class OpenAIGenerator:
                     Draft(
                         job.passage,
                         reply.content.strip(),
-                        job.answer,
+                        job.answer or "",  # asked with an answer: never None here
                         job.hint,
                         cut_off=reply.finish_reason == "length",
                     )
@@ -204,9 +204,11 @@ class OpenAIGenerator:
         ) as exc:
             raise self._fatal(exc) from None
         except openai.APIStatusError as exc:  # this request only (a passage too long, a bad parameter)
-            return self._failed(f"{exc.status_code}: {_message(exc)}")
+            self._failed(f"{exc.status_code}: {_message(exc)}")
+            return None
         except httpx.HTTPError as exc:  # the reply broke off (or stalled) after it began
-            return self._failed(f"the reply broke off ({type(exc).__name__})")
+            self._failed(f"the reply broke off ({type(exc).__name__})")
+            return None
         reply = read_reply(bytes(body)) if why is None else why
         with self._stats_lock:
             self.stats.requests += 1

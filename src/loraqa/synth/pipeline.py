@@ -12,6 +12,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from loraqa.synth.checks import (
     CUT_OFF,
@@ -26,6 +27,9 @@ from loraqa.synth.checks import (
 )
 from loraqa.synth.generators import Draft, QuestionWriter
 from loraqa.synth.sampling import SourcePassage
+
+if TYPE_CHECKING:  # the reader is handed an Answerer; importing it here would load the engines
+    from loraqa.inference.answerer import Answerer
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Reader:
     "What colour is the kettle...?"), the reader's is what the question asks ("grey"), in the
     bounds the QA data it learned from draws. The writer's answer stays in the row."""
 
-    answerer: object
+    answerer: Answerer
     adapter: str
     batch_size: int = 16
     margin: float | None = None
@@ -132,7 +136,7 @@ def synthesise(
         if reason:  # a writer that wrote nothing (or abstained), an answer the passage does not quote
             dropped[reason] += 1
             doc["dropped"] += 1
-        else:
+        elif at is not None:
             located.append((d, at))
     scores: list[float | None] = [None] * len(located)
     gaps: list[float | None] = [None] * len(located)  # how far below the reader's own answer (margin)
@@ -141,20 +145,21 @@ def synthesise(
         said = reader.answers(
             [(d.question, passages[d.passage].text) for d, _ in located], progress=_stage(progress, "round trip")
         )
-        scores = [
+        f1s = [
             round_trip_f1(s.answer, passages[d.passage].text[at : at + len(d.answer.strip())])
             for s, (d, at) in zip(said, located)
         ]
+        scores = [*f1s]
         if reader.spans:
-            for i, (s, score) in enumerate(zip(said, scores)):
-                if min_roundtrip_f1 <= score < 1 and _overlaps(s, *located[i]):
+            for i, (s, f1) in enumerate(zip(said, f1s)):
+                if min_roundtrip_f1 <= f1 < 1 and _overlaps(s, *located[i]):
                     d = located[i][0]
                     written[i] = d.answer.strip()
                     located[i] = (
                         Draft(d.passage, d.question, passages[d.passage].text[s.start : s.end], s.start),
                         s.start,
                     )
-        doubtful = [i for i, score in enumerate(scores) if score < min_roundtrip_f1]
+        doubtful = [i for i, score in enumerate(f1s) if score < min_roundtrip_f1]
         if reader.margin is not None and doubtful:
             if progress is not None:
                 progress("answer likelihood", 0, len(doubtful))
@@ -167,18 +172,24 @@ def synthesise(
                 gaps[i] = said[i].score - likelihood
             if progress is not None:
                 progress("answer likelihood", len(doubtful), len(doubtful))
+
     # Repeats are judged among the pairs the reader confirmed, best confirmed first: a writer that
     # wrote one question for two answers keeps it for the answer the reader gives (or, confirmed by
     # likelihood, finds likeliest).
-    order = sorted(
-        range(len(located)),
-        key=lambda i: (scores[i] is not None and scores[i] < min_roundtrip_f1, gaps[i] or 0.0, -(scores[i] or 0.0)),
-    )
+    def rank(i: int) -> tuple[bool, float, float]:
+        score = scores[i]
+        return (score is not None and score < min_roundtrip_f1, gaps[i] or 0.0, -(score or 0.0))
+
+    order = sorted(range(len(located)), key=rank)
+    margin = reader.margin if reader is not None else None
     ledger = QuestionLedger()
     kept = []
     for i in order:
         (d, at), score, p = located[i], scores[i], passages[located[i][0].passage]
-        confirmed = score is None or score >= min_roundtrip_f1 or (gaps[i] is not None and gaps[i] <= reader.margin)
+        gap: float | None = gaps[i]
+        confirmed = (
+            score is None or score >= min_roundtrip_f1 or (gap is not None and margin is not None and gap <= margin)
+        )
         reason = ledger.check(p.document, d.question, d.answer) if confirmed else ROUND_TRIP
         if reason:
             dropped[reason] += 1
@@ -189,7 +200,8 @@ def synthesise(
     rows = []
     for i in sorted(kept):  # in the order they were generated
         (d, at), p = located[i], passages[located[i][0].passage]
-        extra = {"roundtrip_logprob_gap": round(gaps[i], 4)} if gaps[i] is not None else {}
+        gap = gaps[i]
+        extra: dict[str, Any] = {"roundtrip_logprob_gap": round(gap, 4)} if gap is not None else {}
         if i in written:
             extra["generated_answer"] = written[i]
         rows.append(

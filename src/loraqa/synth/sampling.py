@@ -70,6 +70,6 @@ def file_passages(
                 continue
             for doc, passages in documents:
                 out[doc.id] = [
-                    SourcePassage(doc.id, doc.title, doc.source, p.page, p.start, p.end, p.text) for p in passages
+                    SourcePassage(doc.id, doc.title, doc.source, p.page, p.start, p.end, p.text) for p in passages or ()
                 ]
     return out, skipped

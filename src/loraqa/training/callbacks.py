@@ -7,6 +7,7 @@ import ctypes.util
 import signal
 import sys
 import threading
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -24,7 +25,7 @@ class AnswerMetrics:
 
     def __init__(self, rows: list[dict], cfg, tokenizer, autocast_bf16: bool):
         self.rows, self.cfg, self.tokenizer, self.bf16 = rows, cfg, tokenizer, autocast_bf16
-        self.model = None  # set to the trainer's model once it exists
+        self.model: Any = None  # set to the trainer's model once it exists
         self.last_items: list[dict] = []  # the latest evaluation's answers, saved with the run
 
     def __call__(self, eval_pred) -> dict:

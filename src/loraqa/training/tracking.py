@@ -94,10 +94,11 @@ class ConfigLogCallback(TrainerCallback):
         elif self.report_to == "mlflow":
             import mlflow
 
-            if mlflow.active_run() is not None:
+            active = mlflow.active_run()
+            if active is not None:
                 note = {
                     "report_to": "mlflow",
-                    "id": mlflow.active_run().info.run_id,
+                    "id": active.info.run_id,
                     "tracking_uri": mlflow.get_tracking_uri(),
                 }
         if note and self.run_dir is not None:

@@ -12,6 +12,7 @@ import errno
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from transformers import set_seed
 
@@ -57,7 +58,7 @@ class Setup:
 
     device: str
     dtype: str
-    model_config: object  # the base model's transformers config
+    model_config: Any  # the base model's transformers config
     quantization: object | None  # bitsandbytes config for an 8/4-bit base, else None
 
 
@@ -95,7 +96,7 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
         check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resume:
         cfg = saved_config(run_dir)
-        _say(f"resuming {run_dir} from {Path(last_checkpoint(run_dir)).name} with its saved config.yaml")
+        _say(f"resuming {run_dir} from {Path(last_checkpoint(run_dir) or '').name} with its saved config.yaml")
     tracking.check_tracker(cfg.track.report_to)
     setup = hardware_setup(cfg)
     data = load_data(cfg)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
-from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import (
+    DataCollatorForSeq2Seq,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from loraqa.config import Config
@@ -79,7 +86,8 @@ class LoraqaTrainer(Seq2SeqTrainer):
     `model.train()` even when the model is already in training mode.
     """
 
-    _params_per_token = None
+    _params_per_token: int | None = None
+    interrupt: GracefulInterrupt  # set by build_trainer: whether Ctrl-C stopped training
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -97,7 +105,7 @@ class LoraqaTrainer(Seq2SeqTrainer):
 
     def floating_point_ops(self, inputs) -> int:
         if self._params_per_token is None:
-            self._params_per_token = self.model.num_parameters(exclude_embeddings=True)
+            self._params_per_token = cast(PreTrainedModel, self.model).num_parameters(exclude_embeddings=True)
         ids = inputs.get(getattr(self.model, "main_input_name", "input_ids"))
         return 6 * ids.numel() * self._params_per_token if ids is not None else 0
 

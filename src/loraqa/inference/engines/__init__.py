@@ -29,7 +29,7 @@ __all__ = [
 ENGINES = ("pytorch", "ctranslate2")
 
 
-def engine_type(kind: str) -> type:
+def engine_type(kind: str) -> type[Engine]:
     # imported when asked for: the CTranslate2 engine needs neither torch nor PEFT
     if kind == "pytorch":
         from loraqa.inference.engines.pytorch import TorchEngine

@@ -67,7 +67,14 @@ class Engine(Protocol):
     kind: str  # what summaries and logs call it ("pytorch", "ctranslate2")
     capabilities: Capabilities
     device: str
-    dtype: str
+
+    @property
+    def dtype(self) -> str:
+        """The precision answers are computed in ("fp32", "bf16", "int8" ...)."""
+
+    @classmethod
+    def create(cls, tokenizer, base_model: str | None, device: str, dtype: str, allow_pickle: bool) -> Engine:
+        """The engine; the PyTorch one loads `base_model` now."""
 
     @classmethod
     def read_tokenizer(cls, folder: str):

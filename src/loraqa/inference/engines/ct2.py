@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import cast
 
 from loraqa.adapters.folder import AdapterRef
 from loraqa.errors import LoraqaError
@@ -131,4 +132,4 @@ class CT2Engine:
                 score = r.scores[0] if batch.num_beams > 1 else r.scores[0] / max(len(ids), 1)
                 text = tokenizer.decode(ids, skip_special_tokens=True).strip()
                 results[i] = Generated(text, float(score), len(ids), ids, None, tokenizer.eos_token_id in ids)
-        return results
+        return cast(list[Generated], results)  # every row of the batch was answered by one worker

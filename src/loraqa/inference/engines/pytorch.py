@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import contextmanager
+from typing import cast
 
+import torch
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
@@ -84,7 +86,7 @@ class TorchEngine:
         # base_model.model, not get_base_model(): that reads the active adapter, which may be one
         # just detached
         base = self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
-        layers = dict(base.named_modules())
+        layers = dict(cast(torch.nn.Module, base).named_modules())
         ranks = {**{"": config.get("r")}, **(config.get("rank_pattern") or {})}
         try:
             with safe_open(str(weights), framework="pt") as f:
