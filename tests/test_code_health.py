@@ -127,3 +127,19 @@ def test_no_library_function_takes_more_than_eight_parameters():
                 if count > 8:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} takes {count}")
     assert not long, "\n".join(long)
+
+
+def test_only_the_command_line_prints():
+    """Library code says what it does on the loraqa.progress logger and takes progress callbacks:
+    a print or a Rich console there would write into a Python caller's output, or into an MCP
+    server's stdout, which is its protocol channel."""
+    found = []
+    for path in sorted((ROOT / "src" / "loraqa").rglob("*.py")):
+        if "cli" in path.relative_to(ROOT / "src" / "loraqa").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} print()")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rich"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}")
+    assert not found, "\n".join(found)

@@ -7,6 +7,7 @@ The catalogue below is every case, one user mistake each.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -253,3 +254,25 @@ def test_overwrite_replaces_an_earlier_run(files):
     res = _train(files, out, "--overwrite")
     assert res.exit_code == 0, res.output
     assert not (out / "stale.txt").exists() and (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_training_error_is_the_last_of_a_few_lines_of_loraqa_s_own(tmp_path, tiny_model_dir):
+    """What the user reads when a run is refused: loraqa's lines (what it loaded, the error), not
+    a library's progress bars or warnings around them. Run as the user runs it, in a process of
+    its own with a terminal-less stderr (transformers drew "Loading weights" bars there)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "loraqa", "train", "--model", str(tiny_model_dir), "--data", str(SQUAD_V1)]
+        + ["--output", str(tmp_path / "run"), "--set", "lora.target_modules=[query]", *FAST],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    lines = [line for line in res.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert res.returncode == 1 and lines[-1].startswith("error: lora.target_modules ['query'] not found"), res.stderr
+    theirs = [line for line in lines if not line.startswith(("error: ", "warning: ", "data: "))]
+    assert not theirs and len(lines) <= 4, res.stderr
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from loraqa.adapters.calibration import read_calibration
 from loraqa.config import Config, dump_config, load_saved_config
 from loraqa.errors import LoraqaError, NotAnAdapter
+from loraqa.modeling.files import without_progress_bars
 from loraqa.output_files import replace_dir
 
 ADAPTER_CONFIG_NAME = "loraqa_config.yaml"
@@ -106,8 +107,9 @@ def save_model_folder(model, tokenizer, target: Path, cfg: Config, extra_files: 
     tmp = target.with_name(f".{target.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
+    with without_progress_bars():
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
     (tmp / ADAPTER_CONFIG_NAME).write_text(dump_config(cfg))
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text)

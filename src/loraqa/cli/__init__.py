@@ -60,7 +60,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     show_progress_lines()
-    for name in ("datasets", "huggingface_hub", "urllib3"):
+    # bitsandbytes (the gpu extra) looks for a hub kernel at import, also on a CPU and offline
+    for name in ("datasets", "huggingface_hub", "urllib3", "bitsandbytes"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     if "transformers" in sys.modules:  # already imported (e.g. in-process callers): the variable came too late
@@ -123,11 +124,24 @@ def doctor(
     """Check torch, the GPU (or CPU fallback), bf16, bitsandbytes, and whether a preset fits in memory."""
 
     def action():
-        from loraqa.diagnostics.doctor import run_doctor
+        from loraqa.diagnostics.doctor import diagnose
 
-        run_doctor(load(preset, None, set_, model, None), gpu_memory_gb=gpu_memory)
+        return diagnose(load(preset, None, set_, model, None), gpu_memory_gb=gpu_memory)
 
-    run(action)
+    found = run(action)
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    table = Table(title="loraqa doctor", show_header=False)
+    for what, finding in found.facts:
+        table.add_row(what, finding)
+    console.print(table)
+    for warning in found.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    console.print(found.memory)
+    for tip in found.tips:
+        console.print(f"  try: {tip}")
 
 
 @app.command("eval")
@@ -281,7 +295,16 @@ def predict(
             typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False) if as_json else answer.answer)
         else:
             assert input_file is not None and output is not None  # checked above
-            done = predict_file(adapters, input_file, output, batch_size, resume, **options)
+            from rich.console import Console
+            from rich.progress import Progress
+
+            with Progress(console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("answering (questions)", total=None)
+
+                def advance(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                done = predict_file(adapters, input_file, output, batch_size, resume, advance, **options)
             typer.echo(
                 f"wrote {done.written} answers to {output}"
                 + (f" ({done.skipped} already there)" if done.skipped else ""),

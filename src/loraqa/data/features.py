@@ -26,6 +26,7 @@ from loraqa.data.windows import (
     window_around,
     window_at,
 )
+from loraqa.reporting import say
 
 
 @dataclass
@@ -142,12 +143,12 @@ def negative_features(tokenizer, row: dict, data_cfg, counts: FeatureCounts) -> 
 def build_features(tokenizer, rows: list[dict], data_cfg, train: bool):
     """A datasets.Dataset of features for the Trainer, plus the truncation counts."""
     import datasets
-    from rich.progress import track
 
     counts = FeatureCounts()
     feats = []
-    label = "tokenising train" if train else "tokenising test"
-    for row in track(rows, description=label, disable=len(rows) < 2000, transient=True):
+    if len(rows) >= 2000:  # a few seconds: said, so a quiet terminal is not taken for a hang
+        say(f"tokenising {len(rows)} {'training' if train else 'test'} rows")
+    for row in rows:
         f = encode_row(tokenizer, row, data_cfg, train, counts)
         if f is not None:
             feats.append(f)

@@ -1,19 +1,27 @@
-"""`loraqa doctor`: what this machine offers for training, and whether a preset fits."""
+"""`loraqa doctor`: what this machine offers for training, and whether a preset fits.
+
+The findings come back as data (`Diagnosis`); the command line draws them."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass, field
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from loraqa.diagnostics.architectures import KNOWN_ARCHITECTURES
 from loraqa.diagnostics.memory_estimate import architecture_of, estimate_training_memory
 from loraqa.modeling.precision import cpu_has_bf16
 
-console = Console(soft_wrap=True)
+
+@dataclass
+class Diagnosis:
+    facts: list[tuple[str, str]] = field(default_factory=list)  # (what, finding); findings may hold Rich markup
+    warnings: list[str] = field(default_factory=list)
+    memory: str = ""  # the preset's estimated peak, and whether it fits
+    tips: list[str] = field(default_factory=list)  # ways to make it fit, when it does not
+    estimate: dict = field(default_factory=dict)  # the estimate's figures (empty: the model could not be sized)
 
 
 def _available_ram_gb() -> float | None:
@@ -25,43 +33,45 @@ def _available_ram_gb() -> float | None:
         return None
 
 
-def run_doctor(cfg, gpu_memory_gb: float | None = None) -> dict:
-    table = Table(title="loraqa doctor", show_header=False)
-    table.add_row("torch", torch.__version__)
-    table.add_row("CUDA (torch build)", str(torch.version.cuda))
+def diagnose(cfg, gpu_memory_gb: float | None = None) -> Diagnosis:
+    out = Diagnosis()
+    facts = out.facts
+    facts.append(("torch", torch.__version__))
+    facts.append(("CUDA (torch build)", str(torch.version.cuda)))
     cuda = torch.cuda.is_available()
     free_gb = None
     if cuda:
         free, total = torch.cuda.mem_get_info(0)
         free_gb = free / 2**30
-        table.add_row("GPU", torch.cuda.get_device_name(0))
-        table.add_row("GPU memory", f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB")
-        table.add_row(
-            "bf16 on GPU", "yes" if torch.cuda.is_bf16_supported() else "no (use fp32; fp16 is unsafe for T5)"
+        facts.append(("GPU", torch.cuda.get_device_name(0)))
+        facts.append(("GPU memory", f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"))
+        facts.append(
+            ("bf16 on GPU", "yes" if torch.cuda.is_bf16_supported() else "no (use fp32; fp16 is unsafe for T5)")
         )
     else:
-        table.add_row("GPU", "[bold red]none: training will run on the CPU[/] (slow for flan-t5-base and larger)")
-    table.add_row("CPU threads", f"{torch.get_num_threads()} of {os.cpu_count()} cores")
-    table.add_row("bf16 on CPU", "yes (AVX512-BF16/AMX)" if cpu_has_bf16() else "no")
+        facts.append(("GPU", "[bold red]none: training will run on the CPU[/] (slow for flan-t5-base and larger)"))
+    facts.append(("CPU threads", f"{torch.get_num_threads()} of {os.cpu_count()} cores"))
+    facts.append(("bf16 on CPU", "yes (AVX512-BF16/AMX)" if cpu_has_bf16() else "no"))
     ram = _available_ram_gb()
     if ram is not None:
-        table.add_row("RAM available", f"{ram:.1f} GiB")
+        facts.append(("RAM available", f"{ram:.1f} GiB"))
     bnb = importlib.util.find_spec("bitsandbytes") is not None
-    table.add_row("bitsandbytes", ("installed" if bnb else "not installed") + ("" if cuda else " (8/4-bit needs CUDA)"))
-    console.print(table)
+    facts.append(
+        ("bitsandbytes", ("installed" if bnb else "not installed") + ("" if cuda else " (8/4-bit needs CUDA)"))
+    )
     if not cuda:
-        console.print(
-            "[bold yellow]warning:[/] no CUDA GPU visible; `loraqa train` will fall back to the CPU. "
+        out.warnings.append(
+            "no CUDA GPU visible; `loraqa train` will fall back to the CPU. "
             "If you have a GPU, check the driver and that torch was installed with CUDA."
         )
 
     arch = architecture_of(cfg.model.name)
     if arch is None:
-        console.print(
+        out.memory = (
             f"memory: cannot size {cfg.model.name} without its config (known offline: "
             f"{', '.join(KNOWN_ARCHITECTURES)}); pass --model PATH"
         )
-        return {}
+        return out
     device = "cuda" if cuda or gpu_memory_gb else "cpu"
     dtype = cfg.model.dtype
     if dtype == "auto":
@@ -74,13 +84,13 @@ def run_doctor(cfg, gpu_memory_gb: float | None = None) -> dict:
     verdict = ""
     if budget is not None:
         verdict = " - fits" if est["total_gb"] < budget * 0.9 else " - [bold red]does not fit[/]"
-    console.print(
+    out.memory = (
         f"preset '{cfg.preset}' ({cfg.model.name}, batch {cfg.train.batch_size}, source "
         f"{cfg.data.max_source_length} tokens, {dtype}, checkpointing "
         f"{'on' if cfg.train.gradient_checkpointing else 'off'}): estimated peak "
         f"{est['total_gb']:.2f} GiB on {device}" + (f" ({gpu_memory_gb:g} GiB card)" if gpu_memory_gb else "") + verdict
     )
     if budget is not None and est["total_gb"] >= budget * 0.9:
-        for tip in est["advice"]:
-            console.print(f"  try: {tip}")
-    return est | {"budget_gb": budget, "dtype": dtype, "device": device}
+        out.tips = list(est["advice"])
+    out.estimate = est | {"budget_gb": budget, "dtype": dtype, "device": device}
+    return out

@@ -11,11 +11,10 @@ id is not in the output yet.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from rich.progress import Progress
 
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.inference.answerer import Answer, Answerer, AnswererOptions
@@ -158,12 +157,13 @@ def predict_file(
     output_path: str,
     batch_size: int = 16,
     resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
     **answerer_options: Unpack[AnswererOptions],
 ) -> PredictResult:
     """Answer every row; each output row carries the answer's evidence (score, no_answer, start,
     end, windows, and citations for a row answered from a collection) and names the adapter that
-    answered. answerer_options go to Answerer (base_model, allow_pickle, engine, store,
-    collections)."""
+    answered. progress(done, total) after each chunk of questions written. answerer_options go to
+    Answerer (base_model, allow_pickle, engine, collections)."""
     rows = read_questions(input_path, unique_ids=resume)
     output = Path(output_path)
     done = answered_ids(output) if resume else set()
@@ -178,8 +178,7 @@ def predict_file(
             raise LoraqaError(f"{input_path} line {row['_line']}: {exc.template}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
     chunk = batch_size * CHUNK_BATCHES
-    with open(output, "a" if resume else "w", encoding="utf-8") as out, Progress(transient=True) as bar:
-        task = bar.add_task("answering (questions)", total=len(todo))
+    with open(output, "a" if resume else "w", encoding="utf-8") as out:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             readings: list = []
@@ -202,5 +201,6 @@ def predict_file(
             for row, answer in zip(part, answerer.read(readings, batch_size=batch_size)):
                 out.write(jsonl_line({"id": row["id"], "question": row["question"], **answer.as_dict()}))
             out.flush()
-            bar.update(task, advance=len(part))
+            if progress is not None:
+                progress(start + len(part), len(todo))
     return PredictResult(len(todo), len(rows) - len(todo))

@@ -12,6 +12,8 @@ fast tokenizers wrap the same Rust tokenizer, so ids, offsets and decoded texts 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -20,6 +22,26 @@ from loraqa.hub import looks_like_path, use_cache_only_if_offline
 
 TOKENIZER_FILE = "tokenizer.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@contextmanager
+def without_progress_bars(local: bool = True) -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") off while it reads or
+    writes local files (`local`): they flash for a moment, and stand between a user and the one
+    line an error ends in. Around what may download (local False) they stay: a download of a
+    gigabyte wants its bar."""
+    if not local:
+        yield
+        return
+    from transformers.utils import logging as hf_logging  # only where transformers is in use already
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def load_error(name: str, exc: Exception, online: bool) -> LoraqaError:

@@ -8,9 +8,9 @@ import torch
 
 from loraqa import optional
 from loraqa.errors import LoraqaError
-from loraqa.hub import use_cache_only_if_offline
+from loraqa.hub import looks_like_path, use_cache_only_if_offline
 from loraqa.modeling import attention as fused_attention
-from loraqa.modeling.files import load_error, refuse_pickle
+from loraqa.modeling.files import load_error, refuse_pickle, without_progress_bars
 from loraqa.modeling.precision import FP16_UNSAFE
 
 log = logging.getLogger("loraqa")
@@ -54,7 +54,8 @@ def load_base_model(name: str, dtype: str, device: str, allow_pickle: bool = Fal
         kwargs["device_map"] = {"": 0}
     try:
         weights = torch.bfloat16 if dtype == "bf16" and quantization is None else torch.float32
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=weights, **kwargs)
+        with without_progress_bars(local=looks_like_path(name)):
+            model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=weights, **kwargs)
     except LoraqaError:
         raise
     except ValueError as exc:

@@ -20,14 +20,17 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from loraqa.adapters.names import BASE, NAME_PATTERN
 from loraqa.adapters.root import find_in_root
 from loraqa.domain_profile import DomainProfile
 from loraqa.errors import AdapterNotFound, DeadlineExceeded, LoraqaError, NotAnAdapter, UsageError
+from loraqa.inference.registry import AdapterRegistry
 from loraqa.inference.routing import AUTO, route
 
 log = logging.getLogger("loraqa.serve")
@@ -40,11 +43,20 @@ class Entry:
     profile: DomainProfile | None
 
 
+class ModelThread(Protocol):
+    """What the cache needs of the batcher: a turn on the model's thread between batches, and
+    whether any queued or running window uses an adapter (it is not evicted then)."""
+
+    async def on_model_thread(self, fn: Callable, *args) -> Any: ...
+
+    def uses(self, adapter: str) -> bool: ...
+
+
 class AdapterCache:
     def __init__(
         self,
-        registry,
-        batcher,
+        registry: AdapterRegistry,
+        batcher: ModelThread,
         root: Path | None = None,
         max_loaded: int | None = None,
         pinned: set[str] | None = None,
@@ -54,10 +66,10 @@ class AdapterCache:
         """root: the adapter root (None: only the adapters given at start); max_loaded: how many
         may stay attached (the registry's limit when not given)."""
         self.root, self.registry, self.batcher = root, registry, batcher
-        self.max_loaded = max_loaded or registry.max_adapters
+        self.max_loaded: int = max_loaded or registry.max_adapters or 2**31  # no limit given: none
         self.max_bytes, self.metrics = max_bytes, metrics
         self.pinned = set(pinned or ()) | set(registry.adapters)  # adapters given at start stay
-        if root is not None and self.max_loaded is not None and len(self.pinned) >= self.max_loaded:
+        if root is not None and len(self.pinned) >= self.max_loaded:
             raise UsageError(
                 f"{len(self.pinned)} adapters are pinned or given at start, and at most {self.max_loaded} "
                 "may stay loaded: nothing could be loaded on demand; raise --max-loaded"

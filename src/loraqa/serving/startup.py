@@ -6,8 +6,9 @@ short `loraqa predict` pays every time, so the servers say it."""
 from __future__ import annotations
 
 import os
-import sys
 import time
+
+from loraqa.reporting import say
 
 _IMPORTED = time.monotonic()
 
@@ -25,10 +26,9 @@ def seconds_since_start() -> float:
 
 
 def say_ready(answerer, what: str) -> None:
+    """On the loraqa.progress logger: the command line shows it on stderr."""
     adapters = ", ".join(answerer.registry.adapters) or "no adapter yet"
-    print(
+    say(
         f"{what} ready {seconds_since_start():.1f} s after start ({adapters}; engine {answerer.engine.kind}, "
-        f"{answerer.dtype})",
-        file=sys.stderr,
-        flush=True,
+        f"{answerer.dtype})"
     )
