@@ -1,6 +1,7 @@
 # Two commands from a fresh clone:
 #   make train   train an adapter with the default preset (DATA=... MODEL=... for local files)
 #   make test    run the test suite
+#   make docs    write the pages that come from the code, then serve the site at http://127.0.0.1:8000
 # Each builds .venv on first use. The pinned CPU torch wheel goes in first so that
 # no dependency can pull a multi-GB CUDA build of torch on a CPU-only machine.
 PYTHON ?= python3
@@ -12,7 +13,7 @@ MODEL  ?=
 DATA   ?=
 ARGS   ?=
 
-.PHONY: train test install clean
+.PHONY: train test docs install clean
 
 $(BIN)/loraqa: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,10 @@ train: $(BIN)/loraqa
 
 test: $(BIN)/loraqa
 	$(BIN)/python -m pytest -q
+
+docs: $(BIN)/loraqa
+	$(BIN)/python tools/docs_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -12,7 +12,7 @@ For loraqa's SQLite store also the resident memory of a fresh process that only 
 collections of different sizes can be compared; with --postgres URL the PostgreSQL store on the
 same data.
 
-Goals (README): recall@5 at most 1 point below the best peer; p95 query latency <= 20 ms at
+Goals (docs/explanation/benchmarks.md): recall@5 at most 1 point below the best peer; p95 query latency <= 20 ms at
 100,000 passages on 2 cores; ingestion >= 1,000 passages/s from text; a query process whose
 memory does not grow with the collection.
 

@@ -112,7 +112,9 @@ class AdapterRegistry:
         self.engine, self.allow_pickle, self.max_adapters = engine, allow_pickle, max_adapters
         self.adapters: dict[str, LoadedAdapter] = {}  # visible: requests may name them
         self.hidden: dict[str, LoadedAdapter] = {}  # being unloaded: still attached, no new requests
-        self.warned: set[str] = set()  # adapters already said to have no domain profile (the adapter cache reloads them)
+        self.warned: set[str] = (
+            set()
+        )  # adapters already said to have no domain profile (the adapter cache reloads them)
 
     # ------------------------------------------------------------ loading
 

@@ -1,5 +1,5 @@
-"""Every limit the servers enforce, with its default, in one place (the README's "Security and
-limits" lists the same table). `loraqa serve` and `loraqa mcp` set them from their flags.
+"""Every limit the servers enforce, with its default, in one place (docs/how-to/security.md
+lists the same table). `loraqa serve` and `loraqa mcp` set them from their flags.
 
 Each bounds what one client can make the server hold or do: bytes read, characters planned,
 windows queued, time spent, adapters loaded. Over a limit a request is refused before the work
