@@ -118,7 +118,17 @@ def config_page() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _tiny_answerer(workdir: Path):
+_ANSWERER: list = []  # the tiny model's Answerer, made once for the HTTP and MCP pages
+
+
+def _tiny_answerer():
+    if not _ANSWERER:
+        workdir = Path(tempfile.mkdtemp(prefix="loraqa-docs-"))
+        _ANSWERER.append(_make_answerer(workdir))
+    return _ANSWERER[0]
+
+
+def _make_answerer(workdir: Path):
     from loraqa.config.templates import TEMPLATES
     from loraqa.diagnostics.synthetic import save_model_dir, train_tokenizer
     from loraqa.inference.answerer import Answerer
@@ -136,8 +146,7 @@ def _schema_name(schema: dict) -> str:
 def http_page() -> str:
     from loraqa.serving.app import create_app
 
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = create_app(_tiny_answerer(Path(tmp))).openapi()
+    spec = create_app(_tiny_answerer()).openapi()
     lines = [
         "# HTTP API",
         "",
@@ -191,6 +200,68 @@ def http_page() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _schema_fields(schema: dict) -> list[str]:
+    props = schema.get("properties", {})
+    if not props:
+        return []
+    required = set(schema.get("required", []))
+    lines = ["| argument | type | required | what it is |", "|---|---|---|---|"]
+    for name, prop in props.items():
+        kind = prop.get("type") or " or ".join(x.get("type", "") or "null" for x in prop.get("anyOf", []))
+        lines.append(
+            f"| `{name}` | {_cell(kind)} | {'yes' if name in required else ''} | {_cell(prop.get('description', ''))} |"
+        )
+    return lines + [""]
+
+
+def mcp_page() -> str:
+    import asyncio
+
+    from loraqa.serving.mcp_server import build_server
+
+    server, _ = build_server(_tiny_answerer())
+    tools = asyncio.run(server.list_tools())
+    lines = [
+        "# MCP tools",
+        "",
+        GENERATED,
+        "",
+        "The tools `loraqa mcp` offers an MCP host, as its tool list gives them (stdio, or streamable",
+        "HTTP at `/mcp` with `--http PORT`). An agent sees each tool's description and argument schema.",
+        "",
+    ]
+    for tool in sorted(tools, key=lambda t: t.name):
+        lines += [f"## `{tool.name}`", "", (tool.description or "").strip(), ""]
+        lines += _schema_fields(tool.input_schema or {})
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def metrics_page() -> str:
+    from loraqa.serving.metrics import ServerMetrics
+
+    metrics = ServerMetrics(queue_depth=lambda: 0, adapters_loaded=lambda: 0)
+    lines = [
+        "# Prometheus metrics",
+        "",
+        GENERATED,
+        "",
+        "What `GET /metrics` of `loraqa serve` exports (Prometheus text format). Labels take values",
+        "from bounded sets: the server's adapters and routes, status codes, key names. Counters appear",
+        "with `_total` after their name, histograms as `_bucket`, `_sum` and `_count`.",
+        "",
+        "| metric | type | labels | what it counts |",
+        "|---|---|---|---|",
+    ]
+    # label names as declared (a fresh registry has no samples to read them from)
+    declared = {m._name: m._labelnames for m in vars(metrics).values() if hasattr(m, "_labelnames")}
+    for family in sorted(metrics.registry.collect(), key=lambda f: f.name):
+        labels = declared.get(family.name, ())
+        lines.append(
+            f"| `{family.name}` | {family.type} | {', '.join(f'`{x}`' for x in labels)} | {_cell(family.documentation)} |"
+        )
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def index_page() -> str:
     """The site's home page is the README, its links made relative to docs/."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -206,6 +277,8 @@ PAGES = {
     "reference/cli.md": cli_page,
     "reference/config.md": config_page,
     "reference/http.md": http_page,
+    "reference/mcp.md": mcp_page,
+    "reference/metrics.md": metrics_page,
     "index.md": index_page,
     "changelog.md": changelog_page,
 }
