@@ -16,7 +16,7 @@ import pytest
 from helpers import SQUAD_V1
 
 ROOT = Path(__file__).parents[1]
-TUTORIALS = ["first-adapter.md", "documents-to-answers.md"]  # in the order a reader follows them
+TUTORIALS = ["first-adapter.md", "documents-to-answers.md", "agents.md"]  # in the order a reader follows them
 RUNNABLE = re.compile(r"<!-- runnable -->\s*```bash\n(.*?)```", re.S)
 
 
