@@ -238,7 +238,24 @@ def combine(
     overwrite: bool = False,
     allow_pickle: bool = False,
 ) -> Path:
-    """Write the combination of ADAPTERS to OUTPUT (an adapter folder)."""
+    """Write a weighted combination of adapters of one base model, with PEFT's
+    `add_weighted_adapter`, as one adapter folder (its domain profile the parents' union).
+
+    Args:
+        adapters: Two run directories or adapter folders or more.
+        output: The adapter folder to write.
+        blend: The method, weights, density and seed (Blend; default: linear, equal weights).
+        base_model: Their base (default: the one the first was trained on).
+        overwrite: Replace what the output folder holds.
+        allow_pickle: Accept pickle weight files.
+
+    Returns:
+        The output folder.
+
+    Raises:
+        LoraqaError: Adapters of different bases, targets or templates, a method that does not
+            fit their ranks, an output in the way.
+    """
     blend = blend or Blend()
     weights, method, density, seed = blend.weights, blend.method, blend.density, blend.seed
     refs = [resolve_adapter(a) for a in adapters]

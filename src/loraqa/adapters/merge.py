@@ -66,6 +66,22 @@ def merged_model(ref: AdapterRef, base_model: str | None = None, allow_pickle: b
 def merge(
     adapter: str, output: str, base_model: str | None = None, overwrite: bool = False, allow_pickle: bool = False
 ) -> Path:
+    """Fold an adapter into its base model's weights: a plain transformers model folder (with
+    loraqa's config and a model card) that `from_pretrained` and `pipeline()` load without PEFT.
+
+    Args:
+        adapter: A run directory or adapter folder.
+        output: The folder to write (written aside and swapped in whole).
+        base_model: The base to merge into (default: the one the adapter was trained on).
+        overwrite: Replace what the output folder holds.
+        allow_pickle: Accept pickle weight files.
+
+    Returns:
+        The output folder.
+
+    Raises:
+        LoraqaError: Not an adapter, a quantized base, an output in the way.
+    """
     ref = resolve_adapter(adapter)
     out = Path(output)
     check_output(out, overwrite)

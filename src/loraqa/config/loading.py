@@ -180,6 +180,22 @@ def load_config(
     sets: list[str] | None = None,
     overrides: dict | None = None,
 ) -> Config:
+    """The resolved configuration: a preset, then a YAML file, then `section.key=value` strings,
+    then a nested dict, each overriding the one before.
+
+    Args:
+        preset: A preset's name (`default`, `seed`, `base`, ...), or None for the schema's defaults.
+        config_file: A YAML file of sections and keys.
+        sets: Strings like `"train.max_steps=100"`, as `--set` takes them.
+        overrides: Nested sections, e.g. `{"data": {"source": "my.jsonl"}}`.
+
+    Returns:
+        The checked Config.
+
+    Raises:
+        UsageError: An unknown preset or key, a value of the wrong type or out of range, a
+            file that is missing or not YAML (the message names the setting).
+    """
     raw: dict = read_preset(preset) if preset else {}
     if config_file:
         raw = merge(raw, read_config_file(config_file))

@@ -197,9 +197,22 @@ class EvalOptions:
 def run_eval(
     target: str, options: EvalOptions | None = None, progress: Callable[[str, int, int], None] | None = None
 ) -> dict:
-    """Score an adapter (or export) on questions: its summary (also in summary.json beside the
-    answers). progress(task, done, total) counts the windows answered; what it does is said on the
-    `loraqa.progress` logger."""
+    """Score an adapter (or export) by the answers it generates.
+
+    Args:
+        target: A run directory, an adapter folder or a CTranslate2 export.
+        options: Which questions, the baseline, calibration, retrieval, tracking (EvalOptions).
+        progress: Called with (task, windows done, windows in all); what it does is said on the
+            `loraqa.progress` logger.
+
+    Returns:
+        The summary (also written to summary.json beside the answers): exact match and F1 of
+        the adapter, and of the base model with `baseline`, with timings and calibration.
+
+    Raises:
+        LoraqaError: A target that is not an adapter, questions that cannot be read, an option
+            the engine cannot honour.
+    """
     o = options or EvalOptions()
     if (o.collection or o.holdout_contexts) and not o.retrieve:
         raise UsageError(

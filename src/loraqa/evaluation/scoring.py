@@ -158,6 +158,20 @@ def score_files(
     na_prob_path: str | Path | None = None,
     similarity_model: str | None = None,
 ) -> ScoreResult:
+    """SQuAD's official scores of a predictions file, by the official scripts' rules.
+
+    Args:
+        data_path: The questions with their answers (SQuAD v1.1 or v2.0 JSON).
+        predictions_path: `{question id: answer text}` JSON, as the official scripts read it.
+        na_prob_path: v2.0's no-answer probabilities (`{id: probability}`), for the best thresholds.
+        similarity_model: A sentence-transformers model for semantic answer similarity too.
+
+    Returns:
+        Exact match and F1 (overall, and for answerable and unanswerable questions with v2.0).
+
+    Raises:
+        LoraqaError: A file missing or not in the format named.
+    """
     questions, version = read_official(data_path)
     na_probs = read_na_probs(na_prob_path) if na_prob_path else None
     predictions = read_predictions(predictions_path)

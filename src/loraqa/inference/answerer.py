@@ -67,14 +67,30 @@ class Answerer:
         max_adapters: int | None = None,
         collections: CollectionSettings | None = None,
     ):
-        """adapters: name -> a run directory or adapter folder, or an AdapterRef (whose config,
-        e.g. with eval-time overrides, is then used as given). engine: "pytorch" (one base model,
-        LoRA adapters) or "ctranslate2" (folders written by `loraqa export`, one merged model each).
-        allow_pickle: accept pickle weight files, for the base model and every adapter, including
-        ones loaded later. collections: where questions that come without a passage are answered
-        from (the store, which adapter reads which collection; a request may also name one).
+        """Load the base model (or, for CTranslate2, each export) and the adapters.
+
+        Args:
+            adapters: Name -> a run directory or adapter folder, or an AdapterRef (whose config,
+                e.g. with eval-time overrides, is then used as given).
+            base_model: A hub id or local folder (default: the one the first adapter was
+                trained on).
+            device: auto (CUDA if present), cpu or cuda.
+            dtype: auto (as the adapters were trained, where the hardware has it), fp32 or bf16.
+            allow_pickle: Accept pickle weight files, for the base model and every adapter,
+                including ones loaded later.
+            engine: pytorch (one base model, LoRA adapters) or ctranslate2 (folders written by
+                `loraqa export`, one merged model each).
+            max_adapters: The most adapters attached at once.
+            collections: Where questions that come without a passage are answered from (the
+                store, which adapter reads which collection; a request may also name one).
+
+        Raises:
+            LoraqaError: A folder that is not an adapter, adapters of different base models, an
+                unknown collection or engine; raised before any model loads where it can be.
+
         `apply_threshold` (default True) may be set to False to answer without the calibrated
-        no-answer threshold, which is what `loraqa eval` calibrates it from."""
+        no-answer threshold, which is what `loraqa eval` calibrates it from.
+        """
         collections = collections or CollectionSettings()
         adapters = dict(adapters or {})
         capabilities = capabilities_of(engine)  # an unknown engine is refused before anything loads
@@ -205,8 +221,25 @@ class Answerer:
         num_beams: int = 1,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[Answer]:
-        """Answers for [{question, context?, adapter?}], in order. Unknown adapters and bad
-        input raise before any model work. progress(done, total) counts windows."""
+        """Answers for the requests, in order, every window of every request batched together.
+
+        Args:
+            requests: Dicts with `question`, and optionally `context` (the passage, any length:
+                read in windows), `adapter` (a name, `base` or `auto`), `collection` (answer
+                from its passages when there is no context), `mode` and `filters` (how the
+                collection is searched).
+            batch_size: Windows per model call.
+            num_beams: Beam search width (1: greedy).
+            progress: Called with (windows done, windows in all).
+
+        Returns:
+            One Answer per request: its text, score, no-answer flag, offsets in the passage and,
+            for an answer from a collection, its citations.
+
+        Raises:
+            LoraqaError: An unknown adapter or collection, an empty question or passage, too
+                much work for the limits; raised before any model work.
+        """
         with self.lock:
             cache: dict = {}
             return self.read([self.plan(r, cache) for r in requests], batch_size, num_beams, progress)

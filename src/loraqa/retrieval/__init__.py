@@ -17,9 +17,18 @@ __all__ = ["DEFAULT_STORE", "Collection", "Hit", "QueryLimits", "Settings", "Sto
 
 
 def open_store(spec: str | Path | None = None, query_limits: QueryLimits | None = None) -> Store:
-    """The store at `spec`: a `postgresql://` URL, or a directory of SQLite collections (default
-    `collections/`); every search it serves is held to query_limits (default: 1,000 characters,
-    100 words)."""
+    """The store of collections at `spec`.
+
+    Args:
+        spec: A `postgresql://` URL, or a directory of SQLite collections (default `collections/`).
+        query_limits: What one search may ask (default: 1,000 characters, 100 words).
+
+    Returns:
+        The Store: its collections are opened, created and dropped by name.
+
+    Raises:
+        LoraqaError: A PostgreSQL server that cannot be reached, psycopg not installed.
+    """
     if isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
         from loraqa.retrieval.postgres import PostgresStore  # psycopg only for a PostgreSQL store
 

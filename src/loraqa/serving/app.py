@@ -76,11 +76,24 @@ def _validation_response(path: str, exc: RequestValidationError) -> JSONResponse
 
 
 def create_app(answerer: Answerer, options: ServeOptions | None = None) -> FastAPI:
-    """The app over one Answerer (serving/options.py says what each option does). With an adapter
-    root, every adapter in it can be asked for and is loaded on demand, at most max_loaded
-    attached, the least recently used detached first, those pinned (and those given at start)
-    kept. Collections are reachable when bound to an adapter or exposed (and in a key's scope);
-    the store they are in is never shown to a key that is not an admin's."""
+    """The HTTP app (FastAPI) over one Answerer: loraqa's routes, the OpenAI-compatible ones,
+    Prometheus metrics and the demo page, behind one request guard and one batcher.
+
+    With an adapter root, every adapter in it can be asked for and is loaded on demand, at most
+    max_loaded attached, the least recently used detached first, those pinned (and those given
+    at start) kept. Collections are reachable when bound to an adapter or exposed (and in a
+    key's scope); the store they are in is never shown to a key that is not an admin's.
+
+    Args:
+        answerer: The adapters and base model to serve.
+        options: Keys, address, batching, limits, adapter root, collections (ServeOptions).
+
+    Returns:
+        The app, for uvicorn or a test client.
+
+    Raises:
+        UsageError: A bad keys file, adapter root, limit or unknown collection, at start.
+    """
     o = options or ServeOptions()
     limits, adapter_root, max_loaded, pin = o.limits, o.adapter_root, o.max_loaded, o.pin
     keys = KeyRing.build(o.api_key, o.admin_key, o.keys_file)

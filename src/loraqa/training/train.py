@@ -89,7 +89,22 @@ def train(cfg: Config, output: str | None = None, overwrite: bool = False, resum
     """Run one training job. Every input is checked before compute or any file is written.
 
     Under torchrun / accelerate every rank runs this; only rank 0 writes the run directory
-    (the Trainer and its tracker callbacks already keep their own writes to rank 0)."""
+    (the Trainer and its tracker callbacks already keep their own writes to rank 0).
+
+    Args:
+        cfg: The configuration (load_config).
+        output: The run directory (default: runs/ and a name made from the model and preset).
+        overwrite: Replace an earlier run there (only a loraqa run directory is deleted).
+        resume: Continue from the run's last complete checkpoint, with its saved config.
+
+    Returns:
+        The run directory, the trained model and the final metrics.
+
+    Raises:
+        LoraqaError: Bad data, a model that cannot be loaded, a run directory in the way, a
+            full disk (the last complete checkpoint is kept); Interrupted on Ctrl-C, after a
+            checkpoint is saved.
+    """
     main = is_main_process()
     run_dir = resolve_run_dir(cfg, output)
     if main:  # other ranks would race rank 0's own writes into the directory
