@@ -262,6 +262,39 @@ def metrics_page() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def errors_page() -> str:
+    import importlib
+    import pkgutil
+
+    import loraqa
+    from loraqa.errors import LoraqaError
+
+    for module in pkgutil.walk_packages(loraqa.__path__, "loraqa."):
+        if module.name != "loraqa.__main__":
+            importlib.import_module(module.name)  # every error type is defined by the time this returns
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in subclasses(sub))]
+
+    found = sorted({c for c in subclasses(LoraqaError) if c.__module__.startswith("loraqa")}, key=lambda c: c.__name__)
+    lines = [
+        "# Errors",
+        "",
+        GENERATED,
+        "",
+        "Every problem loraqa can name is one of these types. The command line prints its message as",
+        "one line (`error: ...`, the settings it names spelled as flags) and exits with its code; the",
+        "servers answer with its HTTP status. A traceback instead is a bug: please report it.",
+        "",
+        "| error | exit code | HTTP status | raised when | defined in |",
+        "|---|---|---|---|---|",
+    ]
+    for cls in found:
+        doc = " ".join((cls.__doc__ or "").split())
+        lines.append(f"| `{cls.__name__}` | {cls.exit_code} | {cls.http_status} | {_cell(doc)} | `{cls.__module__}` |")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def index_page() -> str:
     """The site's home page is the README, its links made relative to docs/."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -279,6 +312,7 @@ PAGES = {
     "reference/http.md": http_page,
     "reference/mcp.md": mcp_page,
     "reference/metrics.md": metrics_page,
+    "reference/errors.md": errors_page,
     "index.md": index_page,
     "changelog.md": changelog_page,
 }

@@ -36,6 +36,8 @@ class Unavailable(AdapterNotFound):
 
 
 class UnavailableCollection(UnknownCollection):
+    """A collection that does not exist or that this key may not reach: one message for both."""
+
     def __init__(self):
         super().__init__("no such collection is available to this key")
 
