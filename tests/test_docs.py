@@ -16,7 +16,12 @@ import pytest
 from helpers import SQUAD_V1
 
 ROOT = Path(__file__).parents[1]
-TUTORIALS = ["first-adapter.md", "documents-to-answers.md", "agents.md"]  # in the order a reader follows them
+TUTORIALS = [
+    "first-adapter.md",
+    "documents-to-answers.md",
+    "agents.md",
+    "domain-adapter.md",
+]  # in the order a reader follows them
 RUNNABLE = re.compile(r"<!-- runnable -->\s*```bash\n(.*?)```", re.S)
 
 
@@ -53,15 +58,20 @@ def test_every_tutorial_is_in_the_nav_with_its_runnable_blocks_found():
 
 
 @pytest.mark.parametrize("upto", [len(TUTORIALS)])
-def test_the_tutorials_runnable_commands_run(tmp_path, nodrop_model_dir, upto):
+def test_the_tutorials_runnable_commands_run(tmp_path, nodrop_model_dir, question_writer, two_adapters, upto):
     """Each marked block runs in bash -e, in one working directory, tutorial after tutorial (the
     documents tutorial asks the first one's adapter), with MODEL and DATA set as the first
-    tutorial tells the reader to."""
+    tutorial tells the reader to, and the domain-adapter tutorial's writer and reader trained on
+    the fixture until they write and answer its questions (a 20-step writer writes nothing a
+    reader confirms)."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "MODEL": str(nodrop_model_dir),
         "DATA": str(SQUAD_V1),
+        "DOCS": str(SQUAD_V1),
+        "QG": str(question_writer["run"]),
+        "READER": str(two_adapters["answers"]),
         "HF_HUB_OFFLINE": "1",
         "WANDB_MODE": "disabled",
     }
@@ -73,3 +83,4 @@ def test_the_tutorials_runnable_commands_run(tmp_path, nodrop_model_dir, upto):
             assert res.returncode == 0, f"{name}:\n{block}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
     assert (tmp_path / "runs" / "first" / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "collections").is_dir()
+    assert (tmp_path / "runs" / "handbook" / "adapter" / "adapter_config.json").is_file()
