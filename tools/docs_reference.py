@@ -286,8 +286,8 @@ def errors_page() -> str:
         "one line (`error: ...`, the settings it names spelled as flags) and exits with its code; the",
         "servers answer with its HTTP status. A traceback instead is a bug: please report it.",
         "",
-        "| error | exit code | HTTP status | raised when | defined in |",
-        "|---|---|---|---|---|",
+        "| error | exit code | HTTP status | raised when | what to do | defined in |",
+        "|---|---|---|---|---|---|",
     ]
     for cls in found:
         doc = " ".join((cls.__doc__ or "").split())

@@ -70,6 +70,9 @@ class LoraqaError(Exception):
 
     exit_code = 1
     http_status = 400
+    # what the user does about it, in a sentence: listed with every error type in the documentation
+    # (docs/reference/errors.md); the message itself says it for the case at hand
+    remedy = "Read the message: it names the setting, file or flag to change."
 
     @property
     def template(self) -> str:
@@ -86,11 +89,15 @@ class LoraqaError(Exception):
 class UsageError(LoraqaError):
     """The command line or configuration asks for something invalid (exit code 2, like argparse)."""
 
+    remedy = "Fix the flag or value the message names; `loraqa COMMAND --help` lists them."
+
     exit_code = 2
 
 
 class ConfigError(UsageError):
     """One or more configuration problems, each with its fix."""
+
+    remedy = "Fix each key it lists (`loraqa config --keys` says what each means), then run again."
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
@@ -100,15 +107,21 @@ class ConfigError(UsageError):
 class AdapterNotFound(LoraqaError):
     """A request names an adapter that is not loaded."""
 
+    remedy = "List the server's adapters (`GET /v1/adapters`, `/v1/models`) and use one of their names."
+
     http_status = 404
 
 
 class NotAnAdapter(LoraqaError):
     """A path given as an adapter does not exist, or holds no adapter folder."""
 
+    remedy = "Pass a run directory whose training finished (runs/NAME) or its adapter/ folder."
+
 
 class AdapterExists(LoraqaError):
     """An adapter is loaded under a name that is already taken, or no more adapters may be loaded."""
+
+    remedy = "Unload the adapter of that name first, pick another name, or raise --max-adapters."
 
     http_status = 409
 
@@ -116,15 +129,21 @@ class AdapterExists(LoraqaError):
 class Interrupted(LoraqaError):
     """Ctrl-C during training: a checkpoint was saved; the message says how to resume."""
 
+    remedy = "Run the command the message prints (`loraqa train --output RUN --resume`)."
+
     exit_code = 130
 
 
 class MissingDependency(LoraqaError):
     """An optional package a feature needs is not installed; the message names the pip extra."""
 
+    remedy = "Install the extra the message names (`pip install 'loraqa[EXTRA]'`)."
+
 
 class UnknownCollection(UsageError):
     """A collection that is not in the store."""
+
+    remedy = "Make it with `loraqa collection add NAME PATHS`, or list them with `loraqa collection list`."
 
     http_status = 404
 
@@ -132,11 +151,15 @@ class UnknownCollection(UsageError):
 class EmptyDocument(UsageError):
     """A question came with a passage that is empty or only whitespace."""
 
+    remedy = "Send the passage's text, or leave the context out to answer from a collection."
+
     http_status = 422
 
 
 class QuestionTooLong(LoraqaError):
     """The question and instruction fill the source window, leaving no room for the passage."""
+
+    remedy = "Shorten the question, or use a preset with a longer window (data.max_source_length)."
 
     http_status = 413
 
@@ -144,11 +167,15 @@ class QuestionTooLong(LoraqaError):
 class QueryTooLong(LoraqaError):
     """A search query over the store's query limits (characters or words)."""
 
+    remedy = "Shorten the query, or raise the server's --max-query-chars / --max-query-words."
+
     http_status = 413
 
 
 class TooMuchWork(LoraqaError):
     """One request asks for more windows (or questions) than a server lets one request have."""
+
+    remedy = "Send fewer or shorter documents per request, or raise the server's --max-request-windows."
 
     http_status = 413
 
@@ -156,11 +183,15 @@ class TooMuchWork(LoraqaError):
 class Overloaded(LoraqaError):
     """The server's queue of windows is full: retry later (the response says when)."""
 
+    remedy = "Retry after the Retry-After header's seconds; an operator may raise --max-queued-windows."
+
     http_status = 503
     retry_after = 1
 
 
 class DeadlineExceeded(LoraqaError):
     """A request was not answered within the server's request timeout; its work was dropped."""
+
+    remedy = "Retry with a shorter document, or raise the server's --request-timeout."
 
     http_status = 504

@@ -12,6 +12,8 @@ from loraqa.errors import LoraqaError
 class DocumentError(LoraqaError):
     """A file that cannot be read as a document; the message names the file and the reason."""
 
+    remedy = "Fix or convert the file (a PDF needs a text layer; an encrypted one, its password removed); the rest of the add goes on without it."
+
 
 def content_id(text: str) -> str:
     """A stable id from the text alone: the same text always gets the same id."""

@@ -30,6 +30,8 @@ class Unavailable(AdapterNotFound):
     """An adapter or collection that does not exist or that this key may not reach: one message
     for both, naming nothing."""
 
+    remedy = "Use an adapter or collection the key's scope lists (`GET /v1/adapters` shows them)."
+
     def __init__(self, what: str = "adapter"):
         super().__init__(f"no such {what} is available to this key")
         self.what = what
@@ -38,12 +40,16 @@ class Unavailable(AdapterNotFound):
 class UnavailableCollection(UnknownCollection):
     """A collection that does not exist or that this key may not reach: one message for both."""
 
+    remedy = "Use a collection the key's scope lists, or ask the operator to expose it."
+
     def __init__(self):
         super().__init__("no such collection is available to this key")
 
 
 class NoDomain(LoraqaError):
     """`auto` has nothing to choose from."""
+
+    remedy = "Train the adapters with `loraqa train` (it writes their domain profiles), or name an adapter."
 
     http_status = 404
 

@@ -49,6 +49,8 @@ class EndpointError(LoraqaError):
     """The endpoint cannot be used at all (unreachable, the key refused, no such model, still
     rate limited after the retries): the run stops, the replies cached so far stay."""
 
+    remedy = "Check --base-url, the key (OPENAI_API_KEY) and --model against what the endpoint serves; rerun: replies already cached are not asked again."
+
 
 @dataclass
 class Endpoint:
