@@ -11,8 +11,8 @@ import zipfile
 
 import pytest
 
+from documents_made_here import write_docx
 from helpers import as_unprivileged, run_cli
-from test_documents import write_docx
 
 
 def add(store, *paths, options=()):

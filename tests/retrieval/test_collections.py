@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from documents_made_here import PAGE, write_docx, write_pdf
 from helpers import run_cli
-from test_documents import PAGE, write_docx, write_pdf
 
 
 @pytest.fixture

@@ -294,7 +294,7 @@ def test_fusion_lets_the_dense_side_reorder_what_the_words_found():
 
 
 def test_filters_keep_a_search_within_part_of_the_collection_in_every_mode(tmp_path, store_spec, minilm):
-    from test_documents import write_pdf
+    from documents_made_here import write_pdf
 
     folder = tmp_path / "policies"
     folder.mkdir()

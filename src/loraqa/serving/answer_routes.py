@@ -177,21 +177,8 @@ async def search(request: Request, req: SearchRequest):
         hits = await asyncio.to_thread(s.answerer.library.search, req.collection, req.query, req.k, req.mode, where)
     except LoraqaError as exc:
         raise ApiError.of(exc, request) from None
-    return SearchResponse(
-        results=[
-            SearchResult(
-                document=h.document,
-                title=h.title,
-                source=h.source,
-                page=h.page,
-                start=h.start,
-                end=h.end,
-                score=h.score,
-                text=h.text,
-            )
-            for h in hits
-        ]
-    )
+    # the fields the response declares, read off each hit (its snippet and store ids stay out)
+    return SearchResponse(results=[SearchResult.model_validate(h, from_attributes=True) for h in hits])
 
 
 @router.get("/health")

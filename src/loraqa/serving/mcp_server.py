@@ -231,22 +231,8 @@ def build_server(
             hits = await anyio.to_thread.run_sync(lambda: answerer.library.search(collection, query, k, mode, where))
         except LoraqaError as exc:
             raise refused(exc, scope) from None
-        return Passages(
-            collection=collection,
-            passages=[
-                Passage(
-                    document=h.document,
-                    title=h.title,
-                    source=h.source,
-                    page=h.page,
-                    start=h.start,
-                    end=h.end,
-                    score=h.score,
-                    text=h.text,
-                )
-                for h in hits
-            ],
-        )
+        passages = [Passage.model_validate(h, from_attributes=True) for h in hits]  # the fields it declares
+        return Passages(collection=collection, passages=passages)
 
     @server.tool(description="The question-answering domains (adapters) available, with what each was trained on.")
     def list_domains(
