@@ -29,6 +29,7 @@ import json
 import logging
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 from loraqa.errors import LoraqaError, UsageError, option
 from loraqa.optional import require_extra
@@ -158,9 +159,18 @@ def build_server(
         "document. Leave `domain` out to pick the adapter automatically (list_domains shows them)."
     )
     async def answer_question(
-        question: str,
-        context: str | None = None,
-        domain: str | None = None,
+        question: Annotated[str, Field(description="The question, in the user's words.")],
+        context: Annotated[
+            str | None,
+            Field(
+                description="The document to read the answer from (any length: it is read in windows). "
+                "Left out: the answer comes from the domain's collection of documents, when it has one, with citations."
+            ),
+        ] = None,
+        domain: Annotated[
+            str | None,
+            Field(description="The adapter that answers (list_domains names them). Left out: chosen by the question."),
+        ] = None,
         ctx: Context = None,  # type: ignore[assignment]  # the SDK injects ctx; None only when called directly
     ) -> Answered:
         scope = scope_of(ctx)
@@ -204,13 +214,21 @@ def build_server(
         "'policies/acme*') searches within those documents."
     )
     async def search_documents(
-        query: str,
-        domain: str | None = None,
-        collection: str | None = None,
-        k: int = 5,
-        mode: str | None = None,
-        document: str | None = None,
-        source: str | None = None,
+        query: Annotated[str, Field(description="What to search for, in the user's words.")],
+        domain: Annotated[str | None, Field(description="Search the collection this domain reads.")] = None,
+        collection: Annotated[
+            str | None, Field(description="The collection to search (list_domains says which each domain reads).")
+        ] = None,
+        k: Annotated[int, Field(description="How many passages, 1 to 100.")] = 5,
+        mode: Annotated[
+            str | None,
+            Field(description="lexical, dense or hybrid; default: hybrid when the collection has vectors."),
+        ] = None,
+        document: Annotated[str | None, Field(description="Search within this document only (its id).")] = None,
+        source: Annotated[
+            str | None,
+            Field(description="Search within documents whose source matches this glob, e.g. 'policies/acme*'."),
+        ] = None,
         ctx: Context = None,  # type: ignore[assignment]  # the SDK injects ctx; None only when called directly
     ) -> Passages:
         scope = scope_of(ctx)
