@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import tempfile
@@ -118,21 +119,13 @@ def config_page() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-_ANSWERER: list = []  # the tiny model's Answerer, made once for the HTTP and MCP pages
-
-
+@functools.cache  # one tiny model for the HTTP and MCP pages
 def _tiny_answerer():
-    if not _ANSWERER:
-        workdir = Path(tempfile.mkdtemp(prefix="loraqa-docs-"))
-        _ANSWERER.append(_make_answerer(workdir))
-    return _ANSWERER[0]
-
-
-def _make_answerer(workdir: Path):
     from loraqa.config.templates import TEMPLATES
     from loraqa.diagnostics.synthetic import save_model_dir, train_tokenizer
     from loraqa.inference.answerer import Answerer
 
+    workdir = Path(tempfile.mkdtemp(prefix="loraqa-docs-"))
     texts = list(TEMPLATES.values()) + ["What is the answer? The answer is in the passage."] * 4
     model = save_model_dir(workdir / "model", "tiny", tokenizer=train_tokenizer(texts, vocab_size=300))
     return Answerer(base_model=str(model), dtype="fp32")
@@ -182,32 +175,23 @@ def http_page() -> str:
         lines += [f"### `{name}`", ""]
         if schema.get("description"):
             lines += [_cell(schema["description"]), ""]
-        props = schema.get("properties", {})
-        if props:
-            required = set(schema.get("required", []))
-            lines += ["| field | type | required | what it is |", "|---|---|---|---|"]
-            for field_name, prop in props.items():
-                kind = (
-                    prop.get("type")
-                    or _schema_name(prop)
-                    or " or ".join(_schema_name(x) or "null" for x in prop.get("anyOf", []))
-                )
-                lines.append(
-                    f"| `{field_name}` | {_cell(kind)} | {'yes' if field_name in required else ''} | "
-                    f"{_cell(prop.get('description', ''))} |"
-                )
-            lines.append("")
+        lines += _fields_table(schema, "field")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _schema_fields(schema: dict) -> list[str]:
+def _fields_table(schema: dict, what: str) -> list[str]:
+    """A JSON schema's properties as a table: name, type, required, description."""
     props = schema.get("properties", {})
     if not props:
         return []
     required = set(schema.get("required", []))
-    lines = ["| argument | type | required | what it is |", "|---|---|---|---|"]
+    lines = [f"| {what} | type | required | what it is |", "|---|---|---|---|"]
     for name, prop in props.items():
-        kind = prop.get("type") or " or ".join(x.get("type", "") or "null" for x in prop.get("anyOf", []))
+        kind = (
+            prop.get("type")
+            or _schema_name(prop)
+            or " or ".join(_schema_name(x) or "null" for x in prop.get("anyOf", []))
+        )
         lines.append(
             f"| `{name}` | {_cell(kind)} | {'yes' if name in required else ''} | {_cell(prop.get('description', ''))} |"
         )
@@ -232,7 +216,7 @@ def mcp_page() -> str:
     ]
     for tool in sorted(tools, key=lambda t: t.name):
         lines += [f"## `{tool.name}`", "", (tool.description or "").strip(), ""]
-        lines += _schema_fields(tool.input_schema or {})
+        lines += _fields_table(tool.input_schema or {}, "argument")
     return "\n".join(lines).rstrip() + "\n"
 
 
