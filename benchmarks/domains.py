@@ -131,6 +131,24 @@ def peer_figures(questions, texts, docs, model_dir: str, quick: bool) -> tuple[d
     return figures(found.tolist()), figures(dense.tolist()), st_rate
 
 
+def engine_rates(texts: list[str], model_dir: str, n: int) -> dict:
+    """Passages/s of each installed embedder engine on the same n passages (spread over the set),
+    one after another in this process: what chose the default engine."""
+    from loraqa import optional
+    from loraqa.retrieval.embedders import EMBEDDERS, load_embedder
+
+    sample = texts[:: max(1, len(texts) // n)][:n]
+    rates = {}
+    for engine in EMBEDDERS:
+        if optional.is_installed(engine.replace("-", "_")):
+            embedder = load_embedder(model_dir, engine)
+            embedder.embed(sample[:8])  # warmed up, as a server is
+            started = time.perf_counter()
+            embedder.embed(sample)
+            rates[engine] = round(len(sample) / (time.perf_counter() - started), 1)
+    return rates
+
+
 def latencies(library, name: str, questions, mode: str, n: int) -> tuple[float, float]:
     times = []
     for q in questions[:n]:
@@ -251,6 +269,7 @@ def run_set(name: str, docs: Path, qpath: Path, work: Path, model_dir: str, args
     texts, doc_ids = passages_of(collection)
     bm25s_fig, st_fig, st_rate = peer_figures(questions, texts, doc_ids, model_dir, args.quick)
     result["peers"] = {"bm25s": bm25s_fig, "sentence-transformers + NumPy": st_fig}
+    result["engines_passages_per_s"] = engine_rates(texts, model_dir, 64 if args.quick else 1000)
     embedded = result["ingest_embedded"]["passages_per_s"]
     result["embedding"] = {
         "loraqa passages/s (embedding included)": embedded,
@@ -322,7 +341,7 @@ def main() -> None:
         parser.error("give at least one set (--clinical, --policy, --literature or --data)")
     print(
         "2-core CPU; all-MiniLM-L6-v2 unless --embedder; the embedder engine is loraqa's default "
-        "(CTranslate2 int8 where installed)",
+        "(onnxruntime int8 where installed)",
         flush=True,
     )
     results = []
@@ -365,6 +384,11 @@ def main() -> None:
             f"{r['ingest_embedded']['passages_per_s']} passages/s ({r['embedding']['ratio']}x sentence-transformers "
             f"fp32 encode at {r['embedding']['sentence-transformers fp32 encode passages/s']}/s); store "
             f"{r['ingest_embedded']['store_mb']} MB",
+            flush=True,
+        )
+        print(
+            "  embedder engines on the same passages, passages/s: "
+            + ", ".join(f"{e} {v}" for e, v in r["engines_passages_per_s"].items()),
             flush=True,
         )
         print("  latency ms p50/p95: " + ", ".join(f"{m} {v['p50_ms']}/{v['p95_ms']}" for m, v in r["latency"].items()))

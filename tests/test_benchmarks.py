@@ -256,6 +256,9 @@ def test_domains_script_measures_every_mode_and_its_peers(tmp_path):
         )  # each fixture question shares words with its passage
     assert set(got["peers"]) == {"bm25s", "sentence-transformers + NumPy"}
     assert got["latency"]["hybrid"]["p95_ms"] >= got["latency"]["hybrid"]["p50_ms"] > 0
+    # every installed engine timed on the same passages: the figures that chose the default
+    assert set(got["engines_passages_per_s"]) == {"onnxruntime", "ctranslate2", "sentence-transformers"}
+    assert all(rate > 0 for rate in got["engines_passages_per_s"].values())
     assert "hybrid R@5 vs the better side" in res.stdout
 
 

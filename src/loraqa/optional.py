@@ -23,6 +23,8 @@ EXTRAS = {
     "prometheus_client": "serve",
     "mcp": "mcp",
     "ctranslate2": "ctranslate2",
+    "onnxruntime": "embeddings",
+    "onnx": "embeddings",
     "bitsandbytes": "gpu",
     "tensorboard": "tracking",
     "mlflow": "tracking",

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -185,13 +186,16 @@ def test_a_read_only_store_is_searched_densely(docs, minilm):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_both_engines_embed_alike_and_the_ctranslate2_search_needs_no_torch(docs, tmp_path, minilm):
-    from loraqa.retrieval.embedders import load_embedder
+def test_every_engine_embeds_alike_and_the_default_search_needs_no_torch(docs, tmp_path, minilm):
+    """int8 engines whose vectors drifted from the model's (per-tensor scales: a cosine of 0.94)
+    would find other passages than the fp32 model a collection was embedded with."""
+    from loraqa.retrieval.embedders import default_engine, load_embedder
 
-    texts = list(DOCS.values())
-    a = load_embedder(minilm, "ctranslate2").embed(texts)
-    b = load_embedder(minilm, "sentence-transformers").embed(texts)
-    assert float((a * b).sum(1).min()) > 0.99
+    assert default_engine() == "onnxruntime"  # the fastest, where installed
+    texts = [*DOCS.values(), "Which doctor gave a medicine for breathing trouble?", "soup"]
+    fp32 = load_embedder(minilm, "sentence-transformers").embed(texts)
+    for engine in ("onnxruntime", "ctranslate2"):
+        assert float((load_embedder(minilm, engine).embed(texts) * fp32).sum(1).min()) > 0.99, engine
     store = str(tmp_path / "store")
     add(store, docs, "--embedder", minilm)
     script = (
@@ -204,6 +208,20 @@ def test_both_engines_embed_alike_and_the_ctranslate2_search_needs_no_torch(docs
     )
     text, torch_loaded, transformers_loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert "inhaler" in text and not torch_loaded and not transformers_loaded, out.stderr
+
+
+def test_a_model_onnxruntime_cannot_export_is_one_line_naming_the_other_engines(docs, tmp_path, minilm):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(f"{minilm}/tokenizer.json", broken)
+    (broken / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))  # no weights
+    res = run_cli(
+        "collection", "add", "ward", str(docs), "--store", str(tmp_path / "store"),
+        "--embedder", str(broken), "--embedder-engine", "onnxruntime",
+    )  # fmt: skip
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "onnxruntime cannot take the embedder" in res.output and "--embedder-engine ctranslate2" in res.output
+    assert not list(Path(os.environ["LORAQA_EMBEDDER_CACHE"]).glob("*.tmp*"))  # nothing half-written kept
 
 
 def test_evaluate_reports_each_mode_whole_and_per_document(docs, tmp_path, store_spec, minilm):

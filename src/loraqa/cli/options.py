@@ -244,7 +244,7 @@ EmbedderEngine = Annotated[
     Optional[str],
     typer.Option(
         "--embedder-engine",
-        help="ctranslate2 (int8, fast on CPUs; the default where installed) or sentence-transformers (fp32).",
+        help="onnxruntime (int8, the fastest on CPUs; the default where installed), ctranslate2 (int8) or sentence-transformers (fp32).",
     ),
 ]
 RerankModel = Annotated[

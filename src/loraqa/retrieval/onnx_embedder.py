@@ -1,0 +1,167 @@
+"""The embedder run by onnxruntime in int8: the fastest of the engines on CPUs
+(benchmarks/domains.py: about 2x sentence-transformers' own fp32 `encode`, CTranslate2's int8 about
+1.6x, with the same recall).
+
+The folder's transformer is exported to ONNX once per fingerprint (torch and transformers are
+needed for that step only), its layers fused by onnxruntime's transformer optimizer (attention,
+layer norms and GELU each become one kernel) and its weights quantised to int8 **per output
+channel**: per-tensor scales, onnxruntime's default, moved the vectors to a mean cosine of 0.94 to
+fp32 on COVID-QA passages, per-channel ones keep 0.99. The result is kept in the embedder cache
+beside CTranslate2's conversions; searching then needs onnxruntime and tokenizers only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from loraqa import optional
+from loraqa.errors import LoraqaError
+from loraqa.reporting import say
+from loraqa.retrieval.embedder_models import TokenizedEmbedder, embedder_cache
+
+# model types onnxruntime's optimizer fuses as BERT (their attention and layer norms are BERT's)
+FUSED_AS_BERT = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert"}
+MODEL_FILE = "model.onnx"
+
+
+class ONNXEmbedder(TokenizedEmbedder):
+    """The model's transformer as a fused, int8 onnxruntime session."""
+
+    def __init__(self, name: str, folder: Path, threads: int = 0):
+        ort = optional.require("onnxruntime", "the onnxruntime embedder")
+        super().__init__(name, folder)
+        model = exported(folder, self.fingerprint, name)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # its warnings are about the export, not the user's input
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def hidden_states(self, ids: list[list[int]]) -> np.ndarray:
+        longest = max(len(row) for row in ids)
+        input_ids = np.zeros((len(ids), longest), dtype=np.int64)
+        mask = np.zeros_like(input_ids)
+        for r, row in enumerate(ids):
+            input_ids[r, : len(row)] = row
+            mask[r, : len(row)] = 1
+        feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+        return np.asarray(self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0], np.float32)
+
+
+def exported(folder: Path, fp: str, name: str = "") -> Path:
+    """The folder's transformer as a fused int8 ONNX file, made once per fingerprint (name: the
+    model as the user gave it, for the line that says so)."""
+    cache = embedder_cache() / f"{fp}-onnx-int8"
+    if (cache / MODEL_FILE).is_file():
+        return cache / MODEL_FILE
+    optional.check("onnx", "exporting the embedder for onnxruntime")
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    say(f"exporting the embedder {name or folder.name} to int8 for onnxruntime (once for this model; about 10 s)")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        with _quiet():
+            _export(folder, tmp)
+        os.replace(tmp, cache)
+    except Exception as exc:  # noqa: BLE001 - the exporter and the quantiser raise many types for a model they cannot take
+        if (cache / MODEL_FILE).is_file():  # another process exported it meanwhile
+            return cache / MODEL_FILE
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise LoraqaError(
+            f"onnxruntime cannot take the embedder {name or folder.name} ({first}); "
+            "use --embedder-engine ctranslate2 or sentence-transformers"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache / MODEL_FILE
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter's tracer warnings and the quantiser's advice go to Python's warnings and root
+    logger: they speak of the export's internals, nothing the user can act on."""
+    root = logging.getLogger()
+    level, silence = root.level, logging.NullHandler()
+    root.addHandler(silence)  # a handler of its own keeps logging.warning() from configuring stderr
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+        root.removeHandler(silence)
+
+
+def _export(folder: Path, into: Path) -> None:
+    import onnx
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoConfig, AutoModel
+
+    from loraqa.modeling.files import without_progress_bars
+
+    config = AutoConfig.from_pretrained(str(folder))
+    with without_progress_bars():
+        # eager attention: the pattern onnxruntime's optimizer recognises and fuses (the
+        # scaled-dot-product export stays a chain of MatMul, Softmax and Where)
+        model = AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    names = [
+        n for n in ("input_ids", "attention_mask", "token_type_ids") if n in inspect.signature(model.forward).parameters
+    ]
+
+    class LastHiddenState(torch.nn.Module):
+        # the exporter passes inputs by position; the model's forward takes them by name
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.model(**dict(zip(names, inputs))).last_hidden_state
+
+    sample = torch.ones(2, 8, dtype=torch.long)
+    plain = into / "plain.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            LastHiddenState(),
+            tuple(sample if n != "token_type_ids" else torch.zeros_like(sample) for n in names),
+            str(plain),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
+            opset_version=17,
+            dynamo=False,
+        )
+    source = plain
+    if getattr(config, "model_type", "") in FUSED_AS_BERT:
+        from onnxruntime.transformers import optimizer
+
+        fused = optimizer.optimize_model(
+            str(plain),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            opt_level=1,
+        )
+        source = into / "fused.onnx"
+        fused.save_model_to_file(str(source))
+    quantize_dynamic(
+        str(source),
+        str(into / MODEL_FILE),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        # fused operators are outside ONNX's type inference; their outputs are float
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    for path in into.iterdir():
+        if path.name != MODEL_FILE:
+            path.unlink()
