@@ -210,6 +210,50 @@ def test_every_engine_embeds_alike_and_the_default_search_needs_no_torch(docs, t
     assert "inhaler" in text and not torch_loaded and not transformers_loaded, out.stderr
 
 
+def test_passages_embedded_together_each_keep_their_own_vector(tmp_path, minilm, monkeypatch):
+    """An add reads files ahead and embeds their passages in one call (so does `collection
+    embed`): a vector that landed on a neighbour's passage would make dense search return the
+    wrong passage."""
+    from loraqa.retrieval import Settings, ingest, open_store
+    from loraqa.retrieval.embedders import load_embedder
+
+    monkeypatch.setattr(ingest, "EMBED_AHEAD", 7)  # groups of two files or so, and ends inside one
+    # (int8 activations are scaled per batch, so a text's vector moves slightly with its batch:
+    # the check is that each passage's nearest vector is its own, not that it is bit-identical)
+    folder = tmp_path / "long"
+    folder.mkdir()
+    notes = iter(
+        [
+            "The night nurse counts the morphine ampoules twice.",
+            "Visiting hours end at eight in the evening.",
+            "A fire drill is held on the first Monday of each month.",
+            "The lift to the maternity ward is out of order.",
+            "Oxygen cylinders are stored in the locked cage by the loading bay.",
+            "Porters wear green badges and carry radios.",
+            "The chapel on the ground floor is open all night.",
+            "Blood samples go to the laboratory by pneumatic tube.",
+            "Wheelchairs are returned to the bay beside reception.",
+            "The pharmacy closes at noon on Saturdays.",
+            "Infection control audits the hand gel dispensers weekly.",
+            "Patients' valuables are logged in a bound register.",
+        ]
+    )
+    for name, text in DOCS.items():  # several passages each, none alike
+        (folder / name).write_text(text + "".join(f"\n{next(notes)}\n" for _ in range(3)))
+    store = open_store(tmp_path / "store")
+    embedder = load_embedder(minilm)
+    ingest.add_paths(store, "ahead", [str(folder)], Settings(passage_chars=100, overlap=0), embedder=minilm)
+    ingest.add_paths(store, "later", [str(folder)], Settings(passage_chars=100, overlap=0))
+    ingest.embed_collection(store.open("later"), embedder)
+    for name in ("ahead", "later"):
+        collection = store.open(name)
+        passages = [p for d in collection.documents() for p in collection.passages(d.id)]
+        assert len(passages) > 3 * len(DOCS)
+        for passage, vector in zip(passages, embedder.embed([p.text for p in passages])):
+            [hit] = collection.nearest(vector, 1)
+            assert hit.text == passage.text and hit.score > 0.98, (name, passage.text)
+
+
 def test_a_model_onnxruntime_cannot_export_is_one_line_naming_the_other_engines(docs, tmp_path, minilm):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -8,11 +8,15 @@ one replaces its passages. Whatever goes wrong with one file (it cannot be read,
 budget, gives a document id another file of this add already gave) is one line, and the other
 files are still added: only the store itself failing stops an add. Where commits are dear
 (PostgreSQL), several whole documents share a transaction (Collection.batch). The collection is made when
-its first document goes in, so an add that stores nothing leaves nothing behind.
+its first document goes in, so an add that stores nothing leaves nothing behind. With an
+embedder, files are read ahead until EMBED_AHEAD passages are waiting, embedded together, and then
+written as above (each document's vectors in its passages' transaction): a killed add loses at
+most the read-ahead files, which a rerun reads again.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -22,7 +26,7 @@ from loraqa.documents import DocumentError
 from loraqa.documents.budget import BudgetedReader
 from loraqa.documents.document import content_id
 from loraqa.documents.names import shown
-from loraqa.documents.walk import Walk, find_files
+from loraqa.documents.walk import Found, Walk, find_files
 from loraqa.errors import UnknownCollection, UsageError
 from loraqa.retrieval.embedders import Embedder, load_embedder
 from loraqa.retrieval.search import embedder_for
@@ -70,6 +74,20 @@ def _embedder(collection: Collection | None, given: str | None, engine: str | No
     return load_embedder(given, engine) if given else None
 
 
+# passages read ahead and embedded together: the embedder's batches stay full and of like
+# lengths across small documents (one policy section or story is a single short batch alone)
+EMBED_AHEAD = 256
+
+
+@dataclass
+class _ReadFile:
+    name: str
+    key: str  # the file as the collection records it
+    stat: os.stat_result | None
+    documents: list  # (Document, passages) still to write
+    whole: bool  # every document of it was read and may be written
+
+
 def add_paths(
     store: Store,
     name: str,
@@ -88,12 +106,14 @@ def add_paths(
     report = IngestReport(files=len(walk.files), skipped=list(walk.skipped))
     collection = _existing(store, name)
     settings = collection.settings if collection is not None else (settings or Settings())
-    model = _embedder(collection, embedder, embedder_engine)
-    given: dict[str, str] = {}  # document id -> the document that gave it, in this add
+    adder = _Adder(store, name, settings, _embedder(collection, embedder, embedder_engine), report)
+    adder.collection = collection
     size = max(1, (limits or DocumentsConfig()).batch_passages)
     with BudgetedReader(limits, split=(settings.passage_chars, settings.overlap)) as reader, ExitStack() as batch:
+        adder.batch, adder.batch_size = batch, size
         if collection is not None:
             batch.enter_context(collection.batch(size))
+        ahead: list[_ReadFile] = []
         for found in walk.files:
             try:
                 stat = found.path.stat()
@@ -102,59 +122,96 @@ def add_paths(
                 stat, key = None, found.name
             if (
                 stat is not None
-                and collection is not None
-                and collection.file_unchanged(key, stat.st_mtime, stat.st_size)
+                and adder.collection is not None
+                and adder.collection.file_unchanged(key, stat.st_mtime, stat.st_size)
             ):
                 report.files_unchanged += 1
+                ahead.append(_ReadFile(found.name, key, None, [], False))
             else:
-                try:
-                    documents = reader.read(found.path, found.name)
-                except DocumentError as exc:
-                    report.skipped.append((found.name, exc.template))
-                    documents = None
-                whole = documents is not None
-                for doc, passages in documents or ():
-                    if doc.id in given and doc.id != content_id(doc.text):  # the same text twice is no conflict
-                        report.skipped.append(
-                            (
-                                doc.source,
-                                f"{doc.source}: its id '{shown(doc.id)}' is already the id "
-                                f"of {given[doc.id]} in this add; give one of them another",
-                            )
-                        )
-                        whole = False
-                        continue
-                    given[doc.id] = doc.source
-                    assert passages is not None  # a reader made with split= cuts every document
-                    if collection is None:
-                        collection = store.create(name, settings)
-                        if model is not None:
-                            collection.set_embedder(embedder_info(model))
-                        batch.enter_context(collection.batch(size))
-                    vectors = model.embed([p.text for p in passages]) if model is not None else None
-                    outcome = collection.put(doc, passages, file=key, vectors=vectors)
-                    if outcome == "conflict":
-                        report.skipped.append(
-                            (
-                                doc.source,
-                                f"{doc.source}: its id '{shown(doc.id)}' is the id of a "
-                                f"document from another file in {name}; remove that one "
-                                "first or give this one another id",
-                            )
-                        )
-                        whole = False
-                        continue
-                    report.count(outcome)
-                    if outcome != "unchanged":
-                        report.passages += len(passages)
-                # a file with a refused document is read again next time, so nothing of it is lost
-                if whole and stat is not None and collection is not None:
-                    collection.file_done(key, stat.st_mtime, stat.st_size)
-            if progress is not None:
-                progress(found.name)
-    if collection is not None:
-        collection.close()
+                ahead.append(adder.read(reader, found, key, stat))
+            if adder.model is None or sum(len(p) for f in ahead for _, p in f.documents) >= EMBED_AHEAD:
+                adder.write(ahead, progress)
+                ahead = []
+        adder.write(ahead, progress)
+    if adder.collection is not None:
+        adder.collection.close()
     return report
+
+
+class _Adder:
+    """One add's state: files are read ahead, their passages embedded together, then each
+    document written in its own transaction and each file recorded once all of it is in."""
+
+    def __init__(self, store: Store, name: str, settings: Settings, model: Embedder | None, report: IngestReport):
+        self.store, self.name, self.settings, self.model, self.report = store, name, settings, model, report
+        self.collection: Collection | None = None
+        self.given: dict[str, str] = {}  # document id -> the document that gave it, in this add
+        self.batch: ExitStack | None = None
+        self.batch_size = 1
+
+    def read(self, reader: BudgetedReader, found: Found, key: str, stat: os.stat_result | None) -> _ReadFile:
+        try:
+            documents = reader.read(found.path, found.name)
+        except DocumentError as exc:
+            self.report.skipped.append((found.name, exc.template))
+            return _ReadFile(found.name, key, stat, [], False)
+        kept, whole = [], True
+        for doc, passages in documents:
+            if doc.id in self.given and doc.id != content_id(doc.text):  # the same text twice is no conflict
+                self.report.skipped.append(
+                    (
+                        doc.source,
+                        f"{doc.source}: its id '{shown(doc.id)}' is already the id "
+                        f"of {self.given[doc.id]} in this add; give one of them another",
+                    )
+                )
+                whole = False
+                continue
+            self.given[doc.id] = doc.source
+            assert passages is not None  # a reader made with split= cuts every document
+            kept.append((doc, passages))
+        return _ReadFile(found.name, key, stat, kept, whole)
+
+    def write(self, files: list[_ReadFile], progress: Callable[[str], None] | None) -> None:
+        texts = [p.text for f in files for _, passages in f.documents for p in passages]
+        vectors = self.model.embed(texts) if self.model is not None and texts else None
+        at = 0
+        for f in files:
+            whole = f.whole
+            for doc, passages in f.documents:
+                collection = self._collection()
+                mine = vectors[at : at + len(passages)] if vectors is not None else None
+                at += len(passages)
+                outcome = collection.put(doc, passages, file=f.key, vectors=mine)
+                if outcome == "conflict":
+                    self.report.skipped.append(
+                        (
+                            doc.source,
+                            f"{doc.source}: its id '{shown(doc.id)}' is the id of a "
+                            f"document from another file in {self.name}; remove that one "
+                            "first or give this one another id",
+                        )
+                    )
+                    whole = False
+                    continue
+                self.report.count(outcome)
+                if outcome != "unchanged":
+                    self.report.passages += len(passages)
+            # a file with a refused document is read again next time, so nothing of it is lost
+            if whole and f.stat is not None and self.collection is not None:
+                self.collection.file_done(f.key, f.stat.st_mtime, f.stat.st_size)
+            if progress is not None:
+                progress(f.name)
+
+    def _collection(self) -> Collection:
+        """The collection, made when its first document goes in."""
+        if self.collection is None:
+            self.collection = self.store.create(self.name, self.settings)
+            if self.model is not None:
+                self.collection.set_embedder(embedder_info(self.model))
+            assert self.batch is not None
+            self.batch.enter_context(self.collection.batch(self.batch_size))
+        return self.collection
 
 
 def embed_collection(
@@ -176,10 +233,19 @@ def embed_collection(
     if info is None or info["fingerprint"] != given["fingerprint"]:
         collection.set_embedder(given)  # a new model: every old vector goes
     todo = collection.documents_without_vectors()
-    for n, document_id in enumerate(todo, 1):
-        passages = collection.passages(document_id)
-        collection.put_vectors(document_id, embedder.embed([p.text for p in passages]))
-        if progress is not None:
-            progress(n, len(todo))
+    done, ahead = 0, []  # documents read ahead, embedded together (as an add does)
+    for i, document_id in enumerate(todo):
+        ahead.append((document_id, [p.text for p in collection.passages(document_id)]))
+        if i + 1 < len(todo) and sum(len(texts) for _, texts in ahead) < EMBED_AHEAD:
+            continue
+        vectors = embedder.embed([t for _, texts in ahead for t in texts])
+        at = 0
+        for document_id_ahead, texts in ahead:
+            collection.put_vectors(document_id_ahead, vectors[at : at + len(texts)])
+            at += len(texts)
+            done += 1
+            if progress is not None:
+                progress(done, len(todo))
+        ahead = []
     collection.close()
     return len(todo)
