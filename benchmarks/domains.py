@@ -229,8 +229,8 @@ def routing(sets: dict, model_dir: str, seed: int = 0) -> dict:
     router = Router(model_dir)
     embedder = load_embedder(model_dir)
     labels = [n for n, qs in train.items() for _ in qs]
-    bank = embedder.embed([q for qs in train.values() for q in qs])
-    asked = embedder.embed([q for _, q in test])
+    bank = embedder.embed_queries([q for qs in train.values() for q in qs])
+    asked = embedder.embed_queries([q for _, q in test])
     sims = asked @ bank.T
     results: dict[str, list] = {"tfidf": [], "embedding_vote": [], "embedding_knn_all_questions": []}
     for (truth, question), row in zip(test, sims):

@@ -196,6 +196,11 @@ def test_every_engine_embeds_alike_and_the_default_search_needs_no_torch(docs, t
     fp32 = load_embedder(minilm, "sentence-transformers").embed(texts)
     for engine in ("onnxruntime", "ctranslate2"):
         assert float((load_embedder(minilm, engine).embed(texts) * fp32).sum(1).min()) > 0.99, engine
+    onnx = load_embedder(minilm, "onnxruntime")
+    # a query runs the fp32 model: its vector is the model's own
+    assert float((onnx.embed_queries(texts) * fp32).sum(1).min()) > 0.9999
+    # a passage gets the same vector whatever it is embedded with (its activations scaled alone)
+    assert (onnx.embed(texts[:1]) == onnx.embed(texts)[:1]).all()
     store = str(tmp_path / "store")
     add(store, docs, "--embedder", minilm)
     script = (

@@ -92,7 +92,7 @@ class Router:
         names = list(profiles)
         banks = [self._bank(embedder, profiles[n]) for n in names]
         owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(banks)])
-        sims = np.concatenate(banks) @ embedder.embed([question])[0]
+        sims = np.concatenate(banks) @ embedder.embed_queries([question])[0]
         top = np.argsort(-sims)[:NEAREST]
         votes = np.zeros(len(names))
         np.add.at(votes, owners[top], np.maximum(sims[top], 0.0))
@@ -104,7 +104,7 @@ class Router:
         key = (embedder.fingerprint, digest)
         found = self._vectors.get(key)
         if found is None:
-            found = _cached(key, lambda: embedder.embed(profile.questions))
+            found = _cached(key, lambda: embedder.embed_queries(profile.questions))
             self._vectors[key] = found
         return found
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,22 +124,30 @@ class TokenizedEmbedder:
         self.tokenizer.no_padding()  # a saved fixed padding would be pooled as text
         self.tokenizer.enable_truncation(max_length_of(folder))
         self.lock = threading.Lock()  # one engine call at a time (it uses every thread it was given)
+        self.batch = BATCH  # texts per engine call
 
     def hidden_states(self, ids: list[list[int]]) -> np.ndarray:
         """(batch, longest, dim) float32 last hidden states; positions past a row's length are ignored."""
         raise NotImplementedError
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        return self.pooled(texts, self.hidden_states)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.pooled(texts, self.hidden_states)
+
+    def pooled(self, texts: list[str], hidden_states: Callable[[list[list[int]]], np.ndarray]) -> np.ndarray:
+        """The texts' vectors, their hidden states made by `hidden_states`."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         encodings = self.tokenizer.encode_batch(list(texts))
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))  # batches of like lengths
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for at in range(0, len(order), BATCH):
-            chunk = order[at : at + BATCH]
+        for at in range(0, len(order), self.batch):
+            chunk = order[at : at + self.batch]
             ids = [encodings[i].ids for i in chunk]
             with self.lock:
-                hidden = self.hidden_states(ids)
+                hidden = hidden_states(ids)
             if self.pooling == "cls":
                 pooled = hidden[:, 0]
             else:

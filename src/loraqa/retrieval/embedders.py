@@ -41,7 +41,11 @@ class Embedder(Protocol):
     fingerprint: str
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), dim) float32 vectors of unit length."""
+        """(len(texts), dim) float32 vectors of unit length: passages, as fast as the engine goes."""
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """The same for what is compared with them (questions): as exact as the engine offers,
+        since a query is one short text and its error would move every score of a search."""
 
 
 class CT2Embedder(TokenizedEmbedder):
@@ -106,6 +110,9 @@ class SentenceTransformersEmbedder:
                 list(texts), batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
             )
         return vectors.astype(np.float32)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
 
 
 _LOADED: dict[tuple[str, str], Embedder] = {}

@@ -1,13 +1,14 @@
-"""The embedder run by onnxruntime in int8: the fastest of the engines on CPUs
-(benchmarks/domains.py: about 2x sentence-transformers' own fp32 `encode`, CTranslate2's int8 about
-1.6x, with the same recall).
+"""The embedder run by onnxruntime: passages in int8, queries in fp32.
 
 The folder's transformer is exported to ONNX once per fingerprint (torch and transformers are
-needed for that step only), its layers fused by onnxruntime's transformer optimizer (attention,
-layer norms and GELU each become one kernel) and its weights quantised to int8 **per output
-channel**: per-tensor scales, onnxruntime's default, moved the vectors to a mean cosine of 0.94 to
-fp32 on COVID-QA passages, per-channel ones keep 0.99. The result is kept in the embedder cache
-beside CTranslate2's conversions; searching then needs onnxruntime and tokenizers only.
+needed for that step only) and its layers fused by onnxruntime's transformer optimizer
+(attention, layer norms and GELU each become one kernel). Passages run a copy whose weights are
+int8 **per output channel** (per-tensor scales, onnxruntime's default, moved the vectors to a mean
+cosine of 0.94 to fp32 on COVID-QA passages), except the MatMuls a GELU feeds; queries, one short
+text each, run the fused fp32 model, so that a search's every score is not moved by its query's
+rounding. Measured on COVID-QA, PolicyQA and FairytaleQA by benchmarks/domains.py against
+sentence-transformers' fp32 and CTranslate2's int8 on the same passages. Both files are kept in
+the embedder cache; searching then needs onnxruntime and tokenizers only.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from loraqa.retrieval.embedder_models import TokenizedEmbedder, embedder_cache
 # model types onnxruntime's optimizer fuses as BERT (their attention and layer norms are BERT's)
 FUSED_AS_BERT = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert"}
 MODEL_FILE = "model.onnx"
+QUERY_FILE = "queries.onnx"
+EXPORT = "onnx-int8-v3"  # in the cache folder's name: a change to what _export makes gets a new one
 
 
 class ONNXEmbedder(TokenizedEmbedder):
@@ -45,9 +48,20 @@ class ONNXEmbedder(TokenizedEmbedder):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # its warnings are about the export, not the user's input
         self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.queries = ort.InferenceSession(
+            str(model.with_name(QUERY_FILE)), options, providers=["CPUExecutionProvider"]
+        )
         self.inputs = {i.name for i in self.session.get_inputs()}
+        # One text per call: dynamic int8 scales each call's activations as a whole, so in a batch
+        # a passage's vector moved with its neighbours and their padding (the same text came out
+        # at a cosine of 0.996 to itself, and COVID-QA's dense recall@5 fell 0.5 points further);
+        # alone, a text always gets the same vector, for 7% less speed than batches of 32.
+        self.batch = 1
 
-    def hidden_states(self, ids: list[list[int]]) -> np.ndarray:
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.pooled(texts, lambda ids: self.hidden_states(ids, self.queries))
+
+    def hidden_states(self, ids: list[list[int]], session=None) -> np.ndarray:
         longest = max(len(row) for row in ids)
         input_ids = np.zeros((len(ids), longest), dtype=np.int64)
         mask = np.zeros_like(input_ids)
@@ -55,14 +69,15 @@ class ONNXEmbedder(TokenizedEmbedder):
             input_ids[r, : len(row)] = row
             mask[r, : len(row)] = 1
         feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
-        return np.asarray(self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0], np.float32)
+        feed = {k: v for k, v in feed.items() if k in self.inputs}
+        return np.asarray((session or self.session).run(None, feed)[0], np.float32)
 
 
 def exported(folder: Path, fp: str, name: str = "") -> Path:
     """The folder's transformer as a fused int8 ONNX file, made once per fingerprint (name: the
     model as the user gave it, for the line that says so)."""
-    cache = embedder_cache() / f"{fp}-onnx-int8"
-    if (cache / MODEL_FILE).is_file():
+    cache = embedder_cache() / f"{fp}-{EXPORT}"
+    if (cache / MODEL_FILE).is_file() and (cache / QUERY_FILE).is_file():
         return cache / MODEL_FILE
     optional.check("onnx", "exporting the embedder for onnxruntime")
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
@@ -87,9 +102,9 @@ def exported(folder: Path, fp: str, name: str = "") -> Path:
 
 def _after_gelu(model) -> list[str]:
     """The MatMuls fed by a GELU (each layer's feed-forward down-projection), kept in fp32: their
-    inputs have a long tail that one dynamic int8 scale per tensor clips. Quantised too, COVID-QA's
-    dense recall@5 fell 0.9 points below fp32 (mean cosine 0.994); kept, 0.5 (0.997), for a
-    quarter less speed (benchmarks/domains.py)."""
+    inputs have a long tail that one dynamic int8 scale clips. Quantised too, COVID-QA's dense
+    recall@5 was 0.6 points below fp32 (mean cosine 0.994); kept, 0.4 (0.997), for a quarter less
+    speed."""
     gelu = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}
     made_by = {out: node.op_type for node in model.graph.node for out in node.output}
     return [
@@ -177,6 +192,7 @@ def _export(folder: Path, into: Path) -> None:
         # fused operators are outside ONNX's type inference; their outputs are float
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+    os.replace(source, into / QUERY_FILE)
     for path in into.iterdir():
-        if path.name != MODEL_FILE:
+        if path.name not in (MODEL_FILE, QUERY_FILE):
             path.unlink()

@@ -63,7 +63,7 @@ def search(
         return collection.search(query, k, where)
     query_terms(query, collection.query_limits)  # the same limits as a lexical search
     embedder = embedder or embedder_for(collection)
-    vector = embedder.embed([query])[0]
+    vector = embedder.embed_queries([query])[0]
     if mode == "dense":
         return with_snippets(collection.nearest(vector, k, where), query)
     lexical = collection.search(query, max(POOL, k), where)
