@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,12 @@ def test_profiles_written_before_questions_were_kept_are_routed_by_tfidf(minilm)
 
 
 def test_the_questions_vectors_are_made_once_and_kept_on_disk(minilm, tmp_path, monkeypatch):
+    import shutil
+
+    # a fresh routing cache; the embedder's own export is the session's (made once, ten seconds)
+    for made in Path(os.environ["LORAQA_EMBEDDER_CACHE"]).iterdir():
+        if made.name != "routing":
+            shutil.copytree(made, tmp_path / made.name, symlinks=True)
     monkeypatch.setenv("LORAQA_EMBEDDER_CACHE", str(tmp_path))
     first = Router(minilm)
     first.route(profiles(), "Which medicine was prescribed?", None)
@@ -70,8 +77,8 @@ def test_the_questions_vectors_are_made_once_and_kept_on_disk(minilm, tmp_path, 
     calls = []
     second = Router(minilm)
     embedder = second.embedder()
-    original = embedder.embed
-    embedder.embed = lambda texts: calls.append(len(texts)) or original(texts)
+    original = embedder.embed_queries
+    embedder.embed_queries = lambda texts: calls.append(len(texts)) or original(texts)
     assert second.route(profiles(), "Which medicine was prescribed?", None)[0] == "clinical"
     assert calls == [1]  # the question only: the profiles' vectors came from the cache
 
