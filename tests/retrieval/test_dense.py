@@ -259,6 +259,22 @@ def test_passages_embedded_together_each_keep_their_own_vector(tmp_path, minilm,
             assert hit.text == passage.text and hit.score > 0.98, (name, passage.text)
 
 
+def test_a_cpu_without_vnni_gets_7_bit_weights_that_still_embed_like_the_model(minilm, tmp_path, monkeypatch):
+    """On x86 without VNNI (AVX2 only) full 8-bit weights saturate onnxruntime's int8 sums: there
+    the export uses 7 bits, in a cache folder of its own (a VNNI machine's export is not reused)."""
+    from loraqa.retrieval import embedders
+    from loraqa.retrieval.embedders import load_embedder
+
+    monkeypatch.setenv("LORAQA_CPU_VNNI", "0")
+    monkeypatch.setenv("LORAQA_EMBEDDER_CACHE", str(tmp_path))
+    monkeypatch.setattr(embedders, "_LOADED", {})
+    texts = [*DOCS.values(), "Which doctor gave a medicine for breathing trouble?"]
+    seven = load_embedder(minilm, "onnxruntime").embed(texts)
+    fp32 = load_embedder(minilm, "sentence-transformers").embed(texts)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith("-7bit")]
+    assert float((seven * fp32).sum(1).min()) > 0.99
+
+
 def test_a_model_onnxruntime_cannot_export_is_one_line_naming_the_other_engines(docs, tmp_path, minilm):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -17,6 +17,7 @@ import contextlib
 import inspect
 import logging
 import os
+import platform
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -76,7 +77,7 @@ class ONNXEmbedder(TokenizedEmbedder):
 def exported(folder: Path, fp: str, name: str = "") -> Path:
     """The folder's transformer as a fused int8 ONNX file, made once per fingerprint (name: the
     model as the user gave it, for the line that says so)."""
-    cache = embedder_cache() / f"{fp}-{EXPORT}"
+    cache = embedder_cache() / (f"{fp}-{EXPORT}" + ("" if cpu_has_vnni() else "-7bit"))
     if (cache / MODEL_FILE).is_file() and (cache / QUERY_FILE).is_file():
         return cache / MODEL_FILE
     optional.check("onnx", "exporting the embedder for onnxruntime")
@@ -98,6 +99,24 @@ def exported(folder: Path, fp: str, name: str = "") -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return cache / MODEL_FILE
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU multiplies int8 with VNNI. x86 CPUs without it (AVX2 only, older
+    AVX-512) add int8 products in 16 bits, which saturate with full 8-bit weights, and the
+    vectors drift (onnxruntime's quantisation guide): there the weights are quantised to 7 bits
+    (reduce_range). Other architectures' int8 kernels do not saturate this way. LORAQA_CPU_VNNI=0
+    or 1 overrides what is detected (the tests check the 7-bit path with it)."""
+    forced = os.environ.get("LORAQA_CPU_VNNI")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False  # not known: 7 bits are safe everywhere
+    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def _after_gelu(model) -> list[str]:
@@ -188,6 +207,7 @@ def _export(folder: Path, into: Path) -> None:
         str(into / MODEL_FILE),
         per_channel=True,
         weight_type=QuantType.QInt8,
+        reduce_range=not cpu_has_vnni(),
         nodes_to_exclude=_after_gelu(onnx.load(str(source), load_external_data=False)),
         # fused operators are outside ONNX's type inference; their outputs are float
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
