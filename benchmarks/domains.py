@@ -134,18 +134,16 @@ def peer_figures(questions, texts, docs, model_dir: str, quick: bool) -> tuple[d
 def engine_rates(texts: list[str], model_dir: str, n: int) -> dict:
     """Passages/s of each installed embedder engine on the same n passages (spread over the set),
     one after another in this process: what chose the default engine."""
-    from loraqa import optional
-    from loraqa.retrieval.embedders import EMBEDDERS, load_embedder
+    from loraqa.retrieval.embedders import installed_engines, load_embedder
 
     sample = texts[:: max(1, len(texts) // n)][:n]
     rates = {}
-    for engine in EMBEDDERS:
-        if optional.is_installed(engine.replace("-", "_")):
-            embedder = load_embedder(model_dir, engine)
-            embedder.embed(sample[:8])  # warmed up, as a server is
-            started = time.perf_counter()
-            embedder.embed(sample)
-            rates[engine] = round(len(sample) / (time.perf_counter() - started), 1)
+    for engine in installed_engines():
+        embedder = load_embedder(model_dir, engine)
+        embedder.embed(sample[:8])  # warmed up, as a server is
+        started = time.perf_counter()
+        embedder.embed(sample)
+        rates[engine] = round(len(sample) / (time.perf_counter() - started), 1)
     return rates
 
 

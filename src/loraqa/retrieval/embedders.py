@@ -126,12 +126,21 @@ EMBEDDERS: dict[str, Callable[[str, Path], Embedder]] = {
 }
 
 
+# each engine's package, fastest first (benchmarks/domains.py measures them on the same passages)
+ENGINE_PACKAGES = {
+    "onnxruntime": "onnxruntime",
+    "ctranslate2": "ctranslate2",
+    "sentence-transformers": "sentence_transformers",
+}
+
+
+def installed_engines() -> list[str]:
+    return [engine for engine, package in ENGINE_PACKAGES.items() if optional.is_installed(package)]
+
+
 def default_engine() -> str:
-    """The fastest engine installed (benchmarks/domains.py measures them on the same passages)."""
-    for engine, package in (("onnxruntime", "onnxruntime"), ("ctranslate2", "ctranslate2")):
-        if optional.is_installed(package):
-            return engine
-    return "sentence-transformers"
+    """The fastest engine installed."""
+    return next(iter(installed_engines()), "sentence-transformers")
 
 
 def load_embedder(

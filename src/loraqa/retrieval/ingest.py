@@ -114,6 +114,7 @@ def add_paths(
         if collection is not None:
             batch.enter_context(collection.batch(size))
         ahead: list[_ReadFile] = []
+        waiting = 0  # passages read ahead, not yet written
         for found in walk.files:
             try:
                 stat = found.path.stat()
@@ -129,9 +130,10 @@ def add_paths(
                 ahead.append(_ReadFile(found.name, key, None, [], False))
             else:
                 ahead.append(adder.read(reader, found, key, stat))
-            if adder.model is None or sum(len(p) for f in ahead for _, p in f.documents) >= EMBED_AHEAD:
+                waiting += sum(len(passages) for _, passages in ahead[-1].documents)
+            if adder.model is None or waiting >= EMBED_AHEAD:
                 adder.write(ahead, progress)
-                ahead = []
+                ahead, waiting = [], 0
         adder.write(ahead, progress)
     if adder.collection is not None:
         adder.collection.close()

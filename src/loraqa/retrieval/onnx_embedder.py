@@ -60,9 +60,12 @@ class ONNXEmbedder(TokenizedEmbedder):
         self.batch = 1
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        return self.pooled(texts, lambda ids: self.hidden_states(ids, self.queries))
+        return self.pooled(texts, lambda ids: self._run(self.queries, ids))
 
-    def hidden_states(self, ids: list[list[int]], session=None) -> np.ndarray:
+    def hidden_states(self, ids: list[list[int]]) -> np.ndarray:
+        return self._run(self.session, ids)
+
+    def _run(self, session, ids: list[list[int]]) -> np.ndarray:
         longest = max(len(row) for row in ids)
         input_ids = np.zeros((len(ids), longest), dtype=np.int64)
         mask = np.zeros_like(input_ids)
@@ -71,13 +74,14 @@ class ONNXEmbedder(TokenizedEmbedder):
             mask[r, : len(row)] = 1
         feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
         feed = {k: v for k, v in feed.items() if k in self.inputs}
-        return np.asarray((session or self.session).run(None, feed)[0], np.float32)
+        return np.asarray(session.run(None, feed)[0], np.float32)
 
 
 def exported(folder: Path, fp: str, name: str = "") -> Path:
     """The folder's transformer as a fused int8 ONNX file, made once per fingerprint (name: the
     model as the user gave it, for the line that says so)."""
-    cache = embedder_cache() / (f"{fp}-{EXPORT}" + ("" if cpu_has_vnni() else "-7bit"))
+    seven_bit = not cpu_has_vnni()
+    cache = embedder_cache() / (f"{fp}-{EXPORT}" + ("-7bit" if seven_bit else ""))
     if (cache / MODEL_FILE).is_file() and (cache / QUERY_FILE).is_file():
         return cache / MODEL_FILE
     optional.check("onnx", "exporting the embedder for onnxruntime")
@@ -86,7 +90,7 @@ def exported(folder: Path, fp: str, name: str = "") -> Path:
     try:
         tmp.mkdir(parents=True, exist_ok=True)
         with _quiet():
-            _export(folder, tmp)
+            _export(folder, tmp, seven_bit)
         os.replace(tmp, cache)
     except Exception as exc:  # noqa: BLE001 - the exporter and the quantiser raise many types for a model they cannot take
         if (cache / MODEL_FILE).is_file():  # another process exported it meanwhile
@@ -150,7 +154,7 @@ def _quiet() -> Iterator[None]:
         root.removeHandler(silence)
 
 
-def _export(folder: Path, into: Path) -> None:
+def _export(folder: Path, into: Path, seven_bit: bool) -> None:
     import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -207,7 +211,7 @@ def _export(folder: Path, into: Path) -> None:
         str(into / MODEL_FILE),
         per_channel=True,
         weight_type=QuantType.QInt8,
-        reduce_range=not cpu_has_vnni(),
+        reduce_range=seven_bit,
         nodes_to_exclude=_after_gelu(onnx.load(str(source), load_external_data=False)),
         # fused operators are outside ONNX's type inference; their outputs are float
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
