@@ -161,8 +161,10 @@ def grow(collection, scale: int) -> int:
     at random and recombined (words keep their real frequencies), with random unit vectors of its
     embedder's dimension. Returns the passages it then has."""
     from loraqa.documents import Document, split_document
+    from loraqa.retrieval.passage_parts import parts
 
     have, dim = collection.counts()[1], collection.embedder_info()["dim"]
+    part_chars = collection.embedder_info().get("parts")
     rng = random.Random(0)
     sentences = [s.strip() + "." for text in passages_of(collection)[0] for s in text.split(". ") if len(s) > 20]
     n = 0
@@ -171,8 +173,11 @@ def grow(collection, scale: int) -> int:
             text = " ".join(rng.choice(sentences) for _ in range(8))[:950]
             doc = Document(f"synthetic-{n}", f"synthetic {n}", text)
             passages = split_document(doc, 1000, 200)
-            vectors = np.random.default_rng(n).standard_normal((len(passages), dim)).astype(np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            gen = np.random.default_rng(n)
+            vectors = []  # as many as the passage has parts, as the real ones
+            for p in passages:
+                own = gen.standard_normal((len(parts(p.text, part_chars)), dim)).astype(np.float32)
+                vectors.append(own / np.linalg.norm(own, axis=1, keepdims=True))
             collection.put(doc, passages, vectors=vectors)
             have += len(passages)
             n += 1

@@ -19,6 +19,7 @@ from loraqa.inference.library import Library
 from loraqa.retrieval import Settings, open_store
 from loraqa.retrieval.embedders import load_embedder
 from loraqa.retrieval.ingest import embedder_info
+from loraqa.retrieval.passage_parts import PART_CHARS, embed_passages
 from loraqa.retrieval.search import MODES
 
 RECALL_AT = (1, 5, 20)
@@ -42,7 +43,8 @@ def build_collection(rows: list[dict], store, name: str, holdout: float, seed: i
         ids[context] = None if context in held else doc.id
         if context not in held:
             passages = split_document(doc, collection.settings.passage_chars, collection.settings.overlap)
-            collection.put(doc, passages, vectors=embedder.embed([p.text for p in passages]) if embedder else None)
+            vectors = embed_passages(embedder, [p.text for p in passages], PART_CHARS) if embedder else None
+            collection.put(doc, passages, vectors=vectors)
     return collection, ids
 
 

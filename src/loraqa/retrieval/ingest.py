@@ -29,6 +29,7 @@ from loraqa.documents.names import shown
 from loraqa.documents.walk import Found, Walk, find_files
 from loraqa.errors import UnknownCollection, UsageError
 from loraqa.retrieval.embedders import Embedder, load_embedder
+from loraqa.retrieval.passage_parts import PART_CHARS, embed_passages, same_vectors
 from loraqa.retrieval.search import embedder_for
 from loraqa.retrieval.store import Collection, Settings, Store
 
@@ -55,7 +56,8 @@ def _existing(store: Store, name: str) -> Collection | None:
 
 
 def embedder_info(embedder: Embedder) -> dict:
-    return {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim}
+    """What a new collection records of its embedder: the model and the part size of its vectors."""
+    return {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim, "parts": PART_CHARS}
 
 
 def _embedder(collection: Collection | None, given: str | None, engine: str | None) -> Embedder | None:
@@ -108,6 +110,8 @@ def add_paths(
     settings = collection.settings if collection is not None else (settings or Settings())
     adder = _Adder(store, name, settings, _embedder(collection, embedder, embedder_engine), report)
     adder.collection = collection
+    if collection is not None and adder.model is not None:
+        adder.parts = (collection.embedder_info() or {}).get("parts")  # made before parts: None, a vector each
     size = max(1, (limits or DocumentsConfig()).batch_passages)
     with BudgetedReader(limits, split=(settings.passage_chars, settings.overlap)) as reader, ExitStack() as batch:
         adder.batch, adder.batch_size = batch, size
@@ -150,6 +154,7 @@ class _Adder:
         self.given: dict[str, str] = {}  # document id -> the document that gave it, in this add
         self.batch: ExitStack | None = None
         self.batch_size = 1
+        self.parts: int | None = PART_CHARS  # an existing collection's own part size
 
     def read(self, reader: BudgetedReader, found: Found, key: str, stat: os.stat_result | None) -> _ReadFile:
         try:
@@ -176,7 +181,7 @@ class _Adder:
 
     def write(self, files: list[_ReadFile], progress: Callable[[str], None] | None) -> None:
         texts = [p.text for f in files for _, passages in f.documents for p in passages]
-        vectors = self.model.embed(texts) if self.model is not None and texts else None
+        vectors = embed_passages(self.model, texts, self.parts) if self.model is not None and texts else None
         at = 0
         for f in files:
             whole = f.whole
@@ -232,15 +237,17 @@ def embed_collection(
             f"the collection {collection.name} is embedded with {info['name']}; --replace makes every "
             f"vector again with {embedder.name}"
         )
-    if info is None or info["fingerprint"] != given["fingerprint"]:
-        collection.set_embedder(given)  # a new model: every old vector goes
+    if info is None or (replace and not same_vectors(info, given)):
+        collection.set_embedder(given)  # a new model or part size: every old vector goes
+        info = given
+    parts = info.get("parts")  # without --replace, a collection keeps the part size it has
     todo = collection.documents_without_vectors()
     done, ahead = 0, []  # documents read ahead, embedded together (as an add does)
     for i, document_id in enumerate(todo):
         ahead.append((document_id, [p.text for p in collection.passages(document_id)]))
         if i + 1 < len(todo) and sum(len(texts) for _, texts in ahead) < EMBED_AHEAD:
             continue
-        vectors = embedder.embed([t for _, texts in ahead for t in texts])
+        vectors = embed_passages(embedder, [t for _, texts in ahead for t in texts], parts)
         at = 0
         for document_id_ahead, texts in ahead:
             collection.put_vectors(document_id_ahead, vectors[at : at + len(texts)])

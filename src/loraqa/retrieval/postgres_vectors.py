@@ -1,9 +1,12 @@
 """Passage vectors in the PostgreSQL store: pgvector, one table per dimension, one HNSW index per
 collection.
 
-`loraqa_vectors_D` holds the D-dimension vectors of every collection (`passage_id` references the
-passage and goes with it); each collection with an embedder gets a partial HNSW index (cosine) on
-its own rows, which a search that names the collection uses. pgvector 0.6's HNSW filters after it
+`loraqa_vectors_D` holds the D-dimension vectors of every collection, a row for each part of a
+passage (`passage_id`, `part`; see passage_parts.py; the passage's rows go with it); each collection
+with an embedder gets a partial HNSW index (cosine) on its own rows, which a search that names the
+collection uses. A passage scores as its best part: the index's nearest rows are gathered by
+passage. A table made before parts (one row a passage, keyed by passage alone) gets the `part`
+column when vectors are next written, never by a search. pgvector 0.6's HNSW filters after it
 searches its graph, so a filtered search scans the rows the filter keeps exactly instead; the HNSW search itself is asked for `hnsw.ef_search` = at least twice
 the candidates wanted (its default, 40, would return fewer than a hybrid search's 50).
 
@@ -18,7 +21,8 @@ import re
 
 import numpy as np
 
-from loraqa.errors import LoraqaError, UsageError
+from loraqa.errors import LoraqaError
+from loraqa.retrieval.passage_parts import per_passage, same_vectors
 
 EMBEDDERS = """
 CREATE TABLE IF NOT EXISTS loraqa_embedders (
@@ -52,7 +56,7 @@ def _index_name(collection: str, dim: int) -> str:
 
 def set_embedder(conn, collection: str, info: dict | None) -> None:
     """In the caller's transaction: record the embedder (its vectors' table and index made if
-    need be); another model (another fingerprint) deletes the collection's vectors."""
+    need be); another model or part size deletes the collection's vectors."""
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     except Exception as exc:  # noqa: BLE001 - psycopg raises its own types; all mean "no pgvector here"
@@ -63,7 +67,7 @@ def set_embedder(conn, collection: str, info: dict | None) -> None:
         ) from None
     conn.execute(EMBEDDERS)
     current = embedder_info(conn, collection)
-    if current == info or (current and info and current["fingerprint"] == info["fingerprint"]):
+    if current == info or same_vectors(current, info):
         return
     if current is not None:
         conn.execute(f"DELETE FROM {table(current['dim'])} WHERE collection = %s", (collection,))
@@ -71,10 +75,7 @@ def set_embedder(conn, collection: str, info: dict | None) -> None:
     if info is None:
         return
     dim = int(info["dim"])
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {table(dim)} (passage_id BIGINT PRIMARY KEY REFERENCES "
-        f"loraqa_passages (id) ON DELETE CASCADE, collection TEXT NOT NULL, embedding vector({dim}) NOT NULL)"
-    )
+    _ensure_table(conn, dim)
     conn.execute(
         f"CREATE INDEX IF NOT EXISTS {_index_name(collection, dim)} ON {table(dim)} USING hnsw "
         f"(embedding vector_cosine_ops) WHERE collection = '{collection}'"
@@ -82,17 +83,37 @@ def set_embedder(conn, collection: str, info: dict | None) -> None:
     conn.execute("INSERT INTO loraqa_embedders VALUES (%s, %s)", (collection, json.dumps(info)))
 
 
+def _ensure_table(conn, dim: int) -> None:
+    """The vectors' table, with a row for each part of a passage (one made before parts is given
+    its `part` column and key)."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table(dim)} (passage_id BIGINT NOT NULL REFERENCES loraqa_passages (id) "
+        f"ON DELETE CASCADE, collection TEXT NOT NULL, embedding vector({dim}) NOT NULL, "
+        "part SMALLINT NOT NULL DEFAULT 0, PRIMARY KEY (passage_id, part))"
+    )
+    key = conn.execute(
+        "SELECT conname, array_length(conkey, 1) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+        (table(dim),),
+    ).fetchone()
+    if key is not None and key[1] == 1:
+        conn.execute(f"ALTER TABLE {table(dim)} ADD COLUMN IF NOT EXISTS part SMALLINT NOT NULL DEFAULT 0")
+        conn.execute(f'ALTER TABLE {table(dim)} DROP CONSTRAINT "{key[0]}", ADD PRIMARY KEY (passage_id, part)')
+
+
 def write(conn, collection: str, passage_ids: list[int], vectors, dim: int) -> None:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape != (len(passage_ids), dim):
-        raise UsageError(
-            f"vectors of shape {vectors.shape} for {len(passage_ids)} passages of a {dim}-dimension collection"
-        )
+    """In the caller's transaction: each passage's vectors (see passage_parts.per_passage), in
+    place of any it had."""
+    own = per_passage(vectors, len(passage_ids), dim)
+    _ensure_table(conn, dim)
+    conn.execute(f"DELETE FROM {table(dim)} WHERE passage_id = ANY(%s)", ([int(i) for i in passage_ids],))
     with conn.cursor() as cur:
         cur.executemany(
-            f"INSERT INTO {table(dim)} VALUES (%s, %s, %s::vector) ON CONFLICT (passage_id) DO UPDATE "
-            "SET embedding = EXCLUDED.embedding",
-            [(int(pid), collection, literal(v)) for pid, v in zip(passage_ids, vectors)],
+            f"INSERT INTO {table(dim)} (passage_id, part, collection, embedding) VALUES (%s, %s, %s, %s::vector)",
+            [
+                (int(pid), part, collection, literal(v))
+                for pid, parts in zip(passage_ids, own)
+                for part, v in enumerate(parts)
+            ],
         )
 
 
@@ -106,28 +127,37 @@ def nearest(
     if where is not None:
         condition, params = where
         rows = conn.execute(
-            f"SELECT v.passage_id, 1 - (v.embedding <=> %s::vector) AS score FROM {table(dim)} v JOIN loraqa_passages p "
-            "ON p.id = v.passage_id JOIN loraqa_documents d ON d.collection = p.collection AND d.id = p.document_id "
-            f"WHERE v.collection = %s AND p.collection = %s AND {condition} ORDER BY score DESC, v.passage_id LIMIT %s",
+            f"SELECT v.passage_id, max(1 - (v.embedding <=> %s::vector)) AS score FROM {table(dim)} v "
+            "JOIN loraqa_passages p ON p.id = v.passage_id JOIN loraqa_documents d ON d.collection = p.collection "
+            f"AND d.id = p.document_id WHERE v.collection = %s AND p.collection = %s AND {condition} "
+            "GROUP BY v.passage_id ORDER BY score DESC, v.passage_id LIMIT %s",
             (q, collection, collection, *params, k),
         ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
-    with conn.transaction():
-        conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, 2 * int(k))}")
-        rows = conn.execute(
-            f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
-            "ORDER BY embedding <=> %s::vector LIMIT %s",
-            (q, collection, q, k),
-        ).fetchall()
-    return [(int(r[0]), float(r[1])) for r in rows]
+    rows_wanted = 4 * int(k)  # a passage has a few parts: rows enough for k passages, asked again if not
+    while True:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, 2 * rows_wanted)}")
+            rows = conn.execute(
+                f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
+                "ORDER BY embedding <=> %s::vector LIMIT %s",
+                (q, collection, q, rows_wanted),
+            ).fetchall()
+        best: dict[int, float] = {}
+        for pid, score in rows:  # nearest first: a passage's first row is its best part
+            best.setdefault(int(pid), float(score))
+        if len(best) >= k or len(rows) < rows_wanted:
+            return list(best.items())[:k]
+        rows_wanted *= 4
 
 
 def similarities(conn, collection: str, dim: int, vector, passage_ids: list[int]) -> dict[int, float]:
+    """The cosine of each of these passages with `vector` (its best part's)."""
     if not passage_ids:
         return {}
     rows = conn.execute(
-        f"SELECT passage_id, 1 - (embedding <=> %s::vector) FROM {table(dim)} WHERE collection = %s "
-        "AND passage_id = ANY(%s)",
+        f"SELECT passage_id, max(1 - (embedding <=> %s::vector)) FROM {table(dim)} WHERE collection = %s "
+        "AND passage_id = ANY(%s) GROUP BY passage_id",
         (literal(vector), collection, [int(i) for i in passage_ids]),
     )
     return {int(r[0]): float(r[1]) for r in rows}

@@ -18,8 +18,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from loraqa.documents import Document, Passage
 from loraqa.errors import UnknownCollection, UsageError
 from loraqa.retrieval import sqlite_vectors as vec
@@ -317,26 +315,19 @@ class SqliteCollection:
                 f"the collection {self.name} has no vectors: add them with `loraqa collection embed "
                 f"{self.name} --embedder MODEL`, or search it lexically"
             )
-        ids, matrix = self.index.current(self.conn, info["dim"])
+        vectors = self.index.current(self.conn, info["dim"])
         allowed = None
         if where is not None:
             sql, params = self._where(where)
             allowed = {r[0] for r in self.conn.execute(sql, params)}
-        found = vec.best(ids, matrix, vector, k, allowed)
-        return self.hits(found)
+        return self.hits(vec.best(vectors, vector, k, allowed))
 
     def similarities(self, vector, passage_ids: list[int]) -> dict[int, float]:
-        """The cosine of each passage's vector with `vector`."""
+        """The cosine of each passage with `vector` (its best part's)."""
         info = self.embedder_info()
         if info is None or not passage_ids:
             return {}
-        ids, matrix = self.index.current(self.conn, info["dim"])
-        at = np.searchsorted(ids, passage_ids)
-        found = [(pid, i) for pid, i in zip(passage_ids, at) if i < len(ids) and ids[i] == pid]
-        if not found:
-            return {}
-        scores = matrix[[i for _, i in found]] @ np.asarray(vector, dtype=np.float32)
-        return {int(pid): float(s) for (pid, _), s in zip(found, scores)}
+        return self.index.current(self.conn, info["dim"]).cosines(vector, passage_ids)
 
     def hits(self, scored: list[tuple[int, float]]) -> list[Hit]:
         """Hits for (passage id, score) pairs, in their order."""
