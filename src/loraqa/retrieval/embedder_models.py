@@ -148,14 +148,16 @@ class TokenizedEmbedder:
             ids = [encodings[i].ids for i in chunk]
             with self.lock:
                 hidden = hidden_states(ids)
-            if self.pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                lengths = np.array([len(x) for x in ids], dtype=np.float32)
-                mask = np.arange(hidden.shape[1])[None, :] < lengths[:, None]
-                pooled = (hidden * mask[..., None]).sum(1) / lengths[:, None]
-            out[chunk] = pooled
+            out[chunk] = self.pool(hidden, ids)
         return unit_vectors(out) if self.normalise else out
+
+    def pool(self, hidden: np.ndarray, ids: list[list[int]]) -> np.ndarray:
+        """A vector for each row of a batch's hidden states, as the folder's pooling says."""
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        lengths = np.array([len(x) for x in ids], dtype=np.float32)
+        mask = np.arange(hidden.shape[1])[None, :] < lengths[:, None]
+        return (hidden * mask[..., None]).sum(1) / lengths[:, None]
 
 
 def embedder_cache() -> Path:

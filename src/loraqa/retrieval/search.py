@@ -28,7 +28,7 @@ from loraqa.retrieval.store import Collection, Hit, query_terms
 
 MODES = ("lexical", "dense", "hybrid")
 POOL = 50  # lexical candidates the dense side re-scores
-DENSE_WEIGHT = 0.4  # the dense side's share of a fused score
+DENSE_WEIGHT = 0.5  # the dense side's share of a fused score
 
 
 def default_mode(collection: Collection) -> str:
