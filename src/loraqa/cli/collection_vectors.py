@@ -21,7 +21,9 @@ def embed(
         ..., "--embedder", help="The sentence-embedding model (a sentence-transformers folder or hub name)."
     ),
     replace: bool = typer.Option(
-        False, "--replace", help="The collection has vectors of another model: make them all again with this one."
+        False,
+        "--replace",
+        help="Make every vector again with this model: for a collection embedded with another model, or before passages were embedded in parts (one vector a passage).",
     ),
     embedder_engine: EmbedderEngine = None,
     store: Store = None,

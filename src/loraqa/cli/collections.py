@@ -130,7 +130,7 @@ def list_(store: Store = None):
                         str(passages),
                         str(c.settings.passage_chars),
                         str(c.settings.overlap),
-                        f"{info['name']} ({info['dim']})" if info else "-",
+                        _embedder_shown(info),
                     )
                 )
             except (LoraqaError, OSError) as exc:  # one damaged collection does not hide the others
@@ -328,3 +328,10 @@ def ask(
             "also read: "
             + "; ".join(f"{escape(c['title'])}" + (f" p. {c['page']}" if c["page"] else "") for c in others)
         )
+
+
+def _embedder_shown(info: dict | None) -> str:
+    if info is None:
+        return "-"
+    parts = f"parts of up to {info['parts']} characters" if info.get("parts") else "a vector a passage"
+    return f"{info['name']} ({info['dim']}, {parts})"
