@@ -518,9 +518,7 @@ def test_a_long_passage_scores_as_its_best_part_in_both_stores(tmp_path, store_s
     assert collection.similarities(question, [hit.passage_id])[hit.passage_id] == pytest.approx(best, abs=3e-3)
 
 
-def test_a_collection_embedded_before_parts_keeps_one_vector_a_passage_until_replaced(
-    tmp_path, store_spec, minilm
-):
+def test_a_collection_embedded_before_parts_keeps_one_vector_a_passage_until_replaced(tmp_path, store_spec, minilm):
     """A collection whose vectors were made one a passage (and, in PostgreSQL, whose vectors'
     table has no `part`) still searches, takes new files with vectors of the same kind (a mix
     would score old and new passages unlike), and gets parts from `collection embed --replace`."""
