@@ -51,8 +51,8 @@ class Vectors:
         at = np.searchsorted(self.ids, passage_ids)
         found = [(int(pid), int(i)) for pid, i in zip(passage_ids, at) if i < len(self.ids) and self.ids[i] == pid]
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        ends = np.append(self.starts[1:], len(self.matrix))
-        return {pid: float((self.matrix[self.starts[i] : ends[i]] @ query).max()) for pid, i in found}
+        ends = [int(self.starts[i + 1]) if i + 1 < len(self.starts) else len(self.matrix) for _, i in found]
+        return {pid: float((self.matrix[self.starts[i] : end] @ query).max()) for (pid, i), end in zip(found, ends)}
 
 
 class VectorIndex:
