@@ -559,3 +559,17 @@ def test_a_collection_embedded_before_parts_keeps_one_vector_a_passage_until_rep
     collection = open_store(store_spec).open("ward")
     assert collection.embedder_info()["parts"] == PART_CHARS
     assert collection.similarities(vector, [long_id])[long_id] > float(whole @ vector) + 0.05
+
+
+def test_vectors_of_the_wrong_shape_are_refused_in_one_line_not_misplaced():
+    """A caller's vectors of another dimension or count would land on the wrong passages, or fail
+    deep in NumPy: they are one clear error naming the shapes."""
+    import numpy as np
+
+    from loraqa.errors import UsageError
+    from loraqa.retrieval.passage_parts import per_passage
+
+    assert [v.shape for v in per_passage([np.ones(4), np.ones((3, 4))], 2, 4)] == [(1, 4), (3, 4)]
+    for wrong, count in (([np.ones((3, 100))], 1), (np.ones((2, 4)), 3), ([np.ones((0, 4))], 1)):
+        with pytest.raises(UsageError, match="for .* passages of a 4-dimension collection"):
+            per_passage(wrong, count, 4)

@@ -9,6 +9,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -136,19 +137,33 @@ class TokenizedEmbedder:
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return self.pooled(texts, self.hidden_states)
 
-    def pooled(self, texts: list[str], hidden_states: Callable[[list[list[int]]], np.ndarray]) -> np.ndarray:
-        """The texts' vectors, their hidden states made by `hidden_states`."""
+    def pooled(
+        self, texts: list[str], hidden_states: Callable[[list[list[int]]], np.ndarray], workers: int = 1
+    ) -> np.ndarray:
+        """The texts' vectors, their hidden states made by `hidden_states`: one call at a time (a
+        call uses every thread it was given), or `workers` calls at once, each on one thread."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         encodings = self.tokenizer.encode_batch(list(texts))
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))  # batches of like lengths
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for at in range(0, len(order), self.batch):
-            chunk = order[at : at + self.batch]
+        chunks = [order[at : at + self.batch] for at in range(0, len(order), self.batch)]
+
+        def vectors(chunk: list[int]) -> np.ndarray:
             ids = [encodings[i].ids for i in chunk]
+            if workers > 1:
+                return self.pool(hidden_states(ids), ids)
             with self.lock:
                 hidden = hidden_states(ids)
-            out[chunk] = self.pool(hidden, ids)
+            return self.pool(hidden, ids)
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                done = list(pool.map(vectors, chunks))
+        else:
+            done = [vectors(chunk) for chunk in chunks]
+        for chunk, pooled in zip(chunks, done):
+            out[chunk] = pooled
         return unit_vectors(out) if self.normalise else out
 
     def pool(self, hidden: np.ndarray, ids: list[list[int]]) -> np.ndarray:

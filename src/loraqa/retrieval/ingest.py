@@ -108,10 +108,10 @@ def add_paths(
     report = IngestReport(files=len(walk.files), skipped=list(walk.skipped))
     collection = _existing(store, name)
     settings = collection.settings if collection is not None else (settings or Settings())
-    adder = _Adder(store, name, settings, _embedder(collection, embedder, embedder_engine), report)
+    # a collection keeps its own part size (made before parts: None, a vector a passage)
+    parts = (collection.embedder_info() or {}).get("parts") if collection is not None else PART_CHARS
+    adder = _Adder(store, name, settings, _embedder(collection, embedder, embedder_engine), report, parts)
     adder.collection = collection
-    if collection is not None and adder.model is not None:
-        adder.parts = (collection.embedder_info() or {}).get("parts")  # made before parts: None, a vector each
     size = max(1, (limits or DocumentsConfig()).batch_passages)
     with BudgetedReader(limits, split=(settings.passage_chars, settings.overlap)) as reader, ExitStack() as batch:
         adder.batch, adder.batch_size = batch, size
@@ -148,13 +148,21 @@ class _Adder:
     """One add's state: files are read ahead, their passages embedded together, then each
     document written in its own transaction and each file recorded once all of it is in."""
 
-    def __init__(self, store: Store, name: str, settings: Settings, model: Embedder | None, report: IngestReport):
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        settings: Settings,
+        model: Embedder | None,
+        report: IngestReport,
+        parts: int | None,
+    ):
         self.store, self.name, self.settings, self.model, self.report = store, name, settings, model, report
+        self.parts = parts  # the characters of a passage's parts, each embedded
         self.collection: Collection | None = None
         self.given: dict[str, str] = {}  # document id -> the document that gave it, in this add
         self.batch: ExitStack | None = None
         self.batch_size = 1
-        self.parts: int | None = PART_CHARS  # an existing collection's own part size
 
     def read(self, reader: BudgetedReader, found: Found, key: str, stat: os.stat_result | None) -> _ReadFile:
         try:
@@ -242,10 +250,11 @@ def embed_collection(
         info = given
     parts = info.get("parts")  # without --replace, a collection keeps the part size it has
     todo = collection.documents_without_vectors()
-    done, ahead = 0, []  # documents read ahead, embedded together (as an add does)
+    done, ahead, waiting = 0, [], 0  # documents read ahead, embedded together (as an add does)
     for i, document_id in enumerate(todo):
         ahead.append((document_id, [p.text for p in collection.passages(document_id)]))
-        if i + 1 < len(todo) and sum(len(texts) for _, texts in ahead) < EMBED_AHEAD:
+        waiting += len(ahead[-1][1])
+        if i + 1 < len(todo) and waiting < EMBED_AHEAD:
             continue
         vectors = embed_passages(embedder, [t for _, texts in ahead for t in texts], parts)
         at = 0
@@ -255,6 +264,6 @@ def embed_collection(
             done += 1
             if progress is not None:
                 progress(done, len(todo))
-        ahead = []
+        ahead, waiting = [], 0
     collection.close()
     return len(todo)

@@ -21,7 +21,6 @@ import platform
 import shutil
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import numpy as np
 from loraqa import optional
 from loraqa.errors import LoraqaError
 from loraqa.reporting import say
-from loraqa.retrieval.embedder_models import TokenizedEmbedder, embedder_cache, unit_vectors
+from loraqa.retrieval.embedder_models import TokenizedEmbedder, embedder_cache
 
 # model types onnxruntime's optimizer fuses as BERT (their attention and layer norms are BERT's)
 FUSED_AS_BERT = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert"}
@@ -61,13 +60,7 @@ class ONNXEmbedder(TokenizedEmbedder):
         self.batch = 1
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        ids = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
-        with self.lock, ThreadPoolExecutor(self.workers) as pool:
-            vectors = list(pool.map(lambda one: self.pool(self._run(self.session, [one]), [one])[0], ids))
-        out = np.stack(vectors).astype(np.float32)
-        return unit_vectors(out) if self.normalise else out
+        return self.pooled(texts, self.hidden_states, self.workers)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return self.pooled(texts, lambda ids: self._run(self.queries, ids))

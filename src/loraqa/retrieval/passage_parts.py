@@ -3,10 +3,11 @@ ends, as passages are cut from documents); a passage's cosine with a query is it
 
 Why parts: a sentence embedder such as all-MiniLM-L6-v2 is trained on sentence pairs, and one
 mean-pooled vector of a 1,000-character passage blurs the sentence a question asks about. Measured
-by benchmarks/domains.py's sets (whole collection, R@5 of dense search): clinical papers 52.4 ->
-60.4, stories 48.0 -> 56.0, policies 11.2 -> 11.5 with parts of up to 400 characters (600: 57.2 and
-52.6), and hybrid search over lexical alone on average +1.2 -> +2.1 points. Embedding costs about
-the same per passage (more texts, each shorter); a collection holds about 2.6 vectors a passage.
+by benchmarks/domains.py's sets (whole collection, R@5 of dense search): clinical papers 51.0 ->
+59.6, stories 48.1 -> 55.6, policies 11.4 -> 11.4 with parts of up to 400 characters (on cached
+candidates, 600 gave less, 300 a little more for 1.3x the vectors), and hybrid search over lexical
+alone on average +1.19 -> +2.13 points. Embedding costs about the same per passage (more texts,
+each shorter); a collection holds about 2.6 vectors a passage.
 
 A collection records its part size with its embedder (`parts`); one made before parts has one
 vector a passage (`parts` absent) and keeps that until `collection embed --replace`.
@@ -53,8 +54,8 @@ def per_passage(vectors, count: int, dim: int) -> list[np.ndarray]:
     if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
         own = [vectors[i : i + 1] for i in range(len(vectors))]
     else:
-        own = [np.asarray(v, dtype=np.float32).reshape(-1, dim) if np.size(v) else np.zeros((0, dim)) for v in vectors]
-    if len(own) != count or any(v.shape[1] != dim or not len(v) for v in own):
+        own = [np.atleast_2d(np.asarray(v, dtype=np.float32)) for v in vectors]
+    if len(own) != count or any(v.ndim != 2 or v.shape[1] != dim or not len(v) for v in own):
         shapes = sorted({tuple(np.shape(v)) for v in own})[:3]
         raise UsageError(f"vectors of shapes {shapes} for {count} passages of a {dim}-dimension collection")
     return [np.asarray(v, dtype=np.float32) for v in own]

@@ -77,6 +77,7 @@ class PostgresCollection:
         self.store, self.name, self.settings = store, name, settings
         self._counted: tuple[float, int] | None = None
         self._wrote: Callable[[int], None] | None = None  # inside batch(): told how many passages each put wrote
+        self._vectors_table_ready = False  # its vectors' table checked once, not at every document
 
     @contextmanager
     def _write(self):
@@ -200,10 +201,16 @@ class PostgresCollection:
                     ],
                 )
             if info is not None:
-                pgvec.write(c, self.name, self._passage_ids(c, document.id), vectors, info["dim"])
+                self._write_vectors(c, document.id, vectors, info["dim"])
         if self._wrote is not None:
             self._wrote(len(passages))
         return "replaced" if old else "added"
+
+    def _write_vectors(self, c, document_id: str, vectors, dim: int) -> None:
+        if not self._vectors_table_ready:
+            # a table it had to change is checked again: the change is undone if this write is
+            self._vectors_table_ready = pgvec.ensure_table(c, dim)
+        pgvec.write(c, self.name, self._passage_ids(c, document_id), vectors, dim)
 
     def _passage_ids(self, c, document_id: str) -> list[int]:
         return [
@@ -228,7 +235,7 @@ class PostgresCollection:
         if info is None:
             raise UsageError(f"the collection {self.name} has no embedder")
         with self._write() as c:
-            pgvec.write(c, self.name, self._passage_ids(c, document_id), vectors, info["dim"])
+            self._write_vectors(c, document_id, vectors, info["dim"])
 
     def documents_without_vectors(self) -> list[str]:
         info = self.embedder_info()

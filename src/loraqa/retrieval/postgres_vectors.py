@@ -75,7 +75,7 @@ def set_embedder(conn, collection: str, info: dict | None) -> None:
     if info is None:
         return
     dim = int(info["dim"])
-    _ensure_table(conn, dim)
+    ensure_table(conn, dim)
     conn.execute(
         f"CREATE INDEX IF NOT EXISTS {_index_name(collection, dim)} ON {table(dim)} USING hnsw "
         f"(embedding vector_cosine_ops) WHERE collection = '{collection}'"
@@ -83,9 +83,9 @@ def set_embedder(conn, collection: str, info: dict | None) -> None:
     conn.execute("INSERT INTO loraqa_embedders VALUES (%s, %s)", (collection, json.dumps(info)))
 
 
-def _ensure_table(conn, dim: int) -> None:
-    """The vectors' table, with a row for each part of a passage (one made before parts is given
-    its `part` column and key)."""
+def ensure_table(conn, dim: int) -> bool:
+    """The vectors' table, with a row for each part of a passage: one made before parts is given
+    its `part` column and key (in the caller's transaction). True: it was already so."""
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table(dim)} (passage_id BIGINT NOT NULL REFERENCES loraqa_passages (id) "
         f"ON DELETE CASCADE, collection TEXT NOT NULL, embedding vector({dim}) NOT NULL, "
@@ -98,13 +98,14 @@ def _ensure_table(conn, dim: int) -> None:
     if key is not None and key[1] == 1:
         conn.execute(f"ALTER TABLE {table(dim)} ADD COLUMN IF NOT EXISTS part SMALLINT NOT NULL DEFAULT 0")
         conn.execute(f'ALTER TABLE {table(dim)} DROP CONSTRAINT "{key[0]}", ADD PRIMARY KEY (passage_id, part)')
+        return False
+    return True
 
 
 def write(conn, collection: str, passage_ids: list[int], vectors, dim: int) -> None:
     """In the caller's transaction: each passage's vectors (see passage_parts.per_passage), in
-    place of any it had."""
+    place of any it had (the table as ensure_table leaves it)."""
     own = per_passage(vectors, len(passage_ids), dim)
-    _ensure_table(conn, dim)
     conn.execute(f"DELETE FROM {table(dim)} WHERE passage_id = ANY(%s)", ([int(i) for i in passage_ids],))
     with conn.cursor() as cur:
         cur.executemany(
