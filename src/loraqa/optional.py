@@ -33,6 +33,7 @@ EXTRAS = {
     "trafilatura": "documents",
     "psycopg": "postgres",
     "openai": "synth",
+    "ray": "ray",
     "sentence_transformers": "similarity",
     "wandb": None,  # a core dependency, but one a user may have removed
 }
@@ -40,6 +41,7 @@ EXTRAS = {
 FEATURES = {
     "serve": ("fastapi", "uvicorn", "prometheus_client"),
     "mcp": ("mcp", "uvicorn"),
+    "ray": ("ray", "fastapi", "uvicorn", "prometheus_client"),
 }
 
 

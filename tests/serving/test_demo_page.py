@@ -18,6 +18,17 @@ if not os.path.exists(CHROMIUM):
     pytest.skip("chromium not installed (apt-get install chromium)", allow_module_level=True)
 
 
+launch_args = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
 @pytest.fixture(scope="module")
 def server(answerer):
     from loraqa.serving.app import create_app
@@ -31,19 +42,7 @@ def page(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-quic",
-            ],
-        )
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=launch_args)
         pg = browser.new_page()
         yield pg
         browser.close()

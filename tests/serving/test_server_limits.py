@@ -503,3 +503,18 @@ def test_a_long_window_does_not_join_a_batch_of_short_ones(answerer, two_adapter
     assert five.status_code == 200 and long_res.status_code == 200
     assert lengths[1] == lengths[0][:1]  # the short question's last window alone, the document's after it
     assert min(lengths[2]) > 1.5 * max(lengths[1])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ray-address", "auto"], "--ray-address is for serving on Ray: add --ray"),
+        (["--ray", "--min-replicas", "2"], "autoscaling needs both --min-replicas and --max-replicas"),
+        (["--ray", "--min-replicas", "3", "--max-replicas", "2"], "--min-replicas must be at least 1 and at most"),
+    ],
+)
+def test_ray_layouts_that_cannot_work_are_one_line_before_anything_starts(args, message):
+    from helpers import run_cli
+
+    res = run_cli("serve", "-a", "x=/nowhere", *args)
+    assert res.exit_code == 2 and message in res.stderr and "Traceback" not in res.stderr

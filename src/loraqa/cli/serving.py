@@ -155,6 +155,33 @@ def serve(
     route_embedder: str = RouteEmbedder,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
+    on_ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="Serve on Ray Serve (pip install 'loraqa[ray]'): the same API, answered by model replicas that each hold up to --max-loaded adapters, every request sent to a replica that holds its adapter. The adapter root must be a folder every node sees.",
+    ),
+    replicas: int = typer.Option(2, "--replicas", min=1, help="With --ray: model replicas (without autoscaling)."),
+    min_replicas: Optional[int] = typer.Option(
+        None, "--min-replicas", min=1, help="With --ray: autoscale between this and --max-replicas."
+    ),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", min=1, help="With --ray: see --min-replicas."),
+    target_ongoing_requests: float = typer.Option(
+        8.0,
+        "--target-ongoing-requests",
+        min=0.1,
+        help="With --ray and autoscaling: requests in flight a replica aims at.",
+    ),
+    replica_cpus: float = typer.Option(
+        0.75,
+        "--replica-cpus",
+        min=0.01,
+        help="With --ray: CPUs a model replica takes (its PyTorch threads: the whole part, at least 1). The default lets two replicas and the front share two cores.",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        "--ray-address",
+        help="With --ray: the cluster to deploy on (e.g. auto, or ray://HEAD:10001); default: start a local Ray instance.",
+    ),
 ):
     """Serve adapters over HTTP (POST /v1/answer, OpenAI-compatible /v1/chat/completions, demo page at /, docs at /docs)."""
 
@@ -207,7 +234,24 @@ def serve(
             keys_file=keys_file,
             **keys,
         )
-        run_server(models, options)
+        if not on_ray:
+            ray_flags = {"--ray-address": ray_address, "--min-replicas": min_replicas, "--max-replicas": max_replicas}
+            given = [flag for flag, value in ray_flags.items() if value is not None]
+            if given:
+                raise UsageError(f"{given[0]} is for serving on Ray: add --ray")
+            run_server(models, options)
+            return
+        from loraqa.serving.ray_app import RayOptions, run_on_ray
+
+        layout = RayOptions(
+            replicas=replicas,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            target_ongoing_requests=target_ongoing_requests,
+            replica_cpus=replica_cpus,
+            address=ray_address,
+        ).checked()
+        run_on_ray(models, options, layout)
 
     run(action)
 
@@ -235,6 +279,11 @@ def mcp(
     route_embedder: str = RouteEmbedder,
     engine: Engine = "pytorch",
     allow_pickle: AllowPickle = False,
+    ray_address: Optional[str] = typer.Option(
+        None,
+        "--ray-address",
+        help="Answer through the loraqa app served on this Ray cluster (`loraqa serve --ray`; e.g. auto or ray://HEAD:10001) instead of a model in this process; the adapters named here must be in its adapter root.",
+    ),
 ):
     """Serve the adapters as MCP tools (answer_question, list_domains) for agents; stdio by default.
 
@@ -286,6 +335,6 @@ def mcp(
             expose_collections=expose_collection,
             store=store,
         )
-        run_mcp(models, options, descriptions)
+        run_mcp(models, options, descriptions, ray_address)
 
     run(action)

@@ -62,10 +62,13 @@ class AdapterCache:
         pinned: set[str] | None = None,
         max_bytes: int | None = None,
         metrics=None,
+        loads_here: bool = True,
     ):
         """root: the adapter root (None: only the adapters given at start); max_loaded: how many
-        may stay attached (the registry's limit when not given)."""
+        may stay attached (the registry's limit when not given); loads_here False: a catalogue
+        only, for a front end whose model replicas hold and load the adapters (serving/ray_app.py)."""
         self.root, self.registry, self.batcher = root, registry, batcher
+        self.loads_here = loads_here
         self.max_loaded: int = max_loaded or registry.max_adapters or 2**31  # no limit given: none
         self.max_bytes, self.metrics = max_bytes, metrics
         self.pinned = set(pinned or ()) | set(registry.adapters)  # adapters given at start stay
@@ -137,6 +140,8 @@ class AdapterCache:
 
     async def load_pinned(self) -> None:
         """Attach the pinned adapters of the root (at start)."""
+        if not self.loads_here:
+            return
         for name in sorted(self.pinned):
             if name not in self.registry.adapters:
                 await self._ensure(name)
@@ -146,7 +151,7 @@ class AdapterCache:
         """The named adapters attached (loaded if need be) and kept so until the block ends;
         DeadlineExceeded when that takes longer than timeout seconds. Without an adapter root every
         adapter a request may name is attached already, and nothing is held."""
-        if self.root is None:
+        if self.root is None or not self.loads_here:
             yield
             return
         held = []

@@ -76,12 +76,24 @@ async def list_adapters(request: Request):
     }
 
 
+def _not_on_replicas(s) -> None:
+    """Through Ray each model replica keeps its own adapters, loaded on demand from the root: one
+    replica's load or unload by hand would be a lottery for the next request."""
+    if getattr(s.batcher, "remote", False):
+        raise ApiError(
+            405,
+            "adapters are loaded on demand by each model replica on this server (Ray): ask for any "
+            "adapter of the adapter root by name; copy a new one into the root to add it",
+        )
+
+
 @router.post("/v1/adapters", status_code=201)
 async def load_adapter(request: Request, req: AdapterLoad):
     s = state(request)
     root = s.adapter_root
     if root is None:
         raise ApiError(403, "hot loading is off: the server was started without an adapter root")
+    _not_on_replicas(s)
     registry = s.answerer.registry
 
     def prepare():
@@ -102,6 +114,7 @@ async def load_adapter(request: Request, req: AdapterLoad):
 @router.delete("/v1/adapters/{name}")
 async def unload_adapter(request: Request, name: str):
     s = state(request)
+    _not_on_replicas(s)
     registry = s.answerer.registry
     try:
         registry.hide(name)

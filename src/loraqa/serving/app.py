@@ -39,6 +39,7 @@ from loraqa.serving.guard import BodyTooLarge, RequestGuard, allowed_hosts
 from loraqa.serving.memory import bound_kernel_cache
 from loraqa.serving.metrics import CONTENT_TYPE, ServerMetrics
 from loraqa.serving.options import ServedModels, ServeOptions
+from loraqa.serving.remote_batcher import RemoteBatcher
 from loraqa.serving.scopes import KeyRing
 from loraqa.serving.startup import say_ready
 
@@ -75,44 +76,37 @@ def _validation_response(path: str, exc: RequestValidationError) -> JSONResponse
     )
 
 
-def create_app(answerer: Answerer, options: ServeOptions | None = None) -> FastAPI:
-    """The HTTP app (FastAPI) over one Answerer: loraqa's routes, the OpenAI-compatible ones,
-    Prometheus metrics and the demo page, behind one request guard and one batcher.
-
-    With an adapter root, every adapter in it can be asked for and is loaded on demand, at most
-    max_loaded attached, the least recently used detached first, those pinned (and those given
-    at start) kept. Collections are reachable when bound to an adapter or exposed (and in a
-    key's scope); the store they are in is never shown to a key that is not an admin's.
-
-    Args:
-        answerer: The adapters and base model to serve.
-        options: Keys, address, batching, limits, adapter root, collections (ServeOptions).
-
-    Returns:
-        The app, for uvicorn or a test client.
+def model_side(
+    answerer: Answerer, o: ServeOptions, remote: RemoteBatcher | None = None
+) -> tuple[Batcher | RemoteBatcher, ServerMetrics, AdapterCache]:
+    """What answers a server's requests: its batcher, its metrics and its adapter cache (on
+    demand from the adapter root, at most max_loaded attached). With `remote`, the model
+    replicas of a Ray Serve app answer (serving/ray_app.py): the cache here is a catalogue only
+    (names, domain profiles for `auto`), each replica has its own that loads.
 
     Raises:
-        UsageError: A bad keys file, adapter root, limit or unknown collection, at start.
+        UsageError: A bad adapter root, --max-loaded or --pin.
     """
-    o = options or ServeOptions()
-    limits, adapter_root, max_loaded, pin = o.limits, o.adapter_root, o.max_loaded, o.pin
-    keys = KeyRing.build(o.api_key, o.admin_key, o.keys_file)
-    for name in o.expose_collections:
-        answerer.library.open(name)  # an unknown collection is refused at start
-    root = Path(adapter_root).resolve() if adapter_root else None
+    limits, max_loaded, pin = o.limits, o.max_loaded, o.pin
+    root = Path(o.adapter_root).resolve() if o.adapter_root else None
     if root is not None and not root.is_dir():
-        raise UsageError(f"the adapter root {adapter_root} is not a folder")
+        raise UsageError(f"the adapter root {o.adapter_root} is not a folder")
     registry = answerer.registry
     if len(registry.adapters) > limits.max_adapters:
         raise UsageError(
             f"{len(registry.adapters)} adapters given, more than the server's limit of {limits.max_adapters}"
         )
     registry.max_adapters = limits.max_adapters  # the server's limit governs later loads
-    batcher = Batcher(
-        answerer, window_ms=o.window_ms, max_batch=o.max_batch, limits=limits, max_batch_tokens=o.max_batch_tokens
-    )
-    metrics = ServerMetrics(queue_depth=lambda: batcher.queued, adapters_loaded=lambda: len(registry.adapters))
-    batcher.on_batch = metrics.batch_size.observe
+    if remote is not None:
+        batcher: Batcher | RemoteBatcher = remote
+        metrics = ServerMetrics(queue_depth=lambda: remote.queued, adapters_loaded=lambda: remote.loaded)
+        remote.metrics = metrics
+    else:
+        local = batcher = Batcher(
+            answerer, window_ms=o.window_ms, max_batch=o.max_batch, limits=limits, max_batch_tokens=o.max_batch_tokens
+        )
+        metrics = ServerMetrics(queue_depth=lambda: local.queued, adapters_loaded=lambda: len(registry.adapters))
+        local.on_batch = metrics.batch_size.observe
     if root is not None:
         if max_loaded is not None and max_loaded < 1:
             raise UsageError(f"--max-loaded must be at least 1, got {max_loaded}")
@@ -129,7 +123,38 @@ def create_app(answerer: Answerer, options: ServeOptions | None = None) -> FastA
         pinned=set(pin),
         max_bytes=limits.max_adapter_mb * 2**20,
         metrics=metrics,
+        loads_here=remote is None,
     )
+    return batcher, metrics, adapter_cache
+
+
+def create_app(answerer: Answerer, options: ServeOptions | None = None, remote: RemoteBatcher | None = None) -> FastAPI:
+    """The HTTP app (FastAPI) over one Answerer: loraqa's routes, the OpenAI-compatible ones,
+    Prometheus metrics and the demo page, behind one request guard and one batcher.
+
+    With an adapter root, every adapter in it can be asked for and is loaded on demand, at most
+    max_loaded attached, the least recently used detached first, those pinned (and those given
+    at start) kept. Collections are reachable when bound to an adapter or exposed (and in a
+    key's scope); the store they are in is never shown to a key that is not an admin's.
+
+    Args:
+        answerer: The adapters and base model to serve.
+        options: Keys, address, batching, limits, adapter root, collections (ServeOptions).
+        remote: Answer through the model replicas of a Ray Serve app instead of this process.
+
+    Returns:
+        The app, for uvicorn, Ray Serve or a test client.
+
+    Raises:
+        UsageError: A bad keys file, adapter root, limit or unknown collection, at start.
+    """
+    o = options or ServeOptions()
+    limits = o.limits
+    keys = KeyRing.build(o.api_key, o.admin_key, o.keys_file)
+    for name in o.expose_collections:
+        answerer.library.open(name)  # an unknown collection is refused at start
+    batcher, metrics, adapter_cache = model_side(answerer, o, remote)
+    root, registry = adapter_cache.root, answerer.registry
 
     @asynccontextmanager
     async def lifespan(app):
@@ -151,7 +176,11 @@ def create_app(answerer: Answerer, options: ServeOptions | None = None) -> FastA
     def adapter_label(name: str | None) -> str:
         if name is None:
             return "-"
-        return name if name in ("mixed", BASE) or registry.is_attached(name) else "unknown"
+        if name in ("mixed", BASE) or registry.is_attached(name):
+            return name
+        # through Ray the adapters are attached on the replicas: the root's names (the operator's
+        # set, not the clients') label the requests
+        return name if remote is not None and name in adapter_cache.catalogue else "unknown"
 
     def observe(route: str, adapter: str, status: int, seconds: float, key: str) -> None:
         if route not in UNCOUNTED:

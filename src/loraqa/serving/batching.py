@@ -133,6 +133,10 @@ class Batcher:
         self.planner.shutdown(wait=False, cancel_futures=True)
 
     @property
+    def started(self) -> bool:
+        return self.task is not None
+
+    @property
     def alive(self) -> bool:
         """False when the scheduling task has died: /health must not say the server answers."""
         return self.task is not None and not self.task.done()

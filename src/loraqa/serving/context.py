@@ -24,6 +24,7 @@ from loraqa.serving.adapter_cache import AdapterCache
 from loraqa.serving.batching import Batcher, ClientGone
 from loraqa.serving.limits import ServerLimits
 from loraqa.serving.metrics import ServerMetrics
+from loraqa.serving.remote_batcher import RemoteBatcher
 from loraqa.serving.scopes import KeyRing, Scope
 
 
@@ -50,7 +51,7 @@ class ApiError(Exception):
 @dataclass
 class ServerState:
     answerer: Answerer
-    batcher: Batcher
+    batcher: Batcher | RemoteBatcher  # RemoteBatcher: answered by the model replicas of a Ray app
     metrics: ServerMetrics
     keys: KeyRing
     limits: ServerLimits

@@ -52,6 +52,7 @@ from loraqa.serving.guard import allowed_hosts
 from loraqa.serving.limits import ServerLimits
 from loraqa.serving.memory import bound_kernel_cache
 from loraqa.serving.options import ServedModels, ServeOptions
+from loraqa.serving.remote_batcher import RemoteBatcher
 from loraqa.serving.scopes import OPEN, KeyRing, Scope
 from loraqa.serving.startup import say_ready
 
@@ -139,10 +140,13 @@ def build_server(
     limits: ServerLimits | None = None,
     exposed: list[str] | tuple[str, ...] = (),
     store: str | Path | None = None,
-) -> tuple[MCPServer, Batcher]:
+    remote: RemoteBatcher | None = None,
+) -> tuple[MCPServer, Batcher | RemoteBatcher]:
+    """The MCP server over one Answerer; with `remote`, its answers come from the model
+    replicas of a loraqa app on Ray (serving/ray_app.py)."""
     descriptions = dict(descriptions or {})
     limits = limits or ServerLimits()
-    batcher = Batcher(answerer, limits=limits)
+    batcher = remote or Batcher(answerer, limits=limits)
     access = Access(answerer, AdapterCache(answerer.registry, batcher), exposed=exposed, store=store)
     server = MCPServer(
         "loraqa",
@@ -180,7 +184,7 @@ def build_server(
             raise ToolError(f"the question is longer than {limits.max_question_chars} characters")
         if context is not None and len(context) > limits.max_context_chars:
             raise ToolError(f"the context is longer than {limits.max_context_chars} characters (this server's limit)")
-        if batcher.task is None:  # the first call, in the event loop the SDK runs
+        if not batcher.started:  # the first call, in the event loop the SDK runs
             await batcher.start()
         call = uuid.uuid4().hex[:16]
         try:
@@ -324,9 +328,13 @@ def http_app(server: MCPServer, host: str, keys: KeyRing, limits: ServerLimits, 
     return BearerKey(app, keys)
 
 
-def run_mcp(models: ServedModels, options: ServeOptions, descriptions: dict[str, str]) -> None:
+def run_mcp(
+    models: ServedModels, options: ServeOptions, descriptions: dict[str, str], ray_address: str | None = None
+) -> None:
     """Serve the models as MCP tools until stopped: over streamable HTTP on options.port, or over
-    stdio when it is None. descriptions: adapter -> how list_domains describes it."""
+    stdio when it is None. descriptions: adapter -> how list_domains describes it. With
+    ray_address, the questions are answered by the loraqa app running on that Ray cluster (its
+    adapter root must hold the adapters named here)."""
     unknown = [n for n in descriptions if n not in models.adapters]
     if unknown:
         raise UsageError(
@@ -337,7 +345,12 @@ def run_mcp(models: ServedModels, options: ServeOptions, descriptions: dict[str,
     answerer = models.load(options)
     for name in options.expose_collections:
         answerer.library.open(name)  # an unknown collection is refused at start
-    server, _ = build_server(answerer, descriptions, options.limits, options.expose_collections, options.store)
+    remote = None
+    if ray_address:
+        from loraqa.serving.ray_app import model_handle
+
+        remote = RemoteBatcher(model_handle(ray_address), options.limits)
+    server, _ = build_server(answerer, descriptions, options.limits, options.expose_collections, options.store, remote)
     say_ready(answerer, "MCP server")
     if options.port is None:
         server.run("stdio")
