@@ -64,6 +64,19 @@ def add(
         help="A new collection's sentence-embedding model (a sentence-transformers folder or hub name): its passages get vectors, for dense and hybrid search. A collection that has one keeps it.",
     ),
     embedder_engine: EmbedderEngine = None,
+    on_ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="Read, cut and embed the files on a Ray cluster's workers (pip install 'loraqa[ray]'), each file within the same budget; written here, in the files' order. The files (and the embedder's folder) must be at the same path on every node.",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        "--ray-address",
+        help="With --ray: the cluster (e.g. auto, ray://HEAD:10001); default: a local Ray instance.",
+    ),
+    ray_workers: int = typer.Option(
+        2, "--ray-workers", min=1, help="With --ray: workers reading and embedding at once."
+    ),
 ):
     """Add files to a collection: unchanged files are skipped, changed ones replace their passages.
     Each file is read in a separate process within a memory and time budget; a file that cannot be
@@ -77,6 +90,15 @@ def add(
 
         if overlap >= passage_chars:
             raise UsageError("--overlap must be smaller than --passage-chars")
+        if ray_address and not on_ray:
+            raise UsageError("--ray-address is for adding on Ray: add --ray")
+        ray = None
+        if on_ray:
+            from loraqa.optional import check
+            from loraqa.retrieval.ray_reading import RayReading
+
+            check("ray", "adding to a collection on Ray (--ray)")
+            ray = RayReading(ray_address, ray_workers)
         limits = document_limits(
             sets, max_file_mb=max_file_mb, file_memory_mb=file_memory_mb, file_seconds=file_seconds
         )
@@ -93,6 +115,7 @@ def add(
                 progress=lambda _: bar.advance(task),
                 embedder=embedder,
                 embedder_engine=embedder_engine,
+                on_ray=ray,
             )
         return report
 

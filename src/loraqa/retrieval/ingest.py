@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from loraqa.config.schema import DocumentsConfig
 from loraqa.documents import DocumentError
@@ -32,6 +33,9 @@ from loraqa.retrieval.embedders import Embedder, load_embedder
 from loraqa.retrieval.passage_parts import PART_CHARS, embed_passages, same_vectors
 from loraqa.retrieval.search import embedder_for
 from loraqa.retrieval.store import Collection, Settings, Store
+
+if TYPE_CHECKING:
+    from loraqa.retrieval.ray_reading import RayReading
 
 
 @dataclass
@@ -88,6 +92,7 @@ class _ReadFile:
     stat: os.stat_result | None
     documents: list  # (Document, passages) still to write
     whole: bool  # every document of it was read and may be written
+    vectors: list | None = None  # its passages' vectors, in order, when made where it was read
 
 
 def add_paths(
@@ -99,46 +104,61 @@ def add_paths(
     progress: Callable[[str], None] | None = None,
     embedder: str | None = None,
     embedder_engine: str | None = None,
+    on_ray: RayReading | None = None,
 ) -> IngestReport:
     """Add every file `paths` names (or a Walk already made of them, find_files() following
     folder links if asked) to the collection `name`
     of `store`, made with `settings` (and the embedder `embedder`: its passages get vectors) if
-    it is new; progress(file) after each file."""
+    it is new; progress(file) after each file. With `on_ray`, the files are read, cut and
+    embedded by workers of a Ray cluster (retrieval/ray_reading.py) and written here, in the
+    files' order, as a local add writes them."""
     walk = paths if isinstance(paths, Walk) else find_files(paths)
     report = IngestReport(files=len(walk.files), skipped=list(walk.skipped))
     collection = _existing(store, name)
     settings = collection.settings if collection is not None else (settings or Settings())
     # a collection keeps its own part size (made before parts: None, a vector a passage)
     parts = (collection.embedder_info() or {}).get("parts") if collection is not None else PART_CHARS
-    adder = _Adder(store, name, settings, _embedder(collection, embedder, embedder_engine), report, parts)
+    model = _embedder(collection, embedder, embedder_engine)
+    adder = _Adder(store, name, settings, model, report, parts)
     adder.collection = collection
     size = max(1, (limits or DocumentsConfig()).batch_passages)
-    with BudgetedReader(limits, split=(settings.passage_chars, settings.overlap)) as reader, ExitStack() as batch:
+    split = (settings.passage_chars, settings.overlap)
+    with ExitStack() as batch:
         adder.batch, adder.batch_size = batch, size
         if collection is not None:
             batch.enter_context(collection.batch(size))
-        ahead: list[_ReadFile] = []
-        waiting = 0  # passages read ahead, not yet written
-        for found in walk.files:
-            try:
-                stat = found.path.stat()
-                key = shown(found.path.resolve())
-            except (OSError, RuntimeError):
-                stat, key = None, found.name
-            if (
-                stat is not None
-                and adder.collection is not None
-                and adder.collection.file_unchanged(key, stat.st_mtime, stat.st_size)
-            ):
+        if on_ray is not None:
+            from loraqa.retrieval.ray_reading import read_on_ray
+
+            todo = []
+            for found in walk.files:
+                key, stat = adder.identify(found)
+                if not adder.unchanged(key, stat):
+                    todo.append((found, key, stat))
+                    continue
                 report.files_unchanged += 1
-                ahead.append(_ReadFile(found.name, key, None, [], False))
-            else:
-                ahead.append(adder.read(reader, found, key, stat))
-                waiting += sum(len(passages) for _, passages in ahead[-1].documents)
-            if adder.model is None or waiting >= EMBED_AHEAD:
+                if progress is not None:
+                    progress(found.name)
+            engine = embedder_engine if model is not None else None
+            reads = read_on_ray([f for f, _, _ in todo], limits, split, model, engine, parts, on_ray)
+            for (found, key, stat), (documents, vectors, error) in zip(todo, reads, strict=True):
+                adder.write([adder.keep(found, key, stat, documents, error, vectors)], progress)
+        else:
+            with BudgetedReader(limits, split=split) as reader:
+                ahead: list[_ReadFile] = []
+                waiting = 0  # passages read ahead, not yet written
+                for found in walk.files:
+                    key, stat = adder.identify(found)
+                    if adder.unchanged(key, stat):
+                        report.files_unchanged += 1
+                        ahead.append(_ReadFile(found.name, key, None, [], False))
+                    else:
+                        ahead.append(adder.read(reader, found, key, stat))
+                        waiting += sum(len(passages) for _, passages in ahead[-1].documents)
+                    if adder.model is None or waiting >= EMBED_AHEAD:
+                        adder.write(ahead, progress)
+                        ahead, waiting = [], 0
                 adder.write(ahead, progress)
-                ahead, waiting = [], 0
-        adder.write(ahead, progress)
     if adder.collection is not None:
         adder.collection.close()
     return report
@@ -164,14 +184,46 @@ class _Adder:
         self.batch: ExitStack | None = None
         self.batch_size = 1
 
+    @staticmethod
+    def identify(found: Found) -> tuple[str, os.stat_result | None]:
+        """The file as the collection records it, and its time and size (None: not readable)."""
+        try:
+            return shown(found.path.resolve()), found.path.stat()
+        except (OSError, RuntimeError):
+            return found.name, None
+
+    def unchanged(self, key: str, stat: os.stat_result | None) -> bool:
+        """Read whole before at this modification time and size: not opened again."""
+        return (
+            stat is not None
+            and self.collection is not None
+            and self.collection.file_unchanged(key, stat.st_mtime, stat.st_size)
+        )
+
     def read(self, reader: BudgetedReader, found: Found, key: str, stat: os.stat_result | None) -> _ReadFile:
         try:
-            documents = reader.read(found.path, found.name)
+            documents, error = reader.read(found.path, found.name), None
         except DocumentError as exc:
-            self.report.skipped.append((found.name, exc.template))
+            documents, error = [], exc.template
+        return self.keep(found, key, stat, documents, error)
+
+    def keep(
+        self,
+        found: Found,
+        key: str,
+        stat: os.stat_result | None,
+        documents: list,
+        error: str | None,
+        vectors: list | None = None,
+    ) -> _ReadFile:
+        """A file as read (or the line that says why it could not be), less any document whose
+        id another file of this add gave; vectors: each document's passages' vectors, made
+        where it was read."""
+        if error is not None:
+            self.report.skipped.append((found.name, error))
             return _ReadFile(found.name, key, stat, [], False)
-        kept, whole = [], True
-        for doc, passages in documents:
+        kept, kept_vectors, whole = [], [], True
+        for i, (doc, passages) in enumerate(documents):
             if doc.id in self.given and doc.id != content_id(doc.text):  # the same text twice is no conflict
                 self.report.skipped.append(
                     (
@@ -185,11 +237,18 @@ class _Adder:
             self.given[doc.id] = doc.source
             assert passages is not None  # a reader made with split= cuts every document
             kept.append((doc, passages))
-        return _ReadFile(found.name, key, stat, kept, whole)
+            if vectors is not None:
+                kept_vectors.extend(vectors[i])
+        return _ReadFile(found.name, key, stat, kept, whole, kept_vectors if vectors is not None else None)
 
     def write(self, files: list[_ReadFile], progress: Callable[[str], None] | None) -> None:
         texts = [p.text for f in files for _, passages in f.documents for p in passages]
-        vectors = embed_passages(self.model, texts, self.parts) if self.model is not None and texts else None
+        vectors = None
+        if self.model is not None and texts:
+            made = all(f.vectors is not None for f in files)
+            vectors = (
+                [v for f in files for v in (f.vectors or [])] if made else embed_passages(self.model, texts, self.parts)
+            )
         at = 0
         for f in files:
             whole = f.whole
