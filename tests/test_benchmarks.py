@@ -94,6 +94,23 @@ def test_many_adapters_script_loads_and_evicts_without_failing_a_request(tmp_pat
     assert figures["cold_start_s"]["pytorch"] > 0 and figures["cold_start_s"]["ctranslate2"] > 0
 
 
+@pytest.mark.ray
+def test_ray_serve_script_serves_through_ray_and_adds_on_ray(tmp_path):
+    """`serve --ray` and `collection add --ray` from their command lines, as a user starts them
+    (the Ray tests build the app in-process): no request fails, every target has its verdict,
+    and the collection added on Ray searches like the one added in one process."""
+    pytest.importorskip("ray")
+    out = tmp_path / "ray.json"
+    res = run_script("ray_serve.py", "--quick", "--json", str(out), timeout=600)
+    figures = json.loads(out.read_text())
+    serving, adding = figures["serving"], figures["adding"]
+    assert serving["ray_failures"] == serving["rr_failures"] == serving["ray1_failures"] == 0
+    assert serving["ray_loads"] >= 1 and serving["rr_loads"] >= 1
+    assert adding["identical"] == adding["queries"] > 0
+    for target in ("failures on Ray", "loads per 1,000 requests", "Ray path on one adapter"):
+        assert re.search(rf"{target}.*\((goal[^)]*)\) (met|NOT met)", res.stdout), target
+
+
 def test_serve_abuse_script_keeps_normal_clients_answered_under_attack(tmp_path):
     """A smoke run on a tiny model: the latency and memory goals need the real-size run (README),
     but no normal request may fail, /health must stay truthful and the metrics stay bounded."""

@@ -214,6 +214,7 @@ def test_the_demo_page_works_through_ray(ray_url, world):
 
     if not os.path.exists(CHROMIUM):
         pytest.skip("chromium not installed")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     row = world["rows"]["science"][1]
@@ -230,7 +231,7 @@ def test_the_demo_page_works_through_ray(ray_url, world):
         page.click("#ask")
         try:
             result = page.wait_for_selector(".result[data-adapter=s1]", timeout=60_000)
-        except Exception:
+        except PlaywrightTimeout:  # what the page said instead
             raise AssertionError(page.inner_text("#status") + " | " + page.inner_text("#results")) from None
         answer = result.query_selector(".answer").inner_text()
         browser.close()

@@ -175,7 +175,7 @@ def serve(
         0.75,
         "--replica-cpus",
         min=0.01,
-        help="With --ray: CPUs a model replica takes (its PyTorch threads: the whole part, at least 1). The default lets two replicas and the front share two cores.",
+        help="With --ray: CPUs a model replica takes (its PyTorch threads: that, rounded up). The default lets two replicas and the front share two cores.",
     ),
     ray_address: Optional[str] = typer.Option(
         None,

@@ -33,6 +33,9 @@ from loraqa.serving.remote_batcher import RemoteBatcher, error_parts
 
 APP_NAME = "loraqa"
 MODEL_DEPLOYMENT = "LoraqaModel"
+# Ray Serve writes a line per request and per call by default: the front's own metrics and logs
+# say what a request did; warnings and errors still go to Ray's logs
+QUIET = {"enable_access_log": False, "log_level": "WARNING"}
 INGRESS_DEPLOYMENT = "LoraqaIngress"
 
 
@@ -74,8 +77,17 @@ class RayOptions:
         }
 
 
+def _ray():
+    """Ray with its Serve library imported (a submodule `import ray` leaves out)."""
+    require_extra("ray", "serving on Ray (--ray)")
+    import ray
+    import ray.serve
+
+    return ray
+
+
 def _serve():
-    return require_extra("ray", "serving on Ray (--ray)")["ray"].serve
+    return _ray().serve
 
 
 def _with_root_base(models: ServedModels, options: ServeOptions) -> ServedModels:
@@ -186,13 +198,14 @@ def build(models: ServedModels, options: ServeOptions, ray_options: RayOptions |
     """The Ray Serve application: the front bound to the model deployment."""
     serve = _serve()
     r = (ray_options or RayOptions()).checked()
-    threads = max(1, math.floor(r.replica_cpus))
+    threads = max(1, math.ceil(r.replica_cpus))
     model = serve.deployment(
         ModelReplica,
         name=MODEL_DEPLOYMENT,
         ray_actor_options={"num_cpus": r.replica_cpus},
         max_ongoing_requests=max(64, options.max_batch * 4),
         health_check_period_s=10,
+        logging_config=QUIET,
         **r.scaling(),
     )
     ingress = serve.deployment(
@@ -200,6 +213,7 @@ def build(models: ServedModels, options: ServeOptions, ray_options: RayOptions |
         name=INGRESS_DEPLOYMENT,
         ray_actor_options={"num_cpus": r.ingress_cpus},
         max_ongoing_requests=1000,
+        logging_config=QUIET,
     )
     return ingress.bind(model.bind(models, options, threads), models, options)
 
@@ -247,7 +261,7 @@ def app_builder(args: dict) -> Any:
 def model_handle(address: str):
     """The model deployment of the loraqa app running on the Ray cluster at `address` (for a
     front end outside it: `loraqa mcp --ray-address`)."""
-    ray = require_extra("ray", "answering through Ray (--ray-address)")["ray"]
+    ray = _ray()
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     from ray.serve.exceptions import RayServeException
@@ -261,7 +275,7 @@ def model_handle(address: str):
 def run_on_ray(models: ServedModels, options: ServeOptions, ray_options: RayOptions) -> None:
     """Deploy the app on Ray (a local instance unless an address is given) and serve until
     stopped (Ctrl-C takes the app down)."""
-    ray = require_extra("ray", "serving on Ray (--ray)")["ray"]
+    ray = _ray()
     serve = ray.serve
     from loraqa.reporting import say
 
