@@ -86,7 +86,7 @@ def add(
         from loraqa.documents.walk import find_files
         from loraqa.errors import UsageError
         from loraqa.retrieval import Settings, open_store
-        from loraqa.retrieval.ingest import add_paths
+        from loraqa.retrieval.ingest import EmbedderChoice, add_paths
 
         if overlap >= passage_chars:
             raise UsageError("--overlap must be smaller than --passage-chars")
@@ -113,8 +113,7 @@ def add(
                 Settings(passage_chars, overlap),
                 limits,
                 progress=lambda _: bar.advance(task),
-                embedder=embedder,
-                embedder_engine=embedder_engine,
+                embedder=EmbedderChoice(embedder, embedder_engine),
                 on_ray=ray,
             )
         return report

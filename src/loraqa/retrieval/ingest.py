@@ -80,6 +80,15 @@ def _embedder(collection: Collection | None, given: str | None, engine: str | No
     return load_embedder(given, engine) if given else None
 
 
+@dataclass(frozen=True)
+class EmbedderChoice:
+    """The embedder an add was given: a model (None: the collection's own) and an engine (None:
+    the default)."""
+
+    name: str | None = None
+    engine: str | None = None
+
+
 # passages read ahead and embedded together: the embedder's batches stay full and of like
 # lengths across small documents (one policy section or story is a single short batch alone)
 EMBED_AHEAD = 256
@@ -102,14 +111,13 @@ def add_paths(
     settings: Settings | None = None,
     limits: DocumentsConfig | None = None,
     progress: Callable[[str], None] | None = None,
-    embedder: str | None = None,
-    embedder_engine: str | None = None,
+    embedder: str | EmbedderChoice | None = None,
     on_ray: RayReading | None = None,
 ) -> IngestReport:
     """Add every file `paths` names (or a Walk already made of them, find_files() following
     folder links if asked) to the collection `name`
-    of `store`, made with `settings` (and the embedder `embedder`: its passages get vectors) if
-    it is new; progress(file) after each file. With `on_ray`, the files are read, cut and
+    of `store`, made with `settings` (and the embedder `embedder`, a model's name or an
+    EmbedderChoice: its passages get vectors) if it is new; progress(file) after each file. With `on_ray`, the files are read, cut and
     embedded by workers of a Ray cluster (retrieval/ray_reading.py) and written here, in the
     files' order, as a local add writes them."""
     walk = paths if isinstance(paths, Walk) else find_files(paths)
@@ -118,7 +126,8 @@ def add_paths(
     settings = collection.settings if collection is not None else (settings or Settings())
     # a collection keeps its own part size (made before parts: None, a vector a passage)
     parts = (collection.embedder_info() or {}).get("parts") if collection is not None else PART_CHARS
-    model = _embedder(collection, embedder, embedder_engine)
+    choice = embedder if isinstance(embedder, EmbedderChoice) else EmbedderChoice(embedder)
+    model = _embedder(collection, choice.name, choice.engine)
     adder = _Adder(store, name, settings, model, report, parts)
     adder.collection = collection
     size = max(1, (limits or DocumentsConfig()).batch_passages)
@@ -139,7 +148,7 @@ def add_paths(
                 report.files_unchanged += 1
                 if progress is not None:
                     progress(found.name)
-            engine = embedder_engine if model is not None else None
+            engine = choice.engine if model is not None else None
             reads = read_on_ray([f for f, _, _ in todo], limits, split, model, engine, parts, on_ray)
             for (found, key, stat), (documents, vectors, error) in zip(todo, reads, strict=True):
                 adder.write([adder.keep(found, key, stat, documents, error, vectors)], progress)

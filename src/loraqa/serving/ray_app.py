@@ -215,7 +215,9 @@ def build(models: ServedModels, options: ServeOptions, ray_options: RayOptions |
         max_ongoing_requests=1000,
         logging_config=QUIET,
     )
-    return ingress.bind(model.bind(models, options, threads), models, options)
+    # the replicas answer what the front let through: they never see a key
+    keyless = replace(options, api_key=None, admin_key=None, keys_file=None)
+    return ingress.bind(model.bind(models, keyless, threads), models, options)
 
 
 MODEL_ARGS = {"model": "base_model", "adapters": "adapters", "engine": "engine", "collections": "collections"}

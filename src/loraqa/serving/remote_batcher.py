@@ -122,6 +122,9 @@ class RemoteBatcher:
                 for future in done:
                     for i, answer in zip(groups[waiting[future]], future.result(), strict=True):
                         answers[i] = answer
+            missing = [i for i, a in enumerate(answers) if a is None]
+            if missing:  # a replica answered fewer questions than it was asked: never shift the others
+                raise RuntimeError(f"no answer came back for questions {missing} of request {request_id}")
             return [a for a in answers if a is not None]
         finally:
             self.queued -= len(calls)
