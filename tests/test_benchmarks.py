@@ -96,17 +96,16 @@ def test_many_adapters_script_loads_and_evicts_without_failing_a_request(tmp_pat
 
 @pytest.mark.ray
 def test_ray_serve_script_serves_through_ray_and_adds_on_ray(tmp_path):
-    """`serve --ray` and `collection add --ray` from their command lines, as a user starts them
-    (the Ray tests build the app in-process): no request fails, every target has its verdict,
-    and the collection added on Ray searches like the one added in one process."""
+    """`serve --ray` from its command line, as a user starts it and stops it with Ctrl-C (the Ray
+    tests build the app in-process): no request fails and every target has its verdict.
+    `collection add --ray` is left to tests/retrieval/test_ray_add.py (from its command line too)."""
     pytest.importorskip("ray")
     out = tmp_path / "ray.json"
-    res = run_script("ray_serve.py", "--quick", "--json", str(out), timeout=600)
+    res = run_script("ray_serve.py", "--quick", "--skip-add", "--json", str(out), timeout=600)
     figures = json.loads(out.read_text())
-    serving, adding = figures["serving"], figures["adding"]
+    serving = figures["serving"]
     assert serving["ray_failures"] == serving["rr_failures"] == serving["ray1_failures"] == 0
     assert serving["ray_loads"] >= 1 and serving["rr_loads"] >= 1
-    assert adding["identical"] == adding["queries"] > 0
     for target in ("failures on Ray", "loads per 1,000 requests", "Ray path on one adapter"):
         assert re.search(rf"{target}.*\((goal[^)]*)\) (met|NOT met)", res.stdout), target
 

@@ -17,6 +17,8 @@ import time
 import httpx
 import pytest
 
+from helpers import SQUAD_V1, run_cli
+
 pytest.importorskip("ray", reason="pip install 'loraqa[ray]'")
 pytestmark = pytest.mark.ray
 
@@ -40,12 +42,21 @@ def world(tmp_path_factory, domain_adapters):
     for kind, prefix in (("science", "s"), ("places", "p")):
         for i in (1, 2):
             shutil.copytree(domain_adapters["runs"][kind] / "adapter", root / f"{prefix}{i}")
+    # the collection every replica answers from: PostgreSQL where the suite has one (as a cluster
+    # would), else SQLite
+    store = os.environ.get("LORAQA_TEST_POSTGRES") or str(tmp / "store")
+    added = run_cli("collection", "add", "rayfixture", str(SQUAD_V1), "--store", store)
+    assert added.exit_code == 0, added.output
     keys = tmp / "keys.yaml"
     keys.write_text(
         f"- {{name: all, sha256: {digest(KEY)}, adapters: ['*'], collections: ['*']}}\n"
         f"- {{name: sci, sha256: {digest(SCIENCE_ONLY)}, adapters: [s1, s2], collections: []}}\n"
     )
-    return {"root": root, "keys": keys, "rows": domain_adapters["rows"]}
+    yield {"root": root, "keys": keys, "rows": domain_adapters["rows"], "store": store}
+    if store.startswith("postgresql"):
+        from loraqa.retrieval import open_store
+
+        open_store(store).drop("rayfixture")
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +73,8 @@ def ray_url(world, nodrop_model_dir):
     options = ServeOptions(
         keys_file=world["keys"],
         adapter_root=world["root"],
+        store=world["store"],
+        expose_collections=["rayfixture"],
         max_loaded=1,
         port=port,
         limits=ServerLimits(max_context_chars=20_000),  # bodies over 296 kB are refused
@@ -142,6 +155,19 @@ def test_a_request_for_several_adapters_is_answered_in_its_order(ray_url, world)
         places["answers"]["text"][0],
         science["answers"]["text"][0],
     ]
+
+
+def test_a_question_without_a_passage_is_answered_from_the_shared_store(ray_url, world):
+    row = world["rows"]["science"][2]
+    resp = httpx.post(
+        f"{ray_url}/v1/answer",
+        json={"question": row["question"], "adapter": "s2", "collection": "rayfixture"},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["answer"] == row["answers"]["text"][0] and body["citations"][0]["title"] == row["title"]
 
 
 def test_the_guard_holds_on_the_ray_path(ray_url, world):
