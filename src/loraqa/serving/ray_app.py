@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -287,12 +289,20 @@ def run_on_ray(models: ServedModels, options: ServeOptions, ray_options: RayOpti
         ray.init(address=ray_options.address, log_to_driver=False)
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
+    stopped = threading.Event()
+
+    def stop(signum, frame) -> None:
+        stopped.set()
+
     try:
         serve.start(http_options={"host": options.host, "port": options.port})
         serve.run(application, name=APP_NAME, route_prefix="/")
+        # Ray's driver takes SIGINT over and ignores it for good: Ctrl-C, `docker stop` and
+        # Kubernetes' SIGTERM must still take the app down
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         say(f"server ready on Ray {time.monotonic() - started:.1f} s after start")
-        while True:
-            time.sleep(3600)
+        stopped.wait()
     except KeyboardInterrupt:
         pass
     finally:
