@@ -271,7 +271,7 @@ def main() -> None:
         f"same 2 cores)"
     )
     names = zipf_names(args.adapters, args.requests, 1.1)
-    for machines in (2, 4, 8):
+    for machines in (2, 4, 5, 8):
         rr = simulated_loads(names, machines, args.max_loaded, affinity=False)
         aff = simulated_loads(names, machines, args.max_loaded, affinity=True)
         s[f"simulated_{machines}"] = {"round_robin": rr, "affinity": aff}
