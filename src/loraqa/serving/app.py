@@ -262,13 +262,18 @@ def root_base_model(root: Path, engine: str = "pytorch") -> str | None:
     return None
 
 
+def with_root_base(models: ServedModels, options: ServeOptions) -> ServedModels:
+    """The models to load: with no adapter and no base model given, the adapter root's base."""
+    if not models.adapters and not models.base_model and options.adapter_root:
+        return replace(models, base_model=root_base_model(Path(options.adapter_root), models.engine))
+    return models
+
+
 def run_server(models: ServedModels, options: ServeOptions) -> None:
     """Load the models and serve them until stopped."""
     uvicorn = require_extra("serve", "loraqa's HTTP server")["uvicorn"]
-    if not models.adapters and not models.base_model and options.adapter_root:
-        models = replace(models, base_model=root_base_model(Path(options.adapter_root), models.engine))
     bound_kernel_cache()
-    answerer = models.load(options)
+    answerer = with_root_base(models, options).load(options)
     app = create_app(answerer, options)
     say_ready(answerer, "server")
     uvicorn.run(app, host=options.host, port=options.port, log_level="warning")

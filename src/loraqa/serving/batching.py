@@ -56,6 +56,12 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready; its windows were dropped."""
 
 
+async def until_gone(disconnected: Callable[[], Awaitable[bool]]) -> None:
+    """Returns when `disconnected()` says the client went away (asked every 50 ms)."""
+    while not await disconnected():
+        await asyncio.sleep(0.05)
+
+
 @dataclass(eq=False)
 class Ticket:
     """One request's work: its readings, the windows not yet handed out, its answers' future."""
@@ -160,7 +166,7 @@ class Batcher:
         deadline = loop.time() + (timeout or self.limits.request_timeout_s)
         readings = await self.plan(requests)
         ticket = self.admit(readings, request_id)
-        watch = asyncio.create_task(self._watch(disconnected)) if disconnected else None
+        watch = asyncio.create_task(until_gone(disconnected)) if disconnected else None
         try:
             waiting = {ticket.future} | ({watch} if watch else set())
             done, _ = await asyncio.wait(
@@ -234,10 +240,6 @@ class Batcher:
             ticket.future.set_exception(exc)
             ticket.future.exception()  # retrieved: its waiter may be gone
         self._settle(ticket)
-
-    async def _watch(self, disconnected: Callable[[], Awaitable[bool]]) -> None:
-        while not await disconnected():
-            await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------ unloading
 

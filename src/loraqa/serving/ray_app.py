@@ -25,7 +25,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 from loraqa.errors import LoraqaError, UsageError
@@ -92,14 +91,6 @@ def _serve():
     return _ray().serve
 
 
-def _with_root_base(models: ServedModels, options: ServeOptions) -> ServedModels:
-    if not models.adapters and not models.base_model and options.adapter_root:
-        from loraqa.serving.app import root_base_model
-
-        return replace(models, base_model=root_base_model(Path(options.adapter_root), models.engine))
-    return models
-
-
 class ModelReplica:
     """One model replica: an Answerer with loraqa's batcher and adapter cache, answering the
     questions of one adapter (the multiplexed model id) per call."""
@@ -107,12 +98,12 @@ class ModelReplica:
     def __init__(self, models: ServedModels, options: ServeOptions, threads: int):
         import torch
 
-        from loraqa.serving.app import model_side
+        from loraqa.serving.app import model_side, with_root_base
         from loraqa.serving.memory import bound_kernel_cache
 
         torch.set_num_threads(threads)  # its share of the node, not every core (Ray leaves torch's default)
         bound_kernel_cache()
-        self.answerer = _with_root_base(models, options).load(options)
+        self.answerer = with_root_base(models, options).load(options)
         self.batcher, self.metrics, self.cache = model_side(self.answerer, options)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self.reported: dict[str, dict[str, float]] = {"loads": {}, "evictions": {}}
@@ -188,11 +179,11 @@ class IngressReplica:
         self.model, self.models, self.options = model, models, options
 
     def __serve_build_asgi_app__(self):
-        from loraqa.serving.app import create_app
+        from loraqa.serving.app import create_app, with_root_base
 
         # the front loads the base model's tokenizer and catalogue too (the routes read them); it
         # runs no model call
-        answerer = _with_root_base(self.models, self.options).load(self.options)
+        answerer = with_root_base(self.models, self.options).load(self.options)
         return create_app(answerer, self.options, remote=RemoteBatcher(self.model, self.options.limits))
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from loraqa.adapters.names import BASE
 from loraqa.errors import DeadlineExceeded, LoraqaError
 from loraqa.inference.reading import Answer
-from loraqa.serving.batching import ClientGone
+from loraqa.serving.batching import ClientGone, until_gone
 from loraqa.serving.limits import ServerLimits
 
 NO_ADAPTER = ""  # the multiplexed id of the base model: any replica answers it
@@ -104,7 +104,7 @@ class RemoteBatcher:
         waiting: dict[asyncio.Future, str] = {
             asyncio.ensure_future(self._result(response)): adapter for adapter, response in calls.items()
         }
-        watch = asyncio.ensure_future(self._watch(disconnected)) if disconnected else None
+        watch = asyncio.ensure_future(until_gone(disconnected)) if disconnected else None
         try:
             pending: set[asyncio.Future] = set(waiting) | ({watch} if watch else set())
             deadline = asyncio.get_running_loop().time() + timeout + 5  # the replica's own deadline comes first
@@ -148,8 +148,3 @@ class RemoteBatcher:
         if reply.get("error") is not None:
             raise rebuilt(reply["error"])
         return reply["answers"]
-
-    @staticmethod
-    async def _watch(disconnected: Callable[[], Awaitable[bool]]) -> None:
-        while not await disconnected():
-            await asyncio.sleep(0.05)
