@@ -288,6 +288,7 @@ def main() -> None:
     )
     ap.add_argument("--negatives", default="0,1,2", help="data.negative_windows values to compare on the dev set")
     args = ap.parse_args()
+    world.IN_PROCESS = args.quick  # a smoke run: loraqa's commands in this process
     if args.base and not (Path(args.base) / "config.json").is_file():
         ap.error(f"--base {args.base}: no config.json there (a local model folder is needed)")
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -295,7 +296,7 @@ def main() -> None:
     lengths = [600, 1200] if q else [2000, 8000, 32000]
     n_questions = 10 if q else 200
     negatives_tried = [1] if q else [int(n) for n in args.negatives.split(",")]
-    pre_steps, lora_steps = (60, 30) if q else (1500, 800)
+    pre_steps, lora_steps = (20, 30) if q else (1500, 800)  # --quick: a smoke run, not a reader
 
     rng = np.random.default_rng(0)
     # One-word names (two syllables): telling people apart is then a matter of one token, which a

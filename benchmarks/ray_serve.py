@@ -38,23 +38,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from many_adapters import adapter_root, fire, metric, pct, zipf_names
-from serve_load import free_port, launch, wait_until_up
+from serve_load import launch, wait_until_up
 
 FIXTURE = Path(__file__).parents[1] / "tests" / "fixtures" / "squad_v1_mini.json"
 
 
 def start(args: list[str], seconds: float = 600) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if "--ray" in args else None
-    proc = launch([sys.executable, "-m", "loraqa", "serve", "--port", str(port), *args], env=env)
-    url = f"http://127.0.0.1:{port}"
+    [server] = start_together([args], seconds)
+    return server
+
+
+def start_together(arg_lists: list[list[str]], seconds: float = 600) -> list[tuple[subprocess.Popen, str]]:
+    """Servers that serve side by side, started at once (two imports and model loads overlap on
+    two cores); if one fails to come up, every one is stopped."""
+    servers = []
+    ports = distinct_free_ports(len(arg_lists))
+    for args, port in zip(arg_lists, ports):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if "--ray" in args else None
+        proc = launch([sys.executable, "-m", "loraqa", "serve", "--port", str(port), *args], env=env)
+        servers.append((proc, f"http://127.0.0.1:{port}"))
     try:
-        wait_until_up(url, proc, seconds=seconds)
+        for proc, url in servers:
+            wait_until_up(url, proc, seconds=seconds)
     except BaseException:
-        stop(proc)
-        print(Path(proc.log_path).read_text()[-3000:], file=sys.stderr)  # type: ignore[attr-defined]
+        for proc, _ in servers:
+            stop(proc)
+            print(Path(proc.log_path).read_text()[-3000:], file=sys.stderr)  # type: ignore[attr-defined]
         raise
-    return proc, url
+    return servers
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -65,6 +76,20 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def distinct_free_ports(n: int) -> list[int]:
+    """n ports free now and different from each other (each socket is held until all are chosen)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def loads_of(*urls: str) -> float:
@@ -132,7 +157,7 @@ def serving(args, work: Path) -> dict:
     finally:
         stop(proc)
 
-    two = [start([*common, "--max-loaded", str(args.max_loaded)]) for _ in range(2)]
+    two = start_together([[*common, "--max-loaded", str(args.max_loaded)]] * 2)
     try:
         failures, _ = asyncio.run(round_robin([u for _, u in two], rows, names, args.concurrency))
         out |= {"rr_failures": failures, "rr_loads": loads_of(*(u for _, u in two))}

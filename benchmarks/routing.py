@@ -139,7 +139,7 @@ def build_domains(quick: bool, workdir: str | None) -> dict:
     t0 = time.time()
     base = work / "base-model"
     if not (base / "config.json").is_file():
-        base = world.pretrain([r for rows in pre.values() for r in rows], tokenizer, work, 60 if q else 1500, seed=0)
+        base = world.pretrain([r for rows in pre.values() for r in rows], tokenizer, work, 20 if q else 1500, seed=0)
     tokenizer = load_tokenizer(str(base))
     runs = {}
     for d, rows in train.items():
@@ -193,6 +193,7 @@ def main() -> None:
     )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
+    world.IN_PROCESS = args.quick  # a smoke run: loraqa's commands in this process
     os.environ.setdefault("WANDB_MODE", "offline")
     from loraqa.modeling.precision import cpu_precision_note
 

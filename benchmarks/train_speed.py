@@ -43,17 +43,8 @@ def bench(name: str, args: list[str], steps: int, out: Path, warmup: int = 3, qu
         "track.report_to=none",
         *args,
     ]
-    if quick:
-        # A smoke run calls the command in this process: importing torch and transformers is most
-        # of a one-step run's time, paid once here instead of once per configuration (memory
-        # figures are then this process's, not each configuration's).
-        import contextlib
-        import io
-
-        from loraqa.cli import app
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            app(command, standalone_mode=False)
+    if quick:  # in this process (learning_check.IN_PROCESS): memory figures are then this process's
+        world.loraqa_here(*command)
     else:
         world.loraqa(*command, stderr=subprocess.DEVNULL)
     return json.loads(path.read_text())

@@ -129,22 +129,23 @@ def test_only_lora_weights_change(tiny_model_dir, tmp_path, checkpointing):
         assert torch.equal(after[name], value), f"frozen weight {name} changed"
 
 
-def test_lora_memorises_eight_examples(nodrop_model_dir, squad_rows, tmp_path):
+def test_lora_memorises_eight_examples(two_adapters):
     """Greedy decoding must return the trained answers exactly: catches label shift, masking
-    and decode mismatches that a falling loss alone would hide."""
+    and decode mismatches that a falling loss alone would hide. The adapter is the session's
+    'answers' one (250 steps on the fixture's first ten rows), read back from its run folder as
+    PEFT's own loader reads it: a save that lost or renamed LoRA weights fails here too."""
+    from peft import AutoPeftModelForSeq2SeqLM
     from transformers import AutoTokenizer
 
-    from helpers import train_memoriser
     from loraqa.config import load_config
     from loraqa.inference.generation import read_rows
 
-    result = train_memoriser(nodrop_model_dir, squad_rows[:10], tmp_path)
-    train_ids = json.loads((result.run_dir / "split.json").read_text())["train"]
-    rows = [r for r in squad_rows[:10] if r["id"] in train_ids]
+    adapter, rows = two_adapters["answers"] / "adapter", two_adapters["rows"]
     assert len(rows) == 8
-    tok = AutoTokenizer.from_pretrained(result.run_dir / "adapter")
+    model = AutoPeftModelForSeq2SeqLM.from_pretrained(adapter).eval()
+    tok = AutoTokenizer.from_pretrained(adapter)
     cfg = load_config("default", sets=["eval.max_new_tokens=16"])
-    answers = [a.answer for a in read_rows(result.model, tok, rows, cfg.data, cfg.eval)]
+    answers = [a.answer for a in read_rows(model, tok, rows, cfg.data, cfg.eval)]
     assert answers == [r["answers"]["text"][0] for r in rows]
 
 
