@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from learning_check import loraqa_here  # noqa: E402
 from serve_load import build, free_port, launch, wait_until_up  # noqa: E402
 
 
@@ -220,12 +221,7 @@ def main() -> None:
 
     # cold starts: process start to the first answer
     export = work / "a000-ct2"
-    subprocess.run(
-        [sys.executable, "-m", "loraqa", "export", str(root / "a000"), "--output", str(export)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    loraqa_here("export", str(root / "a000"), "--output", str(export))  # preparation, in this process
     cold = {
         engine: cold_start(root / "a000" if engine == "pytorch" else export, rows[0], engine)
         for engine in ("pytorch", "ctranslate2")

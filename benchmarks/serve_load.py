@@ -137,26 +137,14 @@ async def fire(url: str, rows, n: int, concurrency: int, kind: str = "answer") -
 
 
 def export_int8(adapters: dict[str, Path], work: Path) -> dict[str, Path]:
+    """`loraqa export -q int8` of each adapter, in this process (preparation, not measured)."""
+    from learning_check import loraqa_here
+
     out = {}
     for name, path in adapters.items():
         out[name] = work / f"{name}-ct2-int8"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "loraqa",
-                "export",
-                str(path),
-                "--format",
-                "ctranslate2",
-                "--quantization",
-                "int8",
-                "--output",
-                str(out[name]),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        loraqa_here(
+            "export", str(path), "--format", "ctranslate2", "--quantization", "int8", "--output", str(out[name])
         )
     return out
 
