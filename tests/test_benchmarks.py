@@ -11,25 +11,45 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from helpers import SQUAD_V1
 from loraqa.modeling.precision import cpu_has_bf16
+from warm_python import WarmPython
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_warm: list[WarmPython] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_warm_interpreter():
+    yield
+    while _warm:
+        _warm.pop().__exit__(None, None, None)
+
+
 def run_script(name: str, *args: str, timeout: int = 420, env: dict | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    """`python benchmarks/NAME ARGS` from the clone's root; forked from one warm interpreter
+    (tests/warm_python.py) unless it needs an environment of its own (read at import time)."""
+    if env:
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / name), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env={**os.environ, **env},
+        )
+    else:
+        if not _warm:
+            _warm.append(WarmPython().__enter__())
+        out_dir = Path(tempfile.mkdtemp(prefix="loraqa-script-"))
+        res = _warm[0].run(ROOT / "benchmarks" / name, list(args), ROOT, dict(os.environ), out_dir, timeout)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
