@@ -334,3 +334,19 @@ def test_postgres_scale_script_measures_ingestion_and_every_mode_at_a_size(tmp_p
     assert got["scaled"]["passages"] >= 300 > got["real"]["passages"]
     for mode in ("lexical", "dense", "hybrid"):
         assert got["scaled"][mode]["p95_ms"] >= got["scaled"][mode]["p50_ms"] > 0
+
+
+def test_a_script_s_failure_and_output_reach_its_test_through_the_warm_interpreter(tmp_path):
+    """If the forked runs lost a script's exit code or output, every test above would pass on a
+    script that crashed."""
+    run_script("retrieval.py", "--help")  # starts the warm interpreter if this test runs alone
+    for body, code, said in (
+        ("import sys; print('figures'); sys.exit(3)", 3, "figures"),
+        ("import sys; print('half', flush=True); raise ValueError('broken script')", 1, "ValueError: broken script"),
+        ("raise SystemExit('one line of why')", 1, "one line of why"),
+        ("import sys, os; print(os.getcwd(), sys.argv[1:], sys.path[0])", 0, f"{tmp_path} ['--x'] {tmp_path}"),
+    ):
+        script = tmp_path / "script.py"
+        script.write_text(body)
+        res = _warm[0].run(script, ["--x"], tmp_path, dict(os.environ), tmp_path, timeout=60)
+        assert res.returncode == code and said in res.stdout + res.stderr, (body, res)
