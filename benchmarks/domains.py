@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from domain_data import SETS, write_set  # noqa: E402 - beside this script
+from domain_data import SETS, write_set
 
 MODES = ("lexical", "dense", "hybrid")
 

@@ -67,8 +67,8 @@ def ctranslate2_rates(
 
     import ctranslate2
 
-    from loraqa.diagnostics.bench import bench_data
     from loraqa.adapters.export import converter_class
+    from loraqa.diagnostics.bench import bench_data
 
     work = Path(tempfile.mkdtemp(prefix="loraqa-eval-speed-"))
     peft_model.merge_and_unload().to("cpu").save_pretrained(work / "merged")

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import learning_check as world  # noqa: E402 - the synthetic world lives beside this script
+import learning_check as world
 
 WINDOW = ["data.max_source_length=192", "data.doc_stride=48"]
 

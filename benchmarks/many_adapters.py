@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from learning_check import loraqa_here  # noqa: E402
-from serve_load import build, free_port, launch, wait_until_up  # noqa: E402
+from learning_check import loraqa_here
+from serve_load import build, free_port, launch, wait_until_up
 
 
 def adapter_root(work: Path, n: int, arch: str) -> tuple[Path, Path, list[dict]]:

@@ -22,10 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from domains import MODES, grow, latencies, model_path  # noqa: E402 - beside this script
+from domains import MODES, grow, latencies, model_path
 
 
 def main() -> None:
@@ -45,8 +43,8 @@ def main() -> None:
     from loraqa.config.schema import DocumentsConfig
     from loraqa.inference.library import Library
     from loraqa.retrieval import Settings, open_store
-    from loraqa.retrieval.ingest import add_paths, embed_collection
     from loraqa.retrieval.embedders import load_embedder
+    from loraqa.retrieval.ingest import add_paths, embed_collection
 
     model = load_embedder(model_path(args.embedder))
     store = open_store(args.postgres)
@@ -74,7 +72,10 @@ def main() -> None:
     store.drop(name + "_single")
     collection = store.open(name)
     embed_collection(collection, model)
-    questions = [SimpleNamespace(text=json.loads(line)["question"]) for line in open(args.questions, encoding="utf-8")]
+    questions = [
+        SimpleNamespace(text=json.loads(line)["question"])
+        for line in Path(args.questions).read_text(encoding="utf-8").splitlines()
+    ]
     random.Random(0).shuffle(questions)
     library = Library(store)
     out["real"] = {"passages": collection.counts()[1]}

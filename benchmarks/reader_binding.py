@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import long_documents  # noqa: E402 - its world: names and buyers passages (it lives beside this script)
+import long_documents
 
 TEMPLATE = "squad"
 NO_ANSWER = "unanswerable"

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import learning_check as world  # noqa: E402 - the synthetic world lives beside this script
+import learning_check as world
 
 ANIMALS = "dog cat parrot rabbit horse goat tortoise".split()
 PET_NAMES = "Pip Rusty Moss Juniper Biscuit Clover Pepper Sable".split()

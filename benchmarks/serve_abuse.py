@@ -26,7 +26,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import build, free_port, launch, wait_until_up  # noqa: E402
+from serve_load import build, free_port, launch, wait_until_up
 
 KEY, ADMIN = "normal-client-key", "admin-key-the-attackers-lack"
 
@@ -104,7 +103,7 @@ async def normal_clients(url: str, rows, clients: int, seconds: float, health: d
 
 
 async def chunked_body(host: str, port: int, megabytes: int = 50) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+    _reader, writer = await asyncio.open_connection(host, port)
     writer.write(
         b"POST /v1/answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer " + KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -70,7 +70,7 @@ def launch(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
     """A server process whose stderr goes to a file: a pipe that nobody reads fills at 64 KB, and
     the server's next log line then blocks the thread that writes it (a model thread that warns
     while attaching adapters, say) for good."""
-    log = tempfile.NamedTemporaryFile("w", prefix="loraqa-server-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile("w", prefix="loraqa-server-", suffix=".log", delete=False)  # noqa: SIM115 - closed here once the server holds it
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
     log.close()
     proc.log_path = log.name  # type: ignore[attr-defined]

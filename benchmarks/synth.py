@@ -38,8 +38,8 @@ from types import SimpleNamespace
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from learning_check import build_world, family_b, loraqa, pretrain, write_jsonl  # noqa: E402
-from serve_load import free_port, launch, wait_until_up  # noqa: E402
+from learning_check import build_world, family_b, loraqa, pretrain, write_jsonl
+from serve_load import free_port, launch, wait_until_up
 
 LORA = [
     "--set",

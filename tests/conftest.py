@@ -23,7 +23,8 @@ if "LORAQA_EMBEDDER_CACHE" not in os.environ:
     os.environ["LORAQA_EMBEDDER_CACHE"] = __import__("tempfile").mkdtemp(prefix="loraqa-embedders-")
     os.chmod(os.environ["LORAQA_EMBEDDER_CACHE"], 0o755)
 
-from helpers import SQUAD_V1, train_memoriser  # noqa: E402 - after the environment above
+# imported after the environment above is set: helpers imports loraqa, which reads it
+from helpers import SQUAD_V1, train_memoriser
 
 
 @pytest.fixture(scope="session")

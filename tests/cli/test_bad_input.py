@@ -11,8 +11,7 @@ import os
 
 import pytest
 
-from helpers import FIXTURES, SQUAD_V1
-from helpers import FAST, run_cli
+from helpers import FAST, FIXTURES, SQUAD_V1, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +109,7 @@ def test_train_bad_input(case, files, monkeypatch):
     assert res.exit_code == code, res.output
     assert message in res.stderr, res.stderr
     assert "Traceback" not in res.output
-    assert len([l for l in res.stderr.splitlines() if l.startswith("error:")]) == 1
+    assert len([line for line in res.stderr.splitlines() if line.startswith("error:")]) == 1
     assert not out.exists(), "a failed start must not leave a run directory"
 
 
@@ -129,7 +128,7 @@ def test_several_config_problems_are_listed_together(files):
         "train.batch_size=-1",
     )
     assert res.exit_code == 2
-    errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "lora.r" in errors[0] and "train.batch_size" in errors[1]
 
 

@@ -93,7 +93,7 @@ def test_unknown_section_suggests_the_right_one():
 
 
 def test_wrong_type_is_named():
-    with pytest.raises(ConfigError, match="train.batch_size must be an integer, got 'big'"):
+    with pytest.raises(ConfigError, match=r"train.batch_size must be an integer, got 'big'"):
         load_config("default", sets=["train.batch_size=big"])
 
 
@@ -117,24 +117,24 @@ def test_unknown_preset_lists_the_presets():
 
 
 def test_bad_template_is_explained():
-    with pytest.raises(ConfigError, match="neither a template name"):
+    with pytest.raises(ConfigError, match=r"neither a template name"):
         load_config("default", sets=["data.template='Answer: {context}'"])
 
 
 def test_malformed_set_is_explained():
-    with pytest.raises(ConfigError, match="must look like section.key=value"):
+    with pytest.raises(ConfigError, match=r"must look like section.key=value"):
         load_config("default", sets=["batch_size=4"])
 
 
 def test_bad_config_file_yaml_names_the_line(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("train:\n  batch_size: [1, 2\n")
-    with pytest.raises(LoraqaError, match="not valid YAML at line"):
+    with pytest.raises(LoraqaError, match=r"not valid YAML at line"):
         load_config("default", config_file=f)
 
 
 def test_unknown_scheduler_is_caught_before_training():
-    with pytest.raises(ConfigError, match="train.lr_scheduler 'cosin'.*did you mean 'cosine'"):
+    with pytest.raises(ConfigError, match=r"train.lr_scheduler 'cosin'.*did you mean 'cosine'"):
         load_config("default", sets=["train.lr_scheduler=cosin"])
 
 
@@ -166,5 +166,5 @@ def test_a_micro_batch_that_does_not_split_the_step_leaves_the_batch_as_given(tm
             cfg.train.batch_size,
             cfg.train.grad_accum,
         )
-    with pytest.raises(ConfigError, match="train.fp32_cpu_micro_batch must be >= 1"):
+    with pytest.raises(ConfigError, match=r"train.fp32_cpu_micro_batch must be >= 1"):
         load_config("default", sets=["train.fp32_cpu_micro_batch=0"])

@@ -7,12 +7,11 @@ import json
 import pandas as pd
 import pytest
 
+from helpers import SQUAD_V1
 from loraqa.config import load_config
 from loraqa.data.loading import load_rows
 from loraqa.data.splitting import DataReport, clean_rows, prepare_splits, sample_rows, split_rows
 from loraqa.errors import LoraqaError
-
-from helpers import SQUAD_V1
 
 V2 = {
     "version": "v2.0",
@@ -128,13 +127,13 @@ def test_split_by_context_never_shares_a_passage(squad_rows):
     train, test = split_rows(squad_rows, 0.25, 1, "context", report)
     assert {r["context"] for r in train}.isdisjoint({r["context"] for r in test})
     assert report.shared_contexts_across_split == 0 and len(train) + len(test) == 24
-    _, random_test = split_rows(squad_rows, 0.25, 1, "random", r2 := DataReport())
+    _, _random_test = split_rows(squad_rows, 0.25, 1, "random", r2 := DataReport())
     assert r2.shared_contexts_across_split > 0  # what the grouped split prevents
 
 
 def test_prepare_splits_reports_counts():
     cfg = load_config("seed", overrides={"data": {"source": str(SQUAD_V1)}})
-    train, test, report = prepare_splits(cfg.data, needs_context=False)
+    _train, _test, report = prepare_splits(cfg.data, needs_context=False)
     assert (report.rows_loaded, report.rows_sampled, report.train_rows, report.test_rows) == (24, 24, 19, 5)
 
 
@@ -161,7 +160,7 @@ def test_file_with_no_usable_rows_is_explained(tmp_path):
     f = tmp_path / "d.jsonl"
     f.write_text(json.dumps({"question": "Q?", "context": "abc", "answer": "zzz"}) + "\n")
     cfg = load_config("default", overrides={"data": {"source": str(f)}})
-    with pytest.raises(LoraqaError, match="no usable rows .*1 with the answer missing"):
+    with pytest.raises(LoraqaError, match=r"no usable rows .*1 with the answer missing"):
         prepare_splits(cfg.data, needs_context=True)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from loraqa.config import load_config
 from loraqa.data.features import FeatureCounts, build_features, encode_row
 
@@ -48,7 +50,7 @@ def test_reading_windows_cover_the_whole_passage_and_keep_the_question(tokenizer
     assert len(inputs) > 3
     spans = [(x.window.start, x.window.end) for x in inputs]
     assert spans[0][0] == 0 and spans[-1][1] == len(row["context"].rstrip())
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+    for (_s1, e1), (s2, e2) in itertools.pairwise(spans):
         assert s2 < e1 <= e2  # overlapping, advancing, nothing between them skipped
     for x in inputs:
         source = tokenizer.decode(x.source, skip_special_tokens=True)

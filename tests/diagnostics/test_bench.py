@@ -35,8 +35,8 @@ def test_bench_reports_throughput_mfu_and_memory(tiny_model_dir, tmp_path, seed_
 
 
 def test_forward_flops_match_a_hand_count():
-    from loraqa.diagnostics.bench import forward_flops
     from loraqa.diagnostics.architectures import Arch
+    from loraqa.diagnostics.bench import forward_flops
 
     a = Arch(d_model=4, d_ff=8, num_layers=1, num_decoder_layers=1, num_heads=1, d_kv=4, vocab_size=10)
     # encoder, 2 tokens: attention 4*4*4 + gated ffn 3*4*8 per token, scores 2*2*2*4

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from helpers import run_cli
-
 from loraqa.diagnostics.architectures import KNOWN_ARCHITECTURES, arch_from_config
 
 

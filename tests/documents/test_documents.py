@@ -3,6 +3,7 @@ Markdown, text, JSONL and SQuAD; and cutting them into passages that point back 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -141,5 +142,5 @@ def test_passages_cover_the_document_and_point_into_it():
     for p in passages:
         covered.update(range(p.start, p.end))
     assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())  # no text is skipped
-    shared = [max(0, a.end - b.start) for a, b in zip(passages, passages[1:])]
+    shared = [max(0, a.end - b.start) for a, b in itertools.pairwise(passages)]
     assert max(shared) <= 100 and sum(1 for s in shared if s) > len(shared) // 2  # neighbours overlap

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from helpers import FIXTURES, SQUAD_V1
-from helpers import read_jsonl, run_cli
+from helpers import FIXTURES, SQUAD_V1, read_jsonl, run_cli
 
 
 @pytest.fixture(scope="module")

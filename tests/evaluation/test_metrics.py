@@ -33,7 +33,6 @@ import json
 import pytest
 
 from helpers import FIXTURES, run_cli
-
 from loraqa.evaluation.calibration import auroc, na_prob, risk_coverage, score_threshold
 from loraqa.evaluation.metrics import extractiveness, normalize_answer, rouge_l, score_one, token_accuracy
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
-
 from helpers import live_server, local_client, read_jsonl, run_cli, write_jsonl
 
 

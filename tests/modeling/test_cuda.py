@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+
 from helpers import read_jsonl, run_cli, train_memoriser, write_jsonl
 
 pytestmark = pytest.mark.skipif(

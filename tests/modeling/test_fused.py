@@ -11,10 +11,10 @@ import copy
 import pytest
 import torch
 
+from loraqa.config import load_config
 from loraqa.modeling import attention, fused
 from loraqa.modeling.loading import configure_base
 from loraqa.modeling.lora import add_lora
-from loraqa.config import load_config
 
 
 def _lora_model(attention_kind: str, fast: bool, dropout: float = 0.0):

@@ -571,5 +571,5 @@ def test_vectors_of_the_wrong_shape_are_refused_in_one_line_not_misplaced():
 
     assert [v.shape for v in per_passage([np.ones(4), np.ones((3, 4))], 2, 4)] == [(1, 4), (3, 4)]
     for wrong, count in (([np.ones((3, 100))], 1), (np.ones((2, 4)), 3), ([np.ones((0, 4))], 1)):
-        with pytest.raises(UsageError, match="for .* passages of a 4-dimension collection"):
+        with pytest.raises(UsageError, match=r"for .* passages of a 4-dimension collection"):
             per_passage(wrong, count, 4)

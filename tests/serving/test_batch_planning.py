@@ -17,7 +17,7 @@ from loraqa.serving.batching import Batcher
 class Names:
     """The part of the Answerer the batcher asks when it admits a request."""
 
-    names = ["a", "b"]
+    names = ("a", "b")
 
     def run(self, jobs):
         raise AssertionError("no model call in these tests")

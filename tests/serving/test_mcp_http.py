@@ -20,9 +20,9 @@ KEY = "mcp-key"
 
 @pytest.fixture(scope="module")
 def mcp_url(answerer):
-    from loraqa.serving.scopes import KeyRing
     from loraqa.serving.limits import ServerLimits
     from loraqa.serving.mcp_server import build_server, http_app
+    from loraqa.serving.scopes import KeyRing
 
     limits = ServerLimits(max_context_chars=200_000)
     server, _ = build_server(answerer, limits=limits)

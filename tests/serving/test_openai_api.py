@@ -15,8 +15,8 @@ KEY = "s3cret"
 @pytest.fixture(scope="module")
 def server(domain_answerer):
     from loraqa.serving.app import create_app
-    from loraqa.serving.options import ServeOptions
     from loraqa.serving.limits import ServerLimits
+    from loraqa.serving.options import ServeOptions
 
     with live_server(
         create_app(domain_answerer, ServeOptions(api_key=KEY, limits=ServerLimits(max_context_chars=5_000)))

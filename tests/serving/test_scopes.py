@@ -193,9 +193,9 @@ def test_search_queries_are_held_to_the_same_limits_everywhere(server, world):
 
 @pytest.fixture(scope="module")
 def mcp_url(world, answerer):
+    from loraqa.serving.limits import ServerLimits
     from loraqa.serving.mcp_server import build_server, http_app
     from loraqa.serving.scopes import KeyRing
-    from loraqa.serving.limits import ServerLimits
 
     limits = ServerLimits()
     server, _ = build_server(answerer, limits=limits, exposed=["shared"], store=str(world["store"]))

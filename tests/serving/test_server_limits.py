@@ -23,9 +23,8 @@ def app_of(answerer, **options):
     import dataclasses
 
     from loraqa.serving.app import create_app
-
-    from loraqa.serving.options import ServeOptions
     from loraqa.serving.limits import ServerLimits
+    from loraqa.serving.options import ServeOptions
 
     names = {f.name for f in dataclasses.fields(ServerLimits)}
     limits = {k: options.pop(k) for k in list(options) if k in names}
@@ -399,7 +398,7 @@ def test_metric_labels_stay_bounded(answerer):
             c.post("/v1/answer", json={"question": "Q?", "adapter": f"nope{i}"})
         after = c.get("/metrics").text
     labels = {line.rsplit(" ", 1)[0] for line in after.splitlines() if not line.startswith("#")}
-    assert not any("nope" in l or "/random" in l for l in labels)
+    assert not any("nope" in label or "/random" in label for label in labels)
     assert len(after) < len(before) + 4_000  # a few new series (unmatched, unknown, 404), not 600
 
 

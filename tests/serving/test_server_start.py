@@ -42,7 +42,7 @@ def test_serve_runs_without_mcp_and_takes_its_keys_from_the_environment(two_adap
                     break
             except httpx.HTTPError:
                 if proc.poll() is not None:
-                    raise AssertionError(proc.stderr.read()[-2000:])
+                    raise AssertionError(proc.stderr.read()[-2000:]) from None
                 time.sleep(0.2)
         with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
             assert b"ask-key" not in fh.read()  # what `ps` shows

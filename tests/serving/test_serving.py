@@ -27,7 +27,7 @@ def test_predict_file_mixes_adapters_in_one_batch(two_adapters, tmp_path):
         for name in ("answers", "titles")
     ]
     src = tmp_path / "q.jsonl"
-    src.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "a.jsonl"
     res = run_cli(
         "predict",
@@ -44,7 +44,7 @@ def test_predict_file_mixes_adapters_in_one_batch(two_adapters, tmp_path):
     got = read_jsonl(out)
     want = [r["answers"]["text"][0] if n == "answers" else r["title"] for r in rows for n in ("answers", "titles")]
     assert [g["answer"] for g in got] == want
-    assert [g["adapter"] for g in got] == [l["adapter"] for l in lines]
+    assert [g["adapter"] for g in got] == [line["adapter"] for line in lines]
 
 
 def test_merged_model_answers_like_base_plus_adapter(two_adapters, tmp_path, answerer):
@@ -137,7 +137,6 @@ def test_concurrent_requests_are_gathered_into_batches(answerer, two_adapters):
     import httpx
 
     from loraqa.serving.app import create_app
-
     from loraqa.serving.options import ServeOptions
 
     rows = two_adapters["rows"]

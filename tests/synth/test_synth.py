@@ -79,9 +79,8 @@ def test_the_readers_span_replaces_loose_answer_bounds_and_unfinished_or_unknown
     (the writer's answer stays in the row); with reader_spans off it keeps the writer's. A question
     the writer did not finish, and one naming someone the passage never mentions, are dropped, the
     latter kept when check_names is off."""
-    from loraqa.synth.generators import Draft
-
     from helpers import GivenPairs
+    from loraqa.synth.generators import Draft
     from loraqa.synth.pipeline import Reader, synthesise
     from loraqa.synth.sampling import SourcePassage
 
@@ -124,9 +123,8 @@ def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answer
     """The reader ('answers', which knows these questions) must give the pair's answer from the
     passage: a pair whose answer was swapped with another question's is dropped, as is an answer
     not quoted from the passage; the good pairs are kept with their offsets."""
-    from loraqa.synth.generators import Draft
-
     from helpers import GivenPairs
+    from loraqa.synth.generators import Draft
     from loraqa.synth.pipeline import Reader, synthesise
     from loraqa.synth.sampling import SourcePassage
 
@@ -139,7 +137,7 @@ def test_the_round_trip_filter_drops_swapped_answers_and_keeps_good_pairs(answer
     # The answer of another question on the same passage: quoted from it, so only the round trip can
     # tell. Each is filed under a document of its own, so that it is not dropped as a repeated question.
     swapped = []
-    for i, r in enumerate(rows):
+    for r in rows:
         for o in rows:
             if o["context"] == r["context"] and o["answers"]["text"][0] != r["answers"]["text"][0]:
                 passages.append(
@@ -204,9 +202,8 @@ def test_the_likelihood_margin_keeps_pairs_the_reader_finds_nearly_as_likely(ans
     """A reader that answers every question otherwise ('titles' gives the passage's title) drops
     every pair by F1; with a margin, the pairs whose answer it finds within the margin of its own
     are kept, each with its gap, and no other."""
-    from loraqa.synth.generators import Draft
-
     from helpers import GivenPairs
+    from loraqa.synth.generators import Draft
     from loraqa.synth.pipeline import Reader, synthesise
     from loraqa.synth.sampling import SourcePassage
 

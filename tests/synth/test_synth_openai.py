@@ -522,8 +522,8 @@ def test_hostile_replies_are_counted_as_malformed_never_cached_and_never_fatal(t
 def test_a_cache_poisoned_by_an_older_version_is_read_without_crashing(tmp_path, monkeypatch):
     import sqlite3
 
-    from loraqa.synth.reply_cache import reply_key
     from loraqa.synth.replies import DEFAULT_PROMPT, render_prompt
+    from loraqa.synth.reply_cache import reply_key
 
     monkeypatch.setenv("OPENAI_API_KEY", "any")
     docs = tmp_path / "docs"

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SQUAD_V1
-from helpers import read_jsonl, run_cli
+from helpers import SQUAD_V1, read_jsonl, run_cli
 
 ARGS = [
     "--set",

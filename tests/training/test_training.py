@@ -225,10 +225,9 @@ def test_gradient_accumulation_reports_and_trains_like_one_big_batch(nodrop_mode
     T5 accepts **kwargs, so the Trainer assumed it normalises by the tokens of all accumulated
     micro-batches and skipped its own division; T5 ignores that count, so loss and gradient came
     out accumulation-steps times too large (the seed preset accumulates 2)."""
+    from helpers import MEMORISE
     from loraqa.config import load_config
     from loraqa.training.train import train
-
-    from helpers import MEMORISE
 
     data = write_jsonl(tmp_path / "data.jsonl", squad_rows[:5])  # 4 train, 1 held out
     losses = {}
@@ -247,6 +246,6 @@ def test_gradient_accumulation_reports_and_trains_like_one_big_batch(nodrop_mode
         )
         out = tmp_path / f"run-{batch}x{accum}"
         train(cfg, output=str(out))
-        losses[accum] = [r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r][0]
+        losses[accum] = next(r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r)
     # equal up to mean-of-means vs mean-over-tokens (answers differ in length); the bug was 2x
     assert losses[2] == pytest.approx(losses[1], rel=0.15)

@@ -18,7 +18,7 @@ def record() -> None:
 
 
 # imported only now, on purpose: its exit hook must be registered after the one above
-from loraqa.distributed import in_shares
+from loraqa.distributed import in_shares  # noqa: E402
 
 doubled, shares = in_shares(lambda xs: [2 * x for x in xs], list(range(10)))
 assert doubled == [2 * x for x in range(10)] and shares == [5, 5], (doubled, shares)
