@@ -4,8 +4,8 @@
 #   make docs    write the pages that come from the code, then serve the site at http://127.0.0.1:8000
 # Each builds .venv on first use. The pinned CPU torch wheel goes in first so that
 # no dependency can pull a multi-GB CUDA build of torch on a CPU-only machine.
-# --no-compile: Python writes the bytecode of what it imports on first use; compiling every
-# module up front adds about 0.5 GB to a 3 GB environment (and a full disk fails the install).
+# Modules are compiled at install (pip's default): where PYTHONDONTWRITEBYTECODE is set, as on CI
+# machines, Python never caches what it compiles, and every process would compile torch anew.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -20,8 +20,8 @@ ARGS   ?=
 $(BIN)/loraqa: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet --no-compile "$(TORCH)"
-	$(BIN)/pip install --quiet --no-compile -e ".[dev]"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(BIN)/loraqa
 
 install: $(BIN)/loraqa
