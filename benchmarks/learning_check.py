@@ -21,14 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+import commands
+from commands import loraqa
 
 SYLLABLES = "ka lo mi re su ta vi no pe da ri zu mo sa ne to li ga bo fe".split()
 PLACES = "Arvel Brisk Corran Dunmoor Elst Farrow Glent Hollin Istra Jorvik Kelm Lusk Marrow Norvale Osk Pell".split()
@@ -157,42 +157,6 @@ def pretrain(rows: list[dict], tokenizer, out: Path, steps: int, seed: int) -> P
     return base
 
 
-def _stop_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
-# A smoke run (--quick) calls loraqa's commands in this process: importing torch and
-# transformers is most of a tiny run's time, paid once here instead of once per command. A
-# measurement runs each in its own process, so that its time and memory are the command's alone.
-IN_PROCESS = False
-
-
-def loraqa(*args: str, stderr=None) -> None:
-    """`python -m loraqa ARGS`, stopped with this script: subprocess.run kills its child on any
-    exception (Ctrl-C included), and a plain `kill` of the script is made one here (by default
-    SIGTERM ends the script at once and leaves a training run going on in the background)."""
-    if IN_PROCESS:
-        loraqa_here(*args, quiet=stderr == subprocess.DEVNULL)
-        return
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    subprocess.run([sys.executable, "-m", "loraqa", *args], check=True, stdout=subprocess.DEVNULL, stderr=stderr)
-
-
-def loraqa_here(*args: str, quiet: bool = False) -> None:
-    """The same command in this process, its output dropped; a failure raises as it would exit."""
-    import contextlib
-    import io
-
-    from loraqa.cli import app
-
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.ExitStack() as stack:
-        if quiet:
-            stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-        code = app(list(args), standalone_mode=False)
-    if code:  # typer.Exit(n) comes back as n when click does not exit for us
-        raise subprocess.CalledProcessError(code, ["loraqa", *args])
-
-
 def build_world(quick: bool) -> dict:
     """The seeded synthetic world: people, the training and test rows of both families, and a
     tokenizer trained on their text (the same for every script that builds it, so a base model
@@ -236,8 +200,7 @@ def main() -> None:
         help="also answer the held-out family-B questions from a collection instead of their passages",
     )
     args = ap.parse_args()
-    global IN_PROCESS
-    IN_PROCESS = args.quick  # a smoke run: loraqa's commands in this process
+    commands.IN_PROCESS = args.quick  # a smoke run: loraqa's commands in this process
     os.environ.setdefault("WANDB_MODE", "offline")
     world = build_world(args.quick)
     a_train, b_train, a_test, b_test = (world[k] for k in ("a_train", "b_train", "a_test", "b_test"))

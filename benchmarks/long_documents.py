@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import commands
 import learning_check as world
 
 WINDOW = ["data.max_source_length=192", "data.doc_stride=48"]
@@ -288,7 +289,7 @@ def main() -> None:
     )
     ap.add_argument("--negatives", default="0,1,2", help="data.negative_windows values to compare on the dev set")
     args = ap.parse_args()
-    world.IN_PROCESS = args.quick  # a smoke run: loraqa's commands in this process
+    commands.IN_PROCESS = args.quick  # a smoke run: loraqa's commands in this process
     if args.base and not (Path(args.base) / "config.json").is_file():
         ap.error(f"--base {args.base}: no config.json there (a local model folder is needed)")
     os.environ.setdefault("WANDB_MODE", "offline")

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from learning_check import loraqa_here
+from commands import loraqa_here
 from serve_load import build, free_port, launch, wait_until_up
 
 

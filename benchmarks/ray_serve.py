@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from many_adapters import adapter_root, fire, metric, pct, zipf_names
-from serve_load import launch, wait_until_up
+from serve_load import free_ports, launch, wait_until_up
 
 FIXTURE = Path(__file__).parents[1] / "tests" / "fixtures" / "squad_v1_mini.json"
 
@@ -52,7 +52,7 @@ def start_together(arg_lists: list[list[str]], seconds: float = 600) -> list[tup
     """Servers that serve side by side, started at once (two imports and model loads overlap on
     two cores); if one fails to come up, every one is stopped."""
     servers = []
-    ports = distinct_free_ports(len(arg_lists))
+    ports = free_ports(len(arg_lists))
     for args, port in zip(arg_lists, ports):
         env = {**os.environ, "OMP_NUM_THREADS": "1"} if "--ray" in args else None
         proc = launch([sys.executable, "-m", "loraqa", "serve", "--port", str(port), *args], env=env)
@@ -76,20 +76,6 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def distinct_free_ports(n: int) -> list[int]:
-    """n ports free now and different from each other (each socket is held until all are chosen)."""
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def loads_of(*urls: str) -> float:

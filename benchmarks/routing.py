@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import commands
 import learning_check as world
 
 ANIMALS = "dog cat parrot rabbit horse goat tortoise".split()
@@ -193,7 +194,7 @@ def main() -> None:
     )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
-    world.IN_PROCESS = args.quick  # a smoke run: loraqa's commands in this process
+    commands.IN_PROCESS = args.quick  # a smoke run: loraqa's commands in this process
     os.environ.setdefault("WANDB_MODE", "offline")
     from loraqa.modeling.precision import cpu_precision_note
 

@@ -61,9 +61,19 @@ def build(work: Path, arch: str = "flan-t5-small") -> tuple[dict[str, Path], lis
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports free now and different from each other (each socket is held until all are chosen)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def launch(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -138,7 +148,7 @@ async def fire(url: str, rows, n: int, concurrency: int, kind: str = "answer") -
 
 def export_int8(adapters: dict[str, Path], work: Path) -> dict[str, Path]:
     """`loraqa export -q int8` of each adapter, in this process (preparation, not measured)."""
-    from learning_check import loraqa_here
+    from commands import loraqa_here
 
     out = {}
     for name, path in adapters.items():

@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import learning_check as world
+import commands
+from commands import loraqa
 
 
 def bench(name: str, args: list[str], steps: int, out: Path, warmup: int = 3, quick: bool = False) -> dict:
@@ -43,10 +44,7 @@ def bench(name: str, args: list[str], steps: int, out: Path, warmup: int = 3, qu
         "track.report_to=none",
         *args,
     ]
-    if quick:  # in this process (learning_check.IN_PROCESS): memory figures are then this process's
-        world.loraqa_here(*command)
-    else:
-        world.loraqa(*command, stderr=subprocess.DEVNULL)
+    loraqa(*command, stderr=subprocess.DEVNULL)  # --quick: in this process, its memory figures this process's
     return json.loads(path.read_text())
 
 
@@ -76,6 +74,7 @@ def main() -> None:
     ap.add_argument("--json", help="write all figures here")
     args = ap.parse_args()
     steps, rounds, warmup = (1, 1, 1) if args.quick else (args.steps, args.rounds, 3)
+    commands.IN_PROCESS = args.quick  # a smoke run: the benches in this process
     out = Path(tempfile.mkdtemp(prefix="loraqa-train-speed-"))
     from loraqa.modeling.precision import cpu_has_bf16
 

@@ -23,33 +23,20 @@ from warm_python import WarmPython
 ROOT = Path(__file__).resolve().parents[1]
 
 
-_warm: list[WarmPython] = []
+WARM = WarmPython()  # started by the first script run, stopped with this module
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _stop_the_warm_interpreter():
     yield
-    while _warm:
-        _warm.pop().__exit__(None, None, None)
+    WARM.close()
 
 
-def run_script(name: str, *args: str, timeout: int = 420, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python benchmarks/NAME ARGS` from the clone's root; forked from one warm interpreter
-    (tests/warm_python.py) unless it needs an environment of its own (read at import time)."""
-    if env:
-        res = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / name), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=ROOT,
-            env={**os.environ, **env},
-        )
-    else:
-        if not _warm:
-            _warm.append(WarmPython().__enter__())
-        out_dir = Path(tempfile.mkdtemp(prefix="loraqa-script-"))
-        res = _warm[0].run(ROOT / "benchmarks" / name, list(args), ROOT, dict(os.environ), out_dir, timeout)
+def run_script(name: str, *args: str, timeout: int = 420) -> subprocess.CompletedProcess:
+    """`python benchmarks/NAME ARGS` from the clone's root, forked from one warm interpreter
+    (tests/warm_python.py)."""
+    out_dir = Path(tempfile.mkdtemp(prefix="loraqa-script-"))
+    res = WARM.run(ROOT / "benchmarks" / name, list(args), ROOT, dict(os.environ), out_dir, timeout)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
@@ -339,7 +326,6 @@ def test_postgres_scale_script_measures_ingestion_and_every_mode_at_a_size(tmp_p
 def test_a_script_s_failure_and_output_reach_its_test_through_the_warm_interpreter(tmp_path):
     """If the forked runs lost a script's exit code or output, every test above would pass on a
     script that crashed."""
-    run_script("retrieval.py", "--help")  # starts the warm interpreter if this test runs alone
     for body, code, said in (
         ("import sys; print('figures'); sys.exit(3)", 3, "figures"),
         ("import sys; print('half', flush=True); raise ValueError('broken script')", 1, "ValueError: broken script"),
@@ -348,5 +334,5 @@ def test_a_script_s_failure_and_output_reach_its_test_through_the_warm_interpret
     ):
         script = tmp_path / "script.py"
         script.write_text(body)
-        res = _warm[0].run(script, ["--x"], tmp_path, dict(os.environ), tmp_path, timeout=60)
+        res = WARM.run(script, ["--x"], tmp_path, dict(os.environ), tmp_path, timeout=60)
         assert res.returncode == code and said in res.stdout + res.stderr, (body, res)

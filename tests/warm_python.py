@@ -81,26 +81,34 @@ for line in sys.stdin:
 
 
 class WarmPython:
-    """`with WarmPython() as warm: warm.run(script, args, ...)` -> subprocess.CompletedProcess."""
+    """`warm.run(script, args, ...)` -> subprocess.CompletedProcess; the warm interpreter starts
+    on the first run and stops at `close()` (or at the end of a `with` block)."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> WarmPython:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
         code = f"WARM_IMPORTS = {WARM_IMPORTS!r}\n{PARENT}"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         assert json.loads(self._line(120)) == {"ready": True}
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
         if self.proc is not None:
-            self.proc.stdin.close()  # type: ignore[union-attr]
+            proc, self.proc = self.proc, None
+            proc.stdin.close()  # type: ignore[union-attr]
             try:
-                self.proc.wait(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
 
     def _line(self, timeout: float) -> str:
         import select
@@ -117,6 +125,8 @@ class WarmPython:
     def run(
         self, script: Path, args: list[str], cwd: Path, env: dict[str, str], out_dir: Path, timeout: float
     ) -> subprocess.CompletedProcess:
+        if self.proc is None:
+            self.start()
         assert self.proc is not None and self.proc.stdin is not None
         stdout, stderr = out_dir / f"{script.stem}.stdout", out_dir / f"{script.stem}.stderr"
         job = {
