@@ -21,9 +21,23 @@ R = TypeVar("R")
 
 
 def processes() -> PartialState:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _import_group_holders()
     # cpu=True lets a CPU-only launch form a gloo group (accelerate only does so when asked, as the
     # Trainer asks with use_cpu); the state is shared, so whoever starts it first decides
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _import_group_holders() -> None:
+    """Import, before the process group starts, the torch module that would otherwise hold it.
+
+    torch's ShardedGradScaler takes `process_group=dist.group.WORLD` as a default argument, which is
+    evaluated when its module is imported. transformers imports that module with its model classes,
+    which eval loads after the group has started: the default then keeps the group alive for good,
+    destroy_process_group cannot free it, its gloo threads run on into interpreter teardown, and now
+    and then a finished process aborts there (SIGABRT, "terminate called without an active
+    exception") so torchrun reports the eval failed. Imported first, the default is None."""
+    import torch.distributed.fsdp.sharded_grad_scaler  # noqa: F401
 
 
 @atexit.register

@@ -79,7 +79,10 @@ def test_training_em_f1_hook_under_torchrun_shares_the_questions(two_adapters, t
 
 def test_every_process_ends_its_process_group_before_exit(tmp_path):
     """A gloo group left to interpreter shutdown aborts a finished process now and then (SIGABRT):
-    the user's eval or training is written, yet torchrun says it failed."""
+    the user's eval or training is written, yet torchrun says it failed. Ended means its threads
+    are gone too, also when model classes were first loaded after the group started."""
     torchrun(str(SCRIPTS / "process_group_at_exit.py"), str(tmp_path))
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"alive_at_exit": False}, rank
+        alive = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert alive["group"] is False, rank
+        assert alive["gloo_threads"] in ([], None), (rank, alive)
