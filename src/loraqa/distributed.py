@@ -8,6 +8,7 @@ so callers need no second code path."""
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -21,8 +22,6 @@ R = TypeVar("R")
 
 
 def processes() -> PartialState:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        _import_group_holders()
     # cpu=True lets a CPU-only launch form a gloo group (accelerate only does so when asked, as the
     # Trainer asks with use_cpu); the state is shared, so whoever starts it first decides
     return PartialState(cpu=not torch.cuda.is_available())
@@ -36,8 +35,14 @@ def _import_group_holders() -> None:
     which eval loads after the group has started: the default then keeps the group alive for good,
     destroy_process_group cannot free it, its gloo threads run on into interpreter teardown, and now
     and then a finished process aborts there (SIGABRT, "terminate called without an active
-    exception") so torchrun reports the eval failed. Imported first, the default is None."""
+    exception") so torchrun reports the eval failed. Imported first, the default is None. Done
+    when this module is imported under a launcher: every loraqa path imports it before any group
+    starts (eval before it starts one itself, training before the Trainer does)."""
     import torch.distributed.fsdp.sharded_grad_scaler  # noqa: F401
+
+
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    _import_group_holders()
 
 
 @atexit.register
@@ -52,6 +57,9 @@ def _end_process_group() -> None:
     list: 2 aborts in 12 launches without this, 0 in 24 with it. Nothing waits for the other
     processes here, so a process that failed still exits at once and torchrun stops the rest."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # the Trainer's DistributedDataParallel wrapper outlives training in a reference cycle and
+        # holds the group: collected first, the group's threads end with it instead of at teardown
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 
