@@ -38,7 +38,7 @@ def _import_group_holders() -> None:
     exception") so torchrun reports the eval failed. Imported first, the default is None. Done
     when this module is imported under a launcher: every loraqa path imports it before any group
     starts (eval before it starts one itself, training before the Trainer does)."""
-    import torch.distributed.fsdp.sharded_grad_scaler  # noqa: F401
+    import torch.distributed.fsdp.sharded_grad_scaler  # noqa: F401 - imported for its side effect
 
 
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
