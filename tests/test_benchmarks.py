@@ -35,8 +35,8 @@ def _stop_the_warm_interpreter():
 def run_script(name: str, *args: str, timeout: int = 420) -> subprocess.CompletedProcess:
     """`python benchmarks/NAME ARGS` from the clone's root, forked from one warm interpreter
     (tests/warm_python.py)."""
-    out_dir = Path(tempfile.mkdtemp(prefix="loraqa-script-"))
-    res = WARM.run(ROOT / "benchmarks" / name, list(args), ROOT, dict(os.environ), out_dir, timeout)
+    with tempfile.TemporaryDirectory(prefix="loraqa-script-") as out_dir:  # its output is read before it goes
+        res = WARM.run(ROOT / "benchmarks" / name, list(args), ROOT, dict(os.environ), Path(out_dir), timeout)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
